@@ -1,0 +1,160 @@
+//! The raw hypercall primitive every backend implements.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
+use crate::Error;
+
+/// A way to make Xen hypercalls: inline assembly in a freestanding guest, a
+/// device such as Linux's `/dev/xen/privcmd` in userland, or a mock in tests.
+///
+/// The raw `hypercallN` functions issue hypercall `op` with `N` arguments and
+/// decode its result: a negative `long` is Xen's error code, anything else is
+/// returned as is. The safe, typed wrappers of this crate are built on them.
+///
+/// # Safety
+///
+/// The safe wrappers of this crate (and of users) hand Xen pointers obtained
+/// from this trait and rely on these promises for their soundness. An
+/// implementer promises that:
+///
+/// - `hypercallN(op, args)` asks the Xen hypervisor (or a faithful model of it)
+///   to perform hypercall `op` with exactly these arguments, on behalf of the
+///   calling domain, and returns only once Xen has completed it. It reads or
+///   writes no memory except as that hypercall does. A negative `long` result
+///   is returned as `Err` holding [`Error::Xen`]; every other result as `Ok`.
+/// - [`make_const_buffer`](Self::make_const_buffer) returns a buffer whose
+///   pointer is valid, for Xen, for reads of `size_of_val(data)` bytes holding
+///   the bytes of `data`, for as long as the buffer lives.
+/// - [`make_mut_buffer`](Self::make_mut_buffer) returns a buffer whose pointer
+///   is valid, for Xen, for reads and writes of `size_of_val(data)` bytes,
+///   initially holding the bytes of `data`, for as long as the buffer lives, and
+///   aliasing no memory other than `data`'s. Its `update` writes into `data`
+///   exactly the bytes that are at that pointer.
+/// - A buffer's pointer, if it does not point at `data` itself, points at
+///   memory no other live Rust value uses.
+pub unsafe trait XenHypercall {
+    /// The error this backend returns. Every backend of this project uses
+    /// [`Error`]; the bound lets the typed wrappers report their own failures.
+    type Error: From<Error> + core::error::Error;
+
+    /// Issues hypercall `op` with no argument.
+    ///
+    /// # Safety
+    ///
+    /// The hypercall must be well formed for Xen's ABI and must not make Xen
+    /// access memory that Rust code does not allow it to, during or after the
+    /// call: every pointer argument points into a live buffer from this
+    /// interface of the right size and mutability, and the operation's other
+    /// effects (mappings, shared pages) do not break any Rust invariant.
+    unsafe fn hypercall0(&self, op: usize) -> Result<usize, Self::Error>;
+
+    /// Issues hypercall `op` with one argument.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hypercall0`](Self::hypercall0).
+    unsafe fn hypercall1(&self, op: usize, arg: usize) -> Result<usize, Self::Error>;
+
+    /// Issues hypercall `op` with two arguments.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hypercall0`](Self::hypercall0).
+    unsafe fn hypercall2(&self, op: usize, args: [usize; 2]) -> Result<usize, Self::Error>;
+
+    /// Issues hypercall `op` with three arguments.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hypercall0`](Self::hypercall0).
+    unsafe fn hypercall3(&self, op: usize, args: [usize; 3]) -> Result<usize, Self::Error>;
+
+    /// Issues hypercall `op` with four arguments.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hypercall0`](Self::hypercall0).
+    unsafe fn hypercall4(&self, op: usize, args: [usize; 4]) -> Result<usize, Self::Error>;
+
+    /// Issues hypercall `op` with five arguments.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hypercall0`](Self::hypercall0).
+    unsafe fn hypercall5(&self, op: usize, args: [usize; 5]) -> Result<usize, Self::Error>;
+
+    /// Wraps `data` (a value or a slice) in a buffer Xen may read.
+    ///
+    /// The buffer borrows both `self` and `data` (Rust 2024 return-position
+    /// `impl Trait` captures every lifetime in scope), so it cannot outlive them.
+    fn make_const_buffer<T>(&self, data: &T) -> Result<impl XenConstBuffer<T>, Self::Error>
+    where
+        T: ?Sized + HypercallData + IntoBytes + Immutable;
+
+    /// Wraps `data` (a value or a slice) in a buffer Xen may read and write.
+    ///
+    /// Call [`XenMutBuffer::update`] after the hypercall to see what Xen wrote.
+    /// The buffer borrows `data` mutably until it is dropped.
+    fn make_mut_buffer<T>(&self, data: &mut T) -> Result<impl XenMutBuffer<T>, Self::Error>
+    where
+        T: ?Sized + HypercallData + FromBytes + IntoBytes;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DirectConstBuffer, DirectMutBuffer};
+
+    struct Echo;
+
+    // SAFETY: test-only backend; it never hands pointers to anything.
+    unsafe impl XenHypercall for Echo {
+        type Error = Error;
+        unsafe fn hypercall0(&self, op: usize) -> Result<usize, Error> {
+            Ok(op)
+        }
+        unsafe fn hypercall1(&self, op: usize, _: usize) -> Result<usize, Error> {
+            Ok(op)
+        }
+        unsafe fn hypercall2(&self, op: usize, _: [usize; 2]) -> Result<usize, Error> {
+            Ok(op)
+        }
+        unsafe fn hypercall3(&self, op: usize, _: [usize; 3]) -> Result<usize, Error> {
+            Ok(op)
+        }
+        unsafe fn hypercall4(&self, op: usize, _: [usize; 4]) -> Result<usize, Error> {
+            Ok(op)
+        }
+        unsafe fn hypercall5(&self, op: usize, _: [usize; 5]) -> Result<usize, Error> {
+            Ok(op)
+        }
+        fn make_const_buffer<T>(&self, data: &T) -> Result<impl XenConstBuffer<T>, Error>
+        where
+            T: ?Sized + HypercallData + IntoBytes + Immutable,
+        {
+            Ok(DirectConstBuffer::new(data))
+        }
+        fn make_mut_buffer<T>(&self, data: &mut T) -> Result<impl XenMutBuffer<T>, Error>
+        where
+            T: ?Sized + HypercallData + FromBytes + IntoBytes,
+        {
+            Ok(DirectMutBuffer::new(data))
+        }
+    }
+
+    #[test]
+    fn buffers_cover_objects_and_slices() {
+        let value = 7u64;
+        let mut words = [0u32; 4];
+        let h = Echo;
+        let c = h.make_const_buffer(&value).unwrap();
+        assert_eq!(c.as_hypercall_ptr(), &value as *const u64);
+        let mut m = h.make_mut_buffer(&mut words[..]).unwrap();
+        assert_eq!(m.as_hypercall_ptr().len(), 4);
+        m.update();
+        drop(m);
+        words[0] = 1;
+        assert_eq!(words[0], 1);
+    }
+}

@@ -1,0 +1,78 @@
+//! Project commands, run as `cargo xtask <command>`.
+
+mod bench;
+mod gen_sys;
+mod test;
+mod testbed;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test                    the full test suite (what CI runs)
+  gen-sys [--check]       regenerate xen-sys from Xen's public headers (--check: fail on any difference)
+  testbed [--list] [SCENARIO...]
+                          boot real Xen under QEMU and run the test payloads
+  demo                    boot Xen and run the examples in dom0 and as a freestanding guest
+  bench privcmd           benchmark the privcmd backend against libxencall, inside the testbed
+";
+
+/// What an xtask command returns: `Err` carries a message for the user.
+pub(crate) type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "test" => test::run(rest),
+        "gen-sys" => gen_sys::run(rest),
+        "testbed" => testbed::run(rest),
+        "demo" => testbed::demo(rest),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Runs `command` from the workspace root, echoing it, and fails if it fails.
+pub(crate) fn run_command(command: &mut Command) -> Result {
+    eprintln!("+ {command:?}");
+    let status = command
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed ({status})"))
+    }
+}
+
+/// `cargo`, as the one that runs this xtask.
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
