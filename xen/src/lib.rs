@@ -1,2 +1,28 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+
+pub use xen_hypercall as hypercall;
+pub use xen_hypercall::{Errno, Error, ErrorKind, XenHypercall};
+pub use xen_sys as sys;
+
+/// Freestanding backends using inline assembly.
+#[cfg(feature = "native")]
+#[cfg_attr(docsrs, doc(cfg(feature = "native")))]
+pub use xen_hypercall_native as native;
+
+/// The Linux userland backend over `/dev/xen/privcmd`.
+#[cfg(feature = "privcmd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "privcmd")))]
+pub use xen_hypercall_privcmd as privcmd;
+
+/// Event channels.
+#[cfg(feature = "evtchn")]
+#[cfg_attr(docsrs, doc(cfg(feature = "evtchn")))]
+pub use xen_evtchn as evtchn;
+
+/// The guest console.
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub use xen_console as console;
