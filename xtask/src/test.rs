@@ -1,18 +1,126 @@
 //! `cargo xtask test`: the full test suite, as CI runs it.
 
+use std::process::Command;
+use std::time::Instant;
+
 use crate::{cargo, run_command};
 
-pub(crate) fn run(_args: &[String]) -> crate::Result {
-    run_command(cargo().args(["fmt", "--all", "--check"]))?;
-    run_command(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--all-features",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run_command(cargo().args(["test", "--workspace", "--all-features"]))?;
+/// The crates that must build without `std`, for freestanding targets.
+const NO_STD_CRATES: &[&str] = &[
+    "xen-sys",
+    "xen-hypercall",
+    "xen-hypercall-native",
+    "xen-evtchn",
+    "xen-console",
+    "xen",
+];
+
+/// The freestanding targets every `no_std` crate must build for.
+const NO_STD_TARGETS: &[&str] = &["x86_64-unknown-none", "aarch64-unknown-none"];
+
+/// The crates Miri runs: those without inline assembly, ioctls or subprocesses.
+const MIRI_CRATES: &[&str] = &["xen-sys", "xen-hypercall"];
+
+/// One step of the suite.
+type Step = fn() -> crate::Result;
+
+pub(crate) fn run(args: &[String]) -> crate::Result {
+    if let Some(arg) = args.first() {
+        return Err(format!("`cargo xtask test` takes no argument, got `{arg}`"));
+    }
+    let steps: &[(&str, Step)] = &[
+        ("format", format),
+        ("clippy", clippy),
+        ("tests", tests),
+        ("miri", miri),
+        ("no_std builds", no_std_builds),
+        ("rustdoc", rustdoc),
+        ("gen-sys --check", gen_sys_check),
+        ("testbed", testbed),
+    ];
+    let started = Instant::now();
+    for (name, step) in steps {
+        let step_started = Instant::now();
+        eprintln!("==> {name}");
+        step().map_err(|e| format!("step `{name}` failed: {e}"))?;
+        eprintln!(
+            "==> {name}: ok ({:.1} s)",
+            step_started.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!(
+        "==> all steps passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
+}
+
+fn format() -> crate::Result {
+    run_command(cargo().args(["fmt", "--all", "--check"]))
+}
+
+fn clippy() -> crate::Result {
+    let deny = ["--", "-D", "warnings"];
+    run_command(
+        cargo()
+            .args(["clippy", "--workspace", "--all-targets", "--all-features"])
+            .args(deny),
+    )?;
+    for target in NO_STD_TARGETS {
+        run_command(
+            cargo()
+                .args(["clippy", "--target", target, "--features", "xen/native"])
+                .args(package_args(NO_STD_CRATES))
+                .args(deny),
+        )?;
+    }
+    Ok(())
+}
+
+fn tests() -> crate::Result {
+    run_command(cargo().args(["test", "--workspace", "--all-features"]))
+}
+
+fn miri() -> crate::Result {
+    // Through rustup, because `cargo miri` is a nightly-only command.
+    let mut command = Command::new("rustup");
+    command
+        .args(["run", "nightly", "cargo", "miri", "test", "--all-features"])
+        .args(package_args(MIRI_CRATES))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        // The mock hypervisor turns hypercall arguments back into pointers, as Xen does.
+        .env("MIRIFLAGS", "-Zmiri-permissive-provenance");
+    run_command(&mut command)
+}
+
+fn no_std_builds() -> crate::Result {
+    for target in NO_STD_TARGETS {
+        run_command(
+            cargo()
+                .args(["build", "--target", target, "--features", "xen/native"])
+                .args(package_args(NO_STD_CRATES)),
+        )?;
+    }
+    Ok(())
+}
+
+fn rustdoc() -> crate::Result {
+    run_command(
+        cargo()
+            .args(["doc", "--workspace", "--all-features", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )
+}
+
+fn gen_sys_check() -> crate::Result {
+    crate::gen_sys::run(&["--check".to_owned()])
+}
+
+fn testbed() -> crate::Result {
+    crate::testbed::run(&[])
+}
+
+fn package_args(packages: &[&str]) -> Vec<String> {
+    packages.iter().map(|p| format!("--package={p}")).collect()
 }
