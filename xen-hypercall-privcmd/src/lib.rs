@@ -1,1 +1,272 @@
 #![doc = include_str!("../README.md")]
+#![cfg(target_os = "linux")]
+
+mod buffer;
+mod sys;
+
+use std::fs::{File, OpenOptions as FsOpenOptions};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::errno::Errno as OsErrno;
+use xen_hypercall::{Errno, Error, HypercallData, XenConstBuffer, XenHypercall, XenMutBuffer};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use buffer::Pool;
+pub use buffer::{BufferStats, MAX_CACHED_PAGES, PrivcmdConstBuffer, PrivcmdMutBuffer};
+pub use sys::BufferSource;
+
+/// The privcmd device node.
+pub const PRIVCMD_DEVICE: &str = "/dev/xen/privcmd";
+/// The device giving hypercall-safe pages (Linux 4.18 and later).
+pub const HYPERCALL_DEVICE: &str = "/dev/xen/hypercall";
+/// The Linux module providing both devices.
+pub const PRIVCMD_MODULE: &str = "xen-privcmd";
+
+/// No restriction (`DOMID_INVALID` is never a real domain).
+const UNRESTRICTED: u32 = u32::MAX;
+
+/// Xen hypercalls from Linux userland through `/dev/xen/privcmd`.
+///
+/// Open it once and share it: it is `Send + Sync`, and every method takes `&self`.
+/// Buffers for hypercall arguments come from hypercall-safe pages (see the crate
+/// documentation) and are cached, so steady-state hypercalls make no `mmap` calls.
+#[derive(Debug)]
+pub struct Privcmd {
+    fd: OwnedFd,
+    pool: Pool,
+    /// The domain the fd is restricted to, or [`UNRESTRICTED`].
+    restricted: AtomicU32,
+}
+
+/// How to open a [`Privcmd`]: [`Privcmd::open`] with everything at its default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    locked_anonymous: bool,
+}
+
+impl OpenOptions {
+    /// The defaults: buffers from `/dev/xen/hypercall` when it exists.
+    pub const fn new() -> Self {
+        Self {
+            locked_anonymous: false,
+        }
+    }
+
+    /// Uses locked anonymous memory for buffers even if `/dev/xen/hypercall`
+    /// exists: the path taken on kernels without that device. For tests.
+    pub const fn locked_anonymous_buffers(mut self, yes: bool) -> Self {
+        self.locked_anonymous = yes;
+        self
+    }
+
+    /// Opens `/dev/xen/privcmd` (and `/dev/xen/hypercall`, if present and wanted).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOnXen`] when this is not a Xen domain, [`Error::DriverNotLoaded`]
+    /// when the `xen-privcmd` module is not loaded, [`Error::PermissionDenied`]
+    /// when the device may not be opened, [`Error::Os`] for anything else.
+    pub fn open(&self) -> Result<Privcmd, Error> {
+        let fd = open_device(PRIVCMD_DEVICE)
+            .map_err(|errno| open_error(errno, PRIVCMD_DEVICE, Path::new("/")))?;
+        // A missing or unopenable hypercall device is not an error: fall back.
+        let hypercall_dev = if self.locked_anonymous {
+            None
+        } else {
+            open_device(HYPERCALL_DEVICE).ok()
+        };
+        Ok(Privcmd {
+            fd,
+            pool: Pool::new(hypercall_dev),
+            restricted: AtomicU32::new(UNRESTRICTED),
+        })
+    }
+}
+
+fn open_device(path: &str) -> Result<OwnedFd, OsErrno> {
+    FsOpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_CLOEXEC)
+        .open(path)
+        .map(|file: File| file.into())
+        .map_err(|e| OsErrno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))
+}
+
+/// Explains why opening `device` failed; `root` is where `/dev` and `/sys` are looked up.
+fn open_error(errno: OsErrno, device: &'static str, root: &Path) -> Error {
+    match errno {
+        OsErrno::ENOENT | OsErrno::ENODEV | OsErrno::ENXIO => {
+            if is_xen_domain(root) {
+                Error::DriverNotLoaded {
+                    device,
+                    module: PRIVCMD_MODULE,
+                }
+            } else {
+                Error::NotOnXen("/dev/xen does not exist and /sys/hypervisor/type is not \"xen\"")
+            }
+        }
+        OsErrno::EACCES | OsErrno::EPERM => Error::PermissionDenied { device },
+        errno => Error::Os {
+            operation: "open of /dev/xen/privcmd",
+            errno: errno as i32,
+        },
+    }
+}
+
+/// Whether this looks like a Xen domain: `/dev/xen` exists (some Xen driver is
+/// loaded) or the kernel reports the hypervisor as Xen.
+fn is_xen_domain(root: &Path) -> bool {
+    root.join("dev/xen").is_dir()
+        || std::fs::read(root.join("sys/hypervisor/type")).is_ok_and(|t| t.trim_ascii() == b"xen")
+}
+
+/// The error of a failed privcmd hypercall: Xen's code, or the restriction that caused it.
+fn hypercall_error(errno: OsErrno, restricted: u32) -> Error {
+    match (errno, u16::try_from(restricted)) {
+        // A restricted privcmd refuses every hypercall with EPERM (XSA-482).
+        (OsErrno::EPERM, Ok(domid)) => Error::Restricted { domid },
+        (errno, _) => Error::Xen(Errno::from_raw(errno as i32)),
+    }
+}
+
+impl Privcmd {
+    /// Opens `/dev/xen/privcmd` with the default [`OpenOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OpenOptions::open`].
+    pub fn open() -> Result<Self, Error> {
+        OpenOptions::new().open()
+    }
+
+    /// Restricts this fd to hypercalls about domain `domid` (`IOCTL_PRIVCMD_RESTRICT`).
+    ///
+    /// Irreversible. Linux then refuses `IOCTL_PRIVCMD_HYPERCALL` altogether (only
+    /// `dm_op` and foreign mappings of `domid` remain): later hypercalls fail
+    /// with [`Error::Restricted`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if Linux refuses (e.g. `EINVAL` when already restricted to
+    /// another domain).
+    pub fn restrict(&self, domid: u16) -> Result<(), Error> {
+        // SAFETY:
+        // - the fd is an open privcmd fd owned by `self`;
+        // - `IOCTL_PRIVCMD_RESTRICT` reads one `domid_t` (u16) from the pointer,
+        //   which points at a live local (`include/uapi/xen/privcmd.h`).
+        unsafe { sys::privcmd_restrict(self.fd.as_raw_fd(), &domid) }.map_err(|errno| {
+            Error::Os {
+                operation: "IOCTL_PRIVCMD_RESTRICT",
+                errno: errno as i32,
+            }
+        })?;
+        self.restricted.store(u32::from(domid), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The domain this fd is restricted to, if any.
+    pub fn restricted_to(&self) -> Option<u16> {
+        u16::try_from(self.restricted.load(Ordering::Relaxed)).ok()
+    }
+
+    /// Where this handle's hypercall buffers come from.
+    pub fn buffer_source(&self) -> BufferSource {
+        self.pool.source()
+    }
+
+    /// How many `mmap`/`munmap` calls the buffer cache has made so far. In steady
+    /// state (buffers of at most [`MAX_CACHED_PAGES`] pages, a few live at once)
+    /// these stop growing.
+    pub fn buffer_stats(&self) -> BufferStats {
+        self.pool.stats()
+    }
+
+    #[inline]
+    fn call(&self, op: usize, args: [usize; 5]) -> Result<usize, Error> {
+        let mut call = sys::PrivcmdHypercall {
+            op: op as u64,
+            arg: args.map(|a| a as u64),
+        };
+        // SAFETY: the caller of `hypercallN` guarantees the hypercall only makes
+        // Xen access memory Rust allows it to; `self.fd` is an open privcmd fd.
+        match unsafe { sys::privcmd_hypercall(self.fd.as_fd(), &mut call) } {
+            Ok(ret) => xen_hypercall::decode_result(ret),
+            Err(errno) => Err(hypercall_error(
+                errno,
+                self.restricted.load(Ordering::Relaxed),
+            )),
+        }
+    }
+}
+
+impl AsFd for Privcmd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Privcmd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+// SAFETY:
+// - each `hypercallN` passes `op` and its arguments (the rest zero) to
+//   `IOCTL_PRIVCMD_HYPERCALL`, which makes exactly that hypercall for the calling
+//   domain and returns when Xen is done (Linux `drivers/xen/privcmd.c`,
+//   `privcmd_ioctl_hypercall`); a `-XEN_Exxx` result comes back as errno, returned
+//   as `Error::Xen` (or `Error::Restricted`, for the EPERM of a restricted fd);
+// - buffers are copies in whole pages from `/dev/xen/hypercall` or locked,
+//   non-forked anonymous memory, which Linux keeps in place while Xen uses them
+//   (commit c51b3c639e01), sized for the data, initialised with its bytes, owned
+//   by one buffer at a time (`buffer::Pool`), and live as long as the buffer;
+//   `update` copies exactly those bytes back.
+unsafe impl XenHypercall for Privcmd {
+    type Error = Error;
+
+    unsafe fn hypercall0(&self, op: usize) -> Result<usize, Error> {
+        self.call(op, [0; 5])
+    }
+
+    unsafe fn hypercall1(&self, op: usize, arg: usize) -> Result<usize, Error> {
+        self.call(op, [arg, 0, 0, 0, 0])
+    }
+
+    unsafe fn hypercall2(&self, op: usize, args: [usize; 2]) -> Result<usize, Error> {
+        self.call(op, [args[0], args[1], 0, 0, 0])
+    }
+
+    unsafe fn hypercall3(&self, op: usize, args: [usize; 3]) -> Result<usize, Error> {
+        self.call(op, [args[0], args[1], args[2], 0, 0])
+    }
+
+    unsafe fn hypercall4(&self, op: usize, args: [usize; 4]) -> Result<usize, Error> {
+        self.call(op, [args[0], args[1], args[2], args[3], 0])
+    }
+
+    unsafe fn hypercall5(&self, op: usize, args: [usize; 5]) -> Result<usize, Error> {
+        self.call(op, args)
+    }
+
+    fn make_const_buffer<T>(&self, data: &T) -> Result<impl XenConstBuffer<T>, Error>
+    where
+        T: ?Sized + HypercallData + IntoBytes + Immutable,
+    {
+        PrivcmdConstBuffer::new(&self.pool, data)
+    }
+
+    fn make_mut_buffer<T>(&self, data: &mut T) -> Result<impl XenMutBuffer<T>, Error>
+    where
+        T: ?Sized + HypercallData + FromBytes + IntoBytes,
+    {
+        PrivcmdMutBuffer::new(&self.pool, data)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+//! Hypercall-safe bounce buffers and the page cache behind them.
+//!
+//! Every buffer owns whole pages that no other live buffer uses. Small buffers
+//! (up to [`MAX_CACHED_PAGES`] pages) come from a per-size-class cache of
+//! mappings, so that steady-state hypercalls make no `mmap`/`munmap` calls;
+//! larger ones are mapped for the buffer and unmapped when it is dropped.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use xen_hypercall::{Error, HypercallData, XenConstBuffer, XenMutBuffer};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::sys::{self, BufferSource};
+
+/// Size classes of 1, 2, 4, 8 and 16 pages.
+const CLASSES: usize = 5;
+/// The largest buffer, in pages, served from the cache.
+pub const MAX_CACHED_PAGES: usize = 1 << (CLASSES - 1);
+/// How many free mappings each class keeps: most hypercalls use one or two small buffers.
+const SLOTS_PER_CLASS: [usize; CLASSES] = [8, 4, 2, 2, 2];
+const MAX_SLOTS: usize = 8;
+
+/// Counters of the OS calls the buffer pool made, for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferStats {
+    /// `mmap` calls made for hypercall buffers.
+    pub mmaps: u64,
+    /// `munmap` calls made for hypercall buffers.
+    pub munmaps: u64,
+}
+
+/// A run of whole pages owned by exactly one buffer (or by a cache slot).
+#[derive(Debug)]
+pub(crate) struct Block {
+    base: NonNull<u8>,
+    len: usize,
+    /// The size class it returns to, or `None` for a mapping freed on drop.
+    class: Option<usize>,
+}
+
+/// The pool of hypercall-safe pages of one [`Privcmd`](crate::Privcmd).
+pub(crate) struct Pool {
+    hypercall_dev: Option<OwnedFd>,
+    page: usize,
+    /// Free mappings per class; a non-null slot owns its mapping. Taking one is
+    /// an atomic swap, so two buffers can never get the same pages.
+    free: [[AtomicPtr<u8>; MAX_SLOTS]; CLASSES],
+    mmaps: AtomicU64,
+    munmaps: AtomicU64,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("source", &self.source())
+            .field("page", &self.page)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool mapping pages from `hypercall_dev` (`/dev/xen/hypercall`), or locked
+    /// anonymous memory without it.
+    pub(crate) fn new(hypercall_dev: Option<OwnedFd>) -> Self {
+        Self {
+            hypercall_dev,
+            page: sys::page_size(),
+            free: Default::default(),
+            mmaps: AtomicU64::new(0),
+            munmaps: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn source(&self) -> BufferSource {
+        match self.hypercall_dev {
+            Some(_) => BufferSource::HypercallDevice,
+            None => BufferSource::LockedAnonymous,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> BufferStats {
+        BufferStats {
+            mmaps: self.mmaps.load(Ordering::Relaxed),
+            munmaps: self.munmaps.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The class and mapping length for a buffer of `bytes` bytes.
+    fn layout(&self, bytes: usize) -> Result<(Option<usize>, usize), Error> {
+        let pages = bytes.div_ceil(self.page).max(1);
+        if pages <= MAX_CACHED_PAGES {
+            let class = pages.next_power_of_two().trailing_zeros() as usize;
+            Ok((Some(class), self.page << class))
+        } else {
+            let len = pages
+                .checked_mul(self.page)
+                .ok_or(Error::OutOfMemory { bytes })?;
+            Ok((None, len))
+        }
+    }
+
+    /// Pages for `bytes` bytes: a cached mapping if one is free, else a new one.
+    pub(crate) fn alloc(&self, bytes: usize) -> Result<Block, Error> {
+        let (class, len) = self.layout(bytes)?;
+        if let Some(class) = class {
+            for slot in &self.free[class][..SLOTS_PER_CLASS[class]] {
+                if slot.load(Ordering::Relaxed).is_null() {
+                    continue;
+                }
+                // Acquire: the buffer that freed it is done with its pages.
+                if let Some(base) = NonNull::new(slot.swap(std::ptr::null_mut(), Ordering::Acquire))
+                {
+                    return Ok(Block {
+                        base,
+                        len,
+                        class: Some(class),
+                    });
+                }
+            }
+        }
+        self.mmaps.fetch_add(1, Ordering::Relaxed);
+        let base = sys::map_pages(self.hypercall_dev.as_ref().map(|fd| fd.as_fd()), len).map_err(
+            |errno| match errno {
+                nix::errno::Errno::ENOMEM | nix::errno::Errno::EAGAIN => {
+                    Error::OutOfMemory { bytes }
+                }
+                errno => Error::Os {
+                    operation: match self.source() {
+                        BufferSource::HypercallDevice => "mmap of /dev/xen/hypercall",
+                        BufferSource::LockedAnonymous => "mmap of locked anonymous memory",
+                    },
+                    errno: errno as i32,
+                },
+            },
+        )?;
+        Ok(Block { base, len, class })
+    }
+
+    /// Returns `block`'s pages to the cache, or unmaps them if the cache is full.
+    pub(crate) fn free(&self, block: Block) {
+        if let Some(class) = block.class {
+            for slot in &self.free[class][..SLOTS_PER_CLASS[class]] {
+                // Release: this buffer's use of the pages happens before the next owner's.
+                if slot
+                    .compare_exchange(
+                        std::ptr::null_mut(),
+                        block.base.as_ptr(),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
+        self.munmaps.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `block` is one whole mapping from `map_pages` (the class fixes
+        // its length), owned by this block alone, which is consumed here.
+        unsafe { sys::unmap_pages(block.base, block.len) };
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for (class, slots) in self.free.iter_mut().enumerate() {
+            for slot in slots.iter_mut() {
+                if let Some(base) = NonNull::new(*slot.get_mut()) {
+                    // SAFETY: a non-null slot owns a whole mapping of its class's
+                    // length; the pool is being dropped, so no buffer can take it.
+                    unsafe { sys::unmap_pages(base, self.page << class) };
+                }
+            }
+        }
+    }
+}
+
+/// Copies `bytes` (of data aligned to `align`) into fresh pages from `pool`.
+fn bounce(pool: &Pool, align: usize, bytes: &[u8]) -> Result<Block, Error> {
+    if align > pool.page {
+        return Err(Error::InvalidInput("hypercall data aligned beyond a page"));
+    }
+    let block = pool.alloc(bytes.len())?;
+    // SAFETY:
+    // - `bytes` is valid for reads of `bytes.len()` bytes (a live borrow);
+    // - the block is at least `bytes.len()` bytes of writable memory, owned by
+    //   this block alone (`Pool::alloc`), so the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), block.base.as_ptr(), bytes.len()) };
+    Ok(block)
+}
+
+/// A read-only hypercall buffer: a copy of the data in hypercall-safe pages.
+///
+/// It borrows the original data until dropped; dropping it returns its pages to
+/// the cache.
+pub struct PrivcmdConstBuffer<'p, 'd, T: ?Sized> {
+    pool: &'p Pool,
+    block: Option<Block>,
+    ptr: *const T,
+    _data: PhantomData<&'d T>,
+}
+
+impl<'p, 'd, T> PrivcmdConstBuffer<'p, 'd, T>
+where
+    T: ?Sized + HypercallData + IntoBytes + Immutable,
+{
+    pub(crate) fn new(pool: &'p Pool, data: &'d T) -> Result<Self, Error> {
+        let block = bounce(pool, align_of_val(data), data.as_bytes())?;
+        let ptr = T::from_raw_parts(block.base.as_ptr(), T::element_count(data));
+        Ok(Self {
+            pool,
+            block: Some(block),
+            ptr,
+            _data: PhantomData,
+        })
+    }
+}
+
+impl<T: ?Sized> XenConstBuffer<T> for PrivcmdConstBuffer<'_, '_, T> {
+    fn as_hypercall_ptr(&self) -> *const T {
+        self.ptr
+    }
+}
+
+impl<T: ?Sized> Drop for PrivcmdConstBuffer<'_, '_, T> {
+    fn drop(&mut self) {
+        if let Some(block) = self.block.take() {
+            self.pool.free(block);
+        }
+    }
+}
+
+impl<T: ?Sized> fmt::Debug for PrivcmdConstBuffer<'_, '_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivcmdConstBuffer")
+            .field("block", &self.block)
+            .finish()
+    }
+}
+
+/// A read-write hypercall buffer: a copy of the data in hypercall-safe pages,
+/// copied back by [`update`](XenMutBuffer::update).
+///
+/// It borrows the original data mutably until dropped; dropping it returns its
+/// pages to the cache.
+pub struct PrivcmdMutBuffer<'p, 'd, T: ?Sized> {
+    pool: &'p Pool,
+    block: Option<Block>,
+    ptr: *mut T,
+    data: &'d mut T,
+}
+
+impl<'p, 'd, T> PrivcmdMutBuffer<'p, 'd, T>
+where
+    T: ?Sized + HypercallData + FromBytes + IntoBytes,
+{
+    pub(crate) fn new(pool: &'p Pool, data: &'d mut T) -> Result<Self, Error> {
+        let count = T::element_count(data);
+        // `as_mut_bytes`: the data need not be `Immutable`, it is exclusively borrowed.
+        let block = bounce(pool, align_of_val(data), data.as_mut_bytes())?;
+        let ptr = T::from_raw_parts(block.base.as_ptr(), count);
+        Ok(Self {
+            pool,
+            block: Some(block),
+            ptr,
+            data,
+        })
+    }
+}
+
+impl<T> XenMutBuffer<T> for PrivcmdMutBuffer<'_, '_, T>
+where
+    T: ?Sized + HypercallData + FromBytes + IntoBytes,
+{
+    fn as_hypercall_ptr(&mut self) -> *mut T {
+        self.ptr
+    }
+
+    fn update(&mut self) {
+        let Some(block) = &self.block else { return };
+        let bytes = self.data.as_mut_bytes();
+        // SAFETY:
+        // - the block holds at least `bytes.len()` initialised bytes (copied in at
+        //   creation, possibly overwritten by Xen), readable, and no Rust reference
+        //   to them exists (the buffer hands out raw pointers only);
+        // - `bytes` is the exclusively borrowed original, writable, in other memory;
+        // - any byte pattern is a valid `T` (`FromBytes`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(block.base.as_ptr(), bytes.as_mut_ptr(), bytes.len())
+        };
+    }
+}
+
+impl<T: ?Sized> Drop for PrivcmdMutBuffer<'_, '_, T> {
+    fn drop(&mut self) {
+        if let Some(block) = self.block.take() {
+            self.pool.free(block);
+        }
+    }
+}
+
+impl<T: ?Sized> fmt::Debug for PrivcmdMutBuffer<'_, '_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivcmdMutBuffer")
+            .field("block", &self.block)
+            .finish()
+    }
+}

@@ -1,0 +1,159 @@
+//! The Linux UAPI of `/dev/xen/privcmd` and `/dev/xen/hypercall`, and the raw
+//! OS calls on them.
+//!
+//! Linux's `include/uapi/xen/privcmd.h` includes a header that is not exported to
+//! userland, so the structures and ioctl numbers are defined here from it.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+
+use nix::errno::Errno as OsErrno;
+use nix::libc;
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
+
+/// `struct privcmd_hypercall` (`include/uapi/xen/privcmd.h`): `__u64 op; __u64 arg[5];`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrivcmdHypercall {
+    pub(crate) op: u64,
+    pub(crate) arg: [u64; 5],
+}
+
+/// `IOCTL_PRIVCMD_HYPERCALL` = `_IOC(_IOC_NONE, 'P', 0, sizeof(struct privcmd_hypercall))`.
+pub(crate) const IOCTL_PRIVCMD_HYPERCALL: libc::c_ulong = 0x0030_5000;
+/// `IOCTL_PRIVCMD_RESTRICT` = `_IOC(_IOC_NONE, 'P', 6, sizeof(domid_t))`.
+pub(crate) const IOCTL_PRIVCMD_RESTRICT: libc::c_ulong = 0x0002_5006;
+
+const _: () = assert!(size_of::<PrivcmdHypercall>() == 48);
+const _: () = assert!(IOCTL_PRIVCMD_HYPERCALL == (48 << 16) | ((b'P' as libc::c_ulong) << 8));
+const _: () = assert!(IOCTL_PRIVCMD_RESTRICT == (2 << 16) | ((b'P' as libc::c_ulong) << 8) | 6);
+
+nix::ioctl_write_ptr_bad!(
+    /// `IOCTL_PRIVCMD_RESTRICT`: restricts the privcmd fd to one domain.
+    privcmd_restrict,
+    IOCTL_PRIVCMD_RESTRICT,
+    u16
+);
+
+/// Issues `IOCTL_PRIVCMD_HYPERCALL` and returns the hypercall's `long` result.
+///
+/// This is the raw `ioctl` system call rather than libc's `ioctl()`: that
+/// wrapper returns an `int` and would truncate results wider than 31 bits
+/// (`XENMEM_maximum_ram_page`, for instance). Linux's privcmd returns the
+/// hypercall's value as the system call's result, and a Xen error `-XEN_Exxx`
+/// as `-1` with `errno` = `XEN_Exxx` (Xen's error codes are Linux's on x86 and Arm).
+///
+/// # Safety
+///
+/// As [`XenHypercall::hypercall5`](xen_hypercall::XenHypercall::hypercall5): the
+/// hypercall must only make Xen access memory the caller allows it to.
+pub(crate) unsafe fn privcmd_hypercall(
+    fd: BorrowedFd<'_>,
+    call: &mut PrivcmdHypercall,
+) -> Result<isize, OsErrno> {
+    let call: *mut PrivcmdHypercall = call;
+    // SAFETY:
+    // - `fd` is open for the duration of the call (it is borrowed);
+    // - `call` points at a live, writable `struct privcmd_hypercall` (48 bytes, the
+    //   size encoded in the ioctl number), which privcmd only reads
+    //   (`privcmd_ioctl_hypercall` copies it in with `copy_from_user`);
+    // - what the hypercall itself does with memory is the caller's contract.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_ioctl,
+            fd.as_raw_fd(),
+            IOCTL_PRIVCMD_HYPERCALL,
+            call,
+        )
+    };
+    if ret == -1 {
+        Err(OsErrno::last())
+    } else {
+        Ok(ret as isize)
+    }
+}
+
+/// Where hypercall buffers come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferSource {
+    /// Pages mapped from `/dev/xen/hypercall` (Linux 4.18 and later): the kernel
+    /// guarantees Xen may access them.
+    HypercallDevice,
+    /// Anonymous memory mapped with `MAP_LOCKED` and `MADV_DONTFORK`, every page
+    /// touched: the fallback of older kernels, as libxencall does it.
+    LockedAnonymous,
+}
+
+/// Maps `len` bytes (a multiple of the page size) of hypercall-safe memory.
+///
+/// With `hypercall_dev`, the pages come from `/dev/xen/hypercall` (which needs
+/// `MAP_SHARED`, and zeroes them); otherwise they are locked anonymous pages,
+/// not inherited by `fork` (a child's copy-on-write would move them), each
+/// written once so that it is present before Xen sees it.
+pub(crate) fn map_pages(
+    hypercall_dev: Option<BorrowedFd<'_>>,
+    len: usize,
+) -> Result<NonNull<u8>, OsErrno> {
+    let len_nz = std::num::NonZeroUsize::new(len).ok_or(OsErrno::EINVAL)?;
+    let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    match hypercall_dev {
+        Some(fd) => {
+            // SAFETY:
+            // - a new mapping at an address the kernel chooses (no `MAP_FIXED`), so
+            //   no existing memory is replaced;
+            // - `/dev/xen/hypercall` supports exactly this: `MAP_SHARED`, offset 0
+            //   (`privcmd-buf.c`, `privcmd_buf_mmap` rejects non-shared mappings).
+            let ptr =
+                unsafe { nix::sys::mman::mmap(None, len_nz, prot, MapFlags::MAP_SHARED, fd, 0) }?;
+            Ok(ptr.cast())
+        }
+        None => {
+            let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_LOCKED;
+            // SAFETY: a new anonymous mapping at an address the kernel chooses; no
+            // existing memory is affected.
+            let ptr = unsafe { nix::sys::mman::mmap_anonymous(None, len_nz, prot, flags) }?;
+            // SAFETY: `ptr..ptr+len` is the mapping just created, owned by nobody else.
+            if let Err(e) = unsafe { nix::sys::mman::madvise(ptr, len, MmapAdvise::MADV_DONTFORK) }
+            {
+                // SAFETY: the same fresh mapping, which nothing references yet.
+                let _ = unsafe { nix::sys::mman::munmap(ptr, len) };
+                return Err(e);
+            }
+            let base = ptr.cast::<u8>();
+            let page = page_size();
+            for offset in (0..len).step_by(page) {
+                let byte = base.as_ptr().wrapping_add(offset);
+                // SAFETY: `offset < len`, so `byte` is inside the fresh read-write
+                // mapping, which nothing else references; volatile so the touch stays.
+                unsafe { byte.write_volatile(0) };
+            }
+            Ok(base)
+        }
+    }
+}
+
+/// Unmaps memory from [`map_pages`].
+///
+/// # Safety
+///
+/// `base` and `len` describe one whole mapping returned by [`map_pages`] that
+/// nothing references any more.
+pub(crate) unsafe fn unmap_pages(base: NonNull<u8>, len: usize) {
+    // SAFETY: the caller gives the whole mapping, no longer used. A failure
+    // (only possible for an invalid range) leaves the mapping in place: a leak,
+    // not unsoundness.
+    let _ = unsafe { nix::sys::mman::munmap(base.cast(), len) };
+}
+
+/// The system page size (4 KiB on x86; 4, 16 or 64 KiB on Arm).
+pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: `sysconf` has no preconditions.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size)
+            .ok()
+            .filter(|s| s.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}

@@ -1,0 +1,242 @@
+//! Tests that need no Xen: the buffer pool (over locked anonymous memory) and
+//! the error mapping. The real-Xen tests are in the testbed's dom0 program.
+
+use std::collections::HashSet;
+
+use super::*;
+
+fn pool() -> Pool {
+    Pool::new(None)
+}
+
+#[test]
+fn steady_state_reuses_cached_pages() {
+    let pool = pool();
+    let mut value = [0u8; 16];
+    for _ in 0..3 {
+        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
+        b.update();
+    }
+    // First round maps one page; later rounds reuse it.
+    assert_eq!(
+        pool.stats(),
+        BufferStats {
+            mmaps: 1,
+            munmaps: 0
+        }
+    );
+    for _ in 0..1000 {
+        let a = PrivcmdConstBuffer::new(&pool, &7u64).unwrap();
+        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
+        b.update();
+        drop((a, b));
+    }
+    // Two pages live at once at most: one more mapping, never unmapped.
+    assert_eq!(
+        pool.stats(),
+        BufferStats {
+            mmaps: 2,
+            munmaps: 0
+        }
+    );
+}
+
+#[test]
+fn live_buffers_never_share_pages() {
+    let pool = pool();
+    let page = sys::page_size();
+    let data = [1u8; 10];
+    let bigger: Vec<Vec<u8>> = (1..=5).map(|pages| vec![0u8; pages * page]).collect();
+    // More live buffers than cache slots, of several classes, twice over.
+    for _ in 0..2 {
+        let mut live = Vec::new();
+        for i in 0..40 {
+            live.push(PrivcmdConstBuffer::new(&pool, &data[..]).unwrap());
+            live.push(PrivcmdConstBuffer::new(&pool, &bigger[i % 5][..]).unwrap());
+        }
+        let starts: HashSet<usize> = live
+            .iter()
+            .map(|b| b.as_hypercall_ptr().cast::<u8>() as usize)
+            .collect();
+        assert_eq!(
+            starts.len(),
+            live.len(),
+            "two live buffers got the same pages"
+        );
+        for b in &live {
+            assert_eq!(b.as_hypercall_ptr().cast::<u8>() as usize % page, 0);
+        }
+    }
+    // Whatever did not fit in the cache was unmapped, nothing more.
+    let stats = pool.stats();
+    assert!(
+        stats.munmaps > 0 && stats.munmaps < stats.mmaps,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn large_buffers_are_mapped_and_released() {
+    let pool = pool();
+    let page = sys::page_size();
+    let data: Vec<u32> = (0..(MAX_CACHED_PAGES * page / 4 + 1) as u32).collect();
+    for round in 1..=3 {
+        let b = PrivcmdConstBuffer::new(&pool, &data[..]).unwrap();
+        let ptr = b.as_hypercall_ptr();
+        assert_eq!(ptr.len(), data.len());
+        // SAFETY: the buffer is live and holds a copy of `data`.
+        assert_eq!(unsafe { &*ptr }, &data[..]);
+        drop(b);
+        assert_eq!(
+            pool.stats(),
+            BufferStats {
+                mmaps: round,
+                munmaps: round
+            }
+        );
+    }
+}
+
+#[test]
+fn data_goes_in_and_comes_back_by_update() {
+    let pool = pool();
+    let mut words = [1u32, 2, 3, 4];
+    {
+        let mut b = PrivcmdMutBuffer::new(&pool, &mut words[..]).unwrap();
+        let ptr = b.as_hypercall_ptr();
+        // SAFETY: the buffer is live, holds 4 u32 and nothing else references them.
+        let seen = unsafe { &mut *ptr };
+        assert_eq!(seen, &[1, 2, 3, 4]);
+        seen[2] = 30;
+        // Until `update`, the original is unchanged (it is borrowed: not observable here).
+        b.update();
+    }
+    assert_eq!(words, [1, 2, 30, 4]);
+    // Without `update` nothing comes back.
+    {
+        let mut b = PrivcmdMutBuffer::new(&pool, &mut words).unwrap();
+        // SAFETY: as above.
+        unsafe { (*b.as_hypercall_ptr())[0] = 99 };
+    }
+    assert_eq!(words, [1, 2, 30, 4]);
+}
+
+#[test]
+fn empty_and_zero_sized_data_get_a_page() {
+    let pool = pool();
+    let empty: [u64; 0] = [];
+    let b = PrivcmdConstBuffer::new(&pool, &empty[..]).unwrap();
+    assert_eq!(b.as_hypercall_ptr().len(), 0);
+    let c = PrivcmdConstBuffer::new(&pool, &()).unwrap();
+    assert!(!c.as_hypercall_ptr().is_null());
+}
+
+#[test]
+fn pool_is_thread_safe() {
+    let pool = pool();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..2000u64 {
+                    let mut v = [t, i];
+                    let mut b = PrivcmdMutBuffer::new(pool, &mut v).unwrap();
+                    let p = b.as_hypercall_ptr();
+                    // SAFETY: the buffer is live and exclusively ours.
+                    let seen = unsafe { &mut *p };
+                    assert_eq!(*seen, [t, i]);
+                    seen[1] += 1;
+                    b.update();
+                    drop(b);
+                    assert_eq!(v, [t, i + 1]);
+                }
+            });
+        }
+    });
+    // At most one page per thread was ever live: the cache absorbed the rest.
+    let stats = pool.stats();
+    assert!(stats.mmaps <= 8, "{stats:?}");
+}
+
+#[test]
+fn hypercall_errors_carry_xen_codes() {
+    assert_eq!(
+        hypercall_error(OsErrno::ENOSYS, UNRESTRICTED),
+        Error::Xen(Errno::ENOSYS)
+    );
+    assert_eq!(
+        hypercall_error(OsErrno::EINVAL, UNRESTRICTED),
+        Error::Xen(Errno::EINVAL)
+    );
+    assert_eq!(
+        hypercall_error(OsErrno::EPERM, UNRESTRICTED),
+        Error::Xen(Errno::EPERM)
+    );
+    assert_eq!(
+        hypercall_error(OsErrno::EPERM, 3),
+        Error::Restricted { domid: 3 }
+    );
+    assert_eq!(
+        hypercall_error(OsErrno::EINVAL, 3),
+        Error::Xen(Errno::EINVAL)
+    );
+}
+
+#[test]
+fn open_errors_say_what_to_do() {
+    let root = std::env::temp_dir().join(format!("privcmd-open-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    assert!(matches!(
+        open_error(OsErrno::ENOENT, PRIVCMD_DEVICE, &root),
+        Error::NotOnXen(_)
+    ));
+    std::fs::create_dir_all(root.join("sys/hypervisor")).unwrap();
+    std::fs::write(root.join("sys/hypervisor/type"), "xen\n").unwrap();
+    assert_eq!(
+        open_error(OsErrno::ENOENT, PRIVCMD_DEVICE, &root),
+        Error::DriverNotLoaded {
+            device: PRIVCMD_DEVICE,
+            module: "xen-privcmd"
+        }
+    );
+    std::fs::remove_file(root.join("sys/hypervisor/type")).unwrap();
+    std::fs::create_dir_all(root.join("dev/xen")).unwrap();
+    assert!(matches!(
+        open_error(OsErrno::ENOENT, PRIVCMD_DEVICE, &root),
+        Error::DriverNotLoaded { .. }
+    ));
+    assert_eq!(
+        open_error(OsErrno::EACCES, PRIVCMD_DEVICE, &root),
+        Error::PermissionDenied {
+            device: PRIVCMD_DEVICE
+        }
+    );
+    assert!(matches!(
+        open_error(OsErrno::EMFILE, PRIVCMD_DEVICE, &root),
+        Error::Os { .. }
+    ));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn privcmd_is_send_sync_and_opens_or_explains() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Privcmd>();
+    // On a machine without Xen this is the most common outcome.
+    match Privcmd::open() {
+        Ok(p) => assert!(p.as_raw_fd() >= 0),
+        Err(e) => assert!(
+            matches!(
+                e,
+                Error::NotOnXen(_) | Error::DriverNotLoaded { .. } | Error::PermissionDenied { .. }
+            ),
+            "{e}"
+        ),
+    }
+}
+
+#[test]
+fn uapi_layout_matches_linux() {
+    assert_eq!(std::mem::offset_of!(sys::PrivcmdHypercall, arg), 8);
+    assert_eq!(size_of::<sys::PrivcmdHypercall>(), 48);
+}
