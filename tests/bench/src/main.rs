@@ -1,0 +1,162 @@
+//! The dom0 side of `cargo xtask bench privcmd`.
+//!
+//! Runs, in one boot, several interleaved rounds of: the floor and libxencall
+//! (the C program `libxencall-bench`, started as a child for each measurement)
+//! and this crate's backend (in this process), for three hypercalls:
+//!
+//! - `version`: `xen_version(XENVER_version)`, no buffer;
+//! - `extraversion`: `xen_version(XENVER_extraversion)`, one 16-byte out buffer;
+//! - `memory_map`: `memory_op(XENMEM_machine_memory_map)`, two buffers: a
+//!   `struct xen_memory_map` pointing at an array of e820 entries.
+//!
+//! Every measurement prints one line, which the host turns into the table:
+//! `XENTEST OUT bench-run impl=<floor|libxencall|ours> call=<call> iterations=<n> ns=<total> mmaps=<n> munmaps=<n>`.
+//!
+//! Usage: `privcmd-bench <path of libxencall-bench> [rounds] [iterations]`.
+
+use std::hint::black_box;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use xen_hypercall::{Error, XenHypercall, XenMutBuffer};
+use xen_hypercall_privcmd::Privcmd;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+const CALLS: [&str; 3] = ["version", "extraversion", "memory_map"];
+const HYPERVISOR_XEN_VERSION: usize = 17;
+const HYPERVISOR_MEMORY_OP: usize = 12;
+const XENVER_VERSION: usize = 0;
+const XENVER_EXTRAVERSION: usize = 1;
+const XENMEM_MACHINE_MEMORY_MAP: usize = 10;
+/// Entries of the e820 array handed to `XENMEM_machine_memory_map` (as in the C program).
+const MAP_ENTRIES: usize = 32;
+
+/// `struct xen_memory_map` (`public/memory.h`) on x86_64.
+#[derive(FromBytes, IntoBytes, Immutable, Default)]
+#[repr(C)]
+struct MemoryMap {
+    nr_entries: u32,
+    _pad: u32,
+    buffer: u64,
+}
+
+/// `struct e820entry`: 20 packed bytes.
+type E820Entry = [u8; 20];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(c_bench) = args.get(1) else {
+        eprintln!("usage: privcmd-bench <libxencall-bench> [rounds] [iterations]");
+        return ExitCode::from(2);
+    };
+    let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let iterations: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    match run(c_bench, rounds, iterations) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            println!("XENTEST OUT bench-error {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
+    let privcmd = Privcmd::open().map_err(|e| format!("opening privcmd: {e}"))?;
+    // SAFETY: xen_version(XENVER_version) takes no memory.
+    let expected = unsafe { privcmd.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0]) }
+        .map_err(|e| format!("xen_version: {e}"))?;
+    for _ in 0..rounds {
+        for call in CALLS {
+            for imp in ["floor", "libxencall"] {
+                let status = Command::new(c_bench)
+                    .args([imp, call, &iterations.to_string()])
+                    .status()
+                    .map_err(|e| format!("running {c_bench}: {e}"))?;
+                if !status.success() {
+                    return Err(format!("{c_bench} {imp} {call} failed: {status}"));
+                }
+            }
+            ours(&privcmd, call, iterations / 10 + 1, expected)?;
+            let before = privcmd.buffer_stats();
+            let start = Instant::now();
+            ours(&privcmd, call, iterations, expected)?;
+            let ns = start.elapsed().as_nanos();
+            let after = privcmd.buffer_stats();
+            println!(
+                "XENTEST OUT bench-run impl=ours call={call} iterations={iterations} ns={ns} mmaps={} munmaps={}",
+                after.mmaps - before.mmaps,
+                after.munmaps - before.munmaps
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `n` calls of `call` through this backend, each result checked.
+fn ours(h: &Privcmd, call: &str, n: u64, expected: usize) -> Result<(), String> {
+    let check = |what: &str, r: Result<usize, Error>| r.map_err(|e| format!("{what}: {e}"));
+    for _ in 0..n {
+        match call {
+            "version" => {
+                // SAFETY: xen_version(XENVER_version) takes no memory.
+                let v = check("version", unsafe {
+                    h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0])
+                })?;
+                if v != expected {
+                    return Err(format!("xen_version gave {v:#x}, expected {expected:#x}"));
+                }
+            }
+            "extraversion" => {
+                let mut extra = [0u8; 16];
+                {
+                    let mut buf = h.make_mut_buffer(&mut extra).map_err(|e| e.to_string())?;
+                    let ptr = buf.as_hypercall_ptr();
+                    // SAFETY: XENVER_extraversion writes a 16-byte `xen_extraversion_t`
+                    // (public/version.h) at the pointer: `buf` holds 16 bytes.
+                    let r = unsafe {
+                        h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_EXTRAVERSION, ptr.addr()])
+                    };
+                    check("extraversion", r)?;
+                    buf.update();
+                }
+                black_box(&extra);
+            }
+            _ => {
+                let mut entries = [E820Entry::default(); MAP_ENTRIES];
+                let mut map = MemoryMap {
+                    nr_entries: MAP_ENTRIES as u32,
+                    ..MemoryMap::default()
+                };
+                {
+                    let mut entries_buf = h
+                        .make_mut_buffer(&mut entries[..])
+                        .map_err(|e| e.to_string())?;
+                    map.buffer = entries_buf.as_hypercall_ptr().cast::<u8>().addr() as u64;
+                    let mut map_buf = h.make_mut_buffer(&mut map).map_err(|e| e.to_string())?;
+                    let ptr = map_buf.as_hypercall_ptr();
+                    // SAFETY: XENMEM_machine_memory_map (public/memory.h) reads the
+                    // `xen_memory_map` at `ptr`, writes at most `nr_entries` 20-byte
+                    // entries at its `buffer` (`entries_buf`, live, MAP_ENTRIES long)
+                    // and writes back `nr_entries`.
+                    let r = unsafe {
+                        h.hypercall2(
+                            HYPERVISOR_MEMORY_OP,
+                            [XENMEM_MACHINE_MEMORY_MAP, ptr.addr()],
+                        )
+                    };
+                    check("machine_memory_map", r)?;
+                    map_buf.update();
+                    entries_buf.update();
+                }
+                if map.nr_entries == 0 || map.nr_entries as usize > MAP_ENTRIES {
+                    return Err(format!(
+                        "machine_memory_map gave {} entries",
+                        map.nr_entries
+                    ));
+                }
+                black_box(&entries);
+            }
+        }
+    }
+    Ok(())
+}
