@@ -1,0 +1,354 @@
+//! x86_64 backends: PV (`syscall`), HVM/PVH (`vmcall`/`vmmcall`) and the hypercall page.
+//!
+//! The ABI (`public/arch-x86/xen-x86_64.h`, "Hypercall interface"): op in `rax`,
+//! arguments in `rdi`, `rsi`, `rdx`, `r10`, `r8`, result in `rax`. Xen debug builds
+//! deliberately corrupt the argument registers of the hypercall they handle, so
+//! every function below declares all five clobbered, whatever its argument count
+//! (as Linux's `_hypercallN` do). `syscall` also clobbers `rcx` and `r11` (it saves
+//! `rip` and `rflags` there). None of the instructions touches the guest stack
+//! (`nostack`), except the `call` into the hypercall page.
+
+use core::arch::asm;
+use core::cell::UnsafeCell;
+
+use xen_hypercall::Error;
+
+use crate::cpuid::{CpuVendor, XenCpuid};
+
+/// Defines `call0`..`call5` in module `$name`: each issues `$insn` with the op
+/// and 0..5 arguments in the registers of `xen-x86_64.h`, and returns `rax`.
+/// `$param`s and `$operand`s add what the instruction itself needs (the page's
+/// `call` target), `$options` the asm options.
+macro_rules! hypercall_asm {
+    (
+        mod $name:ident = $insn:literal;
+        params($($param:ident: $pty:ty),*);
+        operands($($operand:tt)*);
+        clobbers($($clobber:tt),*);
+        $options:tt
+    ) => {
+        mod $name {
+            use core::arch::asm;
+
+            hypercall_asm!(@fn call0($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
+                [] [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"]);
+            hypercall_asm!(@fn call1($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
+                [a0 "rdi"] [a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"]);
+            hypercall_asm!(@fn call2($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
+                [a0 "rdi", a1 "rsi"] [a2 "rdx", a3 "r10", a4 "r8"]);
+            hypercall_asm!(@fn call3($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
+                [a0 "rdi", a1 "rsi", a2 "rdx"] [a3 "r10", a4 "r8"]);
+            hypercall_asm!(@fn call4($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
+                [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10"] [a4 "r8"]);
+            hypercall_asm!(@fn call5($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
+                [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"] []);
+        }
+    };
+    (@fn $fn:ident($($param:ident: $pty:ty),*) $insn:literal, [$($operand:tt)*], [$($clobber:tt),*], $options:tt;
+        [$($arg:ident $reg:tt),*] [$($unused:ident $ureg:tt),*]) => {
+        #[inline(always)]
+        pub(super) unsafe fn $fn($($param: $pty,)* op: usize $(, $arg: usize)*) -> isize {
+            let ret: isize;
+            // SAFETY: the caller (a backend whose constructor contract makes `$insn`
+            // Xen's hypercall entry in this context, under a `XenHypercall::hypercallN`
+            // contract for the op and arguments) makes this a well-formed hypercall.
+            // Registers per xen-x86_64.h: op in rax, arguments in rdi, rsi, rdx, r10,
+            // r8, result in rax. Every argument register, used or not, is declared
+            // clobbered: debug Xen corrupts them. Plus the entry's own clobbers
+            // (`syscall` writes rcx and r11). Xen may read and write memory: no
+            // `nomem`/`readonly`; it does not promise to keep rflags: no
+            // `preserves_flags`; `nostack` only where nothing is pushed.
+            unsafe {
+                asm!(
+                    $insn,
+                    $($operand)*
+                    inlateout("rax") op => ret,
+                    $(inlateout($reg) $arg => _,)*
+                    $(lateout($ureg) _,)*
+                    $(lateout($clobber) _,)*
+                    options $options
+                );
+            }
+            ret
+        }
+    };
+}
+
+/// Defines `raw0`..`raw5` on `$backend` by dispatching on `$scrutinee` to the
+/// `callN` of a `hypercall_asm!` module, and implements `XenHypercall` on them.
+macro_rules! raw_by_count {
+    ($backend:ty, |$s:ident, $op:ident| $check:expr, match $scrutinee:expr => { $($pat:pat => $module:ident $(($($extra:expr),*))?),* $(,)? }) => {
+        impl $backend {
+            #[inline(always)]
+            unsafe fn raw0(&$s, $op: usize) -> Result<isize, Error> {
+                $check($op)?;
+                // SAFETY: forwarded from `XenHypercall::hypercall0`'s contract and the type's.
+                Ok(unsafe { match $scrutinee { $($pat => $module::call0($($($extra,)*)? $op)),* } })
+            }
+            #[inline(always)]
+            unsafe fn raw1(&$s, $op: usize, a: usize) -> Result<isize, Error> {
+                $check($op)?;
+                // SAFETY: forwarded from `XenHypercall::hypercall1`'s contract and the type's.
+                Ok(unsafe { match $scrutinee { $($pat => $module::call1($($($extra,)*)? $op, a)),* } })
+            }
+            #[inline(always)]
+            unsafe fn raw2(&$s, $op: usize, a: [usize; 2]) -> Result<isize, Error> {
+                $check($op)?;
+                // SAFETY: forwarded from `XenHypercall::hypercall2`'s contract and the type's.
+                Ok(unsafe { match $scrutinee { $($pat => $module::call2($($($extra,)*)? $op, a[0], a[1])),* } })
+            }
+            #[inline(always)]
+            unsafe fn raw3(&$s, $op: usize, a: [usize; 3]) -> Result<isize, Error> {
+                $check($op)?;
+                // SAFETY: forwarded from `XenHypercall::hypercall3`'s contract and the type's.
+                Ok(unsafe { match $scrutinee { $($pat => $module::call3($($($extra,)*)? $op, a[0], a[1], a[2])),* } })
+            }
+            #[inline(always)]
+            unsafe fn raw4(&$s, $op: usize, a: [usize; 4]) -> Result<isize, Error> {
+                $check($op)?;
+                // SAFETY: forwarded from `XenHypercall::hypercall4`'s contract and the type's.
+                Ok(unsafe { match $scrutinee { $($pat => $module::call4($($($extra,)*)? $op, a[0], a[1], a[2], a[3])),* } })
+            }
+            #[inline(always)]
+            unsafe fn raw5(&$s, $op: usize, a: [usize; 5]) -> Result<isize, Error> {
+                $check($op)?;
+                // SAFETY: forwarded from `XenHypercall::hypercall5`'s contract and the type's.
+                Ok(unsafe { match $scrutinee { $($pat => $module::call5($($($extra,)*)? $op, a[0], a[1], a[2], a[3], a[4])),* } })
+            }
+        }
+        crate::impl_xen_hypercall!($backend);
+    };
+}
+
+/// Every op is valid for the direct instructions; Xen answers `-ENOSYS` to unknown ones.
+#[inline(always)]
+fn any_op(_op: usize) -> Result<(), Error> {
+    Ok(())
+}
+
+hypercall_asm! {
+    mod pv_syscall = "syscall";
+    params();
+    operands();
+    clobbers("rcx", "r11");
+    (nostack)
+}
+hypercall_asm! {
+    mod hvm_vmcall = "vmcall";
+    params();
+    operands();
+    clobbers();
+    (nostack)
+}
+hypercall_asm! {
+    mod hvm_vmmcall = "vmmcall";
+    params();
+    operands();
+    clobbers();
+    (nostack)
+}
+// The `call` pushes a return address: no `nostack` (Rust then keeps the stack
+// aligned and the red zone free). rcx and r11 are declared clobbered in case the
+// stub is `syscall`-based (a PV page saves them, but nothing here relies on it).
+hypercall_asm! {
+    mod page_call = "call {entry}";
+    params(entry: *const u8);
+    operands(entry = in(reg) entry,);
+    clobbers("rcx", "r11");
+    ()
+}
+
+/// Hypercalls of a 64-bit PV guest kernel: `syscall` from guest kernel mode.
+///
+/// A PV guest cannot reliably tell from CPUID that it is PV, nor whether it runs
+/// in guest kernel or guest user mode (both are ring 3 on x86_64), so this
+/// backend is only made with [`PvHypercall::new`], which is `unsafe`: in guest
+/// user mode `syscall` enters the guest kernel as a system call, whose numbers
+/// overlap Xen's (17 is `pread64` on Linux) and which may write anywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct PvHypercall(());
+
+impl PvHypercall {
+    /// The PV `syscall` backend.
+    ///
+    /// # Safety
+    ///
+    /// The caller runs as a 64-bit Xen PV guest in guest kernel mode (where Xen
+    /// takes `syscall` as a hypercall, `xen-x86_64.h`), and keeps it so wherever
+    /// this value (a `Copy` type) is used.
+    pub const unsafe fn new() -> Self {
+        Self(())
+    }
+}
+
+// `new`'s contract: a PV guest kernel, where `syscall` is the hypercall instruction.
+raw_by_count!(PvHypercall, |self, op| any_op, match self.0 => { () => pv_syscall });
+
+/// The instruction an HVM or PVH guest issues hypercalls with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HvmInstruction {
+    /// Intel VMX (and other VMX vendors).
+    Vmcall,
+    /// AMD and Hygon SVM.
+    Vmmcall,
+}
+
+impl HvmInstruction {
+    /// The instruction for `vendor`: the other one raises `#UD`.
+    pub const fn for_vendor(vendor: CpuVendor) -> Self {
+        if vendor.uses_vmmcall() {
+            Self::Vmmcall
+        } else {
+            Self::Vmcall
+        }
+    }
+}
+
+/// Hypercalls of an HVM or PVH guest: `vmcall` or `vmmcall`, chosen once from
+/// the CPU vendor.
+///
+/// Made safely by [`HvmHypercall::detect`], which checks Xen's CPUID signature
+/// and that this vCPU is HVM/PVH (never PV, where these instructions fault into
+/// the guest's own `#UD` handler). It is sound at any privilege level: Xen
+/// performs hypercalls from CPL 0 only and answers `-EPERM` to CPL > 0
+/// (`hvm_hypercall`), touching no memory; at CPL 0 it reads and writes the
+/// arguments through the guest's current page tables, i.e. exactly the memory a
+/// Rust reference designates.
+#[derive(Debug, Clone, Copy)]
+pub struct HvmHypercall {
+    instruction: HvmInstruction,
+}
+
+impl HvmHypercall {
+    /// The HVM/PVH backend, if this is an HVM or PVH guest of Xen.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOnXen`] without Xen's CPUID leaves, or in a PV guest.
+    pub fn detect() -> Result<Self, Error> {
+        let xen = XenCpuid::detect().ok_or(Error::NotOnXen("no Xen CPUID signature"))?;
+        if !xen.is_hvm() {
+            return Err(Error::NotOnXen("not an HVM or PVH guest of Xen"));
+        }
+        Ok(Self {
+            instruction: HvmInstruction::for_vendor(CpuVendor::current()),
+        })
+    }
+
+    /// The instruction this backend issues.
+    pub const fn instruction(&self) -> HvmInstruction {
+        self.instruction
+    }
+}
+
+// `detect` proved an HVM/PVH guest of Xen and chose the vendor's instruction.
+raw_by_count!(HvmHypercall, |self, op| any_op, match self.instruction => {
+    HvmInstruction::Vmcall => hvm_vmcall,
+    HvmInstruction::Vmmcall => hvm_vmmcall,
+});
+
+/// A 4 KiB page, aligned, for Xen to write hypercall stubs into.
+#[derive(Debug)]
+#[repr(C, align(4096))]
+pub struct HypercallPageFrame(UnsafeCell<[u8; 4096]>);
+
+impl HypercallPageFrame {
+    /// A zeroed page (Xen overwrites all of it).
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new([0; 4096]))
+    }
+}
+
+impl Default for HypercallPageFrame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Stub size in the hypercall page: op `n` is at `page + 32 * n` (`xen-x86_64.h`).
+const STUB_SIZE: usize = 32;
+/// `__HYPERVISOR_iret`: its stub does not return, and HVM pages leave it as `int3`.
+const HYPERVISOR_IRET: usize = 23;
+
+/// Hypercalls through the hypercall page: `call page + 32 * op`.
+///
+/// Xen writes the right instruction for the guest type (`syscall`, `vmcall` or
+/// `vmmcall`) into the page when its physical address is written to the MSR of
+/// CPUID leaf base + 2. Useful where the direct instructions are unavailable;
+/// since XSA-466 direct `vmcall`/`vmmcall` ([`HvmHypercall`]) is preferred,
+/// because the page's bare `ret`s escape speculation mitigations.
+#[derive(Debug)]
+pub struct HypercallPage {
+    page: *const u8,
+}
+
+// SAFETY: after `install` the page is code Xen wrote and nothing writes again
+// (the `&'static mut` is consumed); calling into it from any CPU is the same hypercall.
+unsafe impl Send for HypercallPage {}
+// SAFETY: as above; `&HypercallPage` only allows calls.
+unsafe impl Sync for HypercallPage {}
+
+impl HypercallPage {
+    /// Asks Xen to fill `frame` with hypercall stubs, through the MSR of Xen's
+    /// CPUID leaf base + 2, and returns the backend that calls into it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOnXen`] without Xen's CPUID leaves.
+    ///
+    /// # Safety
+    ///
+    /// - The caller runs in an HVM or PVH guest at CPL 0, or a PV guest kernel
+    ///   (`wrmsr` is privileged; a PV kernel's is emulated by Xen).
+    /// - `frame_address` is the address Xen knows `frame` by: its
+    ///   guest-physical address on HVM/PVH, its machine address on PV.
+    /// - `frame` is mapped executable (Xen writes code there).
+    pub unsafe fn install(
+        frame: &'static mut HypercallPageFrame,
+        frame_address: u64,
+    ) -> Result<Self, Error> {
+        let xen = XenCpuid::detect().ok_or(Error::NotOnXen("no Xen CPUID signature"))?;
+        let (msr, _pages) = xen.hypercall_page_msr();
+        // Page index 0 goes in bits 0..12 of the value (one page covers every op < 128).
+        let value = frame_address & !0xfff;
+        // SAFETY:
+        // - CPL 0 or a PV kernel (contract), so `wrmsr` is allowed or emulated.
+        // - The MSR is Xen's (CPUID leaf base + 2, `public/arch-x86/cpuid.h`):
+        //   writing it makes Xen fill the page at `frame_address`, which is
+        //   `frame` (contract), now exclusively ours (`&'static mut`).
+        // - `wrmsr` uses no stack and leaves rflags alone.
+        unsafe {
+            asm!(
+                "wrmsr",
+                in("ecx") msr,
+                in("eax") value as u32,
+                in("edx") (value >> 32) as u32,
+                options(nostack, preserves_flags),
+            );
+        }
+        Ok(Self {
+            page: frame.0.get().cast::<u8>().cast_const(),
+        })
+    }
+
+    /// The stub of `op`: `mov $op, %eax; <hypercall instruction>; ret` (on PV
+    /// with rcx and r11 saved around `syscall`), `xen-x86_64.h`: "call
+    /// hypercall_page + hypercall-number * 32". Ops past the page and `iret`
+    /// (whose stub does not return; `int3` on HVM) have no usable stub.
+    #[inline(always)]
+    fn check_op(op: usize) -> Result<(), Error> {
+        if op < 4096 / STUB_SIZE && op != HYPERVISOR_IRET {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(
+                "hypercall number without a returning stub in the hypercall page",
+            ))
+        }
+    }
+}
+
+// `install` had Xen fill the page; `check_op` keeps the entry inside it, on a
+// stub that returns.
+raw_by_count!(HypercallPage, |self, op| HypercallPage::check_op, match () => {
+    () => page_call(self.page.wrapping_add(op * STUB_SIZE))
+});
