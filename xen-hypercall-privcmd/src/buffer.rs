@@ -20,8 +20,10 @@ use crate::sys::{self, BufferSource};
 const CLASSES: usize = 5;
 /// The largest buffer, in pages, served from the cache.
 pub const MAX_CACHED_PAGES: usize = 1 << (CLASSES - 1);
-/// How many free mappings each class keeps: most hypercalls use one or two small buffers.
-const SLOTS_PER_CLASS: [usize; CLASSES] = [8, 4, 2, 2, 2];
+/// How many free mappings each class keeps: most hypercalls use one or two small
+/// buffers. 48 pages in all, below the 64 pages Linux lets one open
+/// `/dev/xen/hypercall` map by default.
+const SLOTS_PER_CLASS: [usize; CLASSES] = [8, 4, 2, 1, 1];
 const MAX_SLOTS: usize = 8;
 
 /// Counters of the OS calls the buffer pool made, for tests and benchmarks.
@@ -123,22 +125,29 @@ impl Pool {
                 }
             }
         }
-        self.mmaps.fetch_add(1, Ordering::Relaxed);
-        let base = sys::map_pages(self.hypercall_dev.as_ref().map(|fd| fd.as_fd()), len).map_err(
-            |errno| match errno {
-                nix::errno::Errno::ENOMEM | nix::errno::Errno::EAGAIN => {
-                    Error::OutOfMemory { bytes }
-                }
-                errno => Error::Os {
-                    operation: match self.source() {
-                        BufferSource::HypercallDevice => "mmap of /dev/xen/hypercall",
-                        BufferSource::LockedAnonymous => "mmap of locked anonymous memory",
-                    },
-                    errno: errno as i32,
-                },
-            },
-        )?;
+        let base = self.map(len, bytes)?;
         Ok(Block { base, len, class })
+    }
+
+    /// Maps `len` bytes for a `bytes`-byte buffer: from the hypercall device, or
+    /// locked anonymous memory without it or when it refuses (Linux limits each
+    /// open `/dev/xen/hypercall` to 64 pages by default: `privcmd-buf.c`, `limit`).
+    fn map(&self, len: usize, bytes: usize) -> Result<NonNull<u8>, Error> {
+        if let Some(fd) = &self.hypercall_dev {
+            self.mmaps.fetch_add(1, Ordering::Relaxed);
+            if let Ok(base) = sys::map_pages(Some(fd.as_fd()), len) {
+                return Ok(base);
+            }
+        }
+        self.mmaps.fetch_add(1, Ordering::Relaxed);
+        sys::map_pages(None, len).map_err(|errno| match errno {
+            // EAGAIN: MAP_LOCKED beyond RLIMIT_MEMLOCK.
+            nix::errno::Errno::ENOMEM | nix::errno::Errno::EAGAIN => Error::OutOfMemory { bytes },
+            errno => Error::Os {
+                operation: "mmap of locked anonymous memory",
+                errno: errno as i32,
+            },
+        })
     }
 
     /// Returns `block`'s pages to the cache, or unmaps them if the cache is full.
