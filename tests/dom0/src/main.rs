@@ -1,0 +1,107 @@
+//! The dom0 test program of the real-Xen testbed, run by the initramfs' `/init` in a Linux dom0.
+//!
+//! - `xen-dom0-tests` runs every case against `/dev/xen/privcmd` and reports them on stdout (the
+//!   Xen console) in the `XENTEST` protocol; it exits non-zero if a case failed.
+//! - `xen-dom0-tests list` prints the case names, one a line, without touching Xen: the runner's
+//!   list of expected cases.
+//! - `xen-dom0-tests demo` shows what the project's crates see of this Xen (`cargo xtask demo`).
+//! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
+//!   semihosting `SYS_EXIT`).
+//!
+//! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
+
+mod exit;
+mod version;
+
+use std::fmt;
+use std::io::Write;
+use std::process::ExitCode;
+
+use xen_hypercall_privcmd::Privcmd;
+use xen_testbed_protocol::{Reporter, report_panic};
+
+/// A test case: its name and its body, run against an open privcmd backend.
+type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
+
+/// Every case, in the order they run.
+fn cases() -> impl Iterator<Item = &'static Case> {
+    version::CASES.iter()
+}
+
+/// Standard output as a [`fmt::Write`], flushed after each write (the console must not lose lines
+/// when QEMU exits).
+struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut out = std::io::stdout().lock();
+        out.write_all(s.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|_| fmt::Error)
+    }
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| report_panic(&mut Console, info)));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => run(),
+        ["list"] => {
+            for (name, _) in cases() {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
+        ["demo"] => version::demo(Reporter::new(Console)),
+        ["exit", code] => match code.parse::<u8>() {
+            Ok(code) => {
+                let error = exit::exit_qemu(code);
+                eprintln!("xen-dom0-tests: cannot exit QEMU: {error}");
+                ExitCode::FAILURE
+            }
+            Err(_) => usage(),
+        },
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: xen-dom0-tests [list | demo | exit <code 0-255>]");
+    ExitCode::from(2)
+}
+
+fn run() -> ExitCode {
+    let mut reporter = Reporter::new(Console);
+    let self_test = std::env::var("XENTEST_SELFTEST").unwrap_or_default();
+    let privcmd = Privcmd::open().map_err(|e| format!("cannot open privcmd: {e}"));
+    for (index, (name, case)) in cases().enumerate() {
+        if self_test == "skip" && *name == "capabilities" {
+            continue;
+        }
+        let result = match &privcmd {
+            Ok(privcmd) => case(privcmd),
+            Err(error) => Err(error.clone()),
+        };
+        reporter.case(name, result);
+        if index == 0 {
+            match self_test.as_str() {
+                "panic" => panic!("deliberate panic (XENTEST_SELFTEST=panic)"),
+                "hang" => loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                },
+                "fail" => reporter.case(
+                    "selftest_deliberate_failure",
+                    Err("deliberate failure (XENTEST_SELFTEST=fail)"),
+                ),
+                _ => {}
+            }
+        }
+    }
+    let summary = reporter.done();
+    ExitCode::from(summary.exit_code())
+}

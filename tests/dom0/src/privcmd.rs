@@ -1,0 +1,341 @@
+//! The privcmd backend on real Xen: every typed wrapper dom0 may call with
+//! buffers in and out, event channels on `DOMID_SELF`, Xen's errors, both
+//! buffer sources, many threads at once, and no `mmap` in steady state.
+
+use std::fmt::Debug;
+
+use xen_hypercall::event_channel::{ChannelState, ChannelStatus};
+use xen_hypercall::prelude::*;
+use xen_hypercall::{Errno, Error};
+use xen_hypercall_privcmd::{
+    BufferSource, HYPERCALL_DEVICE, MAX_CACHED_PAGES, OpenOptions, Privcmd,
+};
+
+use crate::Case;
+
+pub(crate) const CASES: &[Case] = &[
+    ("privcmd_extraversion", extraversion),
+    ("privcmd_commandline", commandline),
+    ("privcmd_build_id", build_id),
+    ("privcmd_version_info", version_info),
+    ("privcmd_console_write", console_write),
+    ("privcmd_evtchn_loopback", evtchn_loopback),
+    ("privcmd_unknown_hypercall_enosys", unknown_hypercall),
+    ("privcmd_bad_port_einval", bad_port),
+    ("privcmd_restricted_fd", restricted_fd),
+    ("privcmd_large_buffer", large_buffer),
+    ("privcmd_locked_anonymous_buffers", locked_anonymous_buffers),
+    ("privcmd_hidden_hypercall_device", hidden_hypercall_device),
+    ("privcmd_threads", threads),
+    ("privcmd_steady_state_no_mmap", steady_state_no_mmap),
+];
+
+/// Describes a failed call.
+fn call<T, E: Debug>(what: &str, result: Result<T, E>) -> Result<T, String> {
+    result.map_err(|e| format!("{what}: {e:?}"))
+}
+
+/// Fails unless `result` is Xen's error `expected`.
+fn expect_xen_error<T: Debug>(
+    what: &str,
+    result: Result<T, Error>,
+    expected: Errno,
+) -> Result<(), String> {
+    match result {
+        Err(Error::Xen(errno)) if errno == expected => Ok(()),
+        other => Err(format!(
+            "{what}: {other:?}, expected Err(Xen({expected:?}))"
+        )),
+    }
+}
+
+/// Xen 4.17.x: the extraversion is `.x` (e.g. ".7").
+fn extraversion(h: &Privcmd) -> Result<(), String> {
+    let extra = call("extraversion", h.extraversion())?;
+    let text = extra
+        .to_str()
+        .map_err(|e| format!("extraversion {extra:?}: {e}"))?;
+    let minor = text.strip_prefix('.').unwrap_or_default();
+    if minor.is_empty()
+        || !minor
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'+')
+    {
+        return Err(format!("extraversion {text:?} is not \".<release>\""));
+    }
+    Ok(())
+}
+
+/// The testbed's Xen command line always sets dom0_mem.
+fn commandline(h: &Privcmd) -> Result<(), String> {
+    let line = call("commandline", h.commandline())?;
+    let text = line
+        .to_str()
+        .map_err(|e| format!("commandline {line:?}: {e}"))?;
+    if text
+        .split_whitespace()
+        .any(|word| word.starts_with("dom0_mem="))
+    {
+        Ok(())
+    } else {
+        Err(format!("commandline {text:?} lacks dom0_mem="))
+    }
+}
+
+/// Debian's Xen carries a GNU build id (20 bytes of SHA-1); two reads agree.
+fn build_id(h: &Privcmd) -> Result<(), String> {
+    let first = call("build_id", h.build_id())?;
+    let second = call("build_id", h.build_id())?;
+    if first.as_bytes().is_empty() || first != second {
+        return Err(format!("build ids {first:?} then {second:?}"));
+    }
+    Ok(())
+}
+
+/// The other `xen_version` sub-ops dom0 may use, each checked for plausibility.
+fn version_info(h: &Privcmd) -> Result<(), String> {
+    let info = call("compile_info", h.compile_info())?;
+    if !info
+        .compiler
+        .to_str()
+        .is_ok_and(|c| c.contains("gcc") || c.contains("clang"))
+    {
+        return Err(format!("compile_info names no compiler: {info:?}"));
+    }
+    let page = call("pagesize", h.pagesize())?;
+    if page != 4096 {
+        return Err(format!("pagesize {page}, expected 4096"));
+    }
+    call("changeset", h.changeset())?;
+    call("platform_parameters", h.platform_parameters())?;
+    call("features", h.features(0))?;
+    call("guest_handle", h.guest_handle())?;
+    Ok(())
+}
+
+/// CONSOLEIO_write from dom0 (the console domain) is accepted.
+fn console_write(h: &Privcmd) -> Result<(), String> {
+    call(
+        "console_write",
+        h.console_write(b"xen-hypercall-privcmd: CONSOLEIO_write from dom0 userland\n"),
+    )
+}
+
+/// A loopback channel on DOMID_SELF: allocate, bind, inspect, signal, close.
+fn evtchn_loopback(h: &Privcmd) -> Result<(), String> {
+    let unbound = call(
+        "alloc_unbound",
+        h.evtchn_alloc_unbound(DomId::SELF, DomId::SELF),
+    )?;
+    let result = (|| {
+        let status = call("status(unbound)", h.evtchn_status(DomId::SELF, unbound))?;
+        let ChannelState::Unbound { remote_dom } = status.state else {
+            return Err(format!("unbound port {unbound:?}: {status:?}"));
+        };
+        // Xen records DOMID_SELF as the caller's id: dom0.
+        if remote_dom != DomId::new(0) && remote_dom != DomId::SELF {
+            return Err(format!("unbound port allows {remote_dom:?}, expected dom0"));
+        }
+        let local = call(
+            "bind_interdomain",
+            h.evtchn_bind_interdomain(DomId::SELF, unbound),
+        )?;
+        let result = (|| {
+            expect_peer(h, unbound, local)?;
+            expect_peer(h, local, unbound)?;
+            call("send(local)", h.evtchn_send(local))?;
+            call("send(unbound)", h.evtchn_send(unbound))
+        })();
+        let closed = call("close(local)", h.evtchn_close(local));
+        result.and(closed)
+    })();
+    let closed = call("close(unbound)", h.evtchn_close(unbound));
+    result.and(closed)?;
+    let status = call("status(closed)", h.evtchn_status(DomId::SELF, unbound))?;
+    if status.state != ChannelState::Closed {
+        return Err(format!("closed port {unbound:?}: {status:?}"));
+    }
+    Ok(())
+}
+
+/// `port` is an interdomain channel of dom0 connected to `peer`.
+fn expect_peer(h: &Privcmd, port: Port, peer: Port) -> Result<(), String> {
+    let status: ChannelStatus = call("status", h.evtchn_status(DomId::SELF, port))?;
+    match status.state {
+        ChannelState::Interdomain { dom, port: remote }
+            if remote == peer && dom == DomId::new(0) =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "port {port:?}: {other:?}, expected interdomain to dom0 port {peer:?}"
+        )),
+    }
+}
+
+/// Hypercall 63 does not exist; nor does xen_version sub-op 0x7fff.
+fn unknown_hypercall(h: &Privcmd) -> Result<(), String> {
+    // SAFETY: no hypercall 63 exists in Xen 4.17 (public/xen.h): Xen returns
+    // -ENOSYS without touching memory.
+    expect_xen_error("hypercall 63", unsafe { h.hypercall0(63) }, Errno::ENOSYS)?;
+    // SAFETY: xen_version rejects an unknown sub-op with -ENOSYS before reading
+    // its (NULL) argument (common/kernel.c, do_xen_version).
+    expect_xen_error(
+        "xen_version(0x7fff)",
+        unsafe { h.hypercall2(17, [0x7fff, 0]) },
+        Errno::ENOSYS,
+    )
+}
+
+/// A port dom0 does not have: every event channel op refuses it with EINVAL.
+fn bad_port(h: &Privcmd) -> Result<(), String> {
+    let bad = Port(0x7fff_fff0);
+    expect_xen_error("send", h.evtchn_send(bad), Errno::EINVAL)?;
+    expect_xen_error("status", h.evtchn_status(DomId::SELF, bad), Errno::EINVAL)?;
+    expect_xen_error("close", h.evtchn_close(bad), Errno::EINVAL)
+}
+
+/// After IOCTL_PRIVCMD_RESTRICT, Linux refuses hypercalls: `Error::Restricted`.
+fn restricted_fd(_: &Privcmd) -> Result<(), String> {
+    let h = call("open", Privcmd::open())?;
+    call("xen_version before restricting", h.xen_version())?;
+    call("restrict", h.restrict(7))?;
+    if h.restricted_to() != Some(7) {
+        return Err(format!("restricted_to() = {:?}", h.restricted_to()));
+    }
+    match h.xen_version() {
+        Err(Error::Restricted { domid: 7 }) => {}
+        other => return Err(format!("xen_version on a restricted fd: {other:?}")),
+    }
+    // A second restriction to another domain is refused by Linux.
+    match h.restrict(8) {
+        Err(Error::Os { .. }) => Ok(()),
+        other => Err(format!("restricting again: {other:?}")),
+    }
+}
+
+/// A buffer beyond the cached sizes is mapped for the call and unmapped after.
+fn large_buffer(h: &Privcmd) -> Result<(), String> {
+    let mut big = vec![0xa5u8; (MAX_CACHED_PAGES + 8) * 4096];
+    let before = h.buffer_stats();
+    let read = call("console_read", h.console_read(&mut big))?;
+    let after = h.buffer_stats();
+    if read > big.len() {
+        return Err(format!("console_read read {read} bytes into {}", big.len()));
+    }
+    // No console input in the testbed: the untouched tail keeps its pattern.
+    if big[read..].iter().any(|&b| b != 0xa5) {
+        return Err("console_read changed bytes past what it read".into());
+    }
+    let (mapped, unmapped) = (after.mmaps - before.mmaps, after.munmaps - before.munmaps);
+    // One mapping, or two if the hypercall device refused it (its 64-page limit).
+    if !(1..=2).contains(&mapped) || unmapped != 1 {
+        return Err(format!(
+            "a large buffer made {mapped} mmaps and {unmapped} munmaps"
+        ));
+    }
+    Ok(())
+}
+
+/// The calls with buffers, in and out, whose results two handles must agree on.
+fn buffer_round(h: &Privcmd) -> Result<String, String> {
+    let extra = call("extraversion", h.extraversion())?;
+    let caps = call("capabilities", h.capabilities())?;
+    let line = call("commandline", h.commandline())?;
+    let id = call("build_id", h.build_id())?;
+    evtchn_loopback(h)?;
+    Ok(format!("{extra}|{caps}|{line}|{id}"))
+}
+
+/// The fallback buffers (locked anonymous memory) give the same results.
+fn locked_anonymous_buffers(h: &Privcmd) -> Result<(), String> {
+    let locked = call(
+        "open",
+        OpenOptions::new().locked_anonymous_buffers(true).open(),
+    )?;
+    if locked.buffer_source() != BufferSource::LockedAnonymous {
+        return Err(format!("buffer source {:?}", locked.buffer_source()));
+    }
+    compare_rounds(h, &locked)
+}
+
+fn compare_rounds(reference: &Privcmd, other: &Privcmd) -> Result<(), String> {
+    let expected = buffer_round(reference)?;
+    let got = buffer_round(other)?;
+    if got != expected {
+        return Err(format!("{got:?} differs from {expected:?}"));
+    }
+    Ok(())
+}
+
+/// With `/dev/xen/hypercall` gone (as on Linux before 4.18), opening falls back.
+fn hidden_hypercall_device(h: &Privcmd) -> Result<(), String> {
+    if h.buffer_source() != BufferSource::HypercallDevice {
+        return Err(format!(
+            "{HYPERCALL_DEVICE} is not used by default: {:?}",
+            h.buffer_source()
+        ));
+    }
+    let hidden = format!("{HYPERCALL_DEVICE}.hidden");
+    std::fs::rename(HYPERCALL_DEVICE, &hidden)
+        .map_err(|e| format!("hiding {HYPERCALL_DEVICE}: {e}"))?;
+    let result = Privcmd::open()
+        .map_err(|e| format!("open: {e}"))
+        .and_then(|fallback| {
+            if fallback.buffer_source() != BufferSource::LockedAnonymous {
+                return Err(format!("buffer source {:?}", fallback.buffer_source()));
+            }
+            compare_rounds(h, &fallback)
+        });
+    let restored =
+        std::fs::rename(&hidden, HYPERCALL_DEVICE).map_err(|e| format!("restoring: {e}"));
+    result.and(restored)
+}
+
+/// Many threads share one handle; every result is checked.
+fn threads(h: &Privcmd) -> Result<(), String> {
+    const THREADS: usize = 6;
+    const ROUNDS: usize = 60;
+    let version = call("xen_version", h.xen_version())?;
+    let extra = call("extraversion", h.extraversion())?;
+    let caps = call("capabilities", h.capabilities())?;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| -> Result<(), String> {
+                    for _ in 0..ROUNDS {
+                        let v = call("xen_version", h.xen_version())?;
+                        let e = call("extraversion", h.extraversion())?;
+                        let c = call("capabilities", h.capabilities())?;
+                        if v != version || e != extra || c != caps {
+                            return Err(format!(
+                                "{v} {e} {c} differ from {version} {extra} {caps}"
+                            ));
+                        }
+                        evtchn_loopback(h)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+            .collect::<Result<Vec<()>, String>>()
+            .map(drop)
+    })
+}
+
+/// Once warm, hypercalls with buffers make no mmap/munmap at all.
+fn steady_state_no_mmap(h: &Privcmd) -> Result<(), String> {
+    buffer_round(h)?;
+    let before = h.buffer_stats();
+    for _ in 0..100 {
+        buffer_round(h)?;
+    }
+    let after = h.buffer_stats();
+    if after != before {
+        return Err(format!("steady state went from {before:?} to {after:?}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `xen_version` through the privcmd backend and the typed wrappers of `xen-hypercall`.
+
+use std::process::ExitCode;
+
+use xen_hypercall::prelude::*;
+use xen_hypercall_privcmd::Privcmd;
+use xen_testbed_protocol::Reporter;
+
+use crate::{Case, Console};
+
+/// The capability string of this architecture's 64-bit guests (`XENVER_capabilities`).
+const NATIVE_CAPABILITY: &str = if cfg!(target_arch = "x86_64") {
+    "xen-3.0-x86_64"
+} else {
+    "xen-3.0-aarch64"
+};
+
+pub(crate) const CASES: &[Case] = &[("xen_version", xen_version), ("capabilities", capabilities)];
+
+/// The testbed boots Xen 4.17.
+fn xen_version(privcmd: &Privcmd) -> Result<(), String> {
+    let version = privcmd
+        .xen_version()
+        .map_err(|e| format!("xen_version: {e}"))?;
+    if (version.major, version.minor) == (4, 17) {
+        Ok(())
+    } else {
+        Err(format!("Xen {version}, expected 4.17"))
+    }
+}
+
+/// Xen runs 64-bit guests of this architecture.
+fn capabilities(privcmd: &Privcmd) -> Result<(), String> {
+    let capabilities = privcmd
+        .capabilities()
+        .map_err(|e| format!("capabilities: {e}"))?;
+    let text = capabilities.to_string();
+    if text.split_whitespace().any(|abi| abi == NATIVE_CAPABILITY) {
+        Ok(())
+    } else {
+        Err(format!("{text:?} lacks {NATIVE_CAPABILITY}"))
+    }
+}
+
+/// `xen-dom0-tests demo`: what the project's crates see of this Xen.
+pub(crate) fn demo(mut reporter: Reporter<Console>) -> ExitCode {
+    let privcmd = match Privcmd::open() {
+        Ok(privcmd) => privcmd,
+        Err(error) => {
+            reporter.case("open_privcmd", Err(error));
+            return ExitCode::from(reporter.done().exit_code());
+        }
+    };
+    let version = privcmd.xen_version();
+    let extra = privcmd.extraversion();
+    match (&version, &extra) {
+        (Ok(version), Ok(extra)) => reporter.out(format_args!("Xen version {version}{extra}")),
+        _ => reporter.out(format_args!("Xen version: {version:?} {extra:?}")),
+    }
+    reporter.case("xen_version", version.map(drop));
+    let capabilities = privcmd.capabilities();
+    if let Ok(capabilities) = &capabilities {
+        reporter.out(format_args!("capabilities: {capabilities}"));
+    }
+    reporter.case("capabilities", capabilities.map(drop));
+    let message =
+        "Hello from Rust in dom0: xen-hypercall-privcmd wrote this line with CONSOLEIO_write\n";
+    reporter.case("console_write", privcmd.console_write(message.as_bytes()));
+    ExitCode::from(reporter.done().exit_code())
+}

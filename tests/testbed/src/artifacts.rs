@@ -1,0 +1,367 @@
+//! The hypervisor, dom0 kernel, Xen modules and busybox, fetched with apt and cached.
+//!
+//! Packages are resolved with `apt-cache` (local, no network) on every run; a package is downloaded
+//! (`apt-get download`) and unpacked (`dpkg-deb --fsys-tarfile | tar -x`, only the needed files) only
+//! when the cache does not already hold that exact version, so a second run downloads nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::{Arch, Error, Result, command_output, is_root};
+
+/// The Xen modules dom0 tests need, in the order they are loaded (dependencies are added before).
+pub const XEN_MODULES: &[&str] = &[
+    "xen-privcmd",
+    "xen-evtchn",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xenfs",
+];
+
+/// The cached artifacts of one architecture.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    /// The architecture.
+    pub arch: Arch,
+    /// The hypervisor, in a form `qemu -kernel` boots.
+    pub xen: PathBuf,
+    /// The Linux dom0 kernel.
+    pub kernel: PathBuf,
+    /// The kernel modules to load, dependencies first.
+    pub modules: Vec<PathBuf>,
+    /// The static busybox binary.
+    pub busybox: PathBuf,
+    /// `package=version` of everything above.
+    pub versions: Vec<String>,
+}
+
+/// The packages of one architecture, resolved to names and versions.
+struct Packages {
+    xen: (String, String),
+    kernel: (String, String),
+    busybox: (String, String),
+}
+
+impl Arch {
+    fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// `pkg` qualified with this architecture, for apt.
+    fn apt_name(self, package: &str) -> String {
+        format!("{package}:{}", self.debian())
+    }
+}
+
+/// Makes sure the artifacts of `arch` are in `cache` (under `<target>/testbed/cache`) and returns them.
+pub fn fetch(cache: &Path, arch: Arch) -> Result<Artifacts> {
+    if arch == Arch::Aarch64 {
+        ensure_foreign_arch("arm64")?;
+    }
+    let packages = resolve(arch)?;
+    let dir = cache.join(arch.debian());
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+
+    let xen_dir = unpacked(&dir, &packages.xen, arch, &["./boot/xen-4.17-*"], |root| {
+        let out = root.join("xen");
+        match arch {
+            Arch::X86_64 => {
+                // The package ships a gzip'd 32-bit multiboot ELF; QEMU's -kernel wants it plain.
+                let compressed = root.join("boot/xen-4.17-amd64.gz");
+                let plain = command_output(Command::new("gzip").arg("-dc").arg(&compressed))?;
+                fs::write(&out, plain).map_err(|e| Error::io(&out, e))
+            }
+            Arch::Aarch64 => rename(&root.join("boot/xen-4.17-arm64"), &out),
+        }
+    })?;
+    let kernel_dir = unpacked(
+        &dir,
+        &packages.kernel,
+        arch,
+        &["./boot/vmlinuz-*", "./lib/modules/*/kernel/drivers/xen/*"],
+        |root| unpack_kernel(root, arch),
+    )?;
+    let busybox_dir = unpacked(&dir, &packages.busybox, arch, &["./bin/busybox"], |root| {
+        rename(&root.join("bin/busybox"), &root.join("busybox"))
+    })?;
+
+    let order = fs::read_to_string(kernel_dir.join("modules.order"))
+        .map_err(|e| Error::io(&kernel_dir, e))?;
+    let modules = order
+        .lines()
+        .map(|name| kernel_dir.join(format!("{name}.ko")))
+        .collect();
+    Ok(Artifacts {
+        arch,
+        xen: xen_dir.join("xen"),
+        kernel: kernel_dir.join("vmlinuz"),
+        modules,
+        busybox: busybox_dir.join("busybox"),
+        versions: [&packages.xen, &packages.kernel, &packages.busybox]
+            .iter()
+            .map(|(name, version)| format!("{name}={version}"))
+            .collect(),
+    })
+}
+
+/// Adds the foreign dpkg architecture `debian_arch` when missing (as root), or says how to.
+fn ensure_foreign_arch(debian_arch: &str) -> Result<()> {
+    let foreign = command_output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if String::from_utf8_lossy(&foreign)
+        .split_whitespace()
+        .any(|a| a == debian_arch)
+    {
+        return Ok(());
+    }
+    let fix = format!("dpkg --add-architecture {debian_arch} && apt-get update");
+    if !is_root() {
+        return Err(Error::new(format!(
+            "the {debian_arch} packages need the dpkg architecture {debian_arch}: run `sudo sh -c '{fix}'`"
+        )));
+    }
+    eprintln!("testbed: {fix}");
+    command_output(Command::new("dpkg").args(["--add-architecture", debian_arch]))?;
+    command_output(Command::new("apt-get").args(["update", "-q"]))?;
+    Ok(())
+}
+
+/// Resolves the package names (the kernel's ABI number comes from the `linux-image-*` metapackage)
+/// and their candidate versions.
+fn resolve(arch: Arch) -> Result<Packages> {
+    let metapackage = arch.apt_name(&format!("linux-image-{}", arch.debian()));
+    let depends = command_output(Command::new("apt-cache").args(["depends", &metapackage]))?;
+    let prefix = "linux-image-6.1.";
+    let kernel = String::from_utf8_lossy(&depends)
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Depends: "))
+        .map(|dep| dep.split(':').next().unwrap_or(dep).to_string())
+        .find(|dep| dep.starts_with(prefix))
+        .ok_or_else(|| {
+            Error::new(format!(
+                "`apt-cache depends {metapackage}` names no {prefix}* kernel"
+            ))
+        })?;
+    // arm64: the `-unsigned` package has the plain Image Xen boots.
+    let kernel = match arch {
+        Arch::X86_64 => kernel,
+        Arch::Aarch64 => format!("{kernel}-unsigned"),
+    };
+    let xen = format!("xen-hypervisor-4.17-{}", arch.debian());
+    let versioned = |name: String| -> Result<(String, String)> {
+        let version = candidate_version(&arch.apt_name(&name))?;
+        Ok((name, version))
+    };
+    Ok(Packages {
+        xen: versioned(xen)?,
+        kernel: versioned(kernel)?,
+        busybox: versioned("busybox-static".into())?,
+    })
+}
+
+/// The version `apt-get download` would fetch.
+fn candidate_version(package: &str) -> Result<String> {
+    let show =
+        command_output(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
+            .map_err(|e| {
+                Error::new(format!(
+                    "{e}\n(is the package index current? run `apt-get update`)"
+                ))
+            })?;
+    String::from_utf8_lossy(&show)
+        .lines()
+        .find_map(|line| line.strip_prefix("Version: "))
+        .map(str::to_string)
+        .ok_or_else(|| Error::new(format!("`apt-cache show {package}` gives no version")))
+}
+
+/// The directory holding `package` at `version`, unpacked and post-processed by `finish`, downloading
+/// it first if the cache does not hold that version.
+fn unpacked(
+    cache: &Path,
+    (name, version): &(String, String),
+    arch: Arch,
+    patterns: &[&str],
+    finish: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = cache.join(format!("{name}_{}", version.replace(':', "%3a")));
+    let stamp = dir.join(".complete");
+    if stamp.exists() {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let download = dir.join(".download");
+    fs::create_dir_all(&download).map_err(|e| Error::io(&download, e))?;
+    eprintln!("testbed: downloading {name}={version} ({})", arch.debian());
+    let spec = format!("{}={version}", arch.apt_name(name));
+    command_output(
+        Command::new("apt-get")
+            .args(["download", "-q", &spec])
+            .current_dir(&download),
+    )?;
+    let deb = fs::read_dir(&download)
+        .map_err(|e| Error::io(&download, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .ok_or_else(|| Error::new(format!("`apt-get download {spec}` left no .deb")))?;
+    extract(&deb, &dir, patterns)?;
+    fs::remove_dir_all(&download).map_err(|e| Error::io(&download, e))?;
+    finish(&dir)?;
+    fs::write(&stamp, format!("{name}={version}\n")).map_err(|e| Error::io(&stamp, e))?;
+    Ok(dir)
+}
+
+/// Extracts the members of `deb` matching the tar `patterns` (tar wildcards) into `into`.
+fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("cannot run dpkg-deb: {e}")))?;
+    let tar_input = dpkg.stdout.take().map(Stdio::from).unwrap_or(Stdio::null());
+    let tar = Command::new("tar")
+        .args(["-x", "--wildcards", "-C"])
+        .arg(into)
+        .args(patterns)
+        .stdin(tar_input)
+        .output()
+        .map_err(|e| Error::new(format!("cannot run tar: {e}")))?;
+    let dpkg = dpkg
+        .wait()
+        .map_err(|e| Error::new(format!("dpkg-deb: {e}")))?;
+    if !dpkg.success() || !tar.status.success() {
+        return Err(Error::new(format!(
+            "unpacking {patterns:?} from {} failed: {}",
+            deb.display(),
+            String::from_utf8_lossy(&tar.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Keeps the kernel image and the Xen modules (with their dependencies) of an unpacked kernel package,
+/// writes `modules.order` (load order, dependencies first), and removes the rest.
+fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
+    let boot = root.join("boot");
+    let image = fs::read_dir(&boot)
+        .map_err(|e| Error::io(&boot, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| Error::new(format!("no vmlinuz-* in the {arch} kernel package")))?;
+    rename(&image, &root.join("vmlinuz"))?;
+
+    // Every module we unpacked, by its kernel name (`-` and `_` are the same to the kernel).
+    let mut available = BTreeMap::new();
+    collect_modules(&root.join("lib"), &mut available)?;
+    let mut order = Vec::new();
+    for wanted in XEN_MODULES {
+        add_with_dependencies(&module_key(wanted), &available, &mut order, 0)?;
+    }
+    let mut order_file = String::new();
+    for key in &order {
+        let (name, path) = &available[key];
+        rename(path, &root.join(format!("{name}.ko")))?;
+        order_file.push_str(name);
+        order_file.push('\n');
+    }
+    for leftover in ["lib", "boot"] {
+        let path = root.join(leftover);
+        fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    let order_path = root.join("modules.order");
+    fs::write(&order_path, order_file).map_err(|e| Error::io(&order_path, e))
+}
+
+fn module_key(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+fn collect_modules(dir: &Path, found: &mut BTreeMap<String, (String, PathBuf)>) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            collect_modules(&path, found)?;
+        } else if let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
+            found.insert(module_key(name), (name.to_string(), path.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn add_with_dependencies(
+    key: &str,
+    available: &BTreeMap<String, (String, PathBuf)>,
+    order: &mut Vec<String>,
+    depth: usize,
+) -> Result<()> {
+    if order.iter().any(|k| k == key) {
+        return Ok(());
+    }
+    if depth > 16 {
+        return Err(Error::new(format!("module dependency loop at {key}")));
+    }
+    let (_, path) = available.get(key).ok_or_else(|| {
+        Error::new(format!(
+            "kernel module {key} is not under drivers/xen in the kernel package"
+        ))
+    })?;
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let depends = crate::elf::modinfo(&bytes, "depends")
+        .ok_or_else(|| Error::new(format!("{}: no .modinfo depends=", path.display())))?;
+    for dependency in depends.split(',').filter(|d| !d.is_empty()) {
+        add_with_dependencies(&module_key(dependency), available, order, depth + 1)?;
+    }
+    order.push(key.to_string());
+    Ok(())
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io(from, e))
+}
+
+/// Checks that QEMU for `arch` is installed; installs it when running as root, else says how.
+pub fn ensure_qemu(arch: Arch) -> Result<()> {
+    if crate::which(arch.qemu()).is_some() {
+        return Ok(());
+    }
+    // qemu-utils from bookworm-backports conflicts with bookworm's QEMU 7.2: pin it to 7.2.
+    let policy = command_output(Command::new("apt-cache").args(["madison", "qemu-utils"]))?;
+    let qemu_utils = String::from_utf8_lossy(&policy)
+        .lines()
+        .filter_map(|line| line.split('|').nth(1).map(str::trim))
+        .find(|version| version.starts_with("1:7.2"))
+        .map(|version| format!("qemu-utils={version}"))
+        .unwrap_or_else(|| "qemu-utils".into());
+    let args = [
+        "install",
+        "-y",
+        "--allow-downgrades",
+        "qemu-system-x86",
+        "qemu-system-arm",
+        &qemu_utils,
+    ];
+    if !is_root() {
+        return Err(Error::new(format!(
+            "{} is missing: run `sudo apt-get {}`",
+            arch.qemu(),
+            args.join(" ")
+        )));
+    }
+    eprintln!("testbed: apt-get {}", args.join(" "));
+    command_output(Command::new("apt-get").args(args))?;
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The real-Xen testbed: boots Xen 4.17 under QEMU (TCG) with a Linux dom0 or a freestanding Rust
+//! guest as dom0, and judges what the payloads report over the serial line
+//! ([`xen_testbed_protocol`]). `cargo xtask testbed` and `cargo xtask demo` are thin wrappers.
+//!
+//! # Using it from another command
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use xen_testbed::{Arch, Dom0Run, Testbed};
+//!
+//! # fn main() -> Result<(), xen_testbed::Error> {
+//! let testbed = Testbed::new("/path/to/workspace".into(), "/path/to/target".into());
+//! // Build a static payload (here: a package with a `bench` binary) for the architecture.
+//! testbed.build_static("my-bench-package", &[Arch::X86_64])?;
+//! let bench = testbed.static_binary(Arch::X86_64, "bench");
+//! let outcome = testbed.boot_linux_dom0(&Dom0Run {
+//!     name: "bench-x86_64".into(),
+//!     arch: Arch::X86_64,
+//!     binaries: vec![("bench".into(), bench)],
+//!     commands: vec!["bench --iterations 1000".into()],
+//!     expected_cases: vec![],
+//!     expected_dones: 1,
+//!     timeout: Duration::from_secs(120),
+//! })?;
+//! for row in outcome.log.outputs() {
+//!     println!("{row}"); // the payload's `XENTEST OUT` lines
+//! }
+//! assert!(outcome.verdict.passed(), "{:?}", outcome.verdict.failures());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`Testbed::boot_linux_dom0`] fetches the artifacts (hypervisor, kernel, modules, busybox; cached
+//!   under `<target>/testbed/cache`), always adds the `xen-dom0-tests` program (which exits QEMU), writes
+//!   the initramfs, boots it and returns an [`Outcome`]: the parsed log (cases, `XENTEST OUT` lines),
+//!   the [`Verdict`], QEMU's wall time and peak RSS. The full log is at [`Outcome::log_path`].
+//! - The `/init` it generates mounts proc, sysfs and devtmpfs, loads the Xen modules (dependencies
+//!   first), runs each of `commands` as a shell line in order (with `/bin` on `PATH`), and exits QEMU
+//!   with failure if any of them exited non-zero.
+//! - [`run_scenarios`] runs the named [`scenarios`] (at most two QEMUs at once) and prints cargo-test
+//!   style lines; it is what `cargo xtask testbed` calls.
+
+#![forbid(unsafe_code)]
+
+pub mod artifacts;
+pub mod cpio;
+mod elf;
+pub mod initramfs;
+pub mod qemu;
+pub mod scenario;
+pub mod verdict;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub use scenario::{Options, Summary, run_scenarios, scenarios};
+pub use verdict::{CaseResult, Verdict};
+pub use xen_testbed_protocol::Log;
+
+/// A guest architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arch {
+    /// x86_64 (Xen amd64).
+    X86_64,
+    /// aarch64 (Xen arm64).
+    Aarch64,
+}
+
+impl Arch {
+    /// The Linux userland target triple for dom0 programs.
+    pub fn linux_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// The QEMU system emulator.
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        })
+    }
+}
+
+/// A testbed error: a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    /// An error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    fn io(path: &Path, error: std::io::Error) -> Self {
+        Self(format!("{}: {error}", path.display()))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A testbed result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where the testbed works: the workspace it builds payloads from and the cargo target directory
+/// it builds them into and keeps its cache (`<target>/testbed/cache`) and logs (`<target>/testbed/logs`) in.
+#[derive(Debug, Clone)]
+pub struct Testbed {
+    workspace: PathBuf,
+    target_dir: PathBuf,
+}
+
+/// One Linux dom0 boot: see the crate documentation.
+#[derive(Debug, Clone)]
+pub struct Dom0Run {
+    /// Names the log (`<target>/testbed/logs/<name>.log`) and the initramfs.
+    pub name: String,
+    /// The architecture.
+    pub arch: Arch,
+    /// Extra static binaries: name in `/bin`, host path.
+    pub binaries: Vec<(String, PathBuf)>,
+    /// Shell lines `/init` runs in order.
+    pub commands: Vec<String>,
+    /// Cases that must each be reported `ok`.
+    pub expected_cases: Vec<String>,
+    /// How many `XENTEST DONE` lines the commands print in all.
+    pub expected_dones: usize,
+    /// Time after which QEMU is killed and the run counts as hung.
+    pub timeout: Duration,
+}
+
+/// What one boot produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The parsed serial log.
+    pub log: Log,
+    /// The judgement.
+    pub verdict: Verdict,
+    /// The full serial log on disk.
+    pub log_path: PathBuf,
+    /// QEMU's run.
+    pub run: qemu::Run,
+}
+
+impl Testbed {
+    /// A testbed over `workspace`, building into and caching under `target_dir`.
+    pub fn new(workspace: PathBuf, target_dir: PathBuf) -> Self {
+        Self {
+            workspace,
+            target_dir,
+        }
+    }
+
+    /// `<target>/testbed/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.target_dir.join("testbed/cache")
+    }
+
+    /// `<target>/testbed/logs`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.target_dir.join("testbed/logs")
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.target_dir.join("testbed/work")
+    }
+
+    /// A `cargo` command for the workspace and target directory.
+    pub fn cargo(&self) -> Command {
+        let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cargo
+            .current_dir(&self.workspace)
+            .env("CARGO_TARGET_DIR", &self.target_dir)
+            // A global RUSTFLAGS would override the per-target flags below.
+            .env_remove("RUSTFLAGS");
+        cargo
+    }
+
+    /// Builds `package` (release) as static Linux binaries for `arches`.
+    pub fn build_static(&self, package: &str, arches: &[Arch]) -> Result<()> {
+        let mut cargo = self.cargo();
+        cargo.args(["build", "--release", "-p", package]);
+        for arch in arches {
+            let target = arch.linux_target();
+            check_rust_target(target)?;
+            let env = target.to_uppercase().replace('-', "_");
+            cargo.args(["--target", target]).env(
+                format!("CARGO_TARGET_{env}_RUSTFLAGS"),
+                "-C target-feature=+crt-static",
+            );
+            if *arch == Arch::Aarch64 {
+                if which("aarch64-linux-gnu-gcc").is_none() {
+                    return Err(Error::new(
+                        "aarch64-linux-gnu-gcc (the linker for aarch64 dom0 programs) is missing: run `apt-get install gcc-aarch64-linux-gnu`",
+                    ));
+                }
+                cargo.env(
+                    format!("CARGO_TARGET_{env}_LINKER"),
+                    "aarch64-linux-gnu-gcc",
+                );
+            }
+        }
+        run_cargo(cargo)
+    }
+
+    /// The path of static binary `name` built by [`Testbed::build_static`].
+    pub fn static_binary(&self, arch: Arch, name: &str) -> PathBuf {
+        self.target_dir
+            .join(arch.linux_target())
+            .join("release")
+            .join(name)
+    }
+
+    /// Boots a Linux dom0 and runs `run`'s commands in it (see the crate documentation). Builds the
+    /// `xen-dom0-tests` program (the QEMU exit helper) for `run.arch` first.
+    pub fn boot_linux_dom0(&self, run: &Dom0Run) -> Result<Outcome> {
+        self.build_static(scenario::DOM0_TESTS, &[run.arch])?;
+        let artifacts = self.fetch(run.arch)?;
+        let job = self.dom0_job(&artifacts, run)?;
+        job.run(self)
+    }
+
+    /// Fetches (or finds in the cache) the artifacts of `arch` and makes sure QEMU is there.
+    pub fn fetch(&self, arch: Arch) -> Result<artifacts::Artifacts> {
+        artifacts::ensure_qemu(arch)?;
+        artifacts::fetch(&self.cache_dir(), arch)
+    }
+
+    fn dom0_job(&self, artifacts: &artifacts::Artifacts, run: &Dom0Run) -> Result<scenario::Job> {
+        let mut binaries = run.binaries.clone();
+        if !binaries
+            .iter()
+            .any(|(name, _)| name == initramfs::EXIT_HELPER)
+        {
+            binaries.push((
+                initramfs::EXIT_HELPER.into(),
+                self.static_binary(run.arch, scenario::DOM0_TESTS),
+            ));
+        }
+        let image = initramfs::build(artifacts, &binaries, &run.commands)?;
+        let work = self.work_dir();
+        std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        let path = work.join(format!("{}.cpio", run.name));
+        std::fs::write(&path, image).map_err(|e| Error::io(&path, e))?;
+        let command = qemu::command(
+            run.arch,
+            &artifacts.xen,
+            &qemu::Guest::LinuxDom0 {
+                kernel: &artifacts.kernel,
+                initramfs: &path,
+            },
+        )?;
+        Ok(scenario::Job {
+            name: run.name.clone(),
+            command,
+            timeout: run.timeout,
+            expectation: verdict::Expectation {
+                arch: run.arch,
+                cases: run.expected_cases.clone(),
+                dones: run.expected_dones,
+            },
+        })
+    }
+}
+
+/// Runs a cargo command, failing with its status.
+fn run_cargo(mut cargo: Command) -> Result<()> {
+    eprintln!("+ {cargo:?}");
+    let status = cargo
+        .status()
+        .map_err(|e| Error::new(format!("cannot run cargo: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!("{cargo:?} failed ({status})")))
+    }
+}
+
+/// Fails with the `rustup` command to run if the standard library of `target` is not installed.
+fn check_rust_target(target: &str) -> Result<()> {
+    let sysroot = command_output(Command::new("rustc").args(["--print", "sysroot"]))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot).trim());
+    if sysroot.join("lib/rustlib").join(target).exists() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "the Rust target {target} is not installed: run `rustup target add {target}`"
+        )))
+    }
+}
+
+/// Runs `command` and returns its stdout, or an error with its stderr.
+fn command_output(command: &mut Command) -> Result<Vec<u8>> {
+    let output = command
+        .output()
+        .map_err(|e| Error::new(format!("cannot run {:?}: {e}", command.get_program())))?;
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(Error::new(format!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+/// The path of `program` in `PATH`.
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}

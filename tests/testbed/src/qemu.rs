@@ -1,0 +1,222 @@
+//! QEMU command lines and running QEMU under a timeout.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::{Arch, Error, Result};
+
+/// How QEMU ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// QEMU exited with this status.
+    Status(i32),
+    /// QEMU was killed by a signal it did not get from us.
+    Signal,
+    /// QEMU was still running at the deadline and was killed.
+    TimedOut(Duration),
+}
+
+/// What one QEMU run produced.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// How QEMU ended.
+    pub exit: Exit,
+    /// Wall time from start to exit.
+    pub wall: Duration,
+    /// Peak resident set size of QEMU, in KiB, sampled from `/proc` while it ran.
+    pub peak_rss_kib: Option<u64>,
+    /// The serial log (QEMU's stdout and stderr).
+    pub log: PathBuf,
+}
+
+/// What QEMU boots.
+#[derive(Debug, Clone)]
+pub enum Guest<'a> {
+    /// A Linux dom0 with an initramfs.
+    LinuxDom0 {
+        /// The dom0 kernel.
+        kernel: &'a Path,
+        /// The initramfs.
+        initramfs: &'a Path,
+    },
+    /// A freestanding x86_64 PV dom0 (ELF).
+    Pv(&'a Path),
+    /// A freestanding x86_64 PVH dom0 (ELF).
+    Pvh(&'a Path),
+    /// A freestanding aarch64 dom0 (arm64 Image).
+    Aarch64Image(&'a Path),
+}
+
+/// Xen's own command line, shared by every x86_64 boot.
+const XEN_X86_CMDLINE: &str =
+    "console=com1 com1=115200,8n1 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0";
+const XEN_ARM_CMDLINE: &str = "console=dtuart loglvl=all guest_loglvl=all";
+const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1";
+
+/// The QEMU command that boots `xen` with `guest`, on `arch`.
+pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
+    let mut qemu = Command::new(arch.qemu());
+    qemu.args([
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+    ]);
+    match arch {
+        Arch::X86_64 => {
+            // TCG only: KVM is unusable on these hosts; `-smap`: TCG's SMAP emulation crashes a PV dom0.
+            qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max,-smap"]);
+            qemu.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        }
+        Arch::Aarch64 => {
+            qemu.args([
+                "-machine",
+                "virt,virtualization=on,gic-version=3",
+                "-cpu",
+                "cortex-a57",
+            ]);
+            qemu.args(["-accel", "tcg"]);
+            qemu.args([
+                "-semihosting-config",
+                "enable=on,target=native,userspace=on",
+            ]);
+        }
+    }
+    qemu.arg("-kernel").arg(xen);
+    // Multiboot modules (x86) are separated by commas; a comma in a path would split it.
+    let path = |path: &Path| -> Result<String> {
+        let text = path
+            .to_str()
+            .filter(|t| !t.contains([',', ' ', '"']))
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "{}: QEMU cannot take a path with `,`, space or quote",
+                    path.display()
+                ))
+            })?;
+        Ok(text.to_string())
+    };
+    match (arch, guest) {
+        (Arch::X86_64, Guest::LinuxDom0 { kernel, initramfs }) => {
+            qemu.args(["-m", "1024", "-append"]);
+            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=512M,max:512M"));
+            qemu.arg("-initrd").arg(format!(
+                "{} {LINUX_CMDLINE},{}",
+                path(kernel)?,
+                path(initramfs)?
+            ));
+        }
+        (Arch::X86_64, Guest::Pv(elf)) => {
+            qemu.args(["-m", "512", "-append"]);
+            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=64M,max:64M"));
+            qemu.arg("-initrd").arg(format!("{} xentest", path(elf)?));
+        }
+        (Arch::X86_64, Guest::Pvh(elf)) => {
+            // A PVH hardware domain needs an IOMMU.
+            qemu.args([
+                "-machine",
+                "q35",
+                "-device",
+                "amd-iommu",
+                "-m",
+                "512",
+                "-append",
+            ]);
+            qemu.arg(format!("{XEN_X86_CMDLINE} dom0=pvh dom0_mem=64M,max:64M"));
+            qemu.arg("-initrd").arg(format!("{} xentest", path(elf)?));
+        }
+        (Arch::Aarch64, Guest::LinuxDom0 { kernel, initramfs }) => {
+            // Above QEMU's DTB at 0x48000000, which would overwrite a module placed there.
+            qemu.args(["-m", "1024", "-append"]);
+            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=512M"));
+            qemu.arg("-device").arg(format!(
+                "guest-loader,addr=0x49000000,kernel={},bootargs={LINUX_CMDLINE} rdinit=/init",
+                path(kernel)?
+            ));
+            qemu.arg("-device").arg(format!(
+                "guest-loader,addr=0x4c000000,initrd={}",
+                path(initramfs)?
+            ));
+        }
+        (Arch::Aarch64, Guest::Aarch64Image(image)) => {
+            qemu.args(["-m", "1024", "-append"]);
+            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=128M"));
+            // Non-empty bootargs, else Xen hands its own command line to dom0.
+            qemu.arg("-device").arg(format!(
+                "guest-loader,addr=0x49000000,kernel={},bootargs=xentest",
+                path(image)?
+            ));
+        }
+        (arch, guest) => {
+            return Err(Error::new(format!("{guest:?} does not boot on {arch}")));
+        }
+    }
+    Ok(qemu)
+}
+
+/// Runs `qemu` with its serial output in `log`, killing its process group after `timeout`.
+pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
+    let file = File::create(log).map_err(|e| Error::io(log, e))?;
+    let stderr = file.try_clone().map_err(|e| Error::io(log, e))?;
+    {
+        use std::io::Write;
+        let mut header = &file;
+        let _ = writeln!(header, "+ {qemu:?}");
+    }
+    let start = Instant::now();
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        qemu.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| Error::new(format!("cannot start {:?}: {e}", qemu.get_program())))?
+    };
+    let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut peak_rss_kib = None;
+    let exit = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Error::new(format!("waiting for QEMU: {e}")))?
+        {
+            break status.code().map_or(Exit::Signal, Exit::Status);
+        }
+        if let Some(rss) = high_water_mark(&status_path) {
+            peak_rss_kib = Some(rss);
+        }
+        if start.elapsed() > timeout {
+            kill_group(child.id());
+            let _ = child.wait();
+            break Exit::TimedOut(timeout);
+        }
+        sleep(Duration::from_millis(50));
+    };
+    Ok(Run {
+        exit,
+        wall: start.elapsed(),
+        peak_rss_kib,
+        log: log.to_path_buf(),
+    })
+}
+
+/// `VmHWM` (peak RSS, KiB) from a `/proc/<pid>/status` file.
+fn high_water_mark(status: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(status).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Kills the process group `pgid` (QEMU and anything it started).
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status();
+}
