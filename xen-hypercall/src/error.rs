@@ -207,7 +207,9 @@ pub enum Error {
         module: &'static str,
     },
     /// The OS refused access to a Xen device.
-    #[error("permission denied opening {device}: run as root or give this user read-write access to it")]
+    #[error(
+        "permission denied opening {device}: run as root or give this user read-write access to it"
+    )]
     PermissionDenied {
         /// The device node.
         device: &'static str,

@@ -2,8 +2,8 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 use crate::Error;
+use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 
 /// A way to make Xen hypercalls: inline assembly in a freestanding guest, a
 /// device such as Linux's `/dev/xen/privcmd` in userland, or a mock in tests.

@@ -6,9 +6,23 @@
 extern crate std;
 
 pub mod buffer;
+mod call;
+pub mod console;
 mod error;
+pub mod event_channel;
+pub mod hvm;
 mod hypercall;
+pub mod memory;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
+pub mod physdev;
+pub mod prelude;
+pub mod sched;
+mod types;
+pub mod version;
 
 pub use buffer::{DirectConstBuffer, DirectMutBuffer, HypercallData, XenConstBuffer, XenMutBuffer};
-pub use error::{decode_result, Errno, Error, ErrorKind};
+pub use error::{Errno, Error, ErrorKind, decode_result};
 pub use hypercall::XenHypercall;
+pub use types::{DomId, Gfn, HvmParam, MapSpace, Port, ShutdownReason, Virq};
