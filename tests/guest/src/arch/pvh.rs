@@ -1,0 +1,235 @@
+//! The PVH guest: `XEN_ELFNOTE_PHYS32_ENTRY`, a 32-bit entry that turns on long
+//! mode with an identity map of the first 1 GiB, `vmcall`/`vmmcall` hypercalls.
+//!
+//! Xen enters `pvh_start` in 32-bit protected mode, paging off, `ebx` = the
+//! physical address of `hvm_start_info` (public/arch-x86/hvm/start_info.h).
+
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+
+use xen_hypercall::prelude::*;
+use xen_hypercall::{Error, Gfn, MapSpace};
+use xen_hypercall_native::{HvmHypercall, HypercallPage, HypercallPageFrame, XenCpuid};
+
+use crate::cases::{self, Console, Expect, Fail, GuestReporter};
+use crate::shared_info::SharedInfo;
+
+global_asm!(
+    // XEN_ELFNOTE_PHYS32_ENTRY (18): the 32-bit physical entry point.
+    ".pushsection .note.Xen, \"a\", @note",
+    ".balign 4",
+    ".long 4",
+    ".long 4",
+    ".long 18",
+    ".asciz \"Xen\"",
+    ".long pvh_start",
+    ".popsection",
+    ".pushsection .text.entry, \"ax\"",
+    ".code32",
+    ".global _start",
+    "_start:",
+    "pvh_start:",
+    "mov esp, offset {stack} + {stack_size}",
+    "mov esi, ebx",
+    // PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB, present | writable | large.
+    "mov eax, offset {pdpt}",
+    "or eax, 3",
+    "mov dword ptr [{pml4}], eax",
+    "mov eax, offset {pd}",
+    "or eax, 3",
+    "mov dword ptr [{pdpt}], eax",
+    "xor ecx, ecx",
+    "3:",
+    "mov eax, ecx",
+    "shl eax, 21",
+    "or eax, 0x83",
+    "mov dword ptr [{pd} + ecx * 8], eax",
+    "mov dword ptr [{pd} + ecx * 8 + 4], 0",
+    "inc ecx",
+    "cmp ecx, 512",
+    "jne 3b",
+    // CR4.PAE, CR3, EFER.LME, CR0.PG | PE, then a far return into 64-bit code.
+    "mov eax, cr4",
+    "or eax, 0x20",
+    "mov cr4, eax",
+    "mov eax, offset {pml4}",
+    "mov cr3, eax",
+    "mov ecx, 0xc0000080",
+    "rdmsr",
+    "or eax, 0x100",
+    "wrmsr",
+    "mov eax, cr0",
+    "or eax, 0x80000001",
+    "mov cr0, eax",
+    "lgdt [pvh_gdt_ptr]",
+    "push 0x08",
+    "mov eax, offset pvh_long_mode",
+    "push eax",
+    "retf",
+    ".code64",
+    "pvh_long_mode:",
+    "mov ax, 0x10",
+    "mov ds, ax",
+    "mov es, ax",
+    "mov ss, ax",
+    "xor eax, eax",
+    "mov fs, ax",
+    "mov gs, ax",
+    "mov edi, esi",
+    "call {main}",
+    "5: hlt",
+    "jmp 5b",
+    ".popsection",
+    ".pushsection .rodata",
+    ".balign 8",
+    "pvh_gdt:",
+    ".quad 0",
+    ".quad 0x00af9a000000ffff",
+    ".quad 0x00cf92000000ffff",
+    "pvh_gdt_end:",
+    ".balign 8",
+    "pvh_gdt_ptr:",
+    ".word pvh_gdt_end - pvh_gdt - 1",
+    ".quad pvh_gdt",
+    ".popsection",
+    stack = sym STACK,
+    stack_size = const STACK_SIZE,
+    pml4 = sym PML4,
+    pdpt = sym PDPT,
+    pd = sym PD,
+    main = sym pvh_main,
+);
+
+const STACK_SIZE: usize = 64 * 1024;
+
+#[repr(C, align(16))]
+struct Stack(UnsafeCell<[u8; STACK_SIZE]>);
+// SAFETY: only the entry code uses it, as the one CPU's stack.
+unsafe impl Sync for Stack {}
+static STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
+
+/// A page table, written only by the entry code before Rust runs.
+#[repr(C, align(4096))]
+struct Table(UnsafeCell<[u64; 512]>);
+// SAFETY: written once by the entry code, then only read by the MMU.
+unsafe impl Sync for Table {}
+static PML4: Table = Table(UnsafeCell::new([0; 512]));
+static PDPT: Table = Table(UnsafeCell::new([0; 512]));
+static PD: Table = Table(UnsafeCell::new([0; 512]));
+
+/// The frame Xen fills with hypercall stubs for the `hypercall_page` case.
+static mut HYPERCALL_PAGE: HypercallPageFrame = HypercallPageFrame::new();
+
+/// The page the shared info frame is mapped over (its RAM is handed back to Xen).
+#[repr(C, align(4096))]
+struct PageSlot(UnsafeCell<[u8; 4096]>);
+// SAFETY: after `map_shared_info` it is only accessed through `SharedInfo`'s atomics.
+unsafe impl Sync for PageSlot {}
+static SHARED_INFO_SLOT: PageSlot = PageSlot(UnsafeCell::new([0; 4096]));
+
+crate::arch::zero_cost_probe!(HvmHypercall);
+
+/// Maps the shared info page at `SHARED_INFO_SLOT` with `XENMEM_add_to_physmap`
+/// (XENMAPSPACE_shared_info, index 0). Virtual = physical (identity map).
+fn map_shared_info(h: &HvmHypercall) -> Result<SharedInfo, Error> {
+    let addr = SHARED_INFO_SLOT.0.get() as u64;
+    // SAFETY: the slot is a page-aligned static of ours that Rust only touches
+    // through raw pointers (never as a value), so replacing its frame with the
+    // shared info page breaks no Rust value; from here on it is accessed only
+    // through `SharedInfo`'s atomics. Identity map: its gfn is `addr >> 12`.
+    unsafe { h.add_to_physmap(DomId::SELF, MapSpace::SHARED_INFO, 0, Gfn(addr >> 12)) }?;
+    // SAFETY: mapped for the program's life, used only through `SharedInfo`.
+    Ok(unsafe { SharedInfo::new(addr as *const u8) })
+}
+
+/// `xen_version` through the hypercall page, compared with the direct call.
+fn hypercall_page_case(direct: &HvmHypercall) -> cases::CaseResult {
+    let frame = &raw mut HYPERCALL_PAGE;
+    // SAFETY: the only use of this static, run once; `&mut` is handed over for good.
+    let frame = unsafe { &mut *frame };
+    let address = core::ptr::from_ref(frame) as u64;
+    // SAFETY: CPL 0 in a PVH guest; identity map, so the virtual address is the
+    // guest-physical one; the identity map is executable (no NX bits set).
+    let page = unsafe { HypercallPage::install(frame, address) }?;
+    let via_page = page.xen_version()?;
+    let direct = direct.xen_version()?;
+    if via_page != direct {
+        cases::fail!("page says {via_page}, vmcall says {direct}");
+    }
+    // SAFETY: hypercall 23 (iret) is refused before any call is made.
+    match unsafe { page.hypercall0(23) } {
+        Err(Error::InvalidInput(_)) => Ok(()),
+        other => cases::fail!("iret through the page gave {other:?}"),
+    }
+}
+
+extern "C" fn pvh_main(_start_info: u32) -> ! {
+    let h = match HvmHypercall::detect() {
+        Ok(h) => h,
+        // Without hypercalls there is no console: exit with failure.
+        Err(_) => exit(1),
+    };
+    let mut reporter = GuestReporter::new(Console(&h));
+    reporter.case("hvm_detect", Ok::<(), Fail>(()));
+    reporter.out(format_args!("hypercall instruction {:?}", h.instruction()));
+    reporter.case(
+        "cpuid_version",
+        (|| {
+            let Some(xen) = XenCpuid::detect() else {
+                cases::fail!("no Xen CPUID leaves")
+            };
+            let from_cpuid = xen.version();
+            let from_hypercall = h.xen_version()?;
+            if (from_cpuid.major, from_cpuid.minor) != (from_hypercall.major, from_hypercall.minor)
+            {
+                cases::fail!("CPUID says {from_cpuid}, XENVER_version says {from_hypercall}");
+            }
+            Ok(())
+        })(),
+    );
+    cases::run_common(
+        &h,
+        &mut reporter,
+        map_shared_info(&h),
+        &Expect {
+            capability: "hvm-3.0-x86_64",
+        },
+    );
+    reporter.case("hypercall_page", hypercall_page_case(&h));
+    reporter.case(
+        "zero_cost_probe",
+        probe_xen_version(&h).map(drop).map_err(Fail::from),
+    );
+    let summary = cases::finish(reporter);
+    exit(summary.exit_code())
+}
+
+/// Ends the run: `code` to the isa-debug-exit port, else a reboot.
+pub(crate) fn exit(code: u8) -> ! {
+    // SAFETY: CPL 0 in a PVH dom0, which may access port 0xf4; it is QEMU's exit
+    // device under the testbed.
+    unsafe { super::debug_exit::write(code) };
+    if let Ok(h) = HvmHypercall::detect() {
+        let _ = h.shutdown(ShutdownReason::REBOOT);
+    }
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The console for the panic handler (a dummy writer without Xen).
+pub(crate) fn panic_console() -> PanicConsole {
+    PanicConsole(HvmHypercall::detect().ok())
+}
+
+/// The panic handler's console.
+pub(crate) struct PanicConsole(Option<HvmHypercall>);
+
+impl core::fmt::Write for PanicConsole {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        match &self.0 {
+            Some(h) => Console(h).write_str(s),
+            None => Err(core::fmt::Error),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The test cases every guest runs, on any backend.
+
+use core::fmt::{self, Write};
+
+use xen_hypercall::prelude::*;
+use xen_hypercall::sched::Deadline;
+use xen_hypercall::{Errno, Error};
+use xen_testbed_protocol::{Reporter, Summary};
+
+use crate::shared_info::SharedInfo;
+
+/// `fmt::Write` onto Xen's console with `CONSOLEIO_write` (allowed for dom0).
+#[derive(Debug)]
+pub(crate) struct Console<'a, H>(pub(crate) &'a H);
+
+impl<H: XenHypercall> Write for Console<'_, H> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.console_write(s.as_bytes()).map_err(|_| fmt::Error)
+    }
+}
+
+/// A case's failure message, formatted without allocation (truncated at 120 bytes (clippy's `result_large_err` limit is 128)).
+pub(crate) struct Fail {
+    len: u8,
+    bytes: [u8; 120],
+}
+
+impl Fail {
+    pub(crate) fn new(args: fmt::Arguments<'_>) -> Self {
+        let mut fail = Self {
+            len: 0,
+            bytes: [0; 120],
+        };
+        let _ = fail.write_fmt(args);
+        fail
+    }
+}
+
+impl Write for Fail {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            let mut utf8 = [0; 4];
+            let encoded = c.encode_utf8(&mut utf8).as_bytes();
+            let start = usize::from(self.len);
+            let end = start + encoded.len();
+            if end > self.bytes.len() {
+                return Err(fmt::Error);
+            }
+            self.bytes[start..end].copy_from_slice(encoded);
+            self.len = end as u8;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only whole UTF-8 characters are ever written.
+        f.write_str(core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?"))
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(error: Error) -> Self {
+        Self::new(format_args!("{error}"))
+    }
+}
+
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err($crate::cases::Fail::new(format_args!($($arg)*)))
+    };
+}
+pub(crate) use fail;
+
+pub(crate) type CaseResult = Result<(), Fail>;
+
+/// Checks that `result` is Xen's error `expected`.
+pub(crate) fn expect_errno<T: fmt::Debug>(result: Result<T, Error>, expected: Errno) -> CaseResult {
+    match result {
+        Err(Error::Xen(errno)) if errno == expected => Ok(()),
+        other => fail!("expected {expected:?}, got {other:?}"),
+    }
+}
+
+/// The reporter the guests write with.
+pub(crate) type GuestReporter<'a, H> = Reporter<Console<'a, H>>;
+
+/// What the architecture knows that the cases check against.
+#[derive(Debug)]
+pub(crate) struct Expect {
+    /// A word `XENVER_capabilities` must contain, e.g. `"xen-3.0-x86_64"`.
+    pub(crate) capability: &'static str,
+}
+
+/// Runs the cases common to every guest.
+pub(crate) fn run_common<H: XenHypercall<Error = Error>>(
+    h: &H,
+    reporter: &mut GuestReporter<'_, H>,
+    shared_info: Result<SharedInfo, Error>,
+    expect: &Expect,
+) {
+    version_cases(h, reporter, expect);
+    reporter.case(
+        "console_io_write",
+        h.console_write(b"xen-test-guest: console_io write\n"),
+    );
+    match shared_info {
+        Ok(shared) => {
+            reporter.case("shared_info_map", Ok::<(), Fail>(()));
+            event_channel_cases(h, reporter, shared);
+        }
+        Err(error) => reporter.case("shared_info_map", Err(Fail::from(error))),
+    }
+    reporter.case(
+        "evtchn_send_bad_port",
+        expect_errno(h.evtchn_send(Port::new(4000)), Errno::EINVAL),
+    );
+    reporter.case(
+        "evtchn_close_bad_port",
+        expect_errno(h.evtchn_close(Port::new(4000)), Errno::EINVAL),
+    );
+    // SAFETY: hypercall 63 does not exist in Xen 4.17 (public/xen.h numbers end
+    // at 41, arch ones at 48..55): Xen answers -ENOSYS and touches nothing.
+    reporter.case(
+        "unknown_hypercall",
+        expect_errno(unsafe { h.hypercall0(63) }, Errno::ENOSYS),
+    );
+    // SAFETY: xen_version sub-op 64 does not exist (public/version.h ends at
+    // XENVER_build_id = 10): Xen answers -ENOSYS before looking at the argument.
+    reporter.case(
+        "xen_version_unknown_subop",
+        expect_errno(
+            unsafe { h.hypercall2(xen_sys::__HYPERVISOR_xen_version as usize, [64, 0]) },
+            Errno::ENOSYS,
+        ),
+    );
+}
+
+fn version_cases<H: XenHypercall<Error = Error>>(
+    h: &H,
+    r: &mut GuestReporter<'_, H>,
+    expect: &Expect,
+) {
+    r.case(
+        "xen_version",
+        (|| {
+            let v = h.xen_version()?;
+            if v.major < 4 {
+                fail!("implausible version {v}");
+            }
+            Ok(())
+        })(),
+    );
+    r.case(
+        "xen_extraversion",
+        (|| {
+            let e = h.extraversion()?;
+            if e.is_empty() {
+                fail!("empty extraversion");
+            }
+            Ok(())
+        })(),
+    );
+    r.case(
+        "xen_compile_info",
+        (|| {
+            let info = h.compile_info()?;
+            if info.compiler.is_empty() {
+                fail!("empty compiler string");
+            }
+            Ok(())
+        })(),
+    );
+    r.case(
+        "xen_capabilities",
+        (|| {
+            let caps = h.capabilities()?;
+            let text = caps
+                .to_str()
+                .map_err(|_| Fail::new(format_args!("not UTF-8")))?;
+            if !text.split(' ').any(|word| word == expect.capability) {
+                fail!("{:?} lacks {}", text, expect.capability);
+            }
+            Ok(())
+        })(),
+    );
+    r.case("xen_changeset", h.changeset().map(drop).map_err(Fail::from));
+    r.case(
+        "xen_platform_parameters",
+        h.platform_parameters().map(drop).map_err(Fail::from),
+    );
+    r.case(
+        "xen_get_features",
+        h.features(0).map(drop).map_err(Fail::from),
+    );
+    r.case(
+        "xen_pagesize",
+        (|| {
+            let size = h.pagesize()?;
+            if size != 4096 {
+                fail!("page size {size}");
+            }
+            Ok(())
+        })(),
+    );
+    r.case(
+        "xen_guest_handle",
+        h.guest_handle().map(drop).map_err(Fail::from),
+    );
+    r.case(
+        "xen_commandline",
+        (|| {
+            let line = h.commandline()?;
+            if line.is_empty() {
+                fail!("empty command line");
+            }
+            Ok(())
+        })(),
+    );
+    r.case(
+        "xen_build_id",
+        (|| {
+            let id = h.build_id()?;
+            if id.as_bytes().is_empty() {
+                fail!("empty build id");
+            }
+            Ok(())
+        })(),
+    );
+    if let (Ok(v), Ok(e)) = (h.xen_version(), h.extraversion()) {
+        r.out(format_args!("Xen {v}{e}"));
+    }
+}
+
+/// Loopback: alloc_unbound + bind_interdomain to it, send, observe the pending
+/// bit in shared_info, poll, close.
+fn event_channel_cases<H: XenHypercall<Error = Error>>(
+    h: &H,
+    r: &mut GuestReporter<'_, H>,
+    shared: SharedInfo,
+) {
+    let unbound = match h.evtchn_alloc_unbound(DomId::SELF, DomId::SELF) {
+        Ok(port) => {
+            r.case("evtchn_alloc_unbound", Ok::<(), Fail>(()));
+            port
+        }
+        Err(e) => return r.case("evtchn_alloc_unbound", Err(Fail::from(e))),
+    };
+    let bound = match h.evtchn_bind_interdomain(DomId::SELF, unbound) {
+        Ok(port) => {
+            r.case("evtchn_bind_interdomain", Ok::<(), Fail>(()));
+            port
+        }
+        Err(e) => return r.case("evtchn_bind_interdomain", Err(Fail::from(e))),
+    };
+    // Binding leaves the new local port pending; start from a clean state.
+    shared.clear_pending(bound);
+    shared.clear_pending(unbound);
+    r.case(
+        "evtchn_send_pending",
+        (|| {
+            h.evtchn_send(bound)?;
+            if !shared.is_pending(unbound) {
+                fail!(
+                    "port {} not pending in shared_info after send on {}",
+                    unbound.raw(),
+                    bound.raw()
+                );
+            }
+            if shared.is_pending(bound) {
+                fail!("the sending port {} became pending", bound.raw());
+            }
+            Ok(())
+        })(),
+    );
+    // A pending port: poll returns at once (no deadline: it would hang if broken,
+    // which the runner's timeout catches).
+    r.case(
+        "sched_poll_pending",
+        h.poll(&[unbound], None).map_err(Fail::from),
+    );
+    shared.clear_pending(unbound);
+    // Nothing pending: the deadline (1 ns after boot, long past) ends the poll.
+    r.case(
+        "sched_poll_timeout",
+        (|| {
+            h.poll(&[unbound], Some(Deadline::from_nanos(1)))?;
+            if shared.is_pending(unbound) {
+                fail!("port became pending without a send");
+            }
+            Ok(())
+        })(),
+    );
+    r.case(
+        "evtchn_close",
+        (|| {
+            h.evtchn_close(bound)?;
+            h.evtchn_close(unbound)?;
+            expect_errno(h.evtchn_send(bound), Errno::EINVAL)
+        })(),
+    );
+}
+
+/// Writes DONE and returns the summary for the exit code.
+pub(crate) fn finish<H: XenHypercall>(reporter: GuestReporter<'_, H>) -> Summary {
+    reporter.done()
+}
