@@ -253,12 +253,12 @@ impl MockXen {
     }
 
     /// The reason this domain last shut down with, if it did.
-    pub fn shutdown_reason(&self) -> Option<ShutdownReason> {
+    pub fn last_shutdown(&self) -> Option<ShutdownReason> {
         self.with_domain(|d| d.shutdown)
     }
 
     /// The reason recorded by `SCHEDOP_shutdown_code`, if any.
-    pub fn shutdown_code(&self) -> Option<ShutdownReason> {
+    pub fn last_shutdown_code(&self) -> Option<ShutdownReason> {
         self.with_domain(|d| d.shutdown_code)
     }
 
