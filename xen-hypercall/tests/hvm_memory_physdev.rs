@@ -47,10 +47,8 @@ fn hvm_param_errors() {
             Err(Error::Xen(Errno::EINVAL))
         );
         // SAFETY: refused before any effect.
-        assert_eq!(
-            unsafe { xen.hvm_set_param(DomId::SELF, bad, 1) },
-            Err(Error::Xen(Errno::EINVAL))
-        );
+        let ret = unsafe { xen.hvm_set_param(DomId::SELF, bad, 1) };
+        assert_eq!(ret, Err(Error::Xen(Errno::EINVAL)));
         assert_eq!(
             xen.hvm_get_param(DomId::new(77), HvmParam::STORE_PFN),
             Err(Error::Xen(Errno::ESRCH))
