@@ -54,7 +54,7 @@ pub(crate) fn demo(args: &[String]) -> crate::Result {
 }
 
 /// The testbed over this workspace and cargo's target directory.
-fn testbed() -> Testbed {
+pub(crate) fn testbed() -> Testbed {
     let root = crate::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -12,14 +12,20 @@
 //! Every measurement prints one line, which the host turns into the table:
 //! `XENTEST OUT bench-run impl=<floor|libxencall|ours> call=<call> iterations=<n> ns=<total> mmaps=<n> munmaps=<n>`.
 //!
+//! The run itself is reported as the case `bench_privcmd` (failed if any call
+//! failed or returned a wrong result), then `XENTEST DONE`.
+//!
 //! Usage: `privcmd-bench <path of libxencall-bench> [rounds] [iterations]`.
 
+use std::fmt;
 use std::hint::black_box;
+use std::io::Write;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use xen_hypercall::{Error, XenHypercall, XenMutBuffer};
 use xen_hypercall_privcmd::Privcmd;
+use xen_testbed_protocol::Reporter;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const CALLS: [&str; 3] = ["version", "extraversion", "memory_map"];
@@ -43,6 +49,19 @@ struct MemoryMap {
 /// `struct e820entry`: 20 packed bytes.
 type E820Entry = [u8; 20];
 
+/// Standard output as a [`fmt::Write`], flushed at each write (the C program's
+/// lines go to the same console in between).
+struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut out = std::io::stdout().lock();
+        out.write_all(s.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|_| fmt::Error)
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let Some(c_bench) = args.get(1) else {
@@ -51,13 +70,9 @@ fn main() -> ExitCode {
     };
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     let iterations: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    match run(c_bench, rounds, iterations) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            println!("XENTEST OUT bench-error {message}");
-            ExitCode::FAILURE
-        }
-    }
+    let mut reporter = Reporter::new(Console);
+    reporter.case("bench_privcmd", run(c_bench, rounds, iterations));
+    ExitCode::from(reporter.done().exit_code())
 }
 
 fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
@@ -65,98 +80,122 @@ fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
     // SAFETY: xen_version(XENVER_version) takes no memory.
     let expected = unsafe { privcmd.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0]) }
         .map_err(|e| format!("xen_version: {e}"))?;
-    for _ in 0..rounds {
+    let implementations = ["floor", "libxencall", "ours"];
+    for round in 0..rounds {
         for call in CALLS {
-            for imp in ["floor", "libxencall"] {
-                let status = Command::new(c_bench)
-                    .args([imp, call, &iterations.to_string()])
-                    .status()
-                    .map_err(|e| format!("running {c_bench}: {e}"))?;
-                if !status.success() {
-                    return Err(format!("{c_bench} {imp} {call} failed: {status}"));
+            // Rotate who goes first, so that no implementation always follows another.
+            for i in 0..implementations.len() {
+                match implementations[(round + i) % implementations.len()] {
+                    "ours" => time_ours(&privcmd, call, iterations, expected)?,
+                    imp => {
+                        let status = Command::new(c_bench)
+                            .args([imp, call, &iterations.to_string()])
+                            .status()
+                            .map_err(|e| format!("running {c_bench}: {e}"))?;
+                        if !status.success() {
+                            return Err(format!("{c_bench} {imp} {call} failed: {status}"));
+                        }
+                    }
                 }
             }
-            ours(&privcmd, call, iterations / 10 + 1, expected)?;
-            let before = privcmd.buffer_stats();
-            let start = Instant::now();
-            ours(&privcmd, call, iterations, expected)?;
-            let ns = start.elapsed().as_nanos();
-            let after = privcmd.buffer_stats();
-            println!(
-                "XENTEST OUT bench-run impl=ours call={call} iterations={iterations} ns={ns} mmaps={} munmaps={}",
-                after.mmaps - before.mmaps,
-                after.munmaps - before.munmaps
-            );
         }
     }
     Ok(())
 }
 
-/// `n` calls of `call` through this backend, each result checked.
-fn ours(h: &Privcmd, call: &str, n: u64, expected: usize) -> Result<(), String> {
-    let check = |what: &str, r: Result<usize, Error>| r.map_err(|e| format!("{what}: {e}"));
+/// Warms up, then times `iterations` calls of `call` through this backend.
+fn time_ours(h: &Privcmd, call: &str, iterations: u64, expected: usize) -> Result<(), String> {
+    let run: fn(&Privcmd, u64, usize) -> Result<(), String> = match call {
+        "version" => version,
+        "extraversion" => extraversion,
+        _ => memory_map,
+    };
+    run(h, iterations / 10 + 1, expected)?;
+    let before = h.buffer_stats();
+    let start = Instant::now();
+    run(h, iterations, expected)?;
+    let ns = start.elapsed().as_nanos();
+    let after = h.buffer_stats();
+    println!(
+        "XENTEST OUT bench-run impl=ours call={call} iterations={iterations} ns={ns} mmaps={} munmaps={}",
+        after.mmaps - before.mmaps,
+        after.munmaps - before.munmaps
+    );
+    Ok(())
+}
+
+fn failed(what: &str) -> impl Fn(Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// `xen_version(XENVER_version)`, `n` times, each result checked.
+fn version(h: &Privcmd, n: u64, expected: usize) -> Result<(), String> {
     for _ in 0..n {
-        match call {
-            "version" => {
-                // SAFETY: xen_version(XENVER_version) takes no memory.
-                let v = check("version", unsafe {
-                    h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0])
-                })?;
-                if v != expected {
-                    return Err(format!("xen_version gave {v:#x}, expected {expected:#x}"));
-                }
-            }
-            "extraversion" => {
-                let mut extra = [0u8; 16];
-                {
-                    let mut buf = h.make_mut_buffer(&mut extra).map_err(|e| e.to_string())?;
-                    let ptr = buf.as_hypercall_ptr();
-                    // SAFETY: XENVER_extraversion writes a 16-byte `xen_extraversion_t`
-                    // (public/version.h) at the pointer: `buf` holds 16 bytes.
-                    let r = unsafe {
-                        h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_EXTRAVERSION, ptr.addr()])
-                    };
-                    check("extraversion", r)?;
-                    buf.update();
-                }
-                black_box(&extra);
-            }
-            _ => {
-                let mut entries = [E820Entry::default(); MAP_ENTRIES];
-                let mut map = MemoryMap {
-                    nr_entries: MAP_ENTRIES as u32,
-                    ..MemoryMap::default()
-                };
-                {
-                    let mut entries_buf = h
-                        .make_mut_buffer(&mut entries[..])
-                        .map_err(|e| e.to_string())?;
-                    map.buffer = entries_buf.as_hypercall_ptr().cast::<u8>().addr() as u64;
-                    let mut map_buf = h.make_mut_buffer(&mut map).map_err(|e| e.to_string())?;
-                    let ptr = map_buf.as_hypercall_ptr();
-                    // SAFETY: XENMEM_machine_memory_map (public/memory.h) reads the
-                    // `xen_memory_map` at `ptr`, writes at most `nr_entries` 20-byte
-                    // entries at its `buffer` (`entries_buf`, live, MAP_ENTRIES long)
-                    // and writes back `nr_entries`.
-                    let r = unsafe {
-                        h.hypercall2(
-                            HYPERVISOR_MEMORY_OP,
-                            [XENMEM_MACHINE_MEMORY_MAP, ptr.addr()],
-                        )
-                    };
-                    check("machine_memory_map", r)?;
-                    map_buf.update();
-                    entries_buf.update();
-                }
-                if map.nr_entries == 0 || map.nr_entries as usize > MAP_ENTRIES {
-                    return Err(format!(
-                        "machine_memory_map gave {} entries",
-                        map.nr_entries
-                    ));
-                }
-                black_box(&entries);
-            }
+        // SAFETY: xen_version(XENVER_version) takes no memory.
+        let v = unsafe { h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0]) }
+            .map_err(failed("xen_version"))?;
+        if v != expected {
+            return Err(format!("xen_version gave {v:#x}, expected {expected:#x}"));
         }
+    }
+    Ok(())
+}
+
+/// `xen_version(XENVER_extraversion)` into a 16-byte buffer, `n` times.
+fn extraversion(h: &Privcmd, n: u64, _: usize) -> Result<(), String> {
+    for _ in 0..n {
+        let mut extra = [0u8; 16];
+        {
+            let mut buf = h.make_mut_buffer(&mut extra).map_err(failed("buffer"))?;
+            let ptr = buf.as_hypercall_ptr();
+            // SAFETY: XENVER_extraversion writes a 16-byte `xen_extraversion_t`
+            // (public/version.h) at the pointer: `buf` holds 16 bytes.
+            unsafe { h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_EXTRAVERSION, ptr.addr()]) }
+                .map_err(failed("extraversion"))?;
+            buf.update();
+        }
+        black_box(&extra);
+    }
+    Ok(())
+}
+
+/// `memory_op(XENMEM_machine_memory_map)`: a `xen_memory_map` pointing at an
+/// array of e820 entries, both in buffers, `n` times.
+fn memory_map(h: &Privcmd, n: u64, _: usize) -> Result<(), String> {
+    for _ in 0..n {
+        let mut entries = [E820Entry::default(); MAP_ENTRIES];
+        let mut map = MemoryMap {
+            nr_entries: MAP_ENTRIES as u32,
+            ..MemoryMap::default()
+        };
+        {
+            let mut entries_buf = h
+                .make_mut_buffer(&mut entries[..])
+                .map_err(failed("buffer"))?;
+            map.buffer = entries_buf.as_hypercall_ptr().cast::<u8>().addr() as u64;
+            let mut map_buf = h.make_mut_buffer(&mut map).map_err(failed("buffer"))?;
+            let ptr = map_buf.as_hypercall_ptr();
+            // SAFETY: XENMEM_machine_memory_map (public/memory.h) reads the
+            // `xen_memory_map` at `ptr`, writes at most `nr_entries` 20-byte
+            // entries at its `buffer` (`entries_buf`, live, MAP_ENTRIES long)
+            // and writes back `nr_entries`.
+            unsafe {
+                h.hypercall2(
+                    HYPERVISOR_MEMORY_OP,
+                    [XENMEM_MACHINE_MEMORY_MAP, ptr.addr()],
+                )
+            }
+            .map_err(failed("machine_memory_map"))?;
+            map_buf.update();
+            entries_buf.update();
+        }
+        if map.nr_entries == 0 || map.nr_entries as usize > MAP_ENTRIES {
+            return Err(format!(
+                "machine_memory_map gave {} entries",
+                map.nr_entries
+            ));
+        }
+        black_box(&entries);
     }
     Ok(())
 }
