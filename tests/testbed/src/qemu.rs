@@ -133,9 +133,9 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
             qemu.arg("-initrd").arg(format!("{} xentest", path(elf)?));
         }
         (Arch::Aarch64, Guest::LinuxDom0 { kernel, initramfs }) => {
-            // Above QEMU's DTB at 0x48000000, which would overwrite a module placed there.
+            // Modules above QEMU's DTB at 0x48000000, which would overwrite a module placed there.
             qemu.args(["-m", "1024", "-append"]);
-            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=512M"));
+            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=256M"));
             qemu.arg("-device").arg(format!(
                 "guest-loader,addr=0x49000000,kernel={},bootargs={LINUX_CMDLINE} rdinit=/init",
                 path(kernel)?

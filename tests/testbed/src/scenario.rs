@@ -16,8 +16,28 @@ use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, qemu
 pub const DOM0_TESTS: &str = "xen-dom0-tests";
 /// The freestanding guests' package (and binary).
 pub const GUEST: &str = "xen-test-guest";
-/// The cases every freestanding guest reports.
-pub const GUEST_CASES: &[&str] = &["console_write"];
+/// The cases every freestanding guest must report (it may report more; each is judged).
+pub const GUEST_CASES: &[&str] = &[
+    "console_io_write",
+    "xen_version",
+    "xen_capabilities",
+    "evtchn_alloc_unbound",
+    "evtchn_bind_interdomain",
+    "zero_cost_probe",
+];
+
+/// The cases a freestanding guest of `kind` must report.
+pub fn guest_cases(kind: GuestKind) -> Vec<String> {
+    let specific: &[&str] = match kind {
+        GuestKind::Pv => &["pv_start_info", "pv_set_iopl"],
+        GuestKind::Pvh | GuestKind::Aarch64 => &[],
+    };
+    GUEST_CASES
+        .iter()
+        .chain(specific)
+        .map(|c| c.to_string())
+        .collect()
+}
 
 /// At most this many QEMUs run at once.
 const PARALLEL: usize = 2;
