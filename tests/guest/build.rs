@@ -31,4 +31,9 @@ fn main() {
         "--pie"
     };
     println!("cargo:rustc-link-arg-bins={pie}");
+    if arch == "aarch64" {
+        // The relocations may patch .rodata (vtables): the entry applies them
+        // before the MMU is on, so nothing is read-only yet.
+        println!("cargo:rustc-link-arg-bins=-znotext");
+    }
 }

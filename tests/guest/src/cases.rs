@@ -71,6 +71,7 @@ macro_rules! fail {
         return Err($crate::cases::Fail::new(format_args!($($arg)*)))
     };
 }
+#[cfg_attr(target_arch = "aarch64", allow(unused_imports))]
 pub(crate) use fail;
 
 pub(crate) type CaseResult = Result<(), Fail>;

@@ -31,6 +31,10 @@ global_asm!(
     ".long 0",
     "1:",
     "mov x19, x0",
+    // CPACR_EL1.FPEN = 0b11: the target's code uses FP/SIMD registers (memcpy, moves).
+    "mov x1, #(3 << 20)",
+    "msr cpacr_el1, x1",
+    "isb",
     // Relocate: add the load address (linked at 0) to every R_AARCH64_RELATIVE.
     "adr x20, _head",
     "adrp x1, __rela_start",
