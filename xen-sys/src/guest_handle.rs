@@ -105,3 +105,27 @@ const _: () = {
     assert!(core::mem::size_of::<GuestHandle<u8>>() == 8);
     assert!(core::mem::align_of::<GuestHandle<u8>>() == 8);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::GuestHandle;
+
+    #[test]
+    fn a_handle_round_trips_to_the_same_pointer() {
+        let mut value = 7u32;
+        let handle = GuestHandle::from_mut_ptr(&raw mut value);
+        assert!(!handle.is_null());
+        assert_eq!(handle.address(), (&raw const value).addr() as u64);
+        assert_eq!(handle.as_ptr(), &raw const value);
+        assert_eq!(GuestHandle::from_ptr(&raw const value), handle);
+    }
+
+    #[test]
+    fn null_is_the_default_and_address_zero() {
+        let handle = GuestHandle::<u8>::default();
+        assert!(handle.is_null());
+        assert_eq!(handle, GuestHandle::null());
+        assert_eq!(handle.address(), 0);
+        assert_eq!(GuestHandle::<u8>::from_address(0x1000).address(), 0x1000);
+    }
+}

@@ -194,6 +194,7 @@ fn compare(arch: &str, compiler: &[&str], layout: &Layout) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "runs a C compiler")]
 fn x86_64_equals_c() {
     let compiler: &[&str] = if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
         &["cc"]
@@ -204,6 +205,7 @@ fn x86_64_equals_c() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "runs a C compiler")]
 fn aarch64_equals_c() {
     compare(
         "aarch64",
