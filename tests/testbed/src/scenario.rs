@@ -557,6 +557,7 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
     show_demo(
         "Linux dom0 (x86_64 PV) running the xen-dom0-tests demo",
         &linux,
+        "Hello from Rust",
     );
     let artifacts = testbed.fetch(Arch::X86_64)?;
     let guest_ok = match build_guest(testbed, GuestKind::Pv) {
@@ -572,7 +573,11 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
                 },
             };
             let outcome = job.run(testbed)?;
-            show_demo("freestanding Rust guest as a PV64 dom0", &outcome);
+            show_demo(
+                "freestanding Rust guest as a PV64 dom0",
+                &outcome,
+                "xen-test-guest:",
+            );
             outcome.verdict.passed()
         }
         Err(error) => {
@@ -583,7 +588,9 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
     Ok(linux.verdict.passed() && guest_ok)
 }
 
-fn show_demo(title: &str, outcome: &Outcome) {
+/// Prints a demo run: the banner, the payload's `XENTEST OUT` lines, the console lines containing
+/// `console_marker` (written with `CONSOLEIO_write`), and the cases.
+fn show_demo(title: &str, outcome: &Outcome, console_marker: &str) {
     println!("\n== {title}");
     println!(
         "   hypervisor: {}",
@@ -591,6 +598,14 @@ fn show_demo(title: &str, outcome: &Outcome) {
     );
     for line in outcome.log.outputs() {
         println!("   {line}");
+    }
+    for line in outcome
+        .log
+        .lines
+        .iter()
+        .filter(|l| l.contains(console_marker))
+    {
+        println!("   console: {}", line.trim());
     }
     for (case, result) in &outcome.verdict.cases {
         println!("   case {case}: {result:?}");
