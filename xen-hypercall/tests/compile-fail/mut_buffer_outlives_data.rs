@@ -1,0 +1,13 @@
+//! A mutable buffer borrows the data it wraps: it cannot outlive it.
+use xen_hypercall::{XenHypercall, XenMutBuffer};
+
+fn make<H: XenHypercall>(h: &H) {
+    let mut buf;
+    {
+        let mut data = [0u8; 16];
+        buf = h.make_mut_buffer(&mut data[..]).unwrap();
+    }
+    buf.update();
+}
+
+fn main() {}
