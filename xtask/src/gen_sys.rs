@@ -1,17 +1,23 @@
 //! `cargo xtask gen-sys [--check]`: generates `xen-sys/src/{x86_64,aarch64}.rs` from Xen's public
-//! headers (Debian's libxen-dev) with bindgen, then rewrites bindgen's output so that it is the
-//! ABI and only the ABI:
+//! headers (Debian's libxen-dev) with bindgen and Debian's libclang, then rewrites bindgen's output
+//! so that it is the ABI and only the ABI:
 //!
-//! - every `XEN_GUEST_HANDLE(T)` becomes `crate::GuestHandle<T>` (a `u64`, so structs holding
-//!   handles stay plain data);
+//! - every `XEN_GUEST_HANDLE(T)` and every plain pointer field becomes `crate::GuestHandle<T>` (a
+//!   `u64`, so structures holding handles stay plain data), the `__guest_handle_*` types aliases
+//!   of it;
+//! - constants wrapped in `xen_mk_uint()`/`xen_mk_ulong()` are evaluated like plain numbers;
 //! - zerocopy derives are added wherever the layout allows them;
-//! - bindgen's layout checks become `const _: () = assert!(..)` items.
+//! - bindgen's layout tests become `const _: () = { assert!(..); }` after each type;
+//! - types bindgen cannot derive `Debug` for (they hold a union) get a field-by-field `Debug`.
+//!
+//! It also writes `xen-sys/tests/c_layout/{x86_64,aarch64}.rs`, the list of named types, fields
+//! and constants that `xen-sys/tests/c_layout.rs` compares with a C compiler's values.
+//! `--check` generates into a temporary directory and fails if anything differs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
 use std::sync::{Arc, Mutex};
 
 use bindgen::callbacks::{
