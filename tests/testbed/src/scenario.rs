@@ -298,13 +298,29 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     };
 
     // The dom0 program's case list, from the x86_64 build run on the host (`list` touches no Xen).
-    let dom0_cases = if linux_arches.is_empty() {
+    // Built one architecture at a time, so a broken build fails only that architecture's scenarios.
+    let dom0_builds: Vec<(Arch, Result<()>)> = linux_arches
+        .iter()
+        .map(|arch| (*arch, testbed.build_static(DOM0_TESTS, &[*arch])))
+        .collect();
+    let dom0_built = |arch: Arch| -> Result<()> {
+        dom0_builds
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map_or(Ok(()), |(_, built)| built.clone())
+    };
+    // The dom0 program's case list, from the x86_64 build run on the host (`list` touches no Xen).
+    let dom0_cases: Result<Vec<String>> = if linux_arches.is_empty() {
         Ok(Vec::new())
     } else {
-        let mut all = linux_arches.clone();
-        all.insert(Arch::X86_64);
-        testbed
-            .build_static(DOM0_TESTS, &all.into_iter().collect::<Vec<_>>())
+        dom0_built(Arch::X86_64)
+            .and_then(|()| {
+                if linux_arches.contains(&Arch::X86_64) {
+                    Ok(())
+                } else {
+                    testbed.build_static(DOM0_TESTS, &[Arch::X86_64])
+                }
+            })
             .and_then(|()| {
                 let list = command_output(
                     Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS)).arg("list"),
@@ -312,7 +328,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                 Ok(String::from_utf8_lossy(&list)
                     .lines()
                     .map(str::to_string)
-                    .collect::<Vec<_>>())
+                    .collect())
             })
     };
     let mut guests = GuestBuilds::default();
@@ -320,23 +336,25 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     let mut jobs: Vec<(Scenario, Result<Job>)> = Vec::new();
     for scenario in selected {
         let job = match scenario.kind {
-            Kind::LinuxDom0 { arch, commands } => dom0_cases.clone().and_then(|cases| {
-                testbed.dom0_job(
-                    artifacts_of(arch),
-                    &Dom0Run {
-                        name: scenario.name.into(),
-                        arch,
-                        binaries: Vec::new(),
-                        commands: commands.iter().map(|c| c.to_string()).collect(),
-                        expected_cases: cases,
-                        expected_dones: usize::from(
-                            commands.contains(&DOM0_TESTS)
-                                || commands.iter().any(|c| c.ends_with(DOM0_TESTS)),
-                        ),
-                        timeout: scenario.timeout,
-                    },
-                )
-            }),
+            Kind::LinuxDom0 { arch, commands } => {
+                dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
+                    testbed.dom0_job(
+                        artifacts_of(arch),
+                        &Dom0Run {
+                            name: scenario.name.into(),
+                            arch,
+                            binaries: Vec::new(),
+                            commands: commands.iter().map(|c| c.to_string()).collect(),
+                            expected_cases: cases,
+                            expected_dones: usize::from(
+                                commands.contains(&DOM0_TESTS)
+                                    || commands.iter().any(|c| c.ends_with(DOM0_TESTS)),
+                            ),
+                            timeout: scenario.timeout,
+                        },
+                    )
+                })
+            }
             Kind::Guest(kind) => guests.image(testbed, kind).and_then(|image| {
                 let arch = if kind == GuestKind::Aarch64 {
                     Arch::Aarch64
