@@ -11,6 +11,7 @@
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
 mod exit;
+mod privcmd;
 mod version;
 
 use std::fmt;
@@ -25,7 +26,7 @@ type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
 
 /// Every case, in the order they run.
 fn cases() -> impl Iterator<Item = &'static Case> {
-    version::CASES.iter()
+    version::CASES.iter().chain(privcmd::CASES)
 }
 
 /// Standard output as a [`fmt::Write`], flushed after each write (the console must not lose lines

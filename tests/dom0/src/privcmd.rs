@@ -121,8 +121,20 @@ fn console_write(h: &Privcmd) -> Result<(), String> {
     )
 }
 
-/// A loopback channel on DOMID_SELF: allocate, bind, inspect, signal, close.
+/// A loopback channel on DOMID_SELF: allocate, bind, inspect, signal, close;
+/// then the closed port reads as closed.
 fn evtchn_loopback(h: &Privcmd) -> Result<(), String> {
+    let port = evtchn_pair(h)?;
+    let status = call("status(closed)", h.evtchn_status(DomId::SELF, port))?;
+    if status.state != ChannelState::Closed {
+        return Err(format!("closed port {port:?}: {status:?}"));
+    }
+    Ok(())
+}
+
+/// Allocates, binds, inspects, signals and closes a loopback pair; returns the
+/// first port (which another thread may reuse as soon as it is closed).
+fn evtchn_pair(h: &Privcmd) -> Result<Port, String> {
     let unbound = call(
         "alloc_unbound",
         h.evtchn_alloc_unbound(DomId::SELF, DomId::SELF),
@@ -151,11 +163,7 @@ fn evtchn_loopback(h: &Privcmd) -> Result<(), String> {
     })();
     let closed = call("close(unbound)", h.evtchn_close(unbound));
     result.and(closed)?;
-    let status = call("status(closed)", h.evtchn_status(DomId::SELF, unbound))?;
-    if status.state != ChannelState::Closed {
-        return Err(format!("closed port {unbound:?}: {status:?}"));
-    }
-    Ok(())
+    Ok(unbound)
 }
 
 /// `port` is an interdomain channel of dom0 connected to `peer`.
@@ -312,7 +320,7 @@ fn threads(h: &Privcmd) -> Result<(), String> {
                                 "{v} {e} {c} differ from {version} {extra} {caps}"
                             ));
                         }
-                        evtchn_loopback(h)?;
+                        evtchn_pair(h)?;
                     }
                     Ok(())
                 })
