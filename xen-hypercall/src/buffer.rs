@@ -13,9 +13,15 @@ use core::marker::PhantomData;
 /// constructor serves objects and slices alike. The bytes themselves are
 /// constrained with zerocopy's traits at each constructor.
 pub trait HypercallData: private::Sealed {
-    /// The number of elements (`1` for a sized value, the length for a slice).
+    /// The number of elements of `data` (`1` for a sized value, the length for
+    /// a slice).
+    ///
+    /// An associated function, not a method: every sized type, references
+    /// included, implements this trait, so `data.element_count()` on a
+    /// `data: &mut [T]` would auto-ref to `<&mut [T]>::element_count` and
+    /// answer 1. Call it as `T::element_count(data)`.
     #[doc(hidden)]
-    fn element_count(&self) -> usize;
+    fn element_count(data: &Self) -> usize;
 
     /// A pointer of `Self`'s shape with `count` elements at `base`, keeping `base`'s provenance.
     #[doc(hidden)]
@@ -23,7 +29,7 @@ pub trait HypercallData: private::Sealed {
 }
 
 impl<T> HypercallData for T {
-    fn element_count(&self) -> usize {
+    fn element_count(_data: &Self) -> usize {
         1
     }
 
@@ -33,8 +39,8 @@ impl<T> HypercallData for T {
 }
 
 impl<T> HypercallData for [T] {
-    fn element_count(&self) -> usize {
-        self.len()
+    fn element_count(data: &Self) -> usize {
+        data.len()
     }
 
     fn from_raw_parts(base: *mut u8, count: usize) -> *mut Self {

@@ -92,7 +92,7 @@ where
             BufferMode::Direct => ConstInner::Direct(DirectConstBuffer::new(data)),
             BufferMode::Bounce => ConstInner::Bounce {
                 bounce: Bounce::new(data.as_bytes(), core::mem::align_of_val(data))?,
-                count: data.element_count(),
+                count: T::element_count(data),
                 _data: PhantomData,
             },
         };
@@ -138,7 +138,7 @@ where
                 let align = core::mem::align_of_val(data);
                 MutInner::Bounce {
                     bounce: Bounce::new(data.as_mut_bytes(), align)?,
-                    count: data.element_count(),
+                    count: T::element_count(data),
                     data,
                 }
             }
