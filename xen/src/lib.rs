@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub use xen_hypercall as hypercall;
+pub use xen_hypercall::prelude;
 pub use xen_hypercall::{Errno, Error, ErrorKind, XenHypercall};
 pub use xen_sys as sys;
 
