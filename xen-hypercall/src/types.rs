@@ -188,7 +188,8 @@ impl HvmParam {
     pub const IOREQ_PFN: Self = Self(xen_sys::HVM_PARAM_IOREQ_PFN);
     /// `HVM_PARAM_BUFIOREQ_PFN`: the buffered ioreq page's frame.
     pub const BUFIOREQ_PFN: Self = Self(xen_sys::HVM_PARAM_BUFIOREQ_PFN);
-    /// `HVM_PARAM_VIRIDIAN`: the Viridian (Hyper-V) enlightenments.
+    /// `HVM_PARAM_VIRIDIAN`: the Viridian (Hyper-V) enlightenments (x86 only).
+    #[cfg(target_arch = "x86_64")]
     pub const VIRIDIAN: Self = Self(xen_sys::HVM_PARAM_VIRIDIAN);
     /// `HVM_PARAM_TIMER_MODE`: how virtual timers behave when the guest is not running.
     pub const TIMER_MODE: Self = Self(xen_sys::HVM_PARAM_TIMER_MODE);

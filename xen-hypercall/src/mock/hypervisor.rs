@@ -1,6 +1,6 @@
 //! The mock's model of Xen's state and the semantics of each modelled sub-op.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::vec::Vec;
 
 use super::MockConfig;
@@ -55,6 +55,8 @@ pub(super) struct Domain {
     pub(super) vcpus: u32,
     /// Indexed by port; grows as ports are allocated, up to [`MAX_PORTS`].
     pub(super) channels: Vec<Channel>,
+    /// The free ports below `channels.len()`, so the lowest is found at once.
+    free: BTreeSet<u32>,
     /// `(vcpu, virq)` -> port.
     pub(super) virqs: BTreeMap<(u32, u32), u32>,
     pub(super) hvm_params: BTreeMap<u32, u64>,
@@ -73,6 +75,7 @@ impl Domain {
             privileged,
             vcpus,
             channels: std::vec![reserved],
+            free: BTreeSet::new(),
             virqs: BTreeMap::new(),
             hvm_params: BTreeMap::new(),
             shutdown: None,
@@ -125,6 +128,7 @@ impl Domain {
             chn.binding = binding;
             chn.vcpu = vcpu;
             chn.pending = false;
+            self.free.remove(&port);
         }
     }
 
@@ -299,6 +303,7 @@ impl Hypervisor {
         chn.binding = Binding::Free;
         chn.vcpu = 0;
         chn.pending = false;
+        domain.free.insert(port);
         match binding {
             Binding::Virq(virq) => {
                 domain.virqs.remove(&(vcpu, virq));
