@@ -110,11 +110,10 @@ impl Pool {
     pub(crate) fn alloc(&self, bytes: usize) -> Result<Block, Error> {
         let (class, len) = self.layout(bytes)?;
         if let Some(class) = class {
+            // A swap (not a load) reads each slot's latest value: a page freed
+            // before this scan reaches its slot is found.
             for slot in &self.free[class][..SLOTS_PER_CLASS[class]] {
-                if slot.load(Ordering::Relaxed).is_null() {
-                    continue;
-                }
-                // Acquire: the buffer that freed it is done with its pages.
+                // Acquire: the buffer that freed the page is done with it.
                 if let Some(base) = NonNull::new(slot.swap(std::ptr::null_mut(), Ordering::Acquire))
                 {
                     return Ok(Block {

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno as OsErrno;
-use xen_hypercall::{Errno, Error, HypercallData, XenConstBuffer, XenHypercall, XenMutBuffer};
+use xen_hypercall::{
+    DomId, Errno, Error, HypercallData, XenConstBuffer, XenHypercall, XenMutBuffer,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use buffer::Pool;
@@ -153,7 +155,8 @@ impl Privcmd {
     ///
     /// [`Error::Os`] if Linux refuses (e.g. `EINVAL` when already restricted to
     /// another domain).
-    pub fn restrict(&self, domid: u16) -> Result<(), Error> {
+    pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
+        let domid = domid.raw();
         // SAFETY:
         // - the fd is an open privcmd fd owned by `self`;
         // - `IOCTL_PRIVCMD_RESTRICT` reads one `domid_t` (u16) from the pointer,
@@ -169,8 +172,10 @@ impl Privcmd {
     }
 
     /// The domain this fd is restricted to, if any.
-    pub fn restricted_to(&self) -> Option<u16> {
-        u16::try_from(self.restricted.load(Ordering::Relaxed)).ok()
+    pub fn restricted_to(&self) -> Option<DomId> {
+        u16::try_from(self.restricted.load(Ordering::Relaxed))
+            .ok()
+            .map(DomId::new)
     }
 
     /// Where this handle's hypercall buffers come from.

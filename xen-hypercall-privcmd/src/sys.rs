@@ -90,6 +90,7 @@ pub enum BufferSource {
 /// `MAP_SHARED`, and zeroes them); otherwise they are locked anonymous pages,
 /// not inherited by `fork` (a child's copy-on-write would move them), each
 /// written once so that it is present before Xen sees it.
+#[cfg(not(miri))]
 pub(crate) fn map_pages(
     hypercall_dev: Option<BorrowedFd<'_>>,
     len: usize,
@@ -138,11 +139,41 @@ pub(crate) fn map_pages(
 ///
 /// `base` and `len` describe one whole mapping returned by [`map_pages`] that
 /// nothing references any more.
+#[cfg(not(miri))]
 pub(crate) unsafe fn unmap_pages(base: NonNull<u8>, len: usize) {
     // SAFETY: the caller gives the whole mapping, no longer used. A failure
     // (only possible for an invalid range) leaves the mapping in place: a leak,
     // not unsoundness.
     let _ = unsafe { nix::sys::mman::munmap(base.cast(), len) };
+}
+
+/// Under Miri, which cannot map memory: zeroed pages from the global allocator,
+/// so that the buffer pool's logic runs under Miri's checks.
+#[cfg(miri)]
+pub(crate) fn map_pages(
+    _hypercall_dev: Option<BorrowedFd<'_>>,
+    len: usize,
+) -> Result<NonNull<u8>, OsErrno> {
+    let layout =
+        std::alloc::Layout::from_size_align(len, page_size()).map_err(|_| OsErrno::EINVAL)?;
+    if len == 0 {
+        return Err(OsErrno::EINVAL);
+    }
+    // SAFETY: `layout` has a non-zero size.
+    NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(OsErrno::ENOMEM)
+}
+
+/// Frees pages from the Miri [`map_pages`].
+///
+/// # Safety
+///
+/// As for the real `unmap_pages`.
+#[cfg(miri)]
+pub(crate) unsafe fn unmap_pages(base: NonNull<u8>, len: usize) {
+    let layout =
+        std::alloc::Layout::from_size_align(len, page_size()).expect("mapped with this layout");
+    // SAFETY: `base` was allocated by `map_pages` with this layout and is no longer used.
+    unsafe { std::alloc::dealloc(base.as_ptr(), layout) };
 }
 
 /// The system page size (4 KiB on x86; 4, 16 or 64 KiB on Arm).

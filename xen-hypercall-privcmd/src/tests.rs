@@ -138,7 +138,7 @@ fn pool_is_thread_safe() {
         for t in 0..8u64 {
             let pool = &pool;
             s.spawn(move || {
-                for i in 0..2000u64 {
+                for i in 0..if cfg!(miri) { 50 } else { 2000u64 } {
                     let mut v = [t, i];
                     let mut b = PrivcmdMutBuffer::new(pool, &mut v).unwrap();
                     let p = b.as_hypercall_ptr();
@@ -153,9 +153,15 @@ fn pool_is_thread_safe() {
             });
         }
     });
-    // At most one page per thread was ever live: the cache absorbed the rest.
+    // Threads racing for the cache may map extra pages, but none leaks: what is
+    // still mapped is what the cache holds (8 one-page slots).
     let stats = pool.stats();
-    assert!(stats.mmaps <= 8, "{stats:?}");
+    assert!(stats.mmaps - stats.munmaps <= 8, "{stats:?}");
+    // And once calm, the cache serves every buffer again.
+    for _ in 0..100 {
+        drop(PrivcmdConstBuffer::new(&pool, &[1u64, 2]).unwrap());
+    }
+    assert_eq!(pool.stats(), stats);
 }
 
 #[test]
@@ -183,6 +189,7 @@ fn hypercall_errors_carry_xen_codes() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn open_errors_say_what_to_do() {
     let root = std::env::temp_dir().join(format!("privcmd-open-errors-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
@@ -219,6 +226,7 @@ fn open_errors_say_what_to_do() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn privcmd_is_send_sync_and_opens_or_explains() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Privcmd>();

@@ -2,7 +2,8 @@
 //!
 //! Runs, in one boot, several interleaved rounds of: the floor and libxencall
 //! (the C program `libxencall-bench`, started as a child for each measurement)
-//! and this crate's backend (in this process), for three hypercalls:
+//! and the privcmd backend through the typed wrappers (in this process), for
+//! three hypercalls:
 //!
 //! - `version`: `xen_version(XENVER_version)`, no buffer;
 //! - `extraversion`: `xen_version(XENVER_extraversion)`, one 16-byte out buffer;
@@ -23,7 +24,8 @@ use std::io::Write;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use xen_hypercall::{Error, XenHypercall, XenMutBuffer};
+use xen_hypercall::prelude::*;
+use xen_hypercall::{Error, XenMutBuffer};
 use xen_hypercall_privcmd::Privcmd;
 use xen_testbed_protocol::Reporter;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -32,7 +34,6 @@ const CALLS: [&str; 3] = ["version", "extraversion", "memory_map"];
 const HYPERVISOR_XEN_VERSION: usize = 17;
 const HYPERVISOR_MEMORY_OP: usize = 12;
 const XENVER_VERSION: usize = 0;
-const XENVER_EXTRAVERSION: usize = 1;
 const XENMEM_MACHINE_MEMORY_MAP: usize = 10;
 /// Entries of the e820 array handed to `XENMEM_machine_memory_map` (as in the C program).
 const MAP_ENTRIES: usize = 32;
@@ -128,31 +129,24 @@ fn failed(what: &str) -> impl Fn(Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-/// `xen_version(XENVER_version)`, `n` times, each result checked.
+/// `xen_version(XENVER_version)` through the typed wrapper, `n` times, each result checked.
 fn version(h: &Privcmd, n: u64, expected: usize) -> Result<(), String> {
     for _ in 0..n {
-        // SAFETY: xen_version(XENVER_version) takes no memory.
-        let v = unsafe { h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0]) }
-            .map_err(failed("xen_version"))?;
-        if v != expected {
-            return Err(format!("xen_version gave {v:#x}, expected {expected:#x}"));
+        let v = h.xen_version().map_err(failed("xen_version"))?;
+        if (usize::from(v.major) << 16 | usize::from(v.minor)) != expected {
+            return Err(format!("xen_version gave {v}, expected {expected:#x}"));
         }
     }
     Ok(())
 }
 
-/// `xen_version(XENVER_extraversion)` into a 16-byte buffer, `n` times.
+/// `xen_version(XENVER_extraversion)` through the typed wrapper (a 16-byte out
+/// buffer), `n` times.
 fn extraversion(h: &Privcmd, n: u64, _: usize) -> Result<(), String> {
     for _ in 0..n {
-        let mut extra = [0u8; 16];
-        {
-            let mut buf = h.make_mut_buffer(&mut extra).map_err(failed("buffer"))?;
-            let ptr = buf.as_hypercall_ptr();
-            // SAFETY: XENVER_extraversion writes a 16-byte `xen_extraversion_t`
-            // (public/version.h) at the pointer: `buf` holds 16 bytes.
-            unsafe { h.hypercall2(HYPERVISOR_XEN_VERSION, [XENVER_EXTRAVERSION, ptr.addr()]) }
-                .map_err(failed("extraversion"))?;
-            buf.update();
+        let extra = h.extraversion().map_err(failed("extraversion"))?;
+        if extra.is_empty() {
+            return Err("empty extraversion".into());
         }
         black_box(&extra);
     }
@@ -160,7 +154,8 @@ fn extraversion(h: &Privcmd, n: u64, _: usize) -> Result<(), String> {
 }
 
 /// `memory_op(XENMEM_machine_memory_map)`: a `xen_memory_map` pointing at an
-/// array of e820 entries, both in buffers, `n` times.
+/// array of e820 entries, both in buffers, `n` times. `xen-hypercall` has no
+/// typed wrapper for it: this is what one would do, through the trait.
 fn memory_map(h: &Privcmd, n: u64, _: usize) -> Result<(), String> {
     for _ in 0..n {
         let mut entries = [E820Entry::default(); MAP_ENTRIES];

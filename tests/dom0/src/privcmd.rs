@@ -207,8 +207,8 @@ fn bad_port(h: &Privcmd) -> Result<(), String> {
 fn restricted_fd(_: &Privcmd) -> Result<(), String> {
     let h = call("open", Privcmd::open())?;
     call("xen_version before restricting", h.xen_version())?;
-    call("restrict", h.restrict(7))?;
-    if h.restricted_to() != Some(7) {
+    call("restrict", h.restrict(DomId::new(7)))?;
+    if h.restricted_to() != Some(DomId::new(7)) {
         return Err(format!("restricted_to() = {:?}", h.restricted_to()));
     }
     match h.xen_version() {
@@ -216,7 +216,7 @@ fn restricted_fd(_: &Privcmd) -> Result<(), String> {
         other => return Err(format!("xen_version on a restricted fd: {other:?}")),
     }
     // A second restriction to another domain is refused by Linux.
-    match h.restrict(8) {
+    match h.restrict(DomId::new(8)) {
         Err(Error::Os { .. }) => Ok(()),
         other => Err(format!("restricting again: {other:?}")),
     }
