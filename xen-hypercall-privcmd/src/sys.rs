@@ -88,8 +88,9 @@ pub enum BufferSource {
 ///
 /// With `hypercall_dev`, the pages come from `/dev/xen/hypercall` (which needs
 /// `MAP_SHARED`, and zeroes them); otherwise they are locked anonymous pages,
-/// not inherited by `fork` (a child's copy-on-write would move them), each
-/// written once so that it is present before Xen sees it.
+/// each written once so that it is present before Xen sees it. Neither is
+/// inherited by `fork`: a child would otherwise share the device's pages with
+/// this process, or copy-on-write (move) the anonymous ones.
 #[cfg(not(miri))]
 pub(crate) fn map_pages(
     hypercall_dev: Option<BorrowedFd<'_>>,
@@ -97,40 +98,38 @@ pub(crate) fn map_pages(
 ) -> Result<NonNull<u8>, OsErrno> {
     let len_nz = std::num::NonZeroUsize::new(len).ok_or(OsErrno::EINVAL)?;
     let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-    match hypercall_dev {
+    let ptr = match hypercall_dev {
         Some(fd) => {
             // SAFETY:
             // - a new mapping at an address the kernel chooses (no `MAP_FIXED`), so
             //   no existing memory is replaced;
             // - `/dev/xen/hypercall` supports exactly this: `MAP_SHARED`, offset 0
             //   (`privcmd-buf.c`, `privcmd_buf_mmap` rejects non-shared mappings).
-            let ptr =
-                unsafe { nix::sys::mman::mmap(None, len_nz, prot, MapFlags::MAP_SHARED, fd, 0) }?;
-            Ok(ptr.cast())
+            unsafe { nix::sys::mman::mmap(None, len_nz, prot, MapFlags::MAP_SHARED, fd, 0) }?
         }
         None => {
             let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_LOCKED;
             // SAFETY: a new anonymous mapping at an address the kernel chooses; no
             // existing memory is affected.
-            let ptr = unsafe { nix::sys::mman::mmap_anonymous(None, len_nz, prot, flags) }?;
-            // SAFETY: `ptr..ptr+len` is the mapping just created, owned by nobody else.
-            if let Err(e) = unsafe { nix::sys::mman::madvise(ptr, len, MmapAdvise::MADV_DONTFORK) }
-            {
-                // SAFETY: the same fresh mapping, which nothing references yet.
-                let _ = unsafe { nix::sys::mman::munmap(ptr, len) };
-                return Err(e);
-            }
-            let base = ptr.cast::<u8>();
-            let page = page_size();
-            for offset in (0..len).step_by(page) {
-                let byte = base.as_ptr().wrapping_add(offset);
-                // SAFETY: `offset < len`, so `byte` is inside the fresh read-write
-                // mapping, which nothing else references; volatile so the touch stays.
-                unsafe { byte.write_volatile(0) };
-            }
-            Ok(base)
+            unsafe { nix::sys::mman::mmap_anonymous(None, len_nz, prot, flags) }?
+        }
+    };
+    // SAFETY: `ptr..ptr+len` is the mapping just created, referenced by nothing else.
+    if let Err(e) = unsafe { nix::sys::mman::madvise(ptr, len, MmapAdvise::MADV_DONTFORK) } {
+        // SAFETY: the same fresh mapping, which nothing references yet.
+        let _ = unsafe { nix::sys::mman::munmap(ptr, len) };
+        return Err(e);
+    }
+    let base = ptr.cast::<u8>();
+    if hypercall_dev.is_none() {
+        for offset in (0..len).step_by(page_size()) {
+            let byte = base.as_ptr().wrapping_add(offset);
+            // SAFETY: `offset < len`, so `byte` is inside the fresh read-write
+            // mapping, which nothing else references; volatile so the touch stays.
+            unsafe { byte.write_volatile(0) };
         }
     }
+    Ok(base)
 }
 
 /// Unmaps memory from [`map_pages`].

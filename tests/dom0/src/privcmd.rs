@@ -334,9 +334,17 @@ fn threads(h: &Privcmd) -> Result<(), String> {
     })
 }
 
-/// Once warm, hypercalls with buffers make no mmap/munmap at all.
+/// Once warm, hypercalls with buffers make no mmap/munmap at all; the buffers
+/// are pages of the hypercall device.
 fn steady_state_no_mmap(h: &Privcmd) -> Result<(), String> {
     buffer_round(h)?;
+    let maps =
+        std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    if !maps.lines().any(|line| line.ends_with(HYPERCALL_DEVICE)) {
+        return Err(format!(
+            "no mapping of {HYPERCALL_DEVICE} in /proc/self/maps"
+        ));
+    }
     let before = h.buffer_stats();
     for _ in 0..100 {
         buffer_round(h)?;
