@@ -14,6 +14,7 @@ use xen_hypercall_privcmd::{
 use crate::Case;
 
 pub(crate) const CASES: &[Case] = &[
+    ("privcmd_fd_cloexec", fd_cloexec),
     ("privcmd_extraversion", extraversion),
     ("privcmd_commandline", commandline),
     ("privcmd_build_id", build_id),
@@ -47,6 +48,22 @@ fn expect_xen_error<T: Debug>(
             "{what}: {other:?}, expected Err(Xen({expected:?}))"
         )),
     }
+}
+
+/// The privcmd fd is close-on-exec (`O_CLOEXEC` = 0o2000000 in fdinfo's octal flags).
+fn fd_cloexec(h: &Privcmd) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fdinfo/{}", h.as_raw_fd());
+    let info = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let flags = info
+        .lines()
+        .find_map(|line| line.strip_prefix("flags:"))
+        .and_then(|octal| u32::from_str_radix(octal.trim(), 8).ok())
+        .ok_or_else(|| format!("no flags in {path}: {info:?}"))?;
+    if flags & 0o2_000_000 == 0 {
+        return Err(format!("privcmd fd flags {flags:#o} lack O_CLOEXEC"));
+    }
+    Ok(())
 }
 
 /// Xen 4.17.x: the extraversion is `.x` (e.g. ".7").
