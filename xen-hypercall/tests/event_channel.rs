@@ -347,3 +347,32 @@ fn handles_are_send_and_sync_and_work_across_threads() {
         }
     );
 }
+
+#[test]
+fn a_domain_has_at_most_max_evtchn_port_plus_one_ports() {
+    let config = xen_hypercall::mock::MockConfig {
+        max_evtchn_port: 7,
+        ..Default::default()
+    };
+    for xen in common::mocks_with(config) {
+        for expected in 1..=7 {
+            assert_eq!(xen.evtchn_bind_ipi(0).unwrap(), Port(expected));
+        }
+        assert_eq!(errno(xen.evtchn_bind_ipi(0)), Errno::ENOSPC);
+        assert_eq!(
+            errno(xen.evtchn_alloc_unbound(DomId::SELF, DomId::SELF)),
+            Errno::ENOSPC
+        );
+        // Ports past the limit do not exist.
+        assert_eq!(errno(xen.evtchn_send(Port(8))), Errno::EINVAL);
+        assert_eq!(
+            xen.poll(
+                &[Port(8)],
+                Some(xen_hypercall::sched::Deadline::from_nanos(1))
+            ),
+            Err(Error::Xen(Errno::EINVAL))
+        );
+        xen.evtchn_close(Port(3)).unwrap();
+        assert_eq!(xen.evtchn_bind_ipi(0).unwrap(), Port(3));
+    }
+}

@@ -52,6 +52,8 @@ impl Channel {
 #[derive(Debug)]
 pub(super) struct Domain {
     pub(super) privileged: bool,
+    /// Ports this domain may have: `max_evtchn_port + 1`, at most [`MAX_PORTS`].
+    max_ports: u32,
     pub(super) vcpus: u32,
     /// Indexed by port; grows as ports are allocated, up to [`MAX_PORTS`].
     pub(super) channels: Vec<Channel>,
@@ -68,12 +70,13 @@ pub(super) struct Domain {
 }
 
 impl Domain {
-    pub(super) fn new(privileged: bool, vcpus: u32) -> Self {
+    pub(super) fn new(privileged: bool, config: &MockConfig) -> Self {
         let mut reserved = Channel::FREE;
         reserved.binding = Binding::Reserved;
         Self {
             privileged,
-            vcpus,
+            max_ports: config.max_evtchn_port.saturating_add(1).min(MAX_PORTS),
+            vcpus: config.vcpus,
             channels: std::vec![reserved],
             free: BTreeSet::new(),
             virqs: BTreeMap::new(),
@@ -114,7 +117,7 @@ impl Domain {
             return Ok(port as u32);
         }
         let port = self.channels.len() as u32;
-        if port >= MAX_PORTS {
+        if port >= self.max_ports {
             return Err(refuse(Errno::ENOSPC));
         }
         self.channels.push(Channel::FREE);
@@ -161,7 +164,7 @@ pub(super) struct Hypervisor {
 impl Hypervisor {
     pub(super) fn new(config: MockConfig) -> Self {
         let mut domains = BTreeMap::new();
-        domains.insert(0, Domain::new(true, config.vcpus));
+        domains.insert(0, Domain::new(true, &config));
         Self {
             config,
             domains,
@@ -371,7 +374,7 @@ impl Hypervisor {
         let domain = self.domain(d);
         let mut pending = false;
         for &port in ports {
-            if port >= MAX_PORTS {
+            if port >= domain.max_ports {
                 return Err(refuse(Errno::EINVAL));
             }
             pending |= domain.channel(port).is_some_and(|c| c.pending);

@@ -89,6 +89,10 @@ pub struct MockConfig {
     pub build_id: Option<Vec<u8>>,
     /// vCPUs of each new domain.
     pub vcpus: u32,
+    /// The highest event channel port of each domain (the domain's
+    /// `max_evtchn_port`; `xl` gives guests 1023 by default). Capped by the
+    /// 2-level ABI's 4096 ports.
+    pub max_evtchn_port: u32,
     /// How the first handle makes buffers.
     pub buffers: BufferMode,
 }
@@ -115,6 +119,7 @@ impl Default for MockConfig {
             guest_handle: [0; 16],
             build_id: Some(std::vec![0x5a; 20]),
             vcpus: 1,
+            max_evtchn_port: MAX_PORTS - 1,
             buffers: BufferMode::Direct,
         }
     }
@@ -163,10 +168,8 @@ impl MockXen {
     pub fn domain(&self, id: DomId) -> Self {
         assert!(id.is_domain(), "{id} is a reserved id, not a domain");
         let mut xen = self.lock();
-        let vcpus = xen.config.vcpus;
-        xen.domains
-            .entry(id.0)
-            .or_insert_with(|| Domain::new(false, vcpus));
+        let domain = Domain::new(false, &xen.config);
+        xen.domains.entry(id.0).or_insert(domain);
         Self {
             xen: Arc::clone(&self.xen),
             domid: id.0,
