@@ -10,6 +10,9 @@
 //! - `memory_map`: `memory_op(XENMEM_machine_memory_map)`, two buffers: a
 //!   `struct xen_memory_map` pointing at an array of e820 entries.
 //!
+//! `mmap`/`munmap` calls are counted by wrapping them at link time, here
+//! (`build.rs`, `os_calls.rs`) as in the C program.
+//!
 //! Every measurement prints one line, which the host turns into the table:
 //! `XENTEST OUT bench-run impl=<floor|libxencall|ours> call=<call> iterations=<n> ns=<total> mmaps=<n> munmaps=<n>`.
 //!
@@ -17,6 +20,8 @@
 //! failed or returned a wrong result), then `XENTEST DONE`.
 //!
 //! Usage: `privcmd-bench <path of libxencall-bench> [rounds] [iterations]`.
+
+mod os_calls;
 
 use std::fmt;
 use std::hint::black_box;
@@ -101,6 +106,11 @@ fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
             }
         }
     }
+    // Non-zero: the wrappers do see this process's calls (start-up, first buffers).
+    let (mmaps, munmaps) = os_calls::counts();
+    println!(
+        "XENTEST OUT privcmd-bench process: {mmaps} mmap and {munmaps} munmap calls in all, start-up and warm-up included"
+    );
     Ok(())
 }
 
@@ -112,15 +122,25 @@ fn time_ours(h: &Privcmd, call: &str, iterations: u64, expected: usize) -> Resul
         _ => memory_map,
     };
     run(h, iterations / 10 + 1, expected)?;
-    let before = h.buffer_stats();
+    let (stats, calls) = (h.buffer_stats(), os_calls::counts());
     let start = Instant::now();
     run(h, iterations, expected)?;
     let ns = start.elapsed().as_nanos();
-    let after = h.buffer_stats();
+    let (stats_after, calls_after) = (h.buffer_stats(), os_calls::counts());
+    let (mmaps, munmaps) = (calls_after.0 - calls.0, calls_after.1 - calls.1);
+    // The backend's own counters must agree with the calls counted at link time.
+    if (mmaps, munmaps)
+        != (
+            stats_after.mmaps - stats.mmaps,
+            stats_after.munmaps - stats.munmaps,
+        )
+    {
+        return Err(format!(
+            "{call}: {mmaps} mmaps and {munmaps} munmaps, but buffer_stats went from {stats:?} to {stats_after:?}"
+        ));
+    }
     println!(
-        "XENTEST OUT bench-run impl=ours call={call} iterations={iterations} ns={ns} mmaps={} munmaps={}",
-        after.mmaps - before.mmaps,
-        after.munmaps - before.munmaps
+        "XENTEST OUT bench-run impl=ours call={call} iterations={iterations} ns={ns} mmaps={mmaps} munmaps={munmaps}"
     );
     Ok(())
 }
