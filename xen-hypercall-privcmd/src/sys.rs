@@ -9,6 +9,7 @@ use std::ptr::NonNull;
 
 use nix::errno::Errno as OsErrno;
 use nix::libc;
+#[cfg(not(miri))]
 use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
 
 /// `struct privcmd_hypercall` (`include/uapi/xen/privcmd.h`): `__u64 op; __u64 arg[5];`.
