@@ -20,17 +20,36 @@ pub const GUEST: &str = "xen-test-guest";
 pub const GUEST_CASES: &[&str] = &[
     "console_io_write",
     "xen_version",
+    "xen_extraversion",
+    "xen_compile_info",
     "xen_capabilities",
+    "xen_changeset",
+    "xen_platform_parameters",
+    "xen_get_features",
+    "xen_pagesize",
+    "xen_guest_handle",
+    "xen_commandline",
+    "xen_build_id",
+    "xen_version_unknown_subop",
+    "unknown_hypercall",
+    "shared_info_map",
     "evtchn_alloc_unbound",
     "evtchn_bind_interdomain",
+    "evtchn_send_pending",
+    "sched_poll_pending",
+    "sched_poll_timeout",
+    "evtchn_close",
+    "evtchn_send_bad_port",
+    "evtchn_close_bad_port",
     "zero_cost_probe",
 ];
 
 /// The cases a freestanding guest of `kind` must report.
 pub fn guest_cases(kind: GuestKind) -> Vec<String> {
     let specific: &[&str] = match kind {
-        GuestKind::Pv => &["pv_start_info", "pv_set_iopl"],
-        GuestKind::Pvh | GuestKind::Aarch64 => &[],
+        GuestKind::Pv => &["pv_start_info", "pv_set_iopl", "pv_hvm_detect_refused"],
+        GuestKind::Pvh => &["hvm_detect", "cpuid_version", "hypercall_page"],
+        GuestKind::Aarch64 => &[],
     };
     GUEST_CASES
         .iter()
