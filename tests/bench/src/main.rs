@@ -23,16 +23,14 @@
 
 mod os_calls;
 
-use std::fmt;
 use std::hint::black_box;
-use std::io::Write;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Error, XenMutBuffer};
 use xen_hypercall_privcmd::Privcmd;
-use xen_testbed_protocol::Reporter;
+use xen_testbed_protocol::{Reporter, Stdout};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const CALLS: [&str; 3] = ["version", "extraversion", "memory_map"];
@@ -55,19 +53,6 @@ struct MemoryMap {
 /// `struct e820entry`: 20 packed bytes.
 type E820Entry = [u8; 20];
 
-/// Standard output as a [`fmt::Write`], flushed at each write (the C program's
-/// lines go to the same console in between).
-struct Console;
-
-impl fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut out = std::io::stdout().lock();
-        out.write_all(s.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|_| fmt::Error)
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let Some(c_bench) = args.get(1) else {
@@ -76,7 +61,7 @@ fn main() -> ExitCode {
     };
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     let iterations: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    let mut reporter = Reporter::new(Console);
+    let mut reporter = Reporter::new(Stdout);
     reporter.case("bench_privcmd", run(c_bench, rounds, iterations));
     ExitCode::from(reporter.done().exit_code())
 }

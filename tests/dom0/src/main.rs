@@ -14,12 +14,10 @@ mod exit;
 mod privcmd;
 mod version;
 
-use std::fmt;
-use std::io::Write;
 use std::process::ExitCode;
 
 use xen_hypercall_privcmd::Privcmd;
-use xen_testbed_protocol::{Reporter, report_panic};
+use xen_testbed_protocol::{Reporter, Stdout, report_panic};
 
 /// A test case: its name and its body, run against an open privcmd backend.
 type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
@@ -29,21 +27,8 @@ fn cases() -> impl Iterator<Item = &'static Case> {
     version::CASES.iter().chain(privcmd::CASES)
 }
 
-/// Standard output as a [`fmt::Write`], flushed after each write (the console must not lose lines
-/// when QEMU exits).
-struct Console;
-
-impl fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut out = std::io::stdout().lock();
-        out.write_all(s.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|_| fmt::Error)
-    }
-}
-
 fn main() -> ExitCode {
-    std::panic::set_hook(Box::new(|info| report_panic(&mut Console, info)));
+    std::panic::set_hook(Box::new(|info| report_panic(&mut Stdout, info)));
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
@@ -58,7 +43,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        ["demo"] => version::demo(Reporter::new(Console)),
+        ["demo"] => version::demo(Reporter::new(Stdout)),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
                 let error = exit::exit_qemu(code);
@@ -77,7 +62,7 @@ fn usage() -> ExitCode {
 }
 
 fn run() -> ExitCode {
-    let mut reporter = Reporter::new(Console);
+    let mut reporter = Reporter::new(Stdout);
     let self_test = std::env::var("XENTEST_SELFTEST").unwrap_or_default();
     let privcmd = Privcmd::open().map_err(|e| format!("cannot open privcmd: {e}"));
     for (index, (name, case)) in cases().enumerate() {

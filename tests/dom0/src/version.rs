@@ -6,7 +6,9 @@ use xen_hypercall::prelude::*;
 use xen_hypercall_privcmd::Privcmd;
 use xen_testbed_protocol::Reporter;
 
-use crate::{Case, Console};
+use xen_testbed_protocol::Stdout;
+
+use crate::Case;
 
 /// The capability string of this architecture's 64-bit guests (`XENVER_capabilities`).
 const NATIVE_CAPABILITY: &str = if cfg!(target_arch = "x86_64") {
@@ -43,7 +45,7 @@ fn capabilities(privcmd: &Privcmd) -> Result<(), String> {
 }
 
 /// `xen-dom0-tests demo`: what the project's crates see of this Xen.
-pub(crate) fn demo(mut reporter: Reporter<Console>) -> ExitCode {
+pub(crate) fn demo(mut reporter: Reporter<Stdout>) -> ExitCode {
     let privcmd = match Privcmd::open() {
         Ok(privcmd) => privcmd,
         Err(error) => {

@@ -11,6 +11,23 @@ mod parse;
 #[cfg(feature = "std")]
 pub use parse::{Event, Log, ParseError, clean_line, parse_line, parse_log};
 
+/// Standard output as a [`Write`], flushed after each write, so that no line is
+/// lost when the payload exits QEMU right after reporting.
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stdout;
+
+#[cfg(feature = "std")]
+impl Write for Stdout {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(s.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
 use core::fmt::{self, Display, Write};
 
 /// The marker that starts every protocol line.
