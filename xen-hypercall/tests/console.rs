@@ -1,4 +1,5 @@
 //! `ConsoleOps` against the mock.
+#![cfg(feature = "mock")]
 
 mod common;
 

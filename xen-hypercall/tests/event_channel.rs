@@ -1,4 +1,5 @@
 //! `EventChannelOps` against the mock: success and error paths, across domains.
+#![cfg(feature = "mock")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `HvmOps`, `MemoryOps` and `PhysdevOps` against the mock.
+#![cfg(feature = "mock")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The mock's two buffer modes behave as the backends they stand for.
+#![cfg(feature = "mock")]
 
 use xen_hypercall::mock::{BufferMode, MockXen};
 use xen_hypercall::{DomId, XenConstBuffer, XenHypercall, XenMutBuffer};

@@ -1,4 +1,5 @@
 //! `SchedOps` against the mock.
+#![cfg(feature = "mock")]
 
 mod common;
 

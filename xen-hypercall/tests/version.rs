@@ -1,4 +1,5 @@
 //! `VersionOps` against the mock.
+#![cfg(feature = "mock")]
 
 mod common;
 
