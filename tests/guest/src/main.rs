@@ -2,7 +2,7 @@
 //!
 //! Built for `x86_64-unknown-none` with `--features pv` (a PV64 kernel) or
 //! `--features pvh` (a PVH kernel), and for `aarch64-unknown-none` (an arm64
-//! Image after `llvm-objcopy -O binary`). Each runs the cases of [`cases`] and
+//! Image after `llvm-objcopy -O binary`). Each runs the cases of the `cases` module and
 //! reports them on Xen's console with the `XENTEST` protocol, then exits QEMU.
 //! `cargo xtask testbed` builds and boots them; on the host this crate only
 //! builds a program that says so.
