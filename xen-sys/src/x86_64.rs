@@ -3,7 +3,7 @@
 // The Xen public ABI for x86_64, from Xen's public headers as Debian's libxen-dev
 // 4.17.7+13-g2445b30a44-0+deb12u1 ships them, compiled by libclang for x86_64-unknown-linux-gnu
 // with __XEN_TOOLS__ (so __XEN_INTERFACE_VERSION__ is __XEN_LATEST_INTERFACE_VERSION__).
-// Headers: xen.h errno.h version.h event_channel.h sched.h memory.h physdev.h vcpu.h
+// Headers: xen.h errno.h version.h features.h event_channel.h sched.h memory.h physdev.h vcpu.h
 //   grant_table.h hvm/hvm_op.h hvm/params.h io/console.h arch-x86/xen.h arch-x86/xen-x86_64.h
 //   arch-x86/cpuid.h arch-x86/hvm/start_info.h sysctl.h (xen_sysctl_readconsole)
 
@@ -3386,6 +3386,24 @@ pub const XENVER_capabilities: u32 = 3;
 pub const XENVER_changeset: u32 = 4;
 pub const XENVER_platform_parameters: u32 = 5;
 pub const XENVER_get_features: u32 = 6;
+pub const XENFEAT_writable_page_tables: u32 = 0;
+pub const XENFEAT_writable_descriptor_tables: u32 = 1;
+pub const XENFEAT_auto_translated_physmap: u32 = 2;
+pub const XENFEAT_supervisor_mode_kernel: u32 = 3;
+pub const XENFEAT_pae_pgdir_above_4gb: u32 = 4;
+pub const XENFEAT_mmu_pt_update_preserve_ad: u32 = 5;
+pub const XENFEAT_highmem_assist: u32 = 6;
+pub const XENFEAT_gnttab_map_avail_bits: u32 = 7;
+pub const XENFEAT_hvm_callback_vector: u32 = 8;
+pub const XENFEAT_hvm_safe_pvclock: u32 = 9;
+pub const XENFEAT_hvm_pirqs: u32 = 10;
+pub const XENFEAT_dom0: u32 = 11;
+pub const XENFEAT_memory_op_vnode_supported: u32 = 13;
+pub const XENFEAT_ARM_SMCCC_supported: u32 = 14;
+pub const XENFEAT_linux_rsdp_unrestricted: u32 = 15;
+pub const XENFEAT_not_direct_mapped: u32 = 16;
+pub const XENFEAT_direct_mapped: u32 = 17;
+pub const XENFEAT_NR_SUBMAPS: u32 = 1;
 pub const XENVER_pagesize: u32 = 7;
 pub const XENVER_guest_handle: u32 = 8;
 pub const XENVER_commandline: u32 = 9;

@@ -36,6 +36,7 @@ const COMMON_HEADERS: &[&str] = &[
     "xen.h",
     "errno.h",
     "version.h",
+    "features.h",
     "event_channel.h",
     "sched.h",
     "memory.h",

@@ -372,7 +372,7 @@ impl MockXen {
             }
             xen_sys::XENVER_get_features => {
                 let mut info: xen_sys::xen_feature_info = guest.read(arg)?;
-                if info.submap_idx >= XENFEAT_NR_SUBMAPS {
+                if info.submap_idx >= xen_sys::XENFEAT_NR_SUBMAPS {
                     return Err(refuse(Errno::EINVAL));
                 }
                 info.submap = config.features;
@@ -628,10 +628,6 @@ impl MockXen {
         Ok(0)
     }
 }
-
-/// `XENFEAT_NR_SUBMAPS` (public/features.h, which xen-sys does not cover):
-/// Xen 4.17 has one feature submap.
-const XENFEAT_NR_SUBMAPS: u32 = 1;
 
 /// `MEMOP_CMD_MASK` (public/memory.h): the sub-op bits of memory_op's `cmd`.
 const MEMOP_CMD_MASK: usize = 0x3f;
