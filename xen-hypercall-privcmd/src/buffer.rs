@@ -4,6 +4,11 @@
 //! (up to [`MAX_CACHED_PAGES`] pages) come from a per-size-class cache of
 //! mappings, so that steady-state hypercalls make no `mmap`/`munmap` calls;
 //! larger ones are mapped for the buffer and unmapped when it is dropped.
+//!
+//! Buffer pages are not inherited by `fork` (`MADV_DONTFORK`), so each pool and
+//! block remembers the fork generation it was mapped in: in a child, pages of
+//! the parent are neither used nor unmapped (their addresses may belong to the
+//! child's own mappings by then).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -42,6 +47,16 @@ pub(crate) struct Block {
     len: usize,
     /// The size class it returns to, or `None` for a mapping freed on drop.
     class: Option<usize>,
+    /// The fork generation it was mapped in ([`sys::fork_generation`]).
+    generation: u64,
+}
+
+impl Block {
+    /// Whether the pages are this process's: not mapped before a `fork` that
+    /// made this process.
+    fn is_mapped_here(&self) -> bool {
+        self.generation == sys::fork_generation()
+    }
 }
 
 /// The pool of hypercall-safe pages of one [`Privcmd`](crate::Privcmd).
@@ -51,6 +66,9 @@ pub(crate) struct Pool {
     /// Free mappings per class; a non-null slot owns its mapping. Taking one is
     /// an atomic swap, so two buffers can never get the same pages.
     free: [[AtomicPtr<u8>; MAX_SLOTS]; CLASSES],
+    /// The fork generation the cached mappings belong to: the one the pool was
+    /// made in. In a child the cache is bypassed.
+    generation: u64,
     mmaps: AtomicU64,
     munmaps: AtomicU64,
 }
@@ -68,14 +86,27 @@ impl fmt::Debug for Pool {
 impl Pool {
     /// A pool mapping pages from `hypercall_dev` (`/dev/xen/hypercall`), or locked
     /// anonymous memory without it.
-    pub(crate) fn new(hypercall_dev: Option<OwnedFd>) -> Self {
-        Self {
+    ///
+    /// Fails only if the fork handler cannot be installed (`ENOMEM`).
+    pub(crate) fn new(hypercall_dev: Option<OwnedFd>) -> Result<Self, Error> {
+        sys::watch_forks().map_err(|errno| Error::Os {
+            operation: "pthread_atfork",
+            errno: errno as i32,
+        })?;
+        Ok(Self {
             hypercall_dev,
             page: sys::page_size(),
             free: Default::default(),
+            generation: sys::fork_generation(),
             mmaps: AtomicU64::new(0),
             munmaps: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// Whether the cached mappings are this process's (it has not forked since
+    /// the pool was made, or this is the parent).
+    fn cache_is_mapped_here(&self) -> bool {
+        self.generation == sys::fork_generation()
     }
 
     pub(crate) fn source(&self) -> BufferSource {
@@ -109,6 +140,9 @@ impl Pool {
     /// Pages for `bytes` bytes: a cached mapping if one is free, else a new one.
     pub(crate) fn alloc(&self, bytes: usize) -> Result<Block, Error> {
         let (class, len) = self.layout(bytes)?;
+        let generation = sys::fork_generation();
+        // In a child of a fork, the cache holds the parent's addresses: bypass it.
+        let class = class.filter(|_| generation == self.generation);
         if let Some(class) = class {
             // A swap (not a load) reads each slot's latest value: a page freed
             // before this scan reaches its slot is found.
@@ -120,12 +154,18 @@ impl Pool {
                         base,
                         len,
                         class: Some(class),
+                        generation,
                     });
                 }
             }
         }
         let base = self.map(len, bytes)?;
-        Ok(Block { base, len, class })
+        Ok(Block {
+            base,
+            len,
+            class,
+            generation,
+        })
     }
 
     /// Maps `len` bytes for a `bytes`-byte buffer: from the hypercall device, or
@@ -150,7 +190,13 @@ impl Pool {
     }
 
     /// Returns `block`'s pages to the cache, or unmaps them if the cache is full.
+    /// Pages mapped before a `fork` that made this process are left alone.
     pub(crate) fn free(&self, block: Block) {
+        if !block.is_mapped_here() {
+            return;
+        }
+        // A block's class is `None` when it was made in a child (`alloc`), so
+        // only the pool's own generation ever fills the cache.
         if let Some(class) = block.class {
             for slot in &self.free[class][..SLOTS_PER_CLASS[class]] {
                 // Release: this buffer's use of the pages happens before the next owner's.
@@ -169,18 +215,24 @@ impl Pool {
         }
         self.munmaps.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `block` is one whole mapping from `map_pages` (the class fixes
-        // its length), owned by this block alone, which is consumed here.
+        // its length) made in this process (checked above), owned by this block
+        // alone, which is consumed here.
         unsafe { sys::unmap_pages(block.base, block.len) };
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if !self.cache_is_mapped_here() {
+            // A child of a fork: the cached pages were the parent's.
+            return;
+        }
         for (class, slots) in self.free.iter_mut().enumerate() {
             for slot in slots.iter_mut() {
                 if let Some(base) = NonNull::new(*slot.get_mut()) {
                     // SAFETY: a non-null slot owns a whole mapping of its class's
-                    // length; the pool is being dropped, so no buffer can take it.
+                    // length, made in this process (checked above); the pool is
+                    // being dropped, so no buffer can take it.
                     unsafe { sys::unmap_pages(base, self.page << class) };
                 }
             }
@@ -291,10 +343,15 @@ where
 
     fn update(&mut self) {
         let Some(block) = &self.block else { return };
+        if !block.is_mapped_here() {
+            // Made before a `fork` that made this process: the pages are gone.
+            return;
+        }
         let bytes = self.data.as_mut_bytes();
         // SAFETY:
-        // - the block holds at least `bytes.len()` initialised bytes (copied in at
-        //   creation, possibly overwritten by Xen), readable, and no Rust reference
+        // - the block is mapped in this process (checked above) and holds at least
+        //   `bytes.len()` initialised bytes (copied in at creation, possibly
+        //   overwritten by Xen), readable, and no Rust reference
         //   to them exists (the buffer hands out raw pointers only);
         // - `bytes` is the exclusively borrowed original, writable, in other memory;
         // - any byte pattern is a valid `T` (`FromBytes`).

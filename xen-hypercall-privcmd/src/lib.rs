@@ -82,7 +82,7 @@ impl OpenOptions {
         };
         Ok(Privcmd {
             fd,
-            pool: Pool::new(hypercall_dev),
+            pool: Pool::new(hypercall_dev)?,
             restricted: AtomicU32::new(UNRESTRICTED),
         })
     }

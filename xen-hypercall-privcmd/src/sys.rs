@@ -6,6 +6,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno as OsErrno;
 use nix::libc;
@@ -174,6 +175,50 @@ pub(crate) unsafe fn unmap_pages(base: NonNull<u8>, len: usize) {
         std::alloc::Layout::from_size_align(len, page_size()).expect("mapped with this layout");
     // SAFETY: `base` was allocated by `map_pages` with this layout and is no longer used.
     unsafe { std::alloc::dealloc(base.as_ptr(), layout) };
+}
+
+/// How many `fork`s lie between this process and the one the count started
+/// in: a `pthread_atfork` child handler ([`watch_forks`]) adds one in each child.
+/// Buffer pages are not inherited (`MADV_DONTFORK`), so memory mapped in an
+/// earlier generation is not this process's: its addresses may since have been
+/// reused by other mappings.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Runs in the child after `fork`. Only an atomic add: async-signal-safe, as
+/// POSIX requires of a child handler when the parent had other threads.
+#[cfg_attr(miri, allow(dead_code))]
+extern "C" fn count_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Installs the handler that keeps [`fork_generation`] current, once per process.
+///
+/// libc runs the handler in the child of every `fork()`; a raw `clone` system
+/// call bypasses it, as it bypasses libc's own fork bookkeeping.
+#[cfg(not(miri))]
+pub(crate) fn watch_forks() -> Result<(), OsErrno> {
+    static INSTALLED: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+    // SAFETY: `pthread_atfork` only records the handler; `count_fork_in_child`
+    // is an `extern "C" fn()` that lives as long as the program and is
+    // async-signal-safe.
+    let rc = *INSTALLED
+        .get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) });
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(OsErrno::from_raw(rc))
+    }
+}
+
+/// Under Miri, which cannot fork: nothing to watch.
+#[cfg(miri)]
+pub(crate) fn watch_forks() -> Result<(), OsErrno> {
+    Ok(())
+}
+
+/// The current fork generation (see [`FORK_GENERATION`]).
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
 }
 
 /// The system page size (4 KiB on x86; 4, 16 or 64 KiB on Arm).

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::*;
 
 fn pool() -> Pool {
-    Pool::new(None)
+    Pool::new(None).unwrap()
 }
 
 #[test]
@@ -162,6 +162,53 @@ fn pool_is_thread_safe() {
         drop(PrivcmdConstBuffer::new(&pool, &[1u64, 2]).unwrap());
     }
     assert_eq!(pool.stats(), stats);
+}
+
+/// A child of `fork` must neither use nor unmap the parent's cached pages: they
+/// are not inherited (`MADV_DONTFORK`), and their addresses may by then be the
+/// child's own mappings.
+#[test]
+#[cfg_attr(miri, ignore = "forks")]
+fn a_forked_child_maps_its_own_pages() {
+    use nix::libc;
+    let pool = pool();
+    // Put one page in the cache.
+    drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
+    let before = pool.stats();
+    // SAFETY: until `_exit`, the child only runs the pool (mmap, munmap, copies,
+    // atomics): no heap allocation or lock that another thread of the test
+    // harness could have held at the fork.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", OsErrno::last()),
+        0 => {
+            let mut value = [7u64, 8];
+            let used = PrivcmdMutBuffer::new(&pool, &mut value).map(|mut b| {
+                // Writes the bounce page: a fault if it were the parent's.
+                // SAFETY: the buffer is live and exclusively ours.
+                unsafe { (*b.as_hypercall_ptr())[1] = 9 };
+                b.update();
+            });
+            let stats = pool.stats();
+            drop(pool);
+            let fresh = stats.mmaps == before.mmaps + 1 && stats.munmaps == before.munmaps + 1;
+            let ok = used.is_ok() && value == [7, 9] && fresh;
+            // SAFETY: ends the child without running the harness's exit paths.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: `child` is our child process; `status` is a live local.
+            let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+            assert_eq!(waited, child);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child status {status:#x}"
+            );
+        }
+    }
+    // The parent's cache is intact.
+    drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
+    assert_eq!(pool.stats(), before);
 }
 
 #[test]
