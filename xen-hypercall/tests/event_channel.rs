@@ -123,9 +123,11 @@ fn bind_interdomain_checks_the_remote_port() {
             errno(domu.evtchn_bind_interdomain(DomId::new(9), offered)),
             Errno::ESRCH
         );
-        // A port can be bound once.
-        domu.evtchn_bind_interdomain(DomId::new(0), offered)
+        // A port can be bound once; the refused binds used up no local port.
+        let local = domu
+            .evtchn_bind_interdomain(DomId::new(0), offered)
             .unwrap();
+        assert_eq!(local, Port(1));
         assert_eq!(
             errno(domu.evtchn_bind_interdomain(DomId::new(0), offered)),
             Errno::EINVAL

@@ -57,7 +57,8 @@ pub(super) struct Domain {
     pub(super) vcpus: u32,
     /// Indexed by port; grows as ports are allocated, up to [`MAX_PORTS`].
     pub(super) channels: Vec<Channel>,
-    /// The free ports below `channels.len()`, so the lowest is found at once.
+    /// The ports of `channels` that are `Binding::Free`, so the lowest is found
+    /// at once.
     free: BTreeSet<u32>,
     /// `(vcpu, virq)` -> port.
     pub(super) virqs: BTreeMap<(u32, u32), u32>,
@@ -109,18 +110,16 @@ impl Domain {
     /// The lowest free port, growing the table if needed (`get_free_port`);
     /// `ENOSPC` when all [`MAX_PORTS`] are in use. Not yet marked used.
     fn free_port(&mut self) -> Result<u32, Error> {
-        if let Some(port) = self
-            .channels
-            .iter()
-            .position(|c| c.binding == Binding::Free)
-        {
-            return Ok(port as u32);
+        if let Some(&port) = self.free.first() {
+            return Ok(port);
         }
         let port = self.channels.len() as u32;
         if port >= self.max_ports {
             return Err(refuse(Errno::ENOSPC));
         }
         self.channels.push(Channel::FREE);
+        // Free until `bind`: a sub-op that fails after this leaves it free.
+        self.free.insert(port);
         Ok(port)
     }
 
