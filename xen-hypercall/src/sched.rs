@@ -112,9 +112,12 @@ pub trait SchedOps: XenHypercall {
     /// Fails with `XEN_EINVAL` for a port the domain does not have or more than
     /// [`POLL_MAX_PORTS`] ports.
     fn poll(&self, ports: &[Port], deadline: Option<Deadline>) -> Result<(), Self::Error> {
-        let Ok(nr_ports) = u32::try_from(ports.len()) else {
-            return Err(crate::Error::InvalidInput("too many ports to poll").into());
-        };
+        // Xen refuses more ports with EINVAL (`do_poll`); give its answer before
+        // copying an arbitrarily long slice into a bounce buffer.
+        if ports.len() > POLL_MAX_PORTS {
+            return Err(crate::Error::Xen(crate::Errno::EINVAL).into());
+        }
+        let nr_ports = ports.len() as u32; // At most POLL_MAX_PORTS.
         let ports_buf = self.make_const_buffer(ports)?;
         let mut arg = xen_sys::sched_poll::new_zeroed();
         arg.ports = xen_sys::GuestHandle::from_ptr(ports_buf.as_hypercall_ptr().cast());
