@@ -206,8 +206,9 @@ where
 {
     let mut raw = A::new_zeroed();
     // SAFETY: every caller passes a `XENVER_*` string sub-op and its array type
-    // `A` from version.h (`xen_extraversion_t`, ...): Xen writes exactly
-    // `sizeof(A)` bytes (`copy_to_guest(arg, str, ARRAY_SIZE(A))`) and reads nothing.
+    // `A` from version.h (`xen_extraversion_t`, ...): Xen writes at most
+    // `sizeof(A)` bytes (`copy_to_guest(arg, str, ARRAY_SIZE(A))`; fewer for a
+    // command line XSM denies) and reads nothing.
     unsafe { version_op(h, cmd, &mut raw)? };
     Ok(XenString::from_raw(raw.as_bytes()))
 }
