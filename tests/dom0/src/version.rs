@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
+use xen_hypercall::Error;
+use xen_hypercall::event_channel::ChannelState;
 use xen_hypercall::prelude::*;
 use xen_hypercall_privcmd::Privcmd;
-use xen_testbed_protocol::Reporter;
-
-use xen_testbed_protocol::Stdout;
+use xen_testbed_protocol::{Reporter, Stdout};
 
 use crate::Case;
 
@@ -68,5 +68,37 @@ pub(crate) fn demo(mut reporter: Reporter<Stdout>) -> ExitCode {
     let message =
         "Hello from Rust in dom0: xen-hypercall-privcmd wrote this line with CONSOLEIO_write\n";
     reporter.case("console_write", privcmd.console_write(message.as_bytes()));
+    let round_trip = event_channel_round_trip(&privcmd);
+    if let Ok(line) = &round_trip {
+        reporter.out(format_args!("{line}"));
+    }
+    reporter.case("event_channel", round_trip.map(drop));
     ExitCode::from(reporter.done().exit_code())
+}
+
+/// Connects two ports of dom0 to each other, notifies one, and reads back how Xen
+/// sees the pair; closes both whatever happens.
+fn event_channel_round_trip(privcmd: &Privcmd) -> Result<String, Error> {
+    let offered = privcmd.evtchn_alloc_unbound(DomId::SELF, DomId::SELF)?;
+    let connected = privcmd.evtchn_bind_interdomain(DomId::SELF, offered);
+    let result = connected.and_then(|port| {
+        privcmd.evtchn_send(port)?;
+        let status = privcmd.evtchn_status(DomId::SELF, port)?;
+        let peer = match status.state {
+            ChannelState::Interdomain { dom, port } => {
+                format!("domain {} port {}", dom.raw(), port.raw())
+            }
+            other => format!("{other:?}"),
+        };
+        Ok(format!(
+            "event channel: port {} bound to port {}, notified; Xen reports it connected to {peer}",
+            port.raw(),
+            offered.raw()
+        ))
+    });
+    if let Ok(port) = connected {
+        privcmd.evtchn_close(port)?;
+    }
+    privcmd.evtchn_close(offered)?;
+    result
 }
