@@ -70,37 +70,13 @@ pub trait SchedOps: XenHypercall {
     /// Returns only if Xen lets the domain run on: after a suspend (the domain
     /// was resumed) or on error.
     fn shutdown(&self, reason: ShutdownReason) -> Result<(), Self::Error> {
-        let mut arg = xen_sys::sched_shutdown::new_zeroed();
-        arg.reason = reason.0;
-        // SAFETY: SCHEDOP_shutdown's argument is an IN `sched_shutdown_t`
-        // (sched.h): one `unsigned int reason`, no pointer; Xen only reads it.
-        unsafe {
-            with_in(
-                self,
-                xen_sys::__HYPERVISOR_sched_op,
-                xen_sys::SCHEDOP_shutdown,
-                &arg,
-            )?
-        };
-        Ok(())
+        shutdown_op(self, xen_sys::SCHEDOP_shutdown, reason)
     }
 
     /// `SCHEDOP_shutdown_code`: records the reason the domain will report if it
     /// later shuts down without one (e.g. after a crash inside a kexec).
     fn shutdown_code(&self, reason: ShutdownReason) -> Result<(), Self::Error> {
-        let mut arg = xen_sys::sched_shutdown::new_zeroed();
-        arg.reason = reason.0;
-        // SAFETY: SCHEDOP_shutdown_code's argument is an IN `sched_shutdown_t`
-        // (sched.h), read only; no pointer.
-        unsafe {
-            with_in(
-                self,
-                xen_sys::__HYPERVISOR_sched_op,
-                xen_sys::SCHEDOP_shutdown_code,
-                &arg,
-            )?
-        };
-        Ok(())
+        shutdown_op(self, xen_sys::SCHEDOP_shutdown_code, reason)
     }
 
     /// `SCHEDOP_poll`: sleeps until one of `ports` is pending, or until
@@ -142,3 +118,16 @@ pub trait SchedOps: XenHypercall {
 }
 
 impl<H: XenHypercall + ?Sized> SchedOps for H {}
+
+/// `SCHEDOP_shutdown` or `SCHEDOP_shutdown_code` with `reason`.
+fn shutdown_op<H>(h: &H, cmd: u32, reason: ShutdownReason) -> Result<(), H::Error>
+where
+    H: XenHypercall + ?Sized,
+{
+    let mut arg = xen_sys::sched_shutdown::new_zeroed();
+    arg.reason = reason.0;
+    // SAFETY: both sub-ops take an IN `sched_shutdown_t` (sched.h): one
+    // `unsigned int reason`, no pointer; Xen only reads it.
+    unsafe { with_in(h, xen_sys::__HYPERVISOR_sched_op, cmd, &arg)? };
+    Ok(())
+}
