@@ -6,8 +6,8 @@
 //! Inner-Shareable for RAM), which `Aarch64Hypercall::new` requires before memory
 //! is shared with Xen.
 
+use super::RawMemory;
 use core::arch::global_asm;
-use core::cell::UnsafeCell;
 
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Error, Gfn, MapSpace};
@@ -113,24 +113,12 @@ global_asm!(
 
 const STACK_SIZE: usize = 0x1000 * 15;
 
-#[repr(C, align(16))]
-struct Stack(UnsafeCell<[u8; STACK_SIZE]>);
-// SAFETY: only the entry code uses it, as the one CPU's stack.
-unsafe impl Sync for Stack {}
-static STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
+static STACK: RawMemory<[u8; STACK_SIZE]> = RawMemory::new([0; STACK_SIZE]);
 
-#[repr(C, align(4096))]
-struct Table(UnsafeCell<[u64; 512]>);
-// SAFETY: written once by the entry code, then only read by the MMU.
-unsafe impl Sync for Table {}
-static L1: Table = Table(UnsafeCell::new([0; 512]));
+static L1: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
 
-/// The page the shared info frame is mapped over (its RAM is handed back to Xen).
-#[repr(C, align(4096))]
-struct PageSlot(UnsafeCell<[u8; 4096]>);
-// SAFETY: after `map_shared_info` it is only accessed through `SharedInfo`'s atomics.
-unsafe impl Sync for PageSlot {}
-static SHARED_INFO_SLOT: PageSlot = PageSlot(UnsafeCell::new([0; 4096]));
+/// The page the shared info frame is mapped over.
+static SHARED_INFO_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
 
 fn backend() -> Aarch64Hypercall {
     // SAFETY: this Image is booted by Xen as dom0 at EL1 (testbed contract), and
@@ -143,7 +131,7 @@ crate::arch::zero_cost_probe!(Aarch64Hypercall);
 
 /// Maps the shared info page at `SHARED_INFO_SLOT` with `XENMEM_add_to_physmap`.
 fn map_shared_info(h: &Aarch64Hypercall) -> Result<SharedInfo, Error> {
-    let addr = SHARED_INFO_SLOT.0.get() as u64;
+    let addr = SHARED_INFO_SLOT.as_mut_ptr() as u64;
     // SAFETY: the slot is a page-aligned static of ours that Rust only touches
     // through raw pointers, so replacing its frame breaks no Rust value; it is then
     // accessed only through `SharedInfo`'s atomics, mapped Normal WB (arch-arm.h

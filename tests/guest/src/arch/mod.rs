@@ -1,5 +1,7 @@
 //! Entry points, backends and exits of each guest kind.
 
+use core::cell::UnsafeCell;
+
 #[cfg(all(target_arch = "x86_64", feature = "pv"))]
 mod pv;
 #[cfg(all(target_arch = "x86_64", feature = "pv"))]
@@ -14,6 +16,28 @@ pub(crate) use pvh::{exit, panic_console};
 mod aarch64;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use aarch64::{exit, panic_console};
+
+/// Page-aligned memory that Rust code never reads or writes through a reference:
+/// the boot stack (used by the entry code and then as the CPU's stack), page
+/// tables (written by the entry code, then read by the MMU) and the page remapped
+/// onto shared info (then accessed only through `SharedInfo`'s atomics).
+#[repr(C, align(4096))]
+struct RawMemory<T>(UnsafeCell<T>);
+
+// SAFETY: the guests run on one CPU, and every static of this type is only
+// reached through raw pointers by the entry code, the MMU, Xen, or atomics.
+unsafe impl<T> Sync for RawMemory<T> {}
+
+impl<T> RawMemory<T> {
+    const fn new(value: T) -> Self {
+        Self(UnsafeCell::new(value))
+    }
+
+    /// The memory's address.
+    fn as_mut_ptr(&self) -> *mut T {
+        self.0.get()
+    }
+}
 
 /// x86_64: the QEMU `isa-debug-exit` device at port 0xf4 (status `code << 1 | 1`).
 #[cfg(target_arch = "x86_64")]

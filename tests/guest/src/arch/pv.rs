@@ -4,8 +4,8 @@
 //! Xen builds the initial page tables mapping the image at its link address
 //! (VIRT_BASE 0) and enters `_start` in 64-bit guest kernel mode.
 
+use super::RawMemory;
 use core::arch::global_asm;
-use core::cell::UnsafeCell;
 
 use xen_hypercall::{Error, XenHypercall};
 use xen_hypercall_native::{HvmHypercall, PvHypercall};
@@ -66,18 +66,10 @@ global_asm!(
 
 const STACK_SIZE: usize = 64 * 1024;
 
-#[repr(C, align(16))]
-struct Stack(UnsafeCell<[u8; STACK_SIZE]>);
-// SAFETY: only the entry code uses it, as the one CPU's stack.
-unsafe impl Sync for Stack {}
-static STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
+static STACK: RawMemory<[u8; STACK_SIZE]> = RawMemory::new([0; STACK_SIZE]);
 
-/// A page whose virtual address is remapped onto the shared info frame.
-#[repr(C, align(4096))]
-struct PageSlot(UnsafeCell<[u8; 4096]>);
-// SAFETY: after `map_shared_info` it is only accessed through `SharedInfo`'s atomics.
-unsafe impl Sync for PageSlot {}
-static SHARED_INFO_SLOT: PageSlot = PageSlot(UnsafeCell::new([0; 4096]));
+/// The page the shared info frame is mapped over.
+static SHARED_INFO_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
 
 fn backend() -> PvHypercall {
     // SAFETY: this program is a 64-bit PV kernel (the ELF notes above), running in
@@ -98,7 +90,7 @@ const PTE_FLAGS: u64 = 0x1 | 0x2 | 0x4 | 0x20 | 0x40;
 /// address with `update_va_mapping`, as Mini-OS does. Xen gives a PV guest no
 /// mapping of it; the slot's own frame is simply left unused.
 fn map_shared_info(h: &PvHypercall, info: &start_info) -> Result<SharedInfo, Error> {
-    let va = SHARED_INFO_SLOT.0.get() as usize;
+    let va = SHARED_INFO_SLOT.as_mut_ptr() as usize;
     let pte = (info.shared_info & !0xfff) | PTE_FLAGS;
     // SAFETY: update_va_mapping(va, pte, flags) (xen.h) replaces the PTE of `va`, a
     // page of ours that Rust only touches through raw pointers from here on (the

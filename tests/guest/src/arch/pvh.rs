@@ -4,8 +4,8 @@
 //! Xen enters `pvh_start` in 32-bit protected mode, paging off, `ebx` = the
 //! physical address of `hvm_start_info` (public/arch-x86/hvm/start_info.h).
 
+use super::RawMemory;
 use core::arch::global_asm;
-use core::cell::UnsafeCell;
 
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Error, Gfn, MapSpace};
@@ -102,37 +102,24 @@ global_asm!(
 
 const STACK_SIZE: usize = 64 * 1024;
 
-#[repr(C, align(16))]
-struct Stack(UnsafeCell<[u8; STACK_SIZE]>);
-// SAFETY: only the entry code uses it, as the one CPU's stack.
-unsafe impl Sync for Stack {}
-static STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
+static STACK: RawMemory<[u8; STACK_SIZE]> = RawMemory::new([0; STACK_SIZE]);
 
-/// A page table, written only by the entry code before Rust runs.
-#[repr(C, align(4096))]
-struct Table(UnsafeCell<[u64; 512]>);
-// SAFETY: written once by the entry code, then only read by the MMU.
-unsafe impl Sync for Table {}
-static PML4: Table = Table(UnsafeCell::new([0; 512]));
-static PDPT: Table = Table(UnsafeCell::new([0; 512]));
-static PD: Table = Table(UnsafeCell::new([0; 512]));
+static PML4: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
+static PDPT: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
+static PD: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
 
 /// The frame Xen fills with hypercall stubs for the `hypercall_page` case.
 static mut HYPERCALL_PAGE: HypercallPageFrame = HypercallPageFrame::new();
 
-/// The page the shared info frame is mapped over (its RAM is handed back to Xen).
-#[repr(C, align(4096))]
-struct PageSlot(UnsafeCell<[u8; 4096]>);
-// SAFETY: after `map_shared_info` it is only accessed through `SharedInfo`'s atomics.
-unsafe impl Sync for PageSlot {}
-static SHARED_INFO_SLOT: PageSlot = PageSlot(UnsafeCell::new([0; 4096]));
+/// The page the shared info frame is mapped over.
+static SHARED_INFO_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
 
 crate::arch::zero_cost_probe!(HvmHypercall);
 
 /// Maps the shared info page at `SHARED_INFO_SLOT` with `XENMEM_add_to_physmap`
 /// (XENMAPSPACE_shared_info, index 0). Virtual = physical (identity map).
 fn map_shared_info(h: &HvmHypercall) -> Result<SharedInfo, Error> {
-    let addr = SHARED_INFO_SLOT.0.get() as u64;
+    let addr = SHARED_INFO_SLOT.as_mut_ptr() as u64;
     // SAFETY: the slot is a page-aligned static of ours that Rust only touches
     // through raw pointers (never as a value), so replacing its frame with the
     // shared info page breaks no Rust value; from here on it is accessed only
