@@ -128,6 +128,66 @@ pub fn report_panic<W: Write>(out: &mut W, message: impl Display) {
     let _ = out.write_char('\n');
 }
 
+/// Writes an `XENTEST SHUTDOWN <reason>` line onto `out`.
+///
+/// A payload prints it after `XENTEST DONE` when, instead of exiting QEMU itself, it ends the run
+/// by asking Xen to shut the machine down (`SCHEDOP_shutdown` from the hardware domain).
+pub fn report_shutdown<W: Write>(out: &mut W, reason: Shutdown) {
+    let _ = writeln!(out, "{MARKER}SHUTDOWN {}", reason.name());
+}
+
+/// The reason a payload hands to `SCHEDOP_shutdown` (`SHUTDOWN_*`, Xen's `public/sched.h`), as
+/// named on an `XENTEST SHUTDOWN` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `SHUTDOWN_poweroff` (`poweroff`).
+    Poweroff,
+    /// `SHUTDOWN_reboot` (`reboot`).
+    Reboot,
+    /// `SHUTDOWN_suspend` (`suspend`).
+    Suspend,
+    /// `SHUTDOWN_crash` (`crash`).
+    Crash,
+    /// `SHUTDOWN_watchdog` (`watchdog`).
+    Watchdog,
+    /// `SHUTDOWN_soft_reset` (`soft_reset`).
+    SoftReset,
+}
+
+impl Shutdown {
+    const ALL: [Self; 6] = [
+        Self::Poweroff,
+        Self::Reboot,
+        Self::Suspend,
+        Self::Crash,
+        Self::Watchdog,
+        Self::SoftReset,
+    ];
+
+    /// The reason's name on the line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Poweroff => "poweroff",
+            Self::Reboot => "reboot",
+            Self::Suspend => "suspend",
+            Self::Crash => "crash",
+            Self::Watchdog => "watchdog",
+            Self::SoftReset => "soft_reset",
+        }
+    }
+
+    /// The reason named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.name() == name)
+    }
+}
+
+impl Display for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The result of a payload's run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
@@ -173,7 +233,7 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use alloc::string::String;
+    use alloc::string::{String, ToString};
 
     #[test]
     fn reports_cases_and_counts() {
@@ -214,6 +274,18 @@ mod tests {
         let mut serial = String::new();
         report_panic(&mut serial, "at x.rs:1\nboom");
         assert_eq!(serial, "XENTEST PANIC at x.rs:1 boom\n");
+    }
+
+    #[test]
+    fn shutdown_line_and_names() {
+        let mut serial = String::new();
+        report_shutdown(&mut serial, Shutdown::Reboot);
+        assert_eq!(serial, "XENTEST SHUTDOWN reboot\n");
+        for reason in Shutdown::ALL {
+            assert_eq!(Shutdown::from_name(reason.name()), Some(reason));
+        }
+        assert_eq!(Shutdown::SoftReset.to_string(), "soft_reset");
+        assert_eq!(Shutdown::from_name("halt"), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::string::{String, ToString};
 use std::vec::Vec;
 
-use crate::{MARKER, is_valid_case_name};
+use crate::{MARKER, Shutdown, is_valid_case_name};
 
 /// One protocol line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub enum Event {
     },
     /// `XENTEST OUT <text>`.
     Out(String),
+    /// `XENTEST SHUTDOWN <reason>`: the payload asks Xen to shut the machine down.
+    Shutdown(Shutdown),
 }
 
 /// A line that carries the marker but does not follow the protocol.
@@ -107,6 +109,10 @@ pub fn parse_line(line: &str) -> Option<Result<Event, ParseError>> {
             Some((passed, failed)) => Ok(Event::Done { passed, failed }),
             None => error("DONE is not `passed=<n> failed=<n>`"),
         },
+        "SHUTDOWN" => match Shutdown::from_name(body) {
+            Some(reason) => Ok(Event::Shutdown(reason)),
+            None => error("SHUTDOWN reason is not a SHUTDOWN_* name (e.g. `reboot`)"),
+        },
         _ => error("unknown XENTEST line kind"),
     })
 }
@@ -150,6 +156,14 @@ impl Log {
     pub fn outputs(&self) -> impl Iterator<Item = &str> {
         self.events.iter().filter_map(|event| match event {
             Event::Out(text) => Some(text.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The reasons of every `SHUTDOWN` line.
+    pub fn shutdowns(&self) -> impl Iterator<Item = Shutdown> + '_ {
+        self.events.iter().filter_map(|event| match event {
+            Event::Shutdown(reason) => Some(*reason),
             _ => None,
         })
     }
@@ -226,6 +240,10 @@ mod tests {
             parse_line("XENTEST OUT rust 123 ns"),
             Some(Ok(Event::Out("rust 123 ns".into())))
         );
+        assert_eq!(
+            parse_line("(d0) XENTEST SHUTDOWN reboot"),
+            Some(Ok(Event::Shutdown(Shutdown::Reboot)))
+        );
         assert_eq!(parse_line("(XEN) Xen version 4.17.7"), None);
     }
 
@@ -238,6 +256,9 @@ mod tests {
             "XENTEST DONE passed=1",
             "XENTEST DONE passed=x failed=0",
             "XENTEST BOGUS",
+            "XENTEST SHUTDOWN",
+            "XENTEST SHUTDOWN halt",
+            "XENTEST SHUTDOWN reboot now",
         ] {
             assert!(
                 matches!(parse_line(line), Some(Err(_))),
@@ -254,6 +275,7 @@ mod tests {
         reporter.case("b", Err("no\nway"));
         reporter.out(format_args!("x=1"));
         reporter.done();
+        crate::report_shutdown(&mut serial, Shutdown::Reboot);
         let log = parse_log(serial.as_bytes());
         assert!(log.malformed.is_empty());
         assert_eq!(
@@ -272,9 +294,11 @@ mod tests {
                     passed: 1,
                     failed: 1
                 },
+                Event::Shutdown(Shutdown::Reboot),
             ]
         );
-        assert_eq!(log.lines.len(), 4);
+        assert_eq!(log.lines.len(), 5);
+        assert_eq!(log.shutdowns().collect::<Vec<_>>(), vec![Shutdown::Reboot]);
         assert_eq!(log.cases().count(), 2);
         assert_eq!(log.dones().collect::<Vec<_>>(), vec![(1, 1)]);
         assert_eq!(log.outputs().collect::<Vec<_>>(), vec!["x=1"]);
