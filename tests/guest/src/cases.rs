@@ -5,7 +5,7 @@ use core::fmt::{self, Write};
 use xen_hypercall::prelude::*;
 use xen_hypercall::sched::Deadline;
 use xen_hypercall::{Errno, Error};
-use xen_testbed_protocol::{Reporter, Summary};
+use xen_testbed_protocol::{Reporter, Shutdown, report_panic, report_shutdown};
 
 use crate::shared_info::SharedInfo;
 
@@ -303,7 +303,24 @@ fn event_channel_cases<H: XenHypercall<Error = Error>>(
     );
 }
 
-/// Writes DONE and returns the summary for the exit code.
-pub(crate) fn finish<H: XenHypercall>(reporter: GuestReporter<'_, H>) -> Summary {
-    reporter.done()
+/// Ends the run's report. Writes DONE; when every case passed, announces
+/// `XENTEST SHUTDOWN reboot` and asks Xen to reboot the machine
+/// (`SCHEDOP_shutdown`, `SHUTDOWN_reboot`): for the hardware domain Xen prints
+/// `Hardware Dom0 shutdown: rebooting machine` and resets, which ends QEMU under
+/// `-no-reboot`; the runner judges that as the `clean_shutdown` case.
+///
+/// Returns the failure code (1) for the caller's QEMU exit only when a case
+/// failed, or when the hypercall returned (it must not), which is reported as a
+/// `PANIC`.
+pub(crate) fn finish<H: XenHypercall<Error = Error>>(h: &H, reporter: GuestReporter<'_, H>) -> u8 {
+    let summary = reporter.done();
+    if !summary.all_passed() {
+        return summary.exit_code();
+    }
+    report_shutdown(&mut Console(h), Shutdown::Reboot);
+    match h.shutdown(ShutdownReason::REBOOT) {
+        Ok(()) => report_panic(&mut Console(h), "shutdown returned: no error"),
+        Err(error) => report_panic(&mut Console(h), format_args!("shutdown returned: {error}")),
+    }
+    1
 }

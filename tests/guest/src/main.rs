@@ -3,7 +3,10 @@
 //! Built for `x86_64-unknown-none` with `--features pv` (a PV64 kernel) or
 //! `--features pvh` (a PVH kernel), and for `aarch64-unknown-none` (an arm64
 //! Image after `llvm-objcopy -O binary`). Each runs the cases of the `cases` module and
-//! reports them on Xen's console with the `XENTEST` protocol, then exits QEMU.
+//! reports them on Xen's console with the `XENTEST` protocol. Then, if every case
+//! passed, it announces `XENTEST SHUTDOWN reboot` and asks Xen to reboot the
+//! machine (`SCHEDOP_shutdown`), which ends QEMU; otherwise it exits QEMU with
+//! failure.
 //! `cargo xtask testbed` builds and boots them; on the host this crate only
 //! builds a program that says so.
 #![cfg_attr(target_os = "none", no_std, no_main)]

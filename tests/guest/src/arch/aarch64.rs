@@ -156,8 +156,7 @@ extern "C" fn aarch64_main(_dtb: usize) -> ! {
         "zero_cost_probe",
         probe_xen_version(&h).map(drop).map_err(Fail::from),
     );
-    let summary = cases::finish(reporter);
-    exit(summary.exit_code())
+    exit(cases::finish(&h, reporter))
 }
 
 /// Ends the run with semihosting `SYS_EXIT` (`ADP_Stopped_ApplicationExit`, `code`).

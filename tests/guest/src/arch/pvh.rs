@@ -187,8 +187,7 @@ extern "C" fn pvh_main(_start_info: u32) -> ! {
         "zero_cost_probe",
         probe_xen_version(&h).map(drop).map_err(Fail::from),
     );
-    let summary = cases::finish(reporter);
-    exit(summary.exit_code())
+    exit(cases::finish(&h, reporter))
 }
 
 /// Ends the run: `code` to the isa-debug-exit port, else a reboot.
