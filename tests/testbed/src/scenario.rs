@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use xen_testbed_protocol::parse_log;
 
-use crate::verdict::{CaseResult, Expectation, judge};
+use crate::verdict::{CLEAN_SHUTDOWN, CaseResult, Expectation, judge};
 use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, qemu};
 
 /// The dom0 test programs' package (and binary).
@@ -44,7 +44,9 @@ pub const GUEST_CASES: &[&str] = &[
     "zero_cost_probe",
 ];
 
-/// The cases a freestanding guest of `kind` must report.
+/// The cases a run of a freestanding guest of `kind` must show: the guest's own, then
+/// [`CLEAN_SHUTDOWN`], which the runner reports when the guest ends the run by asking Xen to
+/// reboot (a guest that exits QEMU itself misses it).
 pub fn guest_cases(kind: GuestKind) -> Vec<String> {
     let specific: &[&str] = match kind {
         GuestKind::Pv => &["pv_start_info", "pv_set_iopl", "pv_hvm_detect_refused"],
@@ -54,6 +56,7 @@ pub fn guest_cases(kind: GuestKind) -> Vec<String> {
     GUEST_CASES
         .iter()
         .chain(specific)
+        .chain([&CLEAN_SHUTDOWN])
         .map(|c| c.to_string())
         .collect()
 }
@@ -391,7 +394,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                     timeout: scenario.timeout,
                     expectation: Expectation {
                         arch,
-                        cases: GUEST_CASES.iter().map(|c| c.to_string()).collect(),
+                        cases: guest_cases(kind),
                         dones: 1,
                     },
                 })
@@ -655,4 +658,19 @@ fn show_demo(title: &str, outcome: &Outcome, console_marker: &str) {
         outcome.run.wall.as_secs_f64(),
         outcome.log_path.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_guest_run_must_end_with_a_clean_shutdown() {
+        for kind in [GuestKind::Pv, GuestKind::Pvh, GuestKind::Aarch64] {
+            let cases = guest_cases(kind);
+            assert_eq!(cases.last().map(String::as_str), Some(CLEAN_SHUTDOWN));
+            assert_eq!(cases.iter().filter(|c| *c == CLEAN_SHUTDOWN).count(), 1);
+            assert!(cases.len() > GUEST_CASES.len(), "{kind:?}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Judging a run: the serial log and QEMU's exit against what a scenario expects.
 
-use xen_testbed_protocol::Log;
+use xen_testbed_protocol::{Event, Log, Shutdown, parse_line};
 
 use crate::Arch;
 use crate::qemu::Exit;
@@ -58,10 +58,91 @@ pub struct Expectation {
 /// Lines Xen prints when dom0 dies, halts or reboots, or when Xen itself panics.
 const XEN_DEATH: &[&str] = &["Hardware Dom0 ", "Panic on CPU", "Domain 0 crashed"];
 
+/// The case the runner reports for a run that ends with `XENTEST SHUTDOWN` (the name is the
+/// runner's: a payload does not report it itself).
+pub const CLEAN_SHUTDOWN: &str = "clean_shutdown";
+
+/// What Xen 4.17 prints (`common/shutdown.c`) before resetting the machine when the hardware
+/// domain shuts down with `SHUTDOWN_reboot`; QEMU's `-no-reboot` then exits with status 0.
+pub const XEN_REBOOTS: &str = "Hardware Dom0 shutdown: rebooting machine";
+
+/// Judges a run whose payload announced `XENTEST SHUTDOWN`: `Some` (the `clean_shutdown` result
+/// and the index of Xen's reboot line it accounts for) if the log has such a line, else `None`.
+///
+/// It passes only when every `DONE` reports no failure and no case failed, the last `DONE` comes
+/// before the one `SHUTDOWN reboot` line, Xen's [`XEN_REBOOTS`] line comes after it, and QEMU
+/// exited with status 0 (the reset).
+fn judge_shutdown(log: &Log, exit: Exit) -> Option<(Result<(), String>, Option<usize>)> {
+    let mut dones = Vec::new();
+    let mut shutdowns = Vec::new();
+    for (index, line) in log.lines.iter().enumerate() {
+        match parse_line(line) {
+            Some(Ok(Event::Done { failed, .. })) => dones.push((index, failed)),
+            Some(Ok(Event::Shutdown(reason))) => shutdowns.push((index, reason)),
+            _ => {}
+        }
+    }
+    let &(announced, reason) = shutdowns.first()?;
+    let reboot_line = log.lines[announced..]
+        .iter()
+        .position(|line| line.contains(XEN_REBOOTS))
+        .map(|offset| announced + offset);
+    let result = (|| {
+        if shutdowns.len() > 1 {
+            return Err(format!("{} XENTEST SHUTDOWN lines", shutdowns.len()));
+        }
+        if reason != Shutdown::Reboot {
+            return Err(format!(
+                "SHUTDOWN {reason}: only `reboot` ends a run (Xen resets the machine for it)"
+            ));
+        }
+        let Some(&(last_done, _)) = dones.last() else {
+            return Err("SHUTDOWN without XENTEST DONE".into());
+        };
+        if last_done > announced {
+            return Err("SHUTDOWN before XENTEST DONE".into());
+        }
+        let failed: u64 = dones.iter().map(|(_, failed)| u64::from(*failed)).sum();
+        let failed_cases = log.cases().filter(|(_, result)| result.is_err()).count();
+        if failed > 0 || failed_cases > 0 {
+            return Err(format!(
+                "SHUTDOWN after a failing run (DONE failed={failed}, {failed_cases} FAILED case(s)): a failing payload must exit with failure"
+            ));
+        }
+        if reboot_line.is_none() {
+            return Err(format!(
+                "Xen never printed `{XEN_REBOOTS}` after the SHUTDOWN line (QEMU: {})",
+                describe(exit)
+            ));
+        }
+        match exit {
+            Exit::Status(0) => Ok(()),
+            other => Err(format!(
+                "QEMU ended with {}, not status 0 (Xen's reset under -no-reboot)",
+                describe(other)
+            )),
+        }
+    })();
+    Some((result, reboot_line))
+}
+
+/// QEMU's exit, in words.
+fn describe(exit: Exit) -> String {
+    match exit {
+        Exit::Status(status) => format!("status {status}"),
+        Exit::TimedOut(after) => format!("killed after {} s (hang)", after.as_secs()),
+        Exit::Signal => "a signal".into(),
+    }
+}
+
 /// Judges `log` and `exit` against `expected`.
 pub fn judge(expected: &Expectation, log: &Log, exit: Exit) -> Verdict {
     let mut problems = Vec::new();
-    let reported: Vec<(&str, &Result<(), String>)> = log.cases().collect();
+    let shutdown = judge_shutdown(log, exit);
+    let clean_shutdown = shutdown
+        .as_ref()
+        .map(|(result, _)| (CLEAN_SHUTDOWN, result));
+    let reported: Vec<(&str, &Result<(), String>)> = log.cases().chain(clean_shutdown).collect();
     let mut cases: Vec<(String, CaseResult)> = Vec::new();
     let names = expected
         .cases
@@ -103,25 +184,26 @@ pub fn judge(expected: &Expectation, log: &Log, exit: Exit) -> Verdict {
     let (done_passed, done_failed) = dones.iter().fold((0u64, 0u64), |(p, f), (dp, df)| {
         (p + u64::from(*dp), f + u64::from(*df))
     });
-    let (passed, failed) = reported
-        .iter()
-        .fold((0u64, 0u64), |(p, f), (_, r)| match r {
-            Ok(()) => (p + 1, f),
-            Err(_) => (p, f + 1),
-        });
+    let (passed, failed) = log.cases().fold((0u64, 0u64), |(p, f), (_, r)| match r {
+        Ok(()) => (p + 1, f),
+        Err(_) => (p, f + 1),
+    });
     if !dones.is_empty() && (done_passed, done_failed) != (passed, failed) {
         problems.push(format!(
             "DONE counts passed={done_passed} failed={done_failed}, but the log reports passed={passed} failed={failed}"
         ));
     }
-    if let Some(line) = log
-        .lines
-        .iter()
-        .find(|l| XEN_DEATH.iter().any(|d| l.contains(d)))
-    {
+    // Xen's reboot line is no death when it answers the payload's announced shutdown.
+    let announced_reboot = shutdown.as_ref().and_then(|(_, line)| *line);
+    if let Some((_, line)) = log.lines.iter().enumerate().find(|(index, l)| {
+        Some(*index) != announced_reboot && XEN_DEATH.iter().any(|d| l.contains(d))
+    }) {
         problems.push(format!("Xen: {}", line.trim()));
     }
-    problems.extend(exit_problem(expected.arch, exit, !dones.is_empty()));
+    // Status 0 after an announced shutdown is Xen's reset, judged by `clean_shutdown`.
+    if shutdown.is_none() || exit != Exit::Status(0) {
+        problems.extend(exit_problem(expected.arch, exit, !dones.is_empty()));
+    }
     let banner = log.lines.iter().find_map(|line| {
         let start = line.find("Xen version ")?;
         Some(line[start..].trim().to_string())
@@ -267,6 +349,18 @@ mod tests {
             arm.failures(),
             ["Xen: (XEN) Hardware Dom0 shutdown: rebooting machine"]
         );
+        let expected = judge(
+            &expect_shutdown(Arch::Aarch64),
+            &log(rebooted),
+            Exit::Status(0),
+        );
+        assert_eq!(
+            expected.failures(),
+            [
+                "clean_shutdown: missing (never reported)",
+                "Xen: (XEN) Hardware Dom0 shutdown: rebooting machine"
+            ]
+        );
         let early = judge(
             &expect(Arch::Aarch64),
             &log("(XEN) booting\n"),
@@ -278,6 +372,181 @@ mod tests {
                 .iter()
                 .any(|p| p.starts_with("Xen rebooted or dom0 stopped"))
         );
+    }
+
+    fn expect_shutdown(arch: Arch) -> Expectation {
+        let mut expectation = expect(arch);
+        expectation.cases.push(CLEAN_SHUTDOWN.into());
+        expectation
+    }
+
+    const ANNOUNCED: &str = "(XEN) XENTEST SHUTDOWN reboot\r\n";
+    const XEN_RESETS: &str = "(XEN) Hardware Dom0 shutdown: rebooting machine\r\n";
+
+    fn clean_shutdown_result(verdict: &Verdict) -> &CaseResult {
+        let (_, result) = verdict
+            .cases
+            .iter()
+            .find(|(name, _)| name == CLEAN_SHUTDOWN)
+            .expect("clean_shutdown listed");
+        result
+    }
+
+    #[test]
+    fn an_announced_reboot_is_a_clean_shutdown() {
+        let text = format!(
+            "{PASSING}{ANNOUNCED}(XEN) Resetting with ACPI MEMORY or I/O RESET_REG.\n{XEN_RESETS}"
+        );
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let verdict = judge(&expect_shutdown(arch), &log(&text), Exit::Status(0));
+            assert!(verdict.passed(), "{arch}: {:?}", verdict.failures());
+            assert_eq!(
+                verdict.cases.last(),
+                Some(&(CLEAN_SHUTDOWN.to_string(), CaseResult::Passed))
+            );
+        }
+        // Not expected (a Linux dom0 scenario): still judged, listed after the expected cases.
+        let verdict = judge(&expect(Arch::X86_64), &log(&text), Exit::Status(0));
+        assert!(verdict.passed(), "{:?}", verdict.failures());
+        assert_eq!(verdict.cases.len(), 3);
+    }
+
+    #[test]
+    fn exiting_qemu_directly_misses_clean_shutdown() {
+        for (arch, status) in [(Arch::X86_64, 1), (Arch::Aarch64, 0)] {
+            let verdict = judge(&expect_shutdown(arch), &log(PASSING), Exit::Status(status));
+            assert_eq!(
+                verdict.failures(),
+                ["clean_shutdown: missing (never reported)"],
+                "{arch}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shutdown_without_xen_resetting_fails() {
+        // Xen halted (e.g. poweroff-like behaviour): QEMU hangs until killed.
+        let text = format!("{PASSING}{ANNOUNCED}");
+        let verdict = judge(
+            &expect_shutdown(Arch::X86_64),
+            &log(&text),
+            Exit::TimedOut(Duration::from_secs(60)),
+        );
+        assert_eq!(
+            verdict.failures(),
+            [
+                "clean_shutdown: FAILED Xen never printed `Hardware Dom0 shutdown: rebooting machine` after the SHUTDOWN line (QEMU: killed after 60 s (hang))",
+                "hang: QEMU killed after 60 s",
+            ]
+        );
+        // Status 0 without Xen's line (QEMU reset for another reason): still a failure.
+        let verdict = judge(
+            &expect_shutdown(Arch::Aarch64),
+            &log(&text),
+            Exit::Status(0),
+        );
+        assert!(matches!(
+            clean_shutdown_result(&verdict),
+            CaseResult::Failed(m) if m.starts_with("Xen never printed")
+        ));
+        assert!(!verdict.passed());
+        // Xen's line before the announcement does not count.
+        let text = format!("{PASSING}{XEN_RESETS}{ANNOUNCED}");
+        let verdict = judge(&expect_shutdown(Arch::X86_64), &log(&text), Exit::Status(0));
+        assert!(!verdict.passed());
+        assert!(matches!(
+            clean_shutdown_result(&verdict),
+            CaseResult::Failed(m) if m.starts_with("Xen never printed")
+        ));
+        assert!(
+            verdict
+                .problems
+                .contains(&"Xen: (XEN) Hardware Dom0 shutdown: rebooting machine".to_string())
+        );
+    }
+
+    #[test]
+    fn a_returning_shutdown_fails() {
+        let text = format!("{PASSING}{ANNOUNCED}XENTEST PANIC shutdown returned: EPERM\n");
+        let verdict = judge(&expect_shutdown(Arch::X86_64), &log(&text), Exit::Status(3));
+        assert_eq!(
+            verdict.failures(),
+            [
+                "clean_shutdown: FAILED Xen never printed `Hardware Dom0 shutdown: rebooting machine` after the SHUTDOWN line (QEMU: status 3)",
+                "PANIC shutdown returned: EPERM",
+                "payload exited with failure (isa-debug-exit 1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shutdown_without_done_or_after_a_failure_fails() {
+        let no_done = format!(
+            "XENTEST CASE xen_version ok\nXENTEST CASE capabilities ok\n{ANNOUNCED}{XEN_RESETS}"
+        );
+        let verdict = judge(
+            &expect_shutdown(Arch::X86_64),
+            &log(&no_done),
+            Exit::Status(0),
+        );
+        assert_eq!(
+            verdict.failures(),
+            [
+                "clean_shutdown: FAILED SHUTDOWN without XENTEST DONE",
+                "no XENTEST DONE line (the payload stopped early)",
+            ]
+        );
+        let done_after = format!(
+            "XENTEST CASE xen_version ok\nXENTEST CASE capabilities ok\n{ANNOUNCED}XENTEST DONE passed=2 failed=0\n{XEN_RESETS}"
+        );
+        let verdict = judge(
+            &expect_shutdown(Arch::X86_64),
+            &log(&done_after),
+            Exit::Status(0),
+        );
+        assert_eq!(
+            verdict.failures(),
+            ["clean_shutdown: FAILED SHUTDOWN before XENTEST DONE"]
+        );
+        let failing = format!(
+            "XENTEST CASE xen_version FAILED got 4.16\nXENTEST CASE capabilities ok\nXENTEST DONE passed=1 failed=1\n{ANNOUNCED}{XEN_RESETS}"
+        );
+        let verdict = judge(
+            &expect_shutdown(Arch::Aarch64),
+            &log(&failing),
+            Exit::Status(0),
+        );
+        assert_eq!(
+            verdict.failures(),
+            [
+                "xen_version: FAILED got 4.16",
+                "clean_shutdown: FAILED SHUTDOWN after a failing run (DONE failed=1, 1 FAILED case(s)): a failing payload must exit with failure",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_one_reboot_announcement_counts() {
+        let twice = format!("{PASSING}{ANNOUNCED}{ANNOUNCED}{XEN_RESETS}");
+        let verdict = judge(
+            &expect_shutdown(Arch::X86_64),
+            &log(&twice),
+            Exit::Status(0),
+        );
+        assert_eq!(
+            verdict.failures(),
+            ["clean_shutdown: FAILED 2 XENTEST SHUTDOWN lines"]
+        );
+        let poweroff = format!("{PASSING}(XEN) XENTEST SHUTDOWN poweroff\n");
+        let verdict = judge(
+            &expect_shutdown(Arch::X86_64),
+            &log(&poweroff),
+            Exit::TimedOut(Duration::from_secs(60)),
+        );
+        assert!(matches!(
+            clean_shutdown_result(&verdict),
+            CaseResult::Failed(m) if m.starts_with("SHUTDOWN poweroff: only `reboot`")
+        ));
     }
 
     #[test]
