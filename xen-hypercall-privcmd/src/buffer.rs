@@ -191,7 +191,7 @@ impl Pool {
 
     /// Returns `block`'s pages to the cache, or unmaps them if the cache is full.
     /// Pages mapped before a `fork` that made this process are left alone.
-    pub(crate) fn free(&self, block: Block) {
+    fn free(&self, block: &Block) {
         if !block.is_mapped_here() {
             return;
         }
@@ -216,7 +216,7 @@ impl Pool {
         self.munmaps.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `block` is one whole mapping from `map_pages` (the class fixes
         // its length) made in this process (checked above), owned by this block
-        // alone, which is consumed here.
+        // alone, whose lease is being dropped.
         unsafe { sys::unmap_pages(block.base, block.len) };
     }
 }
@@ -240,8 +240,21 @@ impl Drop for Pool {
     }
 }
 
+/// A [`Block`] taken from a [`Pool`], returned to it when dropped.
+#[derive(Debug)]
+struct Lease<'p> {
+    pool: &'p Pool,
+    block: Block,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.pool.free(&self.block);
+    }
+}
+
 /// Copies `bytes` (of data aligned to `align`) into fresh pages from `pool`.
-fn bounce(pool: &Pool, align: usize, bytes: &[u8]) -> Result<Block, Error> {
+fn bounce<'p>(pool: &'p Pool, align: usize, bytes: &[u8]) -> Result<Lease<'p>, Error> {
     if align > pool.page {
         return Err(Error::InvalidInput("hypercall data aligned beyond a page"));
     }
@@ -251,7 +264,7 @@ fn bounce(pool: &Pool, align: usize, bytes: &[u8]) -> Result<Block, Error> {
     // - the block is at least `bytes.len()` bytes of writable memory, owned by
     //   this block alone (`Pool::alloc`), so the two do not overlap.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), block.base.as_ptr(), bytes.len()) };
-    Ok(block)
+    Ok(Lease { pool, block })
 }
 
 /// A read-only hypercall buffer: a copy of the data in hypercall-safe pages.
@@ -259,8 +272,7 @@ fn bounce(pool: &Pool, align: usize, bytes: &[u8]) -> Result<Block, Error> {
 /// It borrows the original data until dropped; dropping it returns its pages to
 /// the cache.
 pub struct PrivcmdConstBuffer<'p, 'd, T: ?Sized> {
-    pool: &'p Pool,
-    block: Option<Block>,
+    lease: Lease<'p>,
     ptr: *const T,
     _data: PhantomData<&'d T>,
 }
@@ -270,11 +282,10 @@ where
     T: ?Sized + HypercallData + IntoBytes + Immutable,
 {
     pub(crate) fn new(pool: &'p Pool, data: &'d T) -> Result<Self, Error> {
-        let block = bounce(pool, align_of_val(data), data.as_bytes())?;
-        let ptr = T::from_raw_parts(block.base.as_ptr(), T::element_count(data));
+        let lease = bounce(pool, align_of_val(data), data.as_bytes())?;
+        let ptr = T::from_raw_parts(lease.block.base.as_ptr(), T::element_count(data));
         Ok(Self {
-            pool,
-            block: Some(block),
+            lease,
             ptr,
             _data: PhantomData,
         })
@@ -287,30 +298,13 @@ impl<T: ?Sized> XenConstBuffer<T> for PrivcmdConstBuffer<'_, '_, T> {
     }
 }
 
-impl<T: ?Sized> Drop for PrivcmdConstBuffer<'_, '_, T> {
-    fn drop(&mut self) {
-        if let Some(block) = self.block.take() {
-            self.pool.free(block);
-        }
-    }
-}
-
-impl<T: ?Sized> fmt::Debug for PrivcmdConstBuffer<'_, '_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PrivcmdConstBuffer")
-            .field("block", &self.block)
-            .finish()
-    }
-}
-
 /// A read-write hypercall buffer: a copy of the data in hypercall-safe pages,
 /// copied back by [`update`](XenMutBuffer::update).
 ///
 /// It borrows the original data mutably until dropped; dropping it returns its
 /// pages to the cache.
 pub struct PrivcmdMutBuffer<'p, 'd, T: ?Sized> {
-    pool: &'p Pool,
-    block: Option<Block>,
+    lease: Lease<'p>,
     ptr: *mut T,
     data: &'d mut T,
 }
@@ -322,14 +316,9 @@ where
     pub(crate) fn new(pool: &'p Pool, data: &'d mut T) -> Result<Self, Error> {
         let count = T::element_count(data);
         // `as_mut_bytes`: the data need not be `Immutable`, it is exclusively borrowed.
-        let block = bounce(pool, align_of_val(data), data.as_mut_bytes())?;
-        let ptr = T::from_raw_parts(block.base.as_ptr(), count);
-        Ok(Self {
-            pool,
-            block: Some(block),
-            ptr,
-            data,
-        })
+        let lease = bounce(pool, align_of_val(data), data.as_mut_bytes())?;
+        let ptr = T::from_raw_parts(lease.block.base.as_ptr(), count);
+        Ok(Self { lease, ptr, data })
     }
 }
 
@@ -342,7 +331,7 @@ where
     }
 
     fn update(&mut self) {
-        let Some(block) = &self.block else { return };
+        let block = &self.lease.block;
         if !block.is_mapped_here() {
             // Made before a `fork` that made this process: the pages are gone.
             return;
@@ -361,18 +350,18 @@ where
     }
 }
 
-impl<T: ?Sized> Drop for PrivcmdMutBuffer<'_, '_, T> {
-    fn drop(&mut self) {
-        if let Some(block) = self.block.take() {
-            self.pool.free(block);
-        }
+impl<T: ?Sized> fmt::Debug for PrivcmdConstBuffer<'_, '_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivcmdConstBuffer")
+            .field("lease", &self.lease)
+            .finish()
     }
 }
 
 impl<T: ?Sized> fmt::Debug for PrivcmdMutBuffer<'_, '_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivcmdMutBuffer")
-            .field("block", &self.block)
+            .field("lease", &self.lease)
             .finish()
     }
 }
