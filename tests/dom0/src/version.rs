@@ -96,9 +96,10 @@ fn event_channel_round_trip(privcmd: &Privcmd) -> Result<String, Error> {
             offered.raw()
         ))
     });
-    if let Ok(port) = connected {
-        privcmd.evtchn_close(port)?;
-    }
-    privcmd.evtchn_close(offered)?;
-    result
+    // Close both ports even if one close fails; report the first failure.
+    let closed_port = connected.map_or(Ok(()), |port| privcmd.evtchn_close(port));
+    let closed_offered = privcmd.evtchn_close(offered);
+    let line = result?;
+    closed_port.and(closed_offered)?;
+    Ok(line)
 }
