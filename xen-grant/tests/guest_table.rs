@@ -18,18 +18,15 @@ const DOMU: DomId = DomId(1);
 #[repr(C, align(4096))]
 struct TestPage {
     bytes: [AtomicU8; 4096],
-    frame: Cell<u64>,
+    xen: MockXen,
 }
 
 impl TestPage {
     fn new(xen: &MockXen) -> Box<Self> {
-        let page = Box::new(Self {
+        Box::new(Self {
             bytes: [const { AtomicU8::new(0) }; 4096],
-            frame: Cell::new(0),
-        });
-        page.frame
-            .set(xen.register_page(page.bytes.as_ptr().cast()));
-        page
+            xen: xen.clone(),
+        })
     }
 
     fn write(&self, offset: usize, bytes: &[u8]) {
@@ -46,11 +43,13 @@ impl TestPage {
     }
 }
 
-// SAFETY: the mock knows the page's bytes by this frame number (registered in
-// `new`); they are only accessed through atomics, by the tests and the mock.
+// SAFETY: the mock knows the page's bytes by this frame number (the same for
+// as long as the page stays where it is: it is boxed); they are only accessed
+// through atomics, by the tests and the mock. Registering from `&self` each
+// time exposes a pointer valid for as long as this borrow.
 unsafe impl GrantPage for TestPage {
     fn frame(&self) -> u64 {
-        self.frame.get()
+        self.xen.register_page(self.bytes.as_ptr().cast())
     }
 }
 

@@ -44,6 +44,18 @@ pub const GUEST_CASES: &[&str] = &[
     "zero_cost_probe",
 ];
 
+/// The grant table cases every freestanding guest must report (`tests/guest/src/grant.rs`).
+pub const GUEST_GRANT_CASES: &[&str] = &[
+    "grant_query_size",
+    "grant_table_map",
+    "grant_allocator_skips_reserved",
+    "grant_copy_from_grant",
+    "grant_copy_refusals",
+    "grant_self_map_pins_until_unmap",
+    "grant_revoked_refused",
+    "grant_unmap_bad_handle",
+];
+
 /// The cases a run of a freestanding guest of `kind` must show: the guest's own, then
 /// [`CLEAN_SHUTDOWN`], which the runner reports when the guest ends the run by asking Xen to
 /// reboot (a guest that exits QEMU itself misses it).
@@ -55,6 +67,7 @@ pub fn guest_cases(kind: GuestKind) -> Vec<String> {
     };
     GUEST_CASES
         .iter()
+        .chain(GUEST_GRANT_CASES)
         .chain(specific)
         .chain([&CLEAN_SHUTDOWN])
         .map(|c| c.to_string())

@@ -152,6 +152,7 @@ extern "C" fn aarch64_main(_dtb: usize) -> ! {
             capability: "xen-3.0-aarch64",
         },
     );
+    crate::grant::run(&h, &mut reporter, &crate::grant::Translated);
     reporter.case(
         "zero_cost_probe",
         probe_xen_version(&h).map(drop).map_err(Fail::from),
