@@ -12,6 +12,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-hypercall-native",
     "xen-evtchn",
     "xen-console",
+    "xen-grant",
     "xen",
 ];
 
@@ -24,6 +25,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-privcmd",
+    "xen-grant",
     "xen-testbed-protocol",
 ];
 
