@@ -254,7 +254,8 @@ impl MapSpace {
     /// `XENMAPSPACE_grant_table`: a grant table frame (index = frame number,
     /// `| XENMAPIDX_grant_table_status` for status frames).
     pub const GRANT_TABLE: Self = Self(xen_sys::XENMAPSPACE_grant_table);
-    /// `XENMAPSPACE_gmfn`: another frame of the same domain (index = its GFN).
+    /// `XENMAPSPACE_gmfn`: another frame of the same domain (index = its GFN),
+    /// which moves: its old GFN becomes a hole.
     pub const GMFN: Self = Self(xen_sys::XENMAPSPACE_gmfn);
 }
 
