@@ -298,12 +298,11 @@ impl<T: ?Sized> XenConstBuffer<T> for PrivcmdConstBuffer<'_, '_, T> {
     }
 }
 
-/// A read-write hypercall buffer: a copy of the data in hypercall-safe pages,
-/// copied back by [`update`](XenMutBuffer::update).
+/// A read-write hypercall buffer: a copy of the data in hypercall-safe pages.
 ///
-/// It borrows the original data mutably until dropped; dropping it returns its
-/// pages to the cache.
-pub struct PrivcmdMutBuffer<'p, 'd, T: ?Sized> {
+/// It borrows the original data mutably until dropped; dropping it copies what
+/// Xen wrote back into the data and returns its pages to the cache.
+pub struct PrivcmdMutBuffer<'p, 'd, T: ?Sized + FromBytes + IntoBytes> {
     lease: Lease<'p>,
     ptr: *mut T,
     data: &'d mut T,
@@ -329,8 +328,11 @@ where
     fn as_hypercall_ptr(&mut self) -> *mut T {
         self.ptr
     }
+}
 
-    fn update(&mut self) {
+impl<T: ?Sized + FromBytes + IntoBytes> Drop for PrivcmdMutBuffer<'_, '_, T> {
+    /// Copies what Xen wrote back into the data (before the lease returns the pages).
+    fn drop(&mut self) {
         let block = &self.lease.block;
         if !block.is_mapped_here() {
             // Made before a `fork` that made this process: the pages are gone.
@@ -358,7 +360,7 @@ impl<T: ?Sized> fmt::Debug for PrivcmdConstBuffer<'_, '_, T> {
     }
 }
 
-impl<T: ?Sized> fmt::Debug for PrivcmdMutBuffer<'_, '_, T> {
+impl<T: ?Sized + FromBytes + IntoBytes> fmt::Debug for PrivcmdMutBuffer<'_, '_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivcmdMutBuffer")
             .field("lease", &self.lease)

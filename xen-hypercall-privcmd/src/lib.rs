@@ -230,7 +230,7 @@ impl AsRawFd for Privcmd {
 //   non-forked anonymous memory, which Linux keeps in place while Xen uses them
 //   (commit c51b3c639e01), sized for the data, initialised with its bytes, owned
 //   by one buffer at a time (`buffer::Pool`), and live as long as the buffer;
-//   `update` copies exactly those bytes back.
+//   dropping a mutable buffer copies exactly those bytes back.
 unsafe impl XenHypercall for Privcmd {
     type Error = Error;
 

@@ -14,8 +14,7 @@ fn steady_state_reuses_cached_pages() {
     let pool = pool();
     let mut value = [0u8; 16];
     for _ in 0..3 {
-        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
-        b.update();
+        drop(PrivcmdMutBuffer::new(&pool, &mut value).unwrap());
     }
     // First round maps one page; later rounds reuse it.
     assert_eq!(
@@ -27,8 +26,7 @@ fn steady_state_reuses_cached_pages() {
     );
     for _ in 0..1000 {
         let a = PrivcmdConstBuffer::new(&pool, &7u64).unwrap();
-        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
-        b.update();
+        let b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
         drop((a, b));
     }
     // Two pages live at once at most: one more mapping, never unmapped.
@@ -98,7 +96,7 @@ fn large_buffers_are_mapped_and_released() {
 }
 
 #[test]
-fn data_goes_in_and_comes_back_by_update() {
+fn data_goes_in_and_comes_back_on_drop() {
     let pool = pool();
     let mut words = [1u32, 2, 3, 4];
     {
@@ -108,17 +106,14 @@ fn data_goes_in_and_comes_back_by_update() {
         let seen = unsafe { &mut *ptr };
         assert_eq!(seen, &[1, 2, 3, 4]);
         seen[2] = 30;
-        // Until `update`, the original is unchanged (it is borrowed: not observable here).
-        b.update();
     }
     assert_eq!(words, [1, 2, 30, 4]);
-    // Without `update` nothing comes back.
     {
         let mut b = PrivcmdMutBuffer::new(&pool, &mut words).unwrap();
         // SAFETY: as above.
         unsafe { (*b.as_hypercall_ptr())[0] = 99 };
     }
-    assert_eq!(words, [1, 2, 30, 4]);
+    assert_eq!(words, [99, 2, 30, 4]);
 }
 
 #[test]
@@ -146,7 +141,6 @@ fn pool_is_thread_safe() {
                     let seen = unsafe { &mut *p };
                     assert_eq!(*seen, [t, i]);
                     seen[1] += 1;
-                    b.update();
                     drop(b);
                     assert_eq!(v, [t, i + 1]);
                 }
@@ -186,7 +180,6 @@ fn a_forked_child_maps_its_own_pages() {
                 // Writes the bounce page: a fault if it were the parent's.
                 // SAFETY: the buffer is live and exclusively ours.
                 unsafe { (*b.as_hypercall_ptr())[1] = 9 };
-                b.update();
             });
             let stats = pool.stats();
             drop(pool);
