@@ -293,8 +293,13 @@ where
 }
 
 impl<T: ?Sized> XenConstBuffer<T> for PrivcmdConstBuffer<'_, '_, T> {
+    /// Null in a child forked after the buffer was made: its pages are gone.
     fn as_hypercall_ptr(&self) -> *const T {
-        self.ptr
+        if self.lease.block.is_mapped_here() {
+            self.ptr
+        } else {
+            self.ptr.with_addr(0)
+        }
     }
 }
 
@@ -325,8 +330,13 @@ impl<T> XenMutBuffer<T> for PrivcmdMutBuffer<'_, '_, T>
 where
     T: ?Sized + HypercallData + FromBytes + IntoBytes,
 {
+    /// Null in a child forked after the buffer was made: its pages are gone.
     fn as_hypercall_ptr(&mut self) -> *mut T {
-        self.ptr
+        if self.lease.block.is_mapped_here() {
+            self.ptr
+        } else {
+            self.ptr.with_addr(0)
+        }
     }
 }
 

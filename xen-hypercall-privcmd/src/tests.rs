@@ -204,6 +204,49 @@ fn a_forked_child_maps_its_own_pages() {
     assert_eq!(pool.stats(), before);
 }
 
+/// A buffer live across a `fork` has no pages in the child (`MADV_DONTFORK`):
+/// there its pointer is null, so Xen refuses it with `EFAULT` instead of
+/// writing to whatever the child maps at that address.
+#[test]
+#[cfg_attr(miri, ignore = "forks")]
+fn a_buffer_live_across_fork_is_null_in_the_child() {
+    use nix::libc;
+    let pool = pool();
+    let mut value = [7u64, 8];
+    let constant = PrivcmdConstBuffer::new(&pool, &[1u64, 2][..]).unwrap();
+    let mut mutable = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
+    // SAFETY: until `_exit`, the child only reads the buffers' pointers, drops
+    // them (no copy, no munmap in a child) and reads a local.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", OsErrno::last()),
+        0 => {
+            let null =
+                constant.as_hypercall_ptr().is_null() && mutable.as_hypercall_ptr().is_null();
+            let len = constant.as_hypercall_ptr().len();
+            drop((constant, mutable));
+            let ok = null && len == 2 && value == [7, 8];
+            // SAFETY: ends the child without running the harness's exit paths.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: `child` is our child process; `status` is a live local.
+            let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+            assert_eq!(waited, child);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child status {status:#x}"
+            );
+        }
+    }
+    // In the parent the buffers are intact.
+    assert!(!constant.as_hypercall_ptr().is_null());
+    // SAFETY: the buffer is live and exclusively ours.
+    unsafe { (*mutable.as_hypercall_ptr())[0] = 70 };
+    drop((constant, mutable));
+    assert_eq!(value, [70, 8]);
+}
+
 #[test]
 fn hypercall_errors_carry_xen_codes() {
     assert_eq!(

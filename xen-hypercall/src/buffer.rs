@@ -59,7 +59,9 @@ pub trait XenConstBuffer<T: ?Sized> {
     /// The pointer to hand to Xen.
     ///
     /// It is valid for reads of `size_of_val(data)` bytes, holding a copy of the
-    /// data, for as long as this buffer lives.
+    /// data, for as long as this buffer lives; null in a child process forked
+    /// after a hosted backend made it (see [`XenHypercall`](crate::XenHypercall)'s
+    /// `# Safety`).
     fn as_hypercall_ptr(&self) -> *const T;
 }
 
@@ -75,7 +77,9 @@ pub trait XenMutBuffer<T: ?Sized> {
     /// The pointer to hand to Xen.
     ///
     /// It is valid for reads and writes of `size_of_val(data)` bytes, initially
-    /// holding a copy of the data, for as long as this buffer lives.
+    /// holding a copy of the data, for as long as this buffer lives; null in a
+    /// child process forked after a hosted backend made it (see
+    /// [`XenHypercall`](crate::XenHypercall)'s `# Safety`).
     fn as_hypercall_ptr(&mut self) -> *mut T;
 }
 

@@ -33,6 +33,14 @@ use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 ///   holds exactly the bytes that were at that pointer.
 /// - A buffer's pointer, if it does not point at `data` itself, points at
 ///   memory no other live Rust value uses.
+///
+/// One exception, for hosted backends whose buffer memory is not inherited by
+/// `fork` (Linux's `/dev/xen/hypercall` pages, `MADV_DONTFORK` memory): in a
+/// child process forked while a buffer was live, that buffer's pointer is null.
+/// The child's address space may by then hold other memory at the parent's
+/// address, and a null argument makes Xen fail the hypercall with `EFAULT`
+/// (userland never maps page 0) instead of writing there; dropping such a
+/// mutable buffer copies nothing back.
 pub unsafe trait XenHypercall {
     /// The error this backend returns. Every backend of this project uses
     /// [`Error`]; the bound lets the typed wrappers report their own failures.
