@@ -21,7 +21,8 @@ fn steady_state_reuses_cached_pages() {
         pool.stats(),
         BufferStats {
             mmaps: 1,
-            munmaps: 0
+            munmaps: 0,
+            device_refusals: 0
         }
     );
     for _ in 0..1000 {
@@ -34,7 +35,8 @@ fn steady_state_reuses_cached_pages() {
         pool.stats(),
         BufferStats {
             mmaps: 2,
-            munmaps: 0
+            munmaps: 0,
+            device_refusals: 0
         }
     );
 }
@@ -89,7 +91,8 @@ fn large_buffers_are_mapped_and_released() {
             pool.stats(),
             BufferStats {
                 mmaps: round,
-                munmaps: round
+                munmaps: round,
+                device_refusals: 0
             }
         );
     }
@@ -202,6 +205,35 @@ fn a_forked_child_maps_its_own_pages() {
     // The parent's cache is intact.
     drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
     assert_eq!(pool.stats(), before);
+}
+
+/// When the hypercall device refuses a mapping, the buffer fails with a typed
+/// error and the refusal is counted: no silent fallback to locked anonymous
+/// memory, which Linux may move while Xen uses it. (A read-only `/dev/zero`
+/// stands in for a device that refuses every shared writable mapping.)
+#[test]
+#[cfg_attr(miri, ignore = "opens files and maps them")]
+fn a_refusing_device_gives_an_error_not_other_memory() {
+    let refusing: OwnedFd = File::open("/dev/zero").unwrap().into();
+    let pool = Pool::new(Some(refusing)).unwrap();
+    assert_eq!(pool.source(), BufferSource::HypercallDevice);
+    let err = PrivcmdConstBuffer::new(&pool, &[1u8; 10][..]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Os {
+            operation: "mmap of /dev/xen/hypercall",
+            errno: OsErrno::EACCES as i32
+        }
+    );
+    // One refused mmap, nothing cached to trim, so no second attempt.
+    assert_eq!(
+        pool.stats(),
+        BufferStats {
+            mmaps: 1,
+            munmaps: 0,
+            device_refusals: 1
+        }
+    );
 }
 
 /// A buffer live across a `fork` has no pages in the child (`MADV_DONTFORK`):
