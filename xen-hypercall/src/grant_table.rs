@@ -365,7 +365,8 @@ where
             [cmd as usize, addr(ptr), 1],
         )
     };
-    buf.update();
+    // Dropping the buffer copies Xen's writes back into `arg`.
+    drop(buf);
     ret
 }
 
@@ -409,9 +410,11 @@ pub trait GrantTableOps: XenHypercall {
         // i, ...)` for `i < op.nr_frames`), which points at `list`, a live
         // mutable buffer of exactly `nr_frames` u64s, dropped after the call.
         // Growing the table changes only Xen's memory.
-        unsafe { gnttab_one(self, xen_sys::GNTTABOP_setup_table, &mut arg)? };
+        let ret = unsafe { gnttab_one(self, xen_sys::GNTTABOP_setup_table, &mut arg) };
+        // Dropping the buffer copies the frame numbers back into `frames`.
+        drop(list);
+        ret?;
         GrantStatus(arg.status).to_result()?;
-        list.update();
         Ok(())
     }
 
@@ -452,7 +455,8 @@ pub trait GrantTableOps: XenHypercall {
                 [xen_sys::GNTTABOP_copy as usize, addr(ptr), count as usize],
             )
         };
-        buf.update();
+        // Dropping the buffer copies the statuses back into `ops`.
+        drop(buf);
         ret.map(drop)
     }
 
