@@ -3,6 +3,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use xen_hypercall::DomId;
+use xen_shared::SharedMem;
 
 use super::sys;
 use super::{Pages, UnmapNotify, open_device, set_unmap_notify};
@@ -134,6 +135,13 @@ impl Share<'_> {
     /// The references to give the other domain, one per page, in order.
     pub fn grefs(&self) -> &[GrantRef] {
         &self.grefs
+    }
+
+    /// The shared pages, for atomic access: the other domain may change them
+    /// at any time.
+    pub fn mem(&self) -> SharedMem<'_> {
+        // Mapped writable in `Gntalloc::share`.
+        self.pages.mem().unwrap_or(SharedMem::from_atomics(&[]))
     }
 
     /// The number of bytes shared (4096 per page).

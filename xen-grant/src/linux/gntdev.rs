@@ -3,6 +3,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use xen_hypercall::DomId;
+use xen_shared::SharedMem;
 
 use super::sys::{self, GrantRefArg};
 use super::{Pages, UnmapNotify, open_device, set_unmap_notify};
@@ -123,33 +124,56 @@ impl Gntdev {
     /// mapping anything. Fails with the first segment Xen refused
     /// ([`Error::Copy`], its index); the segments before it were copied.
     pub fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), Error> {
-        let mut raw = Vec::with_capacity(segments.len());
-        for segment in segments.iter_mut() {
-            raw.push(segment.raw()?);
+        /// Segments per ioctl, built on the stack (no allocation per copy).
+        const BATCH: usize = 32;
+        let mut raw = [sys::CopySegment::default(); BATCH];
+        for (chunk_index, chunk) in segments.chunks_mut(BATCH).enumerate() {
+            for (slot, segment) in raw.iter_mut().zip(chunk.iter_mut()) {
+                *slot = segment.raw()?;
+            }
+            let batch = &mut raw[..chunk.len()];
+            // SAFETY: each local side of `batch` is a buffer of at least `len`
+            // bytes borrowed by `chunk` (`CopySegment::raw` checked the
+            // lengths): a source `&[u8]`, a destination `&mut [u8]`, both
+            // borrowed for the whole call through `segments`.
+            unsafe { self.copy_batch(batch) }.map_err(|e| match e {
+                Error::Copy { index, status } => Error::Copy {
+                    index: chunk_index * BATCH + index,
+                    status,
+                },
+                other => other,
+            })?;
         }
-        let count =
-            u32::try_from(raw.len()).map_err(|_| Error::InvalidInput("too many copy segments"))?;
+        Ok(())
+    }
+
+    /// One `GRANT_COPY` of `batch` (at most a few dozen segments).
+    ///
+    /// # Safety
+    ///
+    /// Every local source of `batch` is readable, and every local destination
+    /// writable and referenced by nothing else, for `len` bytes, during the call.
+    unsafe fn copy_batch(&self, batch: &mut [sys::CopySegment]) -> Result<(), Error> {
         let mut arg = sys::GrantCopy {
-            count,
-            segments: raw.as_mut_ptr(),
+            count: batch.len() as u32,
+            segments: batch.as_mut_ptr(),
         };
         // SAFETY: GRANT_COPY reads `ioctl_gntdev_grant_copy` (16 bytes) and
-        // `count` segments at `segments` (`raw`, live until after the call),
-        // writing back each segment's `status`. Xen (through the kernel, which
-        // pins the pages of the given virtual addresses) reads each local
-        // source, a `&[u8]` of at least `len` bytes borrowed by `segments`,
-        // and writes each local destination, a `&mut [u8]` of at least `len`
-        // bytes, exclusively borrowed by `segments` for the call.
+        // `count` segments at `segments` (`batch`, live until after the call),
+        // writing back each segment's `status` (`gntdev_ioctl_grant_copy`).
+        // Xen, through the kernel (which pins the pages of the given virtual
+        // addresses), reads the local sources and writes the local
+        // destinations: the caller's contract.
         unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTDEV_GRANT_COPY, &mut arg) }.map_err(
             |errno| Error::Os {
                 operation: "IOCTL_GNTDEV_GRANT_COPY",
                 errno,
             },
         )?;
-        match raw.iter().position(|s| s.status != 0) {
+        match batch.iter().position(|s| s.status != 0) {
             Some(index) => Err(Error::Copy {
                 index,
-                status: GrantStatus(raw[index].status),
+                status: GrantStatus(batch[index].status),
             }),
             None => Ok(()),
         }
@@ -180,6 +204,17 @@ impl Mapping<'_> {
     /// Whether nothing is mapped (never: a mapping has at least one page).
     pub fn is_empty(&self) -> bool {
         self.pages.len == 0
+    }
+
+    /// The mapped pages, for atomic access: the granting domain may change them
+    /// at any time. `None` for a read-only mapping (use [`read`](Self::read)).
+    pub fn mem(&self) -> Option<SharedMem<'_>> {
+        self.pages.mem()
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the mapping (read-only or not).
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        self.pages.read(offset, dst)
     }
 
     /// The address of the first byte (for `GET_OFFSET_FOR_VADDR`, or to tell

@@ -14,11 +14,13 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use xen_hypercall::Port;
+use xen_shared::SharedMem;
 
 pub use self::gntalloc::{GNTALLOC_DEVICE, Gntalloc, Share};
 pub use self::gntdev::{CopyDest, CopySegment, CopySource, GNTDEV_DEVICE, Gntdev, Mapping};
@@ -91,6 +93,7 @@ fn set_unmap_notify(
 struct Pages {
     ptr: NonNull<u8>,
     len: usize,
+    writable: bool,
 }
 
 // SAFETY: the pages are plain shared memory reached only through atomics
@@ -120,11 +123,43 @@ impl Pages {
         Ok(Self {
             ptr: ptr.cast(),
             len: len.get(),
+            writable,
         })
     }
 
     fn address(&self) -> u64 {
         self.ptr.as_ptr() as u64
+    }
+
+    /// An atomic-only view of writable pages; `None` for read-only ones.
+    fn mem(&self) -> Option<SharedMem<'_>> {
+        // SAFETY:
+        // - `ptr..ptr + len` is this value's mapping, readable and writable
+        //   (checked), unmapped only when it drops, after the view's borrow;
+        // - this program reaches the pages only through such views (the types
+        //   of this module hand out no other access);
+        // - `len` is a few pages, far below `isize::MAX`.
+        self.writable
+            .then(|| unsafe { SharedMem::from_raw_parts(self.ptr, self.len) })
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out, with atomic byte loads
+    /// (allowed on read-only memory).
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        let end = offset.checked_add(dst.len()).filter(|&end| end <= self.len);
+        if end.is_none() {
+            return Err(Error::InvalidInput(
+                "the bytes to read are outside the mapping",
+            ));
+        }
+        for (i, byte) in dst.iter_mut().enumerate() {
+            // SAFETY: `offset + i < len` (checked above) lies in this value's
+            // mapping, readable while it lives; `AtomicU8` has `u8`'s layout,
+            // and an atomic load needs no write permission.
+            let cell = unsafe { self.ptr.add(offset + i).cast::<AtomicU8>().as_ref() };
+            *byte = cell.load(Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
