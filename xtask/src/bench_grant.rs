@@ -7,13 +7,11 @@
 //! `bench grant <measure> ours_ns=… libxengnttab_ns=… ratio_libxengnttab=…` line per measure.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use xen_testbed::{Arch, Dom0Run, Testbed};
-
-use crate::bench::median;
+use crate::bench::{
+    BenchRun, CProgram, boot_bench, build_c_program, median, rounds_and_iterations,
+};
 
 const USAGE: &str = "\
 usage: cargo xtask bench grant [--rounds N] [--iterations N]
@@ -35,62 +33,27 @@ const MEASURES: [(&str, &str); 3] = [
         "grant copy of 256 pages (1 MiB) into local memory",
     ),
 ];
-/// The static libraries of Debian's `libxen-dev` the C program links.
-const LIBXEN_DIR: &str = "/usr/lib/x86_64-linux-gnu";
-
 pub(crate) fn run(options: &[String]) -> crate::Result {
-    let mut rounds = 5u32;
-    let mut iterations = 2000u32;
-    let mut options = options.iter();
-    while let Some(option) = options.next() {
-        let value = |v: Option<&String>| -> crate::Result<u32> {
-            v.and_then(|v| v.parse().ok())
-                .filter(|&v| v > 0)
-                .ok_or_else(|| format!("{option} needs a positive number\n{USAGE}"))
-        };
-        match option.as_str() {
-            "--rounds" => rounds = value(options.next())?,
-            "--iterations" => iterations = value(options.next())?,
-            _ => return Err(format!("unknown option `{option}`\n{USAGE}")),
-        }
-    }
+    let (rounds, iterations) = rounds_and_iterations(options, (5, 2000), USAGE)?;
     let testbed = crate::testbed::testbed();
-    let c_bench = build_c_program(&testbed)?;
-    testbed
-        .build_static("xen-grant-bench", &[Arch::X86_64])
-        .map_err(|e| e.to_string())?;
-    let driver = testbed.static_binary(Arch::X86_64, "grant-bench");
+    let c_bench = build_c_program(
+        &testbed,
+        &CProgram {
+            source: "tests/grant-bench/libxengnttab_bench.c",
+            header: "xengnttab.h",
+            name: "libxengnttab-bench",
+            link: &["-lxengnttab", "-lxentoolcore", "-lxentoollog"],
+        },
+    )?;
     let started = std::time::Instant::now();
-    let outcome = testbed
-        .boot_linux_dom0(&Dom0Run {
-            name: "bench-grant-x86_64".into(),
-            arch: Arch::X86_64,
-            binaries: vec![
-                ("grant-bench".into(), driver),
-                ("libxengnttab-bench".into(), c_bench),
-            ],
-            commands: vec![format!(
-                "grant-bench /bin/libxengnttab-bench {rounds} {iterations}"
-            )],
-            expected_cases: vec!["bench_grant".into()],
-            expected_dones: 1,
-            timeout: Duration::from_secs(180 + u64::from(rounds) * u64::from(iterations) / 20),
-        })
-        .map_err(|e| e.to_string())?;
-    for line in outcome
-        .log
-        .outputs()
-        .filter(|l| !l.starts_with("bench-run "))
-    {
-        println!("{line}");
-    }
-    if !outcome.verdict.passed() {
-        return Err(format!(
-            "the benchmark run failed: {:?} (log: {})",
-            outcome.verdict.failures(),
-            outcome.log_path.display()
-        ));
-    }
+    let outcome = boot_bench(
+        &testbed,
+        ("xen-grant-bench", "grant-bench"),
+        c_bench,
+        format!("/bin/libxengnttab-bench {rounds} {iterations}"),
+        "bench_grant",
+        Duration::from_secs(180 + u64::from(rounds) * u64::from(iterations) / 20),
+    )?;
     let samples = parse_samples(outcome.log.outputs())?;
     println!(
         "grant benchmark: {rounds} rounds x {iterations} iterations per implementation and measure, \
@@ -102,63 +65,20 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     Ok(())
 }
 
-/// Compiles `tests/grant-bench/libxengnttab_bench.c` statically against libxengnttab.
-fn build_c_program(testbed: &Testbed) -> crate::Result<PathBuf> {
-    let library = Path::new(LIBXEN_DIR).join("libxengnttab.a");
-    if !library.exists() || !Path::new("/usr/include/xengnttab.h").exists() {
-        return Err(format!(
-            "{} or xengnttab.h is missing: install Debian's libxen-dev (`apt-get install libxen-dev`)",
-            library.display()
-        ));
-    }
-    let out_dir = testbed.logs_dir().with_file_name("bench");
-    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    let out = out_dir.join("libxengnttab-bench");
-    let source = crate::workspace_root().join("tests/grant-bench/libxengnttab_bench.c");
-    crate::run_command(
-        Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
-            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .arg(format!("-L{LIBXEN_DIR}"))
-            .args(["-lxengnttab", "-lxentoolcore", "-lxentoollog"]),
-    )?;
-    Ok(out)
-}
-
 /// Nanoseconds per iteration of each (implementation, measure), from the `bench-run` lines.
 type Samples = BTreeMap<(String, String), Vec<f64>>;
 
 /// Parses `bench-run impl=<impl> measure=<measure> iterations=<n> ns=<total>`.
 fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples> {
     let mut samples = Samples::new();
-    for line in lines {
-        let Some(fields) = line.strip_prefix("bench-run ") else {
-            continue;
-        };
-        let fields: BTreeMap<&str, &str> = fields
-            .split_whitespace()
-            .filter_map(|f| f.split_once('='))
-            .collect();
-        let text = |key: &str| {
-            fields
-                .get(key)
-                .copied()
-                .ok_or_else(|| format!("`{line}` lacks {key}="))
-        };
-        let number = |key: &str| {
-            text(key)?
-                .parse::<f64>()
-                .map_err(|e| format!("`{line}`: {key}: {e}"))
-        };
-        let iterations = number("iterations")?;
-        if iterations <= 0.0 {
-            return Err(format!("`{line}`: no iterations"));
-        }
+    for run in BenchRun::all(lines) {
         samples
-            .entry((text("impl")?.to_string(), text("measure")?.to_string()))
+            .entry((
+                run.text("impl")?.to_string(),
+                run.text("measure")?.to_string(),
+            ))
             .or_default()
-            .push(number("ns")? / iterations);
+            .push(run.per_iteration("ns")?);
     }
     if samples.is_empty() {
         return Err("the benchmark printed no results".into());
