@@ -248,8 +248,70 @@ fn offset_for_address(_: &Privcmd) -> Result<(), String> {
     Ok(())
 }
 
-/// A child process maps a shared page through gntdev and asks for byte 100
-/// to be cleared on unmap, then exits without unmapping: Linux clears it.
+/// `/dev/xen/evtchn` (Linux `include/uapi/xen/evtchn.h`), raw: the test needs
+/// only an unbound port and an interdomain binding to it.
+mod evtchn {
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+
+    use nix::libc;
+
+    /// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: `{u32 remote_domain; u32 remote_port}`.
+    const BIND_INTERDOMAIN: libc::c_ulong = 0x0008_4501;
+    /// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: `{u32 remote_domain}`.
+    const BIND_UNBOUND_PORT: libc::c_ulong = 0x0004_4502;
+
+    pub(super) fn open() -> Result<File, String> {
+        File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/xen/evtchn")
+            .map_err(|e| format!("/dev/xen/evtchn: {e}"))
+    }
+
+    fn bind(fd: &File, request: libc::c_ulong, arg: &mut [u32; 2]) -> Result<u32, String> {
+        // SAFETY: both ioctls read their 4- or 8-byte structure from `arg`
+        // (8 bytes, live) and return the new local port; they touch no other
+        // memory of this process.
+        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg.as_mut_ptr()) };
+        u32::try_from(ret)
+            .map_err(|_| format!("evtchn ioctl {request:#x}: {}", nix::errno::Errno::last()))
+    }
+
+    /// A port of this domain that domain `remote` may bind to.
+    pub(super) fn bind_unbound(fd: &File, remote: u32) -> Result<u32, String> {
+        bind(fd, BIND_UNBOUND_PORT, &mut [remote, 0])
+    }
+
+    /// A local port connected to `remote`'s `port`.
+    pub(super) fn bind_interdomain(fd: &File, remote: u32, port: u32) -> Result<u32, String> {
+        bind(fd, BIND_INTERDOMAIN, &mut [remote, port])
+    }
+
+    /// The next port that fired, within `timeout_ms`.
+    pub(super) fn wait(fd: &File, timeout_ms: i32) -> Result<u32, String> {
+        use std::io::Read;
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live `pollfd`.
+        let ready = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+        if ready != 1 {
+            return Err(format!("no event within {timeout_ms} ms (poll: {ready})"));
+        }
+        let mut port = [0; 4];
+        (&*fd)
+            .read_exact(&mut port)
+            .map_err(|e| format!("read: {e}"))?;
+        Ok(u32::from_ne_bytes(port))
+    }
+}
+
+/// A child process maps a shared page through gntdev and asks for byte 100 to
+/// be cleared and an event channel signalled on unmap, then exits without
+/// unmapping: Linux does both when the child's files close.
 fn unmap_notify_on_exit(_: &Privcmd) -> Result<(), String> {
     use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::{ForkResult, fork};
@@ -257,23 +319,33 @@ fn unmap_notify_on_exit(_: &Privcmd) -> Result<(), String> {
     let share = gntalloc.share(DOM0, 1, false).map_err(|e| e.to_string())?;
     share.mem().fill(0, 4096, 0xab).map_err(|e| e.to_string())?;
     let gref = share.grefs()[0];
+    let events = evtchn::open()?;
+    let port = evtchn::bind_unbound(&events, 0)?;
     // SAFETY: the dom0 test program is single-threaded when its cases run (the
-    // thread cases join their threads); the child only maps, sets the
+    // thread cases join their threads); the child only maps, binds, sets the
     // notification and leaves with `_exit`.
     match unsafe { fork() }.map_err(|e| e.to_string())? {
         ForkResult::Child => {
-            // Its own gntdev file: closing it at exit releases the mapping.
-            let gntdev = Gntdev::open();
-            let mapped = gntdev.as_ref().map_err(Clone::clone).and_then(|gntdev| {
-                let mapping = gntdev.map(DOM0, &[gref], false)?;
-                mapping.notify_on_unmap(UnmapNotify {
-                    clear_byte: Some(100),
-                    event: None,
-                })?;
-                // Leave with the mapping in place: the exit unmaps it.
+            // Its own files: closing them at exit releases the mapping.
+            let mapped = (|| -> Result<(), String> {
+                let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+                let child_events = evtchn::open()?;
+                let child_port = evtchn::bind_interdomain(&child_events, 0, port)?;
+                let mapping = gntdev
+                    .map(DOM0, &[gref], false)
+                    .map_err(|e| e.to_string())?;
+                mapping
+                    .notify_on_unmap(UnmapNotify {
+                        clear_byte: Some(100),
+                        event: Some(xen_hypercall::Port::new(child_port)),
+                    })
+                    .map_err(|e| e.to_string())?;
+                // Leave with the mapping and the files in place: the exit closes them.
                 std::mem::forget(mapping);
+                std::mem::forget(gntdev);
+                std::mem::forget(child_events);
                 Ok(())
-            });
+            })();
             let code = i32::from(mapped.is_err());
             // SAFETY: ends the child at once, running nothing of the parent's.
             unsafe { nix::libc::_exit(code) }
@@ -282,6 +354,10 @@ fn unmap_notify_on_exit(_: &Privcmd) -> Result<(), String> {
             match waitpid(child, None).map_err(|e| e.to_string())? {
                 WaitStatus::Exited(_, 0) => {}
                 other => return Err(format!("the child ended with {other:?}")),
+            }
+            let fired = evtchn::wait(&events, 5000)?;
+            if fired != port {
+                return Err(format!("port {fired} fired, expected {port}"));
             }
             let mut bytes = [0; 3];
             share
