@@ -10,7 +10,7 @@ mod table;
 
 pub use error::Error;
 pub use table::{
-    Copy, CopyPtr, ENTRIES_PER_FRAME, Grant, GrantAccessError, GrantPage, GrantTable, PAGE_SIZE,
+    CopyOp, CopyPtr, ENTRIES_PER_FRAME, Grant, GrantAccessError, GrantPage, GrantTable, PAGE_SIZE,
     StillInUse,
 };
 pub use xen_hypercall::grant_table::{GrantRef, GrantStatus};

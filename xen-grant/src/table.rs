@@ -169,20 +169,17 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
 
     /// The two words of entry `gref`: `flags | domid << 16`, and the frame.
     fn words(&self, gref: GrantRef) -> (&AtomicU32, &AtomicU32) {
-        assert!(gref.0 < self.entries, "{gref} is outside the table");
-        let index = gref.0 as usize * 2;
         // SAFETY:
-        // - `index + 1 < 2 * entries`, the number of u32 words in the
-        //   `entries * 8` bytes mapped at `base` (`new`'s contract), which is
-        //   4-byte aligned (checked in `new`);
+        // - `base` is 4-byte aligned (checked in `new`) and the `entries * 8`
+        //   bytes from it, `2 * entries` u32 words, are the mapped table
+        //   (`new`'s contract);
         // - the table stays mapped while `self` lives, and is accessed only
-        //   with atomics by this program and Xen (`new`'s contract).
-        unsafe {
-            (
-                self.base.add(index).as_ref(),
-                self.base.add(index + 1).as_ref(),
-            )
-        }
+        //   with atomics by this program and Xen (`new`'s contract), which
+        //   `AtomicU32` (the layout of `u32`) allows through shared references.
+        let words =
+            unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.entries as usize * 2) };
+        let index = gref.0 as usize * 2;
+        (&words[index], &words[index + 1])
     }
 
     /// Takes a free reference (its word goes from 0 to `RESERVED`).
@@ -273,10 +270,10 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
 
     /// Copies with `GNTTABOP_copy`, in batches; fails with the first copy Xen
     /// refused ([`Error::Copy`], its index in `ops`). Copies before it were done.
-    pub fn copy(&self, ops: &[Copy<'_>]) -> Result<(), Error> {
+    pub fn copy(&self, ops: &[CopyOp<'_>]) -> Result<(), Error> {
         const BATCH: usize = 16;
         for (chunk_index, chunk) in ops.chunks(BATCH).enumerate() {
-            let mut batch = [Copy::EMPTY; BATCH];
+            let mut batch = [CopyOp::EMPTY; BATCH];
             for (slot, op) in batch.iter_mut().zip(chunk) {
                 *slot = op.raw();
             }
@@ -301,7 +298,7 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
     }
 }
 
-/// One side of a [`Copy`]: a page another domain granted, or a page of ours.
+/// One side of a [`CopyOp`]: a page another domain granted, or a page of ours.
 #[derive(Clone, Copy)]
 pub enum CopyPtr<'a> {
     /// Byte `offset` of the page `domid` granted with `gref`.
@@ -352,7 +349,7 @@ impl CopyPtr<'_> {
 /// One grant copy: `len` bytes from `source` to `dest`; each side's offset
 /// plus `len` must stay within its page (else `GNTST_bad_copy_arg`).
 #[derive(Clone, Copy, Debug)]
-pub struct Copy<'a> {
+pub struct CopyOp<'a> {
     /// Where the bytes come from.
     pub source: CopyPtr<'a>,
     /// Where they go.
@@ -361,7 +358,7 @@ pub struct Copy<'a> {
     pub len: u16,
 }
 
-impl Copy<'_> {
+impl CopyOp<'_> {
     const EMPTY: xen_hypercall::grant_table::GrantCopy = {
         let nothing = xen_hypercall::grant_table::CopyPtr::frame(0, 0);
         xen_hypercall::grant_table::GrantCopy::new(nothing, false, nothing, false, 0)

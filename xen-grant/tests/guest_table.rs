@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use xen_grant::{Copy, CopyPtr, Error, GrantPage, GrantRef, GrantStatus, GrantTable};
+use xen_grant::{CopyOp, CopyPtr, Error, GrantPage, GrantRef, GrantStatus, GrantTable};
 use xen_hypercall::grant_table::MapFlags;
 use xen_hypercall::mock::{BufferMode, MockConfig, MockXen};
 use xen_hypercall::prelude::*;
@@ -357,7 +357,7 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
         // From the grant into dom0's page, and back at another offset.
         dom0_table
             .copy(&[
-                Copy {
+                CopyOp {
                     source: foreign(100),
                     dest: CopyPtr::Page {
                         page: &*local,
@@ -365,7 +365,7 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
                     },
                     len: 13,
                 },
-                Copy {
+                CopyOp {
                     source: CopyPtr::Page {
                         page: &*local,
                         offset: 0,
@@ -379,8 +379,8 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
         assert_eq!(shared.read(2000, 13), b"granted bytes");
         assert!(!rw.in_use(), "a finished copy leaves no pin");
         // Many copies: batched, all done.
-        let ops: Vec<Copy<'_>> = (0..40u16)
-            .map(|i| Copy {
+        let ops: Vec<CopyOp<'_>> = (0..40u16)
+            .map(|i| CopyOp {
                 source: CopyPtr::Page {
                     page: &*local,
                     offset: 0,
@@ -395,7 +395,7 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
         let ro = domu_table.grant_access(DomId(0), &*shared, true).unwrap();
         let err = dom0_table
             .copy(&[
-                Copy {
+                CopyOp {
                     source: CopyPtr::Page {
                         page: &*local,
                         offset: 0,
@@ -403,7 +403,7 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
                     dest: foreign(0),
                     len: 1,
                 },
-                Copy {
+                CopyOp {
                     source: foreign(4000),
                     dest: CopyPtr::Page {
                         page: &*local,
@@ -421,7 +421,7 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
             }
         );
         let err = dom0_table
-            .copy(&[Copy {
+            .copy(&[CopyOp {
                 source: CopyPtr::Page {
                     page: &*local,
                     offset: 0,
@@ -444,7 +444,7 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
         assert_eq!(err.kind(), xen_hypercall::ErrorKind::Other);
         // A reference of a domain that does not exist.
         let err = dom0_table
-            .copy(&[Copy {
+            .copy(&[CopyOp {
                 source: CopyPtr::Grant {
                     domid: DomId(77),
                     gref: rw.gref(),

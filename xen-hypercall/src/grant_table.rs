@@ -4,7 +4,7 @@
 //! Xen answers each grant operation twice: the hypercall's return value (a
 //! `-XEN_Exxx` when the request itself is malformed) and a per-operation
 //! `status` (`GNTST_*`) written into the operation's structure. The wrappers
-//! here turn a failed `status` into [`Error::Grant`](crate::Error::Grant),
+//! here turn a failed `status` into [`Error::Grant`],
 //! except [`gnttab_copy`](GrantTableOps::gnttab_copy), which leaves one status
 //! per segment in the caller's array.
 //!

@@ -9,10 +9,10 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use xen_grant::{Copy, CopyPtr, GrantPage, GrantRef, GrantStatus, GrantTable};
+use xen_grant::{CopyOp, CopyPtr, GrantPage, GrantRef, GrantStatus, GrantTable};
+use xen_hypercall::Error;
 use xen_hypercall::grant_table::{GrantHandle, MapFlags};
 use xen_hypercall::prelude::*;
-use xen_hypercall::{Error, Gfn};
 
 use crate::cases::{CaseResult, Fail, GuestReporter, fail};
 
@@ -156,11 +156,13 @@ impl GuestMemory for Translated {
     unsafe fn map_table<H: XenHypercall<Error = Error>>(&self, h: &H) -> Result<(), Error> {
         // SAFETY: `TABLE_SLOT` is a static page used afterwards only as the
         // grant table (the caller's contract), accessed only through atomics.
-        unsafe { GrantTable::map_into_physmap(h, Gfn(self.frame(TABLE_SLOT.address())), 1) }
-            .map_err(|e| match e {
-                xen_grant::Error::Xen(e) => e,
-                _ => Error::InvalidInput("mapping the grant table"),
-            })
+        unsafe {
+            GrantTable::map_into_physmap(h, xen_hypercall::Gfn(self.frame(TABLE_SLOT.address())), 1)
+        }
+        .map_err(|e| match e {
+            xen_grant::Error::Xen(e) => e,
+            _ => Error::InvalidInput("mapping the grant table"),
+        })
     }
 }
 
@@ -258,7 +260,7 @@ where
         "grant_copy_from_grant",
         (|| {
             table
-                .copy(&[Copy {
+                .copy(&[CopyOp {
                     source: from(granted.gref(), 0),
                     dest: CopyPtr::Page {
                         page: &local,
@@ -283,7 +285,7 @@ where
             let ro = table
                 .grant_access(SELF_ID, page(&GRANTED_RO), true)
                 .map_err(|e| grant_error(e.error))?;
-            let into = |gref| Copy {
+            let into = |gref| CopyOp {
                 source: CopyPtr::Page {
                     page: &local,
                     offset: 0,
@@ -302,7 +304,7 @@ where
                 GrantStatus::GENERAL_ERROR,
             )?;
             // Crossing the end of the granted page.
-            let across = Copy {
+            let across = CopyOp {
                 source: from(granted.gref(), 4000),
                 dest: CopyPtr::Page {
                     page: &local,
@@ -331,7 +333,7 @@ where
             // Read the granted frame back through Xen: on PVH the mapping moved
             // the frame away from `GRANTED`'s own gfn (Xen keeps one gfn per frame).
             table
-                .copy(&[Copy {
+                .copy(&[CopyOp {
                     source: from(gref, 5),
                     dest: CopyPtr::Page {
                         page: &local,
@@ -362,7 +364,7 @@ where
         "grant_revoked_refused",
         (|| {
             expect_copy(
-                table.copy(&[Copy {
+                table.copy(&[CopyOp {
                     source: from(gref, 0),
                     dest: CopyPtr::Page {
                         page: &local,
@@ -380,12 +382,10 @@ where
         })(),
     );
 
+    // SAFETY: there is no mapping with this handle: nothing is unmapped.
+    let unmapped = unsafe { h.gnttab_unmap_grant_ref(0, GrantHandle(0x7777)) };
     r.case(
         "grant_unmap_bad_handle",
-        // SAFETY: there is no mapping with this handle: nothing is unmapped.
-        expect_status(
-            unsafe { h.gnttab_unmap_grant_ref(0, GrantHandle(0x7777)) },
-            GrantStatus::BAD_HANDLE,
-        ),
+        expect_status(unmapped, GrantStatus::BAD_HANDLE),
     );
 }

@@ -152,11 +152,12 @@ impl Pages {
                 "the bytes to read are outside the mapping",
             ));
         }
-        for (i, byte) in dst.iter_mut().enumerate() {
-            // SAFETY: `offset + i < len` (checked above) lies in this value's
-            // mapping, readable while it lives; `AtomicU8` has `u8`'s layout,
-            // and an atomic load needs no write permission.
-            let cell = unsafe { self.ptr.add(offset + i).cast::<AtomicU8>().as_ref() };
+        // SAFETY: `ptr..ptr + len` is this value's mapping, readable while it
+        // lives, changed by the other domain only; `AtomicU8` has `u8`'s
+        // layout, and atomic loads need no write permission.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU8>(), self.len) };
+        for (byte, cell) in dst.iter_mut().zip(&bytes[offset..]) {
             *byte = cell.load(Ordering::Relaxed);
         }
         Ok(())
