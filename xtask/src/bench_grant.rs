@@ -18,7 +18,7 @@ usage: cargo xtask bench grant [--rounds N] [--iterations N]
 
 Boots Xen with a Linux dom0 (x86_64) and times, through xen-grant and through libxengnttab:
 map + unmap of one page (gntdev), grant copy of 4 KiB and of 1 MiB; each side on pages it
-granted its own domain. N rounds (default 5) of N iterations (default 2000; the 1 MiB copy
+granted its own domain. N rounds (default 11) of N iterations (default 1000; the 1 MiB copy
 runs N/32), median per iteration.";
 
 /// The measures, in the order of the table, and what each is.
@@ -34,7 +34,7 @@ const MEASURES: [(&str, &str); 3] = [
     ),
 ];
 pub(crate) fn run(options: &[String]) -> crate::Result {
-    let (rounds, iterations) = rounds_and_iterations(options, (5, 2000), USAGE)?;
+    let (rounds, iterations) = rounds_and_iterations(options, (11, 1000), USAGE)?;
     let testbed = crate::testbed::testbed();
     let c_bench = build_c_program(
         &testbed,
