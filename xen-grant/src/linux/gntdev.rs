@@ -124,8 +124,9 @@ impl Gntdev {
     /// mapping anything. Fails with the first segment Xen refused
     /// ([`Error::Copy`], its index); the segments before it were copied.
     pub fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), Error> {
-        /// Segments per ioctl, built on the stack (no allocation per copy).
-        const BATCH: usize = 32;
+        /// Segments per ioctl, built on the stack (6 KiB, no allocation per
+        /// copy): a whole 1 MiB of pages in one call.
+        const BATCH: usize = 256;
         let mut raw = [sys::CopySegment::default(); BATCH];
         for (chunk_index, chunk) in segments.chunks_mut(BATCH).enumerate() {
             for (slot, segment) in raw.iter_mut().zip(chunk.iter_mut()) {
@@ -147,7 +148,7 @@ impl Gntdev {
         Ok(())
     }
 
-    /// One `GRANT_COPY` of `batch` (at most a few dozen segments).
+    /// One `GRANT_COPY` of `batch` (at most 256 segments).
     ///
     /// # Safety
     ///
