@@ -1,5 +1,6 @@
 //! `/dev/xen/gntdev`: mapping and copying pages other domains granted.
 
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 
 use xen_hypercall::DomId;
@@ -123,61 +124,76 @@ impl Gntdev {
     /// and this process's memory (or two granted pages), done by Xen without
     /// mapping anything. Fails with the first segment Xen refused
     /// ([`Error::Copy`], its index); the segments before it were copied.
+    ///
+    /// To repeat the same copies, prepare them once with [`CopyBatch`] and
+    /// use [`copy_batch`](Self::copy_batch).
     pub fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), Error> {
-        /// Segments per ioctl, built on the stack (6 KiB, no allocation per
-        /// copy): a whole 1 MiB of pages in one call.
-        const BATCH: usize = 256;
-        let mut raw = [sys::CopySegment::default(); BATCH];
-        for (chunk_index, chunk) in segments.chunks_mut(BATCH).enumerate() {
-            for (slot, segment) in raw.iter_mut().zip(chunk.iter_mut()) {
-                *slot = segment.raw()?;
-            }
-            let batch = &mut raw[..chunk.len()];
-            // SAFETY: each local side of `batch` is a buffer of at least `len`
-            // bytes borrowed by `chunk` (`CopySegment::raw` checked the
-            // lengths): a source `&[u8]`, a destination `&mut [u8]`, both
-            // borrowed for the whole call through `segments`.
-            unsafe { self.copy_batch(batch) }.map_err(|e| match e {
-                Error::Copy { index, status } => Error::Copy {
-                    index: chunk_index * BATCH + index,
-                    status,
-                },
-                other => other,
-            })?;
-        }
-        Ok(())
+        self.copy_batch(&mut CopyBatch::new(segments)?)
     }
 
-    /// One `GRANT_COPY` of `batch` (at most 256 segments).
-    ///
-    /// # Safety
-    ///
-    /// Every local source of `batch` is readable, and every local destination
-    /// writable and referenced by nothing else, for `len` bytes, during the call.
-    unsafe fn copy_batch(&self, batch: &mut [sys::CopySegment]) -> Result<(), Error> {
+    /// `GRANT_COPY` of a prepared batch, in one ioctl.
+    pub fn copy_batch(&self, batch: &mut CopyBatch<'_>) -> Result<(), Error> {
+        let raw = &mut batch.raw;
         let mut arg = sys::GrantCopy {
-            count: batch.len() as u32,
-            segments: batch.as_mut_ptr(),
+            count: u32::try_from(raw.len())
+                .map_err(|_| Error::InvalidInput("too many copy segments"))?,
+            segments: raw.as_mut_ptr(),
         };
         // SAFETY: GRANT_COPY reads `ioctl_gntdev_grant_copy` (16 bytes) and
-        // `count` segments at `segments` (`batch`, live until after the call),
+        // `count` segments at `segments` (`raw`, live until after the call),
         // writing back each segment's `status` (`gntdev_ioctl_grant_copy`).
         // Xen, through the kernel (which pins the pages of the given virtual
-        // addresses), reads the local sources and writes the local
-        // destinations: the caller's contract.
+        // addresses), reads each local source, a `&[u8]` of at least `len`
+        // bytes, and writes each local destination, a `&mut [u8]` of at least
+        // `len` bytes: `CopyBatch::new` checked the lengths, and the batch
+        // borrows the segments, hence their buffers, for as long as it lives.
         unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTDEV_GRANT_COPY, &mut arg) }.map_err(
             |errno| Error::Os {
                 operation: "IOCTL_GNTDEV_GRANT_COPY",
                 errno,
             },
         )?;
-        match batch.iter().position(|s| s.status != 0) {
+        match raw.iter().position(|s| s.status != 0) {
             Some(index) => Err(Error::Copy {
                 index,
-                status: GrantStatus(batch[index].status),
+                status: GrantStatus(raw[index].status),
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// Grant copies checked and laid out for the kernel once, to be done any
+/// number of times with [`Gntdev::copy_batch`]. Borrows the segments, hence
+/// their local buffers, for as long as it lives.
+#[derive(Debug)]
+pub struct CopyBatch<'s> {
+    raw: Vec<sys::CopySegment>,
+    _segments: PhantomData<&'s mut ()>,
+}
+
+impl<'s> CopyBatch<'s> {
+    /// Checks `segments` (a local buffer at least `len` long, a granted side
+    /// within its page) and lays them out.
+    pub fn new(segments: &'s mut [CopySegment<'_>]) -> Result<Self, Error> {
+        let raw = segments
+            .iter_mut()
+            .map(CopySegment::raw)
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Self {
+            raw,
+            _segments: PhantomData,
+        })
+    }
+
+    /// How many segments.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether there is no segment.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
     }
 }
 

@@ -23,7 +23,9 @@ use xen_hypercall::Port;
 use xen_shared::SharedMem;
 
 pub use self::gntalloc::{GNTALLOC_DEVICE, Gntalloc, Share};
-pub use self::gntdev::{CopyDest, CopySegment, CopySource, GNTDEV_DEVICE, Gntdev, Mapping};
+pub use self::gntdev::{
+    CopyBatch, CopyDest, CopySegment, CopySource, GNTDEV_DEVICE, Gntdev, Mapping,
+};
 use crate::{Error, PAGE_SIZE};
 
 /// Opens a Xen device read-write and close-on-exec.
