@@ -359,7 +359,7 @@ impl HypercallPage {
         for (offset, byte) in bytes.iter_mut().enumerate() {
             // SAFETY: `offset < 4096` stays inside `frame`, which is ours
             // (`&'static mut`); volatile because Xen wrote it behind Rust's back.
-            *byte = unsafe { page.add(offset).read_volatile() };
+            *byte = unsafe { page.wrapping_add(offset).read_volatile() };
         }
         if !holds_stubs(&bytes) {
             return Err(Error::Unsupported(
