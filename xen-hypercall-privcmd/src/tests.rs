@@ -303,6 +303,20 @@ fn hypercall_errors_carry_xen_codes() {
     );
 }
 
+/// Linux's own failures of the ioctl are not dressed up as Xen's codes.
+#[test]
+fn errnos_xen_does_not_have_are_os_errors() {
+    for errno in [OsErrno::ENOTTY, OsErrno::EBADFD, OsErrno::ESPIPE] {
+        assert_eq!(
+            hypercall_error(errno, UNRESTRICTED),
+            Error::Os {
+                operation: "IOCTL_PRIVCMD_HYPERCALL",
+                errno: errno as i32
+            }
+        );
+    }
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "opens files")]
 fn open_errors_say_what_to_do() {
