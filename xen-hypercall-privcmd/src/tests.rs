@@ -126,7 +126,11 @@ fn empty_and_zero_sized_data_get_a_page() {
     let b = PrivcmdConstBuffer::new(&pool, &empty[..]).unwrap();
     assert_eq!(b.as_hypercall_ptr().len(), 0);
     let c = PrivcmdConstBuffer::new(&pool, &()).unwrap();
-    assert!(!c.as_hypercall_ptr().is_null());
+    // Each holds a page of its own: two distinct, page-aligned pages mapped.
+    let (b_page, c_page) = (b.as_hypercall_ptr().addr(), c.as_hypercall_ptr().addr());
+    assert_ne!(b_page, c_page);
+    assert_eq!((b_page % sys::page_size(), c_page % sys::page_size()), (0, 0));
+    assert_eq!(pool.stats().mmaps, 2);
 }
 
 #[test]
@@ -272,7 +276,6 @@ fn a_buffer_live_across_fork_is_null_in_the_child() {
         }
     }
     // In the parent the buffers are intact.
-    assert!(!constant.as_hypercall_ptr().is_null());
     // SAFETY: the buffer is live and exclusively ours.
     unsafe { (*mutable.as_hypercall_ptr())[0] = 70 };
     drop((constant, mutable));
@@ -361,7 +364,10 @@ fn privcmd_is_send_sync_and_opens_or_explains() {
     send_sync::<Privcmd>();
     // On a machine without Xen this is the most common outcome.
     match Privcmd::open() {
-        Ok(p) => assert!(p.as_raw_fd() >= 0),
+        Ok(p) => {
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", p.as_raw_fd())).unwrap();
+            assert_eq!(link, Path::new(PRIVCMD_DEVICE));
+        }
         Err(e) => assert!(
             matches!(
                 e,
