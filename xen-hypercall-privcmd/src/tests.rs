@@ -129,7 +129,10 @@ fn empty_and_zero_sized_data_get_a_page() {
     // Each holds a page of its own: two distinct, page-aligned pages mapped.
     let (b_page, c_page) = (b.as_hypercall_ptr().addr(), c.as_hypercall_ptr().addr());
     assert_ne!(b_page, c_page);
-    assert_eq!((b_page % sys::page_size(), c_page % sys::page_size()), (0, 0));
+    assert_eq!(
+        (b_page % sys::page_size(), c_page % sys::page_size()),
+        (0, 0)
+    );
     assert_eq!(pool.stats().mmaps, 2);
 }
 

@@ -44,7 +44,9 @@ fn read_takes_queued_input_without_blocking() {
 /// than `CONSOLE_CHUNK` bytes, and every queued byte arrives in order.
 #[test]
 fn large_read_is_split_into_chunks() {
-    let input: Vec<u8> = (0..CONSOLE_CHUNK * 2 + 17).map(|i| (i % 251) as u8).collect();
+    let input: Vec<u8> = (0..CONSOLE_CHUNK * 2 + 17)
+        .map(|i| (i % 251) as u8)
+        .collect();
     for xen in common::mocks() {
         xen.push_input(&input);
         let mut buf = vec![0u8; CONSOLE_CHUNK * 4];

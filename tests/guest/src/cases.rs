@@ -218,7 +218,11 @@ fn version_cases<H: XenHypercall<Error = Error>>(
         (|| {
             let params = h.platform_parameters()?;
             if params.virt_start != expect.virt_start {
-                fail!("virt_start {:#x}, expected {:#x}", params.virt_start, expect.virt_start);
+                fail!(
+                    "virt_start {:#x}, expected {:#x}",
+                    params.virt_start,
+                    expect.virt_start
+                );
             }
             Ok(())
         })(),
