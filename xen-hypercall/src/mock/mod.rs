@@ -688,7 +688,7 @@ fn put<T: IntoBytes + Immutable>(bytes: &mut [u8], offset: usize, value: &T) {
 // - The buffers are `DirectConstBuffer`/`DirectMutBuffer` (the caller's memory)
 //   or bounce copies (`MockConstBuffer`/`MockMutBuffer`) that hold `data`'s
 //   bytes, live and aliasing nothing else as long as the buffer, and whose
-//   `update` copies exactly those bytes back.
+//   drop copies exactly those bytes back (a mutable one).
 unsafe impl XenHypercall for MockXen {
     type Error = Error;
 
