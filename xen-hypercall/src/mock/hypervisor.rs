@@ -166,6 +166,8 @@ pub(super) struct Hypervisor {
     pub(super) domains: BTreeMap<u16, Domain>,
     pub(super) console_output: Vec<u8>,
     pub(super) console_input: VecDeque<u8>,
+    /// The largest `count` any `console_io` call passed.
+    pub(super) largest_console_count: usize,
     /// Xen system time, in nanoseconds.
     pub(super) now: u64,
     /// The pages the mock knows by frame number: frame `FIRST_FRAME + i` is at `pages[i]`.
@@ -184,6 +186,7 @@ impl Hypervisor {
             domains,
             console_output: Vec::new(),
             console_input: VecDeque::new(),
+            largest_console_count: 0,
             now: 0,
             pages: Vec::new(),
         }
