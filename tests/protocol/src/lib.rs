@@ -5,6 +5,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod exchange;
 #[cfg(feature = "std")]
 mod parse;
 

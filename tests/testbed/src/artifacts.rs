@@ -45,7 +45,8 @@ struct Packages {
 }
 
 impl Arch {
-    fn debian(self) -> &'static str {
+    /// The Debian architecture name.
+    pub(crate) fn debian(self) -> &'static str {
         match self {
             Arch::X86_64 => "amd64",
             Arch::Aarch64 => "arm64",
@@ -53,7 +54,7 @@ impl Arch {
     }
 
     /// `pkg` qualified with this architecture, for apt.
-    fn apt_name(self, package: &str) -> String {
+    pub(crate) fn apt_name(self, package: &str) -> String {
         format!("{package}:{}", self.debian())
     }
 }
@@ -96,10 +97,15 @@ pub fn fetch(cache: &Path, arch: Arch) -> Result<Artifacts> {
         .lines()
         .map(|name| kernel_dir.join(format!("{name}.ko")))
         .collect();
+    let kernel = match arch {
+        // Xen takes ~3 s to decompress the XZ bzImage under TCG: boot the ELF inside it.
+        Arch::X86_64 => uncompressed_kernel(&kernel_dir)?,
+        Arch::Aarch64 => kernel_dir.join("vmlinuz"),
+    };
     Ok(Artifacts {
         arch,
         xen: xen_dir.join("xen"),
-        kernel: kernel_dir.join("vmlinuz"),
+        kernel,
         modules,
         busybox: busybox_dir.join("busybox"),
         versions: [&packages.xen, &packages.kernel, &packages.busybox]
@@ -165,18 +171,52 @@ fn resolve(arch: Arch) -> Result<Packages> {
 
 /// The version `apt-get download` would fetch.
 fn candidate_version(package: &str) -> Result<String> {
-    let show =
-        command_output(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
-            .map_err(|e| {
-                Error::new(format!(
-                    "{e}\n(is the package index current? run `apt-get update`)"
-                ))
-            })?;
-    String::from_utf8_lossy(&show)
-        .lines()
-        .find_map(|line| line.strip_prefix("Version: "))
-        .map(str::to_string)
-        .ok_or_else(|| Error::new(format!("`apt-cache show {package}` gives no version")))
+    Ok(candidate_versions(&[package.to_string()])?.remove(0))
+}
+
+/// The versions `apt-get download` would fetch of `packages` (`name:arch`), in their order, from one
+/// `apt-cache show` call.
+pub(crate) fn candidate_versions(packages: &[String]) -> Result<Vec<String>> {
+    let show = command_output(
+        Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .args(packages),
+    )
+    .map_err(|e| {
+        Error::new(format!(
+            "{e}\n(is the package index current? run `apt-get update`)"
+        ))
+    })?;
+    let show = String::from_utf8_lossy(&show);
+    // One stanza per package: `Package:`, `Architecture:` and `Version:` fields.
+    let stanzas: Vec<(String, String)> = show
+        .split("\n\n")
+        .filter_map(|stanza| {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::trim)
+            };
+            Some((
+                format!("{}:{}", field("Package:")?, field("Architecture:")?),
+                field("Version:")?.to_string(),
+            ))
+        })
+        .collect();
+    packages
+        .iter()
+        .map(|package| {
+            stanzas
+                .iter()
+                .find(|(name, _)| {
+                    name == package
+                        || name.strip_suffix(":all").is_some_and(|n| package.starts_with(&format!("{n}:")))
+                })
+                .map(|(_, version)| version.clone())
+                .ok_or_else(|| Error::new(format!("`apt-cache show {package}` gives no version")))
+        })
+        .collect()
 }
 
 /// The directory holding `package` at `version`, unpacked and post-processed by `finish`, downloading
@@ -217,8 +257,8 @@ fn unpacked(
     Ok(dir)
 }
 
-/// Extracts the members of `deb` matching the tar `patterns` (tar wildcards) into `into`.
-fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
+/// Extracts the members of `deb` matching the tar `patterns` (tar wildcards; none: all) into `into`.
+pub(crate) fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -244,6 +284,52 @@ fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `vmlinux`, the ELF kernel inside an XZ-compressed x86 `vmlinuz` of `kernel_dir`, extracted on
+/// first use.
+fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
+    let vmlinux = kernel_dir.join("vmlinux");
+    if vmlinux.exists() {
+        return Ok(vmlinux);
+    }
+    let vmlinuz = kernel_dir.join("vmlinuz");
+    let image = fs::read(&vmlinuz).map_err(|e| Error::io(&vmlinuz, e))?;
+    const XZ_MAGIC: &[u8] = b"\xfd7zXZ\0";
+    let start = image
+        .windows(XZ_MAGIC.len())
+        .position(|window| window == XZ_MAGIC)
+        .ok_or_else(|| Error::new(format!("{}: no XZ stream", vmlinuz.display())))?;
+    let mut xz = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(format!("cannot run xz: {e}")))?;
+    let mut input = xz.stdin.take().expect("piped stdin");
+    let compressed = image[start..].to_vec();
+    // Fed from a thread: xz writes while it reads, and both pipes are bounded.
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        // xz stops reading after the stream: a broken pipe after it is expected.
+        let _ = input.write_all(&compressed);
+    });
+    let output = xz
+        .wait_with_output()
+        .map_err(|e| Error::new(format!("xz: {e}")))?;
+    let _ = feeder.join();
+    if !output.stdout.starts_with(b"\x7fELF") {
+        return Err(Error::new(format!(
+            "{}: the XZ stream is not an ELF kernel ({})",
+            vmlinuz.display(),
+            output.status
+        )));
+    }
+    let partial = kernel_dir.join("vmlinux.partial");
+    fs::write(&partial, &output.stdout).map_err(|e| Error::io(&partial, e))?;
+    rename(&partial, &vmlinux)?;
+    Ok(vmlinux)
 }
 
 /// Keeps the kernel image and the Xen modules (with their dependencies) of an unpacked kernel package,

@@ -17,10 +17,13 @@
 //!     name: "bench-x86_64".into(),
 //!     arch: Arch::X86_64,
 //!     binaries: vec![("bench".into(), bench)],
+//!     files: vec![],
+//!     preamble: Default::default(),
 //!     commands: vec!["bench --iterations 1000".into()],
 //!     expected_cases: vec![],
 //!     expected_dones: 1,
 //!     timeout: Duration::from_secs(120),
+//!     domus: vec![],
 //! })?;
 //! for row in outcome.log.outputs() {
 //!     println!("{row}"); // the payload's `XENTEST OUT` lines
@@ -48,6 +51,7 @@ mod elf;
 pub mod initramfs;
 pub mod qemu;
 pub mod scenario;
+pub mod toolstack;
 pub mod verdict;
 
 use std::fmt;
@@ -138,6 +142,10 @@ pub struct Dom0Run {
     pub arch: Arch,
     /// Extra static binaries: name in `/bin`, host path.
     pub binaries: Vec<(String, PathBuf)>,
+    /// Other files (e.g. domU kernels): absolute path in dom0, host path.
+    pub files: Vec<(String, PathBuf)>,
+    /// What `/init` sets up before the commands (e.g. Debian's toolstack).
+    pub preamble: initramfs::Preamble,
     /// Shell lines `/init` runs in order.
     pub commands: Vec<String>,
     /// Cases that must each be reported `ok`.
@@ -146,13 +154,17 @@ pub struct Dom0Run {
     pub expected_dones: usize,
     /// Time after which QEMU is killed and the run counts as hung.
     pub timeout: Duration,
+    /// The domUs whose forwarded consoles are judged with the run: name and expected cases.
+    pub domus: Vec<verdict::DomuExpectation>,
 }
 
 /// What one boot produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The parsed serial log.
+    /// The parsed serial log, without the domUs' forwarded console lines.
     pub log: Log,
+    /// Each domU's forwarded console (by name), parsed.
+    pub domus: Vec<(String, Log)>,
     /// The judgement.
     pub verdict: Verdict,
     /// The full serial log on disk.
@@ -245,6 +257,11 @@ impl Testbed {
         artifacts::fetch(&self.cache_dir(), arch)
     }
 
+    /// Fetches (or finds in the cache) Debian's toolstack of `arch`.
+    pub fn toolstack(&self, arch: Arch) -> Result<toolstack::Toolstack> {
+        toolstack::fetch(&self.cache_dir(), arch)
+    }
+
     fn dom0_job(&self, artifacts: &artifacts::Artifacts, run: &Dom0Run) -> Result<scenario::Job> {
         let mut binaries = run.binaries.clone();
         if !binaries
@@ -256,7 +273,20 @@ impl Testbed {
                 self.static_binary(run.arch, scenario::DOM0_TESTS),
             ));
         }
-        let image = initramfs::build(artifacts, &binaries, &run.commands)?;
+        let toolstack = match run.preamble {
+            initramfs::Preamble::Toolstack { .. } => Some(self.toolstack(run.arch)?),
+            initramfs::Preamble::Modules => None,
+        };
+        let image = initramfs::build(
+            artifacts,
+            &initramfs::Contents {
+                binaries: &binaries,
+                files: &run.files,
+                toolstack: toolstack.as_ref(),
+                preamble: run.preamble.clone(),
+                commands: &run.commands,
+            },
+        )?;
         let work = self.work_dir();
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let path = work.join(format!("{}.cpio", run.name));
@@ -277,6 +307,7 @@ impl Testbed {
                 arch: run.arch,
                 cases: run.expected_cases.clone(),
                 dones: run.expected_dones,
+                domus: run.domus.clone(),
             },
         })
     }

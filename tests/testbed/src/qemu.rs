@@ -72,7 +72,8 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
     match arch {
         Arch::X86_64 => {
             // TCG only: KVM is unusable on these hosts; `-smap`: TCG's SMAP emulation crashes a PV dom0.
-            qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max,-smap"]);
+            // tb-size=64: a 64 MiB translation cache instead of QEMU's default (RSS).
+            qemu.args(["-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max,-smap"]);
             qemu.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         }
         Arch::Aarch64 => {
@@ -82,7 +83,7 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
                 "-cpu",
                 "cortex-a57",
             ]);
-            qemu.args(["-accel", "tcg"]);
+            qemu.args(["-accel", "tcg,tb-size=64"]);
             qemu.args([
                 "-semihosting-config",
                 "enable=on,target=native,userspace=on",
@@ -105,8 +106,10 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
     };
     match (arch, guest) {
         (Arch::X86_64, Guest::LinuxDom0 { kernel, initramfs }) => {
-            qemu.args(["-m", "1024", "-append"]);
-            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=512M,max:512M"));
+            // The smallest that boots the kernel (128M: "Domain 0 allocation is too small"), with
+            // room left for a domU.
+            qemu.args(["-m", "384", "-append"]);
+            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=192M,max:192M"));
             qemu.arg("-initrd").arg(format!(
                 "{} {LINUX_CMDLINE},{}",
                 path(kernel)?,
@@ -134,8 +137,9 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
         }
         (Arch::Aarch64, Guest::LinuxDom0 { kernel, initramfs }) => {
             // Modules above QEMU's DTB at 0x48000000, which would overwrite a module placed there.
-            qemu.args(["-m", "1024", "-append"]);
-            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=256M"));
+            // 96M: enough for dom0 and the toolstack (64M: out of memory), leaving room for a domU.
+            qemu.args(["-m", "256", "-append"]);
+            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=96M"));
             qemu.arg("-device").arg(format!(
                 "guest-loader,addr=0x49000000,kernel={},bootargs={LINUX_CMDLINE} rdinit=/init",
                 path(kernel)?

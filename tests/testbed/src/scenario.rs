@@ -7,10 +7,12 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use xen_testbed_protocol::parse_log;
+use xen_testbed_protocol::{exchange, parse_log};
 
-use crate::verdict::{CLEAN_SHUTDOWN, CaseResult, Expectation, judge};
-use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, qemu};
+use crate::verdict::{
+    CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, judge, split_domains,
+};
+use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, qemu};
 
 /// The dom0 test programs' package (and binary).
 pub const DOM0_TESTS: &str = "xen-dom0-tests";
@@ -77,6 +79,72 @@ pub enum GuestKind {
     Aarch64,
 }
 
+impl GuestKind {
+    /// The architecture it runs on.
+    pub fn arch(self) -> Arch {
+        match self {
+            GuestKind::Pv | GuestKind::Pvh => Arch::X86_64,
+            GuestKind::Aarch64 => Arch::Aarch64,
+        }
+    }
+}
+
+/// What a Linux dom0 sets up before its commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// The Xen modules and xenfs.
+    Modules,
+    /// Also Debian's toolstack (`xenstored`, `xen-init-dom0`, `xenconsoled`).
+    Toolstack,
+    /// The toolstack, with this shell line run before its first step (a self-test breaking it).
+    BrokenToolstack(&'static str),
+}
+
+impl Setup {
+    fn preamble(self) -> initramfs::Preamble {
+        match self {
+            Setup::Modules => initramfs::Preamble::Modules,
+            Setup::Toolstack => initramfs::Preamble::Toolstack { fault: None },
+            Setup::BrokenToolstack(fault) => initramfs::Preamble::Toolstack {
+                fault: Some(fault.into()),
+            },
+        }
+    }
+}
+
+/// A scenario with two domains: a Linux dom0 with the toolstack runs the dom0 half of the exchange
+/// (`xen-dom0-tests domu`, cases [`exchange::DOM0_CASES`]) against a freestanding domU it creates
+/// with `xl create`, which runs the domU half (cases [`exchange::DOMU_CASES`]); both are judged
+/// together. The exchange itself is described once, in [`exchange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossDomain {
+    /// The domU's flavour.
+    pub domu: GuestKind,
+    /// For the harness's self-tests: the value dom0 writes to [`exchange::SELFTEST`].
+    pub selftest: Option<&'static str>,
+}
+
+impl CrossDomain {
+    /// The domU's name in xl (and on its forwarded console lines).
+    pub fn domu_name(&self) -> String {
+        domu_name(self.domu)
+    }
+}
+
+/// The xl name of the domU of flavour `kind`.
+pub fn domu_name(kind: GuestKind) -> String {
+    format!("xentest-{}", format!("{kind:?}").to_lowercase())
+}
+
+/// xl's `type` and `memory` (MiB) of a domU of flavour `kind` (Arm guests are PVH-like).
+pub fn xl_type_and_memory(kind: GuestKind) -> (&'static str, u32) {
+    match kind {
+        GuestKind::Pv => ("pv", 16),
+        GuestKind::Pvh => ("pvh", 32),
+        GuestKind::Aarch64 => ("pvh", 32),
+    }
+}
+
 /// What a scenario boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -84,11 +152,31 @@ pub enum Kind {
     LinuxDom0 {
         /// The architecture.
         arch: Arch,
+        /// What `/init` sets up first.
+        setup: Setup,
         /// The shell lines.
         commands: &'static [&'static str],
     },
     /// A freestanding guest as dom0.
     Guest(GuestKind),
+    /// A Linux dom0 and a freestanding domU.
+    CrossDomain(CrossDomain),
+}
+
+impl Kind {
+    /// The architecture QEMU emulates.
+    pub fn arch(self) -> Arch {
+        match self {
+            Kind::LinuxDom0 { arch, .. } => arch,
+            Kind::Guest(kind) => kind.arch(),
+            Kind::CrossDomain(cross) => cross.domu.arch(),
+        }
+    }
+
+    /// Whether it boots a Linux dom0 (with `xen-dom0-tests`).
+    fn is_linux(self) -> bool {
+        !matches!(self, Kind::Guest(_))
+    }
 }
 
 /// A named test scenario.
@@ -124,11 +212,36 @@ const fn linux(
     Scenario {
         name,
         about,
-        kind: Kind::LinuxDom0 { arch, commands },
+        kind: Kind::LinuxDom0 {
+            arch,
+            setup: Setup::Modules,
+            commands,
+        },
         timeout: Duration::from_secs(timeout),
         must_fail,
     }
 }
+
+const fn cross_domain(
+    name: &'static str,
+    about: &'static str,
+    domu: GuestKind,
+    selftest: Option<&'static str>,
+    must_fail: Option<&'static str>,
+) -> Scenario {
+    Scenario {
+        name,
+        about,
+        kind: Kind::CrossDomain(CrossDomain { domu, selftest }),
+        timeout: Duration::from_secs(120),
+        must_fail,
+    }
+}
+
+/// The command that runs the `xl info` oracle case ([`ORACLE_CASE`]) in a dom0 with the toolstack.
+pub const ORACLE_COMMAND: &str = "xen-dom0-tests xl-info";
+/// The `xl info` oracle case.
+pub const ORACLE_CASE: &str = "xen_version_matches_xl_info";
 
 const fn guest(name: &'static str, about: &'static str, kind: GuestKind) -> Scenario {
     Scenario {
@@ -143,20 +256,55 @@ const fn guest(name: &'static str, about: &'static str, kind: GuestKind) -> Scen
 /// Every scenario, in the order they run.
 pub fn scenarios() -> &'static [Scenario] {
     const ALL: &[Scenario] = &[
-        linux(
-            "linux-dom0-x86_64",
-            "Linux PV dom0 on Xen amd64 runs xen-dom0-tests",
-            Arch::X86_64,
-            &[DOM0_TESTS],
-            150,
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::X86_64,
+                setup: Setup::Toolstack,
+                commands: &[DOM0_TESTS, ORACLE_COMMAND],
+            },
+            ..linux(
+                "linux-dom0-x86_64",
+                "Linux PV dom0 on Xen amd64 with the toolstack runs xen-dom0-tests and the xl info oracle",
+                Arch::X86_64,
+                &[],
+                150,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::Aarch64,
+                setup: Setup::Toolstack,
+                commands: &[DOM0_TESTS, ORACLE_COMMAND],
+            },
+            ..linux(
+                "linux-dom0-aarch64",
+                "Linux dom0 on Xen arm64 with the toolstack runs xen-dom0-tests and the xl info oracle",
+                Arch::Aarch64,
+                &[],
+                90,
+                None,
+            )
+        },
+        cross_domain(
+            "domu-pv",
+            "Linux dom0 creates a freestanding x86_64 PV domU: xenstore, event channels, a granted page",
+            GuestKind::Pv,
+            None,
             None,
         ),
-        linux(
-            "linux-dom0-aarch64",
-            "Linux dom0 on Xen arm64 runs xen-dom0-tests",
-            Arch::Aarch64,
-            &[DOM0_TESTS],
-            90,
+        cross_domain(
+            "domu-pvh",
+            "Linux dom0 creates a freestanding x86_64 PVH domU: xenstore, event channels, a granted page",
+            GuestKind::Pvh,
+            None,
+            None,
+        ),
+        cross_domain(
+            "domu-aarch64",
+            "Linux dom0 creates a freestanding aarch64 domU: xenstore, event channels, a granted page",
+            GuestKind::Aarch64,
+            None,
             None,
         ),
         guest(
@@ -206,6 +354,35 @@ pub fn scenarios() -> &'static [Scenario] {
             25,
             Some("hang: QEMU killed"),
         ),
+        cross_domain(
+            "selftest-domu-hang",
+            "harness self-test: a domU that never reports is destroyed after a timeout and named",
+            GuestKind::Aarch64,
+            Some(exchange::SELFTEST_HANG),
+            Some("domu_ready: FAILED domU xentest-aarch64 never wrote data/ready"),
+        ),
+        cross_domain(
+            "selftest-domu-crash",
+            "harness self-test: a crashing domU is reported through xl's on_crash",
+            GuestKind::Aarch64,
+            Some(exchange::SELFTEST_CRASH),
+            Some("domu_ready: FAILED domU xentest-aarch64 crashed"),
+        ),
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::Aarch64,
+                setup: Setup::BrokenToolstack("rm -r /var/run/xenstored && touch /var/run/xenstored"),
+                commands: &[DOM0_TESTS],
+            },
+            ..linux(
+                "selftest-toolstack",
+                "harness self-test: a toolstack step that fails is reported by name",
+                Arch::Aarch64,
+                &[],
+                90,
+                Some("PANIC toolstack: xenstored"),
+            )
+        },
         linux(
             "selftest-xen-reboot",
             "harness self-test: dom0 rebooting Xen is a failure",
@@ -252,10 +429,12 @@ impl Job {
         let log_path = logs.join(format!("{}.log", self.name));
         let run = qemu::run(self.command, &log_path, self.timeout)?;
         let raw = std::fs::read(&log_path).map_err(|e| Error::io(&log_path, e))?;
-        let log = parse_log(&raw);
-        let verdict = judge(&self.expectation, &log, run.exit);
+        let (log, domus) = split_domains(&parse_log(&raw));
+        let mut verdict = judge(&self.expectation, &log, run.exit);
+        verdict.add_domus(&self.expectation.domus, &domus);
         Ok(Outcome {
             log,
+            domus,
             verdict,
             log_path,
             run,
@@ -295,17 +474,10 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     let start = Instant::now();
     let linux_arches: BTreeSet<Arch> = selected
         .iter()
-        .filter_map(|s| match s.kind {
-            Kind::LinuxDom0 { arch, .. } => Some(arch),
-            Kind::Guest(_) => None,
-        })
+        .filter(|s| s.kind.is_linux())
+        .map(|s| s.kind.arch())
         .collect();
-    let guest_arches = selected.iter().filter_map(|s| match s.kind {
-        Kind::Guest(GuestKind::Aarch64) => Some(Arch::Aarch64),
-        Kind::Guest(_) => Some(Arch::X86_64),
-        Kind::LinuxDom0 { .. } => None,
-    });
-    let arches: BTreeSet<Arch> = linux_arches.iter().copied().chain(guest_arches).collect();
+    let arches: BTreeSet<Arch> = selected.iter().map(|s| s.kind.arch()).collect();
     let mut artifacts = Vec::new();
     for arch in &arches {
         let fetched = testbed.fetch(*arch)?;
@@ -357,32 +529,41 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
 
     let mut jobs: Vec<(Scenario, Result<Job>)> = Vec::new();
     for scenario in selected {
+        let arch = scenario.kind.arch();
         let job = match scenario.kind {
-            Kind::LinuxDom0 { arch, commands } => {
-                dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
-                    testbed.dom0_job(
-                        artifacts_of(arch),
-                        &Dom0Run {
-                            name: scenario.name.into(),
-                            arch,
-                            binaries: Vec::new(),
-                            commands: commands.iter().map(|c| c.to_string()).collect(),
-                            expected_cases: cases,
-                            expected_dones: usize::from(
-                                commands.contains(&DOM0_TESTS)
-                                    || commands.iter().any(|c| c.ends_with(DOM0_TESTS)),
-                            ),
-                            timeout: scenario.timeout,
-                        },
-                    )
-                })
-            }
-            Kind::Guest(kind) => guests.image(testbed, kind).and_then(|image| {
-                let arch = if kind == GuestKind::Aarch64 {
-                    Arch::Aarch64
+            Kind::LinuxDom0 {
+                setup, commands, ..
+            } => dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
+                // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
+                let runs_tests =
+                    |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
+                let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
+                    cases
                 } else {
-                    Arch::X86_64
+                    Vec::new()
                 };
+                if commands.contains(&ORACLE_COMMAND) {
+                    expected.push(ORACLE_CASE.into());
+                }
+                let dones = commands.iter().filter(runs_tests).count()
+                    + usize::from(commands.contains(&ORACLE_COMMAND));
+                testbed.dom0_job(
+                    artifacts_of(arch),
+                    &Dom0Run {
+                        name: scenario.name.into(),
+                        arch,
+                        binaries: Vec::new(),
+                        files: Vec::new(),
+                        preamble: setup.preamble(),
+                        commands: commands.iter().map(|c| c.to_string()).collect(),
+                        expected_cases: expected,
+                        expected_dones: dones,
+                        timeout: scenario.timeout,
+                        domus: Vec::new(),
+                    },
+                )
+            }),
+            Kind::Guest(kind) => guests.image(testbed, kind, Flavour::Dom0).and_then(|image| {
                 let guest = match kind {
                     GuestKind::Pv => qemu::Guest::Pv(&image),
                     GuestKind::Pvh => qemu::Guest::Pvh(&image),
@@ -396,9 +577,18 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                         arch,
                         cases: guest_cases(kind),
                         dones: 1,
+                        domus: Vec::new(),
                     },
                 })
             }),
+            Kind::CrossDomain(cross) => dom0_built(arch)
+                .and_then(|()| guests.image(testbed, cross.domu, Flavour::Domu))
+                .and_then(|kernel| {
+                    testbed.dom0_job(
+                        artifacts_of(arch),
+                        &cross_domain_run(scenario.name, &cross, &kernel, scenario.timeout),
+                    )
+                }),
         };
         jobs.push((*scenario, job));
     }
@@ -432,46 +622,95 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     Ok(summary)
 }
 
+/// The dom0 run of a cross-domain scenario: the toolstack, the domU's kernel at
+/// `/lib/xentest/<domU name>`, and `xen-dom0-tests domu` creating it; dom0's and the domU's cases
+/// from [`exchange`].
+pub fn cross_domain_run(
+    name: &str,
+    cross: &CrossDomain,
+    kernel: &std::path::Path,
+    timeout: Duration,
+) -> Dom0Run {
+    let domu = cross.domu_name();
+    let (xl_type, memory) = xl_type_and_memory(cross.domu);
+    let path = format!("/lib/xentest/{domu}");
+    let mut command = format!(
+        "{DOM0_TESTS} domu --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
+    );
+    if let Some(selftest) = cross.selftest {
+        command.push_str(&format!(" --selftest {selftest}"));
+    }
+    Dom0Run {
+        name: name.into(),
+        arch: cross.domu.arch(),
+        binaries: Vec::new(),
+        files: vec![(path, kernel.to_path_buf())],
+        preamble: Setup::Toolstack.preamble(),
+        commands: vec![command],
+        expected_cases: exchange::DOM0_CASES.iter().map(|c| c.to_string()).collect(),
+        expected_dones: 1,
+        timeout,
+        domus: vec![DomuExpectation {
+            name: domu,
+            label: "domu".into(),
+            cases: exchange::DOMU_CASES.iter().map(|c| c.to_string()).collect(),
+        }],
+    }
+}
+
+/// Which flavour of a freestanding guest: the hardware domain, or a domU created by the toolstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Booted by Xen as dom0.
+    Dom0,
+    /// Created by `xl create` (`--features domu`).
+    Domu,
+}
+
 /// Freestanding guest images, built on first use.
 #[derive(Default)]
 struct GuestBuilds {
-    built: Vec<(GuestKind, Result<PathBuf>)>,
+    built: Vec<((GuestKind, Flavour), Result<PathBuf>)>,
 }
 
 impl GuestBuilds {
-    fn image(&mut self, testbed: &Testbed, kind: GuestKind) -> Result<PathBuf> {
-        if let Some((_, image)) = self.built.iter().find(|(k, _)| *k == kind) {
+    fn image(&mut self, testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Result<PathBuf> {
+        if let Some((_, image)) = self.built.iter().find(|(k, _)| *k == (kind, flavour)) {
             return image.clone();
         }
-        let image = build_guest(testbed, kind);
-        self.built.push((kind, image.clone()));
+        let image = build_guest(testbed, kind, flavour);
+        self.built.push(((kind, flavour), image.clone()));
         image
     }
 }
 
-fn build_guest(testbed: &Testbed, kind: GuestKind) -> Result<PathBuf> {
+/// Builds the freestanding guest of `kind` and `flavour` and returns the image to boot.
+pub fn build_guest(testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Result<PathBuf> {
     if !testbed.workspace.join("tests/guest/Cargo.toml").exists() {
         return Err(Error::new(format!(
             "payload crate missing: tests/guest (package {GUEST}) does not exist yet"
         )));
     }
-    let (target, features) = match kind {
-        GuestKind::Pv => ("x86_64-unknown-none", Some("pv")),
-        GuestKind::Pvh => ("x86_64-unknown-none", Some("pvh")),
-        GuestKind::Aarch64 => ("aarch64-unknown-none", None),
+    let (target, mut features) = match kind {
+        GuestKind::Pv => ("x86_64-unknown-none", vec!["pv"]),
+        GuestKind::Pvh => ("x86_64-unknown-none", vec!["pvh"]),
+        GuestKind::Aarch64 => ("aarch64-unknown-none", vec![]),
     };
+    if flavour == Flavour::Domu {
+        features.push("domu");
+    }
     crate::check_rust_target(target)?;
     let mut cargo = testbed.cargo();
     cargo.args(["build", "--release", "-p", GUEST, "--target", target]);
-    if let Some(features) = features {
-        cargo.args(["--features", features]);
+    if !features.is_empty() {
+        cargo.args(["--features", &features.join(",")]);
     }
     crate::run_cargo(cargo)?;
     let built = testbed.target_dir.join(target).join("release").join(GUEST);
     let work = testbed.work_dir();
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     // Copied aside: the next flavour's build overwrites the binary.
-    let image = work.join(format!("{GUEST}-{kind:?}").to_lowercase());
+    let image = work.join(format!("{GUEST}-{kind:?}-{flavour:?}").to_lowercase());
     match kind {
         GuestKind::Pv | GuestKind::Pvh => {
             std::fs::copy(&built, &image).map_err(|e| Error::io(&built, e))?;
@@ -589,10 +828,13 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
         name: "demo-linux-dom0-x86_64".into(),
         arch: Arch::X86_64,
         binaries: Vec::new(),
+        files: Vec::new(),
+        preamble: initramfs::Preamble::Modules,
         commands: vec![format!("{DOM0_TESTS} demo")],
         expected_cases: Vec::new(),
         expected_dones: 1,
         timeout: Duration::from_secs(150),
+        domus: Vec::new(),
     })?;
     show_demo(
         "Linux dom0 (x86_64 PV) running the xen-dom0-tests demo",
@@ -600,7 +842,7 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
         "Hello from Rust",
     );
     let artifacts = testbed.fetch(Arch::X86_64)?;
-    let guest_ok = match build_guest(testbed, GuestKind::Pv) {
+    let guest_ok = match build_guest(testbed, GuestKind::Pv, Flavour::Dom0) {
         Ok(image) => {
             let job = Job {
                 name: "demo-pv64".into(),
@@ -610,6 +852,7 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
                     arch: Arch::X86_64,
                     cases: Vec::new(),
                     dones: 1,
+                    domus: Vec::new(),
                 },
             };
             let outcome = job.run(testbed)?;
