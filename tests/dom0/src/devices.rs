@@ -88,7 +88,8 @@ impl InterdomainPort {
             }
             let mut fds = [PollFd::new(self.device.as_fd(), PollFlags::POLLIN)];
             let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-            let ready = poll(&mut fds, PollTimeout::from(millis)).map_err(|e| format!("poll: {e}"))?;
+            let ready =
+                poll(&mut fds, PollTimeout::from(millis)).map_err(|e| format!("poll: {e}"))?;
             if ready == 0 {
                 continue;
             }
@@ -182,8 +183,9 @@ impl GrantMapping {
         // SAFETY: `IOCTL_GNTDEV_MAP_GRANT_REF` reads `count` references after the header and
         // writes `index`; `request` is `struct ioctl_gntdev_map_grant_ref` with exactly one
         // reference, live and exclusively borrowed for the call.
-        unsafe { gntdev_map_grant_ref(device.as_raw_fd(), &mut request) }
-            .map_err(|e| format!("IOCTL_GNTDEV_MAP_GRANT_REF (domain {domid}, ref {reference}): {e}"))?;
+        unsafe { gntdev_map_grant_ref(device.as_raw_fd(), &mut request) }.map_err(|e| {
+            format!("IOCTL_GNTDEV_MAP_GRANT_REF (domain {domid}, ref {reference}): {e}")
+        })?;
         let index = request.index;
         let mut mapping = Self {
             device,
@@ -259,7 +261,12 @@ impl GrantMapping {
         // through the pointer, valid for the call.
         unsafe { gntdev_unmap_grant_ref(self.device.as_raw_fd(), &request) }
             .map(drop)
-            .map_err(|e| format!("IOCTL_GNTDEV_UNMAP_GRANT_REF (index {:#x}): {e}", self.index))
+            .map_err(|e| {
+                format!(
+                    "IOCTL_GNTDEV_UNMAP_GRANT_REF (index {:#x}): {e}",
+                    self.index
+                )
+            })
     }
 }
 

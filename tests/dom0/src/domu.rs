@@ -252,9 +252,16 @@ fn describe_reason(reason: u32) -> String {
 
 /// The `SHUTDOWN_*` name of `reason`.
 fn reason_name(reason: u32) -> Option<&'static str> {
-    ["poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"]
-        .get(usize::try_from(reason).ok()?)
-        .copied()
+    [
+        "poweroff",
+        "reboot",
+        "suspend",
+        "crash",
+        "watchdog",
+        "soft_reset",
+    ]
+    .get(usize::try_from(reason).ok()?)
+    .copied()
 }
 
 /// Runs a toolstack program and returns its stdout, or an error naming it with its stderr.
@@ -345,7 +352,11 @@ struct Steps {
 }
 
 impl Steps {
-    fn step<T>(&mut self, name: &'static str, body: impl FnOnce() -> Result<T, String>) -> Option<T> {
+    fn step<T>(
+        &mut self,
+        name: &'static str,
+        body: impl FnOnce() -> Result<T, String>,
+    ) -> Option<T> {
         if let Some(earlier) = self.failed {
             self.reporter
                 .case(name, Err::<(), _>(format!("not run: {earlier} failed")));
@@ -496,7 +507,11 @@ pub(crate) fn run_user_domu(args: &[String]) -> ExitCode {
         Ok(domain) => domain,
         Err(error) => {
             eprintln!("xen-dom0-tests run-domu: {error}");
-            println!("XENTEST OUT {} {} create-failed", exchange::DOMU_EXIT, spec.name);
+            println!(
+                "XENTEST OUT {} {} create-failed",
+                exchange::DOMU_EXIT,
+                spec.name
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -44,7 +44,9 @@ fn compare(reporter: &mut Reporter<Stdout>) -> Result<(), String> {
     let privcmd = Privcmd::open().map_err(|e| format!("cannot open privcmd: {e}"))?;
     let call = |what: &str, e: xen_hypercall::Error| format!("{what}: {e}");
     let version = privcmd.xen_version().map_err(|e| call("xen_version", e))?;
-    let compile = privcmd.compile_info().map_err(|e| call("compile_info", e))?;
+    let compile = privcmd
+        .compile_info()
+        .map_err(|e| call("compile_info", e))?;
     let ours: Vec<(&str, String)> = vec![
         ("xen_major", version.major.to_string()),
         ("xen_minor", version.minor.to_string()),

@@ -111,10 +111,7 @@ mod tests {
             split_forwarded(&line),
             Some(("xentest-pv", "XENTEST CASE grant_access ok"))
         );
-        assert_eq!(
-            split_forwarded("[  5.1] [domu d] x"),
-            Some(("d", "x"))
-        );
+        assert_eq!(split_forwarded("[  5.1] [domu d] x"), Some(("d", "x")));
         assert_eq!(split_forwarded("XENTEST CASE a ok"), None);
         assert_eq!(split_forwarded("[domu a b] x"), None);
         assert_eq!(split_forwarded("[domu ] x"), None);

@@ -211,7 +211,9 @@ pub(crate) fn candidate_versions(packages: &[String]) -> Result<Vec<String>> {
                 .iter()
                 .find(|(name, _)| {
                     name == package
-                        || name.strip_suffix(":all").is_some_and(|n| package.starts_with(&format!("{n}:")))
+                        || name
+                            .strip_suffix(":all")
+                            .is_some_and(|n| package.starts_with(&format!("{n}:")))
                 })
                 .map(|(_, version)| version.clone())
                 .ok_or_else(|| Error::new(format!("`apt-cache show {package}` gives no version")))

@@ -257,7 +257,11 @@ mod tests {
             },
             &["xen-dom0-tests".into()],
         );
-        let at = |needle: &str| script.find(needle).unwrap_or_else(|| panic!("{needle} in {script}"));
+        let at = |needle: &str| {
+            script
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {script}"))
+        };
         let order = [
             at("insmod /lib/modules/xenfs.ko"),
             at("mount -t devpts"),

@@ -49,9 +49,11 @@ pub mod artifacts;
 pub mod cpio;
 mod elf;
 pub mod initramfs;
+mod own_code;
 pub mod qemu;
 pub mod scenario;
 pub mod toolstack;
+pub mod user;
 pub mod verdict;
 
 use std::fmt;
@@ -192,7 +194,7 @@ impl Testbed {
         self.target_dir.join("testbed/logs")
     }
 
-    fn work_dir(&self) -> PathBuf {
+    pub(crate) fn work_dir(&self) -> PathBuf {
         self.target_dir.join("testbed/work")
     }
 

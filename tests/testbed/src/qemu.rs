@@ -166,7 +166,18 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
 }
 
 /// Runs `qemu` with its serial output in `log`, killing its process group after `timeout`.
-pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
+pub fn run(qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
+    run_streaming(qemu, log, timeout, &mut |_| {})
+}
+
+/// [`run`], calling `on_line` with each complete line of the log (raw bytes, without the newline)
+/// while QEMU runs.
+pub fn run_streaming(
+    mut qemu: Command,
+    log: &Path,
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&[u8]),
+) -> Result<Run> {
     let file = File::create(log).map_err(|e| Error::io(log, e))?;
     let stderr = file.try_clone().map_err(|e| Error::io(log, e))?;
     {
@@ -186,11 +197,14 @@ pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
     };
     let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
     let mut peak_rss_kib = None;
+    let mut tail = Tail::default();
     let exit = loop {
+        tail.read(log, on_line);
         if let Some(status) = child
             .try_wait()
             .map_err(|e| Error::new(format!("waiting for QEMU: {e}")))?
         {
+            tail.read(log, on_line);
             break status.code().map_or(Exit::Signal, Exit::Status);
         }
         if let Some(rss) = high_water_mark(&status_path) {
@@ -209,6 +223,34 @@ pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
         peak_rss_kib,
         log: log.to_path_buf(),
     })
+}
+
+/// The lines of a growing file not yet handed out.
+#[derive(Default)]
+struct Tail {
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    /// Hands every new complete line of `path` to `on_line`.
+    fn read(&mut self, path: &Path, on_line: &mut dyn FnMut(&[u8])) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = File::open(path) else {
+            return;
+        };
+        let mut chunk = Vec::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut chunk).is_err()
+        {
+            return;
+        }
+        self.offset += chunk.len() as u64;
+        self.partial.extend_from_slice(&chunk);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            on_line(&line[..end]);
+        }
+    }
 }
 
 /// `VmHWM` (peak RSS, KiB) from a `/proc/<pid>/status` file.

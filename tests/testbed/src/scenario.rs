@@ -12,7 +12,9 @@ use xen_testbed_protocol::{exchange, parse_log};
 use crate::verdict::{
     CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, judge, split_domains,
 };
-use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, qemu};
+use crate::{
+    Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, own_code, qemu,
+};
 
 /// The dom0 test programs' package (and binary).
 pub const DOM0_TESTS: &str = "xen-dom0-tests";
@@ -161,6 +163,8 @@ pub enum Kind {
     Guest(GuestKind),
     /// A Linux dom0 and a freestanding domU.
     CrossDomain(CrossDomain),
+    /// A program built outside the workspace, run as `cargo xtask testbed run --dom0` runs it.
+    OwnCode,
 }
 
 impl Kind {
@@ -170,6 +174,7 @@ impl Kind {
             Kind::LinuxDom0 { arch, .. } => arch,
             Kind::Guest(kind) => kind.arch(),
             Kind::CrossDomain(cross) => cross.domu.arch(),
+            Kind::OwnCode => Arch::X86_64,
         }
     }
 
@@ -354,6 +359,13 @@ pub fn scenarios() -> &'static [Scenario] {
             25,
             Some("hang: QEMU killed"),
         ),
+        Scenario {
+            name: "run-own-dom0",
+            about: "a program built outside the workspace runs in dom0 as `cargo xtask testbed run --dom0` runs it",
+            kind: Kind::OwnCode,
+            timeout: Duration::from_secs(150),
+            must_fail: None,
+        },
         cross_domain(
             "selftest-domu-hang",
             "harness self-test: a domU that never reports is destroyed after a timeout and named",
@@ -371,7 +383,9 @@ pub fn scenarios() -> &'static [Scenario] {
         Scenario {
             kind: Kind::LinuxDom0 {
                 arch: Arch::Aarch64,
-                setup: Setup::BrokenToolstack("rm -r /var/run/xenstored && touch /var/run/xenstored"),
+                setup: Setup::BrokenToolstack(
+                    "rm -r /var/run/xenstored && touch /var/run/xenstored",
+                ),
                 commands: &[DOM0_TESTS],
             },
             ..linux(
@@ -413,6 +427,14 @@ pub struct Summary {
     pub failed: usize,
 }
 
+/// What one scenario runs.
+enum Work {
+    /// A prepared QEMU run.
+    Qemu(Job),
+    /// The built program of [`Kind::OwnCode`].
+    OwnCode(PathBuf),
+}
+
 /// A prepared QEMU run.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -424,10 +446,19 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn run(self, testbed: &Testbed) -> Result<Outcome> {
+        self.run_streaming(testbed, &mut |_| {})
+    }
+
+    /// [`Job::run`], handing each serial line to `on_line` while QEMU runs.
+    pub(crate) fn run_streaming(
+        self,
+        testbed: &Testbed,
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> Result<Outcome> {
         let logs = testbed.logs_dir();
         std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
         let log_path = logs.join(format!("{}.log", self.name));
-        let run = qemu::run(self.command, &log_path, self.timeout)?;
+        let run = qemu::run_streaming(self.command, &log_path, self.timeout, on_line)?;
         let raw = std::fs::read(&log_path).map_err(|e| Error::io(&log_path, e))?;
         let (log, domus) = split_domains(&parse_log(&raw));
         let mut verdict = judge(&self.expectation, &log, run.exit);
@@ -527,9 +558,14 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     };
     let mut guests = GuestBuilds::default();
 
-    let mut jobs: Vec<(Scenario, Result<Job>)> = Vec::new();
+    let mut jobs: Vec<(Scenario, Result<Work>)> = Vec::new();
     for scenario in selected {
         let arch = scenario.kind.arch();
+        if scenario.kind == Kind::OwnCode {
+            let built = dom0_built(arch).and_then(|()| own_code::build(testbed));
+            jobs.push((*scenario, built.map(Work::OwnCode)));
+            continue;
+        }
         let job = match scenario.kind {
             Kind::LinuxDom0 {
                 setup, commands, ..
@@ -563,24 +599,26 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                     },
                 )
             }),
-            Kind::Guest(kind) => guests.image(testbed, kind, Flavour::Dom0).and_then(|image| {
-                let guest = match kind {
-                    GuestKind::Pv => qemu::Guest::Pv(&image),
-                    GuestKind::Pvh => qemu::Guest::Pvh(&image),
-                    GuestKind::Aarch64 => qemu::Guest::Aarch64Image(&image),
-                };
-                Ok(Job {
-                    name: scenario.name.into(),
-                    command: qemu::command(arch, &artifacts_of(arch).xen, &guest)?,
-                    timeout: scenario.timeout,
-                    expectation: Expectation {
-                        arch,
-                        cases: guest_cases(kind),
-                        dones: 1,
-                        domus: Vec::new(),
-                    },
-                })
-            }),
+            Kind::Guest(kind) => guests
+                .image(testbed, kind, Flavour::Dom0)
+                .and_then(|image| {
+                    let guest = match kind {
+                        GuestKind::Pv => qemu::Guest::Pv(&image),
+                        GuestKind::Pvh => qemu::Guest::Pvh(&image),
+                        GuestKind::Aarch64 => qemu::Guest::Aarch64Image(&image),
+                    };
+                    Ok(Job {
+                        name: scenario.name.into(),
+                        command: qemu::command(arch, &artifacts_of(arch).xen, &guest)?,
+                        timeout: scenario.timeout,
+                        expectation: Expectation {
+                            arch,
+                            cases: guest_cases(kind),
+                            dones: 1,
+                            domus: Vec::new(),
+                        },
+                    })
+                }),
             Kind::CrossDomain(cross) => dom0_built(arch)
                 .and_then(|()| guests.image(testbed, cross.domu, Flavour::Domu))
                 .and_then(|kernel| {
@@ -589,8 +627,9 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                         &cross_domain_run(scenario.name, &cross, &kernel, scenario.timeout),
                     )
                 }),
+            Kind::OwnCode => unreachable!("handled above"),
         };
-        jobs.push((*scenario, job));
+        jobs.push((*scenario, job.map(Work::Qemu)));
     }
 
     let summary = Mutex::new(Summary::default());
@@ -601,7 +640,10 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                 loop {
                     let next = queue.lock().expect("queue lock").next();
                     let Some((scenario, job)) = next else { break };
-                    let outcome = job.and_then(|job| job.run(testbed));
+                    let outcome = job.and_then(|work| match work {
+                        Work::Qemu(job) => job.run(testbed),
+                        Work::OwnCode(binary) => own_code::run(testbed, &binary),
+                    });
                     let (passed, failed) = report(&scenario, &outcome);
                     let mut summary = summary.lock().expect("summary lock");
                     summary.passed += passed;

@@ -119,7 +119,10 @@ fn download(dir: &Path, pinned: &[String]) -> Result<()> {
     }
     let debs = dir.join(".download");
     fs::create_dir_all(&debs).map_err(|e| Error::io(&debs, e))?;
-    eprintln!("testbed: downloading the toolstack ({} packages)", pinned.len());
+    eprintln!(
+        "testbed: downloading the toolstack ({} packages)",
+        pinned.len()
+    );
     command_output(
         Command::new("apt-get")
             .args(["download", "-q"])
@@ -158,8 +161,15 @@ fn closure(root: &Path, arch: Arch) -> Result<Toolstack> {
     .into();
     let mut loaded: BTreeSet<String> = BTreeSet::new();
     let mut interpreters = BTreeSet::new();
-    let mut queue: Vec<Wanted> = PROGRAMS.iter().map(|p| Wanted::Path(p.to_string())).collect();
-    queue.extend(DLOPENED.iter().map(|soname| Wanted::Soname(soname.to_string())));
+    let mut queue: Vec<Wanted> = PROGRAMS
+        .iter()
+        .map(|p| Wanted::Path(p.to_string()))
+        .collect();
+    queue.extend(
+        DLOPENED
+            .iter()
+            .map(|soname| Wanted::Soname(soname.to_string())),
+    );
     while let Some(next) = queue.pop() {
         let path = match next {
             Wanted::Path(path) => path,

@@ -197,7 +197,11 @@ pub fn judge(expected: &Expectation, log: &Log, exit: Exit) -> Verdict {
     }
     // Status 0 after an announced shutdown is Xen's reset, judged by `clean_shutdown`.
     if shutdown.is_none() || exit != Exit::Status(0) {
-        problems.extend(exit_problem(expected.arch, exit, log.dones().next().is_some()));
+        problems.extend(exit_problem(
+            expected.arch,
+            exit,
+            log.dones().next().is_some(),
+        ));
     }
     let banner = log.lines.iter().find_map(|line| {
         let start = line.find("Xen version ")?;
