@@ -169,8 +169,9 @@ impl Domain {
     fn wait_gone(&self, timeout: Duration) -> Result<u32, String> {
         let start = Instant::now();
         loop {
-            let reason = self.shutdown_reason();
+            // In this order: xl logs the reason before it destroys the domain.
             let gone = !self.exists();
+            let reason = self.shutdown_reason();
             match reason {
                 Some(reason) if gone || reason == SHUTDOWN_CRASH => return Ok(reason),
                 None if gone => {
