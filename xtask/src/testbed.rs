@@ -6,11 +6,12 @@ use xen_testbed::scenario::{Options, select};
 use xen_testbed::{Testbed, run_scenarios, scenarios};
 
 const USAGE: &str = "\
-usage: cargo xtask testbed [--list] [--self-test] [SCENARIO...]
-       cargo xtask testbed run --dom0 <static binary> [-- ARGS...]
+usage: cargo xtask testbed [-v] [--list] [--self-test] [SCENARIO...]
+       cargo xtask testbed [-v] run --dom0 <static binary> [-- ARGS...]
        cargo xtask testbed run --domu <kernel> [--type pv|pvh] [--memory MIB] [--timeout SECONDS]
 
 Boots Xen 4.17 under QEMU for each scenario (all by default) and runs its payload.
+  -v           show the build commands and cargo's output
   --list       list the scenarios
   --self-test  only the harness self-tests (broken payloads that must be reported as failing)
 
@@ -23,8 +24,12 @@ architecture of the binary or kernel, and streams its output:
           (default 60 s; the domU is destroyed)";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
+    let (verbose, args) = match args {
+        [flag, rest @ ..] if flag == "-v" || flag == "--verbose" => (true, rest),
+        _ => (false, args),
+    };
     if args.first().map(String::as_str) == Some("run") {
-        return run_user_code(&args[1..]);
+        return run_user_code(&testbed().verbose(verbose), &args[1..]);
     }
     let mut options = Options::default();
     for arg in args {
@@ -47,7 +52,8 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         }
     }
     let selected = select(&options).map_err(|e| e.to_string())?;
-    let summary = run_scenarios(&testbed(), &selected).map_err(|e| e.to_string())?;
+    let summary =
+        run_scenarios(&testbed().verbose(verbose), &selected).map_err(|e| e.to_string())?;
     if summary.failed == 0 {
         Ok(())
     } else {
@@ -56,8 +62,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
 }
 
 /// `cargo xtask testbed run ...`: exits the process with the code's status.
-fn run_user_code(args: &[String]) -> crate::Result {
-    let testbed = testbed();
+fn run_user_code(testbed: &Testbed, args: &[String]) -> crate::Result {
     let mut print = |line: &str| {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -125,10 +130,12 @@ fn run_user_code(args: &[String]) -> crate::Result {
 }
 
 pub(crate) fn demo(args: &[String]) -> crate::Result {
-    if !args.is_empty() {
-        return Err("usage: cargo xtask demo".into());
-    }
-    if xen_testbed::scenario::demo(&testbed()).map_err(|e| e.to_string())? {
+    let verbose = match args {
+        [] => false,
+        [flag] if flag == "-v" || flag == "--verbose" => true,
+        _ => return Err("usage: cargo xtask demo [-v]".into()),
+    };
+    if xen_testbed::demo::demo(&testbed().verbose(verbose)).map_err(|e| e.to_string())? {
         Ok(())
     } else {
         Err("demo: a run failed (see above)".into())

@@ -353,17 +353,18 @@ struct Steps {
 }
 
 impl Steps {
+    /// Runs `body` (which may print `XENTEST OUT` lines) and reports it as case `name`.
     fn step<T>(
         &mut self,
         name: &'static str,
-        body: impl FnOnce() -> Result<T, String>,
+        body: impl FnOnce(&mut Reporter<Stdout>) -> Result<T, String>,
     ) -> Option<T> {
         if let Some(earlier) = self.failed {
             self.reporter
                 .case(name, Err::<(), _>(format!("not run: {earlier} failed")));
             return None;
         }
-        match body() {
+        match body(&mut self.reporter) {
             Ok(value) => {
                 self.reporter.case(name, Ok::<(), String>(()));
                 Some(value)
@@ -390,13 +391,20 @@ pub(crate) fn exchange(args: &[String]) -> ExitCode {
         reporter: Reporter::new(Stdout),
         failed: None,
     };
-    let domain = steps.step("xl_create", || Domain::create(&spec));
+    let domain = steps.step("xl_create", |out| {
+        let domain = Domain::create(&spec)?;
+        out.out(format_args!(
+            "xl created domU {} (domid {}, {}, {} MiB), paused",
+            domain.name, domain.domid, spec.xl_type, spec.memory
+        ));
+        Ok(domain)
+    });
     let forwarder = domain.as_ref().map(|d| ConsoleForwarder::start(&d.name));
     if let Some(domain) = &domain {
         run_exchange(&mut steps, domain);
     } else {
         for case in &exchange::DOM0_CASES[1..] {
-            steps.step(case, || Ok(()));
+            steps.step(case, |_| Ok(()));
         }
     }
     if let Some(forwarder) = forwarder {
@@ -408,64 +416,79 @@ pub(crate) fn exchange(args: &[String]) -> ExitCode {
 
 /// The steps after `xl_create`, in the order of [`exchange`].
 fn run_exchange(steps: &mut Steps, domain: &Domain) {
-    steps.step("domu_ready", || {
+    steps.step("domu_ready", |out| {
         domain.unpause()?;
-        domain.wait_for_key(exchange::READY, "1", READY_TIMEOUT)
+        domain.wait_for_key(exchange::READY, "1", READY_TIMEOUT)?;
+        out.out(format_args!("the domU wrote {} = 1", exchange::READY));
+        Ok(())
     });
-    steps.step("domu_read_its_name", || {
+    steps.step("domu_read_its_name", |_| {
         let seen = domain.read(exchange::SEEN_NAME)?;
         expect_equal(exchange::SEEN_NAME, &seen, &domain.name)
     });
-    steps.step("domu_read_its_domid", || {
+    steps.step("domu_read_its_domid", |_| {
         let seen = domain.read(exchange::SEEN_DOMID)?;
         expect_equal(exchange::SEEN_DOMID, &seen, &domain.domid.to_string())
     });
-    let mut port = steps.step("evtchn_bind_domu_port", || {
+    let mut port = steps.step("evtchn_bind_domu_port", |out| {
         let remote = domain.read_number(exchange::EVTCHN_PORT)?;
         let mut port = InterdomainPort::bind(domain.domid, remote)?;
         // Xen marks a newly bound port pending: drain that event.
         port.wait(Duration::from_secs(2))
             .map_err(|e| format!("the pending event after binding: {e}"))?;
+        out.out(format_args!(
+            "bound the domU's port {remote} through /dev/xen/evtchn"
+        ));
         Ok(port)
     });
-    let mapping = steps.step("grant_map_domu_page", || {
+    let mapping = steps.step("grant_map_domu_page", |out| {
         let reference = domain.read_number(exchange::GRANT_REF)?;
         if reference < 2 {
             return Err(format!("grant ref {reference} is the toolstack's"));
         }
         let mapping = GrantMapping::map(domain.domid, reference)?;
-        let text = mapping.read(0, exchange::DOMU_TEXT.len());
-        expect_equal(
-            "the page's first bytes",
-            &String::from_utf8_lossy(&text),
-            exchange::DOMU_TEXT,
-        )?;
+        let text =
+            String::from_utf8_lossy(&mapping.read(0, exchange::DOMU_TEXT.len())).into_owned();
+        expect_equal("the page's first bytes", &text, exchange::DOMU_TEXT)?;
+        out.out(format_args!(
+            "mapped grant ref {reference} through /dev/xen/gntdev; it reads {text:?}"
+        ));
         Ok(mapping)
     });
-    steps.step("evtchn_notify_domu", || {
+    steps.step("evtchn_notify_domu", |out| {
         let (Some(mapping), Some(port)) = (&mapping, &port) else {
             return Err("no mapping or port".into());
         };
         mapping.write(exchange::DOM0_TEXT_OFFSET, exchange::DOM0_TEXT.as_bytes());
-        port.notify()
+        port.notify()?;
+        out.out(format_args!(
+            "wrote {:?} at byte {} of the page and notified the domU",
+            exchange::DOM0_TEXT,
+            exchange::DOM0_TEXT_OFFSET
+        ));
+        Ok(())
     });
-    steps.step("evtchn_from_domu", || {
+    steps.step("evtchn_from_domu", |out| {
         let Some(port) = &mut port else {
             return Err("no port".into());
         };
         port.wait(EVENT_TIMEOUT)
-            .map_err(|e| format!("domU {}: {e}", domain.name))
+            .map_err(|e| format!("domU {}: {e}", domain.name))?;
+        out.out(format_args!("got the domU's event"));
+        Ok(())
     });
-    steps.step("grant_unmap", || {
+    steps.step("grant_unmap", |out| {
         let (Some(mapping), Some(port)) = (mapping, &port) else {
             return Err("no mapping or port".into());
         };
         mapping.unmap()?;
-        port.notify()
+        port.notify()?;
+        out.out(format_args!("unmapped the page and notified the domU"));
+        Ok(())
     });
     // Whatever failed before, the domU must not outlive the run.
     let failed_before = steps.failed.take();
-    steps.step("domu_powered_off", || {
+    steps.step("domu_powered_off", |_| {
         let reason = domain.wait_gone(if failed_before.is_some() {
             Duration::from_secs(2)
         } else {

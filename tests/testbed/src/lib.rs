@@ -47,6 +47,7 @@
 
 pub mod artifacts;
 pub mod cpio;
+pub mod demo;
 mod elf;
 pub mod initramfs;
 mod own_code;
@@ -133,6 +134,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Testbed {
     workspace: PathBuf,
     target_dir: PathBuf,
+    verbose: bool,
 }
 
 /// One Linux dom0 boot: see the crate documentation.
@@ -181,7 +183,14 @@ impl Testbed {
         Self {
             workspace,
             target_dir,
+            verbose: false,
         }
+    }
+
+    /// Whether cargo's commands and output are shown (default: only errors and warnings).
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
     }
 
     /// `<target>/testbed/cache`.
@@ -233,7 +242,7 @@ impl Testbed {
                 );
             }
         }
-        run_cargo(cargo)
+        self.run_cargo(cargo)
     }
 
     /// The path of static binary `name` built by [`Testbed::build_static`].
@@ -315,9 +324,21 @@ impl Testbed {
     }
 }
 
+impl Testbed {
+    /// Runs a cargo command (echoed, with cargo's progress, only when verbose), failing with its
+    /// status.
+    pub(crate) fn run_cargo(&self, mut cargo: Command) -> Result<()> {
+        if self.verbose {
+            eprintln!("+ {cargo:?}");
+        } else {
+            cargo.arg("--quiet");
+        }
+        run_cargo(cargo)
+    }
+}
+
 /// Runs a cargo command, failing with its status.
 fn run_cargo(mut cargo: Command) -> Result<()> {
-    eprintln!("+ {cargo:?}");
     let status = cargo
         .status()
         .map_err(|e| Error::new(format!("cannot run cargo: {e}")))?;

@@ -62,8 +62,8 @@ pub(crate) fn build(testbed: &Testbed) -> Result<PathBuf> {
         .current_dir(&dir)
         .env_remove("CARGO_TARGET_DIR")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--quiet", "--release", "--target", target]);
-    crate::run_cargo(cargo)?;
+        .args(["build", "--release", "--target", target]);
+    testbed.run_cargo(cargo)?;
     Ok(dir.join("target").join(target).join("release").join(NAME))
 }
 

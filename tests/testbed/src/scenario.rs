@@ -430,7 +430,7 @@ pub struct Summary {
 /// What one scenario runs.
 enum Work {
     /// A prepared QEMU run.
-    Qemu(Job),
+    Qemu(Box<Job>),
     /// The built program of [`Kind::OwnCode`].
     OwnCode(PathBuf),
 }
@@ -629,7 +629,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                 }),
             Kind::OwnCode => unreachable!("handled above"),
         };
-        jobs.push((*scenario, job.map(Work::Qemu)));
+        jobs.push((*scenario, job.map(|job| Work::Qemu(Box::new(job)))));
     }
 
     let summary = Mutex::new(Summary::default());
@@ -747,7 +747,7 @@ pub fn build_guest(testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Resu
     if !features.is_empty() {
         cargo.args(["--features", &features.join(",")]);
     }
-    crate::run_cargo(cargo)?;
+    testbed.run_cargo(cargo)?;
     let built = testbed.target_dir.join(target).join("release").join(GUEST);
     let work = testbed.work_dir();
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
@@ -860,89 +860,6 @@ fn report(scenario: &Scenario, outcome: &Result<Outcome>) -> (usize, usize) {
         let _ = writeln!(out, "----");
     }
     (passed, failed)
-}
-
-/// `cargo xtask demo`: boots Xen with a Linux dom0 running `xen-dom0-tests demo`, then a freestanding
-/// guest, and shows what they print. Returns whether both runs passed.
-pub fn demo(testbed: &Testbed) -> Result<bool> {
-    testbed.build_static(DOM0_TESTS, &[Arch::X86_64])?;
-    let linux = testbed.boot_linux_dom0(&Dom0Run {
-        name: "demo-linux-dom0-x86_64".into(),
-        arch: Arch::X86_64,
-        binaries: Vec::new(),
-        files: Vec::new(),
-        preamble: initramfs::Preamble::Modules,
-        commands: vec![format!("{DOM0_TESTS} demo")],
-        expected_cases: Vec::new(),
-        expected_dones: 1,
-        timeout: Duration::from_secs(150),
-        domus: Vec::new(),
-    })?;
-    show_demo(
-        "Linux dom0 (x86_64 PV) running the xen-dom0-tests demo",
-        &linux,
-        "Hello from Rust",
-    );
-    let artifacts = testbed.fetch(Arch::X86_64)?;
-    let guest_ok = match build_guest(testbed, GuestKind::Pv, Flavour::Dom0) {
-        Ok(image) => {
-            let job = Job {
-                name: "demo-pv64".into(),
-                command: qemu::command(Arch::X86_64, &artifacts.xen, &qemu::Guest::Pv(&image))?,
-                timeout: Duration::from_secs(60),
-                expectation: Expectation {
-                    arch: Arch::X86_64,
-                    cases: Vec::new(),
-                    dones: 1,
-                    domus: Vec::new(),
-                },
-            };
-            let outcome = job.run(testbed)?;
-            show_demo(
-                "freestanding Rust guest as a PV64 dom0",
-                &outcome,
-                "xen-test-guest:",
-            );
-            outcome.verdict.passed()
-        }
-        Err(error) => {
-            println!("\n== freestanding guest: not run: {error}");
-            false
-        }
-    };
-    Ok(linux.verdict.passed() && guest_ok)
-}
-
-/// Prints a demo run: the banner, the payload's `XENTEST OUT` lines, the console lines containing
-/// `console_marker` (written with `CONSOLEIO_write`), and the cases.
-fn show_demo(title: &str, outcome: &Outcome, console_marker: &str) {
-    println!("\n== {title}");
-    println!(
-        "   hypervisor: {}",
-        outcome.verdict.banner.as_deref().unwrap_or("(no banner)")
-    );
-    for line in outcome.log.outputs() {
-        println!("   {line}");
-    }
-    for line in outcome
-        .log
-        .lines
-        .iter()
-        .filter(|l| l.contains(console_marker))
-    {
-        println!("   console: {}", line.trim());
-    }
-    for (case, result) in &outcome.verdict.cases {
-        println!("   case {case}: {result:?}");
-    }
-    for failure in &outcome.verdict.problems {
-        println!("   problem: {failure}");
-    }
-    println!(
-        "   QEMU {:.1} s; full log {}",
-        outcome.run.wall.as_secs_f64(),
-        outcome.log_path.display()
-    );
 }
 
 #[cfg(test)]
