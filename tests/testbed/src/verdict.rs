@@ -717,4 +717,119 @@ mod tests {
         let verdict = judge(&expect(Arch::X86_64), &log(PASSING), Exit::Signal);
         assert!(!verdict.passed());
     }
+
+    fn cross_domain(domu_cases: &[&str]) -> Expectation {
+        Expectation {
+            arch: Arch::X86_64,
+            cases: vec!["xl_create".into()],
+            dones: 1,
+            domus: vec![DomuExpectation {
+                name: "xentest-pv".into(),
+                label: "domu".into(),
+                cases: domu_cases.iter().map(|c| c.to_string()).collect(),
+            }],
+        }
+    }
+
+    /// Judges a cross-domain log as the runner does: split, then dom0, then the domUs.
+    fn judge_cross(expected: &Expectation, text: &str, exit: Exit) -> Verdict {
+        let (dom0, domus) = split_domains(&log(text));
+        let mut verdict = judge(expected, &dom0, exit);
+        verdict.add_domus(&expected.domus, &domus);
+        verdict
+    }
+
+    const DOM0_PASSES: &str = "XENTEST CASE xl_create ok\nXENTEST DONE passed=1 failed=0\n";
+
+    #[test]
+    fn both_domains_pass_together() {
+        let text = format!(
+            "XENTEST CASE xl_create ok\n[domu xentest-pv] XENTEST CASE grant_access ok\n\
+             [domu xentest-pv] XENTEST OUT hello\n[domu xentest-pv] XENTEST DONE passed=1 failed=0\n\
+             [domu xentest-pv] XENTEST SHUTDOWN poweroff\nXENTEST DONE passed=1 failed=0\n"
+        );
+        let verdict = judge_cross(&cross_domain(&["grant_access"]), &text, Exit::Status(1));
+        assert!(verdict.passed(), "{:?}", verdict.failures());
+        let names: Vec<&str> = verdict.cases.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dom0::xl_create",
+                "domu::grant_access",
+                "domu::clean_shutdown"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_domu_never_heard_from_fails_every_case_and_is_named() {
+        let verdict = judge_cross(
+            &cross_domain(&["grant_access"]),
+            DOM0_PASSES,
+            Exit::Status(1),
+        );
+        assert_eq!(
+            verdict.failures(),
+            [
+                "domu::grant_access: missing (never reported)",
+                "domu::clean_shutdown: missing (never reported)",
+                "domU xentest-pv: no XENTEST DONE line (the payload stopped early)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_domu_that_fails_panics_or_does_not_power_off_fails() {
+        let expected = cross_domain(&["grant_access"]);
+        let failing = format!(
+            "{DOM0_PASSES}[domu xentest-pv] XENTEST CASE grant_access FAILED no page\n\
+             [domu xentest-pv] XENTEST DONE passed=0 failed=1\n[domu xentest-pv] XENTEST SHUTDOWN poweroff\n"
+        );
+        let verdict = judge_cross(&expected, &failing, Exit::Status(1));
+        assert_eq!(
+            verdict.failures(),
+            [
+                "domu::grant_access: FAILED no page",
+                "domu::clean_shutdown: FAILED SHUTDOWN poweroff after a failing run (DONE failed=1)",
+            ]
+        );
+        let panicking = format!("{DOM0_PASSES}[domu xentest-pv] XENTEST PANIC at x.rs:1\n");
+        let verdict = judge_cross(&expected, &panicking, Exit::Status(1));
+        assert!(
+            verdict
+                .failures()
+                .contains(&"domU xentest-pv: PANIC at x.rs:1".to_string())
+        );
+        let rebooting = format!(
+            "{DOM0_PASSES}[domu xentest-pv] XENTEST CASE grant_access ok\n\
+             [domu xentest-pv] XENTEST DONE passed=1 failed=0\n[domu xentest-pv] XENTEST SHUTDOWN reboot\n"
+        );
+        let verdict = judge_cross(&expected, &rebooting, Exit::Status(1));
+        assert_eq!(
+            verdict.failures(),
+            ["domu::clean_shutdown: FAILED SHUTDOWN reboot: a domU ends with `poweroff`"]
+        );
+    }
+
+    #[test]
+    fn forwarded_lines_do_not_count_as_dom0_cases() {
+        // The domU's DONE must not satisfy dom0's.
+        let text = "XENTEST CASE xl_create ok\n[domu xentest-pv] XENTEST DONE passed=0 failed=0\n";
+        let verdict = judge_cross(&cross_domain(&[]), text, Exit::Status(1));
+        assert!(
+            verdict
+                .problems
+                .contains(&"no XENTEST DONE line (the payload stopped early)".to_string()),
+            "{:?}",
+            verdict.problems
+        );
+        // An unexpected domU is judged under its own name.
+        let text = format!("{DOM0_PASSES}[domu other] XENTEST CASE x FAILED bad\n");
+        let verdict = judge_cross(&cross_domain(&[]), &text, Exit::Status(1));
+        assert!(
+            verdict
+                .failures()
+                .contains(&"other::x: FAILED bad".to_string())
+        );
+    }
 }
