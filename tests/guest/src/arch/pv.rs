@@ -236,9 +236,8 @@ mod domu {
         /// physical-to-machine list so that a wrong answer is caught.
         fn pfn_of_mfn(&self, mfn: u64) -> Result<u64, DomuError> {
             let m2p = xen_sys::MACH2PHYS_VIRT_START as u64 as *const u64;
-            // Xen's M2P covers every machine frame of the host; ours are below 2^40.
-            if mfn >= 1 << 28 {
-                return Err(DomuError::Unexpected("machine frame out of range"));
+            if mfn >= xen_sys::MACH2PHYS_NR_ENTRIES {
+                return Err(DomuError::Unexpected("machine frame beyond the M2P"));
             }
             // SAFETY: the M2P is mapped read-only for the guest's life, one `u64`
             // per machine frame; `mfn` is a frame Xen gave this domain (start_info),

@@ -124,8 +124,9 @@ impl GrantTable {
     /// Lets `domid` map `frame` read-write through `gref`, which must be unused.
     pub(crate) fn grant(&self, gref: GrantRef, domid: DomId, frame: u32) -> Result<(), DomuError> {
         let flags = self.flags_of(gref)?;
-        if flags.load(Ordering::Acquire) != 0 {
-            return Err(DomuError::GrantInUse(flags.load(Ordering::Acquire)));
+        let current = flags.load(Ordering::Acquire);
+        if current != 0 {
+            return Err(DomuError::GrantInUse(current));
         }
         let entry = self.entry(gref)?;
         // SAFETY: `domid` and `frame` are fields of the entry inside the mapped

@@ -26,6 +26,9 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use xen_hypercall::Error;
 use xen_hypercall::prelude::*;
 use xen_hypercall::sched::Deadline;
+use xen_testbed_protocol::exchange::{
+    self, DOM0_TEXT, DOM0_TEXT_OFFSET, DOMU_TEXT, SELFTEST_CRASH, SELFTEST_HANG, SELFTEST_SILENT,
+};
 use xen_testbed_protocol::{Reporter, Shutdown, report_panic, report_shutdown};
 
 use crate::fail::{CaseResult, Fail, fail};
@@ -38,14 +41,10 @@ pub(crate) use translated::Translated;
 use xenstore::XenStore;
 
 /// How long the domU waits for each of dom0's events.
-const EVENT_WAIT_NS: u64 = 20_000_000_000;
+const EVENT_WAIT_NS: u64 = exchange::DOMU_WAIT_SECONDS * 1_000_000_000;
 /// The reference granted to dom0: the first one no toolstack reserves
 /// (`GNTTAB_NR_RESERVED_ENTRIES`; refs 0 and 1 are the console's and xenstore's).
 const GRANT_REF: GrantRef = GrantRef(xen_sys::GNTTAB_NR_RESERVED_ENTRIES);
-/// The texts each side writes into the granted page, and where.
-const DOMU_TEXT: &[u8] = b"domU wrote this";
-const DOM0_TEXT: &[u8] = b"dom0 wrote this";
-const DOM0_TEXT_AT: usize = 2048;
 
 /// What went wrong in the domU's own code.
 #[derive(Debug)]
@@ -252,10 +251,11 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
 /// `data/selftest`: makes the run fail on purpose, for the harness's own tests.
 fn self_test<H: XenHypercall<Error = Error> + Copy>(events: Events<H>, store: &mut XenStore<H>) {
     let mut value = [0; 16];
-    match store.read("data/selftest", &mut value) {
-        Ok(b"crash") => crash(events.h),
-        Ok(b"silent") => {
-            // Report nothing; sleep through dom0's patience, then power off.
+    match store.read(exchange::SELFTEST, &mut value) {
+        Ok(value) if value == SELFTEST_CRASH.as_bytes() => crash(events.h),
+        Ok(value) if value == SELFTEST_SILENT.as_bytes() => {
+            // Report nothing; sleep through dom0's patience, then power off. Port 0
+            // is never bound (event_channel.h), so only the deadline ends the poll.
             let deadline = events.deadline(EVENT_WAIT_NS);
             let port = Port::new(0);
             while events.now() < deadline {
@@ -264,7 +264,7 @@ fn self_test<H: XenHypercall<Error = Error> + Copy>(events: Events<H>, store: &m
             let _ = events.h.shutdown(ShutdownReason::POWEROFF);
             crash(events.h)
         }
-        Ok(b"hang") => loop {
+        Ok(value) if value == SELFTEST_HANG.as_bytes() => loop {
             let _ = events.h.sched_yield();
         },
         _ => {}
@@ -285,14 +285,14 @@ fn exchange<P: Platform>(
     };
     r.case(
         "xenstore_read_name",
-        echo_key(&mut store, "name", "data/seen-name", |_| Ok(())),
+        echo_key(&mut store, "name", exchange::SEEN_NAME, |_| Ok(())),
     );
     r.case(
         "xenstore_read_domid",
         echo_key(
             &mut store,
             "domid",
-            "data/seen-domid",
+            exchange::SEEN_DOMID,
             |value| match core::str::from_utf8(value)
                 .ok()
                 .and_then(|text| text.parse::<u16>().ok())
@@ -389,7 +389,7 @@ fn alloc_port<H: XenHypercall<Error = Error> + Copy>(
     let mut digits = Digits::default();
     fmt::Write::write_fmt(&mut digits, format_args!("{}", port.raw()))
         .map_err(|_| Fail::new(format_args!("port")))?;
-    store.write("data/evtchn-port", digits.as_bytes())?;
+    store.write(exchange::EVTCHN_PORT, digits.as_bytes())?;
     Ok(port)
 }
 
@@ -411,7 +411,7 @@ fn grant_page<P: Platform>(
     // default) at `frame0` for the program's life; only `GrantTable` uses it.
     let table = unsafe { GrantTable::new(frame0) };
     let page = GRANTED.as_mut_ptr().cast::<u8>();
-    for (offset, &byte) in DOMU_TEXT.iter().enumerate() {
+    for (offset, &byte) in DOMU_TEXT.as_bytes().iter().enumerate() {
         // SAFETY: inside the 4096-byte static, which Rust reaches only through raw
         // pointers; volatile, since dom0 may map it once granted.
         unsafe { core::ptr::write_volatile(page.wrapping_add(offset), byte) };
@@ -419,8 +419,8 @@ fn grant_page<P: Platform>(
     table.grant(GRANT_REF, DomId::new(0), platform.frame_of(page)?)?;
     let mut digits = Digits::default();
     let _ = fmt::Write::write_fmt(&mut digits, format_args!("{}", GRANT_REF.0));
-    store.write("data/grant-ref", digits.as_bytes())?;
-    store.write("data/ready", b"1")?;
+    store.write(exchange::GRANT_REF, digits.as_bytes())?;
+    store.write(exchange::READY, b"1")?;
     Ok(table)
 }
 
@@ -430,10 +430,10 @@ fn sees_dom0_write() -> CaseResult {
     let mut seen = [0; DOM0_TEXT.len()];
     for (offset, byte) in seen.iter_mut().enumerate() {
         // SAFETY: inside the static page; volatile, as dom0 writes it.
-        *byte = unsafe { core::ptr::read_volatile(page.wrapping_add(DOM0_TEXT_AT + offset)) };
+        *byte = unsafe { core::ptr::read_volatile(page.wrapping_add(DOM0_TEXT_OFFSET + offset)) };
     }
-    if seen != DOM0_TEXT {
-        fail!("at {DOM0_TEXT_AT}: {:?}", seen.escape_ascii());
+    if seen != DOM0_TEXT.as_bytes() {
+        fail!("at {DOM0_TEXT_OFFSET}: {:?}", seen.escape_ascii());
     }
     Ok(())
 }

@@ -46,14 +46,14 @@ impl Header {
                 .chunks_exact_mut(4)
                 .zip([self.kind, self.req_id, self.tx_id, self.len])
         {
-            chunk.copy_from_slice(&word.to_le_bytes());
+            chunk.copy_from_slice(&word.to_ne_bytes());
         }
         bytes
     }
 
     fn from_bytes(bytes: [u8; Self::SIZE]) -> Self {
         let word =
-            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+            |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         Self {
             kind: word(0),
             req_id: word(4),
