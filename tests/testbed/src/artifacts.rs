@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::release::Release;
 use crate::{Arch, Error, Result, command_output, is_root};
 
 /// The Xen modules dom0 tests need, in the order they are loaded (dependencies are added before).
@@ -59,25 +60,28 @@ impl Arch {
     }
 }
 
-/// Makes sure the artifacts of `arch` are in `cache` (under `<target>/testbed/cache`) and returns them.
-pub fn fetch(cache: &Path, arch: Arch) -> Result<Artifacts> {
+/// Makes sure the artifacts of `arch` in `release` are in `cache` (under `<target>/testbed/cache`) and
+/// returns them.
+pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Artifacts> {
     if arch == Arch::Aarch64 {
         ensure_foreign_arch("arm64")?;
     }
-    let packages = resolve(arch)?;
+    let packages = resolve(release, arch)?;
+    let hypervisor = release.hypervisor_file(arch);
     let dir = cache.join(arch.debian());
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
 
-    let xen_dir = unpacked(&dir, &packages.xen, arch, &["./boot/xen-4.17-*"], |root| {
+    let pattern = format!("./boot/xen-{}-*", release.xen);
+    let xen_dir = unpacked(&dir, &packages.xen, arch, &[&pattern], |root| {
         let out = root.join("xen");
         match arch {
             Arch::X86_64 => {
                 // The package ships a gzip'd 32-bit multiboot ELF; QEMU's -kernel wants it plain.
-                let compressed = root.join("boot/xen-4.17-amd64.gz");
+                let compressed = root.join(&hypervisor);
                 let plain = command_output(Command::new("gzip").arg("-dc").arg(&compressed))?;
                 fs::write(&out, plain).map_err(|e| Error::io(&out, e))
             }
-            Arch::Aarch64 => rename(&root.join("boot/xen-4.17-arm64"), &out),
+            Arch::Aarch64 => rename(&root.join(&hypervisor), &out),
         }
     })?;
     let kernel_dir = unpacked(
@@ -138,15 +142,15 @@ fn ensure_foreign_arch(debian_arch: &str) -> Result<()> {
 
 /// Resolves the package names (the kernel's ABI number comes from the `linux-image-*` metapackage)
 /// and their candidate versions.
-fn resolve(arch: Arch) -> Result<Packages> {
+fn resolve(release: &Release, arch: Arch) -> Result<Packages> {
     let metapackage = arch.apt_name(&format!("linux-image-{}", arch.debian()));
     let depends = command_output(Command::new("apt-cache").args(["depends", &metapackage]))?;
-    let prefix = "linux-image-6.1.";
+    let prefix = release.kernel_package_prefix();
     let kernel = String::from_utf8_lossy(&depends)
         .lines()
         .filter_map(|line| line.trim().strip_prefix("Depends: "))
         .map(|dep| dep.split(':').next().unwrap_or(dep).to_string())
-        .find(|dep| dep.starts_with(prefix))
+        .find(|dep| dep.starts_with(&prefix))
         .ok_or_else(|| {
             Error::new(format!(
                 "`apt-cache depends {metapackage}` names no {prefix}* kernel"
@@ -157,7 +161,7 @@ fn resolve(arch: Arch) -> Result<Packages> {
         Arch::X86_64 => kernel,
         Arch::Aarch64 => format!("{kernel}-unsigned"),
     };
-    let xen = format!("xen-hypervisor-4.17-{}", arch.debian());
+    let xen = release.hypervisor_package(arch);
     let versioned = |name: String| -> Result<(String, String)> {
         let version = candidate_version(&arch.apt_name(&name))?;
         Ok((name, version))

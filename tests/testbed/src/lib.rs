@@ -52,6 +52,7 @@ mod elf;
 pub mod initramfs;
 mod own_code;
 pub mod qemu;
+pub mod release;
 pub mod scenario;
 pub mod toolstack;
 pub mod user;
@@ -135,6 +136,7 @@ pub struct Testbed {
     workspace: PathBuf,
     target_dir: PathBuf,
     verbose: bool,
+    release: release::Release,
 }
 
 /// One Linux dom0 boot: see the crate documentation.
@@ -184,7 +186,13 @@ impl Testbed {
             workspace,
             target_dir,
             verbose: false,
+            release: release::DEBIAN_12,
         }
+    }
+
+    /// The release it boots.
+    pub fn release(&self) -> &release::Release {
+        &self.release
     }
 
     /// Whether cargo's commands and output are shown (default: only errors and warnings).
@@ -265,12 +273,12 @@ impl Testbed {
     /// Fetches (or finds in the cache) the artifacts of `arch` and makes sure QEMU is there.
     pub fn fetch(&self, arch: Arch) -> Result<artifacts::Artifacts> {
         artifacts::ensure_qemu(arch)?;
-        artifacts::fetch(&self.cache_dir(), arch)
+        artifacts::fetch(&self.cache_dir(), &self.release, arch)
     }
 
     /// Fetches (or finds in the cache) Debian's toolstack of `arch`.
     pub fn toolstack(&self, arch: Arch) -> Result<toolstack::Toolstack> {
-        toolstack::fetch(&self.cache_dir(), arch)
+        toolstack::fetch(&self.cache_dir(), &self.release, arch)
     }
 
     fn dom0_job(&self, artifacts: &artifacts::Artifacts, run: &Dom0Run) -> Result<scenario::Job> {

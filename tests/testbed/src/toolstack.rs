@@ -12,19 +12,21 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use crate::artifacts::{candidate_versions, extract};
+use crate::release::Release;
 use crate::{Arch, Error, Result, command_output, elf};
 
-/// The packages unpacked for the toolstack (each qualified with the architecture for apt).
-/// Which of their files dom0 gets is decided by [`PROGRAMS`]' library closure.
+/// The packages unpacked for the toolstack (each qualified with the architecture for apt; `{xen}`
+/// is the release's Xen version). Which of their files dom0 gets is decided by [`PROGRAMS`]'
+/// library closure.
 pub const PACKAGES: &[&str] = &[
-    "xen-utils-4.17",
+    "xen-utils-{xen}",
     "xen-utils-common",
     "xenstore-utils",
     "libxencall1",
     "libxenevtchn1",
     "libxenforeignmemory1",
     "libxengnttab1",
-    "libxenmisc4.17",
+    "libxenmisc{xen}",
     "libxenstore4",
     "libxentoollog1",
     "libxentoolcore1",
@@ -40,15 +42,12 @@ pub const PACKAGES: &[&str] = &[
     "libzstd1",
 ];
 
-/// Where the toolstack's programs live in dom0 (added to `PATH`).
-pub const BIN_DIR: &str = "usr/lib/xen-4.17/bin";
-
-/// The programs dom0 runs, as paths in the packages.
+/// The programs dom0 runs, as paths in the packages (`{bin}`: the release's toolstack directory).
 pub const PROGRAMS: &[&str] = &[
-    "usr/lib/xen-4.17/bin/xl",
-    "usr/lib/xen-4.17/bin/xenstored",
-    "usr/lib/xen-4.17/bin/xenconsoled",
-    "usr/lib/xen-4.17/bin/xen-init-dom0",
+    "{bin}/xl",
+    "{bin}/xenstored",
+    "{bin}/xenconsoled",
+    "{bin}/xen-init-dom0",
     "usr/bin/xenstore",
 ];
 
@@ -77,6 +76,8 @@ pub struct Toolstack {
     pub links: Vec<(String, String)>,
     /// `package=version` of every package.
     pub versions: Vec<String>,
+    /// Where the programs are (to add to `PATH`).
+    pub bin_dir: String,
 }
 
 impl Arch {
@@ -89,9 +90,12 @@ impl Arch {
     }
 }
 
-/// Makes sure the toolstack of `arch` is unpacked under `cache` and returns its files.
-pub fn fetch(cache: &Path, arch: Arch) -> Result<Toolstack> {
-    let names: Vec<String> = PACKAGES.iter().map(|p| arch.apt_name(p)).collect();
+/// Makes sure the toolstack of `arch` in `release` is unpacked under `cache` and returns its files.
+pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Toolstack> {
+    let names: Vec<String> = PACKAGES
+        .iter()
+        .map(|p| arch.apt_name(&release.fill(p)))
+        .collect();
     let versions = candidate_versions(&names)?;
     let pinned: Vec<String> = names
         .iter()
@@ -107,8 +111,14 @@ pub fn fetch(cache: &Path, arch: Arch) -> Result<Toolstack> {
         download(&dir, &pinned)?;
         fs::write(&stamp, pinned.join("\n")).map_err(|e| Error::io(&stamp, e))?;
     }
-    let mut toolstack = closure(&dir, arch)?;
+    let bin_dir = release.toolstack_bin_dir();
+    let programs: Vec<String> = PROGRAMS
+        .iter()
+        .map(|p| p.replace("{bin}", &bin_dir))
+        .collect();
+    let mut toolstack = closure(&dir, arch, &programs)?;
     toolstack.versions = pinned;
+    toolstack.bin_dir = bin_dir;
     Ok(toolstack)
 }
 
@@ -146,7 +156,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The programs, data files, their libraries' closure and the loader, from the unpacked `root`.
-fn closure(root: &Path, arch: Arch) -> Result<Toolstack> {
+fn closure(root: &Path, arch: Arch, programs: &[String]) -> Result<Toolstack> {
     let mut tree = Tree {
         root,
         files: BTreeSet::new(),
@@ -161,10 +171,7 @@ fn closure(root: &Path, arch: Arch) -> Result<Toolstack> {
     .into();
     let mut loaded: BTreeSet<String> = BTreeSet::new();
     let mut interpreters = BTreeSet::new();
-    let mut queue: Vec<Wanted> = PROGRAMS
-        .iter()
-        .map(|p| Wanted::Path(p.to_string()))
-        .collect();
+    let mut queue: Vec<Wanted> = programs.iter().map(|p| Wanted::Path(p.clone())).collect();
     queue.extend(
         DLOPENED
             .iter()
@@ -232,6 +239,7 @@ fn closure(root: &Path, arch: Arch) -> Result<Toolstack> {
             .collect(),
         links: tree.links.into_iter().collect(),
         versions: Vec::new(),
+        bin_dir: String::new(),
     })
 }
 
