@@ -154,6 +154,7 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
         for part in parts {
             self.send(part, deadline)?;
         }
+        self.events.notify(self.port)?;
         loop {
             let mut bytes = [0; Header::SIZE];
             self.receive(&mut bytes, deadline)?;
@@ -187,13 +188,15 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
         }
     }
 
-    /// Writes all of `bytes` into the request ring, waiting for room.
+    /// Writes all of `bytes` into the request ring, waiting for room (the
+    /// caller notifies xenstored once the whole request is in).
     fn send(&mut self, mut bytes: &[u8], deadline: u64) -> Result<(), DomuError> {
         while !bytes.is_empty() {
             let written = self.requests.produce(&mut self.req_prod, bytes)?;
             bytes = &bytes[written..];
-            self.events.notify(self.port)?;
             if !bytes.is_empty() {
+                // Full: let xenstored read what is there.
+                self.events.notify(self.port)?;
                 let (ring, prod) = (self.requests, self.req_prod);
                 self.events
                     .wait_until(self.port, deadline, "room in the xenstore ring", || {
