@@ -21,7 +21,7 @@ use xen_testbed_protocol::{Reporter, Stdout};
 use crate::devices::{GrantMapping, InterdomainPort};
 
 /// How long dom0 waits for the domU to write `data/ready`.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dom0 waits for each event from the domU.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(exchange::DOMU_WAIT_SECONDS);
 /// How long dom0 waits for the domU to go away after the exchange.
@@ -339,6 +339,7 @@ impl ConsoleForwarder {
     }
 }
 
+/// Prints one forwarded line ([`Stdout`] keeps it whole against the reporting thread's lines).
 fn forward(name: &str, line: &[u8]) {
     use std::fmt::Write;
     let text = String::from_utf8_lossy(line);

@@ -40,8 +40,16 @@
 //! - The `/init` it generates mounts proc, sysfs and devtmpfs, loads the Xen modules (dependencies
 //!   first), runs each of `commands` as a shell line in order (with `/bin` on `PATH`), and exits QEMU
 //!   with failure if any of them exited non-zero.
+//! - With [`initramfs::Preamble::Toolstack`], `/init` first starts Debian's toolstack
+//!   ([`toolstack`]: `xenstored`, `xen-init-dom0`, `xenconsoled`; `xl` and the `xenstore-*` tools on
+//!   `PATH`), each step with a bounded wait and a failure line naming it.
 //! - [`run_scenarios`] runs the named [`scenarios`] (at most two QEMUs at once) and prints cargo-test
-//!   style lines; it is what `cargo xtask testbed` calls.
+//!   style lines; it is what `cargo xtask testbed` calls. A cross-domain scenario
+//!   ([`scenario::CrossDomain`]) judges dom0's cases and the cases of the domU it creates, whose
+//!   console dom0 forwards ([`verdict::split_domains`]).
+//! - [`Testbed::run_dom0_program`] and [`Testbed::run_domu_kernel`] run users' own code
+//!   (`cargo xtask testbed run`), streaming its output.
+//! - [`demo::demo`] is `cargo xtask demo`.
 
 #![forbid(unsafe_code)]
 

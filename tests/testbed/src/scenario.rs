@@ -383,9 +383,8 @@ pub fn scenarios() -> &'static [Scenario] {
         Scenario {
             kind: Kind::LinuxDom0 {
                 arch: Arch::Aarch64,
-                setup: Setup::BrokenToolstack(
-                    "rm -r /var/run/xenstored && touch /var/run/xenstored",
-                ),
+                // xen-init-dom0 cannot be run: the step fails at once, by name.
+                setup: Setup::BrokenToolstack("rm \"$(which xen-init-dom0)\""),
                 commands: &[DOM0_TESTS],
             },
             ..linux(
@@ -394,7 +393,7 @@ pub fn scenarios() -> &'static [Scenario] {
                 Arch::Aarch64,
                 &[],
                 90,
-                Some("PANIC toolstack: xenstored"),
+                Some("PANIC toolstack: xen-init-dom0: exit status"),
             )
         },
         linux(
@@ -561,12 +560,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     let mut jobs: Vec<(Scenario, Result<Work>)> = Vec::new();
     for scenario in selected {
         let arch = scenario.kind.arch();
-        if scenario.kind == Kind::OwnCode {
-            let built = dom0_built(arch).and_then(|()| own_code::build(testbed));
-            jobs.push((*scenario, built.map(Work::OwnCode)));
-            continue;
-        }
-        let job = match scenario.kind {
+        let qemu_job = match scenario.kind {
             Kind::LinuxDom0 {
                 setup, commands, ..
             } => dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
@@ -627,9 +621,13 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                         &cross_domain_run(scenario.name, &cross, &kernel, scenario.timeout),
                     )
                 }),
-            Kind::OwnCode => unreachable!("handled above"),
+            Kind::OwnCode => {
+                let built = dom0_built(arch).and_then(|()| own_code::build(testbed));
+                jobs.push((*scenario, built.map(Work::OwnCode)));
+                continue;
+            }
         };
-        jobs.push((*scenario, job.map(|job| Work::Qemu(Box::new(job)))));
+        jobs.push((*scenario, qemu_job.map(|job| Work::Qemu(Box::new(job)))));
     }
 
     let summary = Mutex::new(Summary::default());
