@@ -33,6 +33,7 @@ use xen_testbed_protocol::{Reporter, Shutdown, report_panic, report_shutdown};
 
 use crate::fail::{CaseResult, Fail, fail};
 use crate::shared_info::SharedInfo;
+use console_ring::RingConsole;
 #[cfg(feature = "pv")]
 pub(crate) use grant::setup_table;
 use grant::{GrantRef, GrantTable};
@@ -196,8 +197,6 @@ impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
         }
     }
 }
-
-use console_ring::RingConsole;
 
 /// The shared info page once mapped, for the panic handler.
 static SHARED_INFO: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
