@@ -54,7 +54,7 @@ pub enum Guest<'a> {
 const XEN_X86_CMDLINE: &str =
     "console=com1 com1=115200,8n1 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0";
 const XEN_ARM_CMDLINE: &str = "console=dtuart loglvl=all guest_loglvl=all";
-const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1";
+const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1 quiet";
 
 /// The QEMU command that boots `xen` with `guest`, on `arch`.
 pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
