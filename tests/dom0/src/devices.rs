@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
+/// Opens a device read-write.
+fn open(path: &str) -> Result<File, String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("open {path}: {e}"))
+}
+
 /// `struct ioctl_evtchn_bind_interdomain`.
 #[repr(C)]
 struct BindInterdomain {
@@ -42,11 +51,7 @@ pub(crate) struct InterdomainPort {
 impl InterdomainPort {
     /// Binds `remote_port` of `remote_domain` to a new local port.
     pub(crate) fn bind(remote_domain: u32, remote_port: u32) -> Result<Self, String> {
-        let device = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/xen/evtchn")
-            .map_err(|e| format!("open /dev/xen/evtchn: {e}"))?;
+        let device = open("/dev/xen/evtchn")?;
         let argument = BindInterdomain {
             remote_domain,
             remote_port,
@@ -169,11 +174,7 @@ impl GrantMapping {
     /// Maps grant `reference` of domain `domid`.
     pub(crate) fn map(domid: u32, reference: u32) -> Result<Self, String> {
         use std::os::fd::AsRawFd;
-        let device = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/xen/gntdev")
-            .map_err(|e| format!("open /dev/xen/gntdev: {e}"))?;
+        let device = open("/dev/xen/gntdev")?;
         let mut request = MapGrantRef {
             count: 1,
             pad: 0,

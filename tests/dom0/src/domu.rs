@@ -5,8 +5,8 @@
 //! Debian's toolstack does the domain management: `xl` creates and destroys the domU, and
 //! `xenstore-read`/`xenstore-write` reach xenstore (an independent oracle for the project's own
 //! clients). xenconsoled (`--log=guest`) writes the domU's console to a file, which a thread
-//! forwards to stdout, each line as [`exchange::forwarded`], so the runner judges both domains'
-//! cases from one serial log.
+//! forwards to stdout, each line as [`exchange::forwarded`](xen_testbed_protocol::exchange::forwarded),
+//! so the runner judges both domains' cases from one serial log.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, ExitCode};
@@ -42,6 +42,14 @@ struct Spec {
 }
 
 impl Spec {
+    /// Parses the options of `command`, or says what is wrong and gives the usage exit status.
+    fn parse_for(command: &str, args: &[String]) -> Result<Self, ExitCode> {
+        Self::parse(args).map_err(|error| {
+            eprintln!("xen-dom0-tests {command}: {error}");
+            ExitCode::from(2)
+        })
+    }
+
     fn parse(args: &[String]) -> Result<Self, String> {
         let mut spec = Spec {
             name: String::new(),
@@ -381,12 +389,9 @@ impl Steps {
 
 /// `xen-dom0-tests domu ...`: the dom0 half of the exchange; exits with failure if a case failed.
 pub(crate) fn exchange(args: &[String]) -> ExitCode {
-    let spec = match Spec::parse(args) {
+    let spec = match Spec::parse_for("domu", args) {
         Ok(spec) => spec,
-        Err(error) => {
-            eprintln!("xen-dom0-tests domu: {error}");
-            return ExitCode::from(2);
-        }
+        Err(usage) => return usage,
     };
     let mut steps = Steps {
         reporter: Reporter::new(Stdout),
@@ -415,7 +420,7 @@ pub(crate) fn exchange(args: &[String]) -> ExitCode {
     ExitCode::from(summary.exit_code())
 }
 
-/// The steps after `xl_create`, in the order of [`exchange`].
+/// The steps after `xl_create`, in the order of [`xen_testbed_protocol::exchange`].
 fn run_exchange(steps: &mut Steps, domain: &Domain) {
     steps.step("domu_ready", |out| {
         domain.unpause()?;
@@ -521,12 +526,9 @@ fn expect_equal(what: &str, got: &str, want: &str) -> Result<(), String> {
 /// `xen-dom0-tests run-domu ...`: creates the domU, forwards its console until it is gone (or the
 /// timeout), prints `XENTEST OUT domu-exit <name> <how>` and exits 0 only after a poweroff.
 pub(crate) fn run_user_domu(args: &[String]) -> ExitCode {
-    let spec = match Spec::parse(args) {
+    let spec = match Spec::parse_for("run-domu", args) {
         Ok(spec) => spec,
-        Err(error) => {
-            eprintln!("xen-dom0-tests run-domu: {error}");
-            return ExitCode::from(2);
-        }
+        Err(usage) => return usage,
     };
     let domain = match Domain::create(&spec).and_then(|d| d.unpause().map(|()| d)) {
         Ok(domain) => domain,
