@@ -5,7 +5,7 @@
 //! Debian's toolstack does the domain management: `xl` creates and destroys the domU, and
 //! `xenstore-read`/`xenstore-write` reach xenstore (an independent oracle for the project's own
 //! clients). xenconsoled (`--log=guest`) writes the domU's console to a file, which a thread
-//! forwards to stdout, each line as [`exchange::forwarded`](xen_testbed_protocol::exchange::forwarded),
+//! forwards to stdout, each line as [`exchange::forwarded`],
 //! so the runner judges both domains' cases from one serial log.
 
 use std::io::{Read, Seek, SeekFrom};
