@@ -33,7 +33,8 @@ where
     // SAFETY: `uop` points at one `T` (count 1) in a live buffer Xen may read and
     // write; the caller vouches for `cmd` and the handles inside `T`.
     unsafe { h.hypercall3(op, [cmd as usize, uop, 1]) }?;
-    buffer.update();
+    // Dropping the buffer puts what Xen wrote into `arg`.
+    drop(buffer);
     Ok(())
 }
 
@@ -70,7 +71,7 @@ pub(crate) fn setup_table<H: XenHypercall<Error = Error>>(h: &H) -> Result<u64, 
     // `nr_frames`; OUT `status` and `nr_frames` entries of `frame_list`, which
     // points at a live buffer of one `xen_pfn_t`.
     unsafe { grant_table_op(h, xen_sys::GNTTABOP_setup_table, &mut arg) }?;
-    frames_buffer.update();
+    // Dropping the buffer puts the frame Xen wrote into `frames`.
     drop(frames_buffer);
     status(arg.status)?;
     Ok(frames[0])
