@@ -158,10 +158,13 @@ pub(crate) fn boot_bench(
             name: format!("bench-{}-x86_64", case.trim_start_matches("bench_")),
             arch: Arch::X86_64,
             binaries: vec![(binary.into(), driver), (c_name, c_program)],
+            files: Vec::new(),
+            preamble: Default::default(),
             commands: vec![format!("{binary} {arguments}")],
             expected_cases: vec![case.into()],
             expected_dones: 1,
             timeout,
+            domus: Vec::new(),
         })
         .map_err(|e| e.to_string())?;
     for line in outcome
