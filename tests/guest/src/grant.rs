@@ -115,7 +115,7 @@ impl GuestMemory for Pv {
     fn frame(&self, address: usize) -> u64 {
         // SAFETY: the pfn of a page of this image is within `mfn_list`, which
         // Xen maps read-only for the domain's life (`Pv::new`).
-        unsafe { self.mfn_list.add(address >> 12).read_volatile() }
+        unsafe { self.mfn_list.wrapping_add(address >> 12).read_volatile() }
     }
 
     unsafe fn map_table<H: XenHypercall<Error = Error>>(&self, h: &H) -> Result<(), Error> {
