@@ -25,7 +25,7 @@ mod cases;
 mod domu;
 #[cfg(target_os = "none")]
 mod fail;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", not(feature = "domu")))]
 mod grant;
 #[cfg(target_os = "none")]
 mod shared_info;
