@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use xen_testbed_protocol::{exchange, parse_log};
 
+use crate::own_code::{self, OwnCode};
 use crate::verdict::{
     CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, judge, split_domains,
 };
-use crate::{
-    Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, own_code, qemu,
-};
+use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, qemu};
 
 /// The dom0 test programs' package (and binary).
 pub const DOM0_TESTS: &str = "xen-dom0-tests";
@@ -176,8 +175,8 @@ pub enum Kind {
     Guest(GuestKind),
     /// A Linux dom0 and a freestanding domU.
     CrossDomain(CrossDomain),
-    /// A program built outside the workspace, run as `cargo xtask testbed run --dom0` runs it.
-    OwnCode,
+    /// Code built outside the workspace, run as `cargo xtask testbed run` runs it.
+    OwnCode(OwnCode),
 }
 
 impl Kind {
@@ -187,7 +186,7 @@ impl Kind {
             Kind::LinuxDom0 { arch, .. } => arch,
             Kind::Guest(kind) => kind.arch(),
             Kind::CrossDomain(cross) => cross.domu.arch(),
-            Kind::OwnCode => Arch::X86_64,
+            Kind::OwnCode(_) => Arch::X86_64,
         }
     }
 
@@ -375,7 +374,14 @@ pub fn scenarios() -> &'static [Scenario] {
         Scenario {
             name: "run-own-dom0",
             about: "a program built outside the workspace runs in dom0 as `cargo xtask testbed run --dom0` runs it",
-            kind: Kind::OwnCode,
+            kind: Kind::OwnCode(OwnCode::Dom0Program),
+            timeout: Duration::from_secs(150),
+            must_fail: None,
+        },
+        Scenario {
+            name: "run-own-domu",
+            about: "a PV kernel built outside the workspace runs as a domU as `cargo xtask testbed run --domu` runs it",
+            kind: Kind::OwnCode(OwnCode::DomuKernel),
             timeout: Duration::from_secs(150),
             must_fail: None,
         },
@@ -443,8 +449,8 @@ pub struct Summary {
 enum Work {
     /// A prepared QEMU run.
     Qemu(Box<Job>),
-    /// The built program of [`Kind::OwnCode`].
-    OwnCode(PathBuf),
+    /// The built code of [`Kind::OwnCode`].
+    OwnCode(OwnCode, PathBuf),
 }
 
 /// A prepared QEMU run.
@@ -634,9 +640,9 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                         &cross_domain_run(scenario.name, &cross, &kernel, scenario.timeout),
                     )
                 }),
-            Kind::OwnCode => {
-                let built = dom0_built(arch).and_then(|()| own_code::build(testbed));
-                jobs.push((*scenario, built.map(Work::OwnCode)));
+            Kind::OwnCode(code) => {
+                let built = dom0_built(arch).and_then(|()| own_code::build(testbed, code));
+                jobs.push((*scenario, built.map(|binary| Work::OwnCode(code, binary))));
                 continue;
             }
         };
@@ -653,7 +659,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                     let Some((scenario, job)) = next else { break };
                     let outcome = job.and_then(|work| match work {
                         Work::Qemu(job) => job.run(testbed),
-                        Work::OwnCode(binary) => own_code::run(testbed, &binary),
+                        Work::OwnCode(code, binary) => own_code::run(testbed, code, &binary),
                     });
                     let (passed, failed) = report(&scenario, &outcome);
                     let mut summary = summary.lock().expect("summary lock");
