@@ -53,7 +53,11 @@ pub trait EventChannel {
         Ok(BoundPort::from_raw(self, port))
     }
     /// Connects to `remote_port` of domain `remote`; unbound on drop.
-    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<BoundPort<&Self>, Error> {
+    fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: Port,
+    ) -> Result<BoundPort<&Self>, Error> {
         let port = self.bind_interdomain_raw(remote, remote_port)?;
         Ok(BoundPort::from_raw(self, port))
     }
@@ -90,7 +94,10 @@ pub trait AsyncEventChannel: EventChannel {
 
     /// A future that resolves when `port` is signalled.
     fn wait_port(&self, port: Port) -> WaitPort<'_, Self> {
-        WaitPort { channel: self, port }
+        WaitPort {
+            channel: self,
+            port,
+        }
     }
     /// The stream of signalled ports, each delivery once.
     fn events(&self) -> Events<'_, Self> {

@@ -71,15 +71,15 @@ impl Error {
 /// the same numbers as Xen's `public/errno.h`), by category.
 const fn os_kind(errno: i32) -> ErrorKind {
     match errno {
-        1 | 13 => ErrorKind::PermissionDenied,           // EPERM, EACCES
-        2 | 3 | 6 | 19 | 107 => ErrorKind::NotFound,     // ENOENT, ESRCH, ENXIO, ENODEV, ENOTCONN
-        9 | 14 | 22 | 27 => ErrorKind::InvalidInput,     // EBADF, EFAULT, EINVAL, EFBIG
-        25 | 38 | 95 => ErrorKind::Unsupported,          // ENOTTY, ENOSYS, EOPNOTSUPP
-        12 | 23 | 24 | 28 => ErrorKind::OutOfMemory,     // ENOMEM, ENFILE, EMFILE, ENOSPC
-        11 => ErrorKind::WouldBlock,                     // EAGAIN
-        16 => ErrorKind::Busy,                           // EBUSY
-        17 => ErrorKind::AlreadyExists,                  // EEXIST
-        4 => ErrorKind::Interrupted,                     // EINTR
+        1 | 13 => ErrorKind::PermissionDenied,       // EPERM, EACCES
+        2 | 3 | 6 | 19 | 107 => ErrorKind::NotFound, // ENOENT, ESRCH, ENXIO, ENODEV, ENOTCONN
+        9 | 14 | 22 | 27 => ErrorKind::InvalidInput, // EBADF, EFAULT, EINVAL, EFBIG
+        25 | 38 | 95 => ErrorKind::Unsupported,      // ENOTTY, ENOSYS, EOPNOTSUPP
+        12 | 23 | 24 | 28 => ErrorKind::OutOfMemory, // ENOMEM, ENFILE, EMFILE, ENOSPC
+        11 => ErrorKind::WouldBlock,                 // EAGAIN
+        16 => ErrorKind::Busy,                       // EBUSY
+        17 => ErrorKind::AlreadyExists,              // EEXIST
+        4 => ErrorKind::Interrupted,                 // EINTR
         _ => ErrorKind::Other,
     }
 }

@@ -11,6 +11,9 @@ pub mod freestanding;
 #[cfg(all(feature = "std", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "std", target_os = "linux"))))]
 pub mod linux;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
 mod port;
 #[cfg(all(feature = "tokio-1", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "tokio-1", target_os = "linux"))))]

@@ -99,6 +99,8 @@ where
     R::Target: EventChannel,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundPort").field("port", &self.port).finish()
+        f.debug_struct("BoundPort")
+            .field("port", &self.port)
+            .finish()
     }
 }

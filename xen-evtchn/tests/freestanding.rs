@@ -1,4 +1,5 @@
 //! The freestanding backend against `MockXen` with shared info pages.
+#![cfg(feature = "mock")]
 
 mod common;
 
@@ -8,16 +9,19 @@ use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use common::{Platform, Rng, SharedXen, counting_waker};
+use common::{Rng, counting_waker};
 use futures_core::Stream;
-use xen_evtchn::{AsyncEventChannel, DomId, Error, ErrorKind, EventChannel, Port, RawEventChannel, Virq};
+use xen_evtchn::mock::{MockDomain, MockPlatform};
+use xen_evtchn::{
+    AsyncEventChannel, DomId, Error, ErrorKind, EventChannel, Port, RawEventChannel, Virq,
+};
 use xen_hypercall::Errno;
 use xen_hypercall::event_channel::{ChannelState, EventChannelOps};
 
-type Channel = RawEventChannel<SharedXen, 8>;
+type Channel = RawEventChannel<MockDomain, 8>;
 
-fn channel(xen: &SharedXen) -> Channel {
-    RawEventChannel::new(xen.clone(), xen.page.shared_info())
+fn channel(xen: &MockDomain) -> Channel {
+    RawEventChannel::new(xen.clone(), xen.shared_info())
 }
 
 fn take_all(ch: &Channel) -> Vec<Port> {
@@ -28,7 +32,7 @@ fn take_all(ch: &Channel) -> Vec<Port> {
 
 #[test]
 fn loopback_reports_bind_pending_then_each_send() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let xen = platform.domain(0);
     let ch = channel(&xen);
     let a = ch.alloc_unbound(DomId::SELF).unwrap();
@@ -40,12 +44,15 @@ fn loopback_reports_bind_pending_then_each_send() {
 
     b.notify().unwrap();
     assert_eq!(take_all(&ch), [a.port()]);
-    assert!(xen.page.is_masked(a.port()), "reported ports stay masked until unmask");
+    assert!(
+        xen.page().is_masked(a.port()),
+        "reported ports stay masked until unmask"
+    );
     // A send while masked is kept, and delivered by the unmask's re-check.
     b.notify().unwrap();
     assert!(take_all(&ch).is_empty());
     a.unmask().unwrap();
-    assert!(!xen.page.is_masked(a.port()));
+    assert!(!xen.page().is_masked(a.port()));
     assert_eq!(take_all(&ch), [a.port()]);
     a.unmask().unwrap();
     assert!(take_all(&ch).is_empty());
@@ -53,7 +60,7 @@ fn loopback_reports_bind_pending_then_each_send() {
 
 #[test]
 fn unmask_of_a_pending_port_re_raises_the_upcall() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let xen = platform.domain(0);
     let ch = channel(&xen);
     let a = ch.alloc_unbound(DomId::SELF).unwrap();
@@ -63,17 +70,20 @@ fn unmask_of_a_pending_port_re_raises_the_upcall() {
     b.notify().unwrap();
     assert_eq!(take_all(&ch), [a.port()]);
     ch.handle_upcall();
-    assert!(!xen.page.upcall_is_pending());
+    assert!(!xen.page().upcall_is_pending());
     // Masked: the send sets the pending bit only, no selector, no upcall.
     b.notify().unwrap();
-    assert!(!xen.page.upcall_is_pending());
+    assert!(!xen.page().upcall_is_pending());
     a.unmask().unwrap();
-    assert!(xen.page.upcall_is_pending(), "EVTCHNOP_unmask re-raised the upcall");
+    assert!(
+        xen.page().upcall_is_pending(),
+        "EVTCHNOP_unmask re-raised the upcall"
+    );
 }
 
 #[test]
 fn drop_unbinds_and_close_reports() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let xen = platform.domain(0);
     let ch = channel(&xen);
     let port = ch.alloc_unbound(DomId::SELF).unwrap();
@@ -85,9 +95,14 @@ fn drop_unbinds_and_close_reports() {
     let port = ch.alloc_unbound(DomId::SELF).unwrap();
     let number = port.port();
     port.close().unwrap();
-    assert_eq!(xen.mock().evtchn_status(DomId::SELF, number).unwrap().state, ChannelState::Closed);
+    assert_eq!(
+        xen.mock().evtchn_status(DomId::SELF, number).unwrap().state,
+        ChannelState::Closed
+    );
     // Closing a port twice: the second is refused, typed.
-    let again = xen_evtchn::BoundPort::from_raw(&ch, number).close().unwrap_err();
+    let again = xen_evtchn::BoundPort::from_raw(&ch, number)
+        .close()
+        .unwrap_err();
     assert_eq!(again, Error::NotBound(number));
     assert_eq!(again.kind(), ErrorKind::InvalidInput);
 
@@ -99,34 +114,46 @@ fn drop_unbinds_and_close_reports() {
         ChannelState::Unbound { .. }
     ));
     drop(xen_evtchn::BoundPort::from_raw(&ch, raw));
-    assert_eq!(xen.mock().evtchn_status(DomId::SELF, raw).unwrap().state, ChannelState::Closed);
+    assert_eq!(
+        xen.mock().evtchn_status(DomId::SELF, raw).unwrap().state,
+        ChannelState::Closed
+    );
 }
 
 #[test]
 fn bad_input_is_typed() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let xen = platform.domain(0);
     let ch = channel(&xen);
     let beyond = Port::new(4096);
     assert_eq!(ch.notify(beyond), Err(Error::PortOutOfRange(beyond)));
-    assert_eq!(ch.unmask(beyond).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        ch.unmask(beyond).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     let foreign = Port::new(7);
     assert_eq!(ch.notify(foreign), Err(Error::NotBound(foreign)));
     assert_eq!(ch.unbind_raw(foreign), Err(Error::NotBound(foreign)));
     // A VIRQ number beyond Xen's: Xen's EINVAL, typed.
     let err = ch.bind_virq(Virq(1000)).unwrap_err();
-    assert_eq!(err, Error::Hypercall(xen_hypercall::Error::Xen(Errno::EINVAL)));
+    assert_eq!(
+        err,
+        Error::Hypercall(xen_hypercall::Error::Xen(Errno::EINVAL))
+    );
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     // Binding to a port that does not allow us.
     let peer = platform.domain(1);
-    let theirs = peer.mock().evtchn_alloc_unbound(DomId::SELF, DomId::new(2)).unwrap();
+    let theirs = peer
+        .mock()
+        .evtchn_alloc_unbound(DomId::SELF, DomId::new(2))
+        .unwrap();
     let err = ch.bind_interdomain(DomId::new(1), theirs).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
 #[test]
 fn exhaustion_is_enospc_and_leaks_nothing() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let xen = platform.domain(0);
     let ch = channel(&xen);
     let mut ports = Vec::new();
@@ -136,13 +163,19 @@ fn exhaustion_is_enospc_and_leaks_nothing() {
             Err(err) => break err,
         }
     };
-    assert_eq!(err, Error::Hypercall(xen_hypercall::Error::Xen(Errno::ENOSPC)));
+    assert_eq!(
+        err,
+        Error::Hypercall(xen_hypercall::Error::Xen(Errno::ENOSPC))
+    );
     assert_eq!(err.kind(), ErrorKind::OutOfMemory);
-    assert_eq!(ports.len(), common::PORTS as usize - 1);
+    assert_eq!(ports.len(), xen_evtchn::mock::PORTS as usize - 1);
     let numbers: Vec<Port> = ports.iter().map(|p| p.port()).collect();
     drop(ports);
     for port in numbers {
-        assert_eq!(xen.mock().evtchn_status(DomId::SELF, port).unwrap().state, ChannelState::Closed);
+        assert_eq!(
+            xen.mock().evtchn_status(DomId::SELF, port).unwrap().state,
+            ChannelState::Closed
+        );
     }
     // Every port is free again.
     assert!(ch.alloc_unbound(DomId::SELF).is_ok());
@@ -150,7 +183,7 @@ fn exhaustion_is_enospc_and_leaks_nothing() {
 
 #[test]
 fn wait_pending_polls_only_armed_ports() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let xen = platform.domain(0);
     let ch = channel(&xen);
     let a = ch.alloc_unbound(DomId::SELF).unwrap();
@@ -173,7 +206,7 @@ fn wait_pending_polls_only_armed_ports() {
 
 #[test]
 fn upcall_wakes_the_waiting_future_and_cancellation_loses_nothing() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let dom0 = platform.domain(0);
     let dom1 = platform.domain(1);
     let ch0 = channel(&dom0);
@@ -189,7 +222,7 @@ fn upcall_wakes_the_waiting_future_and_cancellation_loses_nothing() {
         let mut wait = pin!(ours.wait());
         assert!(wait.as_mut().poll(&mut cx).is_pending());
         theirs.notify().unwrap();
-        assert!(dom0.page.upcall_is_pending());
+        assert!(dom0.page().upcall_is_pending());
         ch0.handle_upcall();
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
         // Cancelled here: the future is dropped unpolled.
@@ -201,7 +234,7 @@ fn upcall_wakes_the_waiting_future_and_cancellation_loses_nothing() {
 
 #[test]
 fn poll_and_dispatch_wakes_without_upcalls() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let dom0 = platform.domain(0);
     let dom1 = platform.domain(1);
     let ch0 = channel(&dom0);
@@ -221,7 +254,7 @@ fn poll_and_dispatch_wakes_without_upcalls() {
 
 #[test]
 fn ping_pong_between_two_domains() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let dom0 = platform.domain(0);
     let dom1 = platform.domain(1);
     let ch0 = channel(&dom0);
@@ -246,7 +279,7 @@ fn ping_pong_between_two_domains() {
 
 #[test]
 fn events_stream_yields_each_delivery() {
-    let platform = Platform::new();
+    let platform = MockPlatform::new();
     let xen = platform.domain(0);
     let ch = channel(&xen);
     let a = ch.alloc_unbound(DomId::SELF).unwrap();
@@ -254,12 +287,16 @@ fn events_stream_yields_each_delivery() {
     let (waker, wakes) = counting_waker();
     let mut cx = Context::from_waker(&waker);
     let mut events = pin!(ch.events());
-    assert!(matches!(events.as_mut().poll_next(&mut cx), Poll::Ready(Some(Ok(p))) if p == b.port()));
+    assert!(
+        matches!(events.as_mut().poll_next(&mut cx), Poll::Ready(Some(Ok(p))) if p == b.port())
+    );
     assert!(events.as_mut().poll_next(&mut cx).is_pending());
     b.notify().unwrap();
     ch.handle_upcall();
     assert_eq!(wakes.load(Ordering::SeqCst), 1);
-    assert!(matches!(events.as_mut().poll_next(&mut cx), Poll::Ready(Some(Ok(p))) if p == a.port()));
+    assert!(
+        matches!(events.as_mut().poll_next(&mut cx), Poll::Ready(Some(Ok(p))) if p == a.port())
+    );
 }
 
 /// Random interleavings of send / mask / unmask / receive: every send followed
@@ -270,7 +307,7 @@ fn random_interleavings_keep_the_contract() {
     let seeds = if cfg!(miri) { 2 } else { 40 };
     let steps = if cfg!(miri) { 40 } else { 400 };
     for seed in 1..=seeds {
-        let platform = Platform::new();
+        let platform = MockPlatform::new();
         let dom0 = platform.domain(0);
         let dom1 = platform.domain(1);
         let ch0 = channel(&dom0);
@@ -289,12 +326,13 @@ fn random_interleavings_keep_the_contract() {
         let mut rng = Rng::new(seed);
         let (waker, _) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        let observe = |port: Port, outstanding: &mut BTreeSet<Port>, allowed: &mut BTreeSet<Port>| {
-            assert!(
-                outstanding.remove(&port) || allowed.remove(&port),
-                "seed {seed}: {port} reported without a send"
-            );
-        };
+        let observe =
+            |port: Port, outstanding: &mut BTreeSet<Port>, allowed: &mut BTreeSet<Port>| {
+                assert!(
+                    outstanding.remove(&port) || allowed.remove(&port),
+                    "seed {seed}: {port} reported without a send"
+                );
+            };
         for _ in 0..steps {
             let (front, back) = &pairs[rng.below(pairs.len() as u64) as usize];
             match rng.below(5) {
@@ -316,8 +354,7 @@ fn random_interleavings_keep_the_contract() {
                     }
                 }
                 _ => {
-                    if !taken.contains(&front.port())
-                        && front.wait().as_mut_poll(&mut cx).is_ready()
+                    if !taken.contains(&front.port()) && front.wait().poll_once(&mut cx).is_ready()
                     {
                         observe(front.port(), &mut outstanding, &mut allowed);
                     }
@@ -345,11 +382,11 @@ fn random_interleavings_keep_the_contract() {
 
 /// Polls a future once, in place.
 trait PollOnce {
-    fn as_mut_poll(self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
+    fn poll_once(self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
 }
 
 impl<F: std::future::Future<Output = Result<(), Error>>> PollOnce for F {
-    fn as_mut_poll(self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_once(self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         pin!(self).poll(cx)
     }
 }

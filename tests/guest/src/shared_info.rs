@@ -22,6 +22,11 @@ impl SharedInfo {
         Self(page)
     }
 
+    /// The page's address.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.0
+    }
+
     fn pending_word(&self, port: Port) -> Option<&AtomicU64> {
         let index = usize::try_from(port.raw() / BITS).ok()?;
         let offset = core::mem::offset_of!(shared_info, evtchn_pending);

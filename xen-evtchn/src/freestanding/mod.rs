@@ -10,8 +10,8 @@ use atomic_waker::AtomicWaker;
 use xen_hypercall::prelude::*;
 use xen_hypercall::sched::{Deadline, POLL_MAX_PORTS};
 
-pub use self::shared_info::{PORTS, SharedInfo};
 use self::shared_info::{Bit, WORD_BITS, WORDS};
+pub use self::shared_info::{PORTS, SharedInfo};
 use crate::waiters::Waiters;
 use crate::{AsyncEventChannel, Error, EventChannel};
 
@@ -189,7 +189,9 @@ where
     }
 
     fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
-        let port = self.hypercall.evtchn_bind_interdomain(remote, remote_port)?;
+        let port = self
+            .hypercall
+            .evtchn_bind_interdomain(remote, remote_port)?;
         self.adopt(port)
     }
 

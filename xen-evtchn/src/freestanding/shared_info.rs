@@ -136,7 +136,10 @@ impl SharedInfo {
 
     /// Clears `bit`'s pending flag; whether it was set (the claim of one delivery).
     pub(crate) fn take_pending(&self, bit: Bit) -> bool {
-        self.pending(bit.word).fetch_and(!bit.mask, Ordering::AcqRel) & bit.mask != 0
+        self.pending(bit.word)
+            .fetch_and(!bit.mask, Ordering::AcqRel)
+            & bit.mask
+            != 0
     }
 
     /// Sets `bit`'s mask flag.

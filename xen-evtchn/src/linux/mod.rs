@@ -137,7 +137,11 @@ impl EvtchnDevice {
     pub(crate) fn rearm_bound(&self, ports: &[Port]) -> Result<(), Error> {
         let bound: Vec<Port> = {
             let state = self.state();
-            ports.iter().copied().filter(|p| state.bound.contains(p)).collect()
+            ports
+                .iter()
+                .copied()
+                .filter(|p| state.bound.contains(p))
+                .collect()
         };
         self.unmask_all(&bound)
     }
@@ -250,11 +254,9 @@ impl EventChannel for EvtchnDevice {
     fn unmask_all(&self, ports: &[Port]) -> Result<(), Error> {
         self.check_bound(ports)?;
         for chunk in ports.chunks(READ_BATCH) {
-            nix::unistd::write(&self.fd, chunk.as_bytes()).map_err(|errno| {
-                Error::Os {
-                    operation: "write (unmask)",
-                    errno: errno as i32,
-                }
+            nix::unistd::write(&self.fd, chunk.as_bytes()).map_err(|errno| Error::Os {
+                operation: "write (unmask)",
+                errno: errno as i32,
             })?;
         }
         Ok(())
