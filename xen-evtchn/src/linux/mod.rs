@@ -21,6 +21,18 @@ use crate::{Error, EventChannel};
 /// The device node.
 pub const DEVICE: &str = "/dev/xen/evtchn";
 
+/// Ports beyond this number exist in no event-channel ABI (the FIFO ABI's
+/// `EVTCHN_FIFO_NR_CHANNELS`, 2^17; the 2-level ABI has fewer).
+pub const MAX_PORTS: u32 = 1 << 17;
+
+/// [`Error::PortOutOfRange`] for a port no ABI has.
+fn check_range(port: Port) -> Result<Port, Error> {
+    if port.raw() >= MAX_PORTS {
+        return Err(Error::PortOutOfRange(port));
+    }
+    Ok(port)
+}
+
 /// The most ports one `read` returns: a page of `u32`s (the driver's limit).
 pub const READ_BATCH: usize = 4096 / size_of::<u32>();
 
@@ -114,7 +126,10 @@ impl EvtchnDevice {
     /// `xen,evtchn` nodes), `IOCTL_EVTCHN_BIND_STATIC`. [`Error::Unsupported`]
     /// on kernels without it (before Linux 6.0).
     pub fn bind_static_raw(&self, port: Port) -> Result<Port, Error> {
-        match self.bind(sys::BIND_STATIC, sys::PortArg { port: port.raw() }) {
+        let arg = sys::PortArg {
+            port: check_range(port)?.raw(),
+        };
+        match self.bind(sys::BIND_STATIC, arg) {
             Err(Error::Os { errno, .. }) if errno == libc::ENOSYS || errno == libc::ENOTTY => Err(
                 Error::Unsupported("IOCTL_EVTCHN_BIND_STATIC (this kernel predates it)"),
             ),
@@ -203,6 +218,7 @@ impl EvtchnDevice {
 
     /// Checks `ports` were bound here: the driver ignores others silently.
     fn check_bound(&self, ports: &[Port]) -> Result<(), Error> {
+        ports.iter().try_for_each(|&p| check_range(p).map(drop))?;
         let state = self.state();
         match ports.iter().find(|p| !state.bound.contains(p)) {
             Some(&port) => Err(Error::NotBound(port)),
@@ -222,7 +238,7 @@ impl EventChannel for EvtchnDevice {
     fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
         let arg = sys::BindInterdomain {
             remote_domain: remote.raw().into(),
-            remote_port: remote_port.raw(),
+            remote_port: check_range(remote_port)?.raw(),
         };
         self.bind(sys::BIND_INTERDOMAIN, arg)
     }
@@ -243,7 +259,9 @@ impl EventChannel for EvtchnDevice {
 
     fn notify(&self, port: Port) -> Result<(), Error> {
         // The driver answers ENOTCONN for a port this fd does not own.
-        let mut arg = sys::PortArg { port: port.raw() };
+        let mut arg = sys::PortArg {
+            port: check_range(port)?.raw(),
+        };
         self.ioctl(sys::NOTIFY, Some(&mut arg)).map(drop)
     }
 
