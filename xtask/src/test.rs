@@ -24,6 +24,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-privcmd",
+    "xen-evtchn",
     "xen-testbed-protocol",
 ];
 
