@@ -21,8 +21,8 @@ use xen_hypercall::mock::{MockConfig, MockXen};
 use xen_hypercall::{DomId, Error, Port, XenHypercall};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-/// Ports each mock domain has (one bitmap word: cheap to mirror under Miri).
-pub const PORTS: u32 = 64;
+/// Ports each mock domain has (few, so mirroring stays cheap under Miri).
+pub const PORTS: u32 = 16;
 
 const PENDING_WORD: usize = core::mem::offset_of!(xen_sys::shared_info, evtchn_pending) / 8;
 const MASK_WORD: usize = core::mem::offset_of!(xen_sys::shared_info, evtchn_mask) / 8;
@@ -40,6 +40,8 @@ pub struct DomainPage {
     page: Box<Page>,
     /// Pending bits the harness set in the page (so a clear one was cleared by the guest).
     mirrored: AtomicU64,
+    /// The mask word as last copied into the mock.
+    pushed_mask: AtomicU64,
     /// How many times `evtchn_upcall_pending` went from 0 to 1.
     upcalls: AtomicU64,
 }
@@ -85,11 +87,14 @@ impl DomainPage {
     /// Guest to mock: mask bits and pending bits the guest cleared.
     fn push(&self) {
         let mask = self.word(MASK_WORD).load(Ordering::SeqCst);
+        let changed = mask ^ self.pushed_mask.swap(mask, Ordering::SeqCst);
         let pending = self.word(PENDING_WORD).load(Ordering::SeqCst);
         let mirrored = self.mirrored.load(Ordering::SeqCst);
         for port in 1..PORTS {
             let bit = 1u64 << port;
-            self.xen.set_masked(Port::new(port), mask & bit != 0);
+            if changed & bit != 0 {
+                self.xen.set_masked(Port::new(port), mask & bit != 0);
+            }
             if mirrored & bit != 0 && pending & bit == 0 {
                 self.xen.clear_pending(Port::new(port));
                 self.mirrored.fetch_and(!bit, Ordering::SeqCst);
@@ -188,6 +193,7 @@ impl MockPlatform {
             xen: xen.clone(),
             page: Box::new(Page([const { AtomicU64::new(0) }; 512])),
             mirrored: AtomicU64::new(0),
+            pushed_mask: AtomicU64::new(0),
             upcalls: AtomicU64::new(0),
         });
         page.word(MASK_WORD).store(u64::MAX, Ordering::SeqCst);

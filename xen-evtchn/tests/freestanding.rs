@@ -264,7 +264,7 @@ fn ping_pong_between_two_domains() {
     let mut ports = [Port::new(0); 4];
     assert_eq!(ch0.take_pending(&mut ports).unwrap(), 1);
     front.unmask().unwrap();
-    let rounds = if cfg!(miri) { 10 } else { 200 };
+    let rounds = if cfg!(miri) { 3 } else { 200 };
     for _ in 0..rounds {
         front.notify().unwrap();
         assert_eq!(ch1.wait_pending(&mut ports).unwrap(), 1);
@@ -304,8 +304,8 @@ fn events_stream_yields_each_delivery() {
 /// signalled (the bind's pending event excepted).
 #[test]
 fn random_interleavings_keep_the_contract() {
-    let seeds = if cfg!(miri) { 2 } else { 40 };
-    let steps = if cfg!(miri) { 40 } else { 400 };
+    let seeds = if cfg!(miri) { 1 } else { 40 };
+    let steps = if cfg!(miri) { 30 } else { 400 };
     for seed in 1..=seeds {
         let platform = MockPlatform::new();
         let dom0 = platform.domain(0);
