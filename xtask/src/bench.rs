@@ -33,6 +33,9 @@ const LIBXEN_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
     let (what, options) = args.split_first().ok_or_else(|| USAGE.to_string())?;
+    if what == "evtchn" {
+        return crate::bench_evtchn::run(options);
+    }
     if what != "privcmd" {
         return Err(format!("unknown benchmark `{what}`\n{USAGE}"));
     }
@@ -177,7 +180,7 @@ fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samp
     Ok(samples)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     if values.len() % 2 == 1 {

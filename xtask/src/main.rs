@@ -1,6 +1,7 @@
 //! Project commands, run as `cargo xtask <command>`.
 
 mod bench;
+mod bench_evtchn;
 mod gen_sys;
 mod test;
 mod testbed;
@@ -18,6 +19,7 @@ commands:
                           boot real Xen under QEMU and run the test payloads
   demo                    boot Xen and run the examples in dom0 and as a freestanding guest
   bench privcmd           benchmark the privcmd backend against libxencall, inside the testbed
+  bench evtchn            benchmark xen-evtchn against libxenevtchn, and soak it, inside the testbed
 ";
 
 /// What an xtask command returns: `Err` carries a message for the user.

@@ -465,7 +465,9 @@ fn tokio_loopback(_: &Privcmd) -> Result<(), String> {
     })
 }
 
-async fn timeout(wait: impl std::future::Future<Output = Result<(), Error>>) -> Result<(), String> {
+pub(crate) async fn timeout(
+    wait: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<(), String> {
     match tokio::time::timeout(PATIENCE, wait).await {
         Ok(result) => call("wait", result),
         Err(_) => Err("lost wakeup: no delivery within 5 s".into()),

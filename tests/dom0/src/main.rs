@@ -11,6 +11,7 @@
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
 mod evtchn;
+mod evtchn_bench;
 mod exit;
 mod privcmd;
 mod version;
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["demo"] => version::demo(Reporter::new(Stdout)),
+        ["evtchn-bench", rest @ ..] => evtchn_bench::bench(rest),
+        ["evtchn-soak", rest @ ..] => evtchn_bench::soak(rest),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
                 let error = exit::exit_qemu(code);
