@@ -2,7 +2,7 @@
 //! for testing code built on [`RawEventChannel`](crate::RawEventChannel)
 //! without Xen (also under Miri).
 //!
-//! The mock keeps pending and mask bits in its own tables. [`SharedXen`] wraps
+//! The mock keeps pending and mask bits in its own tables. [`MockDomain`] wraps
 //! a `MockXen` handle: before each hypercall it copies the guest's mask bits
 //! and cleared pending bits into the mock; after it, it mirrors every new
 //! pending bit into the page of every domain the way Xen's 2-level code does
