@@ -390,3 +390,26 @@ impl<F: std::future::Future<Output = Result<(), Error>>> PollOnce for F {
         pin!(self).poll(cx)
     }
 }
+
+#[test]
+fn waiter_slots_are_bounded_and_freed() {
+    let platform = MockPlatform::new();
+    let xen = platform.domain(0);
+    let ch: RawEventChannel<MockDomain, 1> = RawEventChannel::new(xen.clone(), xen.shared_info());
+    let a = ch.alloc_unbound(DomId::SELF).unwrap();
+    let b = ch.alloc_unbound(DomId::SELF).unwrap();
+    let (waker, _) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut wait_a = Box::pin(a.wait());
+    assert!(wait_a.as_mut().poll(&mut cx).is_pending());
+    // The one slot is `a`'s while its wait lives.
+    match pin!(b.wait()).poll(&mut cx) {
+        Poll::Ready(Err(err)) => {
+            assert_eq!(err, Error::TooManyWaiters(1));
+            assert_eq!(err.kind(), ErrorKind::OutOfMemory);
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(wait_a);
+    assert!(pin!(b.wait()).poll(&mut cx).is_pending());
+}

@@ -23,7 +23,8 @@ use crate::{AsyncEventChannel, Error, EventChannel};
 ///
 /// One handle per domain: it owns the delivery state of vCPU 0
 /// (`evtchn_pending_sel`, `evtchn_upcall_pending`) and of the ports it binds,
-/// which are bound to vCPU 0. Up to `WAITERS` ports can be awaited at once.
+/// which are bound to vCPU 0. Up to `WAITERS` ports can be awaited at once
+/// (a slot is freed when its [`WaitPort`](crate::WaitPort) is dropped).
 #[derive(Debug)]
 pub struct RawEventChannel<H, const WAITERS: usize = 32> {
     hypercall: H,
@@ -261,7 +262,6 @@ where
             Err(error) => return Poll::Ready(Err(error)),
         };
         if self.shared.take_pending(bit) {
-            self.waiters.release(port);
             return Poll::Ready(Ok(()));
         }
         if let Err(error) = self.waiters.register(port, cx.waker()) {
@@ -269,10 +269,13 @@ where
         }
         // An upcall between the check and the registration woke nobody: look again.
         if self.shared.take_pending(bit) {
-            self.waiters.release(port);
             return Poll::Ready(Ok(()));
         }
         Poll::Pending
+    }
+
+    fn forget_port(&self, port: Port) {
+        self.waiters.release(port);
     }
 
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {
