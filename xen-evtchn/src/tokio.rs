@@ -175,13 +175,18 @@ impl TokioEventChannel {
             batch.iter().for_each(|&port| table.record(port));
             // Ports read here are masked by the driver; a port unbound since is not re-armed.
             self.device().rearm_bound(batch)?;
+            if count < ports.len() {
+                // The read came up short: the queue is empty (what arrives
+                // later is a new readiness edge).
+                return Ok(());
+            }
         }
     }
 
-    /// Drains the fd and watches it with `cx`'s waker until it has nothing more.
+    /// Watches the fd with `cx`'s waker, draining it each time it is ready,
+    /// until it has nothing more. The caller has just drained it.
     fn pump(&self, table: &mut Table, cx: &mut Context<'_>, me: Watcher) -> Result<(), Error> {
         loop {
-            self.drain(table)?;
             let readiness = table.readiness.get_or_insert_with(|| {
                 let fd = Arc::clone(&self.fd);
                 Box::pin(async move {
@@ -200,6 +205,7 @@ impl TokioEventChannel {
                         operation: "waiting for the fd",
                         errno: e.raw_os_error().unwrap_or(0),
                     })?;
+                    self.drain(table)?;
                 }
             }
         }

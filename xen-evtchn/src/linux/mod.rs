@@ -166,8 +166,9 @@ impl EvtchnDevice {
         self.state().overflows
     }
 
-    /// Reads up to `ports.len()` (at most [`READ_BATCH`]) ports in one `read`,
-    /// after any left over from an overflow; 0 if none is queued.
+    /// Fills `ports` with the ports left over from an overflow, then with one
+    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued. A result
+    /// shorter than `ports` means the read found the queue empty.
     fn read_ports(&self, ports: &mut [Port]) -> Result<usize, Error> {
         let mut state = self.state();
         let mut count = 0;
@@ -178,13 +179,13 @@ impl EvtchnDevice {
             ports[count] = port;
             count += 1;
         }
-        if count > 0 {
+        if count == ports.len() {
             return Ok(count);
         }
-        let batch = ports.len().min(READ_BATCH);
-        match nix::unistd::read(&self.fd, ports[..batch].as_mut_bytes()) {
-            Ok(bytes) => Ok(bytes / size_of::<u32>()),
-            Err(OsErrno::EAGAIN) => Ok(0),
+        let end = ports.len().min(count + READ_BATCH);
+        match nix::unistd::read(&self.fd, ports[count..end].as_mut_bytes()) {
+            Ok(bytes) => Ok(count + bytes / size_of::<u32>()),
+            Err(OsErrno::EAGAIN) => Ok(count),
             Err(OsErrno::EFBIG) => {
                 // The ring overflowed: clear it, then report every bound port.
                 self.ioctl::<()>(sys::RESET, None)?;
@@ -193,7 +194,7 @@ impl EvtchnDevice {
                 resync.clear();
                 resync.extend(bound.iter().copied());
                 drop(state);
-                self.read_ports(ports)
+                Ok(count + self.read_ports(&mut ports[count..])?)
             }
             Err(errno) => Err(Error::Os {
                 operation: "read",
