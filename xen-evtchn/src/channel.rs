@@ -78,7 +78,9 @@ pub trait EventChannel {
 /// `poll_*` call that returns `Ready`, so a dropped future loses nothing.
 pub trait AsyncEventChannel: EventChannel {
     /// Ready once `port` has a delivery no earlier call consumed; consumes it.
-    /// Otherwise registers `cx`'s waker for `port` (the latest one per port).
+    /// Otherwise registers `cx`'s waker for `port`. One waiter per port: a
+    /// second future on the same port replaces the first one's waker, and
+    /// dropping either forgets the port's waker.
     fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
     /// Ready with a port that has an unconsumed delivery; consumes it.
     /// Otherwise registers `cx`'s waker for any port (one such waiter).

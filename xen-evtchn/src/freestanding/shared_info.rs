@@ -79,7 +79,7 @@ impl SharedInfo {
     ///
     /// # Safety
     ///
-    /// - `page` is the start of this domain's shared info page (mapped, e.g.
+    /// - `page` is the start (page-aligned) of this domain's shared info page (mapped, e.g.
     ///   with `XENMEM_add_to_physmap` on PVH/HVM/arm, or the PV start info's
     ///   `shared_info` frame), readable and writable, for as long as the
     ///   result or a copy of it is used;
