@@ -19,6 +19,8 @@ mod cases;
 mod evtchn;
 #[cfg(target_os = "none")]
 mod shared_info;
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "pvh"))]
+mod upcall;
 
 /// The host build: explains how the guests are run.
 #[cfg(not(target_os = "none"))]
