@@ -162,6 +162,8 @@ pub(super) struct Hypervisor {
     pub(super) domains: BTreeMap<u16, Domain>,
     pub(super) console_output: Vec<u8>,
     pub(super) console_input: VecDeque<u8>,
+    /// The largest `count` any `console_io` call passed.
+    pub(super) largest_console_count: usize,
     /// Xen system time, in nanoseconds.
     pub(super) now: u64,
 }
@@ -175,6 +177,7 @@ impl Hypervisor {
             domains,
             console_output: Vec::new(),
             console_input: VecDeque::new(),
+            largest_console_count: 0,
             now: 0,
         }
     }

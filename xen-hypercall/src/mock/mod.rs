@@ -203,6 +203,12 @@ impl MockXen {
         self.lock().console_output.clone()
     }
 
+    /// The largest byte count any `console_io` call of this hypervisor passed
+    /// (what one hypercall made a hosted backend bounce).
+    pub fn largest_console_count(&self) -> usize {
+        self.lock().largest_console_count
+    }
+
     /// Queues `bytes` as console input, for `CONSOLEIO_read`.
     pub fn push_input(&self, bytes: &[u8]) {
         self.lock().console_input.extend(bytes);
@@ -439,6 +445,7 @@ impl MockXen {
         }
         // Xen's count is an `unsigned int`.
         let count = count as u32 as usize;
+        xen.largest_console_count = xen.largest_console_count.max(count);
         if cmd == xen_sys::CONSOLEIO_write {
             // CONSOLEIO_write's `buffer` holds `count` bytes.
             let bytes = guest.read_bytes(buffer, count)?;
@@ -681,7 +688,7 @@ fn put<T: IntoBytes + Immutable>(bytes: &mut [u8], offset: usize, value: &T) {
 // - The buffers are `DirectConstBuffer`/`DirectMutBuffer` (the caller's memory)
 //   or bounce copies (`MockConstBuffer`/`MockMutBuffer`) that hold `data`'s
 //   bytes, live and aliasing nothing else as long as the buffer, and whose
-//   `update` copies exactly those bytes back.
+//   drop copies exactly those bytes back (a mutable one).
 unsafe impl XenHypercall for MockXen {
     type Error = Error;
 
