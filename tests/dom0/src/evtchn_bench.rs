@@ -2,8 +2,8 @@
 //!
 //! `xen-dom0-tests evtchn-bench <libxenevtchn-bench> [rounds] [iterations]`
 //! runs interleaved rounds of every measure through the floor and libxenevtchn
-//! (the C program, a child per measurement), this crate's sync device and its
-//! tokio channel (in this process), each printing
+//! (the C program), this crate's sync device and its tokio channel (this
+//! program's `evtchn-bench-one`), each measurement in a fresh child process, each printing
 //! `XENTEST OUT bench-run impl=<impl> measure=<measure> iterations=<n> ns=<total> reads=<n>`.
 //!
 //! `xen-dom0-tests evtchn-soak [round_trips] [cycles]` ping-pongs a loopback
@@ -61,25 +61,36 @@ fn run_bench(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String
             };
             // Rotate who goes first, so that no implementation always follows another.
             for i in 0..implementations.len() {
-                match implementations[(round + i) % implementations.len()] {
-                    "ours" if measure == "roundtrip" => roundtrip_ours(*n)?,
-                    "ours" => pending_ours(*n as usize)?,
-                    "tokio" => roundtrip_tokio(*n)?,
-                    c_impl => run_c(c_bench, c_impl, measure, *n)?,
-                }
+                // Each measurement in a fresh process, as the C program's are.
+                let implementation = implementations[(round + i) % implementations.len()];
+                let program = match implementation {
+                    "ours" | "tokio" => std::env::current_exe()
+                        .map_err(|e| format!("current_exe: {e}"))?
+                        .into_os_string()
+                        .into_string()
+                        .map_err(|_| "current_exe is not UTF-8".to_string())?,
+                    _ => c_bench.to_string(),
+                };
+                run_child(&program, implementation, measure, *n)?;
             }
         }
     }
     Ok(())
 }
 
-fn run_c(c_bench: &str, implementation: &str, measure: &str, n: u64) -> Result<(), String> {
+/// One measurement by a child: the C program (`<impl> <roundtrip|pending> <n>`)
+/// or this program (`evtchn-bench-one <impl> <roundtrip|pending> <n>`).
+fn run_child(c_bench: &str, implementation: &str, measure: &str, n: u64) -> Result<(), String> {
     let kind = if measure == "roundtrip" {
         "roundtrip"
     } else {
         "pending"
     };
-    let output = Command::new(c_bench)
+    let mut command = Command::new(c_bench);
+    if matches!(implementation, "ours" | "tokio") {
+        command.arg("evtchn-bench-one");
+    }
+    let output = command
         .args([implementation, kind, &n.to_string()])
         .output()
         .map_err(|e| format!("{c_bench}: {e}"))?;
@@ -92,6 +103,26 @@ fn run_c(c_bench: &str, implementation: &str, measure: &str, n: u64) -> Result<(
     }
     print!("{}", String::from_utf8_lossy(&output.stdout));
     Ok(())
+}
+
+/// `evtchn-bench-one <ours|tokio> <roundtrip|pending> <n>`: one measurement.
+pub(crate) fn bench_one(args: &[&str]) -> ExitCode {
+    let result = match args {
+        [implementation, kind, n] => match (n.parse::<u64>(), *implementation, *kind) {
+            (Ok(n), "ours", "roundtrip") => roundtrip_ours(n),
+            (Ok(n), "ours", "pending") => pending_ours(n as usize),
+            (Ok(n), "tokio", "roundtrip") => roundtrip_tokio(n),
+            _ => Err(format!("bad arguments {args:?}")),
+        },
+        _ => Err("usage: evtchn-bench-one <ours|tokio> <roundtrip|pending> <n>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// A loopback pair with the bind's pending event consumed.

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         }
         ["demo"] => version::demo(Reporter::new(Stdout)),
         ["evtchn-bench", rest @ ..] => evtchn_bench::bench(rest),
+        ["evtchn-bench-one", rest @ ..] => evtchn_bench::bench_one(rest),
         ["evtchn-soak", rest @ ..] => evtchn_bench::soak(rest),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
