@@ -355,7 +355,7 @@ fn bind_static(_: &Privcmd) -> Result<(), String> {
 /// Bind/unbind cycles: Xen sees each port closed, and port numbers are reused
 /// (nothing leaks).
 fn bind_unbind_cycles(privcmd: &Privcmd) -> Result<(), String> {
-    const CYCLES: usize = 2000;
+    const CYCLES: usize = 500;
     let dev = open()?;
     let start = Instant::now();
     let mut highest = Port::new(0);
@@ -398,7 +398,7 @@ fn bind_unbind_cycles(privcmd: &Privcmd) -> Result<(), String> {
 
 /// Sync ping-pong over a loopback pair: every notification wakes the reader.
 fn ping_pong(_: &Privcmd) -> Result<(), String> {
-    const ROUNDS: u32 = 1000;
+    const ROUNDS: u32 = 300;
     let dev = open()?;
     let (a, b) = pair(&dev)?;
     let mut ports = [Port::new(0); 4];
