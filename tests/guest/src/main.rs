@@ -23,13 +23,18 @@ mod arch;
 mod cases;
 #[cfg(all(target_os = "none", feature = "domu"))]
 mod domu;
+#[cfg(all(target_os = "none", not(feature = "domu")))]
+mod evtchn;
 #[cfg(target_os = "none")]
 mod fail;
 #[cfg(target_os = "none")]
-mod evtchn;
-#[cfg(target_os = "none")]
 mod shared_info;
-#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "pvh"))]
+#[cfg(all(
+    target_os = "none",
+    target_arch = "x86_64",
+    feature = "pvh",
+    not(feature = "domu")
+))]
 mod upcall;
 
 /// The host build: explains how the guests are run.
