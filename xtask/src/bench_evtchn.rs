@@ -64,6 +64,9 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
                 ),
                 ("libxenevtchn-bench".into(), c_bench),
             ],
+            files: Vec::new(),
+            preamble: Default::default(),
+            domus: Vec::new(),
             commands: vec![
                 format!("{DOM0_TESTS} evtchn-bench /bin/libxenevtchn-bench {rounds} {iterations}"),
                 format!("{DOM0_TESTS} evtchn-soak {trips} {cycles}"),
