@@ -36,6 +36,9 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
     if what == "grant" {
         return crate::bench_grant::run(options);
     }
+    if what == "evtchn" {
+        return crate::bench_evtchn::run(options);
+    }
     if what != "privcmd" {
         return Err(format!("unknown benchmark `{what}`\n{USAGE}"));
     }

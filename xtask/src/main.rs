@@ -1,6 +1,7 @@
 //! Project commands, run as `cargo xtask <command>`.
 
 mod bench;
+mod bench_evtchn;
 mod bench_grant;
 mod gen_sys;
 mod setup;
@@ -24,6 +25,7 @@ commands:
   demo [-v]               boot Xen: a Linux dom0 with the toolstack creates a Rust domU; they talk
   bench privcmd           benchmark the privcmd backend against libxencall, inside the testbed
   bench grant             benchmark xen-grant against libxengnttab, inside the testbed
+  bench evtchn            benchmark xen-evtchn against libxenevtchn, and soak it, inside the testbed
 ";
 
 /// What an xtask command returns: `Err` carries a message for the user.

@@ -26,6 +26,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-privcmd",
+    "xen-evtchn",
     "xen-shared",
     "xen-grant",
     "xen-testbed-protocol",

@@ -19,6 +19,8 @@
 
 mod devices;
 mod domu;
+mod evtchn;
+mod evtchn_bench;
 mod exit;
 mod grant;
 mod oracle;
@@ -39,6 +41,7 @@ fn cases() -> impl Iterator<Item = &'static Case> {
         .iter()
         .chain(privcmd::CASES)
         .chain(grant::CASES)
+        .chain(evtchn::CASES)
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["demo"] => version::demo(Reporter::new(Stdout)),
+        ["evtchn-bench", rest @ ..] => evtchn_bench::bench(rest),
+        ["evtchn-bench-one", rest @ ..] => evtchn_bench::bench_one(rest),
+        ["evtchn-soak", rest @ ..] => evtchn_bench::soak(rest),
         ["xl-info"] => oracle::run(),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),

@@ -14,6 +14,7 @@
 //! purpose, for the harness's own tests.
 
 mod console_ring;
+mod evtchn_port;
 mod grant;
 mod ring;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
@@ -23,6 +24,7 @@ mod xenstore;
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use xen_evtchn::EventChannel;
 use xen_hypercall::Error;
 use xen_hypercall::prelude::*;
 use xen_hypercall::sched::Deadline;
@@ -177,19 +179,6 @@ impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
             self.h.poll(&[port], Some(Deadline::from_nanos(deadline)))?;
         }
     }
-
-    /// Waits until an event arrives on `port` and consumes it.
-    fn take_event(&self, port: Port, deadline: u64, what: &'static str) -> Result<(), DomuError> {
-        loop {
-            if self.shared.take_pending(port) {
-                return Ok(());
-            }
-            if self.now() >= deadline {
-                return Err(DomuError::TimedOut(what));
-            }
-            self.h.poll(&[port], Some(Deadline::from_nanos(deadline)))?;
-        }
-    }
 }
 
 /// The shared info page once mapped, for the panic handler.
@@ -295,7 +284,8 @@ fn exchange<P: Platform>(
             },
         ),
     );
-    let port = match alloc_port(h, &mut store) {
+    let channel = events.channel();
+    let port = match alloc_port(h, events.alloc_for_dom0(&channel), &mut store) {
         Ok(port) => {
             r.out(format_args!("port {} unbound for dom0", port.raw()));
             r.case("evtchn_alloc_unbound", Ok::<(), Fail>(()));
@@ -318,7 +308,12 @@ fn exchange<P: Platform>(
     r.case(
         "evtchn_from_dom0",
         events
-            .take_event(port, events.deadline(EVENT_WAIT_NS), "dom0's first event")
+            .await_event(
+                &channel,
+                port,
+                events.deadline(EVENT_WAIT_NS),
+                "dom0's first event",
+            )
             .map_err(Fail::from),
     );
     r.case("grant_sees_dom0_write", sees_dom0_write());
@@ -331,11 +326,18 @@ fn exchange<P: Platform>(
     };
     r.case(
         "evtchn_notify_dom0",
-        events.notify(port).map_err(Fail::from),
+        channel
+            .notify(port)
+            .map_err(|e| Fail::new(format_args!("{e}"))),
     );
     let ended = (|| {
         let grant = refused?;
-        events.take_event(port, events.deadline(EVENT_WAIT_NS), "dom0's second event")?;
+        events.await_event(
+            &channel,
+            port,
+            events.deadline(EVENT_WAIT_NS),
+            "dom0's second event",
+        )?;
         let gref = grant.gref();
         grant
             .end()
@@ -343,7 +345,9 @@ fn exchange<P: Platform>(
         if table.in_use(gref) {
             fail!("entry still in use");
         }
-        h.evtchn_close(port)?;
+        channel
+            .unbind_raw(port)
+            .map_err(|e| Fail::new(format_args!("{e}")))?;
         Ok(gref)
     })();
     if let Ok(gref) = ended {
@@ -375,9 +379,10 @@ fn echo_key<H: XenHypercall<Error = Error> + Copy>(
 /// `EVTCHNOP_alloc_unbound` for dom0; publishes the port at `data/evtchn-port`.
 fn alloc_port<H: XenHypercall<Error = Error> + Copy>(
     h: H,
+    allocated: Result<Port, DomuError>,
     store: &mut XenStore<H>,
 ) -> Result<Port, Fail> {
-    let port = h.evtchn_alloc_unbound(DomId::SELF, DomId::new(0))?;
+    let port = allocated?;
     let status = h.evtchn_status(DomId::SELF, port)?;
     if status.state
         != (xen_hypercall::event_channel::ChannelState::Unbound {
