@@ -397,7 +397,10 @@ mod tests {
             introduce(DomId(1), 0x1234, 3).unwrap().payload(),
             b"1\x004660\x003\0"
         );
-        assert_eq!(set_target(DomId(2), DomId(3)).unwrap().payload(), b"2\x003\0");
+        assert_eq!(
+            set_target(DomId(2), DomId(3)).unwrap().payload(),
+            b"2\x003\0"
+        );
         assert_eq!(control(&["log", "on"]).unwrap().payload(), b"log\0on\0");
         let perms = [
             Perm::new(DomId(0), crate::Access::None),
