@@ -12,6 +12,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-hypercall-native",
     "xen-evtchn",
     "xen-console",
+    "xen-store",
     "xen",
 ];
 
@@ -24,6 +25,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-privcmd",
+    "xen-store",
     "xen-testbed-protocol",
 ];
 
