@@ -62,7 +62,7 @@ fn payload(rng: &mut Rng) -> Vec<u8> {
                 out.push(*rng.pick(&[0, b'a', b'/', b'E', b'1', 0xff]));
             }
         } else {
-            let snippet: &[u8] = rng.pick(SNIPPETS);
+            let snippet: &&[u8] = rng.pick(SNIPPETS);
             out.extend_from_slice(snippet);
         }
     }
