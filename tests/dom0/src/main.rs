@@ -12,6 +12,7 @@
 
 mod exit;
 mod privcmd;
+mod store;
 mod version;
 
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         [] => run(),
+        ["store"] => store::run(),
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");
