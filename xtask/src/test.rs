@@ -10,6 +10,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-native",
+    "xen-shared",
     "xen-evtchn",
     "xen-console",
     "xen-store",
@@ -25,6 +26,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-privcmd",
+    "xen-shared",
     "xen-store",
     "xen-testbed-protocol",
 ];

@@ -16,6 +16,10 @@ use xen_hypercall_native::Aarch64Hypercall;
 use crate::cases::{self, Console, Expect, Fail, GuestReporter};
 use crate::shared_info::SharedInfo;
 
+/// Xen 4.17 arm64's `HYPERVISOR_VIRT_START` (`XEN_VIRT_START`, 2 MiB: Xen's
+/// own mapping), which `XENVER_platform_parameters` reports.
+const AARCH64_VIRT_START: u64 = 0x0020_0000;
+
 global_asm!(
     ".pushsection .text.head, \"ax\"",
     ".global _head",
@@ -150,6 +154,8 @@ extern "C" fn aarch64_main(_dtb: usize) -> ! {
         map_shared_info(&h),
         &Expect {
             capability: "xen-3.0-aarch64",
+            virt_start: AARCH64_VIRT_START,
+            translated: true,
         },
     );
     reporter.case(

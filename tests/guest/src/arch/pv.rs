@@ -125,6 +125,8 @@ extern "C" fn pv_main(info: *const start_info) -> ! {
         map_shared_info(&h, info),
         &Expect {
             capability: "xen-3.0-x86_64",
+            virt_start: cases::X86_64_VIRT_START,
+            translated: false,
         },
     );
     reporter.case(

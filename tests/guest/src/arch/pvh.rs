@@ -110,6 +110,9 @@ static PD: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
 
 /// The frame Xen fills with hypercall stubs for the `hypercall_page` case.
 static mut HYPERCALL_PAGE: HypercallPageFrame = HypercallPageFrame::new();
+/// A frame handed to `install` with `HYPERCALL_PAGE`'s address: Xen fills the
+/// other page, this one stays zero, and `install` must refuse it.
+static mut UNFILLED_PAGE: HypercallPageFrame = HypercallPageFrame::new();
 
 /// The page the shared info frame is mapped over.
 static SHARED_INFO_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
@@ -132,6 +135,17 @@ fn map_shared_info(h: &HvmHypercall) -> Result<SharedInfo, Error> {
 /// `xen_version` through the hypercall page, compared with the direct call.
 fn hypercall_page_case(direct: &HvmHypercall) -> cases::CaseResult {
     let frame = &raw mut HYPERCALL_PAGE;
+    let unfilled = &raw mut UNFILLED_PAGE;
+    // SAFETY: the only use of this static; `&mut` is handed over for good.
+    let unfilled = unsafe { &mut *unfilled };
+    // SAFETY: CPL 0 in a PVH guest, identity map. The address names
+    // HYPERCALL_PAGE, a static no Rust reference points to yet (only the raw
+    // pointer above): Xen writing stubs there breaks nothing.
+    match unsafe { HypercallPage::install(unfilled, frame as u64) } {
+        Err(Error::Unsupported(_)) => {}
+        Err(other) => cases::fail!("install on a frame Xen did not fill: {other}"),
+        Ok(_) => cases::fail!("install accepted a frame Xen did not fill"),
+    }
     // SAFETY: the only use of this static, run once; `&mut` is handed over for good.
     let frame = unsafe { &mut *frame };
     let address = core::ptr::from_ref(frame) as u64;
@@ -180,6 +194,8 @@ extern "C" fn pvh_main(_start_info: u32) -> ! {
         map_shared_info(&h),
         &Expect {
             capability: "hvm-3.0-x86_64",
+            virt_start: cases::X86_64_VIRT_START,
+            translated: true,
         },
     );
     reporter.case("hypercall_page", hypercall_page_case(&h));
