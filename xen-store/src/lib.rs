@@ -15,6 +15,7 @@ pub mod mock;
 pub mod op;
 pub mod path;
 mod perms;
+pub mod ring;
 mod store;
 #[cfg(feature = "tokio-1")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-1")))]

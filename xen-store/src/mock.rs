@@ -209,6 +209,19 @@ impl MockConnection {
         }
     }
 
+    /// Takes what the server has sent so far, without blocking (0: nothing yet).
+    pub fn read_available(&mut self, buf: &mut [u8]) -> usize {
+        let mut state = self.store.lock();
+        let Some(conn) = state.conns.get_mut(&self.id) else {
+            return 0;
+        };
+        let n = buf.len().min(conn.inbox.len());
+        for (slot, byte) in buf.iter_mut().zip(conn.inbox.drain(..n)) {
+            *slot = byte;
+        }
+        n
+    }
+
     fn feed(&mut self, bytes: &[u8]) {
         let mut state = self.store.lock();
         state.receive(self.id, bytes);
