@@ -51,6 +51,12 @@ fn main() -> ExitCode {
     {
         [] => run(),
         ["store"] => store::run(),
+        ["list", "store"] => {
+            for (name, _) in store::CASES {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");
