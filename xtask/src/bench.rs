@@ -33,6 +33,9 @@ const LIBXEN_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
     let (what, options) = args.split_first().ok_or_else(|| USAGE.to_string())?;
+    if what == "store" {
+        return crate::bench_store::run(options);
+    }
     if what != "privcmd" {
         return Err(format!("unknown benchmark `{what}`\n{USAGE}"));
     }

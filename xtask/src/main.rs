@@ -1,6 +1,7 @@
 //! Project commands, run as `cargo xtask <command>`.
 
 mod bench;
+mod bench_store;
 mod gen_sys;
 mod setup;
 mod test;
@@ -22,6 +23,7 @@ commands:
                           run your own program in dom0, or your own kernel as a domU, on real Xen
   demo [-v]               boot Xen: a Linux dom0 with the toolstack creates a Rust domU; they talk
   bench privcmd           benchmark the privcmd backend against libxencall, inside the testbed
+  bench store             benchmark the xenstore client against libxenstore, inside the testbed
 ";
 
 /// What an xtask command returns: `Err` carries a message for the user.
