@@ -155,7 +155,7 @@ impl Error {
     /// Converts a transport's error, keeping a `std::io::Error` as it is.
     pub(crate) fn transport<E: embedded_io::Error + 'static>(error: E) -> Self {
         let kind = error.kind();
-        if let Some(crate::ring::RingTransportError(_)) =
+        if let Some(crate::ring::RingTransportError::Ring(_)) =
             (&error as &dyn core::any::Any).downcast_ref::<crate::ring::RingTransportError>()
         {
             return ProtocolError::RingIndices.into();

@@ -13,10 +13,11 @@ use xen_shared::{Consumer, LayoutError, Producer, RingError, RingLayout, RingMem
 pub trait Doorbell {
     /// Notifies the daemon (`EVTCHNOP_send` on the store port).
     fn notify(&mut self);
-    /// Returns when the daemon may have moved the ring (its event, a timeout, or at once):
-    /// the caller looks at the ring again, so a spurious return is harmless; returning only
-    /// on an event that already came and went is the bug to avoid (a lost wake-up).
-    fn wait(&mut self);
+    /// Returns when the daemon may have moved the ring (its event, or at once): the caller
+    /// looks at the ring again, so a spurious return is harmless; sleeping through an event
+    /// that already came is the bug to avoid (a lost wake-up). An error (a deadline passed)
+    /// fails the read or write waiting for the daemon with that kind.
+    fn wait(&mut self) -> Result<(), embedded_io::ErrorKind>;
 }
 
 /// A byte stream over the shared xenstore page, for [`Client`](crate::Client).
@@ -43,14 +44,24 @@ impl<M: RingMemory + Clone, D: Doorbell> RingTransport<M, D> {
     }
 }
 
-/// The ring failed: the daemon's indices are impossible.
+/// The ring transport failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("xenstore ring: {0}")]
-pub struct RingTransportError(pub RingError);
+#[non_exhaustive]
+pub enum RingTransportError {
+    /// The daemon's indices are impossible.
+    #[error("xenstore ring: {0}")]
+    Ring(RingError),
+    /// The doorbell gave up waiting for the daemon.
+    #[error("waiting for xenstored: {0:?}")]
+    Wait(embedded_io::ErrorKind),
+}
 
 impl embedded_io::Error for RingTransportError {
     fn kind(&self) -> embedded_io::ErrorKind {
-        embedded_io::ErrorKind::InvalidData
+        match self {
+            Self::Ring(_) => embedded_io::ErrorKind::InvalidData,
+            Self::Wait(kind) => *kind,
+        }
     }
 }
 
@@ -64,13 +75,13 @@ impl<M: RingMemory, D: Doorbell> embedded_io::Read for RingTransport<M, D> {
             return Ok(0);
         }
         loop {
-            let n = self.rsp.read(buf).map_err(RingTransportError)?;
+            let n = self.rsp.read(buf).map_err(RingTransportError::Ring)?;
             if n > 0 {
                 // Space was freed: the daemon may have been waiting for it.
                 self.doorbell.notify();
                 return Ok(n);
             }
-            self.doorbell.wait();
+            self.doorbell.wait().map_err(RingTransportError::Wait)?;
         }
     }
 }
@@ -81,12 +92,12 @@ impl<M: RingMemory, D: Doorbell> embedded_io::Write for RingTransport<M, D> {
             return Ok(0);
         }
         loop {
-            let n = self.req.write(buf).map_err(RingTransportError)?;
+            let n = self.req.write(buf).map_err(RingTransportError::Ring)?;
             if n > 0 {
                 self.doorbell.notify();
                 return Ok(n);
             }
-            self.doorbell.wait();
+            self.doorbell.wait().map_err(RingTransportError::Wait)?;
         }
     }
 

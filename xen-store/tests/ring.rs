@@ -19,8 +19,9 @@ impl Doorbell for Bell {
     fn notify(&mut self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-    fn wait(&mut self) {
+    fn wait(&mut self) -> Result<(), embedded_io::ErrorKind> {
         std::thread::yield_now();
+        Ok(())
     }
 }
 
@@ -96,6 +97,27 @@ fn a_guest_client_over_the_ring() {
         assert_eq!((event.watch, event.path.as_str()), (watch, "data/w"));
     });
     assert!(bell.0.load(Ordering::Relaxed) > 0);
+}
+
+/// Gives up at once: a daemon that never answers.
+struct Impatient;
+
+impl Doorbell for Impatient {
+    fn notify(&mut self) {}
+    fn wait(&mut self) -> Result<(), embedded_io::ErrorKind> {
+        Err(embedded_io::ErrorKind::TimedOut)
+    }
+}
+
+#[test]
+fn a_doorbell_that_gives_up_fails_the_request() {
+    let page = SharedPage::new();
+    let mut xs = Client::new(RingTransport::new(page.mem(), Impatient).unwrap());
+    let error = xs.read("name").unwrap_err();
+    assert!(
+        matches!(error, Error::Transport(embedded_io::ErrorKind::TimedOut)),
+        "{error:?}"
+    );
 }
 
 #[test]
