@@ -118,6 +118,11 @@ where
         &self.io
     }
 
+    /// The byte stream, e.g. to reach a ring transport's doorbell.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
     /// Sends a request (in transaction `tx_id`, 0 for none) without waiting for its reply.
     pub fn submit<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
         let ticket = self.conn.submit(op, tx_id)?;
