@@ -41,7 +41,10 @@ unsafe impl core::alloc::GlobalAlloc for Bump {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
             let start = (base as usize + used).next_multiple_of(layout.align()) - base as usize;
-            let Some(end) = start.checked_add(layout.size()).filter(|&e| e <= ARENA_SIZE) else {
+            let Some(end) = start
+                .checked_add(layout.size())
+                .filter(|&e| e <= ARENA_SIZE)
+            else {
                 return core::ptr::null_mut();
             };
             match self
@@ -129,7 +132,11 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
 
     /// `XS_READ` of `path` (relative paths are under the domain's home) into
     /// `out`; returns the value (without a NUL, as xenstored sends it).
-    pub(crate) fn read<'b>(&mut self, path: &str, out: &'b mut [u8]) -> Result<&'b [u8], DomuError> {
+    pub(crate) fn read<'b>(
+        &mut self,
+        path: &str,
+        out: &'b mut [u8],
+    ) -> Result<&'b [u8], DomuError> {
         self.start();
         let value = self.client.read(path).map_err(to_domu)?;
         let out = out.get_mut(..value.len()).ok_or(DomuError::TooLong)?;
@@ -146,7 +153,9 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
 
 fn to_domu(error: xen_store::Error) -> DomuError {
     match error {
-        xen_store::Error::Xen(errno) => DomuError::xenstore(errno.name().unwrap_or("E?").as_bytes()),
+        xen_store::Error::Xen(errno) => {
+            DomuError::xenstore(errno.name().unwrap_or("E?").as_bytes())
+        }
         xen_store::Error::Transport(_) => DomuError::TimedOut("xenstored"),
         xen_store::Error::Protocol(_) => DomuError::BadRing,
         xen_store::Error::RequestTooLong { .. } => DomuError::TooLong,
