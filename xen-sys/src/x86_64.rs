@@ -4,8 +4,9 @@
 // 4.17.7+13-g2445b30a44-0+deb12u1 ships them, compiled by libclang for x86_64-unknown-linux-gnu
 // with __XEN_TOOLS__ (so __XEN_INTERFACE_VERSION__ is __XEN_LATEST_INTERFACE_VERSION__).
 // Headers: xen.h errno.h version.h features.h event_channel.h sched.h memory.h physdev.h vcpu.h
-//   grant_table.h hvm/hvm_op.h hvm/params.h io/console.h arch-x86/xen.h arch-x86/xen-x86_64.h
-//   arch-x86/cpuid.h arch-x86/hvm/start_info.h sysctl.h (xen_sysctl_readconsole)
+//   grant_table.h hvm/hvm_op.h hvm/params.h io/console.h io/xs_wire.h arch-x86/xen.h
+//   arch-x86/xen-x86_64.h arch-x86/cpuid.h arch-x86/hvm/start_info.h
+//   sysctl.h (xen_sysctl_readconsole)
 
 #[allow(unused_imports)]
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -139,6 +140,7 @@ pub type xen_hvm_altp2m_mem_access_t = xen_hvm_altp2m_mem_access;
 pub type xen_hvm_altp2m_change_gfn_t = xen_hvm_altp2m_change_gfn;
 pub type xen_hvm_altp2m_op_t = xen_hvm_altp2m_op;
 pub type XENCONS_RING_IDX = u32;
+pub type XENSTORE_RING_IDX = u32;
 #[repr(C)]
 #[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct iret_context {
@@ -3072,6 +3074,67 @@ const _: () = {
     assert!(::core::mem::offset_of!(xencons_interface, out_cons) == 3080usize);
     assert!(::core::mem::offset_of!(xencons_interface, out_prod) == 3084usize);
 };
+#[repr(transparent)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct xsd_sockmsg_type(pub core::ffi::c_uint);
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct xsd_errors {
+    pub errnum: core::ffi::c_int,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub errstring: crate::GuestHandle<core::ffi::c_char>,
+}
+const _: () = {
+    assert!(::core::mem::size_of::<xsd_errors>() == 16usize);
+    assert!(::core::mem::align_of::<xsd_errors>() == 8usize);
+    assert!(::core::mem::offset_of!(xsd_errors, errnum) == 0usize);
+    assert!(::core::mem::offset_of!(xsd_errors, errstring) == 8usize);
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct xsd_sockmsg {
+    pub type_: u32,
+    pub req_id: u32,
+    pub tx_id: u32,
+    pub len: u32,
+}
+const _: () = {
+    assert!(::core::mem::size_of::<xsd_sockmsg>() == 16usize);
+    assert!(::core::mem::align_of::<xsd_sockmsg>() == 4usize);
+    assert!(::core::mem::offset_of!(xsd_sockmsg, type_) == 0usize);
+    assert!(::core::mem::offset_of!(xsd_sockmsg, req_id) == 4usize);
+    assert!(::core::mem::offset_of!(xsd_sockmsg, tx_id) == 8usize);
+    assert!(::core::mem::offset_of!(xsd_sockmsg, len) == 12usize);
+};
+#[repr(transparent)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct xs_watch_type(pub core::ffi::c_uint);
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct xenstore_domain_interface {
+    pub req: [core::ffi::c_char; 1024usize],
+    pub rsp: [core::ffi::c_char; 1024usize],
+    pub req_cons: XENSTORE_RING_IDX,
+    pub req_prod: XENSTORE_RING_IDX,
+    pub rsp_cons: XENSTORE_RING_IDX,
+    pub rsp_prod: XENSTORE_RING_IDX,
+    pub server_features: u32,
+    pub connection: u32,
+    pub error: u32,
+}
+const _: () = {
+    assert!(::core::mem::size_of::<xenstore_domain_interface>() == 2076usize);
+    assert!(::core::mem::align_of::<xenstore_domain_interface>() == 4usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, req) == 0usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, rsp) == 1024usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, req_cons) == 2048usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, req_prod) == 2052usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, rsp_cons) == 2056usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, rsp_prod) == 2060usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, server_features) == 2064usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, connection) == 2068usize);
+    assert!(::core::mem::offset_of!(xenstore_domain_interface, error) == 2072usize);
+};
 #[repr(C)]
 #[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct hvm_start_info {
@@ -3770,6 +3833,21 @@ pub const HVM_PARAM_MCA_CAP: u32 = 38;
 pub const XEN_HVM_MCA_CAP_LMCE: u32 = 1;
 pub const XEN_HVM_MCA_CAP_MASK: u32 = 1;
 pub const HVM_NR_PARAMS: u32 = 39;
+pub const XS_WRITE_NONE: &[u8; 5] = b"NONE\0";
+pub const XS_WRITE_CREATE: &[u8; 7] = b"CREATE\0";
+pub const XS_WRITE_CREATE_EXCL: &[u8; 12] = b"CREATE|EXCL\0";
+pub const XENSTORE_RING_SIZE: u32 = 1024;
+pub const XENSTORE_PAYLOAD_MAX: u32 = 4096;
+pub const XENSTORE_ABS_PATH_MAX: u32 = 3072;
+pub const XENSTORE_REL_PATH_MAX: u32 = 2048;
+pub const XENSTORE_SERVER_FEATURE_RECONNECTION: u32 = 1;
+pub const XENSTORE_SERVER_FEATURE_ERROR: u32 = 2;
+pub const XENSTORE_CONNECTED: u32 = 0;
+pub const XENSTORE_RECONNECT: u32 = 1;
+pub const XENSTORE_ERROR_NONE: u32 = 0;
+pub const XENSTORE_ERROR_COMM: u32 = 1;
+pub const XENSTORE_ERROR_RINGIDX: u32 = 2;
+pub const XENSTORE_ERROR_PROTO: u32 = 3;
 pub const XEN_CPUID_FIRST_LEAF: u32 = 1073741824;
 pub const XEN_CPUID_SIGNATURE_EBX: u32 = 1450075480;
 pub const XEN_CPUID_SIGNATURE_ECX: u32 = 1700285773;
@@ -4766,4 +4844,34 @@ impl hvmmem_type_t {
     pub const HVMMEM_mmio_dm: hvmmem_type_t = hvmmem_type_t(2);
     pub const HVMMEM_unused: hvmmem_type_t = hvmmem_type_t(3);
     pub const HVMMEM_ioreq_server: hvmmem_type_t = hvmmem_type_t(4);
+}
+impl xsd_sockmsg_type {
+    pub const XS_CONTROL: xsd_sockmsg_type = xsd_sockmsg_type(0);
+    pub const XS_DIRECTORY: xsd_sockmsg_type = xsd_sockmsg_type(1);
+    pub const XS_READ: xsd_sockmsg_type = xsd_sockmsg_type(2);
+    pub const XS_GET_PERMS: xsd_sockmsg_type = xsd_sockmsg_type(3);
+    pub const XS_WATCH: xsd_sockmsg_type = xsd_sockmsg_type(4);
+    pub const XS_UNWATCH: xsd_sockmsg_type = xsd_sockmsg_type(5);
+    pub const XS_TRANSACTION_START: xsd_sockmsg_type = xsd_sockmsg_type(6);
+    pub const XS_TRANSACTION_END: xsd_sockmsg_type = xsd_sockmsg_type(7);
+    pub const XS_INTRODUCE: xsd_sockmsg_type = xsd_sockmsg_type(8);
+    pub const XS_RELEASE: xsd_sockmsg_type = xsd_sockmsg_type(9);
+    pub const XS_GET_DOMAIN_PATH: xsd_sockmsg_type = xsd_sockmsg_type(10);
+    pub const XS_WRITE: xsd_sockmsg_type = xsd_sockmsg_type(11);
+    pub const XS_MKDIR: xsd_sockmsg_type = xsd_sockmsg_type(12);
+    pub const XS_RM: xsd_sockmsg_type = xsd_sockmsg_type(13);
+    pub const XS_SET_PERMS: xsd_sockmsg_type = xsd_sockmsg_type(14);
+    pub const XS_WATCH_EVENT: xsd_sockmsg_type = xsd_sockmsg_type(15);
+    pub const XS_ERROR: xsd_sockmsg_type = xsd_sockmsg_type(16);
+    pub const XS_IS_DOMAIN_INTRODUCED: xsd_sockmsg_type = xsd_sockmsg_type(17);
+    pub const XS_RESUME: xsd_sockmsg_type = xsd_sockmsg_type(18);
+    pub const XS_SET_TARGET: xsd_sockmsg_type = xsd_sockmsg_type(19);
+    pub const XS_RESET_WATCHES: xsd_sockmsg_type = xsd_sockmsg_type(21);
+    pub const XS_DIRECTORY_PART: xsd_sockmsg_type = xsd_sockmsg_type(22);
+    pub const XS_TYPE_COUNT: xsd_sockmsg_type = xsd_sockmsg_type(23);
+    pub const XS_INVALID: xsd_sockmsg_type = xsd_sockmsg_type(65535);
+}
+impl xs_watch_type {
+    pub const XS_WATCH_PATH: xs_watch_type = xs_watch_type(0);
+    pub const XS_WATCH_TOKEN: xs_watch_type = xs_watch_type(1);
 }

@@ -37,3 +37,8 @@ pub use xen_grant as grant;
 #[cfg(feature = "console")]
 #[cfg_attr(docsrs, doc(cfg(feature = "console")))]
 pub use xen_console as console;
+
+/// The xenstore client.
+#[cfg(feature = "store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "store")))]
+pub use xen_store as store;

@@ -39,6 +39,9 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
     if what == "evtchn" {
         return crate::bench_evtchn::run(options);
     }
+    if what == "store" {
+        return crate::bench_store::run(options);
+    }
     if what != "privcmd" {
         return Err(format!("unknown benchmark `{what}`\n{USAGE}"));
     }

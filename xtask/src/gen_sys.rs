@@ -46,6 +46,7 @@ const COMMON_HEADERS: &[&str] = &[
     "hvm/hvm_op.h",
     "hvm/params.h",
     "io/console.h",
+    "io/xs_wire.h",
 ];
 
 /// From `sysctl.h` only the hypervisor console ring reader is taken (the rest is toolstack ABI

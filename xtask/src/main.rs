@@ -3,6 +3,7 @@
 mod bench;
 mod bench_evtchn;
 mod bench_grant;
+mod bench_store;
 mod gen_sys;
 mod setup;
 mod test;
@@ -26,6 +27,7 @@ commands:
   bench privcmd           benchmark the privcmd backend against libxencall, inside the testbed
   bench grant             benchmark xen-grant against libxengnttab, inside the testbed
   bench evtchn            benchmark xen-evtchn against libxenevtchn, and soak it, inside the testbed
+  bench store             benchmark the xenstore client against libxenstore, inside the testbed
 ";
 
 /// What an xtask command returns: `Err` carries a message for the user.

@@ -14,6 +14,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-evtchn",
     "xen-console",
     "xen-grant",
+    "xen-store",
     "xen",
 ];
 
@@ -29,6 +30,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-evtchn",
     "xen-shared",
     "xen-grant",
+    "xen-store",
     "xen-testbed-protocol",
 ];
 

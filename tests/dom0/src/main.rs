@@ -4,6 +4,8 @@
 //!   Xen console) in the `XENTEST` protocol; it exits non-zero if a case failed.
 //! - `xen-dom0-tests list` prints the case names, one a line, without touching Xen: the runner's
 //!   list of expected cases.
+//! - `xen-dom0-tests store` runs the xenstore client's cases against Debian's `xenstored`, with the
+//!   `xenstore-*` tools as the oracle (needs the toolstack).
 //! - `xen-dom0-tests demo` shows what the project's crates see of this Xen (`cargo xtask demo`).
 //! - `xen-dom0-tests xl-info` compares every `xen_version` field with Debian's `xl info` (needs the
 //!   toolstack).
@@ -25,6 +27,7 @@ mod exit;
 mod grant;
 mod oracle;
 mod privcmd;
+mod store;
 mod version;
 
 use std::process::ExitCode;
@@ -54,6 +57,13 @@ fn main() -> ExitCode {
         .as_slice()
     {
         [] => run(),
+        ["store"] => store::run(),
+        ["list", "store"] => {
+            for (name, _) in store::CASES {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");
@@ -81,7 +91,7 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: xen-dom0-tests [list | demo | xl-info | domu OPTIONS | run-domu OPTIONS | exit <code 0-255>]"
+        "usage: xen-dom0-tests [list | store | demo | xl-info | domu OPTIONS | run-domu OPTIONS | exit <code 0-255>]"
     );
     ExitCode::from(2)
 }

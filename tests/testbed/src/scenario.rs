@@ -259,6 +259,8 @@ const fn cross_domain(
 pub const ORACLE_COMMAND: &str = "xen-dom0-tests xl-info";
 /// The `xl info` oracle case.
 pub const ORACLE_CASE: &str = "xen_version_matches_xl_info";
+/// The command that runs the xenstore client's cases against `xenstored` (needs the toolstack).
+pub const STORE_COMMAND: &str = "xen-dom0-tests store";
 
 const fn guest(name: &'static str, about: &'static str, kind: GuestKind) -> Scenario {
     Scenario {
@@ -277,11 +279,11 @@ pub fn scenarios() -> &'static [Scenario] {
             kind: Kind::LinuxDom0 {
                 arch: Arch::X86_64,
                 setup: Setup::Toolstack,
-                commands: &[DOM0_TESTS, ORACLE_COMMAND],
+                commands: &[DOM0_TESTS, ORACLE_COMMAND, STORE_COMMAND],
             },
             ..linux(
                 "linux-dom0-x86_64",
-                "Linux PV dom0 on Xen amd64 with the toolstack runs xen-dom0-tests and the xl info oracle",
+                "Linux PV dom0 on Xen amd64 with the toolstack runs xen-dom0-tests, the xl info oracle and the xenstore cases",
                 Arch::X86_64,
                 &[],
                 150,
@@ -292,11 +294,11 @@ pub fn scenarios() -> &'static [Scenario] {
             kind: Kind::LinuxDom0 {
                 arch: Arch::Aarch64,
                 setup: Setup::Toolstack,
-                commands: &[DOM0_TESTS, ORACLE_COMMAND],
+                commands: &[DOM0_TESTS, ORACLE_COMMAND, STORE_COMMAND],
             },
             ..linux(
                 "linux-dom0-aarch64",
-                "Linux dom0 on Xen arm64 with the toolstack runs xen-dom0-tests and the xl info oracle",
+                "Linux dom0 on Xen arm64 with the toolstack runs xen-dom0-tests, the xl info oracle and the xenstore cases",
                 Arch::Aarch64,
                 &[],
                 90,
@@ -553,8 +555,8 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
             .map_or(Ok(()), |(_, built)| built.clone())
     };
     // The dom0 program's case list, from the x86_64 build run on the host (`list` touches no Xen).
-    let dom0_cases: Result<Vec<String>> = if linux_arches.is_empty() {
-        Ok(Vec::new())
+    let dom0_cases: Result<(Vec<String>, Vec<String>)> = if linux_arches.is_empty() {
+        Ok((Vec::new(), Vec::new()))
     } else {
         dom0_built(Arch::X86_64)
             .and_then(|()| {
@@ -565,13 +567,17 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                 }
             })
             .and_then(|()| {
-                let list = command_output(
-                    Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS)).arg("list"),
-                )?;
-                Ok(String::from_utf8_lossy(&list)
-                    .lines()
-                    .map(str::to_string)
-                    .collect())
+                // `list` prints the default run's cases, `list store` those of STORE_COMMAND.
+                let list = |args: &[&str]| -> Result<Vec<String>> {
+                    let out = command_output(
+                        Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS)).args(args),
+                    )?;
+                    Ok(String::from_utf8_lossy(&out)
+                        .lines()
+                        .map(str::to_string)
+                        .collect())
+                };
+                Ok((list(&["list"])?, list(&["list", "store"])?))
             })
     };
     let mut guests = GuestBuilds::default();
@@ -582,36 +588,42 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
         let qemu_job = match scenario.kind {
             Kind::LinuxDom0 {
                 setup, commands, ..
-            } => dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
-                // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
-                let runs_tests =
-                    |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
-                let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
-                    cases
-                } else {
-                    Vec::new()
-                };
-                if commands.contains(&ORACLE_COMMAND) {
-                    expected.push(ORACLE_CASE.into());
-                }
-                let dones = commands.iter().filter(runs_tests).count()
-                    + usize::from(commands.contains(&ORACLE_COMMAND));
-                testbed.dom0_job(
-                    artifacts_of(arch),
-                    &Dom0Run {
-                        name: scenario.name.into(),
-                        arch,
-                        binaries: Vec::new(),
-                        files: Vec::new(),
-                        preamble: setup.preamble(),
-                        commands: commands.iter().map(|c| c.to_string()).collect(),
-                        expected_cases: expected,
-                        expected_dones: dones,
-                        timeout: scenario.timeout,
-                        domus: Vec::new(),
-                    },
-                )
-            }),
+            } => dom0_built(arch)
+                .and(dom0_cases.clone())
+                .and_then(|(cases, store_cases)| {
+                    // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
+                    let runs_tests =
+                        |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
+                    let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
+                        cases
+                    } else {
+                        Vec::new()
+                    };
+                    if commands.contains(&ORACLE_COMMAND) {
+                        expected.push(ORACLE_CASE.into());
+                    }
+                    if commands.contains(&STORE_COMMAND) {
+                        expected.extend(store_cases);
+                    }
+                    let dones = commands.iter().filter(runs_tests).count()
+                        + usize::from(commands.contains(&ORACLE_COMMAND))
+                        + usize::from(commands.contains(&STORE_COMMAND));
+                    testbed.dom0_job(
+                        artifacts_of(arch),
+                        &Dom0Run {
+                            name: scenario.name.into(),
+                            arch,
+                            binaries: Vec::new(),
+                            files: Vec::new(),
+                            preamble: setup.preamble(),
+                            commands: commands.iter().map(|c| c.to_string()).collect(),
+                            expected_cases: expected,
+                            expected_dones: dones,
+                            timeout: scenario.timeout,
+                            domus: Vec::new(),
+                        },
+                    )
+                }),
             Kind::Guest(kind) => guests
                 .image(testbed, kind, Flavour::Dom0)
                 .and_then(|image| {

@@ -1,79 +1,104 @@
-//! A minimal xenstore client over this domain's ring (`public/io/xs_wire.h`):
-//! one request at a time, `XS_READ` and `XS_WRITE` of short values.
-//!
-//! Test-kernel-local: the project's xenstore crate will replace it.
+//! The domU's xenstore connection: the project's `xen-store` client over this domain's ring
+//! (`xen-shared`'s byte ring), the event channel as its doorbell, and a small heap for the
+//! client's buffers.
 
-use core::mem::size_of;
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use xen_hypercall::{Error, Port, XenHypercall};
+use xen_shared::SharedMem;
+use xen_store::ring::{Doorbell, RingTransport};
+use xen_store::{Client, Store};
 
-use super::ring::ByteRing;
 use super::{DomuError, Events, RingPage};
 
-/// `enum xsd_sockmsg_type` values (xs_wire.h).
-const XS_READ: u32 = 2;
-const XS_WRITE: u32 = 11;
-const XS_WATCH_EVENT: u32 = 15;
-const XS_ERROR: u32 = 16;
-/// `XENSTORE_PAYLOAD_MAX`: the longest payload of a message.
-const PAYLOAD_MAX: u32 = 4096;
-/// `XENSTORE_RING_SIZE` and the index offsets of `struct xenstore_domain_interface`
-/// (`char req[1024]; char rsp[1024]; req_cons, req_prod, rsp_cons, rsp_prod`).
-const RING_SIZE: u32 = 1024;
-const REQ_CONS: usize = 2048;
-const REQ_PROD: usize = 2052;
-const RSP_CONS: usize = 2056;
-const RSP_PROD: usize = 2060;
 /// How long a request waits for xenstored.
 const WAIT_NS: u64 = 5_000_000_000;
 
-/// `struct xsd_sockmsg`, the header of every message.
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    kind: u32,
-    req_id: u32,
-    tx_id: u32,
-    len: u32,
+/// The size of the xenstore page.
+const PAGE_SIZE: usize = 4096;
+
+/// The client's heap: a bump allocator over a static arena (the domU makes a few dozen
+/// requests; nothing is ever returned to it).
+struct Bump {
+    arena: UnsafeCell<[u8; ARENA_SIZE]>,
+    used: AtomicUsize,
 }
 
-impl Header {
-    const SIZE: usize = 4 * size_of::<u32>();
+const ARENA_SIZE: usize = 256 * 1024;
 
-    fn to_bytes(self) -> [u8; Self::SIZE] {
-        let mut bytes = [0; Self::SIZE];
-        for (chunk, word) in
-            bytes
-                .chunks_exact_mut(4)
-                .zip([self.kind, self.req_id, self.tx_id, self.len])
-        {
-            chunk.copy_from_slice(&word.to_ne_bytes());
+// SAFETY: `used` is only advanced atomically, so every allocation gets its own bytes.
+unsafe impl Sync for Bump {}
+
+// SAFETY: `alloc` returns a block of `layout.size()` bytes aligned to `layout.align()`, inside
+// the arena, that no other allocation overlaps (the atomic `used` hands each range out once),
+// or null when the arena is exhausted; `dealloc` does nothing, which is allowed.
+unsafe impl core::alloc::GlobalAlloc for Bump {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let base = self.arena.get().cast::<u8>();
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let start = (base as usize + used).next_multiple_of(layout.align()) - base as usize;
+            let Some(end) = start
+                .checked_add(layout.size())
+                .filter(|&e| e <= ARENA_SIZE)
+            else {
+                return core::ptr::null_mut();
+            };
+            match self
+                .used
+                .compare_exchange(used, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return base.wrapping_add(start),
+                Err(now) => used = now,
+            }
         }
-        bytes
     }
 
-    fn from_bytes(bytes: [u8; Self::SIZE]) -> Self {
-        let word =
-            |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        Self {
-            kind: word(0),
-            req_id: word(4),
-            tx_id: word(8),
-            len: word(12),
-        }
+    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+}
+
+#[global_allocator]
+static HEAP: Bump = Bump {
+    arena: UnsafeCell::new([0; ARENA_SIZE]),
+    used: AtomicUsize::new(0),
+};
+
+/// The store's event channel: notify sends on it, wait sleeps in `SCHEDOP_poll` until an
+/// event or the deadline of the current request.
+#[derive(Debug)]
+struct Bell<H> {
+    events: Events<H>,
+    port: Port,
+    deadline: u64,
+}
+
+impl<H: XenHypercall<Error = Error> + Copy> Doorbell for Bell<H> {
+    fn notify(&mut self) {
+        // A failed send shows as a timeout of the wait that follows.
+        let _ = self.events.notify(self.port);
+    }
+
+    fn wait(&mut self) -> Result<(), embedded_io::ErrorKind> {
+        // An event since the ring was last looked at is still pending: taking it returns at
+        // once, so none is lost.
+        self.events
+            .take_event(self.port, self.deadline, "xenstored")
+            .map_err(|_| embedded_io::ErrorKind::TimedOut)
     }
 }
 
 /// A xenstore connection over the domain's ring.
-#[derive(Debug)]
-pub(crate) struct XenStore<H> {
-    events: Events<H>,
-    port: Port,
-    requests: ByteRing,
-    responses: ByteRing,
-    /// Our indexes: `req_prod` and `rsp_cons`.
-    req_prod: u32,
-    rsp_cons: u32,
-    next_id: u32,
+pub(crate) struct XenStore<H: XenHypercall<Error = Error> + Copy> {
+    client: Client<RingTransport<SharedMem<'static>, Bell<H>>>,
+}
+
+impl<H: XenHypercall<Error = Error> + Copy> core::fmt::Debug for XenStore<H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("XenStore").finish_non_exhaustive()
+    }
 }
 
 impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
@@ -84,33 +109,25 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
     /// `store.page` is this domain's xenstore page, mapped for reads and writes
     /// for the rest of the program, and used by Rust only through this value.
     pub(crate) unsafe fn new(events: Events<H>, store: RingPage) -> Result<Self, DomuError> {
-        let at = |offset: usize| store.page.wrapping_add(offset);
-        // SAFETY: the page is an `xenstore_domain_interface` (caller), whose
-        // `req` array and 4-aligned indexes are at these offsets (xs_wire.h).
-        let requests =
-            unsafe { ByteRing::new(at(0), RING_SIZE, at(REQ_CONS).cast(), at(REQ_PROD).cast()) };
-        // SAFETY: as above, for the `rsp` array.
-        let responses = unsafe {
-            ByteRing::new(
-                at(1024),
-                RING_SIZE,
-                at(RSP_CONS).cast(),
-                at(RSP_PROD).cast(),
-            )
-        };
-        let req_prod = requests.load_prod();
-        let rsp_cons = responses.load_cons();
-        requests.unconsumed(req_prod)?;
-        responses.available(rsp_cons)?;
-        Ok(Self {
+        let page = NonNull::new(store.page).ok_or(DomuError::Unexpected("no xenstore page"))?;
+        // SAFETY: the page is mapped for the program's life and only accessed through this
+        // view (caller); xenstored's side is another domain's; 4096 <= isize::MAX.
+        let mem = unsafe { SharedMem::from_raw_parts(page, PAGE_SIZE) };
+        let bell = Bell {
             events,
             port: store.port,
-            requests,
-            responses,
-            req_prod,
-            rsp_cons,
-            next_id: 1,
+            deadline: 0,
+        };
+        let transport =
+            RingTransport::new(mem, bell).map_err(|_| DomuError::Unexpected("ring layout"))?;
+        Ok(Self {
+            client: Client::new(transport),
         })
+    }
+
+    fn start(&mut self) {
+        let bell = self.client.get_mut().doorbell();
+        bell.deadline = bell.events.deadline(WAIT_NS);
     }
 
     /// `XS_READ` of `path` (relative paths are under the domain's home) into
@@ -120,119 +137,28 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
         path: &str,
         out: &'b mut [u8],
     ) -> Result<&'b [u8], DomuError> {
-        let len = self.request(XS_READ, &[path.as_bytes(), b"\0"], out)?;
-        Ok(&out[..len])
+        self.start();
+        let value = self.client.read(path).map_err(to_domu)?;
+        let out = out.get_mut(..value.len()).ok_or(DomuError::TooLong)?;
+        out.copy_from_slice(&value);
+        Ok(out)
     }
 
     /// `XS_WRITE` of `value` at `path`.
     pub(crate) fn write(&mut self, path: &str, value: &[u8]) -> Result<(), DomuError> {
-        let mut reply = [0; 8];
-        let len = self.request(XS_WRITE, &[path.as_bytes(), b"\0", value], &mut reply)?;
-        if &reply[..len] != b"OK\0" {
-            return Err(DomuError::Unexpected("XS_WRITE reply is not OK"));
-        }
-        Ok(())
+        self.start();
+        self.client.write(path, value).map_err(to_domu)
     }
+}
 
-    /// Sends one request made of `parts` and reads its reply's payload into `out`.
-    fn request(&mut self, kind: u32, parts: &[&[u8]], out: &mut [u8]) -> Result<usize, DomuError> {
-        let len: usize = parts.iter().map(|part| part.len()).sum();
-        let len = u32::try_from(len)
-            .ok()
-            .filter(|&len| len <= PAYLOAD_MAX)
-            .ok_or(DomuError::TooLong)?;
-        let req_id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
-        let deadline = self.events.deadline(WAIT_NS);
-        let header = Header {
-            kind,
-            req_id,
-            tx_id: 0,
-            len,
-        };
-        self.send(&header.to_bytes(), deadline)?;
-        for part in parts {
-            self.send(part, deadline)?;
+fn to_domu(error: xen_store::Error) -> DomuError {
+    match error {
+        xen_store::Error::Xen(errno) => {
+            DomuError::xenstore(errno.name().unwrap_or("E?").as_bytes())
         }
-        self.events.notify(self.port)?;
-        loop {
-            let mut bytes = [0; Header::SIZE];
-            self.receive(&mut bytes, deadline)?;
-            let reply = Header::from_bytes(bytes);
-            if reply.len > PAYLOAD_MAX {
-                return Err(DomuError::BadRing);
-            }
-            // Unrequested watch events (none are set) and stale replies are skipped.
-            if reply.kind == XS_WATCH_EVENT || reply.req_id != req_id {
-                self.skip(reply.len, deadline)?;
-                continue;
-            }
-            let len = reply.len as usize;
-            if reply.kind == XS_ERROR {
-                let mut name = [0; 16];
-                let kept = len.min(name.len());
-                self.receive(&mut name[..kept], deadline)?;
-                self.skip((len - kept) as u32, deadline)?;
-                return Err(DomuError::xenstore(&name[..kept]));
-            }
-            if reply.kind != kind {
-                self.skip(reply.len, deadline)?;
-                return Err(DomuError::Unexpected("a reply of another type"));
-            }
-            if len > out.len() {
-                self.skip(reply.len, deadline)?;
-                return Err(DomuError::TooLong);
-            }
-            self.receive(&mut out[..len], deadline)?;
-            return Ok(len);
-        }
-    }
-
-    /// Writes all of `bytes` into the request ring, waiting for room (the
-    /// caller notifies xenstored once the whole request is in).
-    fn send(&mut self, mut bytes: &[u8], deadline: u64) -> Result<(), DomuError> {
-        while !bytes.is_empty() {
-            let written = self.requests.produce(&mut self.req_prod, bytes)?;
-            bytes = &bytes[written..];
-            if !bytes.is_empty() {
-                // Full: let xenstored read what is there.
-                self.events.notify(self.port)?;
-                let (ring, prod) = (self.requests, self.req_prod);
-                self.events
-                    .wait_until(self.port, deadline, "room in the xenstore ring", || {
-                        Ok(ring.unconsumed(prod)? < RING_SIZE)
-                    })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Fills `out` from the response ring, waiting for xenstored.
-    fn receive(&mut self, out: &mut [u8], deadline: u64) -> Result<(), DomuError> {
-        let mut filled = 0;
-        while filled < out.len() {
-            let (ring, cons) = (self.responses, self.rsp_cons);
-            self.events
-                .wait_until(self.port, deadline, "a xenstore reply", || {
-                    Ok(ring.available(cons)? > 0)
-                })?;
-            filled += self
-                .responses
-                .consume(&mut self.rsp_cons, &mut out[filled..])?;
-            // Room for xenstored's next bytes.
-            self.events.notify(self.port)?;
-        }
-        Ok(())
-    }
-
-    /// Reads and drops `len` bytes of the response ring.
-    fn skip(&mut self, mut len: u32, deadline: u64) -> Result<(), DomuError> {
-        let mut scratch = [0; 64];
-        while len > 0 {
-            let chunk = len.min(scratch.len() as u32);
-            self.receive(&mut scratch[..chunk as usize], deadline)?;
-            len -= chunk;
-        }
-        Ok(())
+        xen_store::Error::Transport(_) => DomuError::TimedOut("xenstored"),
+        xen_store::Error::Protocol(_) => DomuError::BadRing,
+        xen_store::Error::RequestTooLong { .. } => DomuError::TooLong,
+        _ => DomuError::Unexpected("xenstore request refused"),
     }
 }

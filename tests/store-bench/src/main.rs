@@ -1,0 +1,162 @@
+//! The dom0 side of `cargo xtask bench store`: xenstore reads and writes over the daemon's
+//! socket, timed in one run, several interleaved rounds of
+//!
+//! - `libxenstore`: Debian's C library (the program `libxenstore-bench`, a child per
+//!   measurement), `xs_read`/`xs_write` in a loop, one request in flight;
+//! - `ours`: this crate's blocking client, one request in flight;
+//! - `ours64`: the same client with 64 requests in flight (`submit`, then `wait` for the oldest).
+//!
+//! Each measurement prints `XENTEST OUT bench-run impl=<impl> measure=<read|write>
+//! iterations=<n> ns=<total>`; the host turns them into medians and ratios. The run is the case
+//! `bench_store`, then `XENTEST DONE`.
+//!
+//! Usage: `store-bench [--mock] <path of libxenstore-bench> [rounds] [iterations]`. With
+//! `--mock` the daemon is this crate's in-process server on a temporary socket (for a host
+//! without Xen; both clients then talk to it through `XENSTORED_PATH`).
+
+use std::collections::VecDeque;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use xen_store::unix::Local;
+use xen_store::{Client, Store, Ticket, op};
+use xen_testbed_protocol::{Reporter, Stdout};
+
+const KEY: &str = "/bench/key";
+const VALUE: &[u8] = b"0123456789abcdef";
+const IN_FLIGHT: usize = 64;
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mock = args.first().is_some_and(|a| a == "--mock");
+    if mock {
+        args.remove(0);
+    }
+    let Some(c_bench) = args.first().cloned() else {
+        eprintln!("usage: store-bench [--mock] <libxenstore-bench> [rounds] [iterations]");
+        return ExitCode::from(2);
+    };
+    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let iterations: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let _server = if mock { Some(mock_daemon()) } else { None };
+    let mut reporter = Reporter::new(Stdout);
+    reporter.case("bench_store", run(&c_bench, rounds, iterations));
+    ExitCode::from(reporter.done().exit_code())
+}
+
+/// Serves a `MockStore` on a temporary socket and points `XENSTORED_PATH` at it.
+fn mock_daemon() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("store-bench-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind a temporary socket");
+    let store = xen_store::mock::MockStore::new();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            store.serve(stream, xen_store::DomId(0));
+        }
+    });
+    set_env("XENSTORED_PATH", &path);
+    path
+}
+
+#[allow(unsafe_code)]
+fn set_env(key: &str, value: &std::path::Path) {
+    // SAFETY: called while the only other thread (the mock acceptor) does not touch the
+    // environment, before any child is spawned.
+    unsafe { std::env::set_var(key, value) };
+}
+
+fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
+    let mut xs = Client::new(Local::socket().map_err(|e| format!("connecting: {e}"))?);
+    xs.write(KEY, VALUE)
+        .map_err(|e| format!("write {KEY}: {e}"))?;
+    let implementations = ["libxenstore", "ours", "ours64"];
+    for round in 0..rounds {
+        for measure in ["read", "write"] {
+            // Rotate who goes first, so that no implementation always follows another.
+            for i in 0..implementations.len() {
+                let implementation = implementations[(round + i) % implementations.len()];
+                let ns = match implementation {
+                    "libxenstore" => {
+                        time_libxenstore(c_bench, measure, iterations)?;
+                        continue;
+                    }
+                    "ours" => time_ours(&mut xs, measure, iterations, 1)?,
+                    _ => time_ours(&mut xs, measure, iterations, IN_FLIGHT)?,
+                };
+                println!(
+                    "XENTEST OUT bench-run impl={implementation} measure={measure} \
+                     iterations={iterations} ns={ns}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn time_libxenstore(c_bench: &str, measure: &str, iterations: u64) -> Result<(), String> {
+    let status = Command::new(c_bench)
+        .args([measure, KEY, &iterations.to_string()])
+        .status()
+        .map_err(|e| format!("{c_bench}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{c_bench} {measure}: {status}"))
+    }
+}
+
+/// Total nanoseconds for `iterations` operations with up to `window` in flight, each reply
+/// checked.
+fn time_ours(
+    xs: &mut Client<Local>,
+    measure: &str,
+    iterations: u64,
+    window: usize,
+) -> Result<u128, String> {
+    let fail = |e: xen_store::Error| format!("ours {measure}: {e}");
+    let started = Instant::now();
+    if measure == "read" {
+        let mut in_flight: VecDeque<Ticket<Vec<u8>>> = VecDeque::with_capacity(window);
+        for _ in 0..iterations {
+            if in_flight.len() == window {
+                let value = xs
+                    .wait(in_flight.pop_front().expect("a full window"))
+                    .map_err(fail)?;
+                check(&value)?;
+            }
+            in_flight.push_back(xs.submit(op::read(KEY).map_err(fail)?, 0).map_err(fail)?);
+        }
+        for ticket in in_flight {
+            check(&xs.wait(ticket).map_err(fail)?)?;
+        }
+    } else {
+        let mut in_flight = VecDeque::with_capacity(window);
+        for _ in 0..iterations {
+            if in_flight.len() == window {
+                xs.wait(in_flight.pop_front().expect("a full window"))
+                    .map_err(fail)?;
+            }
+            in_flight.push_back(
+                xs.submit(op::write(KEY, VALUE).map_err(fail)?, 0)
+                    .map_err(fail)?,
+            );
+        }
+        for ticket in in_flight {
+            xs.wait(ticket).map_err(fail)?;
+        }
+    }
+    Ok(started.elapsed().as_nanos())
+}
+
+fn check(value: &[u8]) -> Result<(), String> {
+    if value == VALUE {
+        Ok(())
+    } else {
+        Err(format!(
+            "read {:?}, expected {:?}",
+            value.escape_ascii().to_string(),
+            "0123456789abcdef"
+        ))
+    }
+}

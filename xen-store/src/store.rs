@@ -1,0 +1,342 @@
+//! The blocking API: [`Store`] (every operation, for a connection or a transaction),
+//! [`Client`] over any blocking byte stream, and [`Transaction`].
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use embedded_io::{Read, Write};
+use xen_hypercall::DomId;
+
+use crate::conn::{Connection, Ticket, WatchEvent, WatchId};
+use crate::error::{Errno, Error, ErrorKind};
+use crate::op::{self, Op};
+use crate::perms::Perm;
+
+/// How often [`Client::transact`] runs a transaction that keeps conflicting.
+pub const TRANSACTION_ATTEMPTS: usize = 16;
+
+/// How often a listing restarts because the directory changed between its parts.
+const DIRECTORY_ATTEMPTS: usize = 16;
+
+/// Every xenstore operation, on a connection ([`Client`]) or inside a [`Transaction`].
+pub trait Store {
+    /// Sends `op` and waits for its reply.
+    fn run<R>(&mut self, op: Op<R>) -> Result<R, Error>;
+
+    /// The node's value.
+    fn read(&mut self, path: &str) -> Result<Vec<u8>, Error> {
+        self.run(op::read(path)?)
+    }
+
+    /// The node's value as UTF-8 text.
+    fn read_string(&mut self, path: &str) -> Result<String, Error> {
+        String::from_utf8(self.read(path)?).map_err(|_| Error::InvalidInput("value is not UTF-8"))
+    }
+
+    /// Sets the node's value, creating it and missing parents.
+    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), Error> {
+        self.run(op::write(path, value)?)
+    }
+
+    /// Creates the node (and parents) if missing.
+    fn mkdir(&mut self, path: &str) -> Result<(), Error> {
+        self.run(op::mkdir(path)?)
+    }
+
+    /// Removes the node and everything below it.
+    fn rm(&mut self, path: &str) -> Result<(), Error> {
+        self.run(op::rm(path)?)
+    }
+
+    /// The names of the node's children, however many: `DIRECTORY`, and `DIRECTORY_PART`
+    /// when they do not fit in one reply (`E2BIG`), restarted if the node changes meanwhile.
+    fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
+        match self.run(op::directory(path)?) {
+            Err(Error::Xen(Errno::E2BIG)) => {}
+            other => return other,
+        }
+        for _ in 0..DIRECTORY_ATTEMPTS {
+            let mut names = Vec::new();
+            let mut offset = 0;
+            let mut generation = None;
+            loop {
+                let part = self.run(op::directory_part(path, offset)?)?;
+                if generation.get_or_insert_with(|| part.generation.clone()) != &part.generation {
+                    break;
+                }
+                offset += part.consumed;
+                names.extend(part.names);
+                if part.complete {
+                    return Ok(names);
+                }
+            }
+        }
+        Err(Error::Xen(Errno::EAGAIN))
+    }
+
+    /// The node's permissions, owner first.
+    fn get_perms(&mut self, path: &str) -> Result<Vec<Perm>, Error> {
+        self.run(op::get_perms(path)?)
+    }
+
+    /// Replaces the node's permissions (owner first).
+    fn set_perms(&mut self, path: &str, perms: &[Perm]) -> Result<(), Error> {
+        self.run(op::set_perms(path, perms)?)
+    }
+
+    /// The home of a domain (`/local/domain/<domid>`).
+    fn get_domain_path(&mut self, domid: DomId) -> Result<String, Error> {
+        self.run(op::get_domain_path(domid)?)
+    }
+}
+
+/// A blocking xenstore connection over any byte stream: the daemon's socket, `/dev/xen/xenbus`
+/// (see [`crate::unix`]), or a guest's shared ring.
+///
+/// One request at a time with the [`Store`] methods, or many in flight with
+/// [`Client::submit`] and [`Client::wait`].
+#[derive(Debug)]
+pub struct Client<T> {
+    conn: Connection,
+    io: T,
+}
+
+impl<T: Read + Write> Client<T>
+where
+    T::Error: 'static,
+{
+    /// A client speaking over `io`.
+    pub fn new(io: T) -> Self {
+        Self {
+            conn: Connection::new(),
+            io,
+        }
+    }
+
+    /// The byte stream.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// The byte stream, e.g. to reach a ring transport's doorbell.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
+    /// Sends a request (in transaction `tx_id`, 0 for none) without waiting for its reply.
+    pub fn submit<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
+        let ticket = self.conn.submit(op, tx_id)?;
+        self.flush()?;
+        Ok(ticket)
+    }
+
+    /// Waits for the reply to a submitted request; replies to others that arrive meanwhile
+    /// are kept for their own `wait`, watch events for [`Client::next_event`].
+    pub fn wait<R>(&mut self, ticket: Ticket<R>) -> Result<R, Error> {
+        loop {
+            if let Some(reply) = self.conn.take_reply(&ticket) {
+                return reply;
+            }
+            self.receive()?;
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        while !self.conn.outgoing().is_empty() {
+            match self.io.write(self.conn.outgoing()) {
+                Ok(0) => return Err(self.conn.closed()),
+                Ok(n) => self.conn.sent(n),
+                Err(e) => return Err(self.conn.break_with(Error::transport(e))),
+            }
+        }
+        self.io
+            .flush()
+            .map_err(|e| self.conn.break_with(Error::transport(e)))
+    }
+
+    /// Blocks until some bytes arrive, and routes them.
+    fn receive(&mut self) -> Result<(), Error> {
+        const CHUNK: usize = 4096;
+        if let Some(error) = self.conn.broken() {
+            return Err(error);
+        }
+        self.flush()?;
+        let read = self.io.read(self.conn.read_buffer(CHUNK));
+        match read {
+            Ok(0) => {
+                self.conn.received(CHUNK, 0)?;
+                Err(self.conn.closed())
+            }
+            Ok(n) => self.conn.received(CHUNK, n),
+            Err(e) => {
+                self.conn.received(CHUNK, 0)?;
+                Err(self.conn.break_with(Error::transport(e)))
+            }
+        }
+    }
+
+    /// Watches `path` (and everything below it; or a special path such as `@releaseDomain`).
+    /// The daemon fires the watch once right away.
+    pub fn watch(&mut self, path: &str) -> Result<WatchId, Error> {
+        crate::path::check_watch(path)?;
+        let (id, token) = self.conn.add_watch(path);
+        let result = op::watch(path, &token).and_then(|op| self.run(op));
+        match result {
+            Ok(()) => Ok(id),
+            Err(error) => {
+                self.conn.remove_watch(id);
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes a watch; its buffered events are dropped.
+    pub fn unwatch(&mut self, id: WatchId) -> Result<(), Error> {
+        let (path, token) = self
+            .conn
+            .remove_watch(id)
+            .ok_or(Error::InvalidInput("no such watch"))?;
+        self.run(op::unwatch(&path, &token)?)
+    }
+
+    /// The next watch event, blocking until one arrives.
+    pub fn next_event(&mut self) -> Result<WatchEvent, Error> {
+        loop {
+            if let Some(event) = self.conn.next_event() {
+                return Ok(event);
+            }
+            self.receive()?;
+        }
+    }
+
+    /// A watch event already received, if any (never blocks).
+    pub fn try_next_event(&mut self) -> Option<WatchEvent> {
+        self.conn.next_event()
+    }
+
+    /// Starts a transaction; it aborts when dropped without [`Transaction::commit`].
+    pub fn transaction(&mut self) -> Result<Transaction<'_, T>, Error> {
+        let id = self.run(op::transaction_start()?)?;
+        Ok(Transaction {
+            client: self,
+            id,
+            open: true,
+        })
+    }
+
+    /// Runs `body` in a transaction and commits it, running it again from the start when the
+    /// daemon reports a conflict (`EAGAIN`), up to [`TRANSACTION_ATTEMPTS`] times.
+    pub fn transact<R>(
+        &mut self,
+        mut body: impl FnMut(&mut Transaction<'_, T>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let mut attempt = 1;
+        loop {
+            let mut tx = self.transaction()?;
+            let result = body(&mut tx).and_then(|value| tx.commit().map(|()| value));
+            match result {
+                Err(error)
+                    if error.kind() == ErrorKind::Conflict && attempt < TRANSACTION_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Tells the daemon to serve a domain's ring (dom0 only).
+    pub fn introduce(&mut self, domid: DomId, mfn: u64, port: u32) -> Result<(), Error> {
+        self.run(op::introduce(domid, mfn, port)?)
+    }
+
+    /// Tells the daemon to stop serving a domain (dom0 only).
+    pub fn release(&mut self, domid: DomId) -> Result<(), Error> {
+        self.run(op::release(domid)?)
+    }
+
+    /// Whether the daemon serves a domain.
+    pub fn is_domain_introduced(&mut self, domid: DomId) -> Result<bool, Error> {
+        self.run(op::is_domain_introduced(domid)?)
+    }
+}
+
+impl<T: Read + Write> Store for Client<T>
+where
+    T::Error: 'static,
+{
+    fn run<R>(&mut self, op: Op<R>) -> Result<R, Error> {
+        let ticket = self.submit(op, 0)?;
+        self.wait(ticket)
+    }
+}
+
+/// A transaction: operations on a snapshot, applied together by [`Transaction::commit`].
+///
+/// Dropped without a commit it is aborted (the abort is queued and sent with the
+/// connection's next request; the daemon also ends it when the connection closes).
+#[derive(Debug)]
+pub struct Transaction<'a, T: Read + Write>
+where
+    T::Error: 'static,
+{
+    client: &'a mut Client<T>,
+    id: u32,
+    open: bool,
+}
+
+impl<T: Read + Write> Transaction<'_, T>
+where
+    T::Error: 'static,
+{
+    /// The daemon's id for this transaction.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Applies the transaction; `EAGAIN` ([`ErrorKind::Conflict`]) means another writer got in
+    /// first and nothing was applied.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        self.end(true)
+    }
+
+    /// Discards the transaction.
+    pub fn abort(&mut self) -> Result<(), Error> {
+        self.end(false)
+    }
+
+    fn end(&mut self, commit: bool) -> Result<(), Error> {
+        if !self.open {
+            return Err(Error::InvalidInput("the transaction has ended"));
+        }
+        self.open = false;
+        let ticket = self.client.submit(op::transaction_end(commit)?, self.id)?;
+        self.client.wait(ticket)
+    }
+}
+
+impl<T: Read + Write> Store for Transaction<'_, T>
+where
+    T::Error: 'static,
+{
+    fn run<R>(&mut self, op: Op<R>) -> Result<R, Error> {
+        if !self.open {
+            return Err(Error::InvalidInput("the transaction has ended"));
+        }
+        let ticket = self.client.submit(op, self.id)?;
+        self.client.wait(ticket)
+    }
+}
+
+impl<T: Read + Write> Drop for Transaction<'_, T>
+where
+    T::Error: 'static,
+{
+    fn drop(&mut self) {
+        if self.open {
+            if let Ok(abort) = op::transaction_end(false) {
+                self.client.conn.submit_detached(abort, self.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! The async client on tokio 1: one connection, many requests in flight, watches as
+//! [`Stream`]s, no background task.
+//!
+//! Whoever polls drives the connection: a request future (or a watch stream) writes what is
+//! queued, reads what has arrived, routes every reply by `req_id` and every watch event by
+//! token, and then looks for its own. The socket's readiness wakes every waiting future, so
+//! no wake-up is lost when the future that last polled the socket is dropped.
+//!
+//! - Many in flight: at most [`AsyncClient::with_max_in_flight`] requests (64 by default);
+//!   more wait (backpressure), they never fail.
+//! - Watch events are buffered per watch and coalesced when the buffer is full (see
+//!   [`WatchEvent`]), so a slow watch consumer never stalls replies, and no change is lost.
+//! - Cancellation-safe: dropping a request before it is sent withdraws it; after, its reply is
+//!   dropped when it comes. A dropped transaction is aborted, a dropped [`Watch`] removed (both
+//!   queued without I/O in `Drop`, sent with the next request; the daemon also ends them when
+//!   the connection closes).
+
+use std::boxed::Box;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::string::String;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::vec::Vec;
+
+use futures_core::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use xen_hypercall::DomId;
+
+use crate::conn::{Connection, Ticket, WatchEvent, WatchId};
+use crate::error::{Errno, Error, ErrorKind};
+use crate::op::{self, Op};
+use crate::perms::Perm;
+use crate::store::TRANSACTION_ATTEMPTS;
+
+/// The default bound on requests in flight.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+trait Io: AsyncRead + AsyncWrite + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + 'static> Io for T {}
+
+/// An async xenstore connection. Clones share the connection.
+#[derive(Clone)]
+pub struct AsyncClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AsyncClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncClient")
+            .field("max_in_flight", &self.inner.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    waiters: Arc<Waiters>,
+    max_in_flight: usize,
+}
+
+struct State {
+    conn: Connection,
+    io: Pin<Box<dyn Io>>,
+}
+
+/// Every future waiting on the connection; the socket's readiness wakes them all.
+#[derive(Default)]
+struct Waiters {
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Waiters {
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_all();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes what is queued and routes what has arrived; whether anything moved.
+    fn drive(&self, state: &mut State) -> bool {
+        const CHUNK: usize = 4096;
+        let waker = Waker::from(Arc::clone(&self.waiters));
+        let mut cx = Context::from_waker(&waker);
+        let mut progress = false;
+        let State { conn, io } = state;
+        while !conn.outgoing().is_empty() {
+            match io.as_mut().poll_write(&mut cx, conn.outgoing()) {
+                Poll::Ready(Ok(0)) => {
+                    conn.closed();
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    conn.sent(n);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    conn.break_with(e.into());
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        while conn.broken().is_none() {
+            let mut buf = ReadBuf::new(conn.read_buffer(CHUNK));
+            let polled = io.as_mut().poll_read(&mut cx, &mut buf);
+            let n = buf.filled().len();
+            match polled {
+                Poll::Ready(Ok(())) if n > 0 => {
+                    // A protocol violation breaks the connection; the requests learn it
+                    // from their replies.
+                    let _ = conn.received(CHUNK, n);
+                    progress = true;
+                }
+                Poll::Ready(Ok(())) => {
+                    let _ = conn.received(CHUNK, 0);
+                    conn.closed();
+                    return true;
+                }
+                Poll::Ready(Err(e)) => {
+                    let _ = conn.received(CHUNK, 0);
+                    conn.break_with(e.into());
+                    return true;
+                }
+                Poll::Pending => {
+                    let _ = conn.received(CHUNK, 0);
+                    break;
+                }
+            }
+        }
+        progress
+    }
+}
+
+impl AsyncClient {
+    /// A client over any async byte stream (a `tokio::net::UnixStream`, a ring adapter, ...).
+    pub fn new<T: AsyncRead + AsyncWrite + Send + 'static>(io: T) -> Self {
+        Self::with_max_in_flight(io, MAX_IN_FLIGHT)
+    }
+
+    /// A client allowing at most `max_in_flight` requests in flight (at least 1).
+    pub fn with_max_in_flight<T: AsyncRead + AsyncWrite + Send + 'static>(
+        io: T,
+        max_in_flight: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    conn: Connection::new(),
+                    io: Box::pin(io),
+                }),
+                waiters: Arc::default(),
+                max_in_flight: max_in_flight.max(1),
+            }),
+        }
+    }
+
+    /// Connects to the daemon's socket (`XENSTORED_PATH` overrides it).
+    pub async fn connect() -> io::Result<Self> {
+        let path = std::env::var_os("XENSTORED_PATH")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| crate::unix::SOCKET_PATH.into());
+        Ok(Self::new(tokio::net::UnixStream::connect(path).await?))
+    }
+
+    /// Opens `/dev/xen/xenbus`.
+    pub fn xenbus() -> io::Result<Self> {
+        Ok(Self::new(AsyncXenbus::open()?))
+    }
+
+    /// Runs `op` in transaction `tx_id` (0 for none).
+    pub fn run_in<R>(&self, op: Result<Op<R>, Error>, tx_id: u32) -> Request<R> {
+        Request {
+            inner: Arc::clone(&self.inner),
+            op: Some(op),
+            tx_id,
+            ticket: None,
+        }
+    }
+
+    /// Watches `path` (and below; or a special path such as `@releaseDomain`). The daemon
+    /// fires the watch once right away.
+    pub async fn watch(&self, path: &str) -> Result<Watch, Error> {
+        crate::path::check_watch(path)?;
+        let (id, token) = self.inner.lock().conn.add_watch(path);
+        // From here a dropped future removes the watch again.
+        let watch = Watch {
+            inner: Arc::clone(&self.inner),
+            id,
+            ended: false,
+        };
+        self.run_in(op::watch(path, &token), 0).await?;
+        Ok(watch)
+    }
+
+    /// Starts a transaction; it is aborted when dropped without [`AsyncTransaction::commit`].
+    pub async fn transaction(&self) -> Result<AsyncTransaction, Error> {
+        let id = self.run_in(op::transaction_start(), 0).await?;
+        Ok(AsyncTransaction {
+            client: self.clone(),
+            id,
+            open: true,
+        })
+    }
+
+    /// Runs `body` in a transaction and commits it, running it again from the start when the
+    /// daemon reports a conflict (`EAGAIN`), up to [`TRANSACTION_ATTEMPTS`] times.
+    pub async fn transact<R, F>(&self, mut body: F) -> Result<R, Error>
+    where
+        F: AsyncFnMut(&AsyncTransaction) -> Result<R, Error>,
+    {
+        let mut attempt = 1;
+        loop {
+            let mut tx = self.transaction().await?;
+            let result = match body(&tx).await {
+                Ok(value) => tx.end(true).await.map(|()| value),
+                Err(error) => Err(error),
+            };
+            match result {
+                Err(error)
+                    if error.kind() == ErrorKind::Conflict && attempt < TRANSACTION_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Every xenstore operation, on a connection ([`AsyncClient`]) or inside an
+/// [`AsyncTransaction`]. Each returns a future; many may be in flight at once.
+pub trait AsyncStore {
+    /// Sends `op` (or reports why it could not be built) and waits for its reply.
+    fn run<R>(&self, op: Result<Op<R>, Error>) -> Request<R>;
+
+    /// The node's value.
+    fn read(&self, path: &str) -> Request<Vec<u8>> {
+        self.run(op::read(path))
+    }
+
+    /// Sets the node's value, creating it and missing parents.
+    fn write(&self, path: &str, value: &[u8]) -> Request<()> {
+        self.run(op::write(path, value))
+    }
+
+    /// Creates the node (and parents) if missing.
+    fn mkdir(&self, path: &str) -> Request<()> {
+        self.run(op::mkdir(path))
+    }
+
+    /// Removes the node and everything below it.
+    fn rm(&self, path: &str) -> Request<()> {
+        self.run(op::rm(path))
+    }
+
+    /// The node's permissions, owner first.
+    fn get_perms(&self, path: &str) -> Request<Vec<Perm>> {
+        self.run(op::get_perms(path))
+    }
+
+    /// Replaces the node's permissions (owner first).
+    fn set_perms(&self, path: &str, perms: &[Perm]) -> Request<()> {
+        self.run(op::set_perms(path, perms))
+    }
+
+    /// The home of a domain (`/local/domain/<domid>`).
+    fn get_domain_path(&self, domid: DomId) -> Request<String> {
+        self.run(op::get_domain_path(domid))
+    }
+
+    /// The names of the node's children, however many (`DIRECTORY`, then `DIRECTORY_PART`
+    /// on `E2BIG`, restarted if the node changes meanwhile).
+    fn directory(&self, path: &str) -> impl Future<Output = Result<Vec<String>, Error>> + Send
+    where
+        Self: Sync,
+    {
+        let path = String::from(path);
+        async move {
+            match self.run(op::directory(&path)).await {
+                Err(Error::Xen(Errno::E2BIG)) => {}
+                other => return other,
+            }
+            for _ in 0..16 {
+                let mut names = Vec::new();
+                let mut offset = 0;
+                let mut generation = None;
+                loop {
+                    let part = self.run(op::directory_part(&path, offset)).await?;
+                    if generation.get_or_insert_with(|| part.generation.clone()) != &part.generation
+                    {
+                        break;
+                    }
+                    offset += part.consumed;
+                    names.extend(part.names);
+                    if part.complete {
+                        return Ok(names);
+                    }
+                }
+            }
+            Err(Error::Xen(Errno::EAGAIN))
+        }
+    }
+}
+
+impl AsyncStore for AsyncClient {
+    fn run<R>(&self, op: Result<Op<R>, Error>) -> Request<R> {
+        self.run_in(op, 0)
+    }
+}
+
+/// A request in flight; resolves to its parsed reply.
+#[must_use = "futures do nothing unless polled"]
+pub struct Request<R> {
+    inner: Arc<Inner>,
+    op: Option<Result<Op<R>, Error>>,
+    tx_id: u32,
+    ticket: Option<Ticket<R>>,
+}
+
+impl<R> std::fmt::Debug for Request<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("tx_id", &self.tx_id)
+            .field("sent", &self.ticket.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Unpin for Request<R> {}
+
+impl<R> Future for Request<R> {
+    type Output = Result<R, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let inner = Arc::clone(&this.inner);
+        let mut state = inner.lock();
+        inner.waiters.register(cx.waker());
+        let mut progress = false;
+        if this.ticket.is_none() {
+            let Some(op) = this.op.take() else {
+                return Poll::Ready(Err(Error::InvalidInput("polled after completion")));
+            };
+            let op = match op {
+                Ok(op) => op,
+                Err(error) => return Poll::Ready(Err(error)),
+            };
+            if state.conn.in_flight() >= inner.max_in_flight && state.conn.broken().is_none() {
+                progress = inner.drive(&mut state);
+            }
+            if state.conn.in_flight() >= inner.max_in_flight && state.conn.broken().is_none() {
+                this.op = Some(Ok(op));
+                drop(state);
+                if progress {
+                    inner.waiters.wake_all();
+                }
+                return Poll::Pending;
+            }
+            match state.conn.submit(op, this.tx_id) {
+                Ok(ticket) => this.ticket = Some(ticket),
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        progress |= inner.drive(&mut state);
+        let ticket = this.ticket.as_ref().expect("submitted above");
+        let reply = state.conn.take_reply(ticket);
+        drop(state);
+        if progress {
+            inner.waiters.wake_all();
+        }
+        match reply {
+            Some(reply) => {
+                this.ticket = None;
+                Poll::Ready(reply)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<R> Drop for Request<R> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.inner.lock().conn.abandon(&ticket);
+        }
+    }
+}
+
+/// A watch's events, as a [`Stream`]. Dropping it removes the watch.
+///
+/// The stream ends (after yielding the error) when the connection breaks.
+pub struct Watch {
+    inner: Arc<Inner>,
+    id: WatchId,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watch {
+    /// This watch's id (as in [`WatchEvent::watch`]).
+    pub fn id(&self) -> WatchId {
+        self.id
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<WatchEvent, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let inner = Arc::clone(&this.inner);
+        let mut state = inner.lock();
+        inner.waiters.register(cx.waker());
+        let progress = inner.drive(&mut state);
+        let item = match state.conn.next_event_of(this.id) {
+            Some(event) => Some(Ok(event)),
+            None => state.conn.broken().map(|error| {
+                this.ended = true;
+                Err(error)
+            }),
+        };
+        drop(state);
+        if progress {
+            inner.waiters.wake_all();
+        }
+        match item {
+            Some(item) => Poll::Ready(Some(item)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut state = self.inner.lock();
+        if let Some((path, token)) = state.conn.remove_watch(self.id) {
+            if let Ok(unwatch) = op::unwatch(&path, &token) {
+                state.conn.submit_detached(unwatch, 0);
+            }
+        }
+    }
+}
+
+/// A transaction. Dropped without [`AsyncTransaction::commit`] it is aborted.
+#[derive(Debug)]
+pub struct AsyncTransaction {
+    client: AsyncClient,
+    id: u32,
+    open: bool,
+}
+
+impl AsyncTransaction {
+    /// The daemon's id for this transaction.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Applies the transaction; `EAGAIN` ([`ErrorKind::Conflict`]) means another writer got in
+    /// first and nothing was applied.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        self.end(true).await
+    }
+
+    /// Discards the transaction.
+    pub async fn abort(mut self) -> Result<(), Error> {
+        self.end(false).await
+    }
+
+    async fn end(&mut self, commit: bool) -> Result<(), Error> {
+        self.open = false;
+        self.client
+            .run_in(op::transaction_end(commit), self.id)
+            .await
+    }
+}
+
+impl AsyncStore for AsyncTransaction {
+    fn run<R>(&self, op: Result<Op<R>, Error>) -> Request<R> {
+        let op = if self.open {
+            op
+        } else {
+            Err(Error::InvalidInput("the transaction has ended"))
+        };
+        self.client.run_in(op, self.id)
+    }
+}
+
+impl Drop for AsyncTransaction {
+    fn drop(&mut self) {
+        if self.open {
+            if let Ok(abort) = op::transaction_end(false) {
+                self.client
+                    .inner
+                    .lock()
+                    .conn
+                    .submit_detached(abort, self.id);
+            }
+        }
+    }
+}
+
+/// `/dev/xen/xenbus` for tokio: reads wait for readiness (the device polls readable when a
+/// reply or event is queued); writes never block for long (the kernel buffers them), so they
+/// are issued directly.
+#[derive(Debug)]
+pub struct AsyncXenbus {
+    fd: tokio::io::unix::AsyncFd<std::fs::File>,
+}
+
+impl AsyncXenbus {
+    /// Opens the device, non-blocking.
+    pub fn open() -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(crate::unix::XENBUS_PATH)?;
+        let interest = tokio::io::Interest::READABLE;
+        #[allow(unsafe_code)]
+        // SAFETY: `file` is an open descriptor, moved into the `AsyncFd`, which owns it until
+        // it is dropped; `File::as_raw_fd` always returns that same descriptor.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, interest) }
+            .map_err(io::Error::from)?;
+        Ok(Self { fd })
+    }
+}
+
+impl AsyncRead for AsyncXenbus {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        use std::io::Read;
+        loop {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(guard) => guard?,
+                Poll::Pending => return Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| fd.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for AsyncXenbus {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        use std::io::Write;
+        let mut file: &std::fs::File = self.fd.get_ref();
+        Poll::Ready(file.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

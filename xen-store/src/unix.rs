@@ -1,0 +1,100 @@
+//! The Linux transports: the daemon's Unix socket (dom0, or wherever xenstored runs) and the
+//! kernel's `/dev/xen/xenbus` (any domain running Linux, through the kernel's own ring).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use crate::store::Client;
+
+/// The daemon's socket (`XENSTORED_PATH` overrides it, as for libxenstore).
+pub const SOCKET_PATH: &str = "/var/run/xenstored/socket";
+/// The kernel's xenstore device.
+pub const XENBUS_PATH: &str = "/dev/xen/xenbus";
+
+/// A byte stream to xenstore from Linux userland.
+///
+/// Through `/dev/xen/xenbus` the kernel forwards requests over its own ring: it buffers a
+/// partly written message until it is whole, answers `WATCH`/`UNWATCH` itself, and ends the
+/// fd's open transactions when it is closed.
+#[derive(Debug)]
+pub enum Local {
+    /// The daemon's Unix socket.
+    Socket(UnixStream),
+    /// `/dev/xen/xenbus`.
+    Xenbus(File),
+}
+
+impl Local {
+    /// The daemon's socket.
+    pub fn socket() -> io::Result<Self> {
+        let path = std::env::var_os("XENSTORED_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| SOCKET_PATH.into());
+        UnixStream::connect(path).map(Self::Socket)
+    }
+
+    /// The kernel's device.
+    pub fn xenbus() -> io::Result<Self> {
+        // Rust opens files with O_CLOEXEC.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(XENBUS_PATH)
+            .map(Self::Xenbus)
+    }
+
+    /// The socket if the daemon's is reachable, otherwise the kernel's device (as
+    /// libxenstore's `xs_open` does).
+    pub fn open() -> io::Result<Self> {
+        Self::socket().or_else(|_| Self::xenbus())
+    }
+}
+
+impl embedded_io::ErrorType for Local {
+    type Error = io::Error;
+}
+
+impl embedded_io::Read for Local {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use io::Read;
+        loop {
+            let result = match self {
+                Self::Socket(s) => s.read(buf),
+                Self::Xenbus(f) => f.read(buf),
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl embedded_io::Write for Local {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use io::Write;
+        loop {
+            let result = match self {
+                Self::Socket(s) => s.write(buf),
+                Self::Xenbus(f) => f.write(buf),
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Client<Local> {
+    /// Connects to xenstore: the daemon's socket, or `/dev/xen/xenbus`.
+    pub fn open() -> io::Result<Self> {
+        Local::open().map(Self::new)
+    }
+}

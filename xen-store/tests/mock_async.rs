@@ -1,0 +1,192 @@
+//! The async client against the in-process server over a Unix socket pair.
+// Miri cannot drive epoll on real sockets.
+#![cfg(all(feature = "mock", feature = "tokio-1", not(miri)))]
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+
+use futures_core::Stream;
+use xen_store::mock::MockStore;
+use xen_store::tokio::{AsyncClient, AsyncStore};
+use xen_store::{DomId, Errno, ErrorKind};
+
+fn client(store: &MockStore, max_in_flight: usize) -> AsyncClient {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    store.serve(theirs, DomId(0));
+    ours.set_nonblocking(true).unwrap();
+    let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+    AsyncClient::with_max_in_flight(ours, max_in_flight)
+}
+
+async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+#[tokio::test]
+async fn basic_operations() {
+    let store = MockStore::new();
+    let xs = client(&store, 64);
+    xs.write("/a/b", b"v").await.unwrap();
+    assert_eq!(xs.read("/a/b").await.unwrap(), b"v");
+    assert_eq!(xs.directory("/a").await.unwrap(), ["b"]);
+    assert_eq!(
+        xs.read("/nope").await.unwrap_err().errno(),
+        Some(Errno::ENOENT)
+    );
+    xs.rm("/a").await.unwrap();
+    assert_eq!(
+        xs.get_domain_path(DomId(1)).await.unwrap(),
+        "/local/domain/1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_in_flight_with_a_bound_of_eight() {
+    let store = MockStore::new();
+    let xs = client(&store, 8);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let xs = xs.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/many/{i}");
+            xs.write(&path, i.to_string().as_bytes()).await.unwrap();
+            assert_eq!(xs.read(&path).await.unwrap(), i.to_string().as_bytes());
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(xs.directory("/many").await.unwrap().len(), 300);
+}
+
+/// Polls every future until all are done, as `join_all` does.
+async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        for (future, result) in futures.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                if let std::task::Poll::Ready(output) = Pin::new(future).poll(cx) {
+                    *result = Some(output);
+                }
+            }
+        }
+        if results.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test]
+async fn sixty_four_in_flight_from_one_task() {
+    let store = MockStore::new();
+    let xs = client(&store, 64);
+    let writes = (0..64)
+        .map(|i| xs.write(&format!("/j/{i}"), format!("{i}").as_bytes()))
+        .collect();
+    for result in join_all(writes).await {
+        result.unwrap();
+    }
+    let reads = (0..64).map(|i| xs.read(&format!("/j/{i}"))).collect();
+    for (i, value) in join_all(reads).await.into_iter().enumerate() {
+        assert_eq!(value.unwrap(), format!("{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn watch_stream_routes_by_token_and_unwatches_on_drop() {
+    let store = MockStore::new();
+    let xs = client(&store, 64);
+    let mut a = xs.watch("/wa").await.unwrap();
+    let mut b = xs.watch("/wb").await.unwrap();
+    assert_eq!(next(&mut a).await.unwrap().unwrap().path, "/wa");
+    assert_eq!(next(&mut b).await.unwrap().unwrap().path, "/wb");
+    store.write_as_dom0("/wb/x", b"1");
+    store.write_as_dom0("/wa/y", b"1");
+    assert_eq!(next(&mut a).await.unwrap().unwrap().path, "/wa/y");
+    assert_eq!(next(&mut b).await.unwrap().unwrap().path, "/wb/x");
+    drop(a);
+    xs.write("/wa/z", b"").await.unwrap();
+    store.write_as_dom0("/wb/q", b"1");
+    let event = next(&mut b).await.unwrap().unwrap();
+    assert_eq!(event.path, "/wb/q");
+}
+
+#[tokio::test]
+async fn a_burst_of_events_is_coalesced_not_an_error() {
+    let store = MockStore::new();
+    let xs = client(&store, 64);
+    let mut w = xs.watch("/burst").await.unwrap();
+    for i in 0..500 {
+        xs.write(&format!("/burst/{i}"), b"").await.unwrap();
+    }
+    xs.write("/burst/last", b"").await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let event = next(&mut w).await.unwrap().unwrap();
+        let is_root = event.path == "/burst";
+        seen.push(event.path);
+        if is_root && seen.len() > 1 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), xen_store::WATCH_BUFFER + 1, "{seen:?}");
+}
+
+#[tokio::test]
+async fn transactions_conflict_and_transact_retries() {
+    let store = MockStore::new();
+    let xs = client(&store, 64);
+    let other = client(&store, 64);
+    xs.write("/c", b"0").await.unwrap();
+    let tx1 = xs.transaction().await.unwrap();
+    let tx2 = other.transaction().await.unwrap();
+    tx1.write("/c", b"1").await.unwrap();
+    tx2.write("/c", b"2").await.unwrap();
+    tx1.commit().await.unwrap();
+    let conflict = tx2.commit().await.unwrap_err();
+    assert_eq!(conflict.kind(), ErrorKind::Conflict);
+
+    let mut runs = 0;
+    xs.transact(async |tx| {
+        runs += 1;
+        let v = tx.read("/c").await?;
+        if runs == 1 {
+            store.write_as_dom0("/c", b"5");
+        }
+        tx.write("/c", &[v[0] + 1]).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(runs, 2);
+    assert_eq!(xs.read("/c").await.unwrap(), b"6");
+
+    // Dropped without commit: aborted.
+    let tx = xs.transaction().await.unwrap();
+    tx.write("/c", b"9").await.unwrap();
+    drop(tx);
+    assert_eq!(xs.read("/c").await.unwrap(), b"6");
+}
+
+#[tokio::test]
+async fn cancelled_requests_lose_nothing_for_the_others() {
+    let store = MockStore::new();
+    let xs = client(&store, 4);
+    xs.write("/k", b"v").await.unwrap();
+    for round in 0..50 {
+        // Start a few requests, poll some once, drop them mid-flight.
+        let mut dropped: Vec<_> = (0..3).map(|_| Box::pin(xs.read("/k"))).collect();
+        let _ = poll_fn(|cx| {
+            for f in dropped.iter_mut().take(round % 4) {
+                let _ = f.as_mut().poll(cx);
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(dropped);
+        assert_eq!(xs.read("/k").await.unwrap(), b"v", "round {round}");
+    }
+}
