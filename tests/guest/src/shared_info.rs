@@ -51,6 +51,14 @@ impl SharedInfo {
             .is_some_and(|word| word.load(Ordering::Acquire) & (1 << (port.raw() % BITS)) != 0)
     }
 
+    /// Takes `port`'s pending bit: whether it was set (it is clear afterwards).
+    #[cfg(feature = "domu")]
+    pub(crate) fn take_pending(&self, port: Port) -> bool {
+        let bit = 1 << (port.raw() % BITS);
+        self.pending_word(port)
+            .is_some_and(|word| word.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
+    }
+
     /// Clears `port`'s pending bit (the guest's half of the 2-level ABI).
     pub(crate) fn clear_pending(&self, port: Port) {
         if let Some(word) = self.pending_word(port) {

@@ -158,6 +158,25 @@ impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
         Ok(self.h.evtchn_send(port)?)
     }
 
+    /// Waits until an event arrives on `port` (one the toolstack bound, such as
+    /// xenstore's) and consumes it.
+    pub(crate) fn take_event(
+        &self,
+        port: Port,
+        deadline: u64,
+        what: &'static str,
+    ) -> Result<(), DomuError> {
+        loop {
+            if self.shared.take_pending(port) {
+                return Ok(());
+            }
+            if self.now() >= deadline {
+                return Err(DomuError::TimedOut(what));
+            }
+            self.h.poll(&[port], Some(Deadline::from_nanos(deadline)))?;
+        }
+    }
+
     /// Waits until `ready` says so, sleeping in `SCHEDOP_poll` on `port` (whose
     /// events it consumes) until `deadline`.
     pub(crate) fn wait_until(
