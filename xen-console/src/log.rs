@@ -96,11 +96,19 @@ where
         Ok(self.read(Some(index))?)
     }
 
-    /// The position after the newest byte: where a [`read_since`](Self::read_since) of only
-    /// what is logged from now on starts.
-    #[cfg(feature = "alloc")]
+    /// The position after the newest byte: where a read of only what is logged from now on
+    /// starts ([`read_since`](Self::read_since), or [`read_into`](Self::read_into) with
+    /// `Some(index)`).
     pub fn end_index(&self) -> Result<u32, LogError> {
-        Ok(self.read(None)?.next_index)
+        let mut buf = [0u8; 1024];
+        let mut from = None;
+        loop {
+            let r = self.xen.readconsole(&mut buf, from, false)?;
+            if r.count < buf.len() {
+                return Ok(r.next_index);
+            }
+            from = Some(r.next_index);
+        }
     }
 
     #[cfg(feature = "alloc")]

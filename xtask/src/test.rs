@@ -26,6 +26,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-hypercall",
     "xen-hypercall-privcmd",
     "xen-shared",
+    "xen-console",
     "xen-testbed-protocol",
 ];
 

@@ -10,6 +10,7 @@
 //!
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
+mod console;
 mod exit;
 mod privcmd;
 mod version;
@@ -24,7 +25,10 @@ type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
 
 /// Every case, in the order they run.
 fn cases() -> impl Iterator<Item = &'static Case> {
-    version::CASES.iter().chain(privcmd::CASES)
+    version::CASES
+        .iter()
+        .chain(privcmd::CASES)
+        .chain(console::CASES)
 }
 
 fn main() -> ExitCode {

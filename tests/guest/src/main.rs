@@ -16,6 +16,8 @@ mod arch;
 #[cfg(target_os = "none")]
 mod cases;
 #[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
 mod shared_info;
 
 /// The host build: explains how the guests are run.
