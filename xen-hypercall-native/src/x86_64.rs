@@ -270,6 +270,21 @@ const STUB_SIZE: usize = 32;
 /// `__HYPERVISOR_iret`: its stub does not return, and HVM pages leave it as `int3`.
 const HYPERVISOR_IRET: usize = 23;
 
+/// Whether `page` holds Xen's hypercall stubs: every stub but `iret`'s loads
+/// its op with `mov $op, %eax` (`b8` + the op, little-endian), at offset 0 in
+/// an HVM page (`vmx_init_hypercall_page`, `svm_init_hypercall_page`) or after
+/// `push %rcx; push %r11` at offset 3 in a PV one
+/// (`pv_ring3_init_hypercall_page`).
+fn holds_stubs(page: &[u8; 4096]) -> bool {
+    page.chunks_exact(STUB_SIZE)
+        .enumerate()
+        .filter(|&(op, _)| op != HYPERVISOR_IRET)
+        .all(|(op, stub)| {
+            let mov = [0xb8, op as u8, 0, 0, 0];
+            stub[..5] == mov || stub[3..8] == mov
+        })
+}
+
 /// Hypercalls through the hypercall page: `call page + 32 * op`.
 ///
 /// Xen writes the right instruction for the guest type (`syscall`, `vmcall` or
@@ -290,25 +305,38 @@ unsafe impl Sync for HypercallPage {}
 
 impl HypercallPage {
     /// Asks Xen to fill `frame` with hypercall stubs, through the MSR of Xen's
-    /// CPUID leaf base + 2, and returns the backend that calls into it.
+    /// CPUID leaf base + 2, checks that Xen did, and returns the backend that
+    /// calls into it.
     ///
     /// # Errors
     ///
-    /// [`Error::NotOnXen`] without Xen's CPUID leaves.
+    /// [`Error::NotOnXen`] without Xen's CPUID leaves; [`Error::Unsupported`]
+    /// when CPUID reports no hypercall page, or when `frame` does not hold
+    /// Xen's stubs afterwards (`frame_address` named another frame: the stubs
+    /// went there, and calling into `frame` would execute zeroes).
     ///
     /// # Safety
     ///
     /// - The caller runs in an HVM or PVH guest at CPL 0, or a PV guest kernel
-    ///   (`wrmsr` is privileged; a PV kernel's is emulated by Xen).
+    ///   (`wrmsr` is privileged; a PV kernel's is emulated by Xen), and, in a
+    ///   PV guest, keeps running in guest kernel mode wherever the returned
+    ///   value is used: the PV stubs are `syscall`, which in guest user mode
+    ///   is a system call of the guest's own kernel (see [`PvHypercall::new`]).
     /// - `frame_address` is the address Xen knows `frame` by: its
-    ///   guest-physical address on HVM/PVH, its machine address on PV.
+    ///   guest-physical address on HVM/PVH, its machine address on PV. Xen
+    ///   writes 4 KiB of stubs at the frame it names, whatever it is.
     /// - `frame` is mapped executable (Xen writes code there).
     pub unsafe fn install(
         frame: &'static mut HypercallPageFrame,
         frame_address: u64,
     ) -> Result<Self, Error> {
         let xen = XenCpuid::detect().ok_or(Error::NotOnXen("no Xen CPUID signature"))?;
-        let (msr, _pages) = xen.hypercall_page_msr();
+        let (msr, pages) = xen.hypercall_page_msr();
+        // One page holds the stubs of every op below 128, which covers every
+        // hypercall Xen has; CPUID says how many pages Xen offers (1 today).
+        if pages == 0 {
+            return Err(Error::Unsupported("Xen's CPUID reports no hypercall page"));
+        }
         // Page index 0 goes in bits 0..12 of the value (one page covers every op < 128).
         let value = frame_address & !0xfff;
         // SAFETY:
@@ -326,9 +354,19 @@ impl HypercallPage {
                 options(nostack, preserves_flags),
             );
         }
-        Ok(Self {
-            page: frame.0.get().cast::<u8>().cast_const(),
-        })
+        let page = frame.0.get().cast::<u8>().cast_const();
+        let mut bytes = [0u8; 4096];
+        for (offset, byte) in bytes.iter_mut().enumerate() {
+            // SAFETY: `offset < 4096` stays inside `frame`, which is ours
+            // (`&'static mut`); volatile because Xen wrote it behind Rust's back.
+            *byte = unsafe { page.add(offset).read_volatile() };
+        }
+        if !holds_stubs(&bytes) {
+            return Err(Error::Unsupported(
+                "Xen did not fill the hypercall page: frame_address is not this frame's address",
+            ));
+        }
+        Ok(Self { page })
     }
 
     /// The stub of `op`: `mov $op, %eax; <hypercall instruction>; ret` (on PV
@@ -347,8 +385,37 @@ impl HypercallPage {
     }
 }
 
-// `install` had Xen fill the page; `check_op` keeps the entry inside it, on a
-// stub that returns.
+// `install` had Xen fill the page and checked it; `check_op` keeps the entry
+// inside it, on a stub that returns.
 raw_by_count!(HypercallPage, |self, op| HypercallPage::check_op, match () => {
     () => page_call(self.page.wrapping_add(op * STUB_SIZE))
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page laid out as Xen writes it: `prefix` bytes, then `mov $op, %eax`.
+    fn page_with_stubs(prefix: usize) -> [u8; 4096] {
+        let mut page = [0xcc; 4096];
+        for (op, stub) in page.chunks_exact_mut(STUB_SIZE).enumerate() {
+            stub[prefix] = 0xb8;
+            stub[prefix + 1..prefix + 5].copy_from_slice(&(op as u32).to_le_bytes());
+        }
+        page
+    }
+
+    #[test]
+    fn recognizes_xen_stubs_and_rejects_anything_else() {
+        assert!(holds_stubs(&page_with_stubs(0)), "HVM layout");
+        assert!(holds_stubs(&page_with_stubs(3)), "PV layout");
+        assert!(!holds_stubs(&[0; 4096]), "an unfilled frame");
+        let mut shifted = page_with_stubs(0);
+        shifted[32 * 17 + 1] = 18;
+        assert!(!holds_stubs(&shifted), "a stub loading the wrong op");
+        // The iret stub is not checked (HVM pages make it `ud2`).
+        let mut iret = page_with_stubs(0);
+        iret[32 * HYPERVISOR_IRET..32 * (HYPERVISOR_IRET + 1)].fill(0);
+        assert!(holds_stubs(&iret));
+    }
+}

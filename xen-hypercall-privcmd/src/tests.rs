@@ -14,21 +14,20 @@ fn steady_state_reuses_cached_pages() {
     let pool = pool();
     let mut value = [0u8; 16];
     for _ in 0..3 {
-        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
-        b.update();
+        drop(PrivcmdMutBuffer::new(&pool, &mut value).unwrap());
     }
     // First round maps one page; later rounds reuse it.
     assert_eq!(
         pool.stats(),
         BufferStats {
             mmaps: 1,
-            munmaps: 0
+            munmaps: 0,
+            device_refusals: 0
         }
     );
     for _ in 0..1000 {
         let a = PrivcmdConstBuffer::new(&pool, &7u64).unwrap();
-        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
-        b.update();
+        let b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
         drop((a, b));
     }
     // Two pages live at once at most: one more mapping, never unmapped.
@@ -36,7 +35,8 @@ fn steady_state_reuses_cached_pages() {
         pool.stats(),
         BufferStats {
             mmaps: 2,
-            munmaps: 0
+            munmaps: 0,
+            device_refusals: 0
         }
     );
 }
@@ -91,14 +91,15 @@ fn large_buffers_are_mapped_and_released() {
             pool.stats(),
             BufferStats {
                 mmaps: round,
-                munmaps: round
+                munmaps: round,
+                device_refusals: 0
             }
         );
     }
 }
 
 #[test]
-fn data_goes_in_and_comes_back_by_update() {
+fn data_goes_in_and_comes_back_on_drop() {
     let pool = pool();
     let mut words = [1u32, 2, 3, 4];
     {
@@ -108,17 +109,14 @@ fn data_goes_in_and_comes_back_by_update() {
         let seen = unsafe { &mut *ptr };
         assert_eq!(seen, &[1, 2, 3, 4]);
         seen[2] = 30;
-        // Until `update`, the original is unchanged (it is borrowed: not observable here).
-        b.update();
     }
     assert_eq!(words, [1, 2, 30, 4]);
-    // Without `update` nothing comes back.
     {
         let mut b = PrivcmdMutBuffer::new(&pool, &mut words).unwrap();
         // SAFETY: as above.
         unsafe { (*b.as_hypercall_ptr())[0] = 99 };
     }
-    assert_eq!(words, [1, 2, 30, 4]);
+    assert_eq!(words, [99, 2, 30, 4]);
 }
 
 #[test]
@@ -146,7 +144,6 @@ fn pool_is_thread_safe() {
                     let seen = unsafe { &mut *p };
                     assert_eq!(*seen, [t, i]);
                     seen[1] += 1;
-                    b.update();
                     drop(b);
                     assert_eq!(v, [t, i + 1]);
                 }
@@ -186,7 +183,6 @@ fn a_forked_child_maps_its_own_pages() {
                 // Writes the bounce page: a fault if it were the parent's.
                 // SAFETY: the buffer is live and exclusively ours.
                 unsafe { (*b.as_hypercall_ptr())[1] = 9 };
-                b.update();
             });
             let stats = pool.stats();
             drop(pool);
@@ -209,6 +205,78 @@ fn a_forked_child_maps_its_own_pages() {
     // The parent's cache is intact.
     drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
     assert_eq!(pool.stats(), before);
+}
+
+/// When the hypercall device refuses a mapping, the buffer fails with a typed
+/// error and the refusal is counted: no silent fallback to locked anonymous
+/// memory, which Linux may move while Xen uses it. (A read-only `/dev/zero`
+/// stands in for a device that refuses every shared writable mapping.)
+#[test]
+#[cfg_attr(miri, ignore = "opens files and maps them")]
+fn a_refusing_device_gives_an_error_not_other_memory() {
+    let refusing: OwnedFd = File::open("/dev/zero").unwrap().into();
+    let pool = Pool::new(Some(refusing)).unwrap();
+    assert_eq!(pool.source(), BufferSource::HypercallDevice);
+    let err = PrivcmdConstBuffer::new(&pool, &[1u8; 10][..]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Os {
+            operation: "mmap of /dev/xen/hypercall",
+            errno: OsErrno::EACCES as i32
+        }
+    );
+    // One refused mmap, nothing cached to trim, so no second attempt.
+    assert_eq!(
+        pool.stats(),
+        BufferStats {
+            mmaps: 1,
+            munmaps: 0,
+            device_refusals: 1
+        }
+    );
+}
+
+/// A buffer live across a `fork` has no pages in the child (`MADV_DONTFORK`):
+/// there its pointer is null, so Xen refuses it with `EFAULT` instead of
+/// writing to whatever the child maps at that address.
+#[test]
+#[cfg_attr(miri, ignore = "forks")]
+fn a_buffer_live_across_fork_is_null_in_the_child() {
+    use nix::libc;
+    let pool = pool();
+    let mut value = [7u64, 8];
+    let constant = PrivcmdConstBuffer::new(&pool, &[1u64, 2][..]).unwrap();
+    let mut mutable = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
+    // SAFETY: until `_exit`, the child only reads the buffers' pointers, drops
+    // them (no copy, no munmap in a child) and reads a local.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", OsErrno::last()),
+        0 => {
+            let null =
+                constant.as_hypercall_ptr().is_null() && mutable.as_hypercall_ptr().is_null();
+            let len = constant.as_hypercall_ptr().len();
+            drop((constant, mutable));
+            let ok = null && len == 2 && value == [7, 8];
+            // SAFETY: ends the child without running the harness's exit paths.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: `child` is our child process; `status` is a live local.
+            let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+            assert_eq!(waited, child);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child status {status:#x}"
+            );
+        }
+    }
+    // In the parent the buffers are intact.
+    assert!(!constant.as_hypercall_ptr().is_null());
+    // SAFETY: the buffer is live and exclusively ours.
+    unsafe { (*mutable.as_hypercall_ptr())[0] = 70 };
+    drop((constant, mutable));
+    assert_eq!(value, [70, 8]);
 }
 
 #[test]

@@ -64,7 +64,7 @@ pub trait ConsoleOps: XenHypercall {
                 [xen_sys::CONSOLEIO_read as usize, count, addr(ptr)],
             )
         };
-        hbuf.update();
+        drop(hbuf);
         // Xen never reports more than `count`; clamp so a faulty backend cannot
         // make the caller index out of bounds.
         Ok(ret?.min(count))

@@ -29,10 +29,18 @@ use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 /// - [`make_mut_buffer`](Self::make_mut_buffer) returns a buffer whose pointer
 ///   is valid, for Xen, for reads and writes of `size_of_val(data)` bytes,
 ///   initially holding the bytes of `data`, for as long as the buffer lives, and
-///   aliasing no memory other than `data`'s. Its `update` writes into `data`
-///   exactly the bytes that are at that pointer.
+///   aliasing no memory other than `data`'s. When the buffer is dropped, `data`
+///   holds exactly the bytes that were at that pointer.
 /// - A buffer's pointer, if it does not point at `data` itself, points at
 ///   memory no other live Rust value uses.
+///
+/// One exception, for hosted backends whose buffer memory is not inherited by
+/// `fork` (Linux's `/dev/xen/hypercall` pages, `MADV_DONTFORK` memory): in a
+/// child process forked while a buffer was live, that buffer's pointer is null.
+/// The child's address space may by then hold other memory at the parent's
+/// address, and a null argument makes Xen fail the hypercall with `EFAULT`
+/// (userland never maps page 0) instead of writing there; dropping such a
+/// mutable buffer copies nothing back.
 pub unsafe trait XenHypercall {
     /// The error this backend returns. Every backend of this project uses
     /// [`Error`]; the bound lets the typed wrappers report their own failures.
@@ -94,8 +102,8 @@ pub unsafe trait XenHypercall {
 
     /// Wraps `data` (a value or a slice) in a buffer Xen may read and write.
     ///
-    /// Call [`XenMutBuffer::update`] after the hypercall to see what Xen wrote.
-    /// The buffer borrows `data` mutably until it is dropped.
+    /// The buffer borrows `data` mutably until it is dropped; from then on
+    /// `data` holds what Xen wrote.
     fn make_mut_buffer<T>(&self, data: &mut T) -> Result<impl XenMutBuffer<T>, Self::Error>
     where
         T: ?Sized + HypercallData + FromBytes + IntoBytes;
@@ -151,10 +159,12 @@ mod tests {
         let c = h.make_const_buffer(&value).unwrap();
         assert_eq!(c.as_hypercall_ptr(), &value as *const u64);
         let mut m = h.make_mut_buffer(&mut words[..]).unwrap();
-        assert_eq!(m.as_hypercall_ptr().len(), 4);
-        m.update();
+        let ptr = m.as_hypercall_ptr();
+        assert_eq!(ptr.len(), 4);
+        // SAFETY: the buffer is live and `ptr` is its only way to the words.
+        unsafe { (*ptr)[2] = 9 };
         drop(m);
-        words[0] = 1;
-        assert_eq!(words[0], 1);
+        // Zero-copy: what was written through the pointer is in the data.
+        assert_eq!(words, [0, 0, 9, 0]);
     }
 }

@@ -83,7 +83,7 @@ pub trait SysctlOps: XenHypercall {
         //   `sofar + len <= max = count`): `text` is writable for `count` bytes, aliases nothing
         //   else, and lives until after the call.
         let ret = unsafe { sysctl_op(self, &mut sysctl) };
-        text.update();
+        // Dropping the buffer copies what Xen wrote back into `buf`.
         drop(text);
         ret?;
         let op = xen_sys::xen_sysctl_readconsole::read_from_prefix(&sysctl.u)
@@ -113,16 +113,15 @@ where
     let mut buf = h.make_mut_buffer(op)?;
     let ptr = buf.as_hypercall_ptr();
     // SAFETY: `sysctl` takes one pointer to a `xen_sysctl` that it reads and writes back;
-    // `buf` is valid for reads and writes of its 136 bytes and lives past the call. Pointers
-    // inside it are the caller's obligation (`# Safety`).
-    let ret = unsafe {
+    // `buf` is valid for reads and writes of its 136 bytes and lives past the call (dropping
+    // it copies Xen's answer back into `op`). Pointers inside it are the caller's obligation
+    // (`# Safety`).
+    unsafe {
         h.hypercall1(
             xen_sys::__HYPERVISOR_sysctl as usize,
             crate::call::addr(ptr),
         )
-    };
-    buf.update();
-    ret
+    }
 }
 
 #[cfg(all(test, feature = "mock"))]

@@ -2,6 +2,7 @@
 
 mod bench;
 mod gen_sys;
+mod setup;
 mod test;
 mod testbed;
 
@@ -13,6 +14,7 @@ usage: cargo xtask <command>
 
 commands:
   test                    the full test suite (what CI runs)
+  setup [--demo]          install what the commands need (apt as root, rustup); test and demo run it first
   gen-sys [--check]       regenerate xen-sys from Xen's public headers (--check: fail on any difference)
   testbed [--list] [SCENARIO...]
                           boot real Xen under QEMU and run the test payloads
@@ -30,10 +32,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let result = match command.as_str() {
-        "test" => test::run(rest),
+        "test" => setup::ensure(setup::Need::Test).and_then(|()| test::run(rest)),
+        "setup" => setup::run(rest),
         "gen-sys" => gen_sys::run(rest),
         "testbed" => testbed::run(rest),
-        "demo" => testbed::demo(rest),
+        "demo" => setup::ensure(setup::Need::Demo).and_then(|()| testbed::demo(rest)),
         "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

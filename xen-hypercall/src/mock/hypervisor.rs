@@ -65,6 +65,10 @@ pub(super) struct Domain {
     pub(super) hvm_params: BTreeMap<u32, u64>,
     pub(super) shutdown: Option<ShutdownReason>,
     pub(super) shutdown_code: Option<ShutdownReason>,
+    /// The third argument of the last `SHUTDOWN_suspend`.
+    pub(super) suspend_record: Option<u64>,
+    /// Whether a suspend returns 1 (cancelled) rather than 0 (resumed).
+    pub(super) suspend_cancels: bool,
     pub(super) iopl: Option<u32>,
     pub(super) physmap: Vec<(MapSpace, u64, Gfn)>,
     pub(super) yields: u64,
@@ -84,6 +88,8 @@ impl Domain {
             hvm_params: BTreeMap::new(),
             shutdown: None,
             shutdown_code: None,
+            suspend_record: None,
+            suspend_cancels: true,
             iopl: None,
             physmap: Vec::new(),
             yields: 0,
