@@ -15,58 +15,123 @@ use xen_hypercall::Error;
 
 use crate::cpuid::{CpuVendor, XenCpuid};
 
-/// Defines `call0`..`call5` in module `$name`: each issues `$insn` with the op
-/// and 0..5 arguments in the registers of `xen-x86_64.h`, and returns `rax`.
-/// `$param`s and `$operand`s add what the instruction itself needs (the page's
-/// `call` target), `$options` the asm options.
-macro_rules! hypercall_asm {
-    (
-        mod $name:ident = $insn:literal;
-        params($($param:ident: $pty:ty),*);
-        operands($($operand:tt)*);
-        clobbers($($clobber:tt),*);
-        $options:tt
-    ) => {
-        mod $name {
-            use core::arch::asm;
+/// Defines `call0`..`call5`, one plain function per argument count: each issues
+/// `$insn` with the op in `rax` and its arguments in `rdi`, `rsi`, `rdx`, `r10`,
+/// `r8` (`xen-x86_64.h`), declares the other argument registers and
+/// `$clobber`s clobbered, and returns `rax`. Used once per direct instruction.
+macro_rules! direct_hypercalls {
+    ($insn:literal, clobbers($($clobber:tt),*)) => {
+        // SAFETY (every block below): the caller (a backend whose constructor
+        // contract makes the instruction Xen's hypercall entry here, under a
+        // `XenHypercall::hypercallN` contract for the op and arguments) makes
+        // this a well-formed hypercall. Xen may read and write memory: no
+        // `nomem`/`readonly`; it does not promise to keep rflags: no
+        // `preserves_flags`; nothing is pushed: `nostack`.
 
-            hypercall_asm!(@fn call0($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [] [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call1($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi"] [a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call2($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi"] [a2 "rdx", a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call3($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi", a2 "rdx"] [a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call4($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10"] [a4 "r8"]);
-            hypercall_asm!(@fn call5($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"] []);
-        }
-    };
-    (@fn $fn:ident($($param:ident: $pty:ty),*) $insn:literal, [$($operand:tt)*], [$($clobber:tt),*], $options:tt;
-        [$($arg:ident $reg:tt),*] [$($unused:ident $ureg:tt),*]) => {
         #[inline(always)]
-        pub(super) unsafe fn $fn($($param: $pty,)* op: usize $(, $arg: usize)*) -> isize {
+        pub(super) unsafe fn call0(op: usize) -> isize {
             let ret: isize;
-            // SAFETY: the caller (a backend whose constructor contract makes `$insn`
-            // Xen's hypercall entry in this context, under a `XenHypercall::hypercallN`
-            // contract for the op and arguments) makes this a well-formed hypercall.
-            // Registers per xen-x86_64.h: op in rax, arguments in rdi, rsi, rdx, r10,
-            // r8, result in rax. Every argument register, used or not, is declared
-            // clobbered: debug Xen corrupts them. Plus the entry's own clobbers
-            // (`syscall` writes rcx and r11). Xen may read and write memory: no
-            // `nomem`/`readonly`; it does not promise to keep rflags: no
-            // `preserves_flags`; `nostack` only where nothing is pushed.
+            // SAFETY: see above.
             unsafe {
                 asm!(
                     $insn,
-                    $($operand)*
                     inlateout("rax") op => ret,
-                    $(inlateout($reg) $arg => _,)*
-                    $(lateout($ureg) _,)*
+                    lateout("rdi") _, lateout("rsi") _, lateout("rdx") _,
+                    lateout("r10") _, lateout("r8") _,
                     $(lateout($clobber) _,)*
-                    options $options
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call1(op: usize, a0: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, lateout("rsi") _, lateout("rdx") _,
+                    lateout("r10") _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call2(op: usize, a0: usize, a1: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, lateout("rdx") _,
+                    lateout("r10") _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call3(op: usize, a0: usize, a1: usize, a2: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                    lateout("r10") _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call4(op: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                    inlateout("r10") a3 => _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call5(
+            op: usize,
+            a0: usize,
+            a1: usize,
+            a2: usize,
+            a3: usize,
+            a4: usize,
+        ) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                    inlateout("r10") a3 => _, inlateout("r8") a4 => _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
                 );
             }
             ret
@@ -74,8 +139,164 @@ macro_rules! hypercall_asm {
     };
 }
 
+/// `syscall` from a PV guest kernel; it writes `rcx` and `r11` (saved `rip`
+/// and `rflags`).
+mod pv_syscall {
+    use core::arch::asm;
+    direct_hypercalls!("syscall", clobbers("rcx", "r11"));
+}
+
+/// `vmcall`, the HVM/PVH entry on VMX (Intel).
+mod hvm_vmcall {
+    use core::arch::asm;
+    direct_hypercalls!("vmcall", clobbers());
+}
+
+/// `vmmcall`, the HVM/PVH entry on SVM (AMD, Hygon).
+mod hvm_vmmcall {
+    use core::arch::asm;
+    direct_hypercalls!("vmmcall", clobbers());
+}
+
+/// `call` into the hypercall page's stub for the op. The `call` pushes a return
+/// address: no `nostack` (Rust then keeps the stack aligned and the red zone
+/// free). `rcx` and `r11` are declared clobbered in case the stub is
+/// `syscall`-based (a PV page saves them, but nothing here relies on it).
+mod page_call {
+    use core::arch::asm;
+
+    // SAFETY (every block below): `entry` is the stub of `op` in a page Xen
+    // filled (`HypercallPage::install`, `check_op`), under a
+    // `XenHypercall::hypercallN` contract for the op and arguments. Xen may
+    // read and write memory and rflags: no `nomem`, `readonly` or
+    // `preserves_flags`.
+
+    #[inline(always)]
+    pub(super) unsafe fn call0(entry: *const u8, op: usize) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                lateout("rdi") _, lateout("rsi") _, lateout("rdx") _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call1(entry: *const u8, op: usize, a0: usize) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, lateout("rsi") _, lateout("rdx") _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call2(entry: *const u8, op: usize, a0: usize, a1: usize) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, lateout("rdx") _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call3(
+        entry: *const u8,
+        op: usize,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call4(
+        entry: *const u8,
+        op: usize,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+        a3: usize,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                inlateout("r10") a3 => _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call5(
+        entry: *const u8,
+        op: usize,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+        a3: usize,
+        a4: usize,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                inlateout("r10") a3 => _, inlateout("r8") a4 => _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+}
+
 /// Defines `raw0`..`raw5` on `$backend` by dispatching on `$scrutinee` to the
-/// `callN` of a `hypercall_asm!` module, and implements `XenHypercall` on them.
+/// `callN` of one of the modules above, and implements `XenHypercall` on them.
 macro_rules! raw_by_count {
     ($backend:ty, |$s:ident, $op:ident| $check:expr, match $scrutinee:expr => { $($pat:pat => $module:ident $(($($extra:expr),*))?),* $(,)? }) => {
         impl $backend {
@@ -124,38 +345,6 @@ macro_rules! raw_by_count {
 #[inline(always)]
 fn any_op(_op: usize) -> Result<(), Error> {
     Ok(())
-}
-
-hypercall_asm! {
-    mod pv_syscall = "syscall";
-    params();
-    operands();
-    clobbers("rcx", "r11");
-    (nostack)
-}
-hypercall_asm! {
-    mod hvm_vmcall = "vmcall";
-    params();
-    operands();
-    clobbers();
-    (nostack)
-}
-hypercall_asm! {
-    mod hvm_vmmcall = "vmmcall";
-    params();
-    operands();
-    clobbers();
-    (nostack)
-}
-// The `call` pushes a return address: no `nostack` (Rust then keeps the stack
-// aligned and the red zone free). rcx and r11 are declared clobbered in case the
-// stub is `syscall`-based (a PV page saves them, but nothing here relies on it).
-hypercall_asm! {
-    mod page_call = "call {entry}";
-    params(entry: *const u8);
-    operands(entry = in(reg) entry,);
-    clobbers("rcx", "r11");
-    ()
 }
 
 /// Hypercalls of a 64-bit PV guest kernel: `syscall` from guest kernel mode.
@@ -359,7 +548,7 @@ impl HypercallPage {
         for (offset, byte) in bytes.iter_mut().enumerate() {
             // SAFETY: `offset < 4096` stays inside `frame`, which is ours
             // (`&'static mut`); volatile because Xen wrote it behind Rust's back.
-            *byte = unsafe { page.add(offset).read_volatile() };
+            *byte = unsafe { page.wrapping_add(offset).read_volatile() };
         }
         if !holds_stubs(&bytes) {
             return Err(Error::Unsupported(

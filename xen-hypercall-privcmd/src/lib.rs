@@ -151,12 +151,26 @@ fn is_xen_domain(root: &Path) -> bool {
         || std::fs::read(root.join("sys/hypervisor/type")).is_ok_and(|t| t.trim_ascii() == b"xen")
 }
 
-/// The error of a failed privcmd hypercall: Xen's code, or the restriction that caused it.
+/// The error of a failed `IOCTL_PRIVCMD_HYPERCALL`: Xen's code, the
+/// restriction that caused it, or Linux's own failure.
+///
+/// Linux returns Xen's `-XEN_Exxx` as the errno (the numbers are Linux's on x86
+/// and Arm), and its own errors the same way. They are told apart as far as
+/// they can be: `privcmd_ioctl_hypercall` fails by itself only with `EPERM` on
+/// a restricted fd and `EFAULT` when it cannot read the request (never: it is
+/// a live local), and the ioctl dispatcher with `ENOTTY`, which Xen's
+/// `errno.h` does not have. So a code Xen defines is Xen's (or the
+/// restriction's), any other is the OS's.
 fn hypercall_error(errno: OsErrno, restricted: u32) -> Error {
+    let xen = Errno::from_raw(errno as i32);
     match (errno, u16::try_from(restricted)) {
         // A restricted privcmd refuses every hypercall with EPERM (XSA-482).
         (OsErrno::EPERM, Ok(domid)) => Error::Restricted { domid },
-        (errno, _) => Error::Xen(Errno::from_raw(errno as i32)),
+        _ if xen.name().is_some() => Error::Xen(xen),
+        _ => Error::Os {
+            operation: "IOCTL_PRIVCMD_HYPERCALL",
+            errno: errno as i32,
+        },
     }
 }
 

@@ -126,7 +126,14 @@ fn empty_and_zero_sized_data_get_a_page() {
     let b = PrivcmdConstBuffer::new(&pool, &empty[..]).unwrap();
     assert_eq!(b.as_hypercall_ptr().len(), 0);
     let c = PrivcmdConstBuffer::new(&pool, &()).unwrap();
-    assert!(!c.as_hypercall_ptr().is_null());
+    // Each holds a page of its own: two distinct, page-aligned pages mapped.
+    let (b_page, c_page) = (b.as_hypercall_ptr().addr(), c.as_hypercall_ptr().addr());
+    assert_ne!(b_page, c_page);
+    assert_eq!(
+        (b_page % sys::page_size(), c_page % sys::page_size()),
+        (0, 0)
+    );
+    assert_eq!(pool.stats().mmaps, 2);
 }
 
 #[test]
@@ -161,47 +168,68 @@ fn pool_is_thread_safe() {
     assert_eq!(pool.stats(), stats);
 }
 
-/// A child of `fork` must neither use nor unmap the parent's cached pages: they
-/// are not inherited (`MADV_DONTFORK`), and their addresses may by then be the
-/// child's own mappings.
-#[test]
-#[cfg_attr(miri, ignore = "forks")]
-fn a_forked_child_maps_its_own_pages() {
+/// Runs `child` in a child process made by `fork` and asserts that it returned
+/// `true`. `child` must allocate nothing and take no lock that another thread
+/// of the test harness could hold at the fork.
+#[cfg(not(miri))]
+fn in_forked_child(child: impl FnOnce() -> bool) {
     use nix::libc;
-    let pool = pool();
-    // Put one page in the cache.
-    drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
-    let before = pool.stats();
-    // SAFETY: until `_exit`, the child only runs the pool (mmap, munmap, copies,
-    // atomics): no heap allocation or lock that another thread of the test
-    // harness could have held at the fork.
+    // SAFETY: the child runs only `child` (no allocation or lock, the caller's
+    // promise), then `_exit`s.
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", OsErrno::last()),
         0 => {
-            let mut value = [7u64, 8];
-            let used = PrivcmdMutBuffer::new(&pool, &mut value).map(|mut b| {
-                // Writes the bounce page: a fault if it were the parent's.
-                // SAFETY: the buffer is live and exclusively ours.
-                unsafe { (*b.as_hypercall_ptr())[1] = 9 };
-            });
-            let stats = pool.stats();
-            drop(pool);
-            let fresh = stats.mmaps == before.mmaps + 1 && stats.munmaps == before.munmaps + 1;
-            let ok = used.is_ok() && value == [7, 9] && fresh;
+            let ok = child();
             // SAFETY: ends the child without running the harness's exit paths.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
-        child => {
+        pid => {
             let mut status = 0;
-            // SAFETY: `child` is our child process; `status` is a live local.
-            let waited = unsafe { libc::waitpid(child, &mut status, 0) };
-            assert_eq!(waited, child);
+            // SAFETY: `pid` is our child process; `status` is a live local.
+            let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(waited, pid);
             assert!(
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                 "child status {status:#x}"
             );
         }
     }
+}
+
+/// Under Miri, which cannot fork: the tests that call this are ignored.
+#[cfg(miri)]
+fn in_forked_child(_child: impl FnOnce() -> bool) {
+    unreachable!("fork tests are ignored under Miri")
+}
+
+/// A child of `fork` must neither use nor unmap the parent's cached pages: they
+/// are not inherited (`MADV_DONTFORK`), and their addresses may by then be the
+/// child's own mappings.
+#[test]
+#[cfg_attr(miri, ignore = "forks")]
+fn a_forked_child_maps_its_own_pages() {
+    let pool = pool();
+    // Put one page in the cache.
+    drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
+    let before = pool.stats();
+    let mut pool = Some(pool);
+    // The child only runs the pool (mmap, munmap, copies, atomics).
+    in_forked_child(|| {
+        let pool = pool
+            .take()
+            .expect("the pool is there until the child takes it");
+        let mut value = [7u64, 8];
+        let used = PrivcmdMutBuffer::new(&pool, &mut value).map(|mut b| {
+            // Writes the bounce page: a fault if it were the parent's.
+            // SAFETY: the buffer is live and exclusively ours.
+            unsafe { (*b.as_hypercall_ptr())[1] = 9 };
+        });
+        let stats = pool.stats();
+        drop(pool);
+        let fresh = stats.mmaps == before.mmaps + 1 && stats.munmaps == before.munmaps + 1;
+        used.is_ok() && value == [7, 9] && fresh
+    });
+    let pool = pool.expect("only the child took the pool");
     // The parent's cache is intact.
     drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
     assert_eq!(pool.stats(), before);
@@ -242,37 +270,23 @@ fn a_refusing_device_gives_an_error_not_other_memory() {
 #[test]
 #[cfg_attr(miri, ignore = "forks")]
 fn a_buffer_live_across_fork_is_null_in_the_child() {
-    use nix::libc;
     let pool = pool();
     let mut value = [7u64, 8];
     let constant = PrivcmdConstBuffer::new(&pool, &[1u64, 2][..]).unwrap();
-    let mut mutable = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
-    // SAFETY: until `_exit`, the child only reads the buffers' pointers, drops
-    // them (no copy, no munmap in a child) and reads a local.
-    match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", OsErrno::last()),
-        0 => {
-            let null =
-                constant.as_hypercall_ptr().is_null() && mutable.as_hypercall_ptr().is_null();
-            let len = constant.as_hypercall_ptr().len();
-            drop((constant, mutable));
-            let ok = null && len == 2 && value == [7, 8];
-            // SAFETY: ends the child without running the harness's exit paths.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-        }
-        child => {
-            let mut status = 0;
-            // SAFETY: `child` is our child process; `status` is a live local.
-            let waited = unsafe { libc::waitpid(child, &mut status, 0) };
-            assert_eq!(waited, child);
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "child status {status:#x}"
-            );
-        }
-    }
+    let mutable = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
+    let mut buffers = Some((constant, mutable));
+    // The child only reads the buffers' pointers and drops them: a drop that
+    // copied back from the parent's pages (unmapped in the child) would fault
+    // and kill the child.
+    in_forked_child(|| {
+        let (constant, mut mutable) = buffers.take().expect("taken only in the child");
+        let null = constant.as_hypercall_ptr().is_null() && mutable.as_hypercall_ptr().is_null();
+        let len = constant.as_hypercall_ptr().len();
+        drop((constant, mutable));
+        null && len == 2
+    });
+    let (constant, mut mutable) = buffers.expect("only the child took the buffers");
     // In the parent the buffers are intact.
-    assert!(!constant.as_hypercall_ptr().is_null());
     // SAFETY: the buffer is live and exclusively ours.
     unsafe { (*mutable.as_hypercall_ptr())[0] = 70 };
     drop((constant, mutable));
@@ -301,6 +315,20 @@ fn hypercall_errors_carry_xen_codes() {
         hypercall_error(OsErrno::EINVAL, 3),
         Error::Xen(Errno::EINVAL)
     );
+}
+
+/// Linux's own failures of the ioctl are not dressed up as Xen's codes.
+#[test]
+fn errnos_xen_does_not_have_are_os_errors() {
+    for errno in [OsErrno::ENOTTY, OsErrno::EBADFD, OsErrno::ESPIPE] {
+        assert_eq!(
+            hypercall_error(errno, UNRESTRICTED),
+            Error::Os {
+                operation: "IOCTL_PRIVCMD_HYPERCALL",
+                errno: errno as i32
+            }
+        );
+    }
 }
 
 #[test]
@@ -347,7 +375,10 @@ fn privcmd_is_send_sync_and_opens_or_explains() {
     send_sync::<Privcmd>();
     // On a machine without Xen this is the most common outcome.
     match Privcmd::open() {
-        Ok(p) => assert!(p.as_raw_fd() >= 0),
+        Ok(p) => {
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", p.as_raw_fd())).unwrap();
+            assert_eq!(link, Path::new(PRIVCMD_DEVICE));
+        }
         Err(e) => assert!(
             matches!(
                 e,

@@ -9,8 +9,12 @@ use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 /// device such as Linux's `/dev/xen/privcmd` in userland, or a mock in tests.
 ///
 /// The raw `hypercallN` functions issue hypercall `op` with `N` arguments and
-/// decode its result: a negative `long` is Xen's error code, anything else is
-/// returned as is. The safe, typed wrappers of this crate are built on them.
+/// decode its result, a C `long`, as [`decode_result`](crate::decode_result)
+/// does: `-4095..=-1` is `-XEN_Exxx`, returned as [`Error::Xen`]; any other
+/// value is returned as `Ok`, reinterpreted as `usize` (Xen's error codes are
+/// all small, and `memory_op` returns values wider than 31 bits). A backend
+/// may also fail on its own, before or instead of reaching Xen, with its own
+/// errors. The safe, typed wrappers of this crate are built on them.
 ///
 /// # Safety
 ///
@@ -21,7 +25,7 @@ use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 /// - `hypercallN(op, args)` asks the Xen hypervisor (or a faithful model of it)
 ///   to perform hypercall `op` with exactly these arguments, on behalf of the
 ///   calling domain, and returns only once Xen has completed it. It reads or
-///   writes no memory except as that hypercall does. A negative `long` result
+///   writes no memory except as that hypercall does. A result in `-4095..=-1`
 ///   is returned as `Err` holding [`Error::Xen`]; every other result as `Ok`.
 /// - [`make_const_buffer`](Self::make_const_buffer) returns a buffer whose
 ///   pointer is valid, for Xen, for reads of `size_of_val(data)` bytes holding

@@ -236,6 +236,8 @@ pub(super) struct Hypervisor {
     pub(super) domains: BTreeMap<u16, Domain>,
     pub(super) console_output: Vec<u8>,
     pub(super) console_input: VecDeque<u8>,
+    /// The largest `count` any `console_io` call passed.
+    pub(super) largest_console_count: usize,
     /// Xen's log ring (what `XEN_SYSCTL_readconsole` reads).
     pub(super) conring: Conring,
     /// The sysctl interface version this Xen accepts.
@@ -253,6 +255,7 @@ impl Hypervisor {
             domains,
             console_output: Vec::new(),
             console_input: VecDeque::new(),
+            largest_console_count: 0,
             conring: Conring::default(),
             sysctl_version: xen_sys::XEN_SYSCTL_INTERFACE_VERSION,
             now: 0,

@@ -207,6 +207,12 @@ impl MockXen {
         self.lock().console_output.clone()
     }
 
+    /// The largest byte count any `console_io` call of this hypervisor passed
+    /// (what one hypercall made a hosted backend bounce).
+    pub fn largest_console_count(&self) -> usize {
+        self.lock().largest_console_count
+    }
+
     /// Appends `text` to Xen's log ring, as Xen's own `printk` would.
     pub fn log(&self, text: &[u8]) {
         self.lock().conring.puts(text);
@@ -454,6 +460,7 @@ impl MockXen {
         }
         // Xen's count is an `unsigned int`.
         let count = count as u32 as usize;
+        xen.largest_console_count = xen.largest_console_count.max(count);
         if cmd == xen_sys::CONSOLEIO_write {
             // CONSOLEIO_write's `buffer` holds `count` bytes.
             let bytes = guest.read_bytes(buffer, count)?;
@@ -725,7 +732,7 @@ fn put<T: IntoBytes + Immutable>(bytes: &mut [u8], offset: usize, value: &T) {
 // - The buffers are `DirectConstBuffer`/`DirectMutBuffer` (the caller's memory)
 //   or bounce copies (`MockConstBuffer`/`MockMutBuffer`) that hold `data`'s
 //   bytes, live and aliasing nothing else as long as the buffer, and whose
-//   `update` copies exactly those bytes back.
+//   drop copies exactly those bytes back (a mutable one).
 unsafe impl XenHypercall for MockXen {
     type Error = Error;
 
