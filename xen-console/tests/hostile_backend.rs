@@ -173,7 +173,7 @@ fn random_operations_against_a_sometimes_hostile_backend() {
         "{corrupt_errors} ring errors"
     );
     assert!(
-        bytes_through as u64 > ROUNDS * 1000,
+        bytes_through as u64 > ROUNDS * MAX_LEN as u64 / 3,
         "{bytes_through} bytes"
     );
 }
