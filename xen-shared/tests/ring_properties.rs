@@ -116,14 +116,16 @@ fn a_hostile_peer_gets_typed_errors_and_never_an_out_of_bounds_access() {
             outcomes.push(step(&peer, &mut tx, &mut rx, op, len, &mut buf));
         }
     }
-    // The peer's moves must have produced every kind of outcome, or the test proved little.
+    // The peer's moves must have produced every kind of outcome, or the test proved little:
+    // each at least 1% of the operations (under Miri's few operations, at least once).
+    let floor = if cfg!(miri) {
+        1
+    } else {
+        outcomes.len() / 100 + 1
+    };
     for kind in [Outcome::Corrupt, Outcome::Nothing, Outcome::Moved] {
         let count = outcomes.iter().filter(|o| **o == kind).count();
-        assert!(
-            count * 100 > outcomes.len(),
-            "{kind:?}: {count} of {}",
-            outcomes.len()
-        );
+        assert!(count >= floor, "{kind:?}: {count} of {}", outcomes.len());
     }
 }
 
