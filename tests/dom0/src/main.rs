@@ -20,7 +20,10 @@
 mod console;
 mod devices;
 mod domu;
+mod evtchn;
+mod evtchn_bench;
 mod exit;
+mod grant;
 mod oracle;
 mod privcmd;
 mod version;
@@ -39,6 +42,8 @@ fn cases() -> impl Iterator<Item = &'static Case> {
         .iter()
         .chain(privcmd::CASES)
         .chain(console::CASES)
+        .chain(grant::CASES)
+        .chain(evtchn::CASES)
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["demo"] => version::demo(Reporter::new(Stdout)),
+        ["evtchn-bench", rest @ ..] => evtchn_bench::bench(rest),
+        ["evtchn-bench-one", rest @ ..] => evtchn_bench::bench_one(rest),
+        ["evtchn-soak", rest @ ..] => evtchn_bench::soak(rest),
         ["xl-info"] => oracle::run(),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
