@@ -13,6 +13,8 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use xen_console::{Channel, ConsoleRing, Notify, Wait, Wake};
+use xen_hypercall::prelude::SchedOps;
+use xen_hypercall::sched::Deadline;
 use xen_hypercall::{Error, Port, XenHypercall};
 use xen_shared::{PAGE_SIZE, SharedMem};
 
@@ -68,14 +70,19 @@ impl<H: XenHypercall<Error = Error> + Copy> Wait for DomuChannel<H> {
     fn wait(&mut self) -> Result<Wake, DomuError> {
         // xenconsoled must hear of what is in the ring before we wait for it.
         self.send_pending()?;
-        match self
-            .events
-            .take_event(self.port, self.deadline, "the console backend")
-        {
-            Ok(()) => Ok(Wake::Event),
-            Err(DomuError::TimedOut(_)) => Ok(Wake::TimedOut),
-            Err(e) => Err(e),
-        }
+        // SCHEDOP_poll returns at once if the port is already pending: an event
+        // that came after the ring was looked at is not lost. Its pending bit is
+        // cleared after, so the next wait sleeps until the next event.
+        let port = self.port;
+        self.events
+            .h
+            .poll(&[port], Some(Deadline::from_nanos(self.deadline)))?;
+        self.events.shared.clear_pending(port);
+        Ok(if self.events.now() < self.deadline {
+            Wake::Event
+        } else {
+            Wake::TimedOut
+        })
     }
 }
 
