@@ -1,2 +1,25 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod channel;
+mod error;
+pub mod hypervisor;
+mod location;
+pub mod log;
+pub mod ring;
+
+pub use channel::{AsyncWait, Channel, FnChannel, Notify, Wait, Wake};
+pub use error::Error;
+pub use hypervisor::HypervisorConsole;
+pub use location::RingLocation;
+#[cfg(feature = "alloc")]
+pub use log::LogChunk;
+pub use log::{LogError, XenLog};
+pub use ring::ConsoleRing;

@@ -20,6 +20,7 @@ pub mod mock;
 pub mod physdev;
 pub mod prelude;
 pub mod sched;
+pub mod sysctl;
 mod types;
 pub mod version;
 

@@ -7,5 +7,6 @@ pub use crate::hvm::HvmOps;
 pub use crate::memory::MemoryOps;
 pub use crate::physdev::PhysdevOps;
 pub use crate::sched::SchedOps;
+pub use crate::sysctl::SysctlOps;
 pub use crate::version::VersionOps;
 pub use crate::{DomId, HvmParam, Port, ShutdownReason, Virq, XenHypercall};

@@ -29,6 +29,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-hypercall-privcmd",
     "xen-evtchn",
     "xen-shared",
+    "xen-console",
     "xen-grant",
     "xen-store",
     "xen-testbed-protocol",

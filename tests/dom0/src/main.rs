@@ -19,6 +19,7 @@
 //!
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
+mod console;
 mod devices;
 mod domu;
 mod evtchn;
@@ -43,6 +44,7 @@ fn cases() -> impl Iterator<Item = &'static Case> {
     version::CASES
         .iter()
         .chain(privcmd::CASES)
+        .chain(console::CASES)
         .chain(grant::CASES)
         .chain(evtchn::CASES)
 }

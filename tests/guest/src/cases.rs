@@ -60,6 +60,7 @@ pub(crate) fn run_common<H: XenHypercall<Error = Error>>(
         "console_io_write",
         h.console_write(b"xen-test-guest: console_io write\n"),
     );
+    crate::console::run(h, reporter);
     match shared_info {
         Ok(shared) => {
             reporter.case("shared_info_map", Ok::<(), Fail>(()));

@@ -21,6 +21,8 @@
 mod arch;
 #[cfg(all(target_os = "none", not(feature = "domu")))]
 mod cases;
+#[cfg(all(target_os = "none", not(feature = "domu")))]
+mod console;
 #[cfg(all(target_os = "none", feature = "domu"))]
 mod domu;
 #[cfg(all(target_os = "none", not(feature = "domu")))]

@@ -51,9 +51,8 @@ pub enum Guest<'a> {
 }
 
 /// Xen's own command line, shared by every x86_64 boot.
-const XEN_X86_CMDLINE: &str =
-    "console=com1 com1=115200,8n1 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0";
-const XEN_ARM_CMDLINE: &str = "console=dtuart loglvl=all guest_loglvl=all";
+const XEN_X86_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0 console_to_ring";
+const XEN_ARM_CMDLINE: &str = "console=dtuart loglvl=all guest_loglvl=all console_to_ring";
 const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1 quiet";
 
 /// The QEMU command that boots `xen` with `guest`, on `arch`.

@@ -22,6 +22,7 @@ pub const GUEST: &str = "xen-test-guest";
 /// The cases every freestanding guest must report (it may report more; each is judged).
 pub const GUEST_CASES: &[&str] = &[
     "console_io_write",
+    "console_log_read_back",
     "xen_version",
     "xen_extraversion",
     "xen_compile_info",

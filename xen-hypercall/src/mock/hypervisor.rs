@@ -159,6 +159,80 @@ impl Domain {
     }
 }
 
+/// Xen's log ring, as `drivers/char/console.c` keeps it: a power-of-two array and two
+/// free-running positions, the oldest byte kept (`c`) and the next one written (`p`).
+#[derive(Debug)]
+pub(super) struct Conring {
+    pub(super) bytes: Vec<u8>,
+    pub(super) c: u32,
+    pub(super) p: u32,
+}
+
+/// Xen's default `conring_size`.
+const CONRING_SIZE: usize = 16384;
+
+impl Default for Conring {
+    fn default() -> Self {
+        Self {
+            bytes: std::vec![0; CONRING_SIZE],
+            c: 0,
+            p: 0,
+        }
+    }
+}
+
+impl Conring {
+    fn size(&self) -> u32 {
+        self.bytes.len() as u32
+    }
+
+    /// `conring_puts`: appends, dropping the oldest bytes when full.
+    pub(super) fn puts(&mut self, text: &[u8]) {
+        for &b in text {
+            let at = (self.p & (self.size() - 1)) as usize;
+            self.bytes[at] = b;
+            self.p = self.p.wrapping_add(1);
+        }
+        if self.p.wrapping_sub(self.c) > self.size() {
+            self.c = self.p.wrapping_sub(self.size());
+        }
+    }
+
+    /// `read_console_ring`: the bytes from the start position (`index` if incremental and still
+    /// in the ring, else the oldest) up to `max`, and the position after them; `clear` then
+    /// drops what was read.
+    pub(super) fn read(
+        &mut self,
+        incremental: bool,
+        index: u32,
+        max: u32,
+        clear: bool,
+    ) -> (Vec<u8>, u32) {
+        let (mut c, p) = (self.c, self.p);
+        let in_ring = if c <= p {
+            c < index && index <= p
+        } else {
+            c < index || index <= p
+        };
+        if incremental && in_ring {
+            c = index;
+        }
+        let mut out = Vec::new();
+        while c != p && (out.len() as u32) < max {
+            out.push(self.bytes[(c & (self.size() - 1)) as usize]);
+            c = c.wrapping_add(1);
+        }
+        if clear {
+            self.c = if p.wrapping_sub(c) > self.size() {
+                p.wrapping_sub(self.size())
+            } else {
+                c
+            };
+        }
+        (out, c)
+    }
+}
+
 /// Xen's global state as the mock models it.
 #[derive(Debug)]
 pub(super) struct Hypervisor {
@@ -168,6 +242,10 @@ pub(super) struct Hypervisor {
     pub(super) console_input: VecDeque<u8>,
     /// The largest `count` any `console_io` call passed.
     pub(super) largest_console_count: usize,
+    /// Xen's log ring (what `XEN_SYSCTL_readconsole` reads).
+    pub(super) conring: Conring,
+    /// The sysctl interface version this Xen accepts.
+    pub(super) sysctl_version: u32,
     /// Xen system time, in nanoseconds.
     pub(super) now: u64,
     /// The pages the mock knows by frame number: frame `FIRST_FRAME + i` is at `pages[i]`.
@@ -187,6 +265,8 @@ impl Hypervisor {
             console_output: Vec::new(),
             console_input: VecDeque::new(),
             largest_console_count: 0,
+            conring: Conring::default(),
+            sysctl_version: xen_sys::XEN_SYSCTL_INTERFACE_VERSION,
             now: 0,
             pages: Vec::new(),
         }

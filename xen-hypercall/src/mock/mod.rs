@@ -39,6 +39,10 @@
 //!   returns with [`MockXen::frame_address`]. Mappings pin entries with
 //!   `GTF_reading`/`GTF_writing` as Xen does, but map nothing at `host_addr`.
 //! - `physdev_op`: `PHYSDEVOP_set_iopl`, recorded.
+//! - `sysctl`: `XEN_SYSCTL_readconsole` over a 16 KiB log ring that holds
+//!   [`MockXen::log`] lines and the console domain's `CONSOLEIO_write`s (as Xen
+//!   does with `console_to_ring`); another interface version is `EACCES`
+//!   ([`MockXen::set_sysctl_interface_version`]), a domain without privilege `EPERM`.
 //!
 //! Errors are Xen's: `EINVAL` for bad ports and arguments, `ESRCH` for unknown
 //! domains, `EPERM` for acting on another domain without privilege, `ENOSPC`
@@ -223,6 +227,16 @@ impl MockXen {
         self.lock().largest_console_count
     }
 
+    /// Appends `text` to Xen's log ring, as Xen's own `printk` would.
+    pub fn log(&self, text: &[u8]) {
+        self.lock().conring.puts(text);
+    }
+
+    /// Makes the mock accept only sysctl interface version `version` (a different Xen release).
+    pub fn set_sysctl_interface_version(&self, version: u32) {
+        self.lock().sysctl_version = version;
+    }
+
     /// Queues `bytes` as console input, for `CONSOLEIO_read`.
     pub fn push_input(&self, bytes: &[u8]) {
         self.lock().console_input.extend(bytes);
@@ -376,6 +390,7 @@ impl MockXen {
                 self.memory_op(&guest, args[0] & MEMOP_CMD_MASK, args[1])
             }
             xen_sys::__HYPERVISOR_physdev_op => self.physdev_op(&guest, cmd, args[1]),
+            xen_sys::__HYPERVISOR_sysctl => self.sysctl(&guest, args[0]),
             xen_sys::__HYPERVISOR_grant_table_op => {
                 self.grant_table_op(&guest, cmd, args[1], args[2] as u32)
             }
@@ -484,6 +499,7 @@ impl MockXen {
             // CONSOLEIO_write's `buffer` holds `count` bytes.
             let bytes = guest.read_bytes(buffer, count)?;
             xen.console_output.extend_from_slice(&bytes);
+            xen.conring.puts(&bytes);
             Ok(0)
         } else {
             let n = count.min(xen.console_input.len());
@@ -493,6 +509,34 @@ impl MockXen {
             xen.console_input.drain(..n);
             Ok(n)
         }
+    }
+
+    fn sysctl(&self, guest: &Guest, arg: usize) -> Result<usize, Error> {
+        type ReadConsole = xen_sys::xen_sysctl_readconsole;
+        let mut xen = self.lock();
+        // `arg` points at a `xen_sysctl`: `cmd`, `interface_version`, a 128-byte union.
+        let mut op: [u8; 136] = guest.read(arg)?;
+        let version = u32::from_ne_bytes([op[4], op[5], op[6], op[7]]);
+        if version != xen.sysctl_version {
+            return Err(refuse(Errno::EACCES));
+        }
+        if !xen.domain(self.domid).privileged {
+            return Err(refuse(Errno::EPERM));
+        }
+        if u32::from_ne_bytes([op[0], op[1], op[2], op[3]]) != xen_sys::XEN_SYSCTL_readconsole {
+            return Err(refuse(Errno::ENOSYS));
+        }
+        let union = &mut op[8..8 + size_of::<ReadConsole>()];
+        let mut rc = ReadConsole::read_from_bytes(union).map_err(|_| refuse(Errno::EFAULT))?;
+        let (text, next) = xen
+            .conring
+            .read(rc.incremental != 0, rc.index, rc.count, rc.clear != 0);
+        // `buffer` has room for `count` >= `text.len()` bytes.
+        guest.write_bytes(rc.buffer.address() as usize, &text)?;
+        rc.count = text.len() as u32;
+        rc.index = next;
+        union.copy_from_slice(rc.as_bytes());
+        guest.write(arg, &op).map(|()| 0)
     }
 
     /// `extra` is the third argument: the start-info frame of a PV suspend.

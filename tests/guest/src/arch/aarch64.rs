@@ -19,6 +19,7 @@ use crate::shared_info::SharedInfo;
 
 /// Xen 4.17 arm64's `HYPERVISOR_VIRT_START` (`XEN_VIRT_START`, 2 MiB: Xen's
 /// own mapping), which `XENVER_platform_parameters` reports.
+#[cfg(not(feature = "domu"))]
 const AARCH64_VIRT_START: u64 = 0x0020_0000;
 
 global_asm!(

@@ -16,7 +16,6 @@
 mod console_ring;
 mod evtchn_port;
 mod grant;
-mod ring;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
 mod translated;
 mod xenstore;
@@ -168,28 +167,6 @@ impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
     ) -> Result<(), DomuError> {
         loop {
             if self.shared.take_pending(port) {
-                return Ok(());
-            }
-            if self.now() >= deadline {
-                return Err(DomuError::TimedOut(what));
-            }
-            self.h.poll(&[port], Some(Deadline::from_nanos(deadline)))?;
-        }
-    }
-
-    /// Waits until `ready` says so, sleeping in `SCHEDOP_poll` on `port` (whose
-    /// events it consumes) until `deadline`.
-    pub(crate) fn wait_until(
-        &self,
-        port: Port,
-        deadline: u64,
-        what: &'static str,
-        mut ready: impl FnMut() -> Result<bool, DomuError>,
-    ) -> Result<(), DomuError> {
-        loop {
-            // Cleared before the check: an event after it ends the poll at once.
-            self.shared.clear_pending(port);
-            if ready()? {
                 return Ok(());
             }
             if self.now() >= deadline {

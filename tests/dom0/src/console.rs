@@ -1,0 +1,156 @@
+//! Xen's consoles from dom0 through `xen-console`: a line written to the hypervisor console is
+//! read back from Xen's log ring (the testbed boots Xen with `console_to_ring`), incrementally
+//! from the index taken before the write; `follow()` yields a line written after it started.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use xen_console::{FnChannel, HypervisorConsole, Wake, XenLog};
+use xen_hypercall::prelude::*;
+use xen_hypercall_privcmd::Privcmd;
+
+use crate::Case;
+
+pub(crate) const CASES: &[Case] = &[
+    ("console_write_read_back", write_read_back),
+    ("console_log_incremental", incremental),
+    ("console_log_sees_the_serial_output", sees_serial_output),
+    ("console_log_follow", follow),
+];
+
+fn err(what: &str) -> impl Fn(xen_console::LogError) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// A line through CONSOLEIO_write, found after the index taken before writing.
+fn write_read_back(privcmd: &Privcmd) -> Result<(), String> {
+    let log = XenLog::new(privcmd);
+    let before = log.end_index().map_err(err("end_index"))?;
+    let line = format!("xen-console read-back {before:#x}\n");
+    HypervisorConsole::new(privcmd)
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("console_write: {e}"))?;
+    let since = log.read_since(before).map_err(err("read_since"))?;
+    if since.text.windows(line.len()).any(|w| w == line.as_bytes()) {
+        let n = since.text.len();
+        if n > 4096 {
+            return Err(format!("{n} bytes since the index: not incremental"));
+        }
+        Ok(())
+    } else {
+        Err(format!(
+            "{line:?} not in the {} bytes after index {before}: {:?}",
+            since.text.len(),
+            String::from_utf8_lossy(&since.text)
+        ))
+    }
+}
+
+/// Reading in 100-byte pieces from each returned index gives the same text as one big read.
+fn incremental(privcmd: &Privcmd) -> Result<(), String> {
+    let log = XenLog::new(privcmd);
+    let all = log.read_all().map_err(err("read_all"))?;
+    let mut pieces = Vec::new();
+    let mut buf = [0u8; 100];
+    let mut from = None;
+    let started = Instant::now();
+    let mut calls = 0;
+    loop {
+        let r = privcmd
+            .readconsole(&mut buf, from, false)
+            .map_err(|e| format!("readconsole: {e}"))?;
+        calls += 1;
+        pieces.extend_from_slice(&buf[..r.count]);
+        from = Some(r.next_index);
+        if r.count < buf.len() {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    // Dom0's own output may have been logged between the two reads: compare the common part.
+    if pieces.len() < all.text.len() || pieces[..all.text.len()] != all.text[..] {
+        return Err(format!(
+            "{} bytes in 100-byte pieces differ from {} bytes read at once",
+            pieces.len(),
+            all.text.len()
+        ));
+    }
+    println!(
+        "console: log ring {} bytes, next index {}, {calls} reads of 100 bytes in {:.2} ms",
+        all.text.len(),
+        all.next_index,
+        elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// This program's own earlier XENTEST lines, printed on dom0's console (hvc0 writes through
+/// CONSOLEIO_write), are in Xen's log in the order the serial line shows them. (Xen's boot
+/// banner has left the 16 KiB ring by now: dom0's boot output follows it.)
+fn sees_serial_output(privcmd: &Privcmd) -> Result<(), String> {
+    let wanted: &[&[u8]] = &[
+        b"XENTEST CASE privcmd_steady_state_no_mmap ok",
+        b"XENTEST CASE console_write_read_back ok",
+        b"XENTEST CASE console_log_incremental ok",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = XenLog::new(privcmd).read_all().map_err(err("read_all"))?;
+        let at: Vec<Option<usize>> = wanted
+            .iter()
+            .map(|w| all.text.windows(w.len()).position(|x| x == *w))
+            .collect();
+        if at.iter().all(Option::is_some) {
+            return if at.is_sorted() {
+                Ok(())
+            } else {
+                Err(format!("lines out of order in the log: {at:?}"))
+            };
+        }
+        let missing: Vec<_> = wanted
+            .iter()
+            .zip(&at)
+            .filter(|(_, at)| at.is_none())
+            .map(|(w, _)| String::from_utf8_lossy(w))
+            .collect();
+        if Instant::now() > deadline {
+            return Err(format!("not in the log: {missing:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `follow()` from the current end yields a line written after it started. It wakes on a
+/// 20 ms tick (a `VIRQ_CON_RING` channel comes with xen-evtchn) and gives up after 5 s.
+fn follow(privcmd: &Privcmd) -> Result<(), String> {
+    let log = XenLog::new(privcmd);
+    let start = log.end_index().map_err(err("end_index"))?;
+    let line = format!("xen-console follow {start:#x}\n");
+    let ticks = Cell::new(0u32);
+    let tick = FnChannel::new(
+        || Ok::<_, std::io::Error>(()),
+        || {
+            ticks.set(ticks.get() + 1);
+            if ticks.get() == 1 {
+                // Written after follow() has looked once and found nothing.
+                HypervisorConsole::new(privcmd)
+                    .write_all(line.as_bytes())
+                    .map_err(std::io::Error::other)?;
+            }
+            if ticks.get() > 250 {
+                return Err(std::io::Error::other("no new line within 5 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(Wake::Event)
+        },
+    );
+    let mut seen = Vec::new();
+    for chunk in log.follow(tick, Some(start)) {
+        let chunk = chunk.map_err(|e| format!("follow: {e}"))?;
+        seen.extend_from_slice(&chunk.text);
+        if seen.windows(line.len()).any(|w| w == line.as_bytes()) {
+            return Ok(());
+        }
+    }
+    Err("follow() ended".into())
+}
