@@ -42,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apt;
 pub mod artifacts;
 pub mod cpio;
 mod elf;
