@@ -15,58 +15,123 @@ use xen_hypercall::Error;
 
 use crate::cpuid::{CpuVendor, XenCpuid};
 
-/// Defines `call0`..`call5` in module `$name`: each issues `$insn` with the op
-/// and 0..5 arguments in the registers of `xen-x86_64.h`, and returns `rax`.
-/// `$param`s and `$operand`s add what the instruction itself needs (the page's
-/// `call` target), `$options` the asm options.
-macro_rules! hypercall_asm {
-    (
-        mod $name:ident = $insn:literal;
-        params($($param:ident: $pty:ty),*);
-        operands($($operand:tt)*);
-        clobbers($($clobber:tt),*);
-        $options:tt
-    ) => {
-        mod $name {
-            use core::arch::asm;
+/// Defines `call0`..`call5`, one plain function per argument count: each issues
+/// `$insn` with the op in `rax` and its arguments in `rdi`, `rsi`, `rdx`, `r10`,
+/// `r8` (`xen-x86_64.h`), declares the other argument registers and
+/// `$clobber`s clobbered, and returns `rax`. Used once per direct instruction.
+macro_rules! direct_hypercalls {
+    ($insn:literal, clobbers($($clobber:tt),*)) => {
+        // SAFETY (every block below): the caller (a backend whose constructor
+        // contract makes the instruction Xen's hypercall entry here, under a
+        // `XenHypercall::hypercallN` contract for the op and arguments) makes
+        // this a well-formed hypercall. Xen may read and write memory: no
+        // `nomem`/`readonly`; it does not promise to keep rflags: no
+        // `preserves_flags`; nothing is pushed: `nostack`.
 
-            hypercall_asm!(@fn call0($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [] [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call1($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi"] [a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call2($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi"] [a2 "rdx", a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call3($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi", a2 "rdx"] [a3 "r10", a4 "r8"]);
-            hypercall_asm!(@fn call4($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10"] [a4 "r8"]);
-            hypercall_asm!(@fn call5($($param: $pty),*) $insn, [$($operand)*], [$($clobber),*], $options;
-                [a0 "rdi", a1 "rsi", a2 "rdx", a3 "r10", a4 "r8"] []);
-        }
-    };
-    (@fn $fn:ident($($param:ident: $pty:ty),*) $insn:literal, [$($operand:tt)*], [$($clobber:tt),*], $options:tt;
-        [$($arg:ident $reg:tt),*] [$($unused:ident $ureg:tt),*]) => {
         #[inline(always)]
-        pub(super) unsafe fn $fn($($param: $pty,)* op: usize $(, $arg: usize)*) -> isize {
+        pub(super) unsafe fn call0(op: usize) -> isize {
             let ret: isize;
-            // SAFETY: the caller (a backend whose constructor contract makes `$insn`
-            // Xen's hypercall entry in this context, under a `XenHypercall::hypercallN`
-            // contract for the op and arguments) makes this a well-formed hypercall.
-            // Registers per xen-x86_64.h: op in rax, arguments in rdi, rsi, rdx, r10,
-            // r8, result in rax. Every argument register, used or not, is declared
-            // clobbered: debug Xen corrupts them. Plus the entry's own clobbers
-            // (`syscall` writes rcx and r11). Xen may read and write memory: no
-            // `nomem`/`readonly`; it does not promise to keep rflags: no
-            // `preserves_flags`; `nostack` only where nothing is pushed.
+            // SAFETY: see above.
             unsafe {
                 asm!(
                     $insn,
-                    $($operand)*
                     inlateout("rax") op => ret,
-                    $(inlateout($reg) $arg => _,)*
-                    $(lateout($ureg) _,)*
+                    lateout("rdi") _, lateout("rsi") _, lateout("rdx") _,
+                    lateout("r10") _, lateout("r8") _,
                     $(lateout($clobber) _,)*
-                    options $options
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call1(op: usize, a0: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, lateout("rsi") _, lateout("rdx") _,
+                    lateout("r10") _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call2(op: usize, a0: usize, a1: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, lateout("rdx") _,
+                    lateout("r10") _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call3(op: usize, a0: usize, a1: usize, a2: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                    lateout("r10") _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call4(op: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                    inlateout("r10") a3 => _, lateout("r8") _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
+                );
+            }
+            ret
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn call5(
+            op: usize,
+            a0: usize,
+            a1: usize,
+            a2: usize,
+            a3: usize,
+            a4: usize,
+        ) -> isize {
+            let ret: isize;
+            // SAFETY: see above.
+            unsafe {
+                asm!(
+                    $insn,
+                    inlateout("rax") op => ret,
+                    inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                    inlateout("r10") a3 => _, inlateout("r8") a4 => _,
+                    $(lateout($clobber) _,)*
+                    options(nostack),
                 );
             }
             ret
@@ -74,8 +139,164 @@ macro_rules! hypercall_asm {
     };
 }
 
+/// `syscall` from a PV guest kernel; it writes `rcx` and `r11` (saved `rip`
+/// and `rflags`).
+mod pv_syscall {
+    use core::arch::asm;
+    direct_hypercalls!("syscall", clobbers("rcx", "r11"));
+}
+
+/// `vmcall`, the HVM/PVH entry on VMX (Intel).
+mod hvm_vmcall {
+    use core::arch::asm;
+    direct_hypercalls!("vmcall", clobbers());
+}
+
+/// `vmmcall`, the HVM/PVH entry on SVM (AMD, Hygon).
+mod hvm_vmmcall {
+    use core::arch::asm;
+    direct_hypercalls!("vmmcall", clobbers());
+}
+
+/// `call` into the hypercall page's stub for the op. The `call` pushes a return
+/// address: no `nostack` (Rust then keeps the stack aligned and the red zone
+/// free). `rcx` and `r11` are declared clobbered in case the stub is
+/// `syscall`-based (a PV page saves them, but nothing here relies on it).
+mod page_call {
+    use core::arch::asm;
+
+    // SAFETY (every block below): `entry` is the stub of `op` in a page Xen
+    // filled (`HypercallPage::install`, `check_op`), under a
+    // `XenHypercall::hypercallN` contract for the op and arguments. Xen may
+    // read and write memory and rflags: no `nomem`, `readonly` or
+    // `preserves_flags`.
+
+    #[inline(always)]
+    pub(super) unsafe fn call0(entry: *const u8, op: usize) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                lateout("rdi") _, lateout("rsi") _, lateout("rdx") _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call1(entry: *const u8, op: usize, a0: usize) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, lateout("rsi") _, lateout("rdx") _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call2(entry: *const u8, op: usize, a0: usize, a1: usize) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, lateout("rdx") _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call3(
+        entry: *const u8,
+        op: usize,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                lateout("r10") _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call4(
+        entry: *const u8,
+        op: usize,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+        a3: usize,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                inlateout("r10") a3 => _, lateout("r8") _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn call5(
+        entry: *const u8,
+        op: usize,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+        a3: usize,
+        a4: usize,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: see above.
+        unsafe {
+            asm!(
+                "call {entry}",
+                entry = in(reg) entry,
+                inlateout("rax") op => ret,
+                inlateout("rdi") a0 => _, inlateout("rsi") a1 => _, inlateout("rdx") a2 => _,
+                inlateout("r10") a3 => _, inlateout("r8") a4 => _,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        ret
+    }
+}
+
 /// Defines `raw0`..`raw5` on `$backend` by dispatching on `$scrutinee` to the
-/// `callN` of a `hypercall_asm!` module, and implements `XenHypercall` on them.
+/// `callN` of one of the modules above, and implements `XenHypercall` on them.
 macro_rules! raw_by_count {
     ($backend:ty, |$s:ident, $op:ident| $check:expr, match $scrutinee:expr => { $($pat:pat => $module:ident $(($($extra:expr),*))?),* $(,)? }) => {
         impl $backend {
@@ -124,38 +345,6 @@ macro_rules! raw_by_count {
 #[inline(always)]
 fn any_op(_op: usize) -> Result<(), Error> {
     Ok(())
-}
-
-hypercall_asm! {
-    mod pv_syscall = "syscall";
-    params();
-    operands();
-    clobbers("rcx", "r11");
-    (nostack)
-}
-hypercall_asm! {
-    mod hvm_vmcall = "vmcall";
-    params();
-    operands();
-    clobbers();
-    (nostack)
-}
-hypercall_asm! {
-    mod hvm_vmmcall = "vmmcall";
-    params();
-    operands();
-    clobbers();
-    (nostack)
-}
-// The `call` pushes a return address: no `nostack` (Rust then keeps the stack
-// aligned and the red zone free). rcx and r11 are declared clobbered in case the
-// stub is `syscall`-based (a PV page saves them, but nothing here relies on it).
-hypercall_asm! {
-    mod page_call = "call {entry}";
-    params(entry: *const u8);
-    operands(entry = in(reg) entry,);
-    clobbers("rcx", "r11");
-    ()
 }
 
 /// Hypercalls of a 64-bit PV guest kernel: `syscall` from guest kernel mode.
@@ -270,6 +459,21 @@ const STUB_SIZE: usize = 32;
 /// `__HYPERVISOR_iret`: its stub does not return, and HVM pages leave it as `int3`.
 const HYPERVISOR_IRET: usize = 23;
 
+/// Whether `page` holds Xen's hypercall stubs: every stub but `iret`'s loads
+/// its op with `mov $op, %eax` (`b8` + the op, little-endian), at offset 0 in
+/// an HVM page (`vmx_init_hypercall_page`, `svm_init_hypercall_page`) or after
+/// `push %rcx; push %r11` at offset 3 in a PV one
+/// (`pv_ring3_init_hypercall_page`).
+fn holds_stubs(page: &[u8; 4096]) -> bool {
+    page.chunks_exact(STUB_SIZE)
+        .enumerate()
+        .filter(|&(op, _)| op != HYPERVISOR_IRET)
+        .all(|(op, stub)| {
+            let mov = [0xb8, op as u8, 0, 0, 0];
+            stub[..5] == mov || stub[3..8] == mov
+        })
+}
+
 /// Hypercalls through the hypercall page: `call page + 32 * op`.
 ///
 /// Xen writes the right instruction for the guest type (`syscall`, `vmcall` or
@@ -290,25 +494,38 @@ unsafe impl Sync for HypercallPage {}
 
 impl HypercallPage {
     /// Asks Xen to fill `frame` with hypercall stubs, through the MSR of Xen's
-    /// CPUID leaf base + 2, and returns the backend that calls into it.
+    /// CPUID leaf base + 2, checks that Xen did, and returns the backend that
+    /// calls into it.
     ///
     /// # Errors
     ///
-    /// [`Error::NotOnXen`] without Xen's CPUID leaves.
+    /// [`Error::NotOnXen`] without Xen's CPUID leaves; [`Error::Unsupported`]
+    /// when CPUID reports no hypercall page, or when `frame` does not hold
+    /// Xen's stubs afterwards (`frame_address` named another frame: the stubs
+    /// went there, and calling into `frame` would execute zeroes).
     ///
     /// # Safety
     ///
     /// - The caller runs in an HVM or PVH guest at CPL 0, or a PV guest kernel
-    ///   (`wrmsr` is privileged; a PV kernel's is emulated by Xen).
+    ///   (`wrmsr` is privileged; a PV kernel's is emulated by Xen), and, in a
+    ///   PV guest, keeps running in guest kernel mode wherever the returned
+    ///   value is used: the PV stubs are `syscall`, which in guest user mode
+    ///   is a system call of the guest's own kernel (see [`PvHypercall::new`]).
     /// - `frame_address` is the address Xen knows `frame` by: its
-    ///   guest-physical address on HVM/PVH, its machine address on PV.
+    ///   guest-physical address on HVM/PVH, its machine address on PV. Xen
+    ///   writes 4 KiB of stubs at the frame it names, whatever it is.
     /// - `frame` is mapped executable (Xen writes code there).
     pub unsafe fn install(
         frame: &'static mut HypercallPageFrame,
         frame_address: u64,
     ) -> Result<Self, Error> {
         let xen = XenCpuid::detect().ok_or(Error::NotOnXen("no Xen CPUID signature"))?;
-        let (msr, _pages) = xen.hypercall_page_msr();
+        let (msr, pages) = xen.hypercall_page_msr();
+        // One page holds the stubs of every op below 128, which covers every
+        // hypercall Xen has; CPUID says how many pages Xen offers (1 today).
+        if pages == 0 {
+            return Err(Error::Unsupported("Xen's CPUID reports no hypercall page"));
+        }
         // Page index 0 goes in bits 0..12 of the value (one page covers every op < 128).
         let value = frame_address & !0xfff;
         // SAFETY:
@@ -326,9 +543,19 @@ impl HypercallPage {
                 options(nostack, preserves_flags),
             );
         }
-        Ok(Self {
-            page: frame.0.get().cast::<u8>().cast_const(),
-        })
+        let page = frame.0.get().cast::<u8>().cast_const();
+        let mut bytes = [0u8; 4096];
+        for (offset, byte) in bytes.iter_mut().enumerate() {
+            // SAFETY: `offset < 4096` stays inside `frame`, which is ours
+            // (`&'static mut`); volatile because Xen wrote it behind Rust's back.
+            *byte = unsafe { page.wrapping_add(offset).read_volatile() };
+        }
+        if !holds_stubs(&bytes) {
+            return Err(Error::Unsupported(
+                "Xen did not fill the hypercall page: frame_address is not this frame's address",
+            ));
+        }
+        Ok(Self { page })
     }
 
     /// The stub of `op`: `mov $op, %eax; <hypercall instruction>; ret` (on PV
@@ -347,8 +574,37 @@ impl HypercallPage {
     }
 }
 
-// `install` had Xen fill the page; `check_op` keeps the entry inside it, on a
-// stub that returns.
+// `install` had Xen fill the page and checked it; `check_op` keeps the entry
+// inside it, on a stub that returns.
 raw_by_count!(HypercallPage, |self, op| HypercallPage::check_op, match () => {
     () => page_call(self.page.wrapping_add(op * STUB_SIZE))
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page laid out as Xen writes it: `prefix` bytes, then `mov $op, %eax`.
+    fn page_with_stubs(prefix: usize) -> [u8; 4096] {
+        let mut page = [0xcc; 4096];
+        for (op, stub) in page.chunks_exact_mut(STUB_SIZE).enumerate() {
+            stub[prefix] = 0xb8;
+            stub[prefix + 1..prefix + 5].copy_from_slice(&(op as u32).to_le_bytes());
+        }
+        page
+    }
+
+    #[test]
+    fn recognizes_xen_stubs_and_rejects_anything_else() {
+        assert!(holds_stubs(&page_with_stubs(0)), "HVM layout");
+        assert!(holds_stubs(&page_with_stubs(3)), "PV layout");
+        assert!(!holds_stubs(&[0; 4096]), "an unfilled frame");
+        let mut shifted = page_with_stubs(0);
+        shifted[32 * 17 + 1] = 18;
+        assert!(!holds_stubs(&shifted), "a stub loading the wrong op");
+        // The iret stub is not checked (HVM pages make it `ud2`).
+        let mut iret = page_with_stubs(0);
+        iret[32 * HYPERVISOR_IRET..32 * (HYPERVISOR_IRET + 1)].fill(0);
+        assert!(holds_stubs(&iret));
+    }
+}

@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use nix::errno::Errno as OsErrno;
 use xen_hypercall::{Error, HypercallData, XenConstBuffer, XenMutBuffer};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -26,18 +27,25 @@ const CLASSES: usize = 5;
 /// The largest buffer, in pages, served from the cache.
 pub const MAX_CACHED_PAGES: usize = 1 << (CLASSES - 1);
 /// How many free mappings each class keeps: most hypercalls use one or two small
-/// buffers. 48 pages in all, below the 64 pages Linux lets one open
-/// `/dev/xen/hypercall` map by default.
+/// buffers. 48 pages in all, below the 64 pages some kernels let one open
+/// `/dev/xen/hypercall` map (`privcmd-buf.c`'s `limit` parameter, where it
+/// exists).
 const SLOTS_PER_CLASS: [usize; CLASSES] = [8, 4, 2, 1, 1];
 const MAX_SLOTS: usize = 8;
 
 /// Counters of the OS calls the buffer pool made, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BufferStats {
-    /// `mmap` calls made for hypercall buffers.
+    /// `mmap` calls made for hypercall buffers (refused ones included).
     pub mmaps: u64,
     /// `munmap` calls made for hypercall buffers.
     pub munmaps: u64,
+    /// Mappings `/dev/xen/hypercall` refused (past its per-file page limit on
+    /// kernels that have one, or out of memory). Each one made the pool unmap
+    /// its free cached pages and try once more; if that failed too, the buffer
+    /// failed with [`Error::OutOfMemory`]. There is no silent fallback to
+    /// other memory.
+    pub device_refusals: u64,
 }
 
 /// A run of whole pages owned by exactly one buffer (or by a cache slot).
@@ -71,6 +79,7 @@ pub(crate) struct Pool {
     generation: u64,
     mmaps: AtomicU64,
     munmaps: AtomicU64,
+    device_refusals: AtomicU64,
 }
 
 impl fmt::Debug for Pool {
@@ -100,6 +109,7 @@ impl Pool {
             generation: sys::fork_generation(),
             mmaps: AtomicU64::new(0),
             munmaps: AtomicU64::new(0),
+            device_refusals: AtomicU64::new(0),
         })
     }
 
@@ -120,6 +130,7 @@ impl Pool {
         BufferStats {
             mmaps: self.mmaps.load(Ordering::Relaxed),
             munmaps: self.munmaps.load(Ordering::Relaxed),
+            device_refusals: self.device_refusals.load(Ordering::Relaxed),
         }
     }
 
@@ -168,25 +179,72 @@ impl Pool {
         })
     }
 
-    /// Maps `len` bytes for a `bytes`-byte buffer: from the hypercall device, or
-    /// locked anonymous memory without it or when it refuses (Linux limits each
-    /// open `/dev/xen/hypercall` to 64 pages by default: `privcmd-buf.c`, `limit`).
+    /// Maps `len` bytes for a `bytes`-byte buffer from the pool's source.
+    ///
+    /// The hypercall device may refuse: some kernels limit what one open
+    /// `/dev/xen/hypercall` maps (`privcmd-buf.c`, `limit`, 64 pages by
+    /// default; `EINVAL` beyond it). Then the free cached mappings, which count
+    /// against that limit, are unmapped and the mapping is tried once more. It
+    /// never falls back to locked anonymous memory, which Linux may move while
+    /// Xen uses it (`BufferSource::LockedAnonymous`).
     fn map(&self, len: usize, bytes: usize) -> Result<NonNull<u8>, Error> {
-        if let Some(fd) = &self.hypercall_dev {
-            self.mmaps.fetch_add(1, Ordering::Relaxed);
-            if let Ok(base) = sys::map_pages(Some(fd.as_fd()), len) {
-                return Ok(base);
-            }
-        }
+        let dev = self.hypercall_dev.as_ref().map(|fd| fd.as_fd());
         self.mmaps.fetch_add(1, Ordering::Relaxed);
-        sys::map_pages(None, len).map_err(|errno| match errno {
-            // EAGAIN: MAP_LOCKED beyond RLIMIT_MEMLOCK.
-            nix::errno::Errno::ENOMEM | nix::errno::Errno::EAGAIN => Error::OutOfMemory { bytes },
+        let errno = match sys::map_pages(dev, len) {
+            Ok(base) => return Ok(base),
+            Err(errno) => errno,
+        };
+        if dev.is_none() {
+            return Err(match errno {
+                // EAGAIN: MAP_LOCKED beyond RLIMIT_MEMLOCK.
+                OsErrno::ENOMEM | OsErrno::EAGAIN => Error::OutOfMemory { bytes },
+                errno => Error::Os {
+                    operation: "mmap of locked anonymous memory",
+                    errno: errno as i32,
+                },
+            });
+        }
+        self.device_refusals.fetch_add(1, Ordering::Relaxed);
+        let errno = if self.trim_cache() > 0 {
+            self.mmaps.fetch_add(1, Ordering::Relaxed);
+            match sys::map_pages(dev, len) {
+                Ok(base) => return Ok(base),
+                Err(errno) => errno,
+            }
+        } else {
+            errno
+        };
+        Err(match errno {
+            // The device's page limit (EINVAL: our mapping is otherwise always
+            // valid, shared at offset 0) or no memory.
+            OsErrno::ENOMEM | OsErrno::EINVAL => Error::OutOfMemory { bytes },
             errno => Error::Os {
-                operation: "mmap of locked anonymous memory",
+                operation: "mmap of /dev/xen/hypercall",
                 errno: errno as i32,
             },
         })
+    }
+
+    /// Unmaps every free cached mapping (of this process) and returns how many.
+    fn trim_cache(&self) -> usize {
+        if !self.cache_is_mapped_here() {
+            return 0;
+        }
+        let mut trimmed = 0;
+        for (class, slots) in self.free.iter().enumerate() {
+            for slot in slots {
+                if let Some(base) = NonNull::new(slot.swap(std::ptr::null_mut(), Ordering::Acquire))
+                {
+                    self.munmaps.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: the swap made this the only owner of a whole
+                    // cached mapping of its class's length, made in this
+                    // process (checked above); no buffer uses it.
+                    unsafe { sys::unmap_pages(base, self.page << class) };
+                    trimmed += 1;
+                }
+            }
+        }
+        trimmed
     }
 
     /// Returns `block`'s pages to the cache, or unmaps them if the cache is full.
@@ -293,17 +351,21 @@ where
 }
 
 impl<T: ?Sized> XenConstBuffer<T> for PrivcmdConstBuffer<'_, '_, T> {
+    /// Null in a child forked after the buffer was made: its pages are gone.
     fn as_hypercall_ptr(&self) -> *const T {
-        self.ptr
+        if self.lease.block.is_mapped_here() {
+            self.ptr
+        } else {
+            self.ptr.with_addr(0)
+        }
     }
 }
 
-/// A read-write hypercall buffer: a copy of the data in hypercall-safe pages,
-/// copied back by [`update`](XenMutBuffer::update).
+/// A read-write hypercall buffer: a copy of the data in hypercall-safe pages.
 ///
-/// It borrows the original data mutably until dropped; dropping it returns its
-/// pages to the cache.
-pub struct PrivcmdMutBuffer<'p, 'd, T: ?Sized> {
+/// It borrows the original data mutably until dropped; dropping it copies what
+/// Xen wrote back into the data and returns its pages to the cache.
+pub struct PrivcmdMutBuffer<'p, 'd, T: ?Sized + FromBytes + IntoBytes> {
     lease: Lease<'p>,
     ptr: *mut T,
     data: &'d mut T,
@@ -326,11 +388,19 @@ impl<T> XenMutBuffer<T> for PrivcmdMutBuffer<'_, '_, T>
 where
     T: ?Sized + HypercallData + FromBytes + IntoBytes,
 {
+    /// Null in a child forked after the buffer was made: its pages are gone.
     fn as_hypercall_ptr(&mut self) -> *mut T {
-        self.ptr
+        if self.lease.block.is_mapped_here() {
+            self.ptr
+        } else {
+            self.ptr.with_addr(0)
+        }
     }
+}
 
-    fn update(&mut self) {
+impl<T: ?Sized + FromBytes + IntoBytes> Drop for PrivcmdMutBuffer<'_, '_, T> {
+    /// Copies what Xen wrote back into the data (before the lease returns the pages).
+    fn drop(&mut self) {
         let block = &self.lease.block;
         if !block.is_mapped_here() {
             // Made before a `fork` that made this process: the pages are gone.
@@ -358,7 +428,7 @@ impl<T: ?Sized> fmt::Debug for PrivcmdConstBuffer<'_, '_, T> {
     }
 }
 
-impl<T: ?Sized> fmt::Debug for PrivcmdMutBuffer<'_, '_, T> {
+impl<T: ?Sized + FromBytes + IntoBytes> fmt::Debug for PrivcmdMutBuffer<'_, '_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivcmdMutBuffer")
             .field("lease", &self.lease)

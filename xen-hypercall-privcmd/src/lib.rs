@@ -46,21 +46,24 @@ pub struct Privcmd {
 /// How to open a [`Privcmd`]: [`Privcmd::open`] with everything at its default.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpenOptions {
-    locked_anonymous: bool,
+    /// The buffer source required, or `None` for the device where it exists.
+    source: Option<BufferSource>,
 }
 
 impl OpenOptions {
-    /// The defaults: buffers from `/dev/xen/hypercall` when it exists.
+    /// The defaults: buffers from `/dev/xen/hypercall`, or from locked
+    /// anonymous memory where that device does not exist (Linux before 4.18).
     pub const fn new() -> Self {
-        Self {
-            locked_anonymous: false,
-        }
+        Self { source: None }
     }
 
-    /// Uses locked anonymous memory for buffers even if `/dev/xen/hypercall`
-    /// exists: the path taken on kernels without that device. For tests.
-    pub const fn locked_anonymous_buffers(mut self, yes: bool) -> Self {
-        self.locked_anonymous = yes;
+    /// Takes every buffer from `source`, whatever exists:
+    /// [`BufferSource::HypercallDevice`] refuses the locked-anonymous fallback
+    /// (opening fails where the device is missing);
+    /// [`BufferSource::LockedAnonymous`] uses the fallback even where the device
+    /// exists (for tests).
+    pub const fn buffer_source(mut self, source: BufferSource) -> Self {
+        self.source = Some(source);
         self
     }
 
@@ -70,15 +73,19 @@ impl OpenOptions {
     ///
     /// [`Error::NotOnXen`] when this is not a Xen domain, [`Error::DriverNotLoaded`]
     /// when the `xen-privcmd` module is not loaded, [`Error::PermissionDenied`]
-    /// when the device may not be opened, [`Error::Os`] for anything else.
+    /// when a device may not be opened, [`Error::Unsupported`] when
+    /// [`BufferSource::HypercallDevice`] is required and the device is missing,
+    /// [`Error::Os`] for anything else.
     pub fn open(&self) -> Result<Privcmd, Error> {
         let fd = open_device(PRIVCMD_DEVICE)
             .map_err(|errno| open_error(errno, PRIVCMD_DEVICE, Path::new("/")))?;
-        // A missing or unopenable hypercall device is not an error: fall back.
-        let hypercall_dev = if self.locked_anonymous {
-            None
-        } else {
-            open_device(HYPERCALL_DEVICE).ok()
+        let hypercall_dev = match self.source {
+            // Missing or unopenable: fall back, as libxencall does.
+            None => open_device(HYPERCALL_DEVICE).ok(),
+            Some(BufferSource::HypercallDevice) => {
+                Some(open_device(HYPERCALL_DEVICE).map_err(hypercall_device_error)?)
+            }
+            Some(BufferSource::LockedAnonymous) => None,
         };
         Ok(Privcmd {
             fd,
@@ -119,6 +126,24 @@ fn open_error(errno: OsErrno, device: &'static str, root: &Path) -> Error {
     }
 }
 
+/// Why `/dev/xen/hypercall` could not be opened when it is required (privcmd,
+/// from the same module, is open: the module is loaded).
+fn hypercall_device_error(errno: OsErrno) -> Error {
+    match errno {
+        OsErrno::ENOENT | OsErrno::ENODEV | OsErrno::ENXIO => Error::Unsupported(
+            "/dev/xen/hypercall does not exist (Linux before 4.18) and \
+             BufferSource::HypercallDevice was required",
+        ),
+        OsErrno::EACCES | OsErrno::EPERM => Error::PermissionDenied {
+            device: HYPERCALL_DEVICE,
+        },
+        errno => Error::Os {
+            operation: "open of /dev/xen/hypercall",
+            errno: errno as i32,
+        },
+    }
+}
+
 /// Whether this looks like a Xen domain: `/dev/xen` exists (some Xen driver is
 /// loaded) or the kernel reports the hypervisor as Xen.
 fn is_xen_domain(root: &Path) -> bool {
@@ -126,12 +151,26 @@ fn is_xen_domain(root: &Path) -> bool {
         || std::fs::read(root.join("sys/hypervisor/type")).is_ok_and(|t| t.trim_ascii() == b"xen")
 }
 
-/// The error of a failed privcmd hypercall: Xen's code, or the restriction that caused it.
+/// The error of a failed `IOCTL_PRIVCMD_HYPERCALL`: Xen's code, the
+/// restriction that caused it, or Linux's own failure.
+///
+/// Linux returns Xen's `-XEN_Exxx` as the errno (the numbers are Linux's on x86
+/// and Arm), and its own errors the same way. They are told apart as far as
+/// they can be: `privcmd_ioctl_hypercall` fails by itself only with `EPERM` on
+/// a restricted fd and `EFAULT` when it cannot read the request (never: it is
+/// a live local), and the ioctl dispatcher with `ENOTTY`, which Xen's
+/// `errno.h` does not have. So a code Xen defines is Xen's (or the
+/// restriction's), any other is the OS's.
 fn hypercall_error(errno: OsErrno, restricted: u32) -> Error {
+    let xen = Errno::from_raw(errno as i32);
     match (errno, u16::try_from(restricted)) {
         // A restricted privcmd refuses every hypercall with EPERM (XSA-482).
         (OsErrno::EPERM, Ok(domid)) => Error::Restricted { domid },
-        (errno, _) => Error::Xen(Errno::from_raw(errno as i32)),
+        _ if xen.name().is_some() => Error::Xen(xen),
+        _ => Error::Os {
+            operation: "IOCTL_PRIVCMD_HYPERCALL",
+            errno: errno as i32,
+        },
     }
 }
 
@@ -183,9 +222,9 @@ impl Privcmd {
         self.pool.source()
     }
 
-    /// How many `mmap`/`munmap` calls the buffer cache has made so far. In steady
-    /// state (buffers of at most [`MAX_CACHED_PAGES`] pages, a few live at once)
-    /// these stop growing.
+    /// How many `mmap`/`munmap` calls the buffer cache has made so far, and how
+    /// often `/dev/xen/hypercall` refused a mapping. In steady state (buffers of
+    /// at most [`MAX_CACHED_PAGES`] pages, a few live at once) these stop growing.
     pub fn buffer_stats(&self) -> BufferStats {
         self.pool.stats()
     }
@@ -226,11 +265,16 @@ impl AsRawFd for Privcmd {
 //   domain and returns when Xen is done (Linux `drivers/xen/privcmd.c`,
 //   `privcmd_ioctl_hypercall`); a `-XEN_Exxx` result comes back as errno, returned
 //   as `Error::Xen` (or `Error::Restricted`, for the EPERM of a restricted fd);
-// - buffers are copies in whole pages from `/dev/xen/hypercall` or locked,
-//   non-forked anonymous memory, which Linux keeps in place while Xen uses them
-//   (commit c51b3c639e01), sized for the data, initialised with its bytes, owned
-//   by one buffer at a time (`buffer::Pool`), and live as long as the buffer;
-//   `update` copies exactly those bytes back.
+// - buffers are copies in whole pages, sized for the data, initialised with its
+//   bytes, owned by one buffer at a time (`buffer::Pool`), and live as long as
+//   the buffer (in the process that made them: null in a forked child). The
+//   pages come from `/dev/xen/hypercall`, which Linux never moves (VM_IO,
+//   commit c51b3c639e01), or, where that device is missing, locked anonymous
+//   memory, which Linux may still migrate or compact: it unmaps the page and
+//   flushes the TLB before copying it, so Xen's access in that window faults
+//   and the hypercall fails with EFAULT (the reason for that commit), and
+//   never reaches a page this process no longer owns;
+//   dropping a mutable buffer copies exactly those bytes back.
 unsafe impl XenHypercall for Privcmd {
     type Error = Error;
 

@@ -82,7 +82,10 @@ pub enum BufferSource {
     /// guarantees Xen may access them.
     HypercallDevice,
     /// Anonymous memory mapped with `MAP_LOCKED` and `MADV_DONTFORK`, every page
-    /// touched: the fallback of older kernels, as libxencall does it.
+    /// touched: the fallback of older kernels, as libxencall does it. Locked
+    /// pages are not swapped out but may still be migrated or compacted; a
+    /// hypercall that meets such a move fails with `EFAULT` (Linux commit
+    /// c51b3c639e01 added the hypercall device for that reason).
     LockedAnonymous,
 }
 

@@ -14,21 +14,20 @@ fn steady_state_reuses_cached_pages() {
     let pool = pool();
     let mut value = [0u8; 16];
     for _ in 0..3 {
-        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
-        b.update();
+        drop(PrivcmdMutBuffer::new(&pool, &mut value).unwrap());
     }
     // First round maps one page; later rounds reuse it.
     assert_eq!(
         pool.stats(),
         BufferStats {
             mmaps: 1,
-            munmaps: 0
+            munmaps: 0,
+            device_refusals: 0
         }
     );
     for _ in 0..1000 {
         let a = PrivcmdConstBuffer::new(&pool, &7u64).unwrap();
-        let mut b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
-        b.update();
+        let b = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
         drop((a, b));
     }
     // Two pages live at once at most: one more mapping, never unmapped.
@@ -36,7 +35,8 @@ fn steady_state_reuses_cached_pages() {
         pool.stats(),
         BufferStats {
             mmaps: 2,
-            munmaps: 0
+            munmaps: 0,
+            device_refusals: 0
         }
     );
 }
@@ -91,14 +91,15 @@ fn large_buffers_are_mapped_and_released() {
             pool.stats(),
             BufferStats {
                 mmaps: round,
-                munmaps: round
+                munmaps: round,
+                device_refusals: 0
             }
         );
     }
 }
 
 #[test]
-fn data_goes_in_and_comes_back_by_update() {
+fn data_goes_in_and_comes_back_on_drop() {
     let pool = pool();
     let mut words = [1u32, 2, 3, 4];
     {
@@ -108,17 +109,14 @@ fn data_goes_in_and_comes_back_by_update() {
         let seen = unsafe { &mut *ptr };
         assert_eq!(seen, &[1, 2, 3, 4]);
         seen[2] = 30;
-        // Until `update`, the original is unchanged (it is borrowed: not observable here).
-        b.update();
     }
     assert_eq!(words, [1, 2, 30, 4]);
-    // Without `update` nothing comes back.
     {
         let mut b = PrivcmdMutBuffer::new(&pool, &mut words).unwrap();
         // SAFETY: as above.
         unsafe { (*b.as_hypercall_ptr())[0] = 99 };
     }
-    assert_eq!(words, [1, 2, 30, 4]);
+    assert_eq!(words, [99, 2, 30, 4]);
 }
 
 #[test]
@@ -128,7 +126,14 @@ fn empty_and_zero_sized_data_get_a_page() {
     let b = PrivcmdConstBuffer::new(&pool, &empty[..]).unwrap();
     assert_eq!(b.as_hypercall_ptr().len(), 0);
     let c = PrivcmdConstBuffer::new(&pool, &()).unwrap();
-    assert!(!c.as_hypercall_ptr().is_null());
+    // Each holds a page of its own: two distinct, page-aligned pages mapped.
+    let (b_page, c_page) = (b.as_hypercall_ptr().addr(), c.as_hypercall_ptr().addr());
+    assert_ne!(b_page, c_page);
+    assert_eq!(
+        (b_page % sys::page_size(), c_page % sys::page_size()),
+        (0, 0)
+    );
+    assert_eq!(pool.stats().mmaps, 2);
 }
 
 #[test]
@@ -146,7 +151,6 @@ fn pool_is_thread_safe() {
                     let seen = unsafe { &mut *p };
                     assert_eq!(*seen, [t, i]);
                     seen[1] += 1;
-                    b.update();
                     drop(b);
                     assert_eq!(v, [t, i + 1]);
                 }
@@ -164,51 +168,129 @@ fn pool_is_thread_safe() {
     assert_eq!(pool.stats(), stats);
 }
 
-/// A child of `fork` must neither use nor unmap the parent's cached pages: they
-/// are not inherited (`MADV_DONTFORK`), and their addresses may by then be the
-/// child's own mappings.
-#[test]
-#[cfg_attr(miri, ignore = "forks")]
-fn a_forked_child_maps_its_own_pages() {
+/// Runs `child` in a child process made by `fork` and asserts that it returned
+/// `true`. `child` must allocate nothing and take no lock that another thread
+/// of the test harness could hold at the fork.
+#[cfg(not(miri))]
+fn in_forked_child(child: impl FnOnce() -> bool) {
     use nix::libc;
-    let pool = pool();
-    // Put one page in the cache.
-    drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
-    let before = pool.stats();
-    // SAFETY: until `_exit`, the child only runs the pool (mmap, munmap, copies,
-    // atomics): no heap allocation or lock that another thread of the test
-    // harness could have held at the fork.
+    // SAFETY: the child runs only `child` (no allocation or lock, the caller's
+    // promise), then `_exit`s.
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", OsErrno::last()),
         0 => {
-            let mut value = [7u64, 8];
-            let used = PrivcmdMutBuffer::new(&pool, &mut value).map(|mut b| {
-                // Writes the bounce page: a fault if it were the parent's.
-                // SAFETY: the buffer is live and exclusively ours.
-                unsafe { (*b.as_hypercall_ptr())[1] = 9 };
-                b.update();
-            });
-            let stats = pool.stats();
-            drop(pool);
-            let fresh = stats.mmaps == before.mmaps + 1 && stats.munmaps == before.munmaps + 1;
-            let ok = used.is_ok() && value == [7, 9] && fresh;
+            let ok = child();
             // SAFETY: ends the child without running the harness's exit paths.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
-        child => {
+        pid => {
             let mut status = 0;
-            // SAFETY: `child` is our child process; `status` is a live local.
-            let waited = unsafe { libc::waitpid(child, &mut status, 0) };
-            assert_eq!(waited, child);
+            // SAFETY: `pid` is our child process; `status` is a live local.
+            let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(waited, pid);
             assert!(
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                 "child status {status:#x}"
             );
         }
     }
+}
+
+/// Under Miri, which cannot fork: the tests that call this are ignored.
+#[cfg(miri)]
+fn in_forked_child(_child: impl FnOnce() -> bool) {
+    unreachable!("fork tests are ignored under Miri")
+}
+
+/// A child of `fork` must neither use nor unmap the parent's cached pages: they
+/// are not inherited (`MADV_DONTFORK`), and their addresses may by then be the
+/// child's own mappings.
+#[test]
+#[cfg_attr(miri, ignore = "forks")]
+fn a_forked_child_maps_its_own_pages() {
+    let pool = pool();
+    // Put one page in the cache.
+    drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
+    let before = pool.stats();
+    let mut pool = Some(pool);
+    // The child only runs the pool (mmap, munmap, copies, atomics).
+    in_forked_child(|| {
+        let pool = pool
+            .take()
+            .expect("the pool is there until the child takes it");
+        let mut value = [7u64, 8];
+        let used = PrivcmdMutBuffer::new(&pool, &mut value).map(|mut b| {
+            // Writes the bounce page: a fault if it were the parent's.
+            // SAFETY: the buffer is live and exclusively ours.
+            unsafe { (*b.as_hypercall_ptr())[1] = 9 };
+        });
+        let stats = pool.stats();
+        drop(pool);
+        let fresh = stats.mmaps == before.mmaps + 1 && stats.munmaps == before.munmaps + 1;
+        used.is_ok() && value == [7, 9] && fresh
+    });
+    let pool = pool.expect("only the child took the pool");
     // The parent's cache is intact.
     drop(PrivcmdConstBuffer::new(&pool, &1u64).unwrap());
     assert_eq!(pool.stats(), before);
+}
+
+/// When the hypercall device refuses a mapping, the buffer fails with a typed
+/// error and the refusal is counted: no silent fallback to locked anonymous
+/// memory, which Linux may move while Xen uses it. (A read-only `/dev/zero`
+/// stands in for a device that refuses every shared writable mapping.)
+#[test]
+#[cfg_attr(miri, ignore = "opens files and maps them")]
+fn a_refusing_device_gives_an_error_not_other_memory() {
+    let refusing: OwnedFd = File::open("/dev/zero").unwrap().into();
+    let pool = Pool::new(Some(refusing)).unwrap();
+    assert_eq!(pool.source(), BufferSource::HypercallDevice);
+    let err = PrivcmdConstBuffer::new(&pool, &[1u8; 10][..]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Os {
+            operation: "mmap of /dev/xen/hypercall",
+            errno: OsErrno::EACCES as i32
+        }
+    );
+    // One refused mmap, nothing cached to trim, so no second attempt.
+    assert_eq!(
+        pool.stats(),
+        BufferStats {
+            mmaps: 1,
+            munmaps: 0,
+            device_refusals: 1
+        }
+    );
+}
+
+/// A buffer live across a `fork` has no pages in the child (`MADV_DONTFORK`):
+/// there its pointer is null, so Xen refuses it with `EFAULT` instead of
+/// writing to whatever the child maps at that address.
+#[test]
+#[cfg_attr(miri, ignore = "forks")]
+fn a_buffer_live_across_fork_is_null_in_the_child() {
+    let pool = pool();
+    let mut value = [7u64, 8];
+    let constant = PrivcmdConstBuffer::new(&pool, &[1u64, 2][..]).unwrap();
+    let mutable = PrivcmdMutBuffer::new(&pool, &mut value).unwrap();
+    let mut buffers = Some((constant, mutable));
+    // The child only reads the buffers' pointers and drops them: a drop that
+    // copied back from the parent's pages (unmapped in the child) would fault
+    // and kill the child.
+    in_forked_child(|| {
+        let (constant, mut mutable) = buffers.take().expect("taken only in the child");
+        let null = constant.as_hypercall_ptr().is_null() && mutable.as_hypercall_ptr().is_null();
+        let len = constant.as_hypercall_ptr().len();
+        drop((constant, mutable));
+        null && len == 2
+    });
+    let (constant, mut mutable) = buffers.expect("only the child took the buffers");
+    // In the parent the buffers are intact.
+    // SAFETY: the buffer is live and exclusively ours.
+    unsafe { (*mutable.as_hypercall_ptr())[0] = 70 };
+    drop((constant, mutable));
+    assert_eq!(value, [70, 8]);
 }
 
 #[test]
@@ -233,6 +315,20 @@ fn hypercall_errors_carry_xen_codes() {
         hypercall_error(OsErrno::EINVAL, 3),
         Error::Xen(Errno::EINVAL)
     );
+}
+
+/// Linux's own failures of the ioctl are not dressed up as Xen's codes.
+#[test]
+fn errnos_xen_does_not_have_are_os_errors() {
+    for errno in [OsErrno::ENOTTY, OsErrno::EBADFD, OsErrno::ESPIPE] {
+        assert_eq!(
+            hypercall_error(errno, UNRESTRICTED),
+            Error::Os {
+                operation: "IOCTL_PRIVCMD_HYPERCALL",
+                errno: errno as i32
+            }
+        );
+    }
 }
 
 #[test]
@@ -279,7 +375,10 @@ fn privcmd_is_send_sync_and_opens_or_explains() {
     send_sync::<Privcmd>();
     // On a machine without Xen this is the most common outcome.
     match Privcmd::open() {
-        Ok(p) => assert!(p.as_raw_fd() >= 0),
+        Ok(p) => {
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", p.as_raw_fd())).unwrap();
+            assert_eq!(link, Path::new(PRIVCMD_DEVICE));
+        }
         Err(e) => assert!(
             matches!(
                 e,

@@ -59,23 +59,28 @@ pub trait XenConstBuffer<T: ?Sized> {
     /// The pointer to hand to Xen.
     ///
     /// It is valid for reads of `size_of_val(data)` bytes, holding a copy of the
-    /// data, for as long as this buffer lives.
+    /// data, for as long as this buffer lives; null in a child process forked
+    /// after a hosted backend made it (see [`XenHypercall`](crate::XenHypercall)'s
+    /// `# Safety`).
     fn as_hypercall_ptr(&self) -> *const T;
 }
 
 /// A read-write hypercall-safe view of some data.
+///
+/// What Xen wrote is in the data once the buffer is dropped: a bounce buffer
+/// copies it back in its `Drop` (the data is
+/// [`FromBytes`](zerocopy::FromBytes), so every byte pattern Xen may leave is a
+/// valid value), a zero-copy buffer has nothing to copy. The data stays
+/// mutably borrowed until then, so the copy-back cannot be skipped or observed
+/// half-done.
 pub trait XenMutBuffer<T: ?Sized> {
     /// The pointer to hand to Xen.
     ///
     /// It is valid for reads and writes of `size_of_val(data)` bytes, initially
-    /// holding a copy of the data, for as long as this buffer lives.
+    /// holding a copy of the data, for as long as this buffer lives; null in a
+    /// child process forked after a hosted backend made it (see
+    /// [`XenHypercall`](crate::XenHypercall)'s `# Safety`).
     fn as_hypercall_ptr(&mut self) -> *mut T;
-
-    /// Copies what Xen wrote back into the wrapped data. A zero-copy buffer does nothing.
-    ///
-    /// Safe because the data is [`FromBytes`](zerocopy::FromBytes): every byte
-    /// pattern Xen may leave is a valid value.
-    fn update(&mut self);
 }
 
 /// A zero-copy [`XenConstBuffer`]: hands Xen the caller's memory.
@@ -95,7 +100,8 @@ impl<T: ?Sized> XenConstBuffer<T> for DirectConstBuffer<'_, T> {
     }
 }
 
-/// A zero-copy [`XenMutBuffer`]: hands Xen the caller's memory; `update` does nothing.
+/// A zero-copy [`XenMutBuffer`]: hands Xen the caller's memory, so there is
+/// nothing to copy back.
 #[derive(Debug)]
 pub struct DirectMutBuffer<'a, T: ?Sized> {
     ptr: *mut T,
@@ -116,8 +122,6 @@ impl<T: ?Sized> XenMutBuffer<T> for DirectMutBuffer<'_, T> {
     fn as_hypercall_ptr(&mut self) -> *mut T {
         self.ptr
     }
-
-    fn update(&mut self) {}
 }
 
 // SAFETY: `DirectMutBuffer` is a `&'a mut T` kept as a raw pointer (so that the

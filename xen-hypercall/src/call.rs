@@ -30,8 +30,8 @@ where
     unsafe { h.hypercall2(op as usize, [cmd as usize, addr(buf.as_hypercall_ptr())]) }
 }
 
-/// Issues hypercall `op(cmd, &mut arg)` with `arg` in a read-write buffer, then
-/// copies what Xen wrote back into `arg` (on failure too: some sub-ops report
+/// Issues hypercall `op(cmd, &mut arg)` with `arg` in a read-write buffer;
+/// `arg` then holds what Xen wrote (on failure too: some sub-ops report
 /// progress in the structure).
 ///
 /// # Safety
@@ -55,7 +55,7 @@ where
     // `buf` is valid for reads and writes of `size_of::<T>()` bytes and aliases
     // nothing else until it drops, after the call.
     let ret = unsafe { h.hypercall2(op as usize, [cmd as usize, addr(ptr)]) };
-    buf.update();
+    drop(buf);
     ret
 }
 

@@ -285,3 +285,18 @@ pub const fn decode_result(ret: isize) -> Result<usize, Error> {
         Ok(ret as usize)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_error_range_decodes_as_an_error() {
+        assert_eq!(decode_result(-1), Err(Error::Xen(Errno::EPERM)));
+        assert_eq!(decode_result(-4095), Err(Error::Xen(Errno(4095))));
+        assert_eq!(decode_result(0), Ok(0));
+        // Below the error range a negative `long` is a value, as the trait says.
+        assert_eq!(decode_result(-4096), Ok((-4096isize) as usize));
+        assert_eq!(decode_result(isize::MIN), Ok(isize::MIN as usize));
+    }
+}

@@ -9,8 +9,12 @@ use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 /// device such as Linux's `/dev/xen/privcmd` in userland, or a mock in tests.
 ///
 /// The raw `hypercallN` functions issue hypercall `op` with `N` arguments and
-/// decode its result: a negative `long` is Xen's error code, anything else is
-/// returned as is. The safe, typed wrappers of this crate are built on them.
+/// decode its result, a C `long`, as [`decode_result`](crate::decode_result)
+/// does: `-4095..=-1` is `-XEN_Exxx`, returned as [`Error::Xen`]; any other
+/// value is returned as `Ok`, reinterpreted as `usize` (Xen's error codes are
+/// all small, and `memory_op` returns values wider than 31 bits). A backend
+/// may also fail on its own, before or instead of reaching Xen, with its own
+/// errors. The safe, typed wrappers of this crate are built on them.
 ///
 /// # Safety
 ///
@@ -21,7 +25,7 @@ use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 /// - `hypercallN(op, args)` asks the Xen hypervisor (or a faithful model of it)
 ///   to perform hypercall `op` with exactly these arguments, on behalf of the
 ///   calling domain, and returns only once Xen has completed it. It reads or
-///   writes no memory except as that hypercall does. A negative `long` result
+///   writes no memory except as that hypercall does. A result in `-4095..=-1`
 ///   is returned as `Err` holding [`Error::Xen`]; every other result as `Ok`.
 /// - [`make_const_buffer`](Self::make_const_buffer) returns a buffer whose
 ///   pointer is valid, for Xen, for reads of `size_of_val(data)` bytes holding
@@ -29,10 +33,18 @@ use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
 /// - [`make_mut_buffer`](Self::make_mut_buffer) returns a buffer whose pointer
 ///   is valid, for Xen, for reads and writes of `size_of_val(data)` bytes,
 ///   initially holding the bytes of `data`, for as long as the buffer lives, and
-///   aliasing no memory other than `data`'s. Its `update` writes into `data`
-///   exactly the bytes that are at that pointer.
+///   aliasing no memory other than `data`'s. When the buffer is dropped, `data`
+///   holds exactly the bytes that were at that pointer.
 /// - A buffer's pointer, if it does not point at `data` itself, points at
 ///   memory no other live Rust value uses.
+///
+/// One exception, for hosted backends whose buffer memory is not inherited by
+/// `fork` (Linux's `/dev/xen/hypercall` pages, `MADV_DONTFORK` memory): in a
+/// child process forked while a buffer was live, that buffer's pointer is null.
+/// The child's address space may by then hold other memory at the parent's
+/// address, and a null argument makes Xen fail the hypercall with `EFAULT`
+/// (userland never maps page 0) instead of writing there; dropping such a
+/// mutable buffer copies nothing back.
 pub unsafe trait XenHypercall {
     /// The error this backend returns. Every backend of this project uses
     /// [`Error`]; the bound lets the typed wrappers report their own failures.
@@ -94,8 +106,8 @@ pub unsafe trait XenHypercall {
 
     /// Wraps `data` (a value or a slice) in a buffer Xen may read and write.
     ///
-    /// Call [`XenMutBuffer::update`] after the hypercall to see what Xen wrote.
-    /// The buffer borrows `data` mutably until it is dropped.
+    /// The buffer borrows `data` mutably until it is dropped; from then on
+    /// `data` holds what Xen wrote.
     fn make_mut_buffer<T>(&self, data: &mut T) -> Result<impl XenMutBuffer<T>, Self::Error>
     where
         T: ?Sized + HypercallData + FromBytes + IntoBytes;
@@ -151,10 +163,12 @@ mod tests {
         let c = h.make_const_buffer(&value).unwrap();
         assert_eq!(c.as_hypercall_ptr(), &value as *const u64);
         let mut m = h.make_mut_buffer(&mut words[..]).unwrap();
-        assert_eq!(m.as_hypercall_ptr().len(), 4);
-        m.update();
+        let ptr = m.as_hypercall_ptr();
+        assert_eq!(ptr.len(), 4);
+        // SAFETY: the buffer is live and `ptr` is its only way to the words.
+        unsafe { (*ptr)[2] = 9 };
         drop(m);
-        words[0] = 1;
-        assert_eq!(words[0], 1);
+        // Zero-copy: what was written through the pointer is in the data.
+        assert_eq!(words, [0, 0, 9, 0]);
     }
 }

@@ -11,15 +11,36 @@ pub trait MemoryOps: XenHypercall {
     /// [`MapSpace::SHARED_INFO`] with `idx` 0) at guest frame `gfn` of `dom`.
     ///
     /// Xen refuses with `XEN_EINVAL` an index the space does not have, with
-    /// `XEN_ESRCH`/`XEN_EPERM` a domain the caller may not change.
+    /// `XEN_ESRCH`/`XEN_EPERM` a domain the caller may not change. Only
+    /// translated guests (HVM, PVH, Arm) have a physmap to change.
     ///
     /// # Safety
     ///
-    /// Whatever memory was at `gfn` is replaced by the mapped frame, and the
-    /// mapped frame is shared with Xen (the shared info page is written by Xen
-    /// at any time). The caller guarantees that, in `dom`, no Rust value lives
-    /// in the page at `gfn` and that the page is accessed afterwards only as
-    /// memory Xen shares (with atomic or volatile accesses).
+    /// Two frames of `dom` change (Xen's `xenmem_add_to_physmap_one`, x86
+    /// `mm/p2m.c` and Arm `mm.c`):
+    ///
+    /// - at `gfn`, the page that was there is unhooked (ordinary RAM is freed
+    ///   to Xen) and replaced by the mapped frame;
+    /// - the mapped frame leaves the place it was mapped before, if any, which
+    ///   becomes a hole (an access there no longer reaches memory).
+    ///
+    /// Per space:
+    ///
+    /// - [`MapSpace::SHARED_INFO`] (`idx` 0): Xen's shared info page, which
+    ///   Xen writes at any time; a previous mapping of it becomes a hole.
+    /// - [`MapSpace::GRANT_TABLE`]: grant-table frame `idx` (shared entries,
+    ///   whose flags Xen writes as other domains map and unmap grants), or
+    ///   with `XENMAPIDX_grant_table_status` set a v2 status frame, which Xen
+    ///   writes; a previous mapping of the frame becomes a hole.
+    /// - [`MapSpace::GMFN`]: `dom`'s own frame at guest frame `idx` moves to
+    ///   `gfn`: guest frame `idx` becomes a hole.
+    /// - Any other space: what `public/memory.h` and Xen's source say it maps.
+    ///
+    /// The caller guarantees that in `dom` no Rust value lives in the page at
+    /// `gfn` nor in any page this turns into a hole, and that a page Xen
+    /// writes is accessed afterwards only as memory Xen shares (with atomic
+    /// or volatile accesses). For another domain, the caller takes
+    /// responsibility for that domain's memory.
     unsafe fn add_to_physmap(
         &self,
         dom: DomId,

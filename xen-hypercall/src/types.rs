@@ -161,7 +161,9 @@ impl ShutdownReason {
     pub const POWEROFF: Self = Self(xen_sys::SHUTDOWN_poweroff);
     /// `SHUTDOWN_reboot`: clean up, kill, and then restart.
     pub const REBOOT: Self = Self(xen_sys::SHUTDOWN_reboot);
-    /// `SHUTDOWN_suspend`: clean up, save the suspend info, kill.
+    /// `SHUTDOWN_suspend`: clean up, save the suspend info, kill. Only through
+    /// [`SchedOps::suspend`](crate::sched::SchedOps::suspend), which passes the
+    /// start-info frame; `shutdown` and `shutdown_code` refuse it.
     pub const SUSPEND: Self = Self(xen_sys::SHUTDOWN_suspend);
     /// `SHUTDOWN_crash`: tell the control software the domain crashed.
     pub const CRASH: Self = Self(xen_sys::SHUTDOWN_crash);
@@ -252,7 +254,8 @@ impl MapSpace {
     /// `XENMAPSPACE_grant_table`: a grant table frame (index = frame number,
     /// `| XENMAPIDX_grant_table_status` for status frames).
     pub const GRANT_TABLE: Self = Self(xen_sys::XENMAPSPACE_grant_table);
-    /// `XENMAPSPACE_gmfn`: another frame of the same domain (index = its GFN).
+    /// `XENMAPSPACE_gmfn`: another frame of the same domain (index = its GFN),
+    /// which moves: its old GFN becomes a hole.
     pub const GMFN: Self = Self(xen_sys::XENMAPSPACE_gmfn);
 }
 

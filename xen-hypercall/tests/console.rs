@@ -3,7 +3,7 @@
 
 mod common;
 
-use xen_hypercall::console::CONSOLE_WRITE_CHUNK;
+use xen_hypercall::console::CONSOLE_CHUNK;
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Errno, Error};
 
@@ -19,7 +19,7 @@ fn write_is_captured() {
 
 #[test]
 fn large_write_is_split_into_chunks_and_kept_whole() {
-    let data: Vec<u8> = (0..CONSOLE_WRITE_CHUNK * 2 + 17).map(|i| i as u8).collect();
+    let data: Vec<u8> = (0..CONSOLE_CHUNK * 2 + 17).map(|i| i as u8).collect();
     for xen in common::mocks() {
         xen.console_write(&data).unwrap();
         assert_eq!(xen.output(), data);
@@ -37,6 +37,27 @@ fn read_takes_queued_input_without_blocking() {
         assert_eq!(xen.console_read(&mut buf).unwrap(), 2);
         assert_eq!(&buf[..2], b"ef");
         assert_eq!(xen.console_read(&mut []).unwrap(), 0);
+    }
+}
+
+/// A read into a large slice is split like a write: no hypercall bounces more
+/// than `CONSOLE_CHUNK` bytes, and every queued byte arrives in order.
+#[test]
+fn large_read_is_split_into_chunks() {
+    let input: Vec<u8> = (0..CONSOLE_CHUNK * 2 + 17)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    for xen in common::mocks() {
+        xen.push_input(&input);
+        let mut buf = vec![0u8; CONSOLE_CHUNK * 4];
+        assert_eq!(xen.console_read(&mut buf).unwrap(), input.len());
+        assert_eq!(&buf[..input.len()], &input[..]);
+        assert!(buf[input.len()..].iter().all(|&b| b == 0));
+        assert_eq!(xen.largest_console_count(), CONSOLE_CHUNK);
+        // Exactly a chunk's worth queued: the next chunk reads 0 and stops.
+        xen.push_input(&input[..CONSOLE_CHUNK]);
+        assert_eq!(xen.console_read(&mut buf).unwrap(), CONSOLE_CHUNK);
+        assert_eq!(xen.console_read(&mut buf).unwrap(), 0);
     }
 }
 

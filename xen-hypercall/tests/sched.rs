@@ -5,7 +5,7 @@ mod common;
 
 use xen_hypercall::mock::MockXen;
 use xen_hypercall::prelude::*;
-use xen_hypercall::sched::{Deadline, POLL_MAX_PORTS};
+use xen_hypercall::sched::{Deadline, POLL_MAX_PORTS, SuspendOutcome};
 use xen_hypercall::{Errno, Error, ErrorKind};
 
 #[test]
@@ -24,10 +24,40 @@ fn shutdown_and_shutdown_code_are_recorded() {
         xen.shutdown_code(ShutdownReason::CRASH).unwrap();
         assert_eq!(xen.last_shutdown_code(), Some(ShutdownReason::CRASH));
         assert_eq!(xen.last_shutdown(), None);
-        xen.shutdown(ShutdownReason::SUSPEND).unwrap();
-        assert_eq!(xen.last_shutdown(), Some(ShutdownReason::SUSPEND));
         xen.shutdown(ShutdownReason::POWEROFF).unwrap();
         assert_eq!(xen.last_shutdown(), Some(ShutdownReason::POWEROFF));
+    }
+}
+
+/// A suspend without the start-info frame in the third argument would let the
+/// toolstack write into whatever frame the register held: `shutdown` and
+/// `shutdown_code` refuse it before any hypercall.
+#[test]
+fn shutdown_refuses_suspend() {
+    for xen in common::mocks() {
+        let err = xen.shutdown(ShutdownReason::SUSPEND).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        let err = xen.shutdown_code(ShutdownReason::SUSPEND).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        assert_eq!(xen.last_shutdown(), None);
+        assert_eq!(xen.last_shutdown_code(), None);
+        assert_eq!(xen.last_suspend_record(), None);
+    }
+}
+
+#[test]
+fn suspend_passes_the_start_info_frame_and_reports_the_outcome() {
+    for xen in common::mocks() {
+        // SAFETY: the mock writes no start-info page, and nothing is shared.
+        let outcome = unsafe { xen.suspend(0x1234) }.unwrap();
+        assert_eq!(outcome, SuspendOutcome::Cancelled);
+        assert_eq!(xen.last_suspend_record(), Some(0x1234));
+        assert_eq!(xen.last_shutdown(), Some(ShutdownReason::SUSPEND));
+        xen.set_suspend_cancels(false);
+        // SAFETY: as above.
+        let outcome = unsafe { xen.suspend(0x5678) }.unwrap();
+        assert_eq!(outcome, SuspendOutcome::Resumed);
+        assert_eq!(xen.last_suspend_record(), Some(0x5678));
     }
 }
 

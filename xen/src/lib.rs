@@ -18,6 +18,11 @@ pub use xen_hypercall_native as native;
 #[cfg_attr(docsrs, doc(cfg(feature = "privcmd")))]
 pub use xen_hypercall_privcmd as privcmd;
 
+/// Memory shared with another domain, and Xen's byte rings.
+#[cfg(feature = "shared")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shared")))]
+pub use xen_shared as shared;
+
 /// Event channels.
 #[cfg(feature = "evtchn")]
 #[cfg_attr(docsrs, doc(cfg(feature = "evtchn")))]

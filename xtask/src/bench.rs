@@ -67,12 +67,15 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
                 ("privcmd-bench".into(), driver),
                 ("libxencall-bench".into(), c_bench),
             ],
+            files: Vec::new(),
+            preamble: Default::default(),
             commands: vec![format!(
                 "privcmd-bench /bin/libxencall-bench {rounds} {iterations}"
             )],
             expected_cases: vec!["bench_privcmd".into()],
             expected_dones: 1,
             timeout: Duration::from_secs(120 + u64::from(rounds) * u64::from(iterations) / 100),
+            domus: Vec::new(),
         })
         .map_err(|e| e.to_string())?;
     for line in outcome

@@ -10,6 +10,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-native",
+    "xen-shared",
     "xen-evtchn",
     "xen-console",
     "xen",
@@ -24,6 +25,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-privcmd",
+    "xen-shared",
     "xen-testbed-protocol",
 ];
 

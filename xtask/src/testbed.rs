@@ -6,13 +6,31 @@ use xen_testbed::scenario::{Options, select};
 use xen_testbed::{Testbed, run_scenarios, scenarios};
 
 const USAGE: &str = "\
-usage: cargo xtask testbed [--list] [--self-test] [SCENARIO...]
+usage: cargo xtask testbed [-v] [--list] [--self-test] [SCENARIO...]
+       cargo xtask testbed [-v] run --dom0 <static binary> [-- ARGS...]
+       cargo xtask testbed run --domu <kernel> [--type pv|pvh] [--memory MIB] [--timeout SECONDS]
 
 Boots Xen 4.17 under QEMU for each scenario (all by default) and runs its payload.
+  -v           show the build commands and cargo's output
   --list       list the scenarios
-  --self-test  only the harness self-tests (broken payloads that must be reported as failing)";
+  --self-test  only the harness self-tests (broken payloads that must be reported as failing)
+
+`run` boots a Linux dom0 with Debian's toolstack up (xenstored, xenconsoled, xl) for the
+architecture of the binary or kernel, and streams its output:
+  --dom0  runs the static Linux program in dom0; exits with its exit status
+  --domu  creates the kernel as a domU with xl (an x86_64 ELF: PV by default, or PVH; an arm64
+          Image) and streams its console until it is gone; exits 0 after a poweroff, 1 after a
+          crash, 2 after another shutdown reason, 3 if it never ran, 124 after the timeout
+          (default 60 s; the domU is destroyed)";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
+    let (verbose, args) = match args {
+        [flag, rest @ ..] if flag == "-v" || flag == "--verbose" => (true, rest),
+        _ => (false, args),
+    };
+    if args.first().map(String::as_str) == Some("run") {
+        return run_user_code(&testbed().verbose(verbose), &args[1..]);
+    }
     let mut options = Options::default();
     for arg in args {
         match arg.as_str() {
@@ -34,7 +52,8 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         }
     }
     let selected = select(&options).map_err(|e| e.to_string())?;
-    let summary = run_scenarios(&testbed(), &selected).map_err(|e| e.to_string())?;
+    let summary =
+        run_scenarios(&testbed().verbose(verbose), &selected).map_err(|e| e.to_string())?;
     if summary.failed == 0 {
         Ok(())
     } else {
@@ -42,11 +61,81 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
     }
 }
 
+/// `cargo xtask testbed run ...`: exits the process with the code's status.
+fn run_user_code(testbed: &Testbed, args: &[String]) -> crate::Result {
+    let mut print = |line: &str| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    let code = match args {
+        [flag, binary, rest @ ..] if flag == "--dom0" => {
+            let program_args = match rest {
+                [] => &[][..],
+                [dashes, program_args @ ..] if dashes == "--" => program_args,
+                _ => return Err(format!("arguments for the program go after `--`\n{USAGE}")),
+            };
+            let (outcome, status) = testbed
+                .run_dom0_program(&PathBuf::from(binary), program_args, &mut print)
+                .map_err(|e| e.to_string())?;
+            match status {
+                Some(status) => status,
+                None => {
+                    return Err(format!(
+                        "the program never finished: {:?} (log: {})",
+                        outcome.verdict.problems,
+                        outcome.log_path.display()
+                    ));
+                }
+            }
+        }
+        [flag, kernel, options @ ..] if flag == "--domu" => {
+            let mut xl_type = "pv".to_string();
+            let mut memory = 32;
+            let mut timeout = 60;
+            let mut options = options.iter();
+            while let Some(option) = options.next() {
+                let value = options
+                    .next()
+                    .ok_or_else(|| format!("{option} needs a value\n{USAGE}"))?;
+                match option.as_str() {
+                    "--type" if value == "pv" || value == "pvh" => xl_type = value.clone(),
+                    "--memory" => memory = value.parse().map_err(|e| format!("--memory: {e}"))?,
+                    "--timeout" => {
+                        timeout = value.parse().map_err(|e| format!("--timeout: {e}"))?
+                    }
+                    _ => return Err(format!("bad option `{option} {value}`\n{USAGE}")),
+                }
+            }
+            let (outcome, end) = testbed
+                .run_domu_kernel(
+                    &PathBuf::from(kernel),
+                    &xl_type,
+                    memory,
+                    std::time::Duration::from_secs(timeout),
+                    &mut print,
+                )
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "testbed: domU {end:?} (QEMU {:.1} s; log {})",
+                outcome.run.wall.as_secs_f64(),
+                outcome.log_path.display()
+            );
+            i32::from(end.status())
+        }
+        _ => return Err(USAGE.into()),
+    };
+    std::process::exit(code)
+}
+
 pub(crate) fn demo(args: &[String]) -> crate::Result {
-    if !args.is_empty() {
-        return Err("usage: cargo xtask demo".into());
-    }
-    if xen_testbed::scenario::demo(&testbed()).map_err(|e| e.to_string())? {
+    let verbose = match args {
+        [] => false,
+        [flag] if flag == "-v" || flag == "--verbose" => true,
+        _ => return Err("usage: cargo xtask demo [-v]".into()),
+    };
+    if xen_testbed::demo::demo(&testbed().verbose(verbose)).map_err(|e| e.to_string())? {
         Ok(())
     } else {
         Err("demo: a run failed (see above)".into())

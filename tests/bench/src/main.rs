@@ -186,8 +186,6 @@ fn memory_map(h: &Privcmd, n: u64, _: usize) -> Result<(), String> {
                 )
             }
             .map_err(failed("machine_memory_map"))?;
-            map_buf.update();
-            entries_buf.update();
         }
         if map.nr_entries == 0 || map.nr_entries as usize > MAP_ENTRIES {
             return Err(format!(

@@ -5,12 +5,22 @@
 //! - `xen-dom0-tests list` prints the case names, one a line, without touching Xen: the runner's
 //!   list of expected cases.
 //! - `xen-dom0-tests demo` shows what the project's crates see of this Xen (`cargo xtask demo`).
+//! - `xen-dom0-tests xl-info` compares every `xen_version` field with Debian's `xl info` (needs the
+//!   toolstack).
+//! - `xen-dom0-tests domu --name N --type pv|pvh --memory MiB --kernel PATH [--selftest S]` creates
+//!   a domU with `xl` and runs the dom0 half of the cross-domain exchange with it
+//!   (`xen_testbed_protocol::exchange`), forwarding its console.
+//! - `xen-dom0-tests run-domu ...` (same options, and `--timeout SECONDS`) creates a domU and
+//!   forwards its console until it is gone; exits 0 only after a poweroff.
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
+mod devices;
+mod domu;
 mod exit;
+mod oracle;
 mod privcmd;
 mod version;
 
@@ -44,6 +54,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["demo"] => version::demo(Reporter::new(Stdout)),
+        ["xl-info"] => oracle::run(),
+        ["domu", ..] => domu::exchange(&args[1..]),
+        ["run-domu", ..] => domu::run_user_domu(&args[1..]),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
                 let error = exit::exit_qemu(code);
@@ -57,7 +70,9 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: xen-dom0-tests [list | demo | exit <code 0-255>]");
+    eprintln!(
+        "usage: xen-dom0-tests [list | demo | xl-info | domu OPTIONS | run-domu OPTIONS | exit <code 0-255>]"
+    );
     ExitCode::from(2)
 }
 

@@ -6,10 +6,12 @@ use std::fmt::Debug;
 
 use xen_hypercall::event_channel::{ChannelState, ChannelStatus};
 use xen_hypercall::prelude::*;
-use xen_hypercall::{Errno, Error};
+use xen_hypercall::{Errno, Error, XenMutBuffer};
 use xen_hypercall_privcmd::{
     BufferSource, HYPERCALL_DEVICE, MAX_CACHED_PAGES, OpenOptions, Privcmd,
 };
+
+use xen_testbed_protocol::{Reporter, Stdout};
 
 use crate::Case;
 
@@ -25,11 +27,17 @@ pub(crate) const CASES: &[Case] = &[
     ("privcmd_bad_port_einval", bad_port),
     ("privcmd_restricted_fd", restricted_fd),
     ("privcmd_large_buffer", large_buffer),
+    ("privcmd_device_page_limit", device_page_limit),
+    ("privcmd_buffer_across_fork_efault", buffer_across_fork),
     ("privcmd_locked_anonymous_buffers", locked_anonymous_buffers),
     ("privcmd_hidden_hypercall_device", hidden_hypercall_device),
     ("privcmd_threads", threads),
     ("privcmd_steady_state_no_mmap", steady_state_no_mmap),
 ];
+
+/// `__HYPERVISOR_xen_version` and its sub-op `XENVER_extraversion` (public/xen.h, version.h).
+const XEN_VERSION: usize = 17;
+const XENVER_EXTRAVERSION: usize = 1;
 
 /// Describes a failed call.
 fn call<T, E: Debug>(what: &str, result: Result<T, E>) -> Result<T, String> {
@@ -123,11 +131,41 @@ fn version_info(h: &Privcmd) -> Result<(), String> {
     if page != 4096 {
         return Err(format!("pagesize {page}, expected 4096"));
     }
-    call("changeset", h.changeset())?;
-    call("platform_parameters", h.platform_parameters())?;
-    call("features", h.features(0))?;
-    call("guest_handle", h.guest_handle())?;
-    Ok(())
+    // Linux's /sys/hypervisor (drivers/xen/sys-hypervisor.c) asks Xen the same
+    // questions from the kernel, with its own hypercalls and buffers.
+    let changeset = call("changeset", h.changeset())?;
+    expect_sysfs("properties/changeset", &changeset.to_string())?;
+    let params = call("platform_parameters", h.platform_parameters())?;
+    expect_sysfs(
+        "properties/virtual_start",
+        &format!("{:x}", params.virt_start),
+    )?;
+    // One 32-bit submap ("%08x"), the only one Linux knows.
+    let features = call("features", h.features(0))?;
+    expect_sysfs("properties/features", &format!("{features:08x}"))?;
+    let handle = call("guest_handle", h.guest_handle())?;
+    let hex: String = handle.0.iter().map(|b| format!("{b:02x}")).collect();
+    // "%pU": the 16 bytes in order, grouped 8-4-4-4-12.
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    expect_sysfs("uuid", &uuid)
+}
+
+/// `/sys/hypervisor/<name>` holds `expected` (and a newline).
+fn expect_sysfs(name: &str, expected: &str) -> Result<(), String> {
+    let path = format!("/sys/hypervisor/{name}");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    if text.trim_end() == expected {
+        Ok(())
+    } else {
+        Err(format!("{path} says {text:?}, the wrapper {expected:?}"))
+    }
 }
 
 /// CONSOLEIO_write from dom0 (the console domain) is accepted.
@@ -239,27 +277,143 @@ fn restricted_fd(_: &Privcmd) -> Result<(), String> {
     }
 }
 
-/// A buffer beyond the cached sizes is mapped for the call and unmapped after.
+/// A buffer beyond the cached sizes is mapped from the hypercall device for the
+/// call and unmapped after; Xen writes into it.
 fn large_buffer(h: &Privcmd) -> Result<(), String> {
+    let expected = call("extraversion", h.extraversion())?;
     let mut big = vec![0xa5u8; (MAX_CACHED_PAGES + 8) * 4096];
     let before = h.buffer_stats();
-    let read = call("console_read", h.console_read(&mut big))?;
+    {
+        let mut buf = call("buffer", h.make_mut_buffer(&mut big[..]))?;
+        let ptr = buf.as_hypercall_ptr();
+        expect_device_pages(ptr.cast::<u8>().addr(), ptr.len())?;
+        // SAFETY: XENVER_extraversion (public/version.h) writes a 16-byte
+        // `xen_extraversion_t` at the pointer, which is live and far larger.
+        let ret =
+            unsafe { h.hypercall2(XEN_VERSION, [XENVER_EXTRAVERSION, ptr.cast::<u8>().addr()]) };
+        call("xen_version(XENVER_extraversion)", ret)?;
+    }
     let after = h.buffer_stats();
-    if read > big.len() {
-        return Err(format!("console_read read {read} bytes into {}", big.len()));
-    }
-    // No console input in the testbed: the untouched tail keeps its pattern.
-    if big[read..].iter().any(|&b| b != 0xa5) {
-        return Err("console_read changed bytes past what it read".into());
-    }
-    let (mapped, unmapped) = (after.mmaps - before.mmaps, after.munmaps - before.munmaps);
-    // One mapping, or two if the hypercall device refused it (its 64-page limit).
-    if !(1..=2).contains(&mapped) || unmapped != 1 {
+    let written = &big[..16];
+    let len = written.iter().position(|&b| b == 0).unwrap_or(16);
+    if written[..len] != *expected.as_bytes() || big[16..].iter().any(|&b| b != 0xa5) {
         return Err(format!(
-            "a large buffer made {mapped} mmaps and {unmapped} munmaps"
+            "Xen wrote {:?}, expected {expected:?} and nothing past 16 bytes",
+            &big[..20]
         ));
     }
+    let (mapped, unmapped) = (after.mmaps - before.mmaps, after.munmaps - before.munmaps);
+    if (mapped, unmapped, after.device_refusals) != (1, 1, before.device_refusals) {
+        return Err(format!("a large buffer went from {before:?} to {after:?}"));
+    }
     Ok(())
+}
+
+/// `len` bytes at `addr` lie in one mapping of the hypercall device (never in
+/// locked anonymous memory), per `/proc/self/maps`.
+fn expect_device_pages(addr: usize, len: usize) -> Result<(), String> {
+    let maps =
+        std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let line = maps
+        .lines()
+        .find(|line| {
+            let range = line.split_whitespace().next().unwrap_or_default();
+            let (start, end) = range.split_once('-').unwrap_or_default();
+            let parse = |hex| usize::from_str_radix(hex, 16).unwrap_or_default();
+            (parse(start)..parse(end)).contains(&addr)
+        })
+        .ok_or_else(|| format!("{addr:#x} is in no mapping"))?;
+    let end = line
+        .split_once('-')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+        .unwrap_or_default();
+    if line.ends_with(HYPERCALL_DEVICE) && addr + len <= end {
+        Ok(())
+    } else {
+        Err(format!("a {len}-byte buffer at {addr:#x} is in {line:?}"))
+    }
+}
+
+/// More live buffer pages than some kernels let one open hypercall device map
+/// (64, `privcmd-buf.c`'s `limit`): each buffer comes from the device or fails
+/// with `OutOfMemory` after a counted refusal, never from other memory.
+fn device_page_limit(_: &Privcmd) -> Result<(), String> {
+    let h = call("open", Privcmd::open())?;
+    let mut blocks: Vec<Vec<u8>> = (0..5).map(|_| vec![0u8; 20 * 4096]).collect();
+    let mut live = Vec::new();
+    let mut refused = 0u64;
+    for block in &mut blocks {
+        match h.make_mut_buffer(&mut block[..]) {
+            Ok(mut buf) => {
+                let ptr = buf.as_hypercall_ptr();
+                expect_device_pages(ptr.cast::<u8>().addr(), ptr.len())?;
+                live.push(buf);
+            }
+            Err(Error::OutOfMemory { .. }) => refused += 1,
+            Err(e) => return Err(format!("buffer {}: {e}", live.len())),
+        }
+    }
+    let stats = h.buffer_stats();
+    drop(live);
+    if stats.device_refusals < refused {
+        return Err(format!("{refused} buffers refused, but {stats:?}"));
+    }
+    Reporter::new(Stdout).out(format_args!(
+        "privcmd: 5 live 20-page buffers: {} mapped, {refused} refused by {HYPERCALL_DEVICE} ({stats:?})",
+        5 - refused
+    ));
+    Ok(())
+}
+
+/// A buffer made before `fork` has no pages in the child: there its pointer is
+/// null and Xen refuses the hypercall with `EFAULT`, where the parent's own
+/// call through it succeeds.
+fn buffer_across_fork(h: &Privcmd) -> Result<(), String> {
+    use nix::libc;
+    let mut extra = [0u8; 16];
+    let mut buf = call("buffer", h.make_mut_buffer(&mut extra))?;
+    let addr = buf.as_hypercall_ptr().cast::<u8>().addr();
+    let extraversion = |addr| {
+        // SAFETY: XENVER_extraversion writes 16 bytes at `addr`: the live
+        // buffer in the parent; in the child, whatever it is, Xen only faults
+        // on a null pointer.
+        unsafe { h.hypercall2(XEN_VERSION, [XENVER_EXTRAVERSION, addr]) }
+    };
+    // SAFETY: the child makes one hypercall through an inherited fd, no
+    // allocation, then `_exit`s.
+    match unsafe { libc::fork() } {
+        -1 => Err("fork failed".into()),
+        0 => {
+            let child_addr = buf.as_hypercall_ptr().cast::<u8>().addr();
+            let refused = extraversion(child_addr) == Err(Error::Xen(Errno::EFAULT));
+            // SAFETY: ends the child without running the parent's exit paths.
+            unsafe { libc::_exit(if child_addr == 0 && refused { 0 } else { 1 }) }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: `child` is our child; `status` is a live local.
+            if unsafe { libc::waitpid(child, &mut status, 0) } != child
+                || !libc::WIFEXITED(status)
+                || libc::WEXITSTATUS(status) != 0
+            {
+                return Err(format!(
+                    "the child did not see a null pointer refused with EFAULT (status {status:#x})"
+                ));
+            }
+            call(
+                "xen_version(XENVER_extraversion) in the parent",
+                extraversion(addr),
+            )?;
+            drop(buf);
+            let expected = call("extraversion", h.extraversion())?;
+            if extra.starts_with(expected.as_bytes()) {
+                Ok(())
+            } else {
+                Err(format!("the parent read {extra:?}, expected {expected:?}"))
+            }
+        }
+    }
 }
 
 /// The calls with buffers, in and out, whose results two handles must agree on.
@@ -276,7 +430,9 @@ fn buffer_round(h: &Privcmd) -> Result<String, String> {
 fn locked_anonymous_buffers(h: &Privcmd) -> Result<(), String> {
     let locked = call(
         "open",
-        OpenOptions::new().locked_anonymous_buffers(true).open(),
+        OpenOptions::new()
+            .buffer_source(BufferSource::LockedAnonymous)
+            .open(),
     )?;
     if locked.buffer_source() != BufferSource::LockedAnonymous {
         return Err(format!("buffer source {:?}", locked.buffer_source()));

@@ -7,6 +7,7 @@ use xen_hypercall::sched::Deadline;
 use xen_hypercall::{Errno, Error};
 use xen_testbed_protocol::{Reporter, Shutdown, report_panic, report_shutdown};
 
+pub(crate) use crate::fail::{CaseResult, Fail, fail};
 use crate::shared_info::SharedInfo;
 
 /// `fmt::Write` onto Xen's console with `CONSOLEIO_write` (allowed for dom0).
@@ -18,63 +19,6 @@ impl<H: XenHypercall> Write for Console<'_, H> {
         self.0.console_write(s.as_bytes()).map_err(|_| fmt::Error)
     }
 }
-
-/// A case's failure message, formatted without allocation (truncated at 120 bytes (clippy's `result_large_err` limit is 128)).
-pub(crate) struct Fail {
-    len: u8,
-    bytes: [u8; 120],
-}
-
-impl Fail {
-    pub(crate) fn new(args: fmt::Arguments<'_>) -> Self {
-        let mut fail = Self {
-            len: 0,
-            bytes: [0; 120],
-        };
-        let _ = fail.write_fmt(args);
-        fail
-    }
-}
-
-impl Write for Fail {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            let mut utf8 = [0; 4];
-            let encoded = c.encode_utf8(&mut utf8).as_bytes();
-            let start = usize::from(self.len);
-            let end = start + encoded.len();
-            if end > self.bytes.len() {
-                return Err(fmt::Error);
-            }
-            self.bytes[start..end].copy_from_slice(encoded);
-            self.len = end as u8;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Fail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Only whole UTF-8 characters are ever written.
-        f.write_str(core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?"))
-    }
-}
-
-impl From<Error> for Fail {
-    fn from(error: Error) -> Self {
-        Self::new(format_args!("{error}"))
-    }
-}
-
-macro_rules! fail {
-    ($($arg:tt)*) => {
-        return Err($crate::cases::Fail::new(format_args!($($arg)*)))
-    };
-}
-#[cfg_attr(target_arch = "aarch64", allow(unused_imports))]
-pub(crate) use fail;
-
-pub(crate) type CaseResult = Result<(), Fail>;
 
 /// Checks that `result` is Xen's error `expected`.
 pub(crate) fn expect_errno<T: fmt::Debug>(result: Result<T, Error>, expected: Errno) -> CaseResult {
@@ -92,7 +36,17 @@ pub(crate) type GuestReporter<'a, H> = Reporter<Console<'a, H>>;
 pub(crate) struct Expect {
     /// A word `XENVER_capabilities` must contain, e.g. `"xen-3.0-x86_64"`.
     pub(crate) capability: &'static str,
+    /// `XENVER_platform_parameters.virt_start`: Xen 4.17 reports its
+    /// `HYPERVISOR_VIRT_START` to every guest (4.18 to 64-bit PV only).
+    pub(crate) virt_start: u64,
+    /// Whether the guest's physmap is translated (PVH, Arm: Xen sets
+    /// `XENFEAT_auto_translated_physmap`) or not (PV).
+    pub(crate) translated: bool,
 }
+
+/// x86_64's `HYPERVISOR_VIRT_START` (`public/arch-x86/xen-x86_64.h`).
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+pub(crate) const X86_64_VIRT_START: u64 = 0xffff_8000_0000_0000;
 
 /// Runs the cases common to every guest.
 pub(crate) fn run_common<H: XenHypercall<Error = Error>>(
@@ -186,14 +140,50 @@ fn version_cases<H: XenHypercall<Error = Error>>(
             Ok(())
         })(),
     );
-    r.case("xen_changeset", h.changeset().map(drop).map_err(Fail::from));
+    // No second source in a freestanding guest: the value goes to the log (the
+    // Linux dom0 test compares it with /sys/hypervisor). Debian's Xen has an
+    // empty changeset, and prints no "Latest ChangeSet" line at boot.
+    let changeset = h.changeset();
+    if let Ok(changeset) = &changeset {
+        r.out(format_args!("Xen changeset {changeset}"));
+    }
+    r.case(
+        "xen_changeset",
+        (|| {
+            let changeset = changeset?;
+            if changeset.to_str().is_err() {
+                fail!("changeset {changeset:?}");
+            }
+            Ok(())
+        })(),
+    );
     r.case(
         "xen_platform_parameters",
-        h.platform_parameters().map(drop).map_err(Fail::from),
+        (|| {
+            let params = h.platform_parameters()?;
+            if params.virt_start != expect.virt_start {
+                fail!(
+                    "virt_start {:#x}, expected {:#x}",
+                    params.virt_start,
+                    expect.virt_start
+                );
+            }
+            Ok(())
+        })(),
     );
     r.case(
         "xen_get_features",
-        h.features(0).map(drop).map_err(Fail::from),
+        (|| {
+            // Every testbed guest is the hardware domain (`do_xen_version`
+            // sets XENFEAT_dom0 for it), translated or not as its type says.
+            let features = h.features(0)?;
+            let dom0 = 1 << xen_sys::XENFEAT_dom0;
+            let translated = 1 << xen_sys::XENFEAT_auto_translated_physmap;
+            if features & dom0 == 0 || (features & translated != 0) != expect.translated {
+                fail!("features {features:#x}: dom0 or auto_translated_physmap wrong");
+            }
+            Ok(())
+        })(),
     );
     r.case(
         "xen_pagesize",
@@ -207,7 +197,15 @@ fn version_cases<H: XenHypercall<Error = Error>>(
     );
     r.case(
         "xen_guest_handle",
-        h.guest_handle().map(drop).map_err(Fail::from),
+        (|| {
+            // Xen builds dom0 with no handle (zeroed `dom0_cfg`); only the
+            // toolstack gives one to the domains it creates.
+            let handle = h.guest_handle()?;
+            if handle.0 != [0; 16] {
+                fail!("dom0's handle is {:?}, not zero", handle.0);
+            }
+            Ok(())
+        })(),
     );
     r.case(
         "xen_commandline",

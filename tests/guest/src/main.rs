@@ -7,14 +7,24 @@
 //! passed, it announces `XENTEST SHUTDOWN reboot` and asks Xen to reboot the
 //! machine (`SCHEDOP_shutdown`), which ends QEMU; otherwise it exits QEMU with
 //! failure.
+//!
+//! With `--features domu` (added to `pv` or `pvh`, or alone on aarch64) the same
+//! kernels are a domU instead, created by the toolstack in a Linux dom0: they
+//! report on their PV console ring and exchange an event channel and a granted
+//! page with dom0 (the `domu` module).
+//!
 //! `cargo xtask testbed` builds and boots them; on the host this crate only
 //! builds a program that says so.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod arch;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", not(feature = "domu")))]
 mod cases;
+#[cfg(all(target_os = "none", feature = "domu"))]
+mod domu;
+#[cfg(target_os = "none")]
+mod fail;
 #[cfg(target_os = "none")]
 mod shared_info;
 
@@ -30,10 +40,18 @@ fn main() {
 }
 
 /// The panic handler: reports `XENTEST PANIC` and exits QEMU with failure.
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", not(feature = "domu")))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut console = arch::panic_console();
     xen_testbed_protocol::report_panic(&mut console, info);
     arch::exit(1)
+}
+
+/// The domU's panic handler: reports `XENTEST PANIC` on the console ring (once
+/// found), then crashes the domain.
+#[cfg(all(target_os = "none", feature = "domu"))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    arch::domu_panic(info)
 }

@@ -5,26 +5,43 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod exchange;
 #[cfg(feature = "std")]
 mod parse;
 
 #[cfg(feature = "std")]
 pub use parse::{Event, Log, ParseError, clean_line, parse_line, parse_log};
 
-/// Standard output as a [`Write`], flushed after each write, so that no line is
-/// lost when the payload exits QEMU right after reporting.
+/// Standard output as a [`Write`] that writes whole lines: text is kept (per thread) until its
+/// line ends, then the line is written and flushed at once. So lines of several threads never mix,
+/// and no line is lost when the payload exits QEMU right after reporting.
 #[cfg(feature = "std")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stdout;
 
 #[cfg(feature = "std")]
+std::thread_local! {
+    /// This thread's unfinished line.
+    static PENDING_LINE: core::cell::RefCell<std::string::String> =
+        const { core::cell::RefCell::new(std::string::String::new()) };
+}
+
+#[cfg(feature = "std")]
 impl Write for Stdout {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        out.write_all(s.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|_| core::fmt::Error)
+        PENDING_LINE.with_borrow_mut(|pending| {
+            pending.push_str(s);
+            let Some(end) = pending.rfind('\n') else {
+                return Ok(());
+            };
+            let mut out = std::io::stdout().lock();
+            let result = out
+                .write_all(&pending.as_bytes()[..=end])
+                .and_then(|()| out.flush());
+            pending.drain(..=end);
+            result.map_err(|_| core::fmt::Error)
+        })
     }
 }
 
@@ -286,6 +303,18 @@ mod tests {
         }
         assert_eq!(Shutdown::SoftReset.to_string(), "soft_reset");
         assert_eq!(Shutdown::from_name("halt"), None);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn stdout_keeps_a_line_until_it_ends() {
+        let mut out = Stdout;
+        out.write_str("XENTEST ").expect("kept");
+        PENDING_LINE.with_borrow(|p| assert_eq!(p, "XENTEST "));
+        out.write_str("OUT a\nXENTEST OUT b").expect("written");
+        PENDING_LINE.with_borrow(|p| assert_eq!(p, "XENTEST OUT b"));
+        out.write_str("\n").expect("written");
+        PENDING_LINE.with_borrow(|p| assert!(p.is_empty()));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::release::Release;
 use crate::{Arch, Error, Result, command_output, is_root};
 
 /// The Xen modules dom0 tests need, in the order they are loaded (dependencies are added before).
@@ -45,7 +46,8 @@ struct Packages {
 }
 
 impl Arch {
-    fn debian(self) -> &'static str {
+    /// The Debian architecture name.
+    pub(crate) fn debian(self) -> &'static str {
         match self {
             Arch::X86_64 => "amd64",
             Arch::Aarch64 => "arm64",
@@ -53,30 +55,33 @@ impl Arch {
     }
 
     /// `pkg` qualified with this architecture, for apt.
-    fn apt_name(self, package: &str) -> String {
+    pub(crate) fn apt_name(self, package: &str) -> String {
         format!("{package}:{}", self.debian())
     }
 }
 
-/// Makes sure the artifacts of `arch` are in `cache` (under `<target>/testbed/cache`) and returns them.
-pub fn fetch(cache: &Path, arch: Arch) -> Result<Artifacts> {
+/// Makes sure the artifacts of `arch` in `release` are in `cache` (under `<target>/testbed/cache`) and
+/// returns them.
+pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Artifacts> {
     if arch == Arch::Aarch64 {
         ensure_foreign_arch("arm64")?;
     }
-    let packages = resolve(arch)?;
+    let packages = resolve(release, arch)?;
+    let hypervisor = release.hypervisor_file(arch);
     let dir = cache.join(arch.debian());
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
 
-    let xen_dir = unpacked(&dir, &packages.xen, arch, &["./boot/xen-4.17-*"], |root| {
+    let pattern = format!("./boot/xen-{}-*", release.xen);
+    let xen_dir = unpacked(&dir, &packages.xen, arch, &[&pattern], |root| {
         let out = root.join("xen");
         match arch {
             Arch::X86_64 => {
                 // The package ships a gzip'd 32-bit multiboot ELF; QEMU's -kernel wants it plain.
-                let compressed = root.join("boot/xen-4.17-amd64.gz");
+                let compressed = root.join(&hypervisor);
                 let plain = command_output(Command::new("gzip").arg("-dc").arg(&compressed))?;
                 fs::write(&out, plain).map_err(|e| Error::io(&out, e))
             }
-            Arch::Aarch64 => rename(&root.join("boot/xen-4.17-arm64"), &out),
+            Arch::Aarch64 => rename(&root.join(&hypervisor), &out),
         }
     })?;
     let kernel_dir = unpacked(
@@ -96,10 +101,15 @@ pub fn fetch(cache: &Path, arch: Arch) -> Result<Artifacts> {
         .lines()
         .map(|name| kernel_dir.join(format!("{name}.ko")))
         .collect();
+    let kernel = match arch {
+        // Xen takes ~3 s to decompress the XZ bzImage under TCG: boot the ELF inside it.
+        Arch::X86_64 => uncompressed_kernel(&kernel_dir)?,
+        Arch::Aarch64 => kernel_dir.join("vmlinuz"),
+    };
     Ok(Artifacts {
         arch,
         xen: xen_dir.join("xen"),
-        kernel: kernel_dir.join("vmlinuz"),
+        kernel,
         modules,
         busybox: busybox_dir.join("busybox"),
         versions: [&packages.xen, &packages.kernel, &packages.busybox]
@@ -132,15 +142,15 @@ fn ensure_foreign_arch(debian_arch: &str) -> Result<()> {
 
 /// Resolves the package names (the kernel's ABI number comes from the `linux-image-*` metapackage)
 /// and their candidate versions.
-fn resolve(arch: Arch) -> Result<Packages> {
+fn resolve(release: &Release, arch: Arch) -> Result<Packages> {
     let metapackage = arch.apt_name(&format!("linux-image-{}", arch.debian()));
     let depends = command_output(Command::new("apt-cache").args(["depends", &metapackage]))?;
-    let prefix = "linux-image-6.1.";
+    let prefix = release.kernel_package_prefix();
     let kernel = String::from_utf8_lossy(&depends)
         .lines()
         .filter_map(|line| line.trim().strip_prefix("Depends: "))
         .map(|dep| dep.split(':').next().unwrap_or(dep).to_string())
-        .find(|dep| dep.starts_with(prefix))
+        .find(|dep| dep.starts_with(&prefix))
         .ok_or_else(|| {
             Error::new(format!(
                 "`apt-cache depends {metapackage}` names no {prefix}* kernel"
@@ -151,7 +161,7 @@ fn resolve(arch: Arch) -> Result<Packages> {
         Arch::X86_64 => kernel,
         Arch::Aarch64 => format!("{kernel}-unsigned"),
     };
-    let xen = format!("xen-hypervisor-4.17-{}", arch.debian());
+    let xen = release.hypervisor_package(arch);
     let versioned = |name: String| -> Result<(String, String)> {
         let version = candidate_version(&arch.apt_name(&name))?;
         Ok((name, version))
@@ -165,18 +175,54 @@ fn resolve(arch: Arch) -> Result<Packages> {
 
 /// The version `apt-get download` would fetch.
 fn candidate_version(package: &str) -> Result<String> {
-    let show =
-        command_output(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
-            .map_err(|e| {
-                Error::new(format!(
-                    "{e}\n(is the package index current? run `apt-get update`)"
-                ))
-            })?;
-    String::from_utf8_lossy(&show)
-        .lines()
-        .find_map(|line| line.strip_prefix("Version: "))
-        .map(str::to_string)
-        .ok_or_else(|| Error::new(format!("`apt-cache show {package}` gives no version")))
+    Ok(candidate_versions(&[package.to_string()])?.remove(0))
+}
+
+/// The versions `apt-get download` would fetch of `packages` (`name:arch`), in their order, from one
+/// `apt-cache show` call.
+pub(crate) fn candidate_versions(packages: &[String]) -> Result<Vec<String>> {
+    let show = command_output(
+        Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .args(packages),
+    )
+    .map_err(|e| {
+        Error::new(format!(
+            "{e}\n(is the package index current? run `apt-get update`)"
+        ))
+    })?;
+    let show = String::from_utf8_lossy(&show);
+    // One stanza per package: `Package:`, `Architecture:` and `Version:` fields.
+    let stanzas: Vec<(String, String)> = show
+        .split("\n\n")
+        .filter_map(|stanza| {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::trim)
+            };
+            Some((
+                format!("{}:{}", field("Package:")?, field("Architecture:")?),
+                field("Version:")?.to_string(),
+            ))
+        })
+        .collect();
+    packages
+        .iter()
+        .map(|package| {
+            stanzas
+                .iter()
+                .find(|(name, _)| {
+                    name == package
+                        || name
+                            .strip_suffix(":all")
+                            .is_some_and(|n| package.starts_with(&format!("{n}:")))
+                })
+                .map(|(_, version)| version.clone())
+                .ok_or_else(|| Error::new(format!("`apt-cache show {package}` gives no version")))
+        })
+        .collect()
 }
 
 /// The directory holding `package` at `version`, unpacked and post-processed by `finish`, downloading
@@ -217,8 +263,8 @@ fn unpacked(
     Ok(dir)
 }
 
-/// Extracts the members of `deb` matching the tar `patterns` (tar wildcards) into `into`.
-fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
+/// Extracts the members of `deb` matching the tar `patterns` (tar wildcards; none: all) into `into`.
+pub(crate) fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -244,6 +290,52 @@ fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `vmlinux`, the ELF kernel inside an XZ-compressed x86 `vmlinuz` of `kernel_dir`, extracted on
+/// first use.
+fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
+    let vmlinux = kernel_dir.join("vmlinux");
+    if vmlinux.exists() {
+        return Ok(vmlinux);
+    }
+    let vmlinuz = kernel_dir.join("vmlinuz");
+    let image = fs::read(&vmlinuz).map_err(|e| Error::io(&vmlinuz, e))?;
+    const XZ_MAGIC: &[u8] = b"\xfd7zXZ\0";
+    let start = image
+        .windows(XZ_MAGIC.len())
+        .position(|window| window == XZ_MAGIC)
+        .ok_or_else(|| Error::new(format!("{}: no XZ stream", vmlinuz.display())))?;
+    let mut xz = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(format!("cannot run xz: {e}")))?;
+    let mut input = xz.stdin.take().expect("piped stdin");
+    let compressed = image[start..].to_vec();
+    // Fed from a thread: xz writes while it reads, and both pipes are bounded.
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        // xz stops reading after the stream: a broken pipe after it is expected.
+        let _ = input.write_all(&compressed);
+    });
+    let output = xz
+        .wait_with_output()
+        .map_err(|e| Error::new(format!("xz: {e}")))?;
+    let _ = feeder.join();
+    if !output.stdout.starts_with(b"\x7fELF") {
+        return Err(Error::new(format!(
+            "{}: the XZ stream is not an ELF kernel ({})",
+            vmlinuz.display(),
+            output.status
+        )));
+    }
+    let partial = kernel_dir.join("vmlinux.partial");
+    fs::write(&partial, &output.stdout).map_err(|e| Error::io(&partial, e))?;
+    rename(&partial, &vmlinux)?;
+    Ok(vmlinux)
 }
 
 /// Keeps the kernel image and the Xen modules (with their dependencies) of an unpacked kernel package,

@@ -17,10 +17,13 @@
 //!     name: "bench-x86_64".into(),
 //!     arch: Arch::X86_64,
 //!     binaries: vec![("bench".into(), bench)],
+//!     files: vec![],
+//!     preamble: Default::default(),
 //!     commands: vec!["bench --iterations 1000".into()],
 //!     expected_cases: vec![],
 //!     expected_dones: 1,
 //!     timeout: Duration::from_secs(120),
+//!     domus: vec![],
 //! })?;
 //! for row in outcome.log.outputs() {
 //!     println!("{row}"); // the payload's `XENTEST OUT` lines
@@ -37,18 +40,31 @@
 //! - The `/init` it generates mounts proc, sysfs and devtmpfs, loads the Xen modules (dependencies
 //!   first), runs each of `commands` as a shell line in order (with `/bin` on `PATH`), and exits QEMU
 //!   with failure if any of them exited non-zero.
+//! - With [`initramfs::Preamble::Toolstack`], `/init` first starts Debian's toolstack
+//!   ([`toolstack`]: `xenstored`, `xen-init-dom0`, `xenconsoled`; `xl` and the `xenstore-*` tools on
+//!   `PATH`), each step with a bounded wait and a failure line naming it.
 //! - [`run_scenarios`] runs the named [`scenarios`] (at most two QEMUs at once) and prints cargo-test
-//!   style lines; it is what `cargo xtask testbed` calls.
+//!   style lines; it is what `cargo xtask testbed` calls. A cross-domain scenario
+//!   ([`scenario::CrossDomain`]) judges dom0's cases and the cases of the domU it creates, whose
+//!   console dom0 forwards ([`verdict::split_domains`]).
+//! - [`Testbed::run_dom0_program`] and [`Testbed::run_domu_kernel`] run users' own code
+//!   (`cargo xtask testbed run`), streaming its output.
+//! - [`demo::demo`] is `cargo xtask demo`.
 
 #![forbid(unsafe_code)]
 
 pub mod apt;
 pub mod artifacts;
 pub mod cpio;
+pub mod demo;
 mod elf;
 pub mod initramfs;
+mod own_code;
 pub mod qemu;
+pub mod release;
 pub mod scenario;
+pub mod toolstack;
+pub mod user;
 pub mod verdict;
 
 use std::fmt;
@@ -128,6 +144,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Testbed {
     workspace: PathBuf,
     target_dir: PathBuf,
+    verbose: bool,
+    release: release::Release,
 }
 
 /// One Linux dom0 boot: see the crate documentation.
@@ -139,6 +157,10 @@ pub struct Dom0Run {
     pub arch: Arch,
     /// Extra static binaries: name in `/bin`, host path.
     pub binaries: Vec<(String, PathBuf)>,
+    /// Other files (e.g. domU kernels): absolute path in dom0, host path.
+    pub files: Vec<(String, PathBuf)>,
+    /// What `/init` sets up before the commands (e.g. Debian's toolstack).
+    pub preamble: initramfs::Preamble,
     /// Shell lines `/init` runs in order.
     pub commands: Vec<String>,
     /// Cases that must each be reported `ok`.
@@ -147,13 +169,17 @@ pub struct Dom0Run {
     pub expected_dones: usize,
     /// Time after which QEMU is killed and the run counts as hung.
     pub timeout: Duration,
+    /// The domUs whose forwarded consoles are judged with the run: name and expected cases.
+    pub domus: Vec<verdict::DomuExpectation>,
 }
 
 /// What one boot produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The parsed serial log.
+    /// The parsed serial log, without the domUs' forwarded console lines.
     pub log: Log,
+    /// Each domU's forwarded console (by name), parsed.
+    pub domus: Vec<(String, Log)>,
     /// The judgement.
     pub verdict: Verdict,
     /// The full serial log on disk.
@@ -168,7 +194,20 @@ impl Testbed {
         Self {
             workspace,
             target_dir,
+            verbose: false,
+            release: release::DEBIAN_12,
         }
+    }
+
+    /// The release it boots.
+    pub fn release(&self) -> &release::Release {
+        &self.release
+    }
+
+    /// Whether cargo's commands and output are shown (default: only errors and warnings).
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
     }
 
     /// `<target>/testbed/cache`.
@@ -181,7 +220,7 @@ impl Testbed {
         self.target_dir.join("testbed/logs")
     }
 
-    fn work_dir(&self) -> PathBuf {
+    pub(crate) fn work_dir(&self) -> PathBuf {
         self.target_dir.join("testbed/work")
     }
 
@@ -220,7 +259,7 @@ impl Testbed {
                 );
             }
         }
-        run_cargo(cargo)
+        self.run_cargo(cargo)
     }
 
     /// The path of static binary `name` built by [`Testbed::build_static`].
@@ -243,7 +282,12 @@ impl Testbed {
     /// Fetches (or finds in the cache) the artifacts of `arch` and makes sure QEMU is there.
     pub fn fetch(&self, arch: Arch) -> Result<artifacts::Artifacts> {
         artifacts::ensure_qemu(arch)?;
-        artifacts::fetch(&self.cache_dir(), arch)
+        artifacts::fetch(&self.cache_dir(), &self.release, arch)
+    }
+
+    /// Fetches (or finds in the cache) Debian's toolstack of `arch`.
+    pub fn toolstack(&self, arch: Arch) -> Result<toolstack::Toolstack> {
+        toolstack::fetch(&self.cache_dir(), &self.release, arch)
     }
 
     fn dom0_job(&self, artifacts: &artifacts::Artifacts, run: &Dom0Run) -> Result<scenario::Job> {
@@ -257,7 +301,20 @@ impl Testbed {
                 self.static_binary(run.arch, scenario::DOM0_TESTS),
             ));
         }
-        let image = initramfs::build(artifacts, &binaries, &run.commands)?;
+        let toolstack = match run.preamble {
+            initramfs::Preamble::Toolstack { .. } => Some(self.toolstack(run.arch)?),
+            initramfs::Preamble::Modules => None,
+        };
+        let image = initramfs::build(
+            artifacts,
+            &initramfs::Contents {
+                binaries: &binaries,
+                files: &run.files,
+                toolstack: toolstack.as_ref(),
+                preamble: run.preamble.clone(),
+                commands: &run.commands,
+            },
+        )?;
         let work = self.work_dir();
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let path = work.join(format!("{}.cpio", run.name));
@@ -278,14 +335,27 @@ impl Testbed {
                 arch: run.arch,
                 cases: run.expected_cases.clone(),
                 dones: run.expected_dones,
+                domus: run.domus.clone(),
             },
         })
     }
 }
 
+impl Testbed {
+    /// Runs a cargo command (echoed, with cargo's progress, only when verbose), failing with its
+    /// status.
+    pub(crate) fn run_cargo(&self, mut cargo: Command) -> Result<()> {
+        if self.verbose {
+            eprintln!("+ {cargo:?}");
+        } else {
+            cargo.arg("--quiet");
+        }
+        run_cargo(cargo)
+    }
+}
+
 /// Runs a cargo command, failing with its status.
 fn run_cargo(mut cargo: Command) -> Result<()> {
-    eprintln!("+ {cargo:?}");
     let status = cargo
         .status()
         .map_err(|e| Error::new(format!("cannot run cargo: {e}")))?;

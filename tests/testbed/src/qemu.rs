@@ -54,7 +54,7 @@ pub enum Guest<'a> {
 const XEN_X86_CMDLINE: &str =
     "console=com1 com1=115200,8n1 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0";
 const XEN_ARM_CMDLINE: &str = "console=dtuart loglvl=all guest_loglvl=all";
-const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1";
+const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1 quiet";
 
 /// The QEMU command that boots `xen` with `guest`, on `arch`.
 pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
@@ -72,7 +72,8 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
     match arch {
         Arch::X86_64 => {
             // TCG only: KVM is unusable on these hosts; `-smap`: TCG's SMAP emulation crashes a PV dom0.
-            qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max,-smap"]);
+            // tb-size=64: a 64 MiB translation cache instead of QEMU's default (RSS).
+            qemu.args(["-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max,-smap"]);
             qemu.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         }
         Arch::Aarch64 => {
@@ -82,7 +83,7 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
                 "-cpu",
                 "cortex-a57",
             ]);
-            qemu.args(["-accel", "tcg"]);
+            qemu.args(["-accel", "tcg,tb-size=64"]);
             qemu.args([
                 "-semihosting-config",
                 "enable=on,target=native,userspace=on",
@@ -105,8 +106,10 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
     };
     match (arch, guest) {
         (Arch::X86_64, Guest::LinuxDom0 { kernel, initramfs }) => {
-            qemu.args(["-m", "1024", "-append"]);
-            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=512M,max:512M"));
+            // The smallest that boots the kernel (128M: "Domain 0 allocation is too small"), with
+            // room left for a domU.
+            qemu.args(["-m", "384", "-append"]);
+            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=192M,max:192M"));
             qemu.arg("-initrd").arg(format!(
                 "{} {LINUX_CMDLINE},{}",
                 path(kernel)?,
@@ -134,8 +137,9 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
         }
         (Arch::Aarch64, Guest::LinuxDom0 { kernel, initramfs }) => {
             // Modules above QEMU's DTB at 0x48000000, which would overwrite a module placed there.
-            qemu.args(["-m", "1024", "-append"]);
-            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=256M"));
+            // 96M: enough for dom0 and the toolstack (64M: out of memory), leaving room for a domU.
+            qemu.args(["-m", "256", "-append"]);
+            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=96M"));
             qemu.arg("-device").arg(format!(
                 "guest-loader,addr=0x49000000,kernel={},bootargs={LINUX_CMDLINE} rdinit=/init",
                 path(kernel)?
@@ -162,7 +166,18 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
 }
 
 /// Runs `qemu` with its serial output in `log`, killing its process group after `timeout`.
-pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
+pub fn run(qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
+    run_streaming(qemu, log, timeout, &mut |_| {})
+}
+
+/// [`run`], calling `on_line` with each complete line of the log (raw bytes, without the newline)
+/// while QEMU runs.
+pub fn run_streaming(
+    mut qemu: Command,
+    log: &Path,
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&[u8]),
+) -> Result<Run> {
     let file = File::create(log).map_err(|e| Error::io(log, e))?;
     let stderr = file.try_clone().map_err(|e| Error::io(log, e))?;
     {
@@ -182,11 +197,14 @@ pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
     };
     let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
     let mut peak_rss_kib = None;
+    let mut tail = Tail::default();
     let exit = loop {
+        tail.read(log, on_line);
         if let Some(status) = child
             .try_wait()
             .map_err(|e| Error::new(format!("waiting for QEMU: {e}")))?
         {
+            tail.read(log, on_line);
             break status.code().map_or(Exit::Signal, Exit::Status);
         }
         if let Some(rss) = high_water_mark(&status_path) {
@@ -205,6 +223,34 @@ pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
         peak_rss_kib,
         log: log.to_path_buf(),
     })
+}
+
+/// The lines of a growing file not yet handed out.
+#[derive(Default)]
+struct Tail {
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    /// Hands every new complete line of `path` to `on_line`.
+    fn read(&mut self, path: &Path, on_line: &mut dyn FnMut(&[u8])) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = File::open(path) else {
+            return;
+        };
+        let mut chunk = Vec::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut chunk).is_err()
+        {
+            return;
+        }
+        self.offset += chunk.len() as u64;
+        self.partial.extend_from_slice(&chunk);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            on_line(&line[..end]);
+        }
+    }
 }
 
 /// `VmHWM` (peak RSS, KiB) from a `/proc/<pid>/status` file.

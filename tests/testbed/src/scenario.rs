@@ -7,10 +7,14 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use xen_testbed_protocol::parse_log;
+use xen_testbed_protocol::{exchange, parse_log};
 
-use crate::verdict::{CLEAN_SHUTDOWN, CaseResult, Expectation, judge};
-use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, qemu};
+use crate::verdict::{
+    CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, judge, split_domains,
+};
+use crate::{
+    Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, own_code, qemu,
+};
 
 /// The dom0 test programs' package (and binary).
 pub const DOM0_TESTS: &str = "xen-dom0-tests";
@@ -77,6 +81,72 @@ pub enum GuestKind {
     Aarch64,
 }
 
+impl GuestKind {
+    /// The architecture it runs on.
+    pub fn arch(self) -> Arch {
+        match self {
+            GuestKind::Pv | GuestKind::Pvh => Arch::X86_64,
+            GuestKind::Aarch64 => Arch::Aarch64,
+        }
+    }
+}
+
+/// What a Linux dom0 sets up before its commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// The Xen modules and xenfs.
+    Modules,
+    /// Also Debian's toolstack (`xenstored`, `xen-init-dom0`, `xenconsoled`).
+    Toolstack,
+    /// The toolstack, with this shell line run before its first step (a self-test breaking it).
+    BrokenToolstack(&'static str),
+}
+
+impl Setup {
+    fn preamble(self) -> initramfs::Preamble {
+        match self {
+            Setup::Modules => initramfs::Preamble::Modules,
+            Setup::Toolstack => initramfs::Preamble::Toolstack { fault: None },
+            Setup::BrokenToolstack(fault) => initramfs::Preamble::Toolstack {
+                fault: Some(fault.into()),
+            },
+        }
+    }
+}
+
+/// A scenario with two domains: a Linux dom0 with the toolstack runs the dom0 half of the exchange
+/// (`xen-dom0-tests domu`, cases [`exchange::DOM0_CASES`]) against a freestanding domU it creates
+/// with `xl create`, which runs the domU half (cases [`exchange::DOMU_CASES`]); both are judged
+/// together. The exchange itself is described once, in [`exchange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossDomain {
+    /// The domU's flavour.
+    pub domu: GuestKind,
+    /// For the harness's self-tests: the value dom0 writes to [`exchange::SELFTEST`].
+    pub selftest: Option<&'static str>,
+}
+
+impl CrossDomain {
+    /// The domU's name in xl (and on its forwarded console lines).
+    pub fn domu_name(&self) -> String {
+        domu_name(self.domu)
+    }
+}
+
+/// The xl name of the domU of flavour `kind`.
+pub fn domu_name(kind: GuestKind) -> String {
+    format!("xentest-{}", format!("{kind:?}").to_lowercase())
+}
+
+/// xl's `type` and `memory` (MiB) of a domU of flavour `kind` (Arm guests are PVH-like).
+pub fn xl_type_and_memory(kind: GuestKind) -> (&'static str, u32) {
+    match kind {
+        GuestKind::Pv => ("pv", 16),
+        GuestKind::Pvh => ("pvh", 32),
+        GuestKind::Aarch64 => ("pvh", 32),
+    }
+}
+
 /// What a scenario boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -84,11 +154,34 @@ pub enum Kind {
     LinuxDom0 {
         /// The architecture.
         arch: Arch,
+        /// What `/init` sets up first.
+        setup: Setup,
         /// The shell lines.
         commands: &'static [&'static str],
     },
     /// A freestanding guest as dom0.
     Guest(GuestKind),
+    /// A Linux dom0 and a freestanding domU.
+    CrossDomain(CrossDomain),
+    /// A program built outside the workspace, run as `cargo xtask testbed run --dom0` runs it.
+    OwnCode,
+}
+
+impl Kind {
+    /// The architecture QEMU emulates.
+    pub fn arch(self) -> Arch {
+        match self {
+            Kind::LinuxDom0 { arch, .. } => arch,
+            Kind::Guest(kind) => kind.arch(),
+            Kind::CrossDomain(cross) => cross.domu.arch(),
+            Kind::OwnCode => Arch::X86_64,
+        }
+    }
+
+    /// Whether it boots a Linux dom0 (with `xen-dom0-tests`).
+    fn is_linux(self) -> bool {
+        !matches!(self, Kind::Guest(_))
+    }
 }
 
 /// A named test scenario.
@@ -124,11 +217,36 @@ const fn linux(
     Scenario {
         name,
         about,
-        kind: Kind::LinuxDom0 { arch, commands },
+        kind: Kind::LinuxDom0 {
+            arch,
+            setup: Setup::Modules,
+            commands,
+        },
         timeout: Duration::from_secs(timeout),
         must_fail,
     }
 }
+
+const fn cross_domain(
+    name: &'static str,
+    about: &'static str,
+    domu: GuestKind,
+    selftest: Option<&'static str>,
+    must_fail: Option<&'static str>,
+) -> Scenario {
+    Scenario {
+        name,
+        about,
+        kind: Kind::CrossDomain(CrossDomain { domu, selftest }),
+        timeout: Duration::from_secs(120),
+        must_fail,
+    }
+}
+
+/// The command that runs the `xl info` oracle case ([`ORACLE_CASE`]) in a dom0 with the toolstack.
+pub const ORACLE_COMMAND: &str = "xen-dom0-tests xl-info";
+/// The `xl info` oracle case.
+pub const ORACLE_CASE: &str = "xen_version_matches_xl_info";
 
 const fn guest(name: &'static str, about: &'static str, kind: GuestKind) -> Scenario {
     Scenario {
@@ -143,20 +261,55 @@ const fn guest(name: &'static str, about: &'static str, kind: GuestKind) -> Scen
 /// Every scenario, in the order they run.
 pub fn scenarios() -> &'static [Scenario] {
     const ALL: &[Scenario] = &[
-        linux(
-            "linux-dom0-x86_64",
-            "Linux PV dom0 on Xen amd64 runs xen-dom0-tests",
-            Arch::X86_64,
-            &[DOM0_TESTS],
-            150,
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::X86_64,
+                setup: Setup::Toolstack,
+                commands: &[DOM0_TESTS, ORACLE_COMMAND],
+            },
+            ..linux(
+                "linux-dom0-x86_64",
+                "Linux PV dom0 on Xen amd64 with the toolstack runs xen-dom0-tests and the xl info oracle",
+                Arch::X86_64,
+                &[],
+                150,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::Aarch64,
+                setup: Setup::Toolstack,
+                commands: &[DOM0_TESTS, ORACLE_COMMAND],
+            },
+            ..linux(
+                "linux-dom0-aarch64",
+                "Linux dom0 on Xen arm64 with the toolstack runs xen-dom0-tests and the xl info oracle",
+                Arch::Aarch64,
+                &[],
+                90,
+                None,
+            )
+        },
+        cross_domain(
+            "domu-pv",
+            "Linux dom0 creates a freestanding x86_64 PV domU: xenstore, event channels, a granted page",
+            GuestKind::Pv,
+            None,
             None,
         ),
-        linux(
-            "linux-dom0-aarch64",
-            "Linux dom0 on Xen arm64 runs xen-dom0-tests",
-            Arch::Aarch64,
-            &[DOM0_TESTS],
-            90,
+        cross_domain(
+            "domu-pvh",
+            "Linux dom0 creates a freestanding x86_64 PVH domU: xenstore, event channels, a granted page",
+            GuestKind::Pvh,
+            None,
+            None,
+        ),
+        cross_domain(
+            "domu-aarch64",
+            "Linux dom0 creates a freestanding aarch64 domU: xenstore, event channels, a granted page",
+            GuestKind::Aarch64,
+            None,
             None,
         ),
         guest(
@@ -206,6 +359,43 @@ pub fn scenarios() -> &'static [Scenario] {
             25,
             Some("hang: QEMU killed"),
         ),
+        Scenario {
+            name: "run-own-dom0",
+            about: "a program built outside the workspace runs in dom0 as `cargo xtask testbed run --dom0` runs it",
+            kind: Kind::OwnCode,
+            timeout: Duration::from_secs(150),
+            must_fail: None,
+        },
+        cross_domain(
+            "selftest-domu-hang",
+            "harness self-test: a domU that never reports is destroyed after a timeout and named",
+            GuestKind::Aarch64,
+            Some(exchange::SELFTEST_HANG),
+            Some("domu_ready: FAILED domU xentest-aarch64 never wrote data/ready"),
+        ),
+        cross_domain(
+            "selftest-domu-crash",
+            "harness self-test: a crashing domU is reported through xl's on_crash",
+            GuestKind::Aarch64,
+            Some(exchange::SELFTEST_CRASH),
+            Some("domu_ready: FAILED domU xentest-aarch64 crashed"),
+        ),
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::Aarch64,
+                // xen-init-dom0 cannot be run: the step fails at once, by name.
+                setup: Setup::BrokenToolstack("rm \"$(which xen-init-dom0)\""),
+                commands: &[DOM0_TESTS],
+            },
+            ..linux(
+                "selftest-toolstack",
+                "harness self-test: a toolstack step that fails is reported by name",
+                Arch::Aarch64,
+                &[],
+                90,
+                Some("PANIC toolstack: xen-init-dom0: exit status"),
+            )
+        },
         linux(
             "selftest-xen-reboot",
             "harness self-test: dom0 rebooting Xen is a failure",
@@ -236,6 +426,14 @@ pub struct Summary {
     pub failed: usize,
 }
 
+/// What one scenario runs.
+enum Work {
+    /// A prepared QEMU run.
+    Qemu(Box<Job>),
+    /// The built program of [`Kind::OwnCode`].
+    OwnCode(PathBuf),
+}
+
 /// A prepared QEMU run.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -247,15 +445,26 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn run(self, testbed: &Testbed) -> Result<Outcome> {
+        self.run_streaming(testbed, &mut |_| {})
+    }
+
+    /// [`Job::run`], handing each serial line to `on_line` while QEMU runs.
+    pub(crate) fn run_streaming(
+        self,
+        testbed: &Testbed,
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> Result<Outcome> {
         let logs = testbed.logs_dir();
         std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
         let log_path = logs.join(format!("{}.log", self.name));
-        let run = qemu::run(self.command, &log_path, self.timeout)?;
+        let run = qemu::run_streaming(self.command, &log_path, self.timeout, on_line)?;
         let raw = std::fs::read(&log_path).map_err(|e| Error::io(&log_path, e))?;
-        let log = parse_log(&raw);
-        let verdict = judge(&self.expectation, &log, run.exit);
+        let (log, domus) = split_domains(&parse_log(&raw));
+        let mut verdict = judge(&self.expectation, &log, run.exit);
+        verdict.add_domus(&self.expectation.domus, &domus);
         Ok(Outcome {
             log,
+            domus,
             verdict,
             log_path,
             run,
@@ -295,17 +504,10 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     let start = Instant::now();
     let linux_arches: BTreeSet<Arch> = selected
         .iter()
-        .filter_map(|s| match s.kind {
-            Kind::LinuxDom0 { arch, .. } => Some(arch),
-            Kind::Guest(_) => None,
-        })
+        .filter(|s| s.kind.is_linux())
+        .map(|s| s.kind.arch())
         .collect();
-    let guest_arches = selected.iter().filter_map(|s| match s.kind {
-        Kind::Guest(GuestKind::Aarch64) => Some(Arch::Aarch64),
-        Kind::Guest(_) => Some(Arch::X86_64),
-        Kind::LinuxDom0 { .. } => None,
-    });
-    let arches: BTreeSet<Arch> = linux_arches.iter().copied().chain(guest_arches).collect();
+    let arches: BTreeSet<Arch> = selected.iter().map(|s| s.kind.arch()).collect();
     let mut artifacts = Vec::new();
     for arch in &arches {
         let fetched = testbed.fetch(*arch)?;
@@ -355,52 +557,77 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     };
     let mut guests = GuestBuilds::default();
 
-    let mut jobs: Vec<(Scenario, Result<Job>)> = Vec::new();
+    let mut jobs: Vec<(Scenario, Result<Work>)> = Vec::new();
     for scenario in selected {
-        let job = match scenario.kind {
-            Kind::LinuxDom0 { arch, commands } => {
-                dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
+        let arch = scenario.kind.arch();
+        let qemu_job = match scenario.kind {
+            Kind::LinuxDom0 {
+                setup, commands, ..
+            } => dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
+                // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
+                let runs_tests =
+                    |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
+                let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
+                    cases
+                } else {
+                    Vec::new()
+                };
+                if commands.contains(&ORACLE_COMMAND) {
+                    expected.push(ORACLE_CASE.into());
+                }
+                let dones = commands.iter().filter(runs_tests).count()
+                    + usize::from(commands.contains(&ORACLE_COMMAND));
+                testbed.dom0_job(
+                    artifacts_of(arch),
+                    &Dom0Run {
+                        name: scenario.name.into(),
+                        arch,
+                        binaries: Vec::new(),
+                        files: Vec::new(),
+                        preamble: setup.preamble(),
+                        commands: commands.iter().map(|c| c.to_string()).collect(),
+                        expected_cases: expected,
+                        expected_dones: dones,
+                        timeout: scenario.timeout,
+                        domus: Vec::new(),
+                    },
+                )
+            }),
+            Kind::Guest(kind) => guests
+                .image(testbed, kind, Flavour::Dom0)
+                .and_then(|image| {
+                    let guest = match kind {
+                        GuestKind::Pv => qemu::Guest::Pv(&image),
+                        GuestKind::Pvh => qemu::Guest::Pvh(&image),
+                        GuestKind::Aarch64 => qemu::Guest::Aarch64Image(&image),
+                    };
+                    Ok(Job {
+                        name: scenario.name.into(),
+                        command: qemu::command(arch, &artifacts_of(arch).xen, &guest)?,
+                        timeout: scenario.timeout,
+                        expectation: Expectation {
+                            arch,
+                            cases: guest_cases(kind),
+                            dones: 1,
+                            domus: Vec::new(),
+                        },
+                    })
+                }),
+            Kind::CrossDomain(cross) => dom0_built(arch)
+                .and_then(|()| guests.image(testbed, cross.domu, Flavour::Domu))
+                .and_then(|kernel| {
                     testbed.dom0_job(
                         artifacts_of(arch),
-                        &Dom0Run {
-                            name: scenario.name.into(),
-                            arch,
-                            binaries: Vec::new(),
-                            commands: commands.iter().map(|c| c.to_string()).collect(),
-                            expected_cases: cases,
-                            expected_dones: usize::from(
-                                commands.contains(&DOM0_TESTS)
-                                    || commands.iter().any(|c| c.ends_with(DOM0_TESTS)),
-                            ),
-                            timeout: scenario.timeout,
-                        },
+                        &cross_domain_run(scenario.name, &cross, &kernel, scenario.timeout),
                     )
-                })
+                }),
+            Kind::OwnCode => {
+                let built = dom0_built(arch).and_then(|()| own_code::build(testbed));
+                jobs.push((*scenario, built.map(Work::OwnCode)));
+                continue;
             }
-            Kind::Guest(kind) => guests.image(testbed, kind).and_then(|image| {
-                let arch = if kind == GuestKind::Aarch64 {
-                    Arch::Aarch64
-                } else {
-                    Arch::X86_64
-                };
-                let guest = match kind {
-                    GuestKind::Pv => qemu::Guest::Pv(&image),
-                    GuestKind::Pvh => qemu::Guest::Pvh(&image),
-                    GuestKind::Aarch64 => qemu::Guest::Aarch64Image(&image),
-                };
-                Ok(Job {
-                    name: scenario.name.into(),
-                    command: qemu::command(arch, &artifacts_of(arch).xen, &guest)?,
-                    timeout: scenario.timeout,
-                    expectation: Expectation {
-                        arch,
-                        cases: guest_cases(kind),
-                        dones: 1,
-                    },
-                })
-            }),
         };
-        jobs.push((*scenario, job));
+        jobs.push((*scenario, qemu_job.map(|job| Work::Qemu(Box::new(job)))));
     }
 
     let summary = Mutex::new(Summary::default());
@@ -411,7 +638,10 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                 loop {
                     let next = queue.lock().expect("queue lock").next();
                     let Some((scenario, job)) = next else { break };
-                    let outcome = job.and_then(|job| job.run(testbed));
+                    let outcome = job.and_then(|work| match work {
+                        Work::Qemu(job) => job.run(testbed),
+                        Work::OwnCode(binary) => own_code::run(testbed, &binary),
+                    });
                     let (passed, failed) = report(&scenario, &outcome);
                     let mut summary = summary.lock().expect("summary lock");
                     summary.passed += passed;
@@ -432,46 +662,95 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     Ok(summary)
 }
 
+/// The dom0 run of a cross-domain scenario: the toolstack, the domU's kernel at
+/// `/lib/xentest/<domU name>`, and `xen-dom0-tests domu` creating it; dom0's and the domU's cases
+/// from [`exchange`].
+pub fn cross_domain_run(
+    name: &str,
+    cross: &CrossDomain,
+    kernel: &std::path::Path,
+    timeout: Duration,
+) -> Dom0Run {
+    let domu = cross.domu_name();
+    let (xl_type, memory) = xl_type_and_memory(cross.domu);
+    let path = format!("/lib/xentest/{domu}");
+    let mut command = format!(
+        "{DOM0_TESTS} domu --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
+    );
+    if let Some(selftest) = cross.selftest {
+        command.push_str(&format!(" --selftest {selftest}"));
+    }
+    Dom0Run {
+        name: name.into(),
+        arch: cross.domu.arch(),
+        binaries: Vec::new(),
+        files: vec![(path, kernel.to_path_buf())],
+        preamble: Setup::Toolstack.preamble(),
+        commands: vec![command],
+        expected_cases: exchange::DOM0_CASES.iter().map(|c| c.to_string()).collect(),
+        expected_dones: 1,
+        timeout,
+        domus: vec![DomuExpectation {
+            name: domu,
+            label: "domu".into(),
+            cases: exchange::DOMU_CASES.iter().map(|c| c.to_string()).collect(),
+        }],
+    }
+}
+
+/// Which flavour of a freestanding guest: the hardware domain, or a domU created by the toolstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Booted by Xen as dom0.
+    Dom0,
+    /// Created by `xl create` (`--features domu`).
+    Domu,
+}
+
 /// Freestanding guest images, built on first use.
 #[derive(Default)]
 struct GuestBuilds {
-    built: Vec<(GuestKind, Result<PathBuf>)>,
+    built: Vec<((GuestKind, Flavour), Result<PathBuf>)>,
 }
 
 impl GuestBuilds {
-    fn image(&mut self, testbed: &Testbed, kind: GuestKind) -> Result<PathBuf> {
-        if let Some((_, image)) = self.built.iter().find(|(k, _)| *k == kind) {
+    fn image(&mut self, testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Result<PathBuf> {
+        if let Some((_, image)) = self.built.iter().find(|(k, _)| *k == (kind, flavour)) {
             return image.clone();
         }
-        let image = build_guest(testbed, kind);
-        self.built.push((kind, image.clone()));
+        let image = build_guest(testbed, kind, flavour);
+        self.built.push(((kind, flavour), image.clone()));
         image
     }
 }
 
-fn build_guest(testbed: &Testbed, kind: GuestKind) -> Result<PathBuf> {
+/// Builds the freestanding guest of `kind` and `flavour` and returns the image to boot.
+pub fn build_guest(testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Result<PathBuf> {
     if !testbed.workspace.join("tests/guest/Cargo.toml").exists() {
         return Err(Error::new(format!(
             "payload crate missing: tests/guest (package {GUEST}) does not exist yet"
         )));
     }
-    let (target, features) = match kind {
-        GuestKind::Pv => ("x86_64-unknown-none", Some("pv")),
-        GuestKind::Pvh => ("x86_64-unknown-none", Some("pvh")),
-        GuestKind::Aarch64 => ("aarch64-unknown-none", None),
+    let (target, mut features) = match kind {
+        GuestKind::Pv => ("x86_64-unknown-none", vec!["pv"]),
+        GuestKind::Pvh => ("x86_64-unknown-none", vec!["pvh"]),
+        GuestKind::Aarch64 => ("aarch64-unknown-none", vec![]),
     };
+    if flavour == Flavour::Domu {
+        features.push("domu");
+    }
     crate::check_rust_target(target)?;
     let mut cargo = testbed.cargo();
     cargo.args(["build", "--release", "-p", GUEST, "--target", target]);
-    if let Some(features) = features {
-        cargo.args(["--features", features]);
+    if !features.is_empty() {
+        cargo.args(["--features", &features.join(",")]);
     }
-    crate::run_cargo(cargo)?;
+    testbed.run_cargo(cargo)?;
     let built = testbed.target_dir.join(target).join("release").join(GUEST);
     let work = testbed.work_dir();
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     // Copied aside: the next flavour's build overwrites the binary.
-    let image = work.join(format!("{GUEST}-{kind:?}").to_lowercase());
+    let image = work.join(format!("{GUEST}-{kind:?}-{flavour:?}").to_lowercase());
     match kind {
         GuestKind::Pv | GuestKind::Pvh => {
             std::fs::copy(&built, &image).map_err(|e| Error::io(&built, e))?;
@@ -579,85 +858,6 @@ fn report(scenario: &Scenario, outcome: &Result<Outcome>) -> (usize, usize) {
         let _ = writeln!(out, "----");
     }
     (passed, failed)
-}
-
-/// `cargo xtask demo`: boots Xen with a Linux dom0 running `xen-dom0-tests demo`, then a freestanding
-/// guest, and shows what they print. Returns whether both runs passed.
-pub fn demo(testbed: &Testbed) -> Result<bool> {
-    testbed.build_static(DOM0_TESTS, &[Arch::X86_64])?;
-    let linux = testbed.boot_linux_dom0(&Dom0Run {
-        name: "demo-linux-dom0-x86_64".into(),
-        arch: Arch::X86_64,
-        binaries: Vec::new(),
-        commands: vec![format!("{DOM0_TESTS} demo")],
-        expected_cases: Vec::new(),
-        expected_dones: 1,
-        timeout: Duration::from_secs(150),
-    })?;
-    show_demo(
-        "Linux dom0 (x86_64 PV) running the xen-dom0-tests demo",
-        &linux,
-        "Hello from Rust",
-    );
-    let artifacts = testbed.fetch(Arch::X86_64)?;
-    let guest_ok = match build_guest(testbed, GuestKind::Pv) {
-        Ok(image) => {
-            let job = Job {
-                name: "demo-pv64".into(),
-                command: qemu::command(Arch::X86_64, &artifacts.xen, &qemu::Guest::Pv(&image))?,
-                timeout: Duration::from_secs(60),
-                expectation: Expectation {
-                    arch: Arch::X86_64,
-                    cases: Vec::new(),
-                    dones: 1,
-                },
-            };
-            let outcome = job.run(testbed)?;
-            show_demo(
-                "freestanding Rust guest as a PV64 dom0",
-                &outcome,
-                "xen-test-guest:",
-            );
-            outcome.verdict.passed()
-        }
-        Err(error) => {
-            println!("\n== freestanding guest: not run: {error}");
-            false
-        }
-    };
-    Ok(linux.verdict.passed() && guest_ok)
-}
-
-/// Prints a demo run: the banner, the payload's `XENTEST OUT` lines, the console lines containing
-/// `console_marker` (written with `CONSOLEIO_write`), and the cases.
-fn show_demo(title: &str, outcome: &Outcome, console_marker: &str) {
-    println!("\n== {title}");
-    println!(
-        "   hypervisor: {}",
-        outcome.verdict.banner.as_deref().unwrap_or("(no banner)")
-    );
-    for line in outcome.log.outputs() {
-        println!("   {line}");
-    }
-    for line in outcome
-        .log
-        .lines
-        .iter()
-        .filter(|l| l.contains(console_marker))
-    {
-        println!("   console: {}", line.trim());
-    }
-    for (case, result) in &outcome.verdict.cases {
-        println!("   case {case}: {result:?}");
-    }
-    for failure in &outcome.verdict.problems {
-        println!("   problem: {failure}");
-    }
-    println!(
-        "   QEMU {:.1} s; full log {}",
-        outcome.run.wall.as_secs_f64(),
-        outcome.log_path.display()
-    );
 }
 
 #[cfg(test)]

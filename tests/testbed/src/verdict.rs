@@ -1,6 +1,7 @@
 //! Judging a run: the serial log and QEMU's exit against what a scenario expects.
 
-use xen_testbed_protocol::{Event, Log, Shutdown, parse_line};
+use xen_testbed_protocol::exchange::split_forwarded;
+use xen_testbed_protocol::{Event, Log, Shutdown, parse_line, parse_log};
 
 use crate::Arch;
 use crate::qemu::Exit;
@@ -53,6 +54,51 @@ pub struct Expectation {
     pub cases: Vec<String>,
     /// How many `DONE` lines the payload(s) print (one per test program).
     pub dones: usize,
+    /// The domUs whose consoles dom0 forwards, judged with the run.
+    pub domus: Vec<DomuExpectation>,
+}
+
+/// What a domU must report on its console, which dom0 forwards to the serial line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomuExpectation {
+    /// The domU's name (xl's), as on the forwarded lines.
+    pub name: String,
+    /// Its cases are listed as `<label>::<case>`, and dom0's as `dom0::<case>`.
+    pub label: String,
+    /// Cases it must report, each once, `ok`; the runner adds [`CLEAN_SHUTDOWN`]: the domU
+    /// announced `XENTEST SHUTDOWN poweroff` after a passing `DONE`.
+    pub cases: Vec<String>,
+}
+
+/// Splits a serial log into dom0's own lines and each forwarded domU console (by domU name, in
+/// order of first appearance), each parsed on its own.
+pub fn split_domains(log: &Log) -> (Log, Vec<(String, Log)>) {
+    let mut dom0 = String::new();
+    let mut domus: Vec<(String, String)> = Vec::new();
+    for line in &log.lines {
+        match split_forwarded(line) {
+            Some((name, console)) => {
+                let text = match domus.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, text)) => text,
+                    None => {
+                        domus.push((name.to_string(), String::new()));
+                        &mut domus.last_mut().expect("just pushed").1
+                    }
+                };
+                text.push_str(console);
+                text.push('\n');
+            }
+            None => {
+                dom0.push_str(line);
+                dom0.push('\n');
+            }
+        }
+    }
+    let domus = domus
+        .into_iter()
+        .map(|(name, text)| (name, parse_log(text.as_bytes())))
+        .collect();
+    (parse_log(dom0.as_bytes()), domus)
 }
 
 /// Lines Xen prints when dom0 dies, halts or reboots, or when Xen itself panics.
@@ -137,15 +183,50 @@ fn describe(exit: Exit) -> String {
 
 /// Judges `log` and `exit` against `expected`.
 pub fn judge(expected: &Expectation, log: &Log, exit: Exit) -> Verdict {
-    let mut problems = Vec::new();
     let shutdown = judge_shutdown(log, exit);
     let clean_shutdown = shutdown
         .as_ref()
         .map(|(result, _)| (CLEAN_SHUTDOWN, result));
-    let reported: Vec<(&str, &Result<(), String>)> = log.cases().chain(clean_shutdown).collect();
+    let (cases, mut problems) = judge_reports(&expected.cases, expected.dones, log, clean_shutdown);
+    // Xen's reboot line is no death when it answers the payload's announced shutdown.
+    let announced_reboot = shutdown.as_ref().and_then(|(_, line)| *line);
+    if let Some((_, line)) = log.lines.iter().enumerate().find(|(index, l)| {
+        Some(*index) != announced_reboot && XEN_DEATH.iter().any(|d| l.contains(d))
+    }) {
+        problems.push(format!("Xen: {}", line.trim()));
+    }
+    // Status 0 after an announced shutdown is Xen's reset, judged by `clean_shutdown`.
+    if shutdown.is_none() || exit != Exit::Status(0) {
+        problems.extend(exit_problem(
+            expected.arch,
+            exit,
+            log.dones().next().is_some(),
+        ));
+    }
+    let banner = log.lines.iter().find_map(|line| {
+        let start = line.find("Xen version ")?;
+        Some(line[start..].trim().to_string())
+    });
+    Verdict {
+        cases,
+        problems,
+        banner,
+    }
+}
+
+/// Judges what a payload reported in `log`: the `expected` cases (each exactly once), any others
+/// reported, `runner_case` (a case the runner judged itself), panics, malformed lines and the
+/// `DONE` lines (`dones` of them, their counts matching the cases).
+fn judge_reports(
+    expected: &[String],
+    dones: usize,
+    log: &Log,
+    runner_case: Option<(&str, &Result<(), String>)>,
+) -> (Vec<(String, CaseResult)>, Vec<String>) {
+    let mut problems = Vec::new();
+    let reported: Vec<(&str, &Result<(), String>)> = log.cases().chain(runner_case).collect();
     let mut cases: Vec<(String, CaseResult)> = Vec::new();
     let names = expected
-        .cases
         .iter()
         .map(String::as_str)
         .chain(reported.iter().map(|(name, _)| *name));
@@ -174,44 +255,97 @@ pub fn judge(expected: &Expectation, log: &Log, exit: Exit) -> Verdict {
             malformed.line.trim()
         ));
     }
-    let dones: Vec<(u32, u32)> = log.dones().collect();
-    if dones.len() != expected.dones {
-        problems.push(match dones.len() {
+    let done_lines: Vec<(u32, u32)> = log.dones().collect();
+    if done_lines.len() != dones {
+        problems.push(match done_lines.len() {
             0 => "no XENTEST DONE line (the payload stopped early)".to_string(),
-            n => format!("{n} XENTEST DONE lines, expected {}", expected.dones),
+            n => format!("{n} XENTEST DONE lines, expected {dones}"),
         });
     }
-    let (done_passed, done_failed) = dones.iter().fold((0u64, 0u64), |(p, f), (dp, df)| {
+    let (done_passed, done_failed) = done_lines.iter().fold((0u64, 0u64), |(p, f), (dp, df)| {
         (p + u64::from(*dp), f + u64::from(*df))
     });
     let (passed, failed) = log.cases().fold((0u64, 0u64), |(p, f), (_, r)| match r {
         Ok(()) => (p + 1, f),
         Err(_) => (p, f + 1),
     });
-    if !dones.is_empty() && (done_passed, done_failed) != (passed, failed) {
+    if !done_lines.is_empty() && (done_passed, done_failed) != (passed, failed) {
         problems.push(format!(
             "DONE counts passed={done_passed} failed={done_failed}, but the log reports passed={passed} failed={failed}"
         ));
     }
-    // Xen's reboot line is no death when it answers the payload's announced shutdown.
-    let announced_reboot = shutdown.as_ref().and_then(|(_, line)| *line);
-    if let Some((_, line)) = log.lines.iter().enumerate().find(|(index, l)| {
-        Some(*index) != announced_reboot && XEN_DEATH.iter().any(|d| l.contains(d))
-    }) {
-        problems.push(format!("Xen: {}", line.trim()));
+    (cases, problems)
+}
+
+/// A domU's [`CLEAN_SHUTDOWN`]: exactly one `XENTEST SHUTDOWN poweroff`, after a `DONE` that
+/// reports no failure. (Whether the domain really went away is dom0's case.)
+fn judge_domu_shutdown(log: &Log) -> Option<Result<(), String>> {
+    let mut last_done = None;
+    let mut shutdowns = Vec::new();
+    for (index, event) in log.events.iter().enumerate() {
+        match event {
+            Event::Done { failed, .. } => last_done = Some((index, *failed)),
+            Event::Shutdown(reason) => shutdowns.push((index, *reason)),
+            _ => {}
+        }
     }
-    // Status 0 after an announced shutdown is Xen's reset, judged by `clean_shutdown`.
-    if shutdown.is_none() || exit != Exit::Status(0) {
-        problems.extend(exit_problem(expected.arch, exit, !dones.is_empty()));
-    }
-    let banner = log.lines.iter().find_map(|line| {
-        let start = line.find("Xen version ")?;
-        Some(line[start..].trim().to_string())
-    });
-    Verdict {
-        cases,
-        problems,
-        banner,
+    let &(announced, reason) = shutdowns.first()?;
+    Some(match (shutdowns.len(), reason, last_done) {
+        (1, Shutdown::Poweroff, Some((done, 0))) if done < announced => Ok(()),
+        (1, Shutdown::Poweroff, Some((_, 0))) => Err("SHUTDOWN before XENTEST DONE".into()),
+        (1, Shutdown::Poweroff, Some((_, failed))) => Err(format!(
+            "SHUTDOWN poweroff after a failing run (DONE failed={failed})"
+        )),
+        (1, Shutdown::Poweroff, None) => Err("SHUTDOWN without XENTEST DONE".into()),
+        (1, other, _) => Err(format!("SHUTDOWN {other}: a domU ends with `poweroff`")),
+        (n, _, _) => Err(format!("{n} XENTEST SHUTDOWN lines")),
+    })
+}
+
+impl Verdict {
+    /// Adds the judgement of each domU's forwarded console (`domu_logs`, from [`split_domains`]):
+    /// dom0's cases become `dom0::<case>`, each expected domU's `<label>::<case>`; a domU expected
+    /// but never heard from fails every case, and its problems name it.
+    pub fn add_domus(&mut self, expected: &[DomuExpectation], domu_logs: &[(String, Log)]) {
+        if expected.is_empty() && domu_logs.is_empty() {
+            return;
+        }
+        for (name, _) in &mut self.cases {
+            *name = format!("dom0::{name}");
+        }
+        let empty = Log::default();
+        let unexpected = domu_logs
+            .iter()
+            .filter(|(name, _)| !expected.iter().any(|e| e.name == *name))
+            .map(|(name, _)| DomuExpectation {
+                name: name.clone(),
+                label: name.clone(),
+                cases: Vec::new(),
+            });
+        let everyone: Vec<DomuExpectation> = expected.iter().cloned().chain(unexpected).collect();
+        for domu in &everyone {
+            let log = domu_logs
+                .iter()
+                .find(|(name, _)| *name == domu.name)
+                .map_or(&empty, |(_, log)| log);
+            let shutdown = judge_domu_shutdown(log);
+            let runner_case = shutdown.as_ref().map(|result| (CLEAN_SHUTDOWN, result));
+            let mut cases = domu.cases.clone();
+            if !cases.is_empty() {
+                cases.push(CLEAN_SHUTDOWN.into());
+            }
+            let (cases, problems) = judge_reports(&cases, 1, log, runner_case);
+            self.cases.extend(
+                cases
+                    .into_iter()
+                    .map(|(case, result)| (format!("{}::{case}", domu.label), result)),
+            );
+            self.problems.extend(
+                problems
+                    .into_iter()
+                    .map(|problem| format!("domU {}: {problem}", domu.name)),
+            );
+        }
     }
 }
 
@@ -252,6 +386,7 @@ mod tests {
             arch,
             cases: vec!["xen_version".into(), "capabilities".into()],
             dones: 1,
+            domus: Vec::new(),
         }
     }
 
@@ -581,5 +716,118 @@ mod tests {
         assert_eq!(verdict.failures(), ["unexpected QEMU exit status 7"]);
         let verdict = judge(&expect(Arch::X86_64), &log(PASSING), Exit::Signal);
         assert!(!verdict.passed());
+    }
+
+    fn cross_domain(domu_cases: &[&str]) -> Expectation {
+        Expectation {
+            arch: Arch::X86_64,
+            cases: vec!["xl_create".into()],
+            dones: 1,
+            domus: vec![DomuExpectation {
+                name: "xentest-pv".into(),
+                label: "domu".into(),
+                cases: domu_cases.iter().map(|c| c.to_string()).collect(),
+            }],
+        }
+    }
+
+    /// Judges a cross-domain log as the runner does: split, then dom0, then the domUs.
+    fn judge_cross(expected: &Expectation, text: &str, exit: Exit) -> Verdict {
+        let (dom0, domus) = split_domains(&log(text));
+        let mut verdict = judge(expected, &dom0, exit);
+        verdict.add_domus(&expected.domus, &domus);
+        verdict
+    }
+
+    const DOM0_PASSES: &str = "XENTEST CASE xl_create ok\nXENTEST DONE passed=1 failed=0\n";
+
+    #[test]
+    fn both_domains_pass_together() {
+        let text = "XENTEST CASE xl_create ok\n[domu xentest-pv] XENTEST CASE grant_access ok\n\
+             [domu xentest-pv] XENTEST OUT hello\n[domu xentest-pv] XENTEST DONE passed=1 failed=0\n\
+             [domu xentest-pv] XENTEST SHUTDOWN poweroff\nXENTEST DONE passed=1 failed=0\n";
+        let verdict = judge_cross(&cross_domain(&["grant_access"]), text, Exit::Status(1));
+        assert!(verdict.passed(), "{:?}", verdict.failures());
+        let names: Vec<&str> = verdict.cases.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dom0::xl_create",
+                "domu::grant_access",
+                "domu::clean_shutdown"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_domu_never_heard_from_fails_every_case_and_is_named() {
+        let verdict = judge_cross(
+            &cross_domain(&["grant_access"]),
+            DOM0_PASSES,
+            Exit::Status(1),
+        );
+        assert_eq!(
+            verdict.failures(),
+            [
+                "domu::grant_access: missing (never reported)",
+                "domu::clean_shutdown: missing (never reported)",
+                "domU xentest-pv: no XENTEST DONE line (the payload stopped early)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_domu_that_fails_panics_or_does_not_power_off_fails() {
+        let expected = cross_domain(&["grant_access"]);
+        let failing = format!(
+            "{DOM0_PASSES}[domu xentest-pv] XENTEST CASE grant_access FAILED no page\n\
+             [domu xentest-pv] XENTEST DONE passed=0 failed=1\n[domu xentest-pv] XENTEST SHUTDOWN poweroff\n"
+        );
+        let verdict = judge_cross(&expected, &failing, Exit::Status(1));
+        assert_eq!(
+            verdict.failures(),
+            [
+                "domu::grant_access: FAILED no page",
+                "domu::clean_shutdown: FAILED SHUTDOWN poweroff after a failing run (DONE failed=1)",
+            ]
+        );
+        let panicking = format!("{DOM0_PASSES}[domu xentest-pv] XENTEST PANIC at x.rs:1\n");
+        let verdict = judge_cross(&expected, &panicking, Exit::Status(1));
+        assert!(
+            verdict
+                .failures()
+                .contains(&"domU xentest-pv: PANIC at x.rs:1".to_string())
+        );
+        let rebooting = format!(
+            "{DOM0_PASSES}[domu xentest-pv] XENTEST CASE grant_access ok\n\
+             [domu xentest-pv] XENTEST DONE passed=1 failed=0\n[domu xentest-pv] XENTEST SHUTDOWN reboot\n"
+        );
+        let verdict = judge_cross(&expected, &rebooting, Exit::Status(1));
+        assert_eq!(
+            verdict.failures(),
+            ["domu::clean_shutdown: FAILED SHUTDOWN reboot: a domU ends with `poweroff`"]
+        );
+    }
+
+    #[test]
+    fn forwarded_lines_do_not_count_as_dom0_cases() {
+        // The domU's DONE must not satisfy dom0's.
+        let text = "XENTEST CASE xl_create ok\n[domu xentest-pv] XENTEST DONE passed=0 failed=0\n";
+        let verdict = judge_cross(&cross_domain(&[]), text, Exit::Status(1));
+        assert!(
+            verdict
+                .problems
+                .contains(&"no XENTEST DONE line (the payload stopped early)".to_string()),
+            "{:?}",
+            verdict.problems
+        );
+        // An unexpected domU is judged under its own name.
+        let text = format!("{DOM0_PASSES}[domu other] XENTEST CASE x FAILED bad\n");
+        let verdict = judge_cross(&cross_domain(&[]), &text, Exit::Status(1));
+        assert!(
+            verdict
+                .failures()
+                .contains(&"other::x: FAILED bad".to_string())
+        );
     }
 }

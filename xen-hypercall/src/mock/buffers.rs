@@ -18,9 +18,10 @@ pub enum BufferMode {
     #[default]
     Direct,
     /// Copy the data into a separate heap allocation, as a hosted backend does
-    /// with its hypercall-safe memory: a wrapper that forgets
-    /// [`update`](XenMutBuffer::update), or uses a pointer after its buffer is
-    /// dropped, then sees stale data or fails under Miri.
+    /// with its hypercall-safe memory (copied back when a mutable buffer is
+    /// dropped): a wrapper that reads the data through another path, or uses a
+    /// pointer after its buffer is dropped, then sees stale data or fails
+    /// under Miri.
     Bounce,
 }
 
@@ -111,9 +112,10 @@ impl<T: ?Sized + HypercallData> XenConstBuffer<T> for MockConstBuffer<'_, T> {
     }
 }
 
-/// A [`XenMutBuffer`] of [`MockXen`](super::MockXen).
+/// A [`XenMutBuffer`] of [`MockXen`](super::MockXen); a bounce copy goes back
+/// into the data when it is dropped.
 #[derive(Debug)]
-pub struct MockMutBuffer<'a, T: ?Sized> {
+pub struct MockMutBuffer<'a, T: ?Sized + FromBytes + IntoBytes> {
     inner: MutInner<'a, T>,
 }
 
@@ -159,13 +161,12 @@ where
             }
         }
     }
+}
 
-    fn update(&mut self) {
-        match &mut self.inner {
-            MutInner::Direct(direct) => direct.update(),
-            MutInner::Bounce { bounce, data, .. } => {
-                data.as_mut_bytes().copy_from_slice(bounce.bytes());
-            }
+impl<T: ?Sized + FromBytes + IntoBytes> Drop for MockMutBuffer<'_, T> {
+    fn drop(&mut self) {
+        if let MutInner::Bounce { bounce, data, .. } = &mut self.inner {
+            data.as_mut_bytes().copy_from_slice(bounce.bytes());
         }
     }
 }

@@ -65,6 +65,10 @@ pub(super) struct Domain {
     pub(super) hvm_params: BTreeMap<u32, u64>,
     pub(super) shutdown: Option<ShutdownReason>,
     pub(super) shutdown_code: Option<ShutdownReason>,
+    /// The third argument of the last `SHUTDOWN_suspend`.
+    pub(super) suspend_record: Option<u64>,
+    /// Whether a suspend returns 1 (cancelled) rather than 0 (resumed).
+    pub(super) suspend_cancels: bool,
     pub(super) iopl: Option<u32>,
     pub(super) physmap: Vec<(MapSpace, u64, Gfn)>,
     pub(super) yields: u64,
@@ -84,6 +88,8 @@ impl Domain {
             hvm_params: BTreeMap::new(),
             shutdown: None,
             shutdown_code: None,
+            suspend_record: None,
+            suspend_cancels: true,
             iopl: None,
             physmap: Vec::new(),
             yields: 0,
@@ -156,6 +162,8 @@ pub(super) struct Hypervisor {
     pub(super) domains: BTreeMap<u16, Domain>,
     pub(super) console_output: Vec<u8>,
     pub(super) console_input: VecDeque<u8>,
+    /// The largest `count` any `console_io` call passed.
+    pub(super) largest_console_count: usize,
     /// Xen system time, in nanoseconds.
     pub(super) now: u64,
 }
@@ -169,6 +177,7 @@ impl Hypervisor {
             domains,
             console_output: Vec::new(),
             console_input: VecDeque::new(),
+            largest_console_count: 0,
             now: 0,
         }
     }

@@ -20,7 +20,9 @@
 //! - `console_io`: writes are captured ([`MockXen::output`]), reads consume
 //!   queued input ([`MockXen::push_input`]); the console domain (a privileged
 //!   one) only, else `EPERM`.
-//! - `sched_op`: yield, block, shutdown, shutdown_code, poll. The mock cannot
+//! - `sched_op`: yield, block, shutdown, shutdown_code, poll, and suspend (its
+//!   third argument recorded, the toolstack's answer set with
+//!   [`MockXen::set_suspend_cancels`]). The mock cannot
 //!   sleep: a deadline in the future advances its clock ([`MockXen::now`]) to
 //!   it, and a block or poll that would wait forever (nothing pending, no
 //!   deadline) fails with [`Error::Unsupported`] instead of hanging.
@@ -201,6 +203,12 @@ impl MockXen {
         self.lock().console_output.clone()
     }
 
+    /// The largest byte count any `console_io` call of this hypervisor passed
+    /// (what one hypercall made a hosted backend bounce).
+    pub fn largest_console_count(&self) -> usize {
+        self.lock().largest_console_count
+    }
+
     /// Queues `bytes` as console input, for `CONSOLEIO_read`.
     pub fn push_input(&self, bytes: &[u8]) {
         self.lock().console_input.extend(bytes);
@@ -260,6 +268,18 @@ impl MockXen {
         self.with_domain(|d| d.shutdown)
     }
 
+    /// The third argument of this domain's last `SHUTDOWN_suspend` (the
+    /// start-info frame a PV guest passes), if it suspended.
+    pub fn last_suspend_record(&self) -> Option<u64> {
+        self.with_domain(|d| d.suspend_record)
+    }
+
+    /// Whether the toolstack cancels this domain's suspends (the hypercall
+    /// returns 1, the default) or restores it in a new domain (0).
+    pub fn set_suspend_cancels(&self, cancels: bool) {
+        self.with_domain(|d| d.suspend_cancels = cancels);
+    }
+
     /// The reason recorded by `SCHEDOP_shutdown_code`, if any.
     pub fn last_shutdown_code(&self) -> Option<ShutdownReason> {
         self.with_domain(|d| d.shutdown_code)
@@ -317,7 +337,7 @@ impl MockXen {
         match op {
             xen_sys::__HYPERVISOR_xen_version => self.xen_version(&guest, cmd, args[1]),
             xen_sys::__HYPERVISOR_console_io => self.console_io(&guest, cmd, args[1], args[2]),
-            xen_sys::__HYPERVISOR_sched_op => self.sched_op(&guest, cmd, args[1]),
+            xen_sys::__HYPERVISOR_sched_op => self.sched_op(&guest, cmd, args[1], args[2]),
             xen_sys::__HYPERVISOR_event_channel_op => self.event_channel_op(&guest, cmd, args[1]),
             xen_sys::__HYPERVISOR_hvm_op => self.hvm_op(&guest, cmd, args[1]),
             // memory_op's low bits are the sub-op, the high ones a continuation.
@@ -425,6 +445,7 @@ impl MockXen {
         }
         // Xen's count is an `unsigned int`.
         let count = count as u32 as usize;
+        xen.largest_console_count = xen.largest_console_count.max(count);
         if cmd == xen_sys::CONSOLEIO_write {
             // CONSOLEIO_write's `buffer` holds `count` bytes.
             let bytes = guest.read_bytes(buffer, count)?;
@@ -440,7 +461,8 @@ impl MockXen {
         }
     }
 
-    fn sched_op(&self, guest: &Guest, cmd: u32, arg: usize) -> Result<usize, Error> {
+    /// `extra` is the third argument: the start-info frame of a PV suspend.
+    fn sched_op(&self, guest: &Guest, cmd: u32, arg: usize, extra: usize) -> Result<usize, Error> {
         let mut xen = self.lock();
         let domid = self.domid;
         // `arg` points at the structure public/sched.h names for `cmd`.
@@ -467,6 +489,12 @@ impl MockXen {
                 let domain = xen.domain_mut(domid);
                 if cmd == xen_sys::SCHEDOP_shutdown {
                     domain.shutdown = reason;
+                    if reason == Some(ShutdownReason::SUSPEND) {
+                        // The toolstack saves the domain, reading the frame in
+                        // the third argument, and answers 1 (cancelled) or 0.
+                        domain.suspend_record = Some(extra as u64);
+                        return Ok(usize::from(domain.suspend_cancels));
+                    }
                 } else {
                     domain.shutdown_code = reason;
                 }
@@ -660,7 +688,7 @@ fn put<T: IntoBytes + Immutable>(bytes: &mut [u8], offset: usize, value: &T) {
 // - The buffers are `DirectConstBuffer`/`DirectMutBuffer` (the caller's memory)
 //   or bounce copies (`MockConstBuffer`/`MockMutBuffer`) that hold `data`'s
 //   bytes, live and aliasing nothing else as long as the buffer, and whose
-//   `update` copies exactly those bytes back.
+//   drop copies exactly those bytes back (a mutable one).
 unsafe impl XenHypercall for MockXen {
     type Error = Error;
 

@@ -7,7 +7,7 @@ fn make<H: XenHypercall>(h: &H) {
         let mut data = [0u8; 16];
         buf = h.make_mut_buffer(&mut data[..]).unwrap();
     }
-    buf.update();
+    buf.as_hypercall_ptr();
 }
 
 fn main() {}

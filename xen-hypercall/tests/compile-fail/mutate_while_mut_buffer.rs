@@ -5,7 +5,7 @@ fn race<H: XenHypercall>(h: &H) {
     let mut data = 0u32;
     let mut buf = h.make_mut_buffer(&mut data).unwrap();
     data = 1;
-    buf.update();
+    buf.as_hypercall_ptr();
 }
 
 fn main() {}

@@ -5,7 +5,7 @@ fn peek<H: XenHypercall>(h: &H) -> u32 {
     let mut data = 0u32;
     let mut buf = h.make_mut_buffer(&mut data).unwrap();
     let seen = data;
-    buf.update();
+    buf.as_hypercall_ptr();
     seen
 }
 

@@ -13,8 +13,13 @@ use xen_hypercall::prelude::*;
 use xen_hypercall::{Error, Gfn, MapSpace};
 use xen_hypercall_native::Aarch64Hypercall;
 
+#[cfg(not(feature = "domu"))]
 use crate::cases::{self, Console, Expect, Fail, GuestReporter};
 use crate::shared_info::SharedInfo;
+
+/// Xen 4.17 arm64's `HYPERVISOR_VIRT_START` (`XEN_VIRT_START`, 2 MiB: Xen's
+/// own mapping), which `XENVER_platform_parameters` reports.
+const AARCH64_VIRT_START: u64 = 0x0020_0000;
 
 global_asm!(
     ".pushsection .text.head, \"ax\"",
@@ -63,11 +68,12 @@ global_asm!(
     "stp xzr, xzr, [x1], #16",
     "b 4b",
     "5:",
-    // Identity map, 4K granule, 39-bit VA, level-1 1 GiB blocks: 0..1 GiB Device
-    // (MAIR index 0), 1..4 GiB Normal WB (index 1), inner shareable, AF set.
+    // Identity map, 4K granule, 39-bit VA, level-1 1 GiB blocks: 0..1 GiB as
+    // {first_gib} says (dom0: Device, MAIR index 0; domU: Normal, for its rings
+    // and grant table there), 1..4 GiB Normal WB (index 1), inner shareable, AF set.
     "adrp x1, {l1}",
     "add x1, x1, :lo12:{l1}",
-    "mov x2, #0x401",     // block | AF, attr 0
+    "mov x2, #{first_gib}",
     "str x2, [x1]",
     "mov x3, #1",
     "6:",
@@ -106,10 +112,17 @@ global_asm!(
     ".ltorg",
     ".popsection",
     l1 = sym L1,
+    first_gib = const FIRST_GIB,
     stack = sym STACK,
     stack_size = const STACK_SIZE,
     main = sym aarch64_main,
 );
+
+/// The level-1 block descriptor of 0..1 GiB. Dom0: Device (block | AF, attr 0):
+/// its devices live there. DomU: Normal WB inner shareable (block | attr 1 | SH |
+/// AF), as `arch-arm.h` requires of shared memory: Xen's guest memory map puts the
+/// grant table (0x38000000) and the console and xenstore pages (0x39000000) there.
+const FIRST_GIB: u64 = if cfg!(feature = "domu") { 0x705 } else { 0x401 };
 
 const STACK_SIZE: usize = 0x1000 * 15;
 
@@ -121,12 +134,13 @@ static L1: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
 static SHARED_INFO_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
 
 fn backend() -> Aarch64Hypercall {
-    // SAFETY: this Image is booted by Xen as dom0 at EL1 (testbed contract), and
-    // the entry code turned the MMU on with every RAM page Normal Write-Back
-    // Inner-Shareable before any Rust code ran.
+    // SAFETY: this Image is booted by Xen as dom0 or a domU at EL1 (testbed
+    // contract), and the entry code turned the MMU on with every RAM page Normal
+    // Write-Back Inner-Shareable before any Rust code ran.
     unsafe { Aarch64Hypercall::new() }
 }
 
+#[cfg(not(feature = "domu"))]
 crate::arch::zero_cost_probe!(Aarch64Hypercall);
 
 /// Maps the shared info page at `SHARED_INFO_SLOT` with `XENMEM_add_to_physmap`.
@@ -141,6 +155,7 @@ fn map_shared_info(h: &Aarch64Hypercall) -> Result<SharedInfo, Error> {
     Ok(unsafe { SharedInfo::new(addr as *const u8) })
 }
 
+#[cfg(not(feature = "domu"))]
 extern "C" fn aarch64_main(_dtb: usize) -> ! {
     let h = backend();
     let mut reporter = GuestReporter::new(Console(&h));
@@ -150,6 +165,8 @@ extern "C" fn aarch64_main(_dtb: usize) -> ! {
         map_shared_info(&h),
         &Expect {
             capability: "xen-3.0-aarch64",
+            virt_start: AARCH64_VIRT_START,
+            translated: true,
         },
     );
     reporter.case(
@@ -159,6 +176,7 @@ extern "C" fn aarch64_main(_dtb: usize) -> ! {
     exit(cases::finish(&h, reporter))
 }
 
+#[cfg(not(feature = "domu"))]
 /// Ends the run with semihosting `SYS_EXIT` (`ADP_Stopped_ApplicationExit`, `code`).
 pub(crate) fn exit(code: u8) -> ! {
     let block: [u64; 2] = [0x20026, u64::from(code)];
@@ -174,6 +192,7 @@ pub(crate) fn exit(code: u8) -> ! {
     }
 }
 
+#[cfg(not(feature = "domu"))]
 /// The console for the panic handler.
 pub(crate) fn panic_console() -> Console<'static, Aarch64Hypercall> {
     static BACKEND: Aarch64Hypercall = {
@@ -181,4 +200,25 @@ pub(crate) fn panic_console() -> Console<'static, Aarch64Hypercall> {
         unsafe { Aarch64Hypercall::new() }
     };
     Console(&BACKEND)
+}
+
+/// The domU: rings from HVM params, the grant table over this page.
+#[cfg(feature = "domu")]
+static GRANT_TABLE_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
+
+#[cfg(feature = "domu")]
+extern "C" fn aarch64_main(_dtb: usize) -> ! {
+    crate::domu::run(&crate::domu::Translated {
+        h: backend(),
+        map_shared_info,
+        grant_slot: GRANT_TABLE_SLOT.as_mut_ptr().cast(),
+        // The identity map's end (4 GiB).
+        mapped_end: 4 << 30,
+    })
+}
+
+/// The domU panic handler's end.
+#[cfg(feature = "domu")]
+pub(crate) fn domu_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    crate::domu::panic(backend(), info)
 }

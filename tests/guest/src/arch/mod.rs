@@ -4,17 +4,23 @@ use core::cell::UnsafeCell;
 
 #[cfg(all(target_arch = "x86_64", feature = "pv"))]
 mod pv;
-#[cfg(all(target_arch = "x86_64", feature = "pv"))]
+#[cfg(all(target_arch = "x86_64", feature = "pv", feature = "domu"))]
+pub(crate) use pv::domu_panic;
+#[cfg(all(target_arch = "x86_64", feature = "pv", not(feature = "domu")))]
 pub(crate) use pv::{exit, panic_console};
 
 #[cfg(all(target_arch = "x86_64", feature = "pvh"))]
 mod pvh;
-#[cfg(all(target_arch = "x86_64", feature = "pvh"))]
+#[cfg(all(target_arch = "x86_64", feature = "pvh", feature = "domu"))]
+pub(crate) use pvh::domu_panic;
+#[cfg(all(target_arch = "x86_64", feature = "pvh", not(feature = "domu")))]
 pub(crate) use pvh::{exit, panic_console};
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_arch = "aarch64", feature = "domu"))]
+pub(crate) use aarch64::domu_panic;
+#[cfg(all(target_arch = "aarch64", not(feature = "domu")))]
 pub(crate) use aarch64::{exit, panic_console};
 
 /// Page-aligned memory that Rust code never reads or writes through a reference:
@@ -22,25 +28,25 @@ pub(crate) use aarch64::{exit, panic_console};
 /// tables (written by the entry code, then read by the MMU) and the page remapped
 /// onto shared info (then accessed only through `SharedInfo`'s atomics).
 #[repr(C, align(4096))]
-struct RawMemory<T>(UnsafeCell<T>);
+pub(crate) struct RawMemory<T>(UnsafeCell<T>);
 
 // SAFETY: the guests run on one CPU, and every static of this type is only
 // reached through raw pointers by the entry code, the MMU, Xen, or atomics.
 unsafe impl<T> Sync for RawMemory<T> {}
 
 impl<T> RawMemory<T> {
-    const fn new(value: T) -> Self {
+    pub(crate) const fn new(value: T) -> Self {
         Self(UnsafeCell::new(value))
     }
 
     /// The memory's address.
-    fn as_mut_ptr(&self) -> *mut T {
+    pub(crate) fn as_mut_ptr(&self) -> *mut T {
         self.0.get()
     }
 }
 
 /// x86_64: the QEMU `isa-debug-exit` device at port 0xf4 (status `code << 1 | 1`).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(feature = "domu")))]
 mod debug_exit {
     /// Writes `code` to port 0xf4.
     ///
@@ -57,6 +63,7 @@ mod debug_exit {
     }
 }
 
+#[cfg(not(feature = "domu"))]
 /// Defines `probe_xen_version`, the function the zero-cost check disassembles:
 /// `xen_version()` through the guest's backend, out of line under a fixed name.
 macro_rules! zero_cost_probe {
@@ -72,4 +79,5 @@ macro_rules! zero_cost_probe {
         }
     };
 }
+#[cfg(not(feature = "domu"))]
 pub(crate) use zero_cost_probe;

@@ -8,9 +8,12 @@ use super::RawMemory;
 use core::arch::global_asm;
 
 use xen_hypercall::{Error, XenHypercall};
-use xen_hypercall_native::{HvmHypercall, PvHypercall};
+#[cfg(not(feature = "domu"))]
+use xen_hypercall_native::HvmHypercall;
+use xen_hypercall_native::PvHypercall;
 use xen_sys::start_info;
 
+#[cfg(not(feature = "domu"))]
 use crate::cases::{self, Console, Expect, Fail, GuestReporter};
 use crate::shared_info::SharedInfo;
 
@@ -77,6 +80,7 @@ fn backend() -> PvHypercall {
     unsafe { PvHypercall::new() }
 }
 
+#[cfg(not(feature = "domu"))]
 crate::arch::zero_cost_probe!(PvHypercall);
 
 /// `HYPERVISOR_update_va_mapping` (public/xen.h, 14) and `UVMF_INVLPG`.
@@ -85,23 +89,42 @@ const UVMF_INVLPG: usize = xen_sys::UVMF_INVLPG as usize;
 /// PTE bits: present, writable, user (Xen requires it of 64-bit PV kernels), accessed, dirty.
 const PTE_FLAGS: u64 = 0x1 | 0x2 | 0x4 | 0x20 | 0x40;
 
-/// Maps the shared info page (a machine address in start_info, public/xen.h:
-/// "MACHINE address of shared info struct") over `SHARED_INFO_SLOT`'s virtual
-/// address with `update_va_mapping`, as Mini-OS does. Xen gives a PV guest no
-/// mapping of it; the slot's own frame is simply left unused.
-fn map_shared_info(h: &PvHypercall, info: &start_info) -> Result<SharedInfo, Error> {
-    let va = SHARED_INFO_SLOT.as_mut_ptr() as usize;
-    let pte = (info.shared_info & !0xfff) | PTE_FLAGS;
-    // SAFETY: update_va_mapping(va, pte, flags) (xen.h) replaces the PTE of `va`, a
-    // page of ours that Rust only touches through raw pointers from here on (the
-    // static is never read as a value), with a mapping of this domain's shared info
-    // frame, which Xen lets a PV guest map writable; UVMF_INVLPG flushes the old entry.
-    unsafe { h.hypercall3(UPDATE_VA_MAPPING, [va, pte as usize, UVMF_INVLPG]) }?;
-    // SAFETY: the slot now maps the shared info page for the program's life, and is
-    // used only through `SharedInfo`.
-    Ok(unsafe { SharedInfo::new(va as *const u8) })
+/// Maps machine frame `mfn` over `slot`, a page of ours, with
+/// `update_va_mapping`, as Mini-OS does.
+///
+/// # Safety
+///
+/// `slot` is a page-aligned page of this program that Rust only touches through
+/// raw pointers (never as a value) from here on, and `mfn` is a frame Xen lets
+/// this domain map writable. The slot's own frame is simply left unused.
+unsafe fn map_machine_frame(h: &PvHypercall, slot: *mut u8, mfn: u64) -> Result<(), Error> {
+    let pte = (mfn << 12) | PTE_FLAGS;
+    // SAFETY: update_va_mapping(va, pte, flags) (xen.h) replaces the PTE of `slot`
+    // (caller: nothing in Rust depends on its old contents) with a mapping of
+    // `mfn`; Xen checks that the domain may map it; UVMF_INVLPG flushes the old entry.
+    unsafe {
+        h.hypercall3(
+            UPDATE_VA_MAPPING,
+            [slot as usize, pte as usize, UVMF_INVLPG],
+        )
+    }?;
+    Ok(())
 }
 
+/// Maps the shared info page (a machine address in start_info, public/xen.h:
+/// "MACHINE address of shared info struct") over `SHARED_INFO_SLOT`: Xen gives a
+/// PV guest no mapping of it.
+fn map_shared_info(h: &PvHypercall, info: &start_info) -> Result<SharedInfo, Error> {
+    let slot = SHARED_INFO_SLOT.as_mut_ptr().cast::<u8>();
+    // SAFETY: the slot is a page-aligned static only used through raw pointers
+    // (it is never read as a value); the shared info frame is this domain's own.
+    unsafe { map_machine_frame(h, slot, info.shared_info >> 12) }?;
+    // SAFETY: the slot now maps the shared info page for the program's life, and is
+    // used only through `SharedInfo`.
+    Ok(unsafe { SharedInfo::new(slot) })
+}
+
+#[cfg(not(feature = "domu"))]
 extern "C" fn pv_main(info: *const start_info) -> ! {
     let h = backend();
     let mut reporter = GuestReporter::new(Console(&h));
@@ -125,6 +148,8 @@ extern "C" fn pv_main(info: *const start_info) -> ! {
         map_shared_info(&h, info),
         &Expect {
             capability: "xen-3.0-x86_64",
+            virt_start: cases::X86_64_VIRT_START,
+            translated: false,
         },
     );
     reporter.case(
@@ -152,9 +177,11 @@ extern "C" fn pv_main(info: *const start_info) -> ! {
     exit(code)
 }
 
+#[cfg(not(feature = "domu"))]
 use xen_hypercall::prelude::*;
 
 /// Without port access: reboot (QEMU `-no-reboot` exits with status 0, a failure).
+#[cfg(not(feature = "domu"))]
 fn shutdown_reboot(h: &PvHypercall) -> ! {
     let _ = h.shutdown(ShutdownReason::REBOOT);
     loop {
@@ -163,6 +190,7 @@ fn shutdown_reboot(h: &PvHypercall) -> ! {
 }
 
 /// Ends the run: `code` to the isa-debug-exit port, else a reboot.
+#[cfg(not(feature = "domu"))]
 pub(crate) fn exit(code: u8) -> ! {
     let h = backend();
     let _ = h.set_iopl(1);
@@ -174,6 +202,7 @@ pub(crate) fn exit(code: u8) -> ! {
 }
 
 /// The console for the panic handler.
+#[cfg(not(feature = "domu"))]
 pub(crate) fn panic_console() -> Console<'static, PvHypercall> {
     static BACKEND: PvHypercall = {
         // SAFETY: as in `backend`.
@@ -181,3 +210,123 @@ pub(crate) fn panic_console() -> Console<'static, PvHypercall> {
     };
     Console(&BACKEND)
 }
+
+/// The domU: rings from start_info, the grant table from `GNTTABOP_setup_table`.
+#[cfg(feature = "domu")]
+mod domu {
+    use xen_hypercall::{Error, Port};
+    use xen_hypercall_native::PvHypercall;
+    use xen_sys::start_info;
+
+    use super::{RawMemory, backend, map_machine_frame, map_shared_info};
+    use crate::domu::{DomuError, Platform, RingPage};
+    use crate::shared_info::SharedInfo;
+
+    /// The page the grant table's frame 0 is mapped over.
+    static GRANT_TABLE_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
+
+    /// A PV domU.
+    struct PvDomu {
+        h: PvHypercall,
+        info: &'static start_info,
+    }
+
+    impl PvDomu {
+        /// The pseudo-physical frame of machine frame `mfn`, from the read-only
+        /// machine-to-physical table Xen maps into every 64-bit PV guest at
+        /// `MACH2PHYS_VIRT_START` (arch-x86/xen-x86_64.h), checked against our own
+        /// physical-to-machine list so that a wrong answer is caught.
+        fn pfn_of_mfn(&self, mfn: u64) -> Result<u64, DomuError> {
+            let m2p = xen_sys::MACH2PHYS_VIRT_START as u64 as *const u64;
+            if mfn >= xen_sys::MACH2PHYS_NR_ENTRIES {
+                return Err(DomuError::Unexpected("machine frame beyond the M2P"));
+            }
+            // SAFETY: the M2P is mapped read-only for the guest's life, one `u64`
+            // per machine frame; `mfn` is a frame Xen gave this domain (start_info),
+            // so its entry is mapped. Volatile: Xen owns the table.
+            let pfn = unsafe { core::ptr::read_volatile(m2p.wrapping_add(mfn as usize)) };
+            if self.mfn_of_pfn(pfn)? != mfn {
+                return Err(DomuError::Unexpected("M2P and P2M disagree"));
+            }
+            Ok(pfn)
+        }
+
+        /// The machine frame of our pseudo-physical frame `pfn`, from the
+        /// physical-to-machine list the domain builder left (start_info `mfn_list`).
+        fn mfn_of_pfn(&self, pfn: u64) -> Result<u64, DomuError> {
+            if pfn >= self.info.nr_pages {
+                return Err(DomuError::Unexpected("frame beyond the domain's pages"));
+            }
+            let list = self.info.mfn_list as *const u64;
+            // SAFETY: `mfn_list` is the virtual address of `nr_pages` `unsigned long`s
+            // in the initial mapping (public/xen.h, start_info), and `pfn` <
+            // `nr_pages`. Only the domain itself writes it; we never do.
+            Ok(unsafe { core::ptr::read_volatile(list.wrapping_add(pfn as usize)) })
+        }
+
+        /// The ring on machine frame `mfn`, signalled by `port`: in the initial
+        /// mapping (VIRT_BASE 0: virtual address = pfn << 12).
+        fn ring(&self, mfn: u64, port: u32) -> Result<RingPage, DomuError> {
+            let pfn = self.pfn_of_mfn(mfn)?;
+            Ok(RingPage {
+                page: (pfn << 12) as *mut u8,
+                port: Port::new(port),
+            })
+        }
+    }
+
+    impl Platform for PvDomu {
+        type Hypercall = PvHypercall;
+
+        fn hypercall(&self) -> PvHypercall {
+            self.h
+        }
+
+        fn shared_info(&self) -> Result<SharedInfo, Error> {
+            map_shared_info(&self.h, self.info)
+        }
+
+        fn console(&self) -> Result<RingPage, DomuError> {
+            // SAFETY: `console` is a union; a domU's start_info holds its `domU`
+            // member (public/xen.h: "dom0" only for the initial domain).
+            let console = unsafe { self.info.console.domU };
+            self.ring(console.mfn, console.evtchn)
+        }
+
+        fn store(&self) -> Result<RingPage, DomuError> {
+            self.ring(self.info.store_mfn, self.info.store_evtchn)
+        }
+
+        fn map_grant_table(&self) -> Result<*mut u8, DomuError> {
+            let mfn = crate::domu::setup_table(&self.h)?;
+            let slot = GRANT_TABLE_SLOT.as_mut_ptr().cast::<u8>();
+            // SAFETY: the slot is a page-aligned static only used through raw
+            // pointers; frame 0 of our grant table is ours to map (setup_table).
+            unsafe { map_machine_frame(&self.h, slot, mfn) }?;
+            Ok(slot)
+        }
+
+        fn frame_of(&self, page: *const u8) -> Result<u32, DomuError> {
+            // VIRT_BASE 0: the page's pseudo-physical frame is its address >> 12.
+            let mfn = self.mfn_of_pfn(page as u64 >> 12)?;
+            u32::try_from(mfn).map_err(|_| DomuError::Unexpected("machine frame above 2^32"))
+        }
+    }
+
+    pub(super) extern "C" fn pv_main(info: *const start_info) -> ! {
+        // SAFETY: Xen passes the virtual address of the start_info page in rsi
+        // (public/xen.h, "start_info"), mapped for the guest's life and not
+        // written afterwards by Xen.
+        let info = unsafe { &*info };
+        crate::domu::run(&PvDomu { h: backend(), info })
+    }
+
+    /// The panic handler's end.
+    pub(crate) fn domu_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        crate::domu::panic(backend(), info)
+    }
+}
+#[cfg(feature = "domu")]
+pub(crate) use domu::domu_panic;
+#[cfg(feature = "domu")]
+use domu::pv_main;

@@ -1,5 +1,7 @@
 //! The PVH guest: `XEN_ELFNOTE_PHYS32_ENTRY`, a 32-bit entry that turns on long
-//! mode with an identity map of the first 1 GiB, `vmcall`/`vmmcall` hypercalls.
+//! mode with an identity map of the first 1 GiB (4 GiB for the domU, whose
+//! console and xenstore pages sit just below 4 GiB), `vmcall`/`vmmcall`
+//! hypercalls.
 //!
 //! Xen enters `pvh_start` in 32-bit protected mode, paging off, `ebx` = the
 //! physical address of `hvm_start_info` (public/arch-x86/hvm/start_info.h).
@@ -9,8 +11,11 @@ use core::arch::global_asm;
 
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Error, Gfn, MapSpace};
-use xen_hypercall_native::{HvmHypercall, HypercallPage, HypercallPageFrame, XenCpuid};
+use xen_hypercall_native::HvmHypercall;
+#[cfg(not(feature = "domu"))]
+use xen_hypercall_native::{HypercallPage, HypercallPageFrame, XenCpuid};
 
+#[cfg(not(feature = "domu"))]
 use crate::cases::{self, Console, Expect, Fail, GuestReporter};
 use crate::shared_info::SharedInfo;
 
@@ -31,13 +36,21 @@ global_asm!(
     "pvh_start:",
     "mov esp, offset {stack} + {stack_size}",
     "mov esi, ebx",
-    // PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB, present | writable | large.
+    // PML4[0] -> PDPT, PDPT[g] -> PD page g, PD[i] = i * 2 MiB, present | writable | large.
     "mov eax, offset {pdpt}",
     "or eax, 3",
     "mov dword ptr [{pml4}], eax",
-    "mov eax, offset {pd}",
+    "xor ecx, ecx",
+    "2:",
+    "mov eax, ecx",
+    "shl eax, 12",
+    "add eax, offset {pd}",
     "or eax, 3",
-    "mov dword ptr [{pdpt}], eax",
+    "mov dword ptr [{pdpt} + ecx * 8], eax",
+    "mov dword ptr [{pdpt} + ecx * 8 + 4], 0",
+    "inc ecx",
+    "cmp ecx, {gib}",
+    "jne 2b",
     "xor ecx, ecx",
     "3:",
     "mov eax, ecx",
@@ -46,7 +59,7 @@ global_asm!(
     "mov dword ptr [{pd} + ecx * 8], eax",
     "mov dword ptr [{pd} + ecx * 8 + 4], 0",
     "inc ecx",
-    "cmp ecx, 512",
+    "cmp ecx, {gib} * 512",
     "jne 3b",
     // CR4.PAE, CR3, EFER.LME, CR0.PG | PE, then a far return into 64-bit code.
     "mov eax, cr4",
@@ -97,8 +110,12 @@ global_asm!(
     pml4 = sym PML4,
     pdpt = sym PDPT,
     pd = sym PD,
+    gib = const IDENTITY_GIB,
     main = sym pvh_main,
 );
+
+/// GiBs identity-mapped from 0.
+const IDENTITY_GIB: usize = if cfg!(feature = "domu") { 4 } else { 1 };
 
 const STACK_SIZE: usize = 64 * 1024;
 
@@ -106,14 +123,19 @@ static STACK: RawMemory<[u8; STACK_SIZE]> = RawMemory::new([0; STACK_SIZE]);
 
 static PML4: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
 static PDPT: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
-static PD: RawMemory<[u64; 512]> = RawMemory::new([0; 512]);
+static PD: RawMemory<[u64; 512 * IDENTITY_GIB]> = RawMemory::new([0; 512 * IDENTITY_GIB]);
 
 /// The frame Xen fills with hypercall stubs for the `hypercall_page` case.
+#[cfg(not(feature = "domu"))]
 static mut HYPERCALL_PAGE: HypercallPageFrame = HypercallPageFrame::new();
+/// A frame handed to `install` with `HYPERCALL_PAGE`'s address: Xen fills the
+/// other page, this one stays zero, and `install` must refuse it.
+static mut UNFILLED_PAGE: HypercallPageFrame = HypercallPageFrame::new();
 
 /// The page the shared info frame is mapped over.
 static SHARED_INFO_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
 
+#[cfg(not(feature = "domu"))]
 crate::arch::zero_cost_probe!(HvmHypercall);
 
 /// Maps the shared info page at `SHARED_INFO_SLOT` with `XENMEM_add_to_physmap`
@@ -129,9 +151,21 @@ fn map_shared_info(h: &HvmHypercall) -> Result<SharedInfo, Error> {
     Ok(unsafe { SharedInfo::new(addr as *const u8) })
 }
 
+#[cfg(not(feature = "domu"))]
 /// `xen_version` through the hypercall page, compared with the direct call.
 fn hypercall_page_case(direct: &HvmHypercall) -> cases::CaseResult {
     let frame = &raw mut HYPERCALL_PAGE;
+    let unfilled = &raw mut UNFILLED_PAGE;
+    // SAFETY: the only use of this static; `&mut` is handed over for good.
+    let unfilled = unsafe { &mut *unfilled };
+    // SAFETY: CPL 0 in a PVH guest, identity map. The address names
+    // HYPERCALL_PAGE, a static no Rust reference points to yet (only the raw
+    // pointer above): Xen writing stubs there breaks nothing.
+    match unsafe { HypercallPage::install(unfilled, frame as u64) } {
+        Err(Error::Unsupported(_)) => {}
+        Err(other) => cases::fail!("install on a frame Xen did not fill: {other}"),
+        Ok(_) => cases::fail!("install accepted a frame Xen did not fill"),
+    }
     // SAFETY: the only use of this static, run once; `&mut` is handed over for good.
     let frame = unsafe { &mut *frame };
     let address = core::ptr::from_ref(frame) as u64;
@@ -150,6 +184,7 @@ fn hypercall_page_case(direct: &HvmHypercall) -> cases::CaseResult {
     }
 }
 
+#[cfg(not(feature = "domu"))]
 extern "C" fn pvh_main(_start_info: u32) -> ! {
     let h = match HvmHypercall::detect() {
         Ok(h) => h,
@@ -180,6 +215,8 @@ extern "C" fn pvh_main(_start_info: u32) -> ! {
         map_shared_info(&h),
         &Expect {
             capability: "hvm-3.0-x86_64",
+            virt_start: cases::X86_64_VIRT_START,
+            translated: true,
         },
     );
     reporter.case("hypercall_page", hypercall_page_case(&h));
@@ -190,6 +227,7 @@ extern "C" fn pvh_main(_start_info: u32) -> ! {
     exit(cases::finish(&h, reporter))
 }
 
+#[cfg(not(feature = "domu"))]
 /// Ends the run: `code` to the isa-debug-exit port, else a reboot.
 pub(crate) fn exit(code: u8) -> ! {
     // SAFETY: CPL 0 in a PVH dom0, which may access port 0xf4; it is QEMU's exit
@@ -203,19 +241,53 @@ pub(crate) fn exit(code: u8) -> ! {
     }
 }
 
+#[cfg(not(feature = "domu"))]
 /// The console for the panic handler (a dummy writer without Xen).
 pub(crate) fn panic_console() -> PanicConsole {
     PanicConsole(HvmHypercall::detect().ok())
 }
 
+#[cfg(not(feature = "domu"))]
 /// The panic handler's console.
 pub(crate) struct PanicConsole(Option<HvmHypercall>);
 
+#[cfg(not(feature = "domu"))]
 impl core::fmt::Write for PanicConsole {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         match &self.0 {
             Some(h) => Console(h).write_str(s),
             None => Err(core::fmt::Error),
         }
+    }
+}
+
+/// The domU: rings from HVM params, the grant table over this page.
+#[cfg(feature = "domu")]
+static GRANT_TABLE_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
+
+#[cfg(feature = "domu")]
+extern "C" fn pvh_main(_start_info: u32) -> ! {
+    let Ok(h) = HvmHypercall::detect() else {
+        // Not on Xen: nothing to report to, nobody to tell.
+        loop {
+            core::hint::spin_loop();
+        }
+    };
+    crate::domu::run(&crate::domu::Translated {
+        h,
+        map_shared_info,
+        grant_slot: GRANT_TABLE_SLOT.as_mut_ptr().cast(),
+        mapped_end: (IDENTITY_GIB as u64) << 30,
+    })
+}
+
+/// The domU panic handler's end.
+#[cfg(feature = "domu")]
+pub(crate) fn domu_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match HvmHypercall::detect() {
+        Ok(h) => crate::domu::panic(h, info),
+        Err(_) => loop {
+            core::hint::spin_loop();
+        },
     }
 }

@@ -1,0 +1,565 @@
+//! The dom0 half of the cross-domain exchange (`xen-dom0-tests domu ...`, steps and keys in
+//! [`xen_testbed_protocol::exchange`]), and `xen-dom0-tests run-domu ...`, which only creates a domU
+//! and forwards its console until it is gone.
+//!
+//! Debian's toolstack does the domain management: `xl` creates and destroys the domU, and
+//! `xenstore-read`/`xenstore-write` reach xenstore (an independent oracle for the project's own
+//! clients). xenconsoled (`--log=guest`) writes the domU's console to a file, which a thread
+//! forwards to stdout, each line as [`exchange::forwarded`],
+//! so the runner judges both domains' cases from one serial log.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{JoinHandle, sleep};
+use std::time::{Duration, Instant};
+
+use xen_testbed_protocol::exchange;
+use xen_testbed_protocol::{Reporter, Stdout};
+
+use crate::devices::{GrantMapping, InterdomainPort};
+
+/// How long dom0 waits for the domU to write `data/ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dom0 waits for each event from the domU.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(exchange::DOMU_WAIT_SECONDS);
+/// How long dom0 waits for the domU to go away after the exchange.
+const GONE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Polling interval of the waits.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The domU to create: `--name N --type pv|pvh --memory MiB --kernel PATH [--selftest S]
+/// [--timeout SECONDS]`.
+#[derive(Debug, Clone)]
+struct Spec {
+    name: String,
+    xl_type: String,
+    memory: u32,
+    kernel: String,
+    selftest: Option<String>,
+    timeout: Duration,
+}
+
+impl Spec {
+    /// Parses the options of `command`, or says what is wrong and gives the usage exit status.
+    fn parse_for(command: &str, args: &[String]) -> Result<Self, ExitCode> {
+        Self::parse(args).map_err(|error| {
+            eprintln!("xen-dom0-tests {command}: {error}");
+            ExitCode::from(2)
+        })
+    }
+
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut spec = Spec {
+            name: String::new(),
+            xl_type: "pv".into(),
+            memory: 32,
+            kernel: String::new(),
+            selftest: None,
+            timeout: Duration::from_secs(60),
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value"))?
+                .clone();
+            match flag.as_str() {
+                "--name" => spec.name = value,
+                "--type" => spec.xl_type = value,
+                "--memory" => spec.memory = value.parse().map_err(|e| format!("--memory: {e}"))?,
+                "--kernel" => spec.kernel = value,
+                "--selftest" => spec.selftest = Some(value),
+                "--timeout" => {
+                    spec.timeout =
+                        Duration::from_secs(value.parse().map_err(|e| format!("--timeout: {e}"))?)
+                }
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        if spec.name.is_empty() || spec.kernel.is_empty() {
+            return Err("--name and --kernel are required".into());
+        }
+        if !["pv", "pvh"].contains(&spec.xl_type.as_str()) {
+            return Err(format!("--type {}: pv or pvh", spec.xl_type));
+        }
+        Ok(spec)
+    }
+
+    /// The xl configuration: a crash is preserved, so that dom0 sees it.
+    fn xl_config(&self) -> String {
+        // Arm guests have one type (PVH-like); xl warns about any other.
+        let xl_type = if cfg!(target_arch = "aarch64") {
+            String::new()
+        } else {
+            format!("type = \"{}\"\n", self.xl_type)
+        };
+        format!(
+            "name = \"{}\"\n{xl_type}kernel = \"{}\"\nmemory = {}\nvcpus = 1\n\
+             on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"preserve\"\n",
+            self.name, self.kernel, self.memory
+        )
+    }
+}
+
+/// A domU created by `xl create`.
+#[derive(Debug)]
+struct Domain {
+    name: String,
+    domid: u32,
+}
+
+impl Domain {
+    /// Creates the domU paused; writes `data/selftest` if asked; does not unpause it.
+    fn create(spec: &Spec) -> Result<Self, String> {
+        let config = format!("/tmp/{}.cfg", spec.name);
+        std::fs::write(&config, spec.xl_config()).map_err(|e| format!("{config}: {e}"))?;
+        run("xl", &["create", "-p", &config])?;
+        let domid = run("xl", &["domid", &spec.name])?;
+        let domid = domid
+            .trim()
+            .parse()
+            .map_err(|e| format!("xl domid printed {domid:?}: {e}"))?;
+        let domain = Self {
+            name: spec.name.clone(),
+            domid,
+        };
+        if let Some(selftest) = &spec.selftest {
+            domain.write(exchange::SELFTEST, selftest)?;
+        }
+        Ok(domain)
+    }
+
+    fn unpause(&self) -> Result<(), String> {
+        run("xl", &["unpause", &self.name]).map(drop)
+    }
+
+    /// The absolute xenstore path of `key` under the domU's home.
+    fn path(&self, key: &str) -> String {
+        format!("/local/domain/{}/{key}", self.domid)
+    }
+
+    fn read(&self, key: &str) -> Result<String, String> {
+        run("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
+    }
+
+    fn write(&self, key: &str, value: &str) -> Result<(), String> {
+        run("xenstore-write", &[&self.path(key), value]).map(drop)
+    }
+
+    /// Reads a decimal `key`.
+    fn read_number(&self, key: &str) -> Result<u32, String> {
+        let text = self.read(key)?;
+        text.parse()
+            .map_err(|e| format!("{key} = {text:?} is not a number: {e}"))
+    }
+
+    /// Whether the domain still exists (its xenstore home does).
+    fn exists(&self) -> bool {
+        Command::new("xenstore-exists")
+            .arg(format!("/local/domain/{}", self.domid))
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The `SHUTDOWN_*` code the domain shut down with, from xl's log of it (`None`: still running).
+    fn shutdown_reason(&self) -> Option<u32> {
+        let log = std::fs::read_to_string(format!("/var/log/xen/xl-{}.log", self.name)).ok()?;
+        log.lines().find_map(|line| {
+            let (_, rest) = line.split_once("has shut down, reason code ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// Waits until the domain shut down and is gone (or, after a crash, preserved) for up to
+    /// `timeout`; returns the shutdown reason, or destroys it and fails naming it.
+    fn wait_gone(&self, timeout: Duration) -> Result<u32, String> {
+        let start = Instant::now();
+        loop {
+            // In this order: xl logs the reason before it destroys the domain.
+            let gone = !self.exists();
+            let reason = self.shutdown_reason();
+            match reason {
+                Some(reason) if gone || reason == SHUTDOWN_CRASH => return Ok(reason),
+                None if gone => {
+                    return Err(format!(
+                        "domU {} (domid {}) is gone without a shutdown in xl's log",
+                        self.name, self.domid
+                    ));
+                }
+                _ => {}
+            }
+            if start.elapsed() > timeout {
+                let destroyed = self.destroy();
+                return Err(format!(
+                    "domU {} (domid {}) still running after {} s: {destroyed}",
+                    self.name,
+                    self.domid,
+                    timeout.as_secs()
+                ));
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// Destroys the domain if it still exists; says what happened.
+    fn destroy(&self) -> String {
+        if !self.exists() {
+            return "already gone".into();
+        }
+        match run("xl", &["destroy", &self.name]) {
+            Ok(_) => "destroyed it".into(),
+            Err(error) => format!("could not destroy it: {error}"),
+        }
+    }
+
+    /// Polls `key` until it reads `value`, for up to `timeout`; fails early, naming the domU, if it
+    /// shuts down meanwhile, and destroys it on a timeout.
+    fn wait_for_key(&self, key: &str, value: &str, timeout: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            if self.read(key).is_ok_and(|v| v == value) {
+                return Ok(());
+            }
+            if let Some(reason) = self.shutdown_reason() {
+                let preserved = if reason == SHUTDOWN_CRASH {
+                    format!(" (xl's on_crash kept it: {})", self.destroy())
+                } else {
+                    String::new()
+                };
+                return Err(format!(
+                    "domU {} {} before writing {key}{preserved}",
+                    self.name,
+                    describe_reason(reason)
+                ));
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "domU {} never wrote {key} within {} s: {}",
+                    self.name,
+                    timeout.as_secs(),
+                    self.destroy()
+                ));
+            }
+            sleep(POLL);
+        }
+    }
+}
+
+/// `SHUTDOWN_crash` (Xen's `public/sched.h`).
+const SHUTDOWN_CRASH: u32 = 3;
+
+/// A `SHUTDOWN_*` code as the domU's fate, e.g. "crashed".
+fn describe_reason(reason: u32) -> String {
+    match reason_name(reason) {
+        Some("crash") => "crashed".into(),
+        Some(name) => format!("shut down ({name})"),
+        None => format!("shut down (reason {reason})"),
+    }
+}
+
+/// The `SHUTDOWN_*` name of `reason`.
+fn reason_name(reason: u32) -> Option<&'static str> {
+    [
+        "poweroff",
+        "reboot",
+        "suspend",
+        "crash",
+        "watchdog",
+        "soft_reset",
+    ]
+    .get(usize::try_from(reason).ok()?)
+    .copied()
+}
+
+/// Runs a toolstack program and returns its stdout, or an error naming it with its stderr.
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Forwards the domU's console log (written by xenconsoled) to stdout, line by line.
+struct ConsoleForwarder {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl ConsoleForwarder {
+    fn start(name: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let path = format!("/var/log/xen/console/guest-{name}.log");
+        let name = name.to_string();
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut file = None;
+            let mut pending = Vec::new();
+            let mut offset = 0;
+            loop {
+                // Read once more after the stop request: the last lines may have just arrived.
+                let last = stopping.load(Ordering::Acquire);
+                if file.is_none() {
+                    file = std::fs::File::open(&path).ok();
+                }
+                if let Some(file) = &mut file {
+                    let mut chunk = Vec::new();
+                    if file.seek(SeekFrom::Start(offset)).is_ok()
+                        && file.read_to_end(&mut chunk).is_ok()
+                    {
+                        offset += chunk.len() as u64;
+                        pending.extend_from_slice(&chunk);
+                    }
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        forward(&name, &line[..end]);
+                    }
+                }
+                if last {
+                    if !pending.is_empty() {
+                        forward(&name, &pending);
+                    }
+                    return;
+                }
+                sleep(POLL);
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Forwards what is left and stops.
+    fn finish(self) {
+        // xenconsoled writes the log as it drains the ring: give it a moment.
+        sleep(Duration::from_millis(200));
+        self.stop.store(true, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+/// Prints one forwarded line ([`Stdout`] keeps it whole against the reporting thread's lines).
+fn forward(name: &str, line: &[u8]) {
+    use std::fmt::Write;
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    let _ = writeln!(Stdout, "{}", exchange::forwarded(name, text));
+}
+
+/// Runs the steps of one side in order; after a failed step, the rest are reported as not run.
+struct Steps {
+    reporter: Reporter<Stdout>,
+    failed: Option<&'static str>,
+}
+
+impl Steps {
+    /// Runs `body` (which may print `XENTEST OUT` lines) and reports it as case `name`.
+    fn step<T>(
+        &mut self,
+        name: &'static str,
+        body: impl FnOnce(&mut Reporter<Stdout>) -> Result<T, String>,
+    ) -> Option<T> {
+        if let Some(earlier) = self.failed {
+            self.reporter
+                .case(name, Err::<(), _>(format!("not run: {earlier} failed")));
+            return None;
+        }
+        match body(&mut self.reporter) {
+            Ok(value) => {
+                self.reporter.case(name, Ok::<(), String>(()));
+                Some(value)
+            }
+            Err(error) => {
+                self.reporter.case(name, Err::<(), _>(error));
+                self.failed = Some(name);
+                None
+            }
+        }
+    }
+}
+
+/// `xen-dom0-tests domu ...`: the dom0 half of the exchange; exits with failure if a case failed.
+pub(crate) fn exchange(args: &[String]) -> ExitCode {
+    let spec = match Spec::parse_for("domu", args) {
+        Ok(spec) => spec,
+        Err(usage) => return usage,
+    };
+    let mut steps = Steps {
+        reporter: Reporter::new(Stdout),
+        failed: None,
+    };
+    let domain = steps.step("xl_create", |out| {
+        let domain = Domain::create(&spec)?;
+        out.out(format_args!(
+            "xl created domU {} (domid {}, {}, {} MiB), paused",
+            domain.name, domain.domid, spec.xl_type, spec.memory
+        ));
+        Ok(domain)
+    });
+    let forwarder = domain.as_ref().map(|d| ConsoleForwarder::start(&d.name));
+    if let Some(domain) = &domain {
+        run_exchange(&mut steps, domain);
+    } else {
+        for case in &exchange::DOM0_CASES[1..] {
+            steps.step(case, |_| Ok(()));
+        }
+    }
+    if let Some(forwarder) = forwarder {
+        forwarder.finish();
+    }
+    let summary = steps.reporter.done();
+    ExitCode::from(summary.exit_code())
+}
+
+/// The steps after `xl_create`, in the order of [`xen_testbed_protocol::exchange`].
+fn run_exchange(steps: &mut Steps, domain: &Domain) {
+    steps.step("domu_ready", |out| {
+        domain.unpause()?;
+        domain.wait_for_key(exchange::READY, "1", READY_TIMEOUT)?;
+        out.out(format_args!("the domU wrote {} = 1", exchange::READY));
+        Ok(())
+    });
+    steps.step("domu_read_its_name", |_| {
+        let seen = domain.read(exchange::SEEN_NAME)?;
+        expect_equal(exchange::SEEN_NAME, &seen, &domain.name)
+    });
+    steps.step("domu_read_its_domid", |_| {
+        let seen = domain.read(exchange::SEEN_DOMID)?;
+        expect_equal(exchange::SEEN_DOMID, &seen, &domain.domid.to_string())
+    });
+    let mut port = steps.step("evtchn_bind_domu_port", |out| {
+        let remote = domain.read_number(exchange::EVTCHN_PORT)?;
+        let mut port = InterdomainPort::bind(domain.domid, remote)?;
+        // Xen marks a newly bound port pending: drain that event.
+        port.wait(Duration::from_secs(2))
+            .map_err(|e| format!("the pending event after binding: {e}"))?;
+        out.out(format_args!(
+            "bound the domU's port {remote} through /dev/xen/evtchn"
+        ));
+        Ok(port)
+    });
+    let mapping = steps.step("grant_map_domu_page", |out| {
+        let reference = domain.read_number(exchange::GRANT_REF)?;
+        if reference < 2 {
+            return Err(format!("grant ref {reference} is the toolstack's"));
+        }
+        let mapping = GrantMapping::map(domain.domid, reference)?;
+        let text =
+            String::from_utf8_lossy(&mapping.read(0, exchange::DOMU_TEXT.len())).into_owned();
+        expect_equal("the page's first bytes", &text, exchange::DOMU_TEXT)?;
+        out.out(format_args!(
+            "mapped grant ref {reference} through /dev/xen/gntdev; it reads {text:?}"
+        ));
+        Ok(mapping)
+    });
+    steps.step("evtchn_notify_domu", |out| {
+        let (Some(mapping), Some(port)) = (&mapping, &port) else {
+            return Err("no mapping or port".into());
+        };
+        mapping.write(exchange::DOM0_TEXT_OFFSET, exchange::DOM0_TEXT.as_bytes());
+        port.notify()?;
+        out.out(format_args!(
+            "wrote {:?} at byte {} of the page and notified the domU",
+            exchange::DOM0_TEXT,
+            exchange::DOM0_TEXT_OFFSET
+        ));
+        Ok(())
+    });
+    steps.step("evtchn_from_domu", |out| {
+        let Some(port) = &mut port else {
+            return Err("no port".into());
+        };
+        port.wait(EVENT_TIMEOUT)
+            .map_err(|e| format!("domU {}: {e}", domain.name))?;
+        out.out(format_args!("got the domU's event"));
+        Ok(())
+    });
+    steps.step("grant_unmap", |out| {
+        let (Some(mapping), Some(port)) = (mapping, &port) else {
+            return Err("no mapping or port".into());
+        };
+        mapping.unmap()?;
+        port.notify()?;
+        out.out(format_args!("unmapped the page and notified the domU"));
+        Ok(())
+    });
+    // Whatever failed before, the domU must not outlive the run.
+    let failed_before = steps.failed.take();
+    steps.step("domu_powered_off", |_| {
+        let reason = domain.wait_gone(if failed_before.is_some() {
+            Duration::from_secs(2)
+        } else {
+            GONE_TIMEOUT
+        })?;
+        match reason {
+            0 => Ok(()),
+            other => Err(format!(
+                "domU {} {} (xl's log): {}",
+                domain.name,
+                describe_reason(other),
+                domain.destroy()
+            )),
+        }
+    });
+    if steps.failed.is_none() {
+        steps.failed = failed_before;
+    }
+}
+
+fn expect_equal(what: &str, got: &str, want: &str) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} is {got:?}, expected {want:?}"))
+    }
+}
+
+/// `xen-dom0-tests run-domu ...`: creates the domU, forwards its console until it is gone (or the
+/// timeout), prints `XENTEST OUT domu-exit <name> <how>` and exits 0 only after a poweroff.
+pub(crate) fn run_user_domu(args: &[String]) -> ExitCode {
+    let spec = match Spec::parse_for("run-domu", args) {
+        Ok(spec) => spec,
+        Err(usage) => return usage,
+    };
+    let domain = match Domain::create(&spec).and_then(|d| d.unpause().map(|()| d)) {
+        Ok(domain) => domain,
+        Err(error) => {
+            eprintln!("xen-dom0-tests run-domu: {error}");
+            println!(
+                "XENTEST OUT {} {} create-failed",
+                exchange::DOMU_EXIT,
+                spec.name
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let forwarder = ConsoleForwarder::start(&domain.name);
+    let how = match domain.wait_gone(spec.timeout) {
+        Ok(reason) => {
+            if reason == SHUTDOWN_CRASH {
+                domain.destroy();
+            }
+            reason_name(reason).unwrap_or("unknown").to_string()
+        }
+        Err(error) => {
+            eprintln!("xen-dom0-tests run-domu: {error}");
+            "timeout".into()
+        }
+    };
+    forwarder.finish();
+    println!("XENTEST OUT {} {} {how}", exchange::DOMU_EXIT, domain.name);
+    if how == "poweroff" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,77 @@
+//! The domU platform of auto-translated guests (x86_64 PVH and Arm): rings from
+//! HVM params, the grant table mapped with `XENMEM_add_to_physmap`, and an
+//! identity map (virtual = guest physical) set up by the entry code.
+
+use xen_hypercall::prelude::*;
+use xen_hypercall::{Error, Gfn, MapSpace};
+
+use super::{DomuError, Platform, RingPage};
+use crate::shared_info::SharedInfo;
+
+/// A PVH or Arm domU.
+#[derive(Debug)]
+pub(crate) struct Translated<H> {
+    /// The backend.
+    pub(crate) h: H,
+    /// Maps the shared info page (the architecture's own function).
+    pub(crate) map_shared_info: fn(&H) -> Result<SharedInfo, Error>,
+    /// A page of ours that Rust only reaches through raw pointers, whose frame
+    /// the grant table frame replaces.
+    pub(crate) grant_slot: *mut u8,
+    /// The end of the identity map.
+    pub(crate) mapped_end: u64,
+}
+
+impl<H: XenHypercall<Error = Error> + Copy> Translated<H> {
+    /// The ring whose frame and port are HVM params `pfn` and `port`.
+    fn ring(&self, pfn: HvmParam, port: HvmParam) -> Result<RingPage, DomuError> {
+        let frame = self.h.hvm_get_param(DomId::SELF, pfn)?;
+        let port = self.h.hvm_get_param(DomId::SELF, port)?;
+        let address = frame
+            .checked_mul(4096)
+            .filter(|&address| address != 0 && address < self.mapped_end)
+            .ok_or(DomuError::Unexpected("ring frame outside the identity map"))?;
+        let port = u32::try_from(port).map_err(|_| DomuError::Unexpected("ring port"))?;
+        Ok(RingPage {
+            page: address as *mut u8,
+            port: Port::new(port),
+        })
+    }
+}
+
+impl<H: XenHypercall<Error = Error> + Copy> Platform for Translated<H> {
+    type Hypercall = H;
+
+    fn hypercall(&self) -> H {
+        self.h
+    }
+
+    fn shared_info(&self) -> Result<SharedInfo, Error> {
+        (self.map_shared_info)(&self.h)
+    }
+
+    fn console(&self) -> Result<RingPage, DomuError> {
+        self.ring(HvmParam::CONSOLE_PFN, HvmParam::CONSOLE_EVTCHN)
+    }
+
+    fn store(&self) -> Result<RingPage, DomuError> {
+        self.ring(HvmParam::STORE_PFN, HvmParam::STORE_EVTCHN)
+    }
+
+    fn map_grant_table(&self) -> Result<*mut u8, DomuError> {
+        let gfn = Gfn(self.grant_slot as u64 >> 12);
+        // SAFETY: the slot is a page-aligned page of ours that Rust only touches
+        // through raw pointers (`grant_slot`), so replacing its frame with grant
+        // table frame 0 (XENMAPSPACE_grant_table, index 0) breaks no Rust value;
+        // identity map: its gfn is its address >> 12.
+        unsafe {
+            self.h
+                .add_to_physmap(DomId::SELF, MapSpace::GRANT_TABLE, 0, gfn)
+        }?;
+        Ok(self.grant_slot)
+    }
+
+    fn frame_of(&self, page: *const u8) -> Result<u32, DomuError> {
+        u32::try_from(page as u64 >> 12).map_err(|_| DomuError::Unexpected("frame above 2^32"))
+    }
+}

@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![deny(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+#[allow(unsafe_code)]
+mod mem;
+pub mod ring;
+
+pub use mem::{AccessError, PAGE_SIZE, SharedAtomic, SharedMem, SharedPage};
+pub use ring::{Consumer, LayoutError, Producer, RingError, RingLayout, RingMemory};
