@@ -28,6 +28,19 @@ pub(crate) fn expect_errno<T: fmt::Debug>(result: Result<T, Error>, expected: Er
     }
 }
 
+/// The Xen release (`major.minor`, e.g. `4.20`) the testbed boots this build on: it builds each
+/// release's guests with `XENTEST_XEN_VERSION` set. Without it only plausibility is checked.
+const EXPECTED_XEN: Option<&str> = option_env!("XENTEST_XEN_VERSION");
+
+/// Whether `version` is `expected` (`major.minor`).
+fn is_version(version: xen_hypercall::version::Version, expected: &str) -> bool {
+    let mut parts = expected.split('.').map(str::parse::<u16>);
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(Ok(major)), Some(Ok(minor)), None) if (major, minor) == (version.major, version.minor)
+    )
+}
+
 /// The reporter the guests write with.
 pub(crate) type GuestReporter<'a, H> = Reporter<Console<'a, H>>;
 
@@ -101,18 +114,22 @@ fn version_cases<H: XenHypercall<Error = Error>>(
         "xen_version",
         (|| {
             let v = h.xen_version()?;
-            if v.major < 4 {
-                fail!("implausible version {v}");
+            match EXPECTED_XEN {
+                Some(expected) if !is_version(v, expected) => {
+                    fail!("Xen {v}, expected {expected}")
+                }
+                None if v.major < 4 => fail!("implausible version {v}"),
+                _ => Ok(()),
             }
-            Ok(())
         })(),
     );
     r.case(
         "xen_extraversion",
         (|| {
+            // A point release, maybe with a suffix: ".7", ".5-pre".
             let e = h.extraversion()?;
-            if e.is_empty() {
-                fail!("empty extraversion");
+            if !e.as_bytes().starts_with(b".") || e.as_bytes().len() < 2 {
+                fail!("extraversion {e:?} is not \".<release>\"");
             }
             Ok(())
         })(),
