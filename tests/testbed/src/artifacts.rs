@@ -301,8 +301,9 @@ pub(crate) fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> 
     Ok(())
 }
 
-/// `vmlinux`, the ELF kernel inside an XZ-compressed x86 `vmlinuz` of `kernel_dir`, extracted on
-/// first use.
+/// `vmlinux`, the ELF kernel inside the compressed x86 `vmlinuz` (a bzImage) of `kernel_dir`,
+/// extracted on first use. The payload is where the boot protocol's header says (`payload_offset`,
+/// `payload_length`); Debian 12 compresses it with XZ, Debian 13 with zstd.
 fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
     let vmlinux = kernel_dir.join("vmlinux");
     if vmlinux.exists() {
@@ -310,34 +311,42 @@ fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
     }
     let vmlinuz = kernel_dir.join("vmlinuz");
     let image = fs::read(&vmlinuz).map_err(|e| Error::io(&vmlinuz, e))?;
-    const XZ_MAGIC: &[u8] = b"\xfd7zXZ\0";
-    let start = image
-        .windows(XZ_MAGIC.len())
-        .position(|window| window == XZ_MAGIC)
-        .ok_or_else(|| Error::new(format!("{}: no XZ stream", vmlinuz.display())))?;
-    let mut xz = Command::new("xz")
-        .args(["-dc", "--single-stream"])
+    let payload = bzimage_payload(&image)
+        .ok_or_else(|| Error::new(format!("{}: not a bzImage", vmlinuz.display())))?;
+    let decompressor: &[&str] = if payload.starts_with(b"\xfd7zXZ\0") {
+        &["xz", "-dc", "--single-stream"]
+    } else if payload.starts_with(b"\x28\xb5\x2f\xfd") {
+        &["zstd", "-dcq"]
+    } else {
+        return Err(Error::new(format!(
+            "{}: the payload is neither XZ nor zstd",
+            vmlinuz.display()
+        )));
+    };
+    let mut child = Command::new(decompressor[0])
+        .args(&decompressor[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| Error::new(format!("cannot run xz: {e}")))?;
-    let mut input = xz.stdin.take().expect("piped stdin");
-    let compressed = image[start..].to_vec();
-    // Fed from a thread: xz writes while it reads, and both pipes are bounded.
+        .map_err(|e| Error::new(format!("cannot run {}: {e}", decompressor[0])))?;
+    let mut input = child.stdin.take().expect("piped stdin");
+    let compressed = payload.to_vec();
+    // Fed from a thread: the decompressor writes while it reads, and both pipes are bounded.
     let feeder = std::thread::spawn(move || {
         use std::io::Write;
         // xz stops reading after the stream: a broken pipe after it is expected.
         let _ = input.write_all(&compressed);
     });
-    let output = xz
+    let output = child
         .wait_with_output()
-        .map_err(|e| Error::new(format!("xz: {e}")))?;
+        .map_err(|e| Error::new(format!("{}: {e}", decompressor[0])))?;
     let _ = feeder.join();
     if !output.stdout.starts_with(b"\x7fELF") {
         return Err(Error::new(format!(
-            "{}: the XZ stream is not an ELF kernel ({})",
+            "{}: the payload is not an ELF kernel ({} {})",
             vmlinuz.display(),
+            decompressor[0],
             output.status
         )));
     }
@@ -345,6 +354,26 @@ fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
     fs::write(&partial, &output.stdout).map_err(|e| Error::io(&partial, e))?;
     rename(&partial, &vmlinux)?;
     Ok(vmlinux)
+}
+
+/// The compressed kernel inside an x86 bzImage, as its boot protocol header (2.08+) locates it:
+/// `payload_offset` and `payload_length` count from the protected-mode code, which follows
+/// `setup_sects` (0 meaning 4) 512-byte sectors and the boot sector.
+fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
+    let u32_at = |at: usize| {
+        image
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    if image.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let setup_sects = match *image.get(0x1f1)? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)?;
+    image.get(start..start.checked_add(u32_at(0x24c)?)?)
 }
 
 /// Keeps the kernel image and the Xen modules (with their dependencies) of an unpacked kernel package,
@@ -478,4 +507,40 @@ pub fn ensure_qemu(arch: Arch) -> Result<()> {
     eprintln!("testbed: apt-get {}", args.join(" "));
     command_output(Command::new("apt-get").args(args))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic bzImage: 2 setup sectors, the payload 16 bytes into the protected-mode code.
+    fn bzimage(setup_sects: u8, payload: &[u8]) -> Vec<u8> {
+        let sectors = if setup_sects == 0 { 4 } else { setup_sects };
+        let code = (usize::from(sectors) + 1) * 512;
+        let mut image = vec![0; code + 16];
+        image[0x1f1] = setup_sects;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x248..0x24c].copy_from_slice(&16u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image.extend_from_slice(payload);
+        image.extend_from_slice(b"trailer");
+        image
+    }
+
+    #[test]
+    fn the_payload_is_where_the_header_says() {
+        let payload = b"\x28\xb5\x2f\xfdzstd frame";
+        assert_eq!(bzimage_payload(&bzimage(2, payload)), Some(&payload[..]));
+        assert_eq!(bzimage_payload(&bzimage(0, payload)), Some(&payload[..]));
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_image_has_no_payload() {
+        let image = bzimage(2, b"payload");
+        assert_eq!(bzimage_payload(&image[..image.len() - 10]), None);
+        let mut foreign = image.clone();
+        foreign[0x202] = b'X';
+        assert_eq!(bzimage_payload(&foreign), None);
+        assert_eq!(bzimage_payload(&[]), None);
+    }
 }
