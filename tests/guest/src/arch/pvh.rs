@@ -130,6 +130,7 @@ static PD: RawMemory<[u64; 512 * IDENTITY_GIB]> = RawMemory::new([0; 512 * IDENT
 static mut HYPERCALL_PAGE: HypercallPageFrame = HypercallPageFrame::new();
 /// A frame handed to `install` with `HYPERCALL_PAGE`'s address: Xen fills the
 /// other page, this one stays zero, and `install` must refuse it.
+#[cfg(not(feature = "domu"))]
 static mut UNFILLED_PAGE: HypercallPageFrame = HypercallPageFrame::new();
 
 /// The page the shared info frame is mapped over.
