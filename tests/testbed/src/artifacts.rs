@@ -198,7 +198,12 @@ pub(crate) fn candidate_versions(apt: &Apt, packages: &[String]) -> Result<Vec<S
             .args(["show", "--no-all-versions"])
             .args(packages),
     )
-    .map_err(|e| Error::new(format!("{e}\n(is the package index current? {})", apt.describe())))?;
+    .map_err(|e| {
+        Error::new(format!(
+            "{e}\n(is the package index current? {})",
+            apt.describe()
+        ))
+    })?;
     let show = String::from_utf8_lossy(&show);
     // One stanza per package: `Package:`, `Architecture:` and `Version:` fields.
     let stanzas: Vec<(String, String)> = show

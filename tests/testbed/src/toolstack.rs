@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-
 use crate::apt::Apt;
 use crate::artifacts::{candidate_versions, extract};
 use crate::release::Release;
