@@ -975,6 +975,66 @@ fn report(run: &ScenarioRun, outcome: &Result<Outcome>) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    fn names(options: &Options) -> Vec<String> {
+        select(options)
+            .expect("selected")
+            .iter()
+            .map(ScenarioRun::name)
+            .collect()
+    }
+
+    #[test]
+    fn a_bare_name_selects_each_release_and_a_full_name_one() {
+        let bare = Options {
+            names: vec!["pv64".into()],
+            ..Options::default()
+        };
+        assert_eq!(names(&bare), ["pv64@4.17", "pv64@4.20"]);
+        let full = Options {
+            names: vec!["pv64@4.20".into(), "selftest-panic".into()],
+            ..Options::default()
+        };
+        assert_eq!(names(&full), ["pv64@4.20", "selftest-panic@4.17"]);
+        let one_release = Options {
+            release: Some(crate::release::DEBIAN_13),
+            ..bare
+        };
+        assert_eq!(names(&one_release), ["pv64@4.20"]);
+    }
+
+    #[test]
+    fn every_release_runs_the_scenarios_it_must_and_names_are_unique() {
+        let all = names(&Options::default());
+        for scenario in ON_EVERY_RELEASE {
+            assert!(
+                scenarios().iter().any(|s| s.name == *scenario),
+                "{scenario}"
+            );
+            for release in RELEASES {
+                let name = format!("{scenario}@{}", release.xen);
+                assert!(all.contains(&name), "{name}");
+            }
+        }
+        let unique: BTreeSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+    }
+
+    #[test]
+    fn unknown_names_and_releases_a_scenario_skips_are_errors() {
+        let unknown = Options {
+            names: vec!["pv64@4.99".into()],
+            ..Options::default()
+        };
+        assert!(select(&unknown).is_err());
+        let self_test_on_4_20 = Options {
+            names: vec!["selftest-panic".into()],
+            release: Some(crate::release::DEBIAN_13),
+            ..Options::default()
+        };
+        let error = select(&self_test_on_4_20).unwrap_err().to_string();
+        assert!(error.contains("does not run on release 4.20"), "{error}");
+    }
+
     #[test]
     fn every_guest_run_must_end_with_a_clean_shutdown() {
         for kind in [GuestKind::Pv, GuestKind::Pvh, GuestKind::Aarch64] {
