@@ -410,13 +410,12 @@ pub fn scenarios() -> &'static [Scenario] {
 }
 
 /// The scenarios that run on every release ([`RELEASES`]); the others run on the first only.
-/// (`domu-aarch64` is not here: on Xen 4.20 with Linux 6.12, `xl create` cannot map the new
-/// domain's pages through privcmd, ENOMEM; see docs/design.md.)
 pub const ON_EVERY_RELEASE: &[&str] = &[
     "linux-dom0-x86_64",
     "linux-dom0-aarch64",
     "domu-pv",
     "domu-pvh",
+    "domu-aarch64",
     "pv64",
     "pvh",
     "aarch64",
