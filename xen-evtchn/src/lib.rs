@@ -1,2 +1,27 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod channel;
+mod error;
+pub mod freestanding;
+#[cfg(all(feature = "std", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", target_os = "linux"))))]
+pub mod linux;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
+mod port;
+#[cfg(all(feature = "tokio-1", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "tokio-1", target_os = "linux"))))]
+pub mod tokio;
+mod waiters;
+
+pub use channel::{AsyncEventChannel, EventChannel, Events, WaitPort};
+pub use error::Error;
+pub use freestanding::{RawEventChannel, SharedInfo};
+pub use port::BoundPort;
+pub use xen_hypercall::{DomId, ErrorKind, Port, Virq};

@@ -195,6 +195,10 @@ pub enum Error {
     /// The hypervisor refused the request with this code.
     #[error("the Xen hypervisor refused the request: {0}")]
     Xen(Errno),
+    /// The hypervisor refused one grant operation with this status
+    /// (`GNTST_*`, written into the operation, not returned).
+    #[error("the Xen hypervisor refused the grant operation: {0}")]
+    Grant(crate::grant_table::GrantStatus),
     /// The program does not run on Xen.
     #[error("not running on the Xen hypervisor ({0})")]
     NotOnXen(&'static str),
@@ -250,6 +254,7 @@ impl Error {
     pub const fn kind(&self) -> ErrorKind {
         match self {
             Self::Xen(errno) => errno.kind(),
+            Self::Grant(status) => status.kind(),
             Self::NotOnXen(_) | Self::DriverNotLoaded { .. } => ErrorKind::NotOnXen,
             Self::PermissionDenied { .. } | Self::Restricted { .. } => ErrorKind::PermissionDenied,
             Self::Os { .. } => ErrorKind::Other,

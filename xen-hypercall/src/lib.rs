@@ -10,6 +10,7 @@ mod call;
 pub mod console;
 mod error;
 pub mod event_channel;
+pub mod grant_table;
 pub mod hvm;
 mod hypercall;
 pub mod memory;

@@ -2,6 +2,7 @@
 
 pub use crate::console::ConsoleOps;
 pub use crate::event_channel::EventChannelOps;
+pub use crate::grant_table::GrantTableOps;
 pub use crate::hvm::HvmOps;
 pub use crate::memory::MemoryOps;
 pub use crate::physdev::PhysdevOps;

@@ -86,8 +86,17 @@ fn shared_info_is_mapped_at_the_given_frame() {
         let ret = unsafe { domu.add_to_physmap(DomId::new(0), MapSpace::SHARED_INFO, 0, Gfn(1)) };
         assert_eq!(ret, Err(Error::Xen(Errno::EPERM)));
         // SAFETY: as above.
-        let ret = unsafe { xen.add_to_physmap(DomId::SELF, MapSpace::GRANT_TABLE, 0, Gfn(1)) };
+        let ret = unsafe { xen.add_to_physmap(DomId::SELF, MapSpace::GMFN, 0, Gfn(1)) };
         assert!(matches!(ret, Err(Error::Unsupported(_))));
+        // Grant table frames map (the table grows to them); a status frame does not.
+        // SAFETY: as above.
+        unsafe { xen.add_to_physmap(DomId::SELF, MapSpace::GRANT_TABLE, 2, Gfn(0x500)) }.unwrap();
+        assert_eq!(xen.physmap()[1], (MapSpace::GRANT_TABLE, 2, Gfn(0x500)));
+        let status_frame = 1 << 31;
+        // SAFETY: as above.
+        let ret =
+            unsafe { xen.add_to_physmap(DomId::SELF, MapSpace::GRANT_TABLE, status_frame, Gfn(1)) };
+        assert_eq!(ret, Err(Error::Xen(Errno::EINVAL)));
     }
 }
 

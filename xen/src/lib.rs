@@ -28,6 +28,11 @@ pub use xen_shared as shared;
 #[cfg_attr(docsrs, doc(cfg(feature = "evtchn")))]
 pub use xen_evtchn as evtchn;
 
+/// Grant tables.
+#[cfg(feature = "grant")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grant")))]
+pub use xen_grant as grant;
+
 /// The guest console.
 #[cfg(feature = "console")]
 #[cfg_attr(docsrs, doc(cfg(feature = "console")))]

@@ -33,48 +33,140 @@ const LIBXEN_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
     let (what, options) = args.split_first().ok_or_else(|| USAGE.to_string())?;
+    if what == "grant" {
+        return crate::bench_grant::run(options);
+    }
+    if what == "evtchn" {
+        return crate::bench_evtchn::run(options);
+    }
     if what != "privcmd" {
         return Err(format!("unknown benchmark `{what}`\n{USAGE}"));
     }
-    let mut rounds = 7u32;
-    let mut iterations = 20_000u32;
+    let (rounds, iterations) = rounds_and_iterations(options, (7, 20_000), USAGE)?;
+    let testbed = crate::testbed::testbed();
+    let c_bench = build_c_program(
+        &testbed,
+        &CProgram {
+            source: "tests/bench/libxencall_bench.c",
+            header: "xencall.h",
+            name: "libxencall-bench",
+            link: &[
+                "-Wl,--wrap=mmap,--wrap=munmap",
+                "-lxencall",
+                "-lxentoolcore",
+                "-lxentoollog",
+            ],
+        },
+    )?;
+    let started = std::time::Instant::now();
+    let outcome = boot_bench(
+        &testbed,
+        ("xen-privcmd-bench", "privcmd-bench"),
+        c_bench,
+        format!("/bin/libxencall-bench {rounds} {iterations}"),
+        "bench_privcmd",
+        Duration::from_secs(120 + u64::from(rounds) * u64::from(iterations) / 100),
+    )?;
+    let samples = parse_samples(outcome.log.outputs())?;
+    println!(
+        "privcmd benchmark: {rounds} rounds x {iterations} calls per implementation and call, \
+         one boot (QEMU {:.1} s, whole command {:.1} s)\n",
+        outcome.run.wall.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", report(&samples)?);
+    Ok(())
+}
+
+/// `--rounds N` and `--iterations N` (positive), else `defaults`.
+pub(crate) fn rounds_and_iterations(
+    options: &[String],
+    defaults: (u32, u32),
+    usage: &str,
+) -> crate::Result<(u32, u32)> {
+    let (mut rounds, mut iterations) = defaults;
     let mut options = options.iter();
     while let Some(option) = options.next() {
         let value = |v: Option<&String>| -> crate::Result<u32> {
             v.and_then(|v| v.parse().ok())
                 .filter(|&v| v > 0)
-                .ok_or_else(|| format!("{option} needs a positive number\n{USAGE}"))
+                .ok_or_else(|| format!("{option} needs a positive number\n{usage}"))
         };
         match option.as_str() {
             "--rounds" => rounds = value(options.next())?,
             "--iterations" => iterations = value(options.next())?,
-            _ => return Err(format!("unknown option `{option}`\n{USAGE}")),
+            _ => return Err(format!("unknown option `{option}`\n{usage}")),
         }
     }
+    Ok((rounds, iterations))
+}
 
-    let testbed = crate::testbed::testbed();
-    let c_bench = build_c_program(&testbed)?;
+/// A benchmark's C program, linked statically against Debian's `libxen-dev`.
+pub(crate) struct CProgram {
+    /// The source, relative to the workspace.
+    pub(crate) source: &'static str,
+    /// The `libxen-dev` header it needs (checked first, for a clear error).
+    pub(crate) header: &'static str,
+    /// The binary's name.
+    pub(crate) name: &'static str,
+    /// Linker arguments: libraries and wrappers.
+    pub(crate) link: &'static [&'static str],
+}
+
+/// Compiles `program` into `<target>/testbed/bench/`, next to the testbed's cache and logs.
+pub(crate) fn build_c_program(testbed: &Testbed, program: &CProgram) -> crate::Result<PathBuf> {
+    let header = Path::new("/usr/include").join(program.header);
+    if !header.exists() || !Path::new(LIBXEN_DIR).join("libxentoolcore.a").exists() {
+        return Err(format!(
+            "{} or the static libraries are missing: install Debian's libxen-dev (`apt-get install libxen-dev`)",
+            header.display()
+        ));
+    }
+    let out_dir = testbed.logs_dir().with_file_name("bench");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let out = out_dir.join(program.name);
+    let source = crate::workspace_root().join(program.source);
+    crate::run_command(
+        Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
+            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .arg(format!("-L{LIBXEN_DIR}"))
+            .args(program.link),
+    )?;
+    Ok(out)
+}
+
+/// Builds the Rust driver `(package, binary)`, boots one x86_64 Linux dom0 running
+/// `<binary> <arguments>` with the C program in `/bin`, prints the run's output (but the
+/// `bench-run` lines) and fails unless the driver reported `case` passed.
+pub(crate) fn boot_bench(
+    testbed: &Testbed,
+    (package, binary): (&str, &str),
+    c_program: PathBuf,
+    arguments: String,
+    case: &str,
+    timeout: Duration,
+) -> crate::Result<xen_testbed::Outcome> {
     testbed
-        .build_static("xen-privcmd-bench", &[Arch::X86_64])
+        .build_static(package, &[Arch::X86_64])
         .map_err(|e| e.to_string())?;
-    let driver = testbed.static_binary(Arch::X86_64, "privcmd-bench");
-    let started = std::time::Instant::now();
+    let driver = testbed.static_binary(Arch::X86_64, binary);
+    let c_name = c_program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let outcome = testbed
         .boot_linux_dom0(&Dom0Run {
-            name: "bench-privcmd-x86_64".into(),
+            name: format!("bench-{}-x86_64", case.trim_start_matches("bench_")),
             arch: Arch::X86_64,
-            binaries: vec![
-                ("privcmd-bench".into(), driver),
-                ("libxencall-bench".into(), c_bench),
-            ],
+            binaries: vec![(binary.into(), driver), (c_name, c_program)],
             files: Vec::new(),
             preamble: Default::default(),
-            commands: vec![format!(
-                "privcmd-bench /bin/libxencall-bench {rounds} {iterations}"
-            )],
-            expected_cases: vec!["bench_privcmd".into()],
+            commands: vec![format!("{binary} {arguments}")],
+            expected_cases: vec![case.into()],
             expected_dones: 1,
-            timeout: Duration::from_secs(120 + u64::from(rounds) * u64::from(iterations) / 100),
+            timeout,
             domus: Vec::new(),
         })
         .map_err(|e| e.to_string())?;
@@ -92,42 +184,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
             outcome.log_path.display()
         ));
     }
-    let samples = parse_samples(outcome.log.outputs())?;
-    println!(
-        "privcmd benchmark: {rounds} rounds x {iterations} calls per implementation and call, \
-         one boot (QEMU {:.1} s, whole command {:.1} s)\n",
-        outcome.run.wall.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    print!("{}", report(&samples)?);
-    Ok(())
-}
-
-/// Compiles `tests/bench/libxencall_bench.c` statically against libxencall, with `mmap` and
-/// `munmap` wrapped so that it counts them.
-fn build_c_program(testbed: &Testbed) -> crate::Result<PathBuf> {
-    let libxencall = Path::new(LIBXEN_DIR).join("libxencall.a");
-    if !libxencall.exists() || !Path::new("/usr/include/xencall.h").exists() {
-        return Err(format!(
-            "{} or xencall.h is missing: install Debian's libxen-dev (`apt-get install libxen-dev`)",
-            libxencall.display()
-        ));
-    }
-    // Next to the testbed's cache and logs: `<target>/testbed/bench`.
-    let out_dir = testbed.logs_dir().with_file_name("bench");
-    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    let out = out_dir.join("libxencall-bench");
-    let source = crate::workspace_root().join("tests/bench/libxencall_bench.c");
-    crate::run_command(
-        Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
-            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .arg("-Wl,--wrap=mmap,--wrap=munmap")
-            .arg(format!("-L{LIBXEN_DIR}"))
-            .args(["-lxencall", "-lxentoolcore", "-lxentoollog"]),
-    )?;
-    Ok(out)
+    Ok(outcome)
 }
 
 /// One timed loop: nanoseconds per call and OS calls per hypercall.
@@ -143,35 +200,13 @@ type Samples = BTreeMap<(String, String), Vec<Sample>>;
 /// Parses `bench-run impl=<impl> call=<call> iterations=<n> ns=<total> mmaps=<n> munmaps=<n>`.
 fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples> {
     let mut samples = Samples::new();
-    for line in lines {
-        let Some(fields) = line.strip_prefix("bench-run ") else {
-            continue;
-        };
-        let fields: BTreeMap<&str, &str> = fields
-            .split_whitespace()
-            .filter_map(|f| f.split_once('='))
-            .collect();
-        let text = |key: &str| {
-            fields
-                .get(key)
-                .copied()
-                .ok_or_else(|| format!("`{line}` lacks {key}="))
-        };
-        let number = |key: &str| {
-            text(key)?
-                .parse::<f64>()
-                .map_err(|e| format!("`{line}`: {key}: {e}"))
-        };
-        let iterations = number("iterations")?;
-        if iterations <= 0.0 {
-            return Err(format!("`{line}`: no iterations"));
-        }
+    for run in BenchRun::all(lines) {
         samples
-            .entry((text("impl")?.to_string(), text("call")?.to_string()))
+            .entry((run.text("impl")?.to_string(), run.text("call")?.to_string()))
             .or_default()
             .push(Sample {
-                ns_per_call: number("ns")? / iterations,
-                maps_per_call: (number("mmaps")? + number("munmaps")?) / iterations,
+                ns_per_call: run.per_iteration("ns")?,
+                maps_per_call: run.per_iteration("mmaps")? + run.per_iteration("munmaps")?,
             });
     }
     if samples.is_empty() {
@@ -180,7 +215,51 @@ fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samp
     Ok(samples)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The `key=value` fields of one `bench-run ...` output line of a benchmark driver.
+pub(crate) struct BenchRun<'a> {
+    line: &'a str,
+    fields: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> BenchRun<'a> {
+    /// The `bench-run` lines among `lines`.
+    pub(crate) fn all(lines: impl Iterator<Item = &'a str>) -> impl Iterator<Item = Self> {
+        lines.filter_map(|line| {
+            let fields = line.strip_prefix("bench-run ")?;
+            Some(Self {
+                line,
+                fields: fields
+                    .split_whitespace()
+                    .filter_map(|f| f.split_once('='))
+                    .collect(),
+            })
+        })
+    }
+
+    /// The value of `key`.
+    pub(crate) fn text(&self, key: &str) -> crate::Result<&'a str> {
+        self.fields
+            .get(key)
+            .copied()
+            .ok_or_else(|| format!("`{}` lacks {key}=", self.line))
+    }
+
+    /// The number `key` divided by the (positive) `iterations`.
+    pub(crate) fn per_iteration(&self, key: &str) -> crate::Result<f64> {
+        let number = |key: &str| {
+            self.text(key)?
+                .parse::<f64>()
+                .map_err(|e| format!("`{}`: {key}: {e}", self.line))
+        };
+        let iterations = number("iterations")?;
+        if iterations <= 0.0 {
+            return Err(format!("`{}`: no iterations", self.line));
+        }
+        Ok(number(key)? / iterations)
+    }
+}
+
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     if values.len() % 2 == 1 {

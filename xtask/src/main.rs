@@ -1,6 +1,8 @@
 //! Project commands, run as `cargo xtask <command>`.
 
 mod bench;
+mod bench_evtchn;
+mod bench_grant;
 mod gen_sys;
 mod setup;
 mod test;
@@ -22,6 +24,8 @@ commands:
                           run your own program in dom0, or your own kernel as a domU, on real Xen
   demo [-v]               boot Xen: a Linux dom0 with the toolstack creates a Rust domU; they talk
   bench privcmd           benchmark the privcmd backend against libxencall, inside the testbed
+  bench grant             benchmark xen-grant against libxengnttab, inside the testbed
+  bench evtchn            benchmark xen-evtchn against libxenevtchn, and soak it, inside the testbed
 ";
 
 /// What an xtask command returns: `Err` carries a message for the user.

@@ -13,6 +13,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-shared",
     "xen-evtchn",
     "xen-console",
+    "xen-grant",
     "xen",
 ];
 
@@ -25,7 +26,9 @@ const MIRI_CRATES: &[&str] = &[
     "xen-sys",
     "xen-hypercall",
     "xen-hypercall-privcmd",
+    "xen-evtchn",
     "xen-shared",
+    "xen-grant",
     "xen-testbed-protocol",
 ];
 

@@ -454,7 +454,7 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
         }
         let mapping = GrantMapping::map(domain.domid, reference)?;
         let text =
-            String::from_utf8_lossy(&mapping.read(0, exchange::DOMU_TEXT.len())).into_owned();
+            String::from_utf8_lossy(&mapping.read(0, exchange::DOMU_TEXT.len())?).into_owned();
         expect_equal("the page's first bytes", &text, exchange::DOMU_TEXT)?;
         out.out(format_args!(
             "mapped grant ref {reference} through /dev/xen/gntdev; it reads {text:?}"
@@ -465,7 +465,7 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
         let (Some(mapping), Some(port)) = (&mapping, &port) else {
             return Err("no mapping or port".into());
         };
-        mapping.write(exchange::DOM0_TEXT_OFFSET, exchange::DOM0_TEXT.as_bytes());
+        mapping.write(exchange::DOM0_TEXT_OFFSET, exchange::DOM0_TEXT.as_bytes())?;
         port.notify()?;
         out.out(format_args!(
             "wrote {:?} at byte {} of the page and notified the domU",

@@ -19,7 +19,10 @@
 
 mod devices;
 mod domu;
+mod evtchn;
+mod evtchn_bench;
 mod exit;
+mod grant;
 mod oracle;
 mod privcmd;
 mod version;
@@ -34,7 +37,11 @@ type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
 
 /// Every case, in the order they run.
 fn cases() -> impl Iterator<Item = &'static Case> {
-    version::CASES.iter().chain(privcmd::CASES)
+    version::CASES
+        .iter()
+        .chain(privcmd::CASES)
+        .chain(grant::CASES)
+        .chain(evtchn::CASES)
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["demo"] => version::demo(Reporter::new(Stdout)),
+        ["evtchn-bench", rest @ ..] => evtchn_bench::bench(rest),
+        ["evtchn-bench-one", rest @ ..] => evtchn_bench::bench_one(rest),
+        ["evtchn-soak", rest @ ..] => evtchn_bench::soak(rest),
         ["xl-info"] => oracle::run(),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),

@@ -92,6 +92,7 @@ pub(crate) fn run_common<H: XenHypercall<Error = Error>>(
         Ok(shared) => {
             reporter.case("shared_info_map", Ok::<(), Fail>(()));
             event_channel_cases(h, reporter, shared);
+            crate::evtchn::run(h, reporter, shared);
         }
         Err(error) => reporter.case("shared_info_map", Err(Fail::from(error))),
     }

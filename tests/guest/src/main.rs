@@ -23,10 +23,21 @@ mod arch;
 mod cases;
 #[cfg(all(target_os = "none", feature = "domu"))]
 mod domu;
+#[cfg(all(target_os = "none", not(feature = "domu")))]
+mod evtchn;
 #[cfg(target_os = "none")]
 mod fail;
+#[cfg(all(target_os = "none", not(feature = "domu")))]
+mod grant;
 #[cfg(target_os = "none")]
 mod shared_info;
+#[cfg(all(
+    target_os = "none",
+    target_arch = "x86_64",
+    feature = "pvh",
+    not(feature = "domu")
+))]
+mod upcall;
 
 /// The host build: explains how the guests are run.
 #[cfg(not(target_os = "none"))]

@@ -22,6 +22,12 @@ impl SharedInfo {
         Self(page)
     }
 
+    /// The page's address.
+    #[cfg(not(feature = "domu"))]
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.0
+    }
+
     fn pending_word(&self, port: Port) -> Option<&AtomicU64> {
         let index = usize::try_from(port.raw() / BITS).ok()?;
         let offset = core::mem::offset_of!(shared_info, evtchn_pending);
@@ -58,13 +64,6 @@ impl SharedInfo {
     /// The page's address.
     pub(crate) fn page(&self) -> *const u8 {
         self.0
-    }
-
-    /// Takes `port`'s pending bit: whether it was set (it is clear afterwards).
-    pub(crate) fn take_pending(&self, port: Port) -> bool {
-        let bit = 1 << (port.raw() % BITS);
-        self.pending_word(port)
-            .is_some_and(|word| word.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
     }
 
     /// Xen's system time (ns since Xen booted), the clock of `SCHEDOP_poll`'s

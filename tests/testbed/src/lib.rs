@@ -63,7 +63,7 @@ pub mod cpio;
 pub mod demo;
 mod elf;
 pub mod initramfs;
-mod own_code;
+pub mod own_code;
 pub mod qemu;
 pub mod release;
 pub mod scenario;

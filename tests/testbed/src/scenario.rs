@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use xen_testbed_protocol::{exchange, parse_log};
 
+use crate::own_code::{self, OwnCode};
 use crate::release::{RELEASES, Release};
 use crate::verdict::{
     CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, judge, split_domains,
 };
-use crate::{
-    Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, own_code, qemu,
-};
+use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, qemu};
 
 /// The dom0 test programs' package (and binary).
 pub const DOM0_TESTS: &str = "xen-dom0-tests";
@@ -49,6 +48,18 @@ pub const GUEST_CASES: &[&str] = &[
     "zero_cost_probe",
 ];
 
+/// The grant table cases every freestanding guest must report (`tests/guest/src/grant.rs`).
+pub const GUEST_GRANT_CASES: &[&str] = &[
+    "grant_query_size",
+    "grant_table_map",
+    "grant_allocator_skips_reserved",
+    "grant_copy_from_grant",
+    "grant_copy_refusals",
+    "grant_self_map_pins_until_unmap",
+    "grant_revoked_refused",
+    "grant_unmap_bad_handle",
+];
+
 /// The cases a run of a freestanding guest of `kind` must show: the guest's own, then
 /// [`CLEAN_SHUTDOWN`], which the runner reports when the guest ends the run by asking Xen to
 /// reboot (a guest that exits QEMU itself misses it).
@@ -60,6 +71,7 @@ pub fn guest_cases(kind: GuestKind) -> Vec<String> {
     };
     GUEST_CASES
         .iter()
+        .chain(GUEST_GRANT_CASES)
         .chain(specific)
         .chain([&CLEAN_SHUTDOWN])
         .map(|c| c.to_string())
@@ -164,8 +176,8 @@ pub enum Kind {
     Guest(GuestKind),
     /// A Linux dom0 and a freestanding domU.
     CrossDomain(CrossDomain),
-    /// A program built outside the workspace, run as `cargo xtask testbed run --dom0` runs it.
-    OwnCode,
+    /// Code built outside the workspace, run as `cargo xtask testbed run` runs it.
+    OwnCode(OwnCode),
 }
 
 impl Kind {
@@ -175,7 +187,7 @@ impl Kind {
             Kind::LinuxDom0 { arch, .. } => arch,
             Kind::Guest(kind) => kind.arch(),
             Kind::CrossDomain(cross) => cross.domu.arch(),
-            Kind::OwnCode => Arch::X86_64,
+            Kind::OwnCode(_) => Arch::X86_64,
         }
     }
 
@@ -363,7 +375,14 @@ pub fn scenarios() -> &'static [Scenario] {
         Scenario {
             name: "run-own-dom0",
             about: "a program built outside the workspace runs in dom0 as `cargo xtask testbed run --dom0` runs it",
-            kind: Kind::OwnCode,
+            kind: Kind::OwnCode(OwnCode::Dom0Program),
+            timeout: Duration::from_secs(150),
+            must_fail: None,
+        },
+        Scenario {
+            name: "run-own-domu",
+            about: "a PV kernel built outside the workspace runs as a domU as `cargo xtask testbed run --domu` runs it",
+            kind: Kind::OwnCode(OwnCode::DomuKernel),
             timeout: Duration::from_secs(150),
             must_fail: None,
         },
@@ -487,8 +506,8 @@ pub struct Summary {
 enum Work {
     /// A prepared QEMU run.
     Qemu(Box<Job>),
-    /// The built program of [`Kind::OwnCode`].
-    OwnCode(PathBuf),
+    /// The built code of [`Kind::OwnCode`].
+    OwnCode(OwnCode, PathBuf),
 }
 
 /// A prepared QEMU run.
@@ -710,9 +729,9 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         &cross_domain_run(&name, &cross, &kernel, scenario.timeout),
                     )
                 }),
-            Kind::OwnCode => {
-                let built = dom0_built(arch).and_then(|()| own_code::build(testbed));
-                jobs.push((*run, built.map(Work::OwnCode)));
+            Kind::OwnCode(code) => {
+                let built = dom0_built(arch).and_then(|()| own_code::build(testbed, code));
+                jobs.push((*run, built.map(|binary| Work::OwnCode(code, binary))));
                 continue;
             }
         };
@@ -730,7 +749,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                     let testbed = testbed_of(run.release);
                     let outcome = job.and_then(|work| match work {
                         Work::Qemu(job) => job.run(testbed),
-                        Work::OwnCode(binary) => own_code::run(testbed, &binary),
+                        Work::OwnCode(code, binary) => own_code::run(testbed, code, &binary),
                     });
                     let (passed, failed) = report(&run, &outcome);
                     let mut summary = summary.lock().expect("summary lock");

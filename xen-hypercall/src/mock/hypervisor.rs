@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::vec::Vec;
 
 use super::MockConfig;
+use super::grant::{GrantDomains, Grants};
+use crate::grant_table::GrantStatus;
 use crate::{DomId, Errno, Error, Gfn, HvmParam, MapSpace, ShutdownReason, Virq};
 
 /// Ports a domain has with the 2-level event channel ABI on a 64-bit guest:
@@ -72,6 +74,7 @@ pub(super) struct Domain {
     pub(super) iopl: Option<u32>,
     pub(super) physmap: Vec<(MapSpace, u64, Gfn)>,
     pub(super) yields: u64,
+    pub(super) grants: Grants,
 }
 
 impl Domain {
@@ -93,6 +96,7 @@ impl Domain {
             iopl: None,
             physmap: Vec::new(),
             yields: 0,
+            grants: Grants::new(config.max_grant_frames),
         }
     }
 
@@ -166,7 +170,12 @@ pub(super) struct Hypervisor {
     pub(super) largest_console_count: usize,
     /// Xen system time, in nanoseconds.
     pub(super) now: u64,
+    /// The pages the mock knows by frame number: frame `FIRST_FRAME + i` is at `pages[i]`.
+    pages: Vec<usize>,
 }
+
+/// The mock's first frame number (frame 0 is never a page).
+const FIRST_FRAME: u64 = 0x100;
 
 impl Hypervisor {
     pub(super) fn new(config: MockConfig) -> Self {
@@ -179,7 +188,20 @@ impl Hypervisor {
             console_input: VecDeque::new(),
             largest_console_count: 0,
             now: 0,
+            pages: Vec::new(),
         }
+    }
+
+    /// The frame number of the page at `address`, giving it one if it has none.
+    pub(super) fn frame_of(&mut self, address: usize) -> u64 {
+        let index = match self.pages.iter().position(|&a| a == address) {
+            Some(index) => index,
+            None => {
+                self.pages.push(address);
+                self.pages.len() - 1
+            }
+        };
+        FIRST_FRAME + index as u64
     }
 
     pub(super) fn domain(&self, id: u16) -> &Domain {
@@ -205,6 +227,16 @@ impl Hypervisor {
             return Err(refuse(Errno::EPERM));
         }
         Ok(id)
+    }
+
+    /// [`target`](Self::target) as the grant table sub-ops report it, in the
+    /// operation's status: `GNTST_bad_domain`, `GNTST_permission_denied`.
+    pub(super) fn grant_target(&self, caller: u16, dom: u16) -> Result<u16, GrantStatus> {
+        match self.target(caller, dom) {
+            Ok(d) => Ok(d),
+            Err(Error::Xen(Errno::ESRCH)) => Err(GrantStatus::BAD_DOMAIN),
+            Err(_) => Err(GrantStatus::PERMISSION_DENIED),
+        }
     }
 
     // ---- event channels (common/event_channel.c) ----
@@ -418,5 +450,16 @@ pub(super) fn status_of(binding: Binding) -> (u32, Vec<u8>) {
         }
         Binding::Virq(virq) => (xen_sys::EVTCHNSTAT_virq, virq.as_bytes().to_vec()),
         Binding::Ipi => (xen_sys::EVTCHNSTAT_ipi, Vec::new()),
+    }
+}
+
+impl GrantDomains for Hypervisor {
+    fn grants_mut(&mut self, id: u16) -> Option<&mut Grants> {
+        self.domains.get_mut(&id).map(|d| &mut d.grants)
+    }
+
+    fn frame_address(&self, frame: u64) -> Option<usize> {
+        let index = usize::try_from(frame.checked_sub(FIRST_FRAME)?).ok()?;
+        self.pages.get(index).copied()
     }
 }

@@ -30,7 +30,14 @@
 //!   bind_vcpu, close, send, status, unmask, reset over per-domain tables of
 //!   the 2-level ABI's 4096 ports, with pending and mask bits.
 //! - `hvm_op`: get/set_param (every domain is HVM; unset params read 0).
-//! - `memory_op`: `XENMEM_add_to_physmap` of `XENMAPSPACE_shared_info`, recorded.
+//! - `memory_op`: `XENMEM_add_to_physmap` of `XENMAPSPACE_shared_info`, recorded,
+//!   and of `XENMAPSPACE_grant_table` (grows the table), recorded.
+//! - `grant_table_op`: query_size, setup_table, get_version, map_grant_ref,
+//!   unmap_grant_ref and copy over version-1 tables in page-aligned frames the
+//!   mock owns. Frame numbers are the mock's: a test gives its pages one with
+//!   [`MockXen::register_page`] and finds the table frames `setup_table`
+//!   returns with [`MockXen::frame_address`]. Mappings pin entries with
+//!   `GTF_reading`/`GTF_writing` as Xen does, but map nothing at `host_addr`.
 //! - `physdev_op`: `PHYSDEVOP_set_iopl`, recorded.
 //!
 //! Errors are Xen's: `EINVAL` for bad ports and arguments, `ESRCH` for unknown
@@ -39,6 +46,7 @@
 //! for hypercalls and sub-ops the mock does not know.
 
 mod buffers;
+mod grant;
 mod guest;
 mod hypervisor;
 
@@ -50,9 +58,11 @@ use std::vec::Vec;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
 
 pub use self::buffers::{BufferMode, MockConstBuffer, MockMutBuffer};
+use self::grant::GrantDomains;
 use self::guest::Guest;
 use self::hypervisor::{Domain, Hypervisor, MAX_PORTS, refuse, status_of};
 use crate::buffer::{HypercallData, XenConstBuffer, XenMutBuffer};
+use crate::grant_table::{GrantCopy, GrantStatus};
 use crate::version::Version;
 use crate::{
     DomId, Errno, Error, Gfn, HvmParam, MapSpace, Port, ShutdownReason, Virq, XenHypercall,
@@ -95,6 +105,9 @@ pub struct MockConfig {
     /// `max_evtchn_port`; `xl` gives guests 1023 by default). Capped by the
     /// 2-level ABI's 4096 ports.
     pub max_evtchn_port: u32,
+    /// The most grant table frames each domain may have
+    /// (`max_grant_frames`; Xen's default is 64).
+    pub max_grant_frames: u32,
     /// How the first handle makes buffers.
     pub buffers: BufferMode,
 }
@@ -122,6 +135,7 @@ impl Default for MockConfig {
             build_id: Some(std::vec![0x5a; 20]),
             vcpus: 1,
             max_evtchn_port: MAX_PORTS - 1,
+            max_grant_frames: 64,
             buffers: BufferMode::Direct,
         }
     }
@@ -300,6 +314,23 @@ impl MockXen {
         self.with_domain(|d| d.physmap.clone())
     }
 
+    /// Gives the 4 KiB page at `page` a frame number, by which grant entries
+    /// and grant copies name it (frame numbers are global, like machine
+    /// frames). Registering a page again gives the same number.
+    ///
+    /// The mock copies into and out of the page when a grant copy names it:
+    /// see the contract of `GrantTableOps::gnttab_copy`.
+    pub fn register_page(&self, page: *const u8) -> u64 {
+        self.lock().frame_of(page.expose_provenance())
+    }
+
+    /// The address of frame `frame` (a registered page, or a grant table
+    /// frame `setup_table` returned), with its provenance.
+    pub fn frame_address(&self, frame: u64) -> Option<*mut u8> {
+        let address = self.lock().frame_address(frame)?;
+        Some(core::ptr::with_exposed_provenance_mut(address))
+    }
+
     /// Sets HVM parameter `param` of this domain, as the toolstack does when
     /// it builds the domain.
     pub fn preset_hvm_param(&self, param: HvmParam, value: u64) {
@@ -345,6 +376,9 @@ impl MockXen {
                 self.memory_op(&guest, args[0] & MEMOP_CMD_MASK, args[1])
             }
             xen_sys::__HYPERVISOR_physdev_op => self.physdev_op(&guest, cmd, args[1]),
+            xen_sys::__HYPERVISOR_grant_table_op => {
+                self.grant_table_op(&guest, cmd, args[1], args[2] as u32)
+            }
             _ => Err(refuse(Errno::ENOSYS)),
         }
     }
@@ -627,19 +661,130 @@ impl MockXen {
         let op: xen_sys::xen_add_to_physmap = guest.read(arg)?;
         let dom = xen.target(self.domid, op.domid)?;
         let space = MapSpace(op.space);
-        if space != MapSpace::SHARED_INFO {
+        if space == MapSpace::GRANT_TABLE {
+            grant::map_table_frame(&mut xen.domain_mut(dom).grants, op.idx)?;
+        } else if space == MapSpace::SHARED_INFO {
+            // The shared info page has one frame, index 0.
+            if op.idx != 0 {
+                return Err(refuse(Errno::EINVAL));
+            }
+        } else {
             return Err(Error::Unsupported(
-                "the mock models only XENMAPSPACE_shared_info",
+                "the mock models only XENMAPSPACE_shared_info and XENMAPSPACE_grant_table",
             ));
-        }
-        // The shared info page has one frame, index 0.
-        if op.idx != 0 {
-            return Err(refuse(Errno::EINVAL));
         }
         xen.domain_mut(dom)
             .physmap
             .push((space, op.idx, Gfn(op.gpfn)));
         Ok(0)
+    }
+
+    fn grant_table_op(
+        &self,
+        guest: &Guest,
+        cmd: u32,
+        arg: usize,
+        count: u32,
+    ) -> Result<usize, Error> {
+        let mut xen = self.lock();
+        let me = self.domid;
+        // `arg` points at `count` structures of the kind public/grant_table.h
+        // names for `cmd`.
+        match cmd {
+            xen_sys::GNTTABOP_query_size => {
+                one(count)?;
+                let mut op: xen_sys::gnttab_query_size = guest.read(arg)?;
+                op.status = match xen.grant_target(me, op.dom) {
+                    Ok(d) => {
+                        let grants = &xen.domain(d).grants;
+                        op.nr_frames = grants.nr_frames();
+                        op.max_nr_frames = grants.max_frames();
+                        GrantStatus::OKAY.0
+                    }
+                    Err(status) => status.0,
+                };
+                guest.write(arg, &op).map(|()| 0)
+            }
+            xen_sys::GNTTABOP_setup_table => {
+                one(count)?;
+                let mut op: xen_sys::gnttab_setup_table = guest.read(arg)?;
+                let list =
+                    usize::try_from(op.frame_list.address()).map_err(|_| refuse(Errno::EFAULT))?;
+                let status = match xen.grant_target(me, op.dom) {
+                    Ok(d) => {
+                        let grants = &mut xen.domain_mut(d).grants;
+                        if grants.grow(op.nr_frames) {
+                            let addresses: Vec<usize> = (0..op.nr_frames as usize)
+                                .filter_map(|i| grants.frame_address(i))
+                                .collect();
+                            for (i, address) in addresses.into_iter().enumerate() {
+                                let number = xen.frame_of(address);
+                                // `frame_list` holds `nr_frames` `xen_pfn_t`s.
+                                guest.write(list + i * size_of::<u64>(), &number)?;
+                            }
+                            GrantStatus::OKAY
+                        } else {
+                            GrantStatus::GENERAL_ERROR
+                        }
+                    }
+                    Err(status) => status,
+                };
+                op.status = status.0;
+                guest.write(arg, &op).map(|()| 0)
+            }
+            xen_sys::GNTTABOP_get_version => {
+                one(count)?;
+                let mut op: xen_sys::gnttab_get_version = guest.read(arg)?;
+                xen.target(me, op.dom)?;
+                op.version = 1;
+                guest.write(arg, &op).map(|()| 0)
+            }
+            xen_sys::GNTTABOP_map_grant_ref => {
+                for i in 0..count as usize {
+                    let at = arg + i * size_of::<xen_sys::gnttab_map_grant_ref>();
+                    let mut op: xen_sys::gnttab_map_grant_ref = guest.read(at)?;
+                    match grant::map(&mut *xen, me, op.dom, op.ref_, op.flags) {
+                        Ok((handle, bus)) => {
+                            op.handle = handle;
+                            op.dev_bus_addr = bus;
+                            op.status = GrantStatus::OKAY.0;
+                        }
+                        Err(status) => op.status = status.0,
+                    }
+                    guest.write(at, &op)?;
+                }
+                Ok(0)
+            }
+            xen_sys::GNTTABOP_unmap_grant_ref => {
+                for i in 0..count as usize {
+                    let at = arg + i * size_of::<xen_sys::gnttab_unmap_grant_ref>();
+                    let mut op: xen_sys::gnttab_unmap_grant_ref = guest.read(at)?;
+                    op.status = match grant::unmap(&mut *xen, me, op.handle) {
+                        Ok(()) => GrantStatus::OKAY.0,
+                        Err(status) => status.0,
+                    };
+                    guest.write(at, &op)?;
+                }
+                Ok(0)
+            }
+            xen_sys::GNTTABOP_copy => {
+                for i in 0..count as usize {
+                    let at = arg + i * size_of::<GrantCopy>();
+                    let op: GrantCopy = guest.read(at)?;
+                    let len = usize::from(op.len());
+                    // The frames a copy names are the caller's (the contract
+                    // of `gnttab_copy`): read the source, then write the dest.
+                    let status = grant::copy_one(&mut *xen, me, &op, |dest, source| {
+                        let bytes = guest.read_bytes(source, len)?;
+                        guest.write_bytes(dest, &bytes)
+                    })?;
+                    // Xen writes back only the status.
+                    guest.write(at + offset_of!(xen_sys::gnttab_copy, status), &status.0)?;
+                }
+                Ok(0)
+            }
+            _ => Err(refuse(Errno::ENOSYS)),
+        }
     }
 
     fn physdev_op(&self, guest: &Guest, cmd: u32, arg: usize) -> Result<usize, Error> {
@@ -654,6 +799,15 @@ impl MockXen {
         }
         xen.domain_mut(self.domid).iopl = Some(op.iopl);
         Ok(0)
+    }
+}
+
+/// `EINVAL` unless a sub-op that takes exactly one structure got `count` 1.
+fn one(count: u32) -> Result<(), Error> {
+    if count == 1 {
+        Ok(())
+    } else {
+        Err(refuse(Errno::EINVAL))
     }
 }
 

@@ -169,6 +169,7 @@ extern "C" fn aarch64_main(_dtb: usize) -> ! {
             translated: true,
         },
     );
+    crate::grant::run(&h, &mut reporter, &crate::grant::Translated);
     reporter.case(
         "zero_cost_probe",
         probe_xen_version(&h).map(drop).map_err(Fail::from),

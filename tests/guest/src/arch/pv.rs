@@ -161,6 +161,10 @@ extern "C" fn pv_main(info: *const start_info) -> ! {
             ))),
         },
     );
+    // SAFETY: start_info's `mfn_list` (public/xen.h) maps pfns to machine frames for the domain's life.
+    crate::grant::run(&h, &mut reporter, &unsafe {
+        crate::grant::Pv::new(info.mfn_list)
+    });
     reporter.case(
         "zero_cost_probe",
         probe_xen_version(&h).map(drop).map_err(Fail::from),

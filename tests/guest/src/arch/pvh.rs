@@ -221,6 +221,7 @@ extern "C" fn pvh_main(_start_info: u32) -> ! {
         },
     );
     reporter.case("hypercall_page", hypercall_page_case(&h));
+    crate::grant::run(&h, &mut reporter, &crate::grant::Translated);
     reporter.case(
         "zero_cost_probe",
         probe_xen_version(&h).map(drop).map_err(Fail::from),

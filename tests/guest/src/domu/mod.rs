@@ -14,6 +14,7 @@
 //! purpose, for the harness's own tests.
 
 mod console_ring;
+mod evtchn_port;
 mod grant;
 mod ring;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
@@ -23,6 +24,7 @@ mod xenstore;
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use xen_evtchn::EventChannel;
 use xen_hypercall::Error;
 use xen_hypercall::prelude::*;
 use xen_hypercall::sched::Deadline;
@@ -34,18 +36,15 @@ use xen_testbed_protocol::{Reporter, Shutdown, report_panic, report_shutdown};
 use crate::fail::{CaseResult, Fail, fail};
 use crate::shared_info::SharedInfo;
 use console_ring::RingConsole;
+use grant::StaticPage;
 #[cfg(feature = "pv")]
 pub(crate) use grant::setup_table;
-use grant::{GrantRef, GrantTable};
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
 pub(crate) use translated::Translated;
 use xenstore::XenStore;
 
 /// How long the domU waits for each of dom0's events.
 const EVENT_WAIT_NS: u64 = exchange::DOMU_WAIT_SECONDS * 1_000_000_000;
-/// The reference granted to dom0: the first one no toolstack reserves
-/// (`GNTTAB_NR_RESERVED_ENTRIES`; refs 0 and 1 are the console's and xenstore's).
-const GRANT_REF: GrantRef = GrantRef(xen_sys::GNTTAB_NR_RESERVED_ENTRIES);
 
 /// What went wrong in the domU's own code.
 #[derive(Debug)]
@@ -60,10 +59,8 @@ pub(crate) enum DomuError {
     TooLong,
     /// xenstored answered `XS_ERROR` with this name (e.g. `ENOENT`).
     XenStore { name: [u8; 16], len: u8 },
-    /// A `GNTST_*` status other than `GNTST_okay`.
-    GrantStatus(i16),
-    /// The grant entry is in use (its `GTF_*` flags).
-    GrantInUse(u16),
+    /// xen-grant refused.
+    Grant(xen_grant::Error),
     /// Anything else, described.
     Unexpected(&'static str),
 }
@@ -100,8 +97,7 @@ impl fmt::Display for DomuError {
                 "xenstored: {}",
                 core::str::from_utf8(&name[..usize::from(*len)]).unwrap_or("?")
             ),
-            Self::GrantStatus(status) => write!(f, "GNTST {status}"),
-            Self::GrantInUse(flags) => write!(f, "grant entry in use (flags {flags:#x})"),
+            Self::Grant(error) => write!(f, "{error}"),
             Self::Unexpected(what) => f.write_str(what),
         }
     }
@@ -175,19 +171,6 @@ impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
             // Cleared before the check: an event after it ends the poll at once.
             self.shared.clear_pending(port);
             if ready()? {
-                return Ok(());
-            }
-            if self.now() >= deadline {
-                return Err(DomuError::TimedOut(what));
-            }
-            self.h.poll(&[port], Some(Deadline::from_nanos(deadline)))?;
-        }
-    }
-
-    /// Waits until an event arrives on `port` and consumes it.
-    fn take_event(&self, port: Port, deadline: u64, what: &'static str) -> Result<(), DomuError> {
-        loop {
-            if self.shared.take_pending(port) {
                 return Ok(());
             }
             if self.now() >= deadline {
@@ -301,7 +284,8 @@ fn exchange<P: Platform>(
             },
         ),
     );
-    let port = match alloc_port(h, &mut store) {
+    let channel = events.channel();
+    let port = match alloc_port(h, events.alloc_for_dom0(&channel), &mut store) {
         Ok(port) => {
             r.out(format_args!("port {} unbound for dom0", port.raw()));
             r.case("evtchn_alloc_unbound", Ok::<(), Fail>(()));
@@ -309,9 +293,13 @@ fn exchange<P: Platform>(
         }
         Err(error) => return r.case("evtchn_alloc_unbound", Err(error)),
     };
-    let grant = match grant_page(platform, &mut store) {
+    let table = match grant_table(platform) {
+        Ok(table) => table,
+        Err(error) => return r.case("grant_access", Err(error)),
+    };
+    let grant = match grant_page(platform, &table, &mut store) {
         Ok(grant) => {
-            r.out(format_args!("grant ref {} to dom0", GRANT_REF.0));
+            r.out(format_args!("grant ref {} to dom0", grant.gref().raw()));
             r.case("grant_access", Ok::<(), Fail>(()));
             grant
         }
@@ -320,35 +308,52 @@ fn exchange<P: Platform>(
     r.case(
         "evtchn_from_dom0",
         events
-            .take_event(port, events.deadline(EVENT_WAIT_NS), "dom0's first event")
+            .await_event(
+                &channel,
+                port,
+                events.deadline(EVENT_WAIT_NS),
+                "dom0's first event",
+            )
             .map_err(Fail::from),
     );
     r.case("grant_sees_dom0_write", sees_dom0_write());
     // Dom0 still has the page mapped: ending access must be refused now.
-    let refused = match grant.end_access(GRANT_REF) {
-        Err(DomuError::GrantInUse(flags)) => Ok(flags),
-        Err(error) => Err(Fail::from(error)),
-        Ok(()) => Err(Fail::new(format_args!(
+    let refused = match grant.end() {
+        Err(still_mapped) => Ok(still_mapped.0),
+        Ok(_) => Err(Fail::new(format_args!(
             "end of access allowed while dom0 had the page mapped"
         ))),
     };
     r.case(
         "evtchn_notify_dom0",
-        events.notify(port).map_err(Fail::from),
+        channel
+            .notify(port)
+            .map_err(|e| Fail::new(format_args!("{e}"))),
     );
     let ended = (|| {
-        let flags = refused?;
-        events.take_event(port, events.deadline(EVENT_WAIT_NS), "dom0's second event")?;
-        grant.end_access(GRANT_REF)?;
-        if grant.flags(GRANT_REF)? != 0 {
-            fail!("entry not cleared");
+        let grant = refused?;
+        events.await_event(
+            &channel,
+            port,
+            events.deadline(EVENT_WAIT_NS),
+            "dom0's second event",
+        )?;
+        let gref = grant.gref();
+        grant
+            .end()
+            .map_err(|e| Fail::new(format_args!("after the unmap: {e}")))?;
+        if table.in_use(gref) {
+            fail!("entry still in use");
         }
-        h.evtchn_close(port)?;
-        Ok(flags)
+        channel
+            .unbind_raw(port)
+            .map_err(|e| Fail::new(format_args!("{e}")))?;
+        Ok(gref)
     })();
-    if let Ok(flags) = ended {
+    if let Ok(gref) = ended {
         r.out(format_args!(
-            "end of access refused while mapped (flags {flags:#x}), done after the unmap"
+            "end of access to ref {} refused while mapped, done after the unmap",
+            gref.raw()
         ));
     }
     r.case("grant_end_access", ended.map(drop));
@@ -374,9 +379,10 @@ fn echo_key<H: XenHypercall<Error = Error> + Copy>(
 /// `EVTCHNOP_alloc_unbound` for dom0; publishes the port at `data/evtchn-port`.
 fn alloc_port<H: XenHypercall<Error = Error> + Copy>(
     h: H,
+    allocated: Result<Port, DomuError>,
     store: &mut XenStore<H>,
 ) -> Result<Port, Fail> {
-    let port = h.evtchn_alloc_unbound(DomId::SELF, DomId::new(0))?;
+    let port = allocated?;
     let status = h.evtchn_status(DomId::SELF, port)?;
     if status.state
         != (xen_hypercall::event_channel::ChannelState::Unbound {
@@ -395,32 +401,40 @@ fn alloc_port<H: XenHypercall<Error = Error> + Copy>(
 /// The page granted to dom0.
 static GRANTED: crate::arch::RawMemory<[u8; 4096]> = crate::arch::RawMemory::new([0; 4096]);
 
-/// Maps the grant table, fills and grants `GRANTED` to dom0, publishes the
-/// reference and then `data/ready`.
-fn grant_page<P: Platform>(
-    platform: &P,
-    store: &mut XenStore<P::Hypercall>,
-) -> Result<GrantTable, Fail> {
+/// Maps the grant table (frame 0) and makes xen-grant's table over it.
+fn grant_table<P: Platform>(platform: &P) -> Result<xen_grant::GrantTable<P::Hypercall>, Fail> {
     let (frames, max_frames) = grant::query_size(&platform.hypercall())?;
     if max_frames == 0 {
         fail!("grant table of {frames}/{max_frames} frames");
     }
     let frame0 = platform.map_grant_table()?;
     // SAFETY: `map_grant_table` mapped grant table frame 0 (version 1, the
-    // default) at `frame0` for the program's life; only `GrantTable` uses it.
-    let table = unsafe { GrantTable::new(frame0) };
+    // default) at `frame0` for the program's life; only this table uses it.
+    Ok(unsafe { grant::table(platform.hypercall(), frame0) }?)
+}
+
+/// Fills and grants `GRANTED` to dom0 (xen-grant picks the reference, never a
+/// toolstack one), publishes the reference and then `data/ready`.
+fn grant_page<'t, P: Platform>(
+    platform: &P,
+    table: &'t xen_grant::GrantTable<P::Hypercall>,
+    store: &mut XenStore<P::Hypercall>,
+) -> Result<xen_grant::Grant<'t, P::Hypercall, StaticPage>, Fail> {
     let page = GRANTED.as_mut_ptr().cast::<u8>();
     for (offset, &byte) in DOMU_TEXT.as_bytes().iter().enumerate() {
         // SAFETY: inside the 4096-byte static, which Rust reaches only through raw
         // pointers; volatile, since dom0 may map it once granted.
         unsafe { core::ptr::write_volatile(page.wrapping_add(offset), byte) };
     }
-    table.grant(GRANT_REF, DomId::new(0), platform.frame_of(page)?)?;
+    let frame = u64::from(platform.frame_of(page)?);
+    let grant = table
+        .grant_access(DomId::new(0), StaticPage { frame }, false)
+        .map_err(|e| Fail::new(format_args!("{}", e.error)))?;
     let mut digits = Digits::default();
-    let _ = fmt::Write::write_fmt(&mut digits, format_args!("{}", GRANT_REF.0));
+    let _ = fmt::Write::write_fmt(&mut digits, format_args!("{}", grant.gref().raw()));
     store.write(exchange::GRANT_REF, digits.as_bytes())?;
     store.write(exchange::READY, b"1")?;
-    Ok(table)
+    Ok(grant)
 }
 
 /// Whether dom0's text is at its offset of the granted page.

@@ -1,0 +1,151 @@
+//! The base trait, the awaitable trait, and the futures built on them.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use futures_core::Stream;
+use xen_hypercall::{DomId, Port, Virq};
+
+use crate::{BoundPort, Error};
+
+/// An event-channel interface: binding, signalling, unbinding, and taking what
+/// is pending. The RFC's `EventChannel`.
+///
+/// The `*_raw` methods work on bare port numbers; the provided methods wrap
+/// them into [`BoundPort`]s, which unbind on drop.
+///
+/// Delivery contract (libxenevtchn's): [`take_pending`](Self::take_pending)
+/// hands out each pending port once, masked; the caller does its work (re-reads
+/// the shared ring) and then calls [`unmask`](Self::unmask). Events are
+/// coalesced: one delivery stands for one or more notifications. A port may be
+/// reported without a notification right after it is bound interdomain (Xen
+/// marks it pending) and after the handle recovered from an overflow (every
+/// bound port is reported once). A notification is never lost.
+pub trait EventChannel {
+    /// Allocates a port that domain `remote` may bind to.
+    fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, Error>;
+    /// Connects a new local port to `remote_port`, an unbound port of `remote`
+    /// that allows this domain. The new port starts pending.
+    fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error>;
+    /// Binds a new port to the virtual interrupt `virq` (on vCPU 0).
+    fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error>;
+    /// Unbinds (closes) `port`, which this handle bound.
+    fn unbind_raw(&self, port: Port) -> Result<(), Error>;
+    /// Signals the other end of `port`.
+    fn notify(&self, port: Port) -> Result<(), Error>;
+    /// Re-arms `port` after [`take_pending`](Self::take_pending) reported it.
+    fn unmask(&self, port: Port) -> Result<(), Error>;
+    /// Re-arms several ports, in as few calls as the backend allows.
+    fn unmask_all(&self, ports: &[Port]) -> Result<(), Error> {
+        ports.iter().try_for_each(|&port| self.unmask(port))
+    }
+    /// Fills `ports` with pending ports, without waiting; returns how many.
+    fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error>;
+    /// Waits until a port is pending, then fills `ports` as
+    /// [`take_pending`](Self::take_pending) does (at least one, if `ports` is
+    /// not empty).
+    fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error>;
+
+    /// Allocates a port that domain `remote` may bind to; unbound on drop.
+    fn alloc_unbound(&self, remote: DomId) -> Result<BoundPort<&Self>, Error> {
+        let port = self.alloc_unbound_raw(remote)?;
+        Ok(BoundPort::from_raw(self, port))
+    }
+    /// Connects to `remote_port` of domain `remote`; unbound on drop.
+    fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: Port,
+    ) -> Result<BoundPort<&Self>, Error> {
+        let port = self.bind_interdomain_raw(remote, remote_port)?;
+        Ok(BoundPort::from_raw(self, port))
+    }
+    /// Binds to the virtual interrupt `virq`; unbound on drop.
+    fn bind_virq(&self, virq: Virq) -> Result<BoundPort<&Self>, Error> {
+        let port = self.bind_virq_raw(virq)?;
+        Ok(BoundPort::from_raw(self, port))
+    }
+}
+
+/// An event channel that can be awaited: a poll-based core any executor can
+/// drive (tokio, an interrupt-driven `no_std` one), with a per-port future and
+/// a [`Stream`] of pending ports on top. The RFC's `AsyncEventChannel`.
+///
+/// Waiting consumes one delivery and re-arms the port: the caller then
+/// re-checks its shared state (a wake-up says "look again", not "one
+/// message"). Futures are cancellation-safe: a delivery is consumed only by a
+/// `poll_*` call that returns `Ready`, so a dropped future loses nothing.
+pub trait AsyncEventChannel: EventChannel {
+    /// Ready once `port` has a delivery no earlier call consumed; consumes it.
+    /// Otherwise registers `cx`'s waker for `port`. One waiter per port: a
+    /// second future on the same port replaces the first one's waker, and
+    /// dropping either forgets the port's waker.
+    fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
+    /// Ready with a port that has an unconsumed delivery; consumes it.
+    /// Otherwise registers `cx`'s waker for any port (one such waiter).
+    fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>>;
+    /// Called when a [`WaitPort`] for `port` is dropped (completed or
+    /// cancelled): the implementation may forget its waker and hand any duty
+    /// that waiter had (such as watching a shared fd) to another one.
+    fn forget_port(&self, port: Port) {
+        let _ = port;
+    }
+    /// As [`forget_port`](Self::forget_port), for the waiter of [`poll_any`](Self::poll_any).
+    fn forget_any(&self) {}
+
+    /// A future that resolves when `port` is signalled.
+    fn wait_port(&self, port: Port) -> WaitPort<'_, Self> {
+        WaitPort {
+            channel: self,
+            port,
+        }
+    }
+    /// The stream of signalled ports, each delivery once.
+    fn events(&self) -> Events<'_, Self> {
+        Events { channel: self }
+    }
+}
+
+/// The future of [`AsyncEventChannel::wait_port`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitPort<'a, C: AsyncEventChannel + ?Sized> {
+    channel: &'a C,
+    port: Port,
+}
+
+impl<C: AsyncEventChannel + ?Sized> Future for WaitPort<'_, C> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.channel.poll_port(self.port, cx)
+    }
+}
+
+impl<C: AsyncEventChannel + ?Sized> Drop for WaitPort<'_, C> {
+    fn drop(&mut self) {
+        self.channel.forget_port(self.port);
+    }
+}
+
+/// The stream of [`AsyncEventChannel::events`]; it never ends.
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Events<'a, C: AsyncEventChannel + ?Sized> {
+    channel: &'a C,
+}
+
+impl<C: AsyncEventChannel + ?Sized> Stream for Events<'_, C> {
+    type Item = Result<Port, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.channel.poll_any(cx).map(Some)
+    }
+}
+
+impl<C: AsyncEventChannel + ?Sized> Drop for Events<'_, C> {
+    fn drop(&mut self) {
+        self.channel.forget_any();
+    }
+}

@@ -1,0 +1,85 @@
+//! The one error type of every event-channel backend.
+
+use xen_hypercall::{ErrorKind, Port};
+
+/// Why an event-channel operation failed. [`Error::kind`] gives the broad category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A hypercall failed (the freestanding backend), with Xen's code.
+    #[error(transparent)]
+    Hypercall(#[from] xen_hypercall::Error),
+    /// A system call on the event-channel device failed with this `errno`.
+    #[error("{operation} on the event-channel device failed with OS error {errno}")]
+    Os {
+        /// What was being done, e.g. `"IOCTL_EVTCHN_NOTIFY"`.
+        operation: &'static str,
+        /// The OS's `errno` value.
+        errno: i32,
+    },
+    /// The event-channel device is missing: not on Xen, or the module is not loaded.
+    #[error("{device} is missing: load the xen-evtchn kernel module (`modprobe xen-evtchn`)")]
+    DeviceMissing {
+        /// The device node.
+        device: &'static str,
+    },
+    /// The OS refused to open the event-channel device.
+    #[error("permission denied opening {device}: run as root or give this user access to it")]
+    PermissionDenied {
+        /// The device node.
+        device: &'static str,
+    },
+    /// The port is beyond what the event-channel ABI can name (the 2-level
+    /// ABI has 4096 ports on 64-bit guests).
+    #[error("{0} is beyond the event-channel ABI's ports")]
+    PortOutOfRange(Port),
+    /// The port was not bound through this handle.
+    #[error("{0} is not bound through this event-channel handle")]
+    NotBound(Port),
+    /// Every waiter slot of the handle is in use.
+    #[error("all {0} waiter slots of this event-channel handle are in use")]
+    TooManyWaiters(usize),
+    /// The operation is not available with this backend or kernel.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+}
+
+impl Error {
+    /// The broad category of this error.
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Hypercall(e) => e.kind(),
+            Self::Os { errno, .. } => os_kind(*errno),
+            Self::DeviceMissing { .. } => ErrorKind::NotOnXen,
+            Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Self::PortOutOfRange(_) | Self::NotBound(_) => ErrorKind::InvalidInput,
+            Self::TooManyWaiters(_) => ErrorKind::OutOfMemory,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
+        }
+    }
+
+    /// The OS `errno`, for a failed system call.
+    pub const fn os_errno(&self) -> Option<i32> {
+        match self {
+            Self::Os { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// Linux's errno values the event-channel driver returns (asm-generic/errno*.h,
+/// the same numbers as Xen's `public/errno.h`), by category.
+const fn os_kind(errno: i32) -> ErrorKind {
+    match errno {
+        1 | 13 => ErrorKind::PermissionDenied,       // EPERM, EACCES
+        2 | 3 | 6 | 19 | 107 => ErrorKind::NotFound, // ENOENT, ESRCH, ENXIO, ENODEV, ENOTCONN
+        9 | 14 | 22 | 27 => ErrorKind::InvalidInput, // EBADF, EFAULT, EINVAL, EFBIG
+        25 | 38 | 95 => ErrorKind::Unsupported,      // ENOTTY, ENOSYS, EOPNOTSUPP
+        12 | 23 | 24 | 28 => ErrorKind::OutOfMemory, // ENOMEM, ENFILE, EMFILE, ENOSPC
+        11 => ErrorKind::WouldBlock,                 // EAGAIN
+        16 => ErrorKind::Busy,                       // EBUSY
+        17 => ErrorKind::AlreadyExists,              // EEXIST
+        4 => ErrorKind::Interrupted,                 // EINTR
+        _ => ErrorKind::Other,
+    }
+}

@@ -1,0 +1,293 @@
+//! The freestanding backend: event channels over any [`XenHypercall`] and the
+//! shared info page (2-level ABI, vCPU 0), `no_std`, without allocation.
+
+mod shared_info;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use xen_hypercall::prelude::*;
+use xen_hypercall::sched::{Deadline, POLL_MAX_PORTS};
+
+use self::shared_info::{Bit, WORD_BITS, WORDS};
+pub use self::shared_info::{PORTS, SharedInfo};
+use crate::waiters::Waiters;
+use crate::{AsyncEventChannel, Error, EventChannel};
+
+/// Event channels over hypercalls and the shared info page: the RFC's
+/// `RawEventChannel`. Implements both [`EventChannel`] and
+/// [`AsyncEventChannel`]; futures are woken by [`handle_upcall`](Self::handle_upcall)
+/// (from an interrupt handler) or by [`poll_and_dispatch`](Self::poll_and_dispatch)
+/// (a guest without interrupts, waiting in `SCHEDOP_poll`).
+///
+/// One handle per domain: it owns the delivery state of vCPU 0
+/// (`evtchn_pending_sel`, `evtchn_upcall_pending`) and of the ports it binds,
+/// which are bound to vCPU 0. Up to `WAITERS` ports can be awaited at once
+/// (a slot is freed when its [`WaitPort`](crate::WaitPort) is dropped).
+#[derive(Debug)]
+pub struct RawEventChannel<H, const WAITERS: usize = 32> {
+    hypercall: H,
+    shared: SharedInfo,
+    /// The ports bound through this handle, one bit each.
+    owned: [AtomicU64; WORDS],
+    waiters: Waiters<WAITERS>,
+    /// The waiter of [`AsyncEventChannel::poll_any`].
+    any: AtomicWaker,
+}
+
+impl<H: XenHypercall, const WAITERS: usize> RawEventChannel<H, WAITERS>
+where
+    Error: From<H::Error>,
+{
+    /// Event channels of this domain through `hypercall` and `shared`.
+    pub const fn new(hypercall: H, shared: SharedInfo) -> Self {
+        Self {
+            hypercall,
+            shared,
+            owned: [const { AtomicU64::new(0) }; WORDS],
+            waiters: Waiters::new(),
+            any: AtomicWaker::new(),
+        }
+    }
+
+    /// The hypercall backend.
+    pub fn hypercall(&self) -> &H {
+        &self.hypercall
+    }
+
+    /// `port`'s bit, if this handle bound it.
+    fn owned_bit(&self, port: Port) -> Result<Bit, Error> {
+        let bit = Bit::of(port)?;
+        if self.owned[bit.word].load(Ordering::Acquire) & bit.mask == 0 {
+            return Err(Error::NotBound(port));
+        }
+        Ok(bit)
+    }
+
+    /// Takes a port Xen just allocated: refuses one past the 2-level ABI
+    /// (closing it), records it as owned and arms it.
+    fn adopt(&self, port: Port) -> Result<Port, Error> {
+        let bit = match Bit::of(port) {
+            Ok(bit) => bit,
+            Err(error) => {
+                let _ = self.hypercall.evtchn_close(port);
+                return Err(error);
+            }
+        };
+        self.owned[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
+        self.arm(port, bit)?;
+        Ok(port)
+    }
+
+    /// Unmasks `bit`, then closes the race with an event that arrived while
+    /// it was masked (Xen did not raise `pending_sel` for it): if pending,
+    /// mask again and let `EVTCHNOP_unmask` unmask and re-raise the upcall,
+    /// which only Xen can do for HVM/PVH guests and ports of other vCPUs.
+    fn arm(&self, port: Port, bit: Bit) -> Result<(), Error> {
+        self.shared.clear_mask(bit);
+        if self.shared.is_pending(bit) {
+            self.shared.set_mask(bit);
+            self.hypercall.evtchn_unmask(port)?;
+        }
+        Ok(())
+    }
+
+    /// The owned, unmasked ports (at most [`POLL_MAX_PORTS`]), for `SCHEDOP_poll`.
+    fn armed_ports(&self, ports: &mut [Port; POLL_MAX_PORTS]) -> Result<usize, Error> {
+        let mut count = 0;
+        for word in 0..WORDS {
+            let mut bits = self.owned[word].load(Ordering::Acquire)
+                & !self.shared.mask(word).load(Ordering::Acquire);
+            while bits != 0 {
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                let slot = ports.get_mut(count).ok_or(Error::Unsupported(
+                    "waiting without upcalls on more than 128 armed ports (SCHEDOP_poll's limit)",
+                ))?;
+                *slot = Bit::port(word, bit);
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Waits in `SCHEDOP_poll` until an armed port of this handle is pending
+    /// or `deadline` (Xen system time) passes, then wakes the futures of the
+    /// pending ports. For guests that take no upcall; returns at once if no
+    /// port is armed.
+    pub fn poll_and_dispatch(&self, deadline: Option<Deadline>) -> Result<(), Error> {
+        let mut ports = [Port::new(0); POLL_MAX_PORTS];
+        let count = self.armed_ports(&mut ports)?;
+        if count > 0 {
+            self.hypercall.poll(&ports[..count], deadline)?;
+        }
+        self.wake_deliverable(u64::MAX);
+        Ok(())
+    }
+
+    /// The upcall handler: call it from the event-channel interrupt (PV
+    /// callback, HVM/PVH upcall vector, arm's PPI). Clears
+    /// `evtchn_upcall_pending`, takes `evtchn_pending_sel` and wakes the
+    /// futures of every pending, unmasked port it names (the 2-level demux).
+    /// Deliveries stay pending until a future consumes them.
+    pub fn handle_upcall(&self) {
+        // SeqCst: the clear is ordered before reading the selector on every
+        // architecture (a full barrier, as the ABI asks on arm).
+        self.shared.upcall_pending().store(0, Ordering::SeqCst);
+        let sel = self.shared.pending_sel().swap(0, Ordering::SeqCst);
+        self.wake_deliverable(sel);
+    }
+
+    /// Wakes the waiters of the pending, unmasked, owned ports of the words in `sel`.
+    fn wake_deliverable(&self, sel: u64) {
+        let mut any = false;
+        for word in 0..WORDS {
+            if sel & (1 << word) == 0 {
+                continue;
+            }
+            let mut bits = self.shared.deliverable(word) & self.owned[word].load(Ordering::Acquire);
+            while bits != 0 {
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                self.waiters.wake(Bit::port(word, bit));
+                any = true;
+            }
+        }
+        if any {
+            self.any.wake();
+        }
+    }
+
+    /// Claims the first deliverable owned port: clears its pending bit.
+    fn claim_any(&self) -> Option<(Port, Bit)> {
+        for word in 0..WORDS {
+            let mut bits = self.shared.deliverable(word) & self.owned[word].load(Ordering::Acquire);
+            while bits != 0 {
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                let port = Bit::port(word, bit);
+                let bit = Bit {
+                    word,
+                    mask: 1 << bit,
+                };
+                if self.shared.take_pending(bit) {
+                    return Some((port, bit));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<H: XenHypercall, const WAITERS: usize> EventChannel for RawEventChannel<H, WAITERS>
+where
+    Error: From<H::Error>,
+{
+    fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, Error> {
+        let port = self.hypercall.evtchn_alloc_unbound(DomId::SELF, remote)?;
+        self.adopt(port)
+    }
+
+    fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
+        let port = self
+            .hypercall
+            .evtchn_bind_interdomain(remote, remote_port)?;
+        self.adopt(port)
+    }
+
+    fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error> {
+        let port = self.hypercall.evtchn_bind_virq(virq, 0)?;
+        self.adopt(port)
+    }
+
+    fn unbind_raw(&self, port: Port) -> Result<(), Error> {
+        let bit = self.owned_bit(port)?;
+        self.hypercall.evtchn_close(port)?;
+        // A later port with this number starts masked until it is adopted.
+        self.shared.set_mask(bit);
+        self.owned[bit.word].fetch_and(!bit.mask, Ordering::AcqRel);
+        self.waiters.release(port);
+        Ok(())
+    }
+
+    fn notify(&self, port: Port) -> Result<(), Error> {
+        self.owned_bit(port)?;
+        Ok(self.hypercall.evtchn_send(port)?)
+    }
+
+    fn unmask(&self, port: Port) -> Result<(), Error> {
+        let bit = self.owned_bit(port)?;
+        self.arm(port, bit)
+    }
+
+    fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
+        let mut count = 0;
+        while count < ports.len() {
+            let Some((port, bit)) = self.claim_any() else {
+                break;
+            };
+            // Masked until the caller's `unmask`: a new event stays pending
+            // meanwhile, and `unmask` delivers it.
+            self.shared.set_mask(bit);
+            ports[count] = port;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
+        loop {
+            let count = self.take_pending(ports)?;
+            if count > 0 || ports.is_empty() {
+                return Ok(count);
+            }
+            let mut armed = [Port::new(0); POLL_MAX_PORTS];
+            let armed_count = self.armed_ports(&mut armed)?;
+            if armed_count == 0 {
+                return Ok(0);
+            }
+            self.hypercall.poll(&armed[..armed_count], None)?;
+        }
+    }
+}
+
+impl<H: XenHypercall, const WAITERS: usize> AsyncEventChannel for RawEventChannel<H, WAITERS>
+where
+    Error: From<H::Error>,
+{
+    fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let bit = match self.owned_bit(port) {
+            Ok(bit) => bit,
+            Err(error) => return Poll::Ready(Err(error)),
+        };
+        if self.shared.take_pending(bit) {
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(error) = self.waiters.register(port, cx.waker()) {
+            return Poll::Ready(Err(error));
+        }
+        // An upcall between the check and the registration woke nobody: look again.
+        if self.shared.take_pending(bit) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+
+    fn forget_port(&self, port: Port) {
+        self.waiters.release(port);
+    }
+
+    fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {
+        if let Some((port, _)) = self.claim_any() {
+            return Poll::Ready(Ok(port));
+        }
+        self.any.register(cx.waker());
+        match self.claim_any() {
+            Some((port, _)) => Poll::Ready(Ok(port)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+const _: () = assert!(WORD_BITS as usize == WORDS);

@@ -1,0 +1,309 @@
+//! The Linux backend over `/dev/xen/evtchn`.
+
+mod sys;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Mutex, MutexGuard};
+use std::vec::Vec;
+
+use nix::errno::Errno as OsErrno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use xen_hypercall::{DomId, Port, Virq};
+use zerocopy::IntoBytes;
+
+use self::sys::Ioctl;
+use crate::{Error, EventChannel};
+
+/// The device node.
+pub const DEVICE: &str = "/dev/xen/evtchn";
+
+/// Ports beyond this number exist in no event-channel ABI (the FIFO ABI's
+/// `EVTCHN_FIFO_NR_CHANNELS`, 2^17; the 2-level ABI has fewer).
+pub const MAX_PORTS: u32 = 1 << 17;
+
+/// [`Error::PortOutOfRange`] for a port no ABI has.
+fn check_range(port: Port) -> Result<Port, Error> {
+    if port.raw() >= MAX_PORTS {
+        return Err(Error::PortOutOfRange(port));
+    }
+    Ok(port)
+}
+
+/// The most ports one `read` returns: a page of `u32`s (the driver's limit).
+pub const READ_BATCH: usize = 4096 / size_of::<u32>();
+
+/// Event channels through one open `/dev/xen/evtchn`: the ports it binds
+/// are delivered to it alone, and closed with it.
+///
+/// `Send + Sync`: its calls may come from several threads; its bookkeeping
+/// is behind a lock. Reads never block (the fd is `O_NONBLOCK`);
+/// [`wait_pending`](EventChannel::wait_pending) waits in `poll`.
+///
+/// Overflow (the driver's ring lost events: `read` fails with `EFBIG`, `poll`
+/// says `POLLERR`) is recovered by `IOCTL_EVTCHN_RESET` and reporting every
+/// bound port once as possibly pending, so no event is lost.
+#[derive(Debug)]
+pub struct EvtchnDevice {
+    fd: OwnedFd,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The ports bound through this fd.
+    bound: BTreeSet<Port>,
+    /// Ports still to report after an overflow.
+    resync: VecDeque<Port>,
+    /// How many overflows were recovered.
+    overflows: u64,
+}
+
+impl EvtchnDevice {
+    /// Opens [`DEVICE`].
+    pub fn open() -> Result<Self, Error> {
+        Self::open_path(DEVICE)
+    }
+
+    /// Opens the event-channel device at `path` (for a device node elsewhere).
+    pub fn open_path(path: &'static str) -> Result<Self, Error> {
+        let file: File = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error().unwrap_or(libc::EIO) {
+                libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::DeviceMissing { device: path },
+                libc::EACCES | libc::EPERM => Error::PermissionDenied { device: path },
+                errno => Error::Os {
+                    operation: "open",
+                    errno,
+                },
+            })?;
+        Ok(Self {
+            fd: file.into(),
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every mutation completes before the lock is released.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ioctl<T>(&self, ioctl: Ioctl, arg: Option<&mut T>) -> Result<u32, Error> {
+        // SAFETY: every caller in this module pairs `ioctl` with its structure
+        // (`sys`'s constants and types have the same names).
+        let ret = unsafe { sys::ioctl(self.fd.as_fd(), ioctl, arg) };
+        let ret = ret.map_err(|errno| Error::Os {
+            operation: ioctl.name,
+            errno: errno as i32,
+        })?;
+        u32::try_from(ret).map_err(|_| Error::Os {
+            operation: ioctl.name,
+            errno: libc::ERANGE,
+        })
+    }
+
+    /// A bind ioctl: records the new port.
+    fn bind<T>(&self, ioctl: Ioctl, mut arg: T) -> Result<Port, Error> {
+        let port = Port::new(self.ioctl(ioctl, Some(&mut arg))?);
+        self.state().bound.insert(port);
+        Ok(port)
+    }
+
+    /// Restricts this fd to domain `domid`: binding to other domains fails with
+    /// `EPERM` from then on (for a device-model or backend process). One way.
+    pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
+        let mut arg = sys::RestrictDomid { domid: domid.raw() };
+        self.ioctl(sys::RESTRICT_DOMID, Some(&mut arg)).map(drop)
+    }
+
+    /// Binds a statically allocated channel (Xen on Arm's dom0less
+    /// `xen,evtchn` nodes), `IOCTL_EVTCHN_BIND_STATIC`. [`Error::Unsupported`]
+    /// on kernels without it (before Linux 6.0).
+    pub fn bind_static_raw(&self, port: Port) -> Result<Port, Error> {
+        let arg = sys::PortArg {
+            port: check_range(port)?.raw(),
+        };
+        match self.bind(sys::BIND_STATIC, arg) {
+            Err(Error::Os { errno, .. }) if errno == libc::ENOSYS || errno == libc::ENOTTY => Err(
+                Error::Unsupported("IOCTL_EVTCHN_BIND_STATIC (this kernel predates it)"),
+            ),
+            other => other,
+        }
+    }
+
+    /// The ports bound through this fd.
+    pub fn bound_ports(&self) -> Vec<Port> {
+        self.state().bound.iter().copied().collect()
+    }
+
+    /// Whether `port` was bound through this fd.
+    pub fn is_bound(&self, port: Port) -> bool {
+        self.state().bound.contains(&port)
+    }
+
+    /// Re-arms those of `ports` still bound (for a reader that recorded them).
+    #[cfg(feature = "tokio-1")]
+    pub(crate) fn rearm_bound(&self, ports: &[Port]) -> Result<(), Error> {
+        let bound: Vec<Port> = {
+            let state = self.state();
+            ports
+                .iter()
+                .copied()
+                .filter(|p| state.bound.contains(p))
+                .collect()
+        };
+        self.unmask_all(&bound)
+    }
+
+    /// How many ring overflows this handle recovered from.
+    pub fn overflows(&self) -> u64 {
+        self.state().overflows
+    }
+
+    /// Fills `ports` with the ports left over from an overflow, then with one
+    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued. A result
+    /// shorter than `ports` means the read found the queue empty.
+    fn read_ports(&self, ports: &mut [Port]) -> Result<usize, Error> {
+        let mut state = self.state();
+        let mut count = 0;
+        while count < ports.len() {
+            let Some(port) = state.resync.pop_front() else {
+                break;
+            };
+            ports[count] = port;
+            count += 1;
+        }
+        if count == ports.len() {
+            return Ok(count);
+        }
+        let end = ports.len().min(count + READ_BATCH);
+        match nix::unistd::read(&self.fd, ports[count..end].as_mut_bytes()) {
+            Ok(bytes) => Ok(count + bytes / size_of::<u32>()),
+            Err(OsErrno::EAGAIN) => Ok(count),
+            Err(OsErrno::EFBIG) => {
+                // The ring overflowed: clear it, then report every bound port.
+                self.ioctl::<()>(sys::RESET, None)?;
+                state.overflows += 1;
+                let State { bound, resync, .. } = &mut *state;
+                resync.clear();
+                resync.extend(bound.iter().copied());
+                drop(state);
+                Ok(count + self.read_ports(&mut ports[count..])?)
+            }
+            Err(errno) => Err(Error::Os {
+                operation: "read",
+                errno: errno as i32,
+            }),
+        }
+    }
+
+    /// Waits until the fd is readable or in error (overflow), or `timeout_ms`
+    /// passes (`-1`: no limit).
+    pub fn wait_readable(&self, timeout_ms: i32) -> Result<(), Error> {
+        let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) | Err(OsErrno::EINTR) => Ok(()),
+            Err(errno) => Err(Error::Os {
+                operation: "poll",
+                errno: errno as i32,
+            }),
+        }
+    }
+
+    /// Checks `ports` were bound here: the driver ignores others silently.
+    fn check_bound(&self, ports: &[Port]) -> Result<(), Error> {
+        ports.iter().try_for_each(|&p| check_range(p).map(drop))?;
+        let state = self.state();
+        match ports.iter().find(|p| !state.bound.contains(p)) {
+            Some(&port) => Err(Error::NotBound(port)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl EventChannel for EvtchnDevice {
+    fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, Error> {
+        let arg = sys::BindUnboundPort {
+            remote_domain: remote.raw().into(),
+        };
+        self.bind(sys::BIND_UNBOUND_PORT, arg)
+    }
+
+    fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
+        let arg = sys::BindInterdomain {
+            remote_domain: remote.raw().into(),
+            remote_port: check_range(remote_port)?.raw(),
+        };
+        self.bind(sys::BIND_INTERDOMAIN, arg)
+    }
+
+    fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error> {
+        self.bind(sys::BIND_VIRQ, sys::BindVirq { virq: virq.0 })
+    }
+
+    fn unbind_raw(&self, port: Port) -> Result<(), Error> {
+        self.check_bound(&[port])?;
+        let mut arg = sys::PortArg { port: port.raw() };
+        self.ioctl(sys::UNBIND, Some(&mut arg))?;
+        let mut state = self.state();
+        state.bound.remove(&port);
+        state.resync.retain(|&p| p != port);
+        Ok(())
+    }
+
+    fn notify(&self, port: Port) -> Result<(), Error> {
+        // The driver answers ENOTCONN for a port this fd does not own.
+        let mut arg = sys::PortArg {
+            port: check_range(port)?.raw(),
+        };
+        self.ioctl(sys::NOTIFY, Some(&mut arg)).map(drop)
+    }
+
+    fn unmask(&self, port: Port) -> Result<(), Error> {
+        self.unmask_all(&[port])
+    }
+
+    fn unmask_all(&self, ports: &[Port]) -> Result<(), Error> {
+        self.check_bound(ports)?;
+        for chunk in ports.chunks(READ_BATCH) {
+            nix::unistd::write(&self.fd, chunk.as_bytes()).map_err(|errno| Error::Os {
+                operation: "write (unmask)",
+                errno: errno as i32,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
+        self.read_ports(ports)
+    }
+
+    fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
+        loop {
+            let count = self.read_ports(ports)?;
+            if count > 0 || ports.is_empty() {
+                return Ok(count);
+            }
+            self.wait_readable(-1)?;
+        }
+    }
+}
+
+impl AsFd for EvtchnDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for EvtchnDevice {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

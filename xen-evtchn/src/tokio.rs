@@ -1,0 +1,326 @@
+//! The tokio integration: one `/dev/xen/evtchn` fd in one [`AsyncFd`],
+//! demultiplexed to per-port wakers, without a thread.
+
+use std::boxed::Box;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use xen_hypercall::{DomId, Port, Virq};
+
+use crate::linux::{EvtchnDevice, READ_BATCH};
+use crate::{AsyncEventChannel, Error, EventChannel};
+
+/// A readiness wait on the fd, for readable or error (the driver reports an
+/// overflow as `POLLERR` alone).
+type Readiness = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// Event channels through `/dev/xen/evtchn`, awaitable on tokio: the RFC's
+/// `TokioEventChannel`.
+///
+/// Whichever future is polled reads every queued port in page-sized batches,
+/// records each as delivered, re-arms them with one `write`, and wakes the
+/// waiter of each; the future whose waker watches the fd hands that duty to
+/// another waiter when it is dropped. Dropping the handle closes the fd,
+/// which unbinds every port.
+///
+/// Ports are re-armed as soon as their delivery is recorded, so
+/// [`EventChannel::unmask`] has nothing to do here (it only checks the port).
+/// Must be created inside a tokio runtime with IO enabled.
+#[derive(Debug)]
+pub struct TokioEventChannel {
+    fd: Arc<AsyncFd<EvtchnDevice>>,
+    table: Mutex<Table>,
+}
+
+/// Who waits for what, and the deliveries not yet consumed.
+#[derive(Default)]
+struct Table {
+    /// Ports with a delivery, and its sequence number in `order`.
+    delivered: HashMap<Port, u64>,
+    /// Deliveries in arrival order, for the stream; entries whose sequence
+    /// number no longer matches `delivered` were consumed by a port's waiter.
+    order: VecDeque<(Port, u64)>,
+    next_seq: u64,
+    wakers: HashMap<Port, Waker>,
+    any: Option<Waker>,
+    readiness: Option<Readiness>,
+    /// The waiter whose waker the readiness wait holds.
+    watcher: Option<Watcher>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Watcher {
+    Port(Port),
+    Any,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("delivered", &self.delivered.len())
+            .field("waiters", &self.wakers.len())
+            .field("watcher", &self.watcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Table {
+    fn record(&mut self, port: Port) {
+        if self.delivered.contains_key(&port) {
+            return; // Coalesced with the unconsumed delivery.
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.delivered.insert(port, seq);
+        self.order.push_back((port, seq));
+        if let Some(waker) = self.wakers.get(&port) {
+            waker.wake_by_ref();
+        }
+        if let Some(waker) = &self.any {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn consume(&mut self, port: Port) -> bool {
+        let consumed = self.delivered.remove(&port).is_some();
+        // Drop stale entries now and then, so `order` stays proportional.
+        if consumed && self.order.len() > 2 * self.delivered.len() + 64 {
+            let delivered = &self.delivered;
+            self.order.retain(|(p, seq)| delivered.get(p) == Some(seq));
+        }
+        consumed
+    }
+
+    fn consume_oldest(&mut self) -> Option<Port> {
+        while let Some((port, seq)) = self.order.pop_front() {
+            if self.delivered.get(&port) == Some(&seq) {
+                self.delivered.remove(&port);
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Hands the fd watch of `gone` to another waiter.
+    fn hand_over(&mut self, gone: Watcher) {
+        if self.watcher != Some(gone) {
+            return;
+        }
+        self.watcher = None;
+        let next = self.wakers.values().next().or(self.any.as_ref());
+        if let Some(waker) = next {
+            waker.wake_by_ref();
+        }
+    }
+}
+
+impl TokioEventChannel {
+    /// Opens `/dev/xen/evtchn` and registers it with the current tokio runtime.
+    pub fn open() -> Result<Self, Error> {
+        Self::new(EvtchnDevice::open()?)
+    }
+
+    /// Wraps an open device; registers it for readable and error readiness.
+    pub fn new(device: EvtchnDevice) -> Result<Self, Error> {
+        // `register_with_interest` panics outside a runtime: refuse first.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Unsupported(
+                "TokioEventChannel must be created inside a tokio runtime",
+            ));
+        }
+        let interest = Interest::READABLE | Interest::ERROR;
+        // SAFETY: `EvtchnDevice` owns its fd (an `OwnedFd` it never replaces),
+        // open until the device is dropped, which happens only with the
+        // `AsyncFd` that owns it; `as_raw_fd` always returns that fd.
+        let fd = unsafe { AsyncFd::register_with_interest(device, interest) }.map_err(|e| {
+            let (_, error) = e.into_parts();
+            match error.raw_os_error() {
+                Some(errno) => Error::Os {
+                    operation: "registering with tokio",
+                    errno,
+                },
+                None => Error::Unsupported("AsyncFd needs a tokio runtime with IO enabled"),
+            }
+        })?;
+        Ok(Self {
+            fd: Arc::new(fd),
+            table: Mutex::default(),
+        })
+    }
+
+    /// The device, for its own methods (`restrict`, `bind_static_raw`, ...).
+    pub fn device(&self) -> &EvtchnDevice {
+        self.fd.get_ref()
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads every queued port, records them, and re-arms them in one write per batch.
+    fn drain(&self, table: &mut Table) -> Result<(), Error> {
+        let mut ports = [Port::new(0); READ_BATCH];
+        loop {
+            let count = self.device().take_pending(&mut ports)?;
+            if count == 0 {
+                return Ok(());
+            }
+            let batch = &ports[..count];
+            batch.iter().for_each(|&port| table.record(port));
+            // Ports read here are masked by the driver; a port unbound since is not re-armed.
+            self.device().rearm_bound(batch)?;
+            if count < ports.len() {
+                // The read came up short: the queue is empty (what arrives
+                // later is a new readiness edge).
+                return Ok(());
+            }
+        }
+    }
+
+    /// Watches the fd with `cx`'s waker, draining it each time it is ready,
+    /// until it has nothing more. The caller has just drained it.
+    fn pump(&self, table: &mut Table, cx: &mut Context<'_>, me: Watcher) -> Result<(), Error> {
+        loop {
+            let readiness = table.readiness.get_or_insert_with(|| {
+                let fd = Arc::clone(&self.fd);
+                Box::pin(async move {
+                    let mut guard = fd.ready(Interest::READABLE | Interest::ERROR).await?;
+                    // Cleared before the caller drains: a later event is a new edge.
+                    guard.clear_ready();
+                    Ok(())
+                })
+            });
+            table.watcher = Some(me);
+            match readiness.as_mut().poll(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(result) => {
+                    table.readiness = None;
+                    result.map_err(|e| Error::Os {
+                        operation: "waiting for the fd",
+                        errno: e.raw_os_error().unwrap_or(0),
+                    })?;
+                    self.drain(table)?;
+                }
+            }
+        }
+    }
+}
+
+impl EventChannel for TokioEventChannel {
+    fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, Error> {
+        self.device().alloc_unbound_raw(remote)
+    }
+
+    fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
+        self.device().bind_interdomain_raw(remote, remote_port)
+    }
+
+    fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error> {
+        self.device().bind_virq_raw(virq)
+    }
+
+    fn unbind_raw(&self, port: Port) -> Result<(), Error> {
+        self.device().unbind_raw(port)?;
+        let mut table = self.table();
+        table.delivered.remove(&port);
+        if let Some(waker) = table.wakers.remove(&port) {
+            // Its waiter learns the port is gone.
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    fn notify(&self, port: Port) -> Result<(), Error> {
+        self.device().notify(port)
+    }
+
+    fn unmask(&self, port: Port) -> Result<(), Error> {
+        if !self.device().is_bound(port) {
+            return Err(Error::NotBound(port));
+        }
+        Ok(())
+    }
+
+    fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
+        let mut table = self.table();
+        self.drain(&mut table)?;
+        let mut count = 0;
+        while count < ports.len() {
+            let Some(port) = table.consume_oldest() else {
+                break;
+            };
+            ports[count] = port;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
+        loop {
+            let count = self.take_pending(ports)?;
+            if count > 0 || ports.is_empty() {
+                return Ok(count);
+            }
+            self.device().wait_readable(-1)?;
+        }
+    }
+}
+
+impl AsyncEventChannel for TokioEventChannel {
+    fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut table = self.table();
+        if let Err(error) = self.drain(&mut table) {
+            return Poll::Ready(Err(error));
+        }
+        if table.consume(port) {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.device().is_bound(port) {
+            return Poll::Ready(Err(Error::NotBound(port)));
+        }
+        table.wakers.insert(port, cx.waker().clone());
+        if let Err(error) = self.pump(&mut table, cx, Watcher::Port(port)) {
+            return Poll::Ready(Err(error));
+        }
+        if table.consume(port) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+
+    fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {
+        let mut table = self.table();
+        if let Err(error) = self.drain(&mut table) {
+            return Poll::Ready(Err(error));
+        }
+        if let Some(port) = table.consume_oldest() {
+            return Poll::Ready(Ok(port));
+        }
+        table.any = Some(cx.waker().clone());
+        if let Err(error) = self.pump(&mut table, cx, Watcher::Any) {
+            return Poll::Ready(Err(error));
+        }
+        match table.consume_oldest() {
+            Some(port) => Poll::Ready(Ok(port)),
+            None => Poll::Pending,
+        }
+    }
+
+    fn forget_port(&self, port: Port) {
+        let mut table = self.table();
+        table.wakers.remove(&port);
+        table.hand_over(Watcher::Port(port));
+    }
+
+    fn forget_any(&self) {
+        let mut table = self.table();
+        table.any = None;
+        table.hand_over(Watcher::Any);
+    }
+}

@@ -1,0 +1,85 @@
+//! The errors of this crate.
+
+use xen_hypercall::DomId;
+use xen_hypercall::grant_table::{GrantRef, GrantStatus};
+
+/// Why a grant operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A hypercall failed, or Xen refused a grant operation
+    /// ([`xen_hypercall::Error::Grant`] holds its `GNTST_*` status).
+    #[error(transparent)]
+    Xen(#[from] xen_hypercall::Error),
+    /// Every reference of the table is in use.
+    #[error("no free grant reference among the table's {entries} entries")]
+    NoFreeReference {
+        /// The table's size.
+        entries: u32,
+    },
+    /// The frame does not fit a version-1 grant entry (32 bits).
+    #[error("frame {0:#x} does not fit a version-1 grant entry")]
+    FrameTooLarge(u64),
+    /// Access can only be granted to a domain (not `DOMID_SELF` or another reserved id).
+    #[error("{0} is not a domain access can be granted to")]
+    BadDomain(DomId),
+    /// The other domain still has the page mapped, or is copying it: ending
+    /// the access now would let it write a page this domain reuses.
+    #[error("{0} is still mapped (or being copied) by the other domain")]
+    StillInUse(GrantRef),
+    /// Xen refused copy number `index` of a batch.
+    #[error("grant copy {index} refused: {status}")]
+    Copy {
+        /// The copy's index in the caller's batch.
+        index: usize,
+        /// Xen's status for it.
+        status: GrantStatus,
+    },
+    /// An argument was rejected before anything was done.
+    #[error("invalid argument: {0}")]
+    InvalidInput(&'static str),
+    /// A Linux device call failed.
+    #[cfg(feature = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
+    #[error("{operation} failed: {errno}")]
+    Os {
+        /// What was being done, e.g. `"open /dev/xen/gntdev"`.
+        operation: &'static str,
+        /// The OS error.
+        errno: nix::errno::Errno,
+    },
+    /// Xen refused to map a grant (gntdev reports it when the pages are
+    /// mapped into the process): a wrong, revoked or read-only reference, or
+    /// a domain that did not grant it to this one.
+    #[cfg(feature = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
+    #[error("Xen refused to map {gref} of domain {domid}: {errno}")]
+    MapRefused {
+        /// The granting domain.
+        domid: DomId,
+        /// The first reference of the mapping.
+        gref: GrantRef,
+        /// What gntdev's mmap returned.
+        errno: nix::errno::Errno,
+    },
+}
+
+impl Error {
+    /// The broad category of this error.
+    pub fn kind(&self) -> xen_hypercall::ErrorKind {
+        use xen_hypercall::ErrorKind;
+        match self {
+            Self::Xen(error) => error.kind(),
+            Self::NoFreeReference { .. } => ErrorKind::OutOfMemory,
+            Self::FrameTooLarge(_) | Self::BadDomain(_) | Self::InvalidInput(_) => {
+                ErrorKind::InvalidInput
+            }
+            Self::StillInUse(_) => ErrorKind::Busy,
+            Self::Copy { status, .. } => status.kind(),
+            #[cfg(feature = "linux")]
+            Self::Os { .. } => ErrorKind::Other,
+            #[cfg(feature = "linux")]
+            Self::MapRefused { .. } => ErrorKind::PermissionDenied,
+        }
+    }
+}
