@@ -19,9 +19,9 @@ commands:
   test                    the full test suite (what CI runs)
   setup [--demo]          install what the commands need (apt as root, rustup); test and demo run it first
   gen-sys [--check]       regenerate xen-sys from Xen's public headers (--check: fail on any difference)
-  testbed [-v] [--list] [SCENARIO...]
+  testbed [-v] [--list] [--release XEN] [SCENARIO[@XEN]...]
                           boot real Xen under QEMU and run the test payloads
-  testbed [-v] run --dom0 <static binary> [-- ARGS] | --domu <kernel> [--type pv|pvh]
+  testbed [-v] run [--release XEN] --dom0 <static binary> [-- ARGS] | --domu <kernel> [--type pv|pvh]
                           run your own program in dom0, or your own kernel as a domU, on real Xen
   demo [-v]               boot Xen: a Linux dom0 with the toolstack creates a Rust domU; they talk
   bench privcmd           benchmark the privcmd backend against libxencall, inside the testbed

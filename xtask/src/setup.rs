@@ -23,6 +23,8 @@ pub(crate) enum Need {
 const PACKAGES: &[(&str, Need)] = &[
     ("qemu-system-x86", Need::Demo),
     ("qemu-system-arm", Need::Demo),
+    // Debian 13's x86 kernels are zstd-compressed (Xen 4.20 scenarios).
+    ("zstd", Need::Test),
     ("gcc-aarch64-linux-gnu", Need::Demo),
     ("libxen-dev", Need::Test),
     ("libclang-dev", Need::Test),

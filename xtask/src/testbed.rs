@@ -2,21 +2,27 @@
 
 use std::path::PathBuf;
 
-use xen_testbed::scenario::{Options, select};
-use xen_testbed::{Testbed, run_scenarios, scenarios};
+use xen_testbed::release::{self, RELEASES};
+use xen_testbed::scenario::{Options, runs, select};
+use xen_testbed::{Testbed, run_scenarios};
 
 const USAGE: &str = "\
-usage: cargo xtask testbed [-v] [--list] [--self-test] [SCENARIO...]
-       cargo xtask testbed [-v] run --dom0 <static binary> [-- ARGS...]
-       cargo xtask testbed run --domu <kernel> [--type pv|pvh] [--memory MIB] [--timeout SECONDS]
+usage: cargo xtask testbed [-v] [--list] [--self-test] [--release XEN] [SCENARIO[@XEN]...]
+       cargo xtask testbed [-v] run [--release XEN] --dom0 <static binary> [-- ARGS...]
+       cargo xtask testbed run [--release XEN] --domu <kernel> [--type pv|pvh] [--memory MIB] [--timeout SECONDS]
 
-Boots Xen 4.17 under QEMU for each scenario (all by default) and runs its payload.
-  -v           show the build commands and cargo's output
-  --list       list the scenarios
-  --self-test  only the harness self-tests (broken payloads that must be reported as failing)
+Boots Debian's Xen under QEMU for each scenario (all by default) and runs its payload. Each
+scenario runs on one or more releases (Xen 4.17 with Linux 6.1 from Debian 12; Xen 4.20 with
+Linux 6.12 from Debian 13); a run is named `<scenario>@<xen>`, e.g. `pv64@4.20`. A bare
+scenario name selects it on each of its releases.
+  -v             show the build commands and cargo's output
+  --list         list the runs
+  --self-test    only the harness self-tests (broken payloads that must be reported as failing)
+  --release XEN  only the runs on this release (4.17 or 4.20)
 
 `run` boots a Linux dom0 with Debian's toolstack up (xenstored, xenconsoled, xl) for the
-architecture of the binary or kernel, and streams its output:
+architecture of the binary or kernel, on Xen 4.17 unless `--release` says otherwise, and
+streams its output:
   --dom0  runs the static Linux program in dom0; exits with its exit status
   --domu  creates the kernel as a domU with xl (an x86_64 ELF: PV by default, or PVH; an arm64
           Image) and streams its console until it is gone; exits 0 after a poweroff, 1 after a
@@ -29,16 +35,25 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         _ => (false, args),
     };
     if args.first().map(String::as_str) == Some("run") {
-        return run_user_code(&testbed().verbose(verbose), &args[1..]);
+        let (release, args) = match &args[1..] {
+            [flag, xen, rest @ ..] if flag == "--release" => {
+                (release::by_xen(xen).map_err(|e| e.to_string())?, rest)
+            }
+            rest => (RELEASES[0], rest),
+        };
+        return run_user_code(&testbed().verbose(verbose).with_release(release), args);
     }
     let mut options = Options::default();
-    for arg in args {
+    let mut list = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--list" => {
-                for scenario in scenarios() {
-                    println!("{:24} {}", scenario.name, scenario.about);
-                }
-                return Ok(());
+            "--list" => list = true,
+            "--release" => {
+                let xen = args
+                    .next()
+                    .ok_or_else(|| format!("--release needs a value\n{USAGE}"))?;
+                options.release = Some(release::by_xen(xen).map_err(|e| e.to_string())?);
             }
             "--self-test" => options.self_test = true,
             "-h" | "--help" => {
@@ -50,6 +65,14 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
             }
             name => options.names.push(name.to_string()),
         }
+    }
+    if list {
+        for run in runs() {
+            if options.release.is_none_or(|r| r == run.release) {
+                println!("{:28} {}", run.name(), run.scenario.about);
+            }
+        }
+        return Ok(());
     }
     let selected = select(&options).map_err(|e| e.to_string())?;
     let summary =

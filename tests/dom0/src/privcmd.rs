@@ -74,7 +74,7 @@ fn fd_cloexec(h: &Privcmd) -> Result<(), String> {
     Ok(())
 }
 
-/// Xen 4.17.x: the extraversion is `.x` (e.g. ".7").
+/// The extraversion is `.` and the point release, maybe with a suffix (".7", ".5-pre").
 fn extraversion(h: &Privcmd) -> Result<(), String> {
     let extra = call("extraversion", h.extraversion())?;
     let text = extra

@@ -19,15 +19,20 @@ const NATIVE_CAPABILITY: &str = if cfg!(target_arch = "x86_64") {
 
 pub(crate) const CASES: &[Case] = &[("xen_version", xen_version), ("capabilities", capabilities)];
 
-/// The testbed boots Xen 4.17.
+/// Where the testbed's `/init` puts the Xen release it boots (`major.minor`, e.g. `4.20`).
+const EXPECTED_VERSION_VARIABLE: &str = "XENTEST_XEN_VERSION";
+
+/// Xen is the release the testbed boots.
 fn xen_version(privcmd: &Privcmd) -> Result<(), String> {
+    let expected = std::env::var(EXPECTED_VERSION_VARIABLE)
+        .map_err(|e| format!("{EXPECTED_VERSION_VARIABLE}: {e} (which Xen is expected?)"))?;
     let version = privcmd
         .xen_version()
         .map_err(|e| format!("xen_version: {e}"))?;
-    if (version.major, version.minor) == (4, 17) {
+    if format!("{}.{}", version.major, version.minor) == expected {
         Ok(())
     } else {
-        Err(format!("Xen {version}, expected 4.17"))
+        Err(format!("Xen {version}, expected {expected}"))
     }
 }
 

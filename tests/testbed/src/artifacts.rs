@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::apt::Apt;
 use crate::release::Release;
 use crate::{Arch, Error, Result, command_output, is_root};
 
@@ -36,6 +37,8 @@ pub struct Artifacts {
     pub busybox: PathBuf,
     /// `package=version` of everything above.
     pub versions: Vec<String>,
+    /// The release they come from.
+    pub release: Release,
 }
 
 /// The packages of one architecture, resolved to names and versions.
@@ -60,19 +63,19 @@ impl Arch {
     }
 }
 
-/// Makes sure the artifacts of `arch` in `release` are in `cache` (under `<target>/testbed/cache`) and
-/// returns them.
-pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Artifacts> {
-    if arch == Arch::Aarch64 {
+/// Makes sure the artifacts of `arch` in `release` (packages from `apt`) are in `cache` (under
+/// `<target>/testbed/cache`) and returns them.
+pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<Artifacts> {
+    if arch == Arch::Aarch64 && release.host_apt {
         ensure_foreign_arch("arm64")?;
     }
-    let packages = resolve(release, arch)?;
+    let packages = resolve(release, apt, arch)?;
     let hypervisor = release.hypervisor_file(arch);
     let dir = cache.join(arch.debian());
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
 
     let pattern = format!("./boot/xen-{}-*", release.xen);
-    let xen_dir = unpacked(&dir, &packages.xen, arch, &[&pattern], |root| {
+    let xen_dir = unpacked(apt, &dir, &packages.xen, arch, &[&pattern], |root| {
         let out = root.join("xen");
         match arch {
             Arch::X86_64 => {
@@ -84,16 +87,24 @@ pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Artifacts> {
             Arch::Aarch64 => rename(&root.join(&hypervisor), &out),
         }
     })?;
+    let modules = format!("./{}/*/kernel/drivers/xen/*", release.modules_dir());
     let kernel_dir = unpacked(
+        apt,
         &dir,
         &packages.kernel,
         arch,
-        &["./boot/vmlinuz-*", "./lib/modules/*/kernel/drivers/xen/*"],
+        &["./boot/vmlinuz-*", &modules],
         |root| unpack_kernel(root, arch),
     )?;
-    let busybox_dir = unpacked(&dir, &packages.busybox, arch, &["./bin/busybox"], |root| {
-        rename(&root.join("bin/busybox"), &root.join("busybox"))
-    })?;
+    let busybox = release.busybox_file();
+    let busybox_dir = unpacked(
+        apt,
+        &dir,
+        &packages.busybox,
+        arch,
+        &[&format!("./{busybox}")],
+        |root| rename(&root.join(busybox), &root.join("busybox")),
+    )?;
 
     let order = fs::read_to_string(kernel_dir.join("modules.order"))
         .map_err(|e| Error::io(&kernel_dir, e))?;
@@ -116,6 +127,7 @@ pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Artifacts> {
             .iter()
             .map(|(name, version)| format!("{name}={version}"))
             .collect(),
+        release: *release,
     })
 }
 
@@ -142,9 +154,9 @@ fn ensure_foreign_arch(debian_arch: &str) -> Result<()> {
 
 /// Resolves the package names (the kernel's ABI number comes from the `linux-image-*` metapackage)
 /// and their candidate versions.
-fn resolve(release: &Release, arch: Arch) -> Result<Packages> {
+fn resolve(release: &Release, apt: &Apt, arch: Arch) -> Result<Packages> {
     let metapackage = arch.apt_name(&format!("linux-image-{}", arch.debian()));
-    let depends = command_output(Command::new("apt-cache").args(["depends", &metapackage]))?;
+    let depends = command_output(apt.command("apt-cache").args(["depends", &metapackage]))?;
     let prefix = release.kernel_package_prefix();
     let kernel = String::from_utf8_lossy(&depends)
         .lines()
@@ -163,7 +175,7 @@ fn resolve(release: &Release, arch: Arch) -> Result<Packages> {
     };
     let xen = release.hypervisor_package(arch);
     let versioned = |name: String| -> Result<(String, String)> {
-        let version = candidate_version(&arch.apt_name(&name))?;
+        let version = candidate_version(apt, &arch.apt_name(&name))?;
         Ok((name, version))
     };
     Ok(Packages {
@@ -174,21 +186,22 @@ fn resolve(release: &Release, arch: Arch) -> Result<Packages> {
 }
 
 /// The version `apt-get download` would fetch.
-fn candidate_version(package: &str) -> Result<String> {
-    Ok(candidate_versions(&[package.to_string()])?.remove(0))
+fn candidate_version(apt: &Apt, package: &str) -> Result<String> {
+    Ok(candidate_versions(apt, &[package.to_string()])?.remove(0))
 }
 
 /// The versions `apt-get download` would fetch of `packages` (`name:arch`), in their order, from one
 /// `apt-cache show` call.
-pub(crate) fn candidate_versions(packages: &[String]) -> Result<Vec<String>> {
+pub(crate) fn candidate_versions(apt: &Apt, packages: &[String]) -> Result<Vec<String>> {
     let show = command_output(
-        Command::new("apt-cache")
+        apt.command("apt-cache")
             .args(["show", "--no-all-versions"])
             .args(packages),
     )
     .map_err(|e| {
         Error::new(format!(
-            "{e}\n(is the package index current? run `apt-get update`)"
+            "{e}\n(is the package index current? {})",
+            apt.describe()
         ))
     })?;
     let show = String::from_utf8_lossy(&show);
@@ -228,6 +241,7 @@ pub(crate) fn candidate_versions(packages: &[String]) -> Result<Vec<String>> {
 /// The directory holding `package` at `version`, unpacked and post-processed by `finish`, downloading
 /// it first if the cache does not hold that version.
 fn unpacked(
+    apt: &Apt,
     cache: &Path,
     (name, version): &(String, String),
     arch: Arch,
@@ -247,7 +261,7 @@ fn unpacked(
     eprintln!("testbed: downloading {name}={version} ({})", arch.debian());
     let spec = format!("{}={version}", arch.apt_name(name));
     command_output(
-        Command::new("apt-get")
+        apt.command("apt-get")
             .args(["download", "-q", &spec])
             .current_dir(&download),
     )?;
@@ -292,8 +306,9 @@ pub(crate) fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> 
     Ok(())
 }
 
-/// `vmlinux`, the ELF kernel inside an XZ-compressed x86 `vmlinuz` of `kernel_dir`, extracted on
-/// first use.
+/// `vmlinux`, the ELF kernel inside the compressed x86 `vmlinuz` (a bzImage) of `kernel_dir`,
+/// extracted on first use. The payload is where the boot protocol's header says (`payload_offset`,
+/// `payload_length`); Debian 12 compresses it with XZ, Debian 13 with zstd.
 fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
     let vmlinux = kernel_dir.join("vmlinux");
     if vmlinux.exists() {
@@ -301,34 +316,42 @@ fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
     }
     let vmlinuz = kernel_dir.join("vmlinuz");
     let image = fs::read(&vmlinuz).map_err(|e| Error::io(&vmlinuz, e))?;
-    const XZ_MAGIC: &[u8] = b"\xfd7zXZ\0";
-    let start = image
-        .windows(XZ_MAGIC.len())
-        .position(|window| window == XZ_MAGIC)
-        .ok_or_else(|| Error::new(format!("{}: no XZ stream", vmlinuz.display())))?;
-    let mut xz = Command::new("xz")
-        .args(["-dc", "--single-stream"])
+    let payload = bzimage_payload(&image)
+        .ok_or_else(|| Error::new(format!("{}: not a bzImage", vmlinuz.display())))?;
+    let decompressor: &[&str] = if payload.starts_with(b"\xfd7zXZ\0") {
+        &["xz", "-dc", "--single-stream"]
+    } else if payload.starts_with(b"\x28\xb5\x2f\xfd") {
+        &["zstd", "-dcq"]
+    } else {
+        return Err(Error::new(format!(
+            "{}: the payload is neither XZ nor zstd",
+            vmlinuz.display()
+        )));
+    };
+    let mut child = Command::new(decompressor[0])
+        .args(&decompressor[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| Error::new(format!("cannot run xz: {e}")))?;
-    let mut input = xz.stdin.take().expect("piped stdin");
-    let compressed = image[start..].to_vec();
-    // Fed from a thread: xz writes while it reads, and both pipes are bounded.
+        .map_err(|e| Error::new(format!("cannot run {}: {e}", decompressor[0])))?;
+    let mut input = child.stdin.take().expect("piped stdin");
+    let compressed = payload.to_vec();
+    // Fed from a thread: the decompressor writes while it reads, and both pipes are bounded.
     let feeder = std::thread::spawn(move || {
         use std::io::Write;
         // xz stops reading after the stream: a broken pipe after it is expected.
         let _ = input.write_all(&compressed);
     });
-    let output = xz
+    let output = child
         .wait_with_output()
-        .map_err(|e| Error::new(format!("xz: {e}")))?;
+        .map_err(|e| Error::new(format!("{}: {e}", decompressor[0])))?;
     let _ = feeder.join();
     if !output.stdout.starts_with(b"\x7fELF") {
         return Err(Error::new(format!(
-            "{}: the XZ stream is not an ELF kernel ({})",
+            "{}: the payload is not an ELF kernel ({} {})",
             vmlinuz.display(),
+            decompressor[0],
             output.status
         )));
     }
@@ -336,6 +359,26 @@ fn uncompressed_kernel(kernel_dir: &Path) -> Result<PathBuf> {
     fs::write(&partial, &output.stdout).map_err(|e| Error::io(&partial, e))?;
     rename(&partial, &vmlinux)?;
     Ok(vmlinux)
+}
+
+/// The compressed kernel inside an x86 bzImage, as its boot protocol header (2.08+) locates it:
+/// `payload_offset` and `payload_length` count from the protected-mode code, which follows
+/// `setup_sects` (0 meaning 4) 512-byte sectors and the boot sector.
+fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
+    let u32_at = |at: usize| {
+        image
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    if image.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let setup_sects = match *image.get(0x1f1)? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)?;
+    image.get(start..start.checked_add(u32_at(0x24c)?)?)
 }
 
 /// Keeps the kernel image and the Xen modules (with their dependencies) of an unpacked kernel package,
@@ -354,7 +397,7 @@ fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
 
     // Every module we unpacked, by its kernel name (`-` and `_` are the same to the kernel).
     let mut available = BTreeMap::new();
-    collect_modules(&root.join("lib"), &mut available)?;
+    collect_modules(root, &mut available)?;
     let mut order = Vec::new();
     for wanted in XEN_MODULES {
         add_with_dependencies(&module_key(wanted), &available, &mut order, 0)?;
@@ -366,9 +409,11 @@ fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
         order_file.push_str(name);
         order_file.push('\n');
     }
-    for leftover in ["lib", "boot"] {
+    for leftover in ["lib", "usr", "boot"] {
         let path = root.join(leftover);
-        fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        if path.exists() {
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
     }
     let order_path = root.join("modules.order");
     fs::write(&order_path, order_file).map_err(|e| Error::io(&order_path, e))
@@ -383,12 +428,23 @@ fn collect_modules(dir: &Path, found: &mut BTreeMap<String, (String, PathBuf)>) 
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.is_dir() {
             collect_modules(&path, found)?;
-        } else if let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".ko"))
-        {
-            found.insert(module_key(name), (name.to_string(), path.clone()));
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            let name = match name.strip_suffix(".ko.xz") {
+                // Newer kernels ship XZ-compressed modules: decompressed here, so the ELF
+                // reader can read their `.modinfo` and busybox's `insmod` can load them.
+                Some(name) => {
+                    let plain = path.with_file_name(format!("{name}.ko"));
+                    let bytes = command_output(Command::new("xz").arg("-dc").arg(&path))?;
+                    fs::write(&plain, bytes).map_err(|e| Error::io(&plain, e))?;
+                    fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                    found.insert(module_key(name), (name.to_string(), plain));
+                    continue;
+                }
+                None => name.strip_suffix(".ko"),
+            };
+            if let Some(name) = name {
+                found.insert(module_key(name), (name.to_string(), path.clone()));
+            }
         }
     }
     Ok(())
@@ -456,4 +512,40 @@ pub fn ensure_qemu(arch: Arch) -> Result<()> {
     eprintln!("testbed: apt-get {}", args.join(" "));
     command_output(Command::new("apt-get").args(args))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic bzImage: 2 setup sectors, the payload 16 bytes into the protected-mode code.
+    fn bzimage(setup_sects: u8, payload: &[u8]) -> Vec<u8> {
+        let sectors = if setup_sects == 0 { 4 } else { setup_sects };
+        let code = (usize::from(sectors) + 1) * 512;
+        let mut image = vec![0; code + 16];
+        image[0x1f1] = setup_sects;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x248..0x24c].copy_from_slice(&16u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image.extend_from_slice(payload);
+        image.extend_from_slice(b"trailer");
+        image
+    }
+
+    #[test]
+    fn the_payload_is_where_the_header_says() {
+        let payload = b"\x28\xb5\x2f\xfdzstd frame";
+        assert_eq!(bzimage_payload(&bzimage(2, payload)), Some(&payload[..]));
+        assert_eq!(bzimage_payload(&bzimage(0, payload)), Some(&payload[..]));
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_image_has_no_payload() {
+        let image = bzimage(2, b"payload");
+        assert_eq!(bzimage_payload(&image[..image.len() - 10]), None);
+        let mut foreign = image.clone();
+        foreign[0x202] = b'X';
+        assert_eq!(bzimage_payload(&foreign), None);
+        assert_eq!(bzimage_payload(&[]), None);
+    }
 }

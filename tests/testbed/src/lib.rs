@@ -1,6 +1,8 @@
-//! The real-Xen testbed: boots Xen 4.17 under QEMU (TCG) with a Linux dom0 or a freestanding Rust
-//! guest as dom0, and judges what the payloads report over the serial line
-//! ([`xen_testbed_protocol`]). `cargo xtask testbed` and `cargo xtask demo` are thin wrappers.
+//! The real-Xen testbed: boots Debian's Xen under QEMU (TCG) with a Linux dom0 or a freestanding
+//! Rust guest as dom0, and judges what the payloads report over the serial line
+//! ([`xen_testbed_protocol`]). It knows several Debian releases ([`release::RELEASES`]: Xen 4.17
+//! with Linux 6.1, Xen 4.20 with Linux 6.12); a [`Testbed`] boots one ([`Testbed::with_release`]).
+//! `cargo xtask testbed` and `cargo xtask demo` are thin wrappers.
 //!
 //! # Using it from another command
 //!
@@ -34,11 +36,13 @@
 //! ```
 //!
 //! - [`Testbed::boot_linux_dom0`] fetches the artifacts (hypervisor, kernel, modules, busybox; cached
-//!   under `<target>/testbed/cache`), always adds the `xen-dom0-tests` program (which exits QEMU), writes
+//!   under `<target>/testbed/cache`; packages of a release the machine's apt does not serve come
+//!   through a private apt configuration under `<target>/testbed/apt`, see [`apt`]), always adds the `xen-dom0-tests` program (which exits QEMU), writes
 //!   the initramfs, boots it and returns an [`Outcome`]: the parsed log (cases, `XENTEST OUT` lines),
 //!   the [`Verdict`], QEMU's wall time and peak RSS. The full log is at [`Outcome::log_path`].
 //! - The `/init` it generates mounts proc, sysfs and devtmpfs, loads the Xen modules (dependencies
-//!   first), runs each of `commands` as a shell line in order (with `/bin` on `PATH`), and exits QEMU
+//!   first), exports `XENTEST_XEN_VERSION` (the release's Xen, e.g. `4.20`, which the dom0 tests
+//!   expect), runs each of `commands` as a shell line in order (with `/bin` on `PATH`), and exits QEMU
 //!   with failure if any of them exited non-zero.
 //! - With [`initramfs::Preamble::Toolstack`], `/init` first starts Debian's toolstack
 //!   ([`toolstack`]: `xenstored`, `xen-init-dom0`, `xenconsoled`; `xl` and the `xenstore-*` tools on
@@ -53,6 +57,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apt;
 pub mod artifacts;
 pub mod cpio;
 pub mod demo;
@@ -69,6 +74,7 @@ pub mod verdict;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use scenario::{Options, Summary, run_scenarios, scenarios};
@@ -145,6 +151,8 @@ pub struct Testbed {
     target_dir: PathBuf,
     verbose: bool,
     release: release::Release,
+    /// The release's apt configuration, set up on first use.
+    apt: Arc<OnceLock<apt::Apt>>,
 }
 
 /// One Linux dom0 boot: see the crate documentation.
@@ -194,8 +202,28 @@ impl Testbed {
             workspace,
             target_dir,
             verbose: false,
-            release: release::DEBIAN_12,
+            release: release::RELEASES[0],
+            apt: Arc::default(),
         }
+    }
+
+    /// The same testbed booting `release` (default: the first of [`release::RELEASES`]).
+    pub fn with_release(mut self, release: release::Release) -> Self {
+        if release != self.release {
+            self.release = release;
+            self.apt = Arc::default();
+        }
+        self
+    }
+
+    /// The apt configuration of the release (a private one is written, and its lists fetched,
+    /// on first use).
+    pub fn apt(&self) -> Result<&apt::Apt> {
+        if let Some(apt) = self.apt.get() {
+            return Ok(apt);
+        }
+        let apt = self.release.apt(&self.target_dir.join("testbed/apt"))?;
+        Ok(self.apt.get_or_init(|| apt))
     }
 
     /// The release it boots.
@@ -281,12 +309,12 @@ impl Testbed {
     /// Fetches (or finds in the cache) the artifacts of `arch` and makes sure QEMU is there.
     pub fn fetch(&self, arch: Arch) -> Result<artifacts::Artifacts> {
         artifacts::ensure_qemu(arch)?;
-        artifacts::fetch(&self.cache_dir(), &self.release, arch)
+        artifacts::fetch(&self.cache_dir(), &self.release, self.apt()?, arch)
     }
 
     /// Fetches (or finds in the cache) Debian's toolstack of `arch`.
     pub fn toolstack(&self, arch: Arch) -> Result<toolstack::Toolstack> {
-        toolstack::fetch(&self.cache_dir(), &self.release, arch)
+        toolstack::fetch(&self.cache_dir(), &self.release, self.apt()?, arch)
     }
 
     fn dom0_job(&self, artifacts: &artifacts::Artifacts, run: &Dom0Run) -> Result<scenario::Job> {

@@ -137,7 +137,10 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
         (Arch::Aarch64, Guest::LinuxDom0 { kernel, initramfs }) => {
             // Modules above QEMU's DTB at 0x48000000, which would overwrite a module placed there.
             // 96M: enough for dom0 and the toolstack (64M: out of memory), leaving room for a domU.
-            qemu.args(["-m", "256", "-append"]);
+            // 384M, not 256M: Linux maps foreign pages (`xl create`) into a 128M-aligned 128M
+            // section of Xen's extended regions; with 256M, Xen 4.20 leaves only
+            // 0x48000000-0x4fe00000 free and privcmd's mmap fails with ENOMEM.
+            qemu.args(["-m", "384", "-append"]);
             qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=96M"));
             qemu.arg("-device").arg(format!(
                 "guest-loader,addr=0x49000000,kernel={},bootargs={LINUX_CMDLINE} rdinit=/init",

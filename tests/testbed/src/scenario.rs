@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use xen_testbed_protocol::{exchange, parse_log};
 
 use crate::own_code::{self, OwnCode};
+use crate::release::{RELEASES, Release};
 use crate::verdict::{
     CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, judge, split_domains,
 };
@@ -430,13 +431,69 @@ pub fn scenarios() -> &'static [Scenario] {
     ALL
 }
 
+/// The scenarios that run on every release ([`RELEASES`]); the others run on the first only.
+pub const ON_EVERY_RELEASE: &[&str] = &[
+    "linux-dom0-x86_64",
+    "linux-dom0-aarch64",
+    "domu-pv",
+    "domu-pvh",
+    "domu-aarch64",
+    "pv64",
+    "pvh",
+    "aarch64",
+];
+
+impl Scenario {
+    /// The releases it runs on.
+    pub fn releases(&self) -> &'static [Release] {
+        if ON_EVERY_RELEASE.contains(&self.name) {
+            RELEASES
+        } else {
+            &RELEASES[..1]
+        }
+    }
+}
+
+/// A scenario on one release: what the runner runs and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScenarioRun {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The release it boots.
+    pub release: Release,
+}
+
+impl ScenarioRun {
+    /// `<scenario>@<Xen major.minor>`, e.g. `pv64@4.20`: names the run's results and its log.
+    pub fn name(&self) -> String {
+        format!("{}@{}", self.scenario.name, self.release.xen)
+    }
+}
+
+/// Every scenario on every release it runs on, in the order they run (a scenario's releases
+/// next to each other).
+pub fn runs() -> Vec<ScenarioRun> {
+    scenarios()
+        .iter()
+        .flat_map(|scenario| {
+            scenario.releases().iter().map(|release| ScenarioRun {
+                scenario: *scenario,
+                release: *release,
+            })
+        })
+        .collect()
+}
+
 /// Which scenarios to run.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Scenario names; empty means all.
+    /// Names: `<scenario>@<release>` (one run) or `<scenario>` (on each of its releases); empty
+    /// means all.
     pub names: Vec<String>,
     /// Only the harness self-tests.
     pub self_test: bool,
+    /// Only the runs on this release.
+    pub release: Option<Release>,
 }
 
 /// Counts of the final `N passed, N failed` line.
@@ -494,52 +551,81 @@ impl Job {
     }
 }
 
-/// Selects scenarios by `options`, failing on an unknown name.
-pub fn select(options: &Options) -> Result<Vec<Scenario>> {
+/// Selects scenario runs by `options`, failing on an unknown name or a scenario that does not run
+/// on the selected release.
+pub fn select(options: &Options) -> Result<Vec<ScenarioRun>> {
+    let on_release = |run: &ScenarioRun| options.release.is_none_or(|r| r == run.release);
+    let all = runs();
     if options.names.is_empty() {
-        return Ok(scenarios()
-            .iter()
-            .filter(|s| !options.self_test || s.is_self_test())
-            .copied()
+        return Ok(all
+            .into_iter()
+            .filter(|run| !options.self_test || run.scenario.is_self_test())
+            .filter(on_release)
             .collect());
     }
-    options
-        .names
-        .iter()
-        .map(|name| {
-            scenarios()
-                .iter()
-                .find(|s| s.name == name)
-                .copied()
-                .ok_or_else(|| {
-                    Error::new(format!(
-                        "unknown scenario `{name}` (see `cargo xtask testbed --list`)"
-                    ))
-                })
-        })
-        .collect()
+    let mut selected = Vec::new();
+    for name in &options.names {
+        let matching: Vec<ScenarioRun> = all
+            .iter()
+            .filter(|run| run.name() == *name || run.scenario.name == name)
+            .copied()
+            .collect();
+        if matching.is_empty() {
+            return Err(Error::new(format!(
+                "unknown scenario `{name}` (see `cargo xtask testbed --list`)"
+            )));
+        }
+        let before = selected.len();
+        selected.extend(matching.into_iter().filter(on_release));
+        if selected.len() == before {
+            let release = options.release.map_or("", |r| r.xen);
+            return Err(Error::new(format!(
+                "`{name}` does not run on release {release} (see `cargo xtask testbed --list`)"
+            )));
+        }
+    }
+    Ok(selected)
 }
 
 /// Builds, boots and judges `selected`, printing cargo-test style lines and a final
 /// `N passed, N failed` line.
-pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary> {
+pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summary> {
     let start = Instant::now();
     let linux_arches: BTreeSet<Arch> = selected
         .iter()
-        .filter(|s| s.kind.is_linux())
-        .map(|s| s.kind.arch())
+        .filter(|s| s.scenario.kind.is_linux())
+        .map(|s| s.scenario.kind.arch())
         .collect();
-    let arches: BTreeSet<Arch> = selected.iter().map(|s| s.kind.arch()).collect();
+    // One testbed per release, each with its artifacts per architecture.
+    let needed: BTreeSet<(Release, Arch)> = selected
+        .iter()
+        .map(|s| (s.release, s.scenario.kind.arch()))
+        .collect();
+    let mut testbeds: Vec<Testbed> = Vec::new();
     let mut artifacts = Vec::new();
-    for arch in &arches {
+    for (release, arch) in &needed {
+        if !testbeds.iter().any(|t| t.release() == release) {
+            testbeds.push(testbed.clone().with_release(*release));
+        }
+        let testbed = testbeds.last().expect("pushed above");
         let fetched = testbed.fetch(*arch)?;
-        eprintln!("testbed: {arch}: {}", fetched.versions.join(", "));
+        eprintln!(
+            "testbed: {} {arch}: {}",
+            release.xen,
+            fetched.versions.join(", ")
+        );
         artifacts.push(fetched);
     }
-    let artifacts_of = |arch: Arch| {
+    let testbed_of = |release: Release| {
+        testbeds
+            .iter()
+            .find(|t| *t.release() == release)
+            .expect("made above")
+    };
+    let artifacts_of = |release: Release, arch: Arch| {
         artifacts
             .iter()
-            .find(|a| a.arch == arch)
+            .find(|a| a.arch == arch && a.release == release)
             .expect("fetched above")
     };
 
@@ -583,9 +669,12 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
     };
     let mut guests = GuestBuilds::default();
 
-    let mut jobs: Vec<(Scenario, Result<Work>)> = Vec::new();
-    for scenario in selected {
-        let arch = scenario.kind.arch();
+    let mut jobs: Vec<(ScenarioRun, Result<Work>)> = Vec::new();
+    for run in selected {
+        let scenario = &run.scenario;
+        let name = run.name();
+        let (release, arch) = (run.release, scenario.kind.arch());
+        let testbed = testbed_of(release);
         let qemu_job = match scenario.kind {
             Kind::LinuxDom0 {
                 setup, commands, ..
@@ -610,9 +699,9 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                         + usize::from(commands.contains(&ORACLE_COMMAND))
                         + usize::from(commands.contains(&STORE_COMMAND));
                     testbed.dom0_job(
-                        artifacts_of(arch),
+                        artifacts_of(release, arch),
                         &Dom0Run {
-                            name: scenario.name.into(),
+                            name: name.clone(),
                             arch,
                             binaries: Vec::new(),
                             files: Vec::new(),
@@ -634,8 +723,8 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                         GuestKind::Aarch64 => qemu::Guest::Aarch64Image(&image),
                     };
                     Ok(Job {
-                        name: scenario.name.into(),
-                        command: qemu::command(arch, &artifacts_of(arch).xen, &guest)?,
+                        name: name.clone(),
+                        command: qemu::command(arch, &artifacts_of(release, arch).xen, &guest)?,
                         timeout: scenario.timeout,
                         expectation: Expectation {
                             arch,
@@ -649,17 +738,17 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
                 .and_then(|()| guests.image(testbed, cross.domu, Flavour::Domu))
                 .and_then(|kernel| {
                     testbed.dom0_job(
-                        artifacts_of(arch),
-                        &cross_domain_run(scenario.name, &cross, &kernel, scenario.timeout),
+                        artifacts_of(release, arch),
+                        &cross_domain_run(&name, &cross, &kernel, scenario.timeout),
                     )
                 }),
             Kind::OwnCode(code) => {
                 let built = dom0_built(arch).and_then(|()| own_code::build(testbed, code));
-                jobs.push((*scenario, built.map(|binary| Work::OwnCode(code, binary))));
+                jobs.push((*run, built.map(|binary| Work::OwnCode(code, binary))));
                 continue;
             }
         };
-        jobs.push((*scenario, qemu_job.map(|job| Work::Qemu(Box::new(job)))));
+        jobs.push((*run, qemu_job.map(|job| Work::Qemu(Box::new(job)))));
     }
 
     let summary = Mutex::new(Summary::default());
@@ -669,12 +758,13 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[Scenario]) -> Result<Summary
             scope.spawn(|| {
                 loop {
                     let next = queue.lock().expect("queue lock").next();
-                    let Some((scenario, job)) = next else { break };
+                    let Some((run, job)) = next else { break };
+                    let testbed = testbed_of(run.release);
                     let outcome = job.and_then(|work| match work {
                         Work::Qemu(job) => job.run(testbed),
                         Work::OwnCode(code, binary) => own_code::run(testbed, code, &binary),
                     });
-                    let (passed, failed) = report(&scenario, &outcome);
+                    let (passed, failed) = report(&run, &outcome);
                     let mut summary = summary.lock().expect("summary lock");
                     summary.passed += passed;
                     summary.failed += failed;
@@ -742,21 +832,29 @@ pub enum Flavour {
 /// Freestanding guest images, built on first use.
 #[derive(Default)]
 struct GuestBuilds {
-    built: Vec<((GuestKind, Flavour), Result<PathBuf>)>,
+    built: Vec<((GuestKind, Flavour, Release), Result<PathBuf>)>,
 }
 
 impl GuestBuilds {
     fn image(&mut self, testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Result<PathBuf> {
-        if let Some((_, image)) = self.built.iter().find(|(k, _)| *k == (kind, flavour)) {
+        let key = (kind, flavour, *testbed.release());
+        if let Some((_, image)) = self.built.iter().find(|(k, _)| *k == key) {
             return image.clone();
         }
         let image = build_guest(testbed, kind, flavour);
-        self.built.push(((kind, flavour), image.clone()));
+        self.built.push((key, image.clone()));
         image
     }
 }
 
-/// Builds the freestanding guest of `kind` and `flavour` and returns the image to boot.
+/// The variable a freestanding guest is built with: the Xen release (`major.minor`) it expects.
+pub const GUEST_XEN_VERSION_VARIABLE: &str = "XENTEST_XEN_VERSION";
+
+/// Builds the freestanding guest of `kind` and `flavour` for the testbed's release (which it expects
+/// to run on: [`GUEST_XEN_VERSION_VARIABLE`]) and returns the image to boot.
+///
+/// The first release's guests build into the target directory, the others' into
+/// `<target>/testbed/build-<xen>`, so switching releases does not rebuild the guest each time.
 pub fn build_guest(testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Result<PathBuf> {
     if !testbed.workspace.join("tests/guest/Cargo.toml").exists() {
         return Err(Error::new(format!(
@@ -772,17 +870,28 @@ pub fn build_guest(testbed: &Testbed, kind: GuestKind, flavour: Flavour) -> Resu
         features.push("domu");
     }
     crate::check_rust_target(target)?;
+    let release = testbed.release();
+    let target_dir = if *release == RELEASES[0] {
+        testbed.target_dir.clone()
+    } else {
+        testbed
+            .target_dir
+            .join(format!("testbed/build-{}", release.xen))
+    };
     let mut cargo = testbed.cargo();
+    cargo
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env(GUEST_XEN_VERSION_VARIABLE, release.xen);
     cargo.args(["build", "--release", "-p", GUEST, "--target", target]);
     if !features.is_empty() {
         cargo.args(["--features", &features.join(",")]);
     }
     testbed.run_cargo(cargo)?;
-    let built = testbed.target_dir.join(target).join("release").join(GUEST);
+    let built = target_dir.join(target).join("release").join(GUEST);
     let work = testbed.work_dir();
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     // Copied aside: the next flavour's build overwrites the binary.
-    let image = work.join(format!("{GUEST}-{kind:?}-{flavour:?}").to_lowercase());
+    let image = work.join(format!("{GUEST}-{kind:?}-{flavour:?}@{}", release.xen).to_lowercase());
     match kind {
         GuestKind::Pv | GuestKind::Pvh => {
             std::fs::copy(&built, &image).map_err(|e| Error::io(&built, e))?;
@@ -815,10 +924,11 @@ fn objcopy() -> Result<PathBuf> {
 }
 
 /// Prints one scenario's lines; returns its (passed, failed) counts.
-fn report(scenario: &Scenario, outcome: &Result<Outcome>) -> (usize, usize) {
+fn report(run: &ScenarioRun, outcome: &Result<Outcome>) -> (usize, usize) {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let name = scenario.name;
+    let scenario = &run.scenario;
+    let name = run.name();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -895,6 +1005,66 @@ fn report(scenario: &Scenario, outcome: &Result<Outcome>) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(options: &Options) -> Vec<String> {
+        select(options)
+            .expect("selected")
+            .iter()
+            .map(ScenarioRun::name)
+            .collect()
+    }
+
+    #[test]
+    fn a_bare_name_selects_each_release_and_a_full_name_one() {
+        let bare = Options {
+            names: vec!["pv64".into()],
+            ..Options::default()
+        };
+        assert_eq!(names(&bare), ["pv64@4.17", "pv64@4.20"]);
+        let full = Options {
+            names: vec!["pv64@4.20".into(), "selftest-panic".into()],
+            ..Options::default()
+        };
+        assert_eq!(names(&full), ["pv64@4.20", "selftest-panic@4.17"]);
+        let one_release = Options {
+            release: Some(crate::release::DEBIAN_13),
+            ..bare
+        };
+        assert_eq!(names(&one_release), ["pv64@4.20"]);
+    }
+
+    #[test]
+    fn every_release_runs_the_scenarios_it_must_and_names_are_unique() {
+        let all = names(&Options::default());
+        for scenario in ON_EVERY_RELEASE {
+            assert!(
+                scenarios().iter().any(|s| s.name == *scenario),
+                "{scenario}"
+            );
+            for release in RELEASES {
+                let name = format!("{scenario}@{}", release.xen);
+                assert!(all.contains(&name), "{name}");
+            }
+        }
+        let unique: BTreeSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+    }
+
+    #[test]
+    fn unknown_names_and_releases_a_scenario_skips_are_errors() {
+        let unknown = Options {
+            names: vec!["pv64@4.99".into()],
+            ..Options::default()
+        };
+        assert!(select(&unknown).is_err());
+        let self_test_on_4_20 = Options {
+            names: vec!["selftest-panic".into()],
+            release: Some(crate::release::DEBIAN_13),
+            ..Options::default()
+        };
+        let error = select(&self_test_on_4_20).unwrap_err().to_string();
+        assert!(error.contains("does not run on release 4.20"), "{error}");
+    }
 
     #[test]
     fn every_guest_run_must_end_with_a_clean_shutdown() {

@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
+use crate::apt::Apt;
 use crate::artifacts::{candidate_versions, extract};
 use crate::release::Release;
 use crate::{Arch, Error, Result, command_output, elf};
@@ -90,13 +90,14 @@ impl Arch {
     }
 }
 
-/// Makes sure the toolstack of `arch` in `release` is unpacked under `cache` and returns its files.
-pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Toolstack> {
+/// Makes sure the toolstack of `arch` in `release` (packages from `apt`) is unpacked under `cache`
+/// and returns its files.
+pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<Toolstack> {
     let names: Vec<String> = PACKAGES
         .iter()
         .map(|p| arch.apt_name(&release.fill(p)))
         .collect();
-    let versions = candidate_versions(&names)?;
+    let versions = candidate_versions(apt, &names)?;
     let pinned: Vec<String> = names
         .iter()
         .zip(&versions)
@@ -108,7 +109,7 @@ pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Toolstack> {
     ));
     let stamp = dir.join(".complete");
     if !stamp.exists() {
-        download(&dir, &pinned)?;
+        download(apt, &dir, &pinned)?;
         fs::write(&stamp, pinned.join("\n")).map_err(|e| Error::io(&stamp, e))?;
     }
     let bin_dir = release.toolstack_bin_dir();
@@ -123,7 +124,7 @@ pub fn fetch(cache: &Path, release: &Release, arch: Arch) -> Result<Toolstack> {
 }
 
 /// Downloads `pinned` (`name:arch=version`) in one `apt-get download` and unpacks each into `dir`.
-fn download(dir: &Path, pinned: &[String]) -> Result<()> {
+fn download(apt: &Apt, dir: &Path, pinned: &[String]) -> Result<()> {
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -134,7 +135,7 @@ fn download(dir: &Path, pinned: &[String]) -> Result<()> {
         pinned.len()
     );
     command_output(
-        Command::new("apt-get")
+        apt.command("apt-get")
             .args(["download", "-q"])
             .args(pinned)
             .current_dir(&debs),

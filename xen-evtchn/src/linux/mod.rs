@@ -123,17 +123,23 @@ impl EvtchnDevice {
     }
 
     /// Binds a statically allocated channel (Xen on Arm's dom0less
-    /// `xen,evtchn` nodes), `IOCTL_EVTCHN_BIND_STATIC`. [`Error::Unsupported`]
-    /// on kernels without it (before Linux 6.0).
+    /// `xen,evtchn` nodes), `IOCTL_EVTCHN_BIND_STATIC`, and returns `port`.
+    /// [`Error::Unsupported`] on kernels without it (Linux 6.1 lacks it).
+    /// Linux does not ask Xen whether the port is static: the caller's word.
     pub fn bind_static_raw(&self, port: Port) -> Result<Port, Error> {
-        let arg = sys::PortArg {
+        let mut arg = sys::PortArg {
             port: check_range(port)?.raw(),
         };
-        match self.bind(sys::BIND_STATIC, arg) {
+        // Unlike the other binds, the driver answers 0, not the port.
+        match self.ioctl(sys::BIND_STATIC, Some(&mut arg)) {
+            Ok(_) => {
+                self.state().bound.insert(port);
+                Ok(port)
+            }
             Err(Error::Os { errno, .. }) if errno == libc::ENOSYS || errno == libc::ENOTTY => Err(
                 Error::Unsupported("IOCTL_EVTCHN_BIND_STATIC (this kernel predates it)"),
             ),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
