@@ -247,18 +247,20 @@ impl<'a> BenchRun<'a> {
             .ok_or_else(|| format!("`{}` lacks {key}=", self.line))
     }
 
+    /// The number `key`.
+    pub(crate) fn number(&self, key: &str) -> crate::Result<f64> {
+        self.text(key)?
+            .parse::<f64>()
+            .map_err(|e| format!("`{}`: {key}: {e}", self.line))
+    }
+
     /// The number `key` divided by the (positive) `iterations`.
     pub(crate) fn per_iteration(&self, key: &str) -> crate::Result<f64> {
-        let number = |key: &str| {
-            self.text(key)?
-                .parse::<f64>()
-                .map_err(|e| format!("`{}`: {key}: {e}", self.line))
-        };
-        let iterations = number("iterations")?;
+        let iterations = self.number("iterations")?;
         if iterations <= 0.0 {
             return Err(format!("`{}`: no iterations", self.line));
         }
-        Ok(number(key)? / iterations)
+        Ok(self.number(key)? / iterations)
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use xen_testbed::{Arch, Dom0Run, Testbed};
 
-use crate::bench::median;
+use crate::bench::{BenchRun, median};
 
 const USAGE: &str = "\
 usage: cargo xtask bench evtchn [--rounds N] [--iterations N] [--soak ROUND_TRIPS CYCLES]
@@ -131,33 +131,14 @@ type Samples = BTreeMap<(String, String), Vec<(f64, f64)>>;
 /// Parses `bench-run impl=<impl> measure=<m> iterations=<n> ns=<total> reads=<n>`.
 fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples> {
     let mut samples = Samples::new();
-    for line in lines {
-        let Some(fields) = line.strip_prefix("bench-run ") else {
-            continue;
-        };
-        let fields: BTreeMap<&str, &str> = fields
-            .split_whitespace()
-            .filter_map(|f| f.split_once('='))
-            .collect();
-        let text = |key: &str| {
-            fields
-                .get(key)
-                .copied()
-                .ok_or_else(|| format!("`{line}` lacks {key}="))
-        };
-        let number = |key: &str| {
-            text(key)?
-                .parse::<f64>()
-                .map_err(|e| format!("`{line}`: {key}: {e}"))
-        };
-        let iterations = number("iterations")?;
-        if iterations <= 0.0 {
-            return Err(format!("`{line}`: no iterations"));
-        }
+    for run in BenchRun::all(lines) {
         samples
-            .entry((text("impl")?.to_string(), text("measure")?.to_string()))
+            .entry((
+                run.text("impl")?.to_string(),
+                run.text("measure")?.to_string(),
+            ))
             .or_default()
-            .push((number("ns")? / iterations, number("reads")?));
+            .push((run.per_iteration("ns")?, run.number("reads")?));
     }
     if samples.is_empty() {
         return Err("the benchmark printed no results".into());
