@@ -94,11 +94,8 @@ impl EvtchnDevice {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ioctl<T>(&self, ioctl: Ioctl, arg: Option<&mut T>) -> Result<u32, Error> {
-        // SAFETY: every caller in this module pairs `ioctl` with its structure
-        // (`sys`'s constants and types have the same names).
-        let ret = unsafe { sys::ioctl(self.fd.as_fd(), ioctl, arg) };
-        let ret = ret.map_err(|errno| Error::Os {
+    fn ioctl<T>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<u32, Error> {
+        let ret = sys::ioctl(self.fd.as_fd(), ioctl, arg).map_err(|errno| Error::Os {
             operation: ioctl.name,
             errno: errno as i32,
         })?;
@@ -109,8 +106,8 @@ impl EvtchnDevice {
     }
 
     /// A bind ioctl: records the new port.
-    fn bind<T>(&self, ioctl: Ioctl, mut arg: T) -> Result<Port, Error> {
-        let port = Port::new(self.ioctl(ioctl, Some(&mut arg))?);
+    fn bind<T>(&self, ioctl: &Ioctl<T>, mut arg: T) -> Result<Port, Error> {
+        let port = Port::new(self.ioctl(ioctl, &mut arg)?);
         self.state().bound.insert(port);
         Ok(port)
     }
@@ -119,7 +116,7 @@ impl EvtchnDevice {
     /// `EPERM` from then on (for a device-model or backend process). One way.
     pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
         let mut arg = sys::RestrictDomid { domid: domid.raw() };
-        self.ioctl(sys::RESTRICT_DOMID, Some(&mut arg)).map(drop)
+        self.ioctl(&sys::RESTRICT_DOMID, &mut arg).map(drop)
     }
 
     /// Binds a statically allocated channel (Xen on Arm's dom0less
@@ -131,7 +128,7 @@ impl EvtchnDevice {
             port: check_range(port)?.raw(),
         };
         // Unlike the other binds, the driver answers 0, not the port.
-        match self.ioctl(sys::BIND_STATIC, Some(&mut arg)) {
+        match self.ioctl(&sys::BIND_STATIC, &mut arg) {
             Ok(_) => {
                 self.state().bound.insert(port);
                 Ok(port)
@@ -194,7 +191,7 @@ impl EvtchnDevice {
             Err(OsErrno::EAGAIN) => Ok(count),
             Err(OsErrno::EFBIG) => {
                 // The ring overflowed: clear it, then report every bound port.
-                self.ioctl::<()>(sys::RESET, None)?;
+                self.ioctl(&sys::RESET, &mut ())?;
                 state.overflows += 1;
                 let State { bound, resync, .. } = &mut *state;
                 resync.clear();
@@ -239,7 +236,7 @@ impl EventChannel for EvtchnDevice {
         let arg = sys::BindUnboundPort {
             remote_domain: remote.raw().into(),
         };
-        self.bind(sys::BIND_UNBOUND_PORT, arg)
+        self.bind(&sys::BIND_UNBOUND_PORT, arg)
     }
 
     fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
@@ -247,17 +244,17 @@ impl EventChannel for EvtchnDevice {
             remote_domain: remote.raw().into(),
             remote_port: check_range(remote_port)?.raw(),
         };
-        self.bind(sys::BIND_INTERDOMAIN, arg)
+        self.bind(&sys::BIND_INTERDOMAIN, arg)
     }
 
     fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error> {
-        self.bind(sys::BIND_VIRQ, sys::BindVirq { virq: virq.0 })
+        self.bind(&sys::BIND_VIRQ, sys::BindVirq { virq: virq.0 })
     }
 
     fn unbind_raw(&self, port: Port) -> Result<(), Error> {
         self.check_bound(&[port])?;
         let mut arg = sys::PortArg { port: port.raw() };
-        self.ioctl(sys::UNBIND, Some(&mut arg))?;
+        self.ioctl(&sys::UNBIND, &mut arg)?;
         let mut state = self.state();
         state.bound.remove(&port);
         state.resync.retain(|&p| p != port);
@@ -269,7 +266,7 @@ impl EventChannel for EvtchnDevice {
         let mut arg = sys::PortArg {
             port: check_range(port)?.raw(),
         };
-        self.ioctl(sys::NOTIFY, Some(&mut arg)).map(drop)
+        self.ioctl(&sys::NOTIFY, &mut arg).map(drop)
     }
 
     fn unmask(&self, port: Port) -> Result<(), Error> {

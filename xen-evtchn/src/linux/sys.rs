@@ -1,6 +1,7 @@
 //! `/dev/xen/evtchn`'s ioctls (Linux `include/uapi/xen/evtchn.h`), their
 //! numbers built from the `_IOC` encoding and checked against the known values.
 
+use core::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno as OsErrno;
@@ -45,46 +46,37 @@ pub(crate) struct RestrictDomid {
     pub(crate) domid: u16,
 }
 
-/// An ioctl of the device: its name (for errors) and number.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ioctl {
+/// An ioctl of the device: its name (for errors), its number, and (as `T`) the
+/// structure it takes, so that [`ioctl`] cannot be handed another one.
+pub(crate) struct Ioctl<T> {
     pub(crate) name: &'static str,
     pub(crate) number: u64,
+    arg: PhantomData<fn(&mut T)>,
 }
 
-pub(crate) const BIND_VIRQ: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_BIND_VIRQ",
-    number: ioc(IOC_NONE, TYPE, 0, size_of::<BindVirq>()),
-};
-pub(crate) const BIND_INTERDOMAIN: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_BIND_INTERDOMAIN",
-    number: ioc(IOC_NONE, TYPE, 1, size_of::<BindInterdomain>()),
-};
-pub(crate) const BIND_UNBOUND_PORT: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_BIND_UNBOUND_PORT",
-    number: ioc(IOC_NONE, TYPE, 2, size_of::<BindUnboundPort>()),
-};
-pub(crate) const UNBIND: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_UNBIND",
-    number: ioc(IOC_NONE, TYPE, 3, size_of::<PortArg>()),
-};
-pub(crate) const NOTIFY: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_NOTIFY",
-    number: ioc(IOC_NONE, TYPE, 4, size_of::<PortArg>()),
-};
+impl<T> Ioctl<T> {
+    /// `_IOC(_IOC_NONE, 'E', nr, sizeof(T))`, as Linux's header defines each one.
+    const fn new(name: &'static str, nr: u8) -> Self {
+        Self {
+            name,
+            number: ioc(IOC_NONE, TYPE, nr, size_of::<T>()),
+            arg: PhantomData,
+        }
+    }
+}
+
+pub(crate) const BIND_VIRQ: Ioctl<BindVirq> = Ioctl::new("IOCTL_EVTCHN_BIND_VIRQ", 0);
+pub(crate) const BIND_INTERDOMAIN: Ioctl<BindInterdomain> =
+    Ioctl::new("IOCTL_EVTCHN_BIND_INTERDOMAIN", 1);
+pub(crate) const BIND_UNBOUND_PORT: Ioctl<BindUnboundPort> =
+    Ioctl::new("IOCTL_EVTCHN_BIND_UNBOUND_PORT", 2);
+pub(crate) const UNBIND: Ioctl<PortArg> = Ioctl::new("IOCTL_EVTCHN_UNBIND", 3);
+pub(crate) const NOTIFY: Ioctl<PortArg> = Ioctl::new("IOCTL_EVTCHN_NOTIFY", 4);
 /// No argument: size 0, and the type byte kept (a macro that drops it gives 0x505: ENOSYS).
-pub(crate) const RESET: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_RESET",
-    number: ioc(IOC_NONE, TYPE, 5, 0),
-};
-pub(crate) const RESTRICT_DOMID: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_RESTRICT_DOMID",
-    number: ioc(IOC_NONE, TYPE, 6, size_of::<RestrictDomid>()),
-};
-pub(crate) const BIND_STATIC: Ioctl = Ioctl {
-    name: "IOCTL_EVTCHN_BIND_STATIC",
-    number: ioc(IOC_NONE, TYPE, 7, size_of::<PortArg>()),
-};
+pub(crate) const RESET: Ioctl<()> = Ioctl::new("IOCTL_EVTCHN_RESET", 5);
+pub(crate) const RESTRICT_DOMID: Ioctl<RestrictDomid> =
+    Ioctl::new("IOCTL_EVTCHN_RESTRICT_DOMID", 6);
+pub(crate) const BIND_STATIC: Ioctl<PortArg> = Ioctl::new("IOCTL_EVTCHN_BIND_STATIC", 7);
 
 // The numbers as Linux's header expands them (existing crates shipped
 // BIND_UNBOUND_PORT and UNBIND swapped, and RESET without its type byte).
@@ -99,23 +91,26 @@ const _: () = {
     assert!(BIND_STATIC.number == 0x0004_4507);
 };
 
-/// Issues `ioctl` with `arg` (or no argument), returning the non-negative result.
-///
-/// # Safety
-///
-/// `T` is the structure the kernel expects for `ioctl` (the types above, as
-/// paired in this module's constants), or `()` for `RESET`.
-pub(crate) unsafe fn ioctl<T>(
+/// Issues `ioctl` with `arg` (no argument for `RESET`, whose `T` is `()`),
+/// returning the non-negative result.
+pub(crate) fn ioctl<T>(
     fd: BorrowedFd<'_>,
-    ioctl: Ioctl,
-    arg: Option<&mut T>,
+    ioctl: &Ioctl<T>,
+    arg: &mut T,
 ) -> Result<libc::c_long, OsErrno> {
-    let arg: *mut T = arg.map_or(core::ptr::null_mut(), |a| a);
+    let arg: *mut T = if size_of::<T>() == 0 {
+        core::ptr::null_mut()
+    } else {
+        arg
+    };
     // SAFETY:
     // - `fd` is open for the duration of the call (it is borrowed);
-    // - `arg` is NULL (RESET takes none) or a live, writable `T` of the size
-    //   encoded in the number, which `evtchn_ioctl` copies in with
-    //   `copy_from_user` (the caller's contract pairs them).
+    // - `ioctl` is one of this module's constants, each of which pairs its
+    //   number with the structure Linux's `include/uapi/xen/evtchn.h` names for
+    //   it (numbers asserted above), so `arg` is a live, writable structure of
+    //   the size the number encodes, which `evtchn_ioctl` (drivers/xen/evtchn.c)
+    //   copies in with `copy_from_user` and never keeps; RESET, the one without
+    //   an argument, gets NULL and reads none.
     // The raw system call, as libc's `ioctl()` prototype differs between C libraries.
     let ret = unsafe { libc::syscall(libc::SYS_ioctl, fd.as_raw_fd(), ioctl.number, arg) };
     if ret < 0 {
