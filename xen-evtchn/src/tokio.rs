@@ -173,8 +173,9 @@ impl TokioEventChannel {
             }
             let batch = &ports[..count];
             batch.iter().for_each(|&port| table.record(port));
-            // Ports read here are masked by the driver; a port unbound since is not re-armed.
-            self.device().rearm_bound(batch)?;
+            // Ports read here are masked by the driver; one unbound since is
+            // skipped by it (no bookkeeping lookup, no allocation).
+            self.device().rearm(batch)?;
             if count < ports.len() {
                 // The read came up short: the queue is empty (what arrives
                 // later is a new readiness edge).
@@ -275,6 +276,10 @@ impl EventChannel for TokioEventChannel {
 impl AsyncEventChannel for TokioEventChannel {
     fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let mut table = self.table();
+        // A delivery another poll recorded needs no `read`.
+        if table.consume(port) {
+            return Poll::Ready(Ok(()));
+        }
         if let Err(error) = self.drain(&mut table) {
             return Poll::Ready(Err(error));
         }
@@ -284,7 +289,13 @@ impl AsyncEventChannel for TokioEventChannel {
         if !self.device().is_bound(port) {
             return Poll::Ready(Err(Error::NotBound(port)));
         }
-        table.wakers.insert(port, cx.waker().clone());
+        if !table
+            .wakers
+            .get(&port)
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            table.wakers.insert(port, cx.waker().clone());
+        }
         if let Err(error) = self.pump(&mut table, cx, Watcher::Port(port)) {
             return Poll::Ready(Err(error));
         }
@@ -296,13 +307,23 @@ impl AsyncEventChannel for TokioEventChannel {
 
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {
         let mut table = self.table();
+        // A delivery another poll recorded needs no `read`.
+        if let Some(port) = table.consume_oldest() {
+            return Poll::Ready(Ok(port));
+        }
         if let Err(error) = self.drain(&mut table) {
             return Poll::Ready(Err(error));
         }
         if let Some(port) = table.consume_oldest() {
             return Poll::Ready(Ok(port));
         }
-        table.any = Some(cx.waker().clone());
+        if !table
+            .any
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            table.any = Some(cx.waker().clone());
+        }
         if let Err(error) = self.pump(&mut table, cx, Watcher::Any) {
             return Poll::Ready(Err(error));
         }

@@ -150,18 +150,17 @@ impl EvtchnDevice {
         self.state().bound.contains(&port)
     }
 
-    /// Re-arms those of `ports` still bound (for a reader that recorded them).
-    #[cfg(feature = "tokio-1")]
-    pub(crate) fn rearm_bound(&self, ports: &[Port]) -> Result<(), Error> {
-        let bound: Vec<Port> = {
-            let state = self.state();
-            ports
-                .iter()
-                .copied()
-                .filter(|p| state.bound.contains(p))
-                .collect()
-        };
-        self.unmask_all(&bound)
+    /// Re-arms `ports` with one `write` per [`READ_BATCH`], unchecked: the
+    /// driver's `evtchn_write` skips a port not bound through this fd, and one
+    /// already enabled.
+    pub(crate) fn rearm(&self, ports: &[Port]) -> Result<(), Error> {
+        for chunk in ports.chunks(READ_BATCH) {
+            nix::unistd::write(&self.fd, chunk.as_bytes()).map_err(|errno| Error::Os {
+                operation: "write (unmask)",
+                errno: errno as i32,
+            })?;
+        }
+        Ok(())
     }
 
     /// How many ring overflows this handle recovered from.
@@ -275,13 +274,7 @@ impl EventChannel for EvtchnDevice {
 
     fn unmask_all(&self, ports: &[Port]) -> Result<(), Error> {
         self.check_bound(ports)?;
-        for chunk in ports.chunks(READ_BATCH) {
-            nix::unistd::write(&self.fd, chunk.as_bytes()).map_err(|errno| Error::Os {
-                operation: "write (unmask)",
-                errno: errno as i32,
-            })?;
-        }
-        Ok(())
+        self.rearm(ports)
     }
 
     fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
