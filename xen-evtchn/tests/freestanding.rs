@@ -13,7 +13,8 @@ use common::{Rng, counting_waker};
 use futures_core::Stream;
 use xen_evtchn::mock::{MockDomain, MockPlatform};
 use xen_evtchn::{
-    AsyncEventChannel, DomId, Error, ErrorKind, EventChannel, Port, RawEventChannel, Virq,
+    AsyncEventChannel, BoundPort, DomId, Error, ErrorKind, EventChannel, Port, RawEventChannel,
+    Virq,
 };
 use xen_hypercall::Errno;
 use xen_hypercall::event_channel::{ChannelState, EventChannelOps};
@@ -24,6 +25,54 @@ fn channel(xen: &MockDomain) -> Channel {
     RawEventChannel::new(xen.clone(), xen.shared_info())
 }
 
+/// One mock domain (id 0) and its channel; the platform is kept alive beside them.
+fn one_domain() -> (MockPlatform, MockDomain, Channel) {
+    let platform = MockPlatform::new();
+    let xen = platform.domain(0);
+    let ch = channel(&xen);
+    (platform, xen, ch)
+}
+
+/// `ch`'s loopback pair: `a` allocated for this domain, `b` bound to it.
+fn loopback(ch: &Channel) -> (BoundPort<&Channel>, BoundPort<&Channel>) {
+    let a = ch.alloc_unbound(DomId::SELF).unwrap();
+    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    (a, b)
+}
+
+/// Domains 0 and 1 of one mock platform, with a channel each.
+struct TwoDomains {
+    _platform: MockPlatform,
+    dom0: MockDomain,
+    ch0: Channel,
+    ch1: Channel,
+}
+
+impl TwoDomains {
+    fn new() -> Self {
+        let platform = MockPlatform::new();
+        let dom0 = platform.domain(0);
+        let dom1 = platform.domain(1);
+        Self {
+            ch0: channel(&dom0),
+            ch1: channel(&dom1),
+            dom0,
+            _platform: platform,
+        }
+    }
+
+    /// A channel between them: domain 1's port allocated for domain 0, and
+    /// domain 0's port bound to it.
+    fn connect(&self) -> (BoundPort<&Channel>, BoundPort<&Channel>) {
+        let back = self.ch1.alloc_unbound(DomId::new(0)).unwrap();
+        let front = self
+            .ch0
+            .bind_interdomain(DomId::new(1), back.port())
+            .unwrap();
+        (back, front)
+    }
+}
+
 fn take_all(ch: &Channel) -> Vec<Port> {
     let mut ports = [Port::new(0); 64];
     let count = ch.take_pending(&mut ports).unwrap();
@@ -32,11 +81,8 @@ fn take_all(ch: &Channel) -> Vec<Port> {
 
 #[test]
 fn loopback_reports_bind_pending_then_each_send() {
-    let platform = MockPlatform::new();
-    let xen = platform.domain(0);
-    let ch = channel(&xen);
-    let a = ch.alloc_unbound(DomId::SELF).unwrap();
-    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (_platform, xen, ch) = one_domain();
+    let (a, b) = loopback(&ch);
     // Xen marks the new local port pending: reported once, documented.
     assert_eq!(take_all(&ch), [b.port()]);
     b.unmask().unwrap();
@@ -60,11 +106,8 @@ fn loopback_reports_bind_pending_then_each_send() {
 
 #[test]
 fn unmask_of_a_pending_port_re_raises_the_upcall() {
-    let platform = MockPlatform::new();
-    let xen = platform.domain(0);
-    let ch = channel(&xen);
-    let a = ch.alloc_unbound(DomId::SELF).unwrap();
-    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (_platform, xen, ch) = one_domain();
+    let (a, b) = loopback(&ch);
     ch.take_pending(&mut [Port::new(0); 4]).unwrap();
     b.unmask().unwrap();
     b.notify().unwrap();
@@ -83,9 +126,7 @@ fn unmask_of_a_pending_port_re_raises_the_upcall() {
 
 #[test]
 fn drop_unbinds_and_close_reports() {
-    let platform = MockPlatform::new();
-    let xen = platform.domain(0);
-    let ch = channel(&xen);
+    let (_platform, xen, ch) = one_domain();
     let port = ch.alloc_unbound(DomId::SELF).unwrap();
     let number = port.port();
     drop(port);
@@ -100,9 +141,7 @@ fn drop_unbinds_and_close_reports() {
         ChannelState::Closed
     );
     // Closing a port twice: the second is refused, typed.
-    let again = xen_evtchn::BoundPort::from_raw(&ch, number)
-        .close()
-        .unwrap_err();
+    let again = BoundPort::from_raw(&ch, number).close().unwrap_err();
     assert_eq!(again, Error::NotBound(number));
     assert_eq!(again.kind(), ErrorKind::InvalidInput);
 
@@ -113,7 +152,7 @@ fn drop_unbinds_and_close_reports() {
         xen.mock().evtchn_status(DomId::SELF, raw).unwrap().state,
         ChannelState::Unbound { .. }
     ));
-    drop(xen_evtchn::BoundPort::from_raw(&ch, raw));
+    drop(BoundPort::from_raw(&ch, raw));
     assert_eq!(
         xen.mock().evtchn_status(DomId::SELF, raw).unwrap().state,
         ChannelState::Closed
@@ -122,9 +161,7 @@ fn drop_unbinds_and_close_reports() {
 
 #[test]
 fn bad_input_is_typed() {
-    let platform = MockPlatform::new();
-    let xen = platform.domain(0);
-    let ch = channel(&xen);
+    let (platform, _xen, ch) = one_domain();
     let beyond = Port::new(4096);
     assert_eq!(ch.notify(beyond), Err(Error::PortOutOfRange(beyond)));
     assert_eq!(
@@ -153,9 +190,7 @@ fn bad_input_is_typed() {
 
 #[test]
 fn exhaustion_is_enospc_and_leaks_nothing() {
-    let platform = MockPlatform::new();
-    let xen = platform.domain(0);
-    let ch = channel(&xen);
+    let (_platform, xen, ch) = one_domain();
     let mut ports = Vec::new();
     let err = loop {
         match ch.alloc_unbound(DomId::SELF) {
@@ -183,11 +218,8 @@ fn exhaustion_is_enospc_and_leaks_nothing() {
 
 #[test]
 fn wait_pending_polls_only_armed_ports() {
-    let platform = MockPlatform::new();
-    let xen = platform.domain(0);
-    let ch = channel(&xen);
-    let a = ch.alloc_unbound(DomId::SELF).unwrap();
-    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (_platform, _xen, ch) = one_domain();
+    let (a, b) = loopback(&ch);
     let mut ports = [Port::new(0); 4];
     assert_eq!(ch.wait_pending(&mut ports).unwrap(), 1);
     assert_eq!(ports[0], b.port());
@@ -206,13 +238,8 @@ fn wait_pending_polls_only_armed_ports() {
 
 #[test]
 fn upcall_wakes_the_waiting_future_and_cancellation_loses_nothing() {
-    let platform = MockPlatform::new();
-    let dom0 = platform.domain(0);
-    let dom1 = platform.domain(1);
-    let ch0 = channel(&dom0);
-    let ch1 = channel(&dom1);
-    let theirs = ch1.alloc_unbound(DomId::new(0)).unwrap();
-    let ours = ch0.bind_interdomain(DomId::new(1), theirs.port()).unwrap();
+    let two = TwoDomains::new();
+    let (theirs, ours) = two.connect();
     // The bind's pending event, consumed by a first wait.
     let (waker, wakes) = counting_waker();
     let mut cx = Context::from_waker(&waker);
@@ -222,8 +249,8 @@ fn upcall_wakes_the_waiting_future_and_cancellation_loses_nothing() {
         let mut wait = pin!(ours.wait());
         assert!(wait.as_mut().poll(&mut cx).is_pending());
         theirs.notify().unwrap();
-        assert!(dom0.page().upcall_is_pending());
-        ch0.handle_upcall();
+        assert!(two.dom0.page().upcall_is_pending());
+        two.ch0.handle_upcall();
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
         // Cancelled here: the future is dropped unpolled.
     }
@@ -234,33 +261,24 @@ fn upcall_wakes_the_waiting_future_and_cancellation_loses_nothing() {
 
 #[test]
 fn poll_and_dispatch_wakes_without_upcalls() {
-    let platform = MockPlatform::new();
-    let dom0 = platform.domain(0);
-    let dom1 = platform.domain(1);
-    let ch0 = channel(&dom0);
-    let ch1 = channel(&dom1);
-    let theirs = ch1.alloc_unbound(DomId::new(0)).unwrap();
-    let ours = ch0.bind_interdomain(DomId::new(1), theirs.port()).unwrap();
+    let two = TwoDomains::new();
+    let (theirs, ours) = two.connect();
     let (waker, wakes) = counting_waker();
     let mut cx = Context::from_waker(&waker);
     assert!(pin!(ours.wait()).poll(&mut cx).is_ready());
     let mut wait = pin!(ours.wait());
     assert!(wait.as_mut().poll(&mut cx).is_pending());
     theirs.notify().unwrap();
-    ch0.poll_and_dispatch(None).unwrap();
+    two.ch0.poll_and_dispatch(None).unwrap();
     assert_eq!(wakes.load(Ordering::SeqCst), 1);
     assert!(wait.as_mut().poll(&mut cx).is_ready());
 }
 
 #[test]
 fn ping_pong_between_two_domains() {
-    let platform = MockPlatform::new();
-    let dom0 = platform.domain(0);
-    let dom1 = platform.domain(1);
-    let ch0 = channel(&dom0);
-    let ch1 = channel(&dom1);
-    let back = ch1.alloc_unbound(DomId::new(0)).unwrap();
-    let front = ch0.bind_interdomain(DomId::new(1), back.port()).unwrap();
+    let two = TwoDomains::new();
+    let (back, front) = two.connect();
+    let (ch0, ch1) = (&two.ch0, &two.ch1);
     let mut ports = [Port::new(0); 4];
     assert_eq!(ch0.take_pending(&mut ports).unwrap(), 1);
     front.unmask().unwrap();
@@ -279,11 +297,8 @@ fn ping_pong_between_two_domains() {
 
 #[test]
 fn events_stream_yields_each_delivery() {
-    let platform = MockPlatform::new();
-    let xen = platform.domain(0);
-    let ch = channel(&xen);
-    let a = ch.alloc_unbound(DomId::SELF).unwrap();
-    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (_platform, _xen, ch) = one_domain();
+    let (a, b) = loopback(&ch);
     let (waker, wakes) = counting_waker();
     let mut cx = Context::from_waker(&waker);
     let mut events = pin!(ch.events());
@@ -307,17 +322,14 @@ fn random_interleavings_keep_the_contract() {
     let seeds = if cfg!(miri) { 1 } else { 40 };
     let steps = if cfg!(miri) { 30 } else { 400 };
     for seed in 1..=seeds {
-        let platform = MockPlatform::new();
-        let dom0 = platform.domain(0);
-        let dom1 = platform.domain(1);
-        let ch0 = channel(&dom0);
-        let ch1 = channel(&dom1);
-        let mut pairs = Vec::new();
-        for _ in 0..4 {
-            let back = ch1.alloc_unbound(DomId::new(0)).unwrap();
-            let front = ch0.bind_interdomain(DomId::new(1), back.port()).unwrap();
-            pairs.push((front, back));
-        }
+        let two = TwoDomains::new();
+        let ch0 = &two.ch0;
+        let pairs: Vec<_> = (0..4)
+            .map(|_| {
+                let (back, front) = two.connect();
+                (front, back)
+            })
+            .collect();
         // Ports of ch0 with a send not yet observed, and those that may be
         // reported without one (bound interdomain: pending at bind).
         let mut outstanding = BTreeSet::new();
