@@ -43,18 +43,14 @@ where
 fn main() -> Result<(), Error> {
     let xen = MockPlatform::new();
     let (dom0, dom1) = (xen.domain(0), xen.domain(1));
-    let backend: RawEventChannel<_> = RawEventChannel::new(dom0.clone(), dom0.shared_info());
+    let backend: RawEventChannel<_> = dom0.channel();
     let offer = backend.alloc_unbound(DomId::new(1))?;
     // The mock runs one thing at a time, so the guest answers one event: the
     // one Xen raises on its new port at bind (the backend may have notified
     // before the guest was there).
-    guest(
-        dom1.clone(),
-        dom1.shared_info(),
-        DomId::new(0),
-        offer.port(),
-        1,
-    )?;
+    // SAFETY: `dom1`, which keeps its page alive, outlives the guest's use of it.
+    let page = unsafe { dom1.shared_info() };
+    guest(dom1.clone(), page, DomId::new(0), offer.port(), 1)?;
     let mut pending = [Port::new(0); 4];
     let count = backend.take_pending(&mut pending)?;
     assert_eq!(&pending[..count], &[offer.port()]);

@@ -76,10 +76,15 @@ impl DomainPage {
     }
 
     /// The page as `SharedInfo`.
-    pub fn shared_info(&self) -> SharedInfo {
+    ///
+    /// # Safety
+    ///
+    /// The result (and every copy) is used only while this `DomainPage` lives
+    /// (it is freed with the last [`MockDomain`] or [`MockPlatform`] that holds it).
+    pub unsafe fn shared_info(&self) -> SharedInfo {
         let page = NonNull::from(&*self.page).cast::<u8>();
-        // SAFETY: the page lives as long as this `DomainPage` (boxed, never
-        // moved), which the tests keep alive while the handle is used; it is
+        // SAFETY: the page is boxed (never moved) and lives as long as this
+        // `DomainPage`, which the caller outlives with every use; it is
         // accessed only through atomics.
         unsafe { SharedInfo::new(page) }
     }
@@ -229,9 +234,24 @@ impl MockDomain {
         &self.page
     }
 
-    /// This domain's shared info page, for [`RawEventChannel::new`](crate::RawEventChannel::new).
-    pub fn shared_info(&self) -> SharedInfo {
-        self.page.shared_info()
+    /// This domain's shared info page, for [`RawEventChannel::new`](crate::RawEventChannel::new);
+    /// [`channel`](Self::channel) pairs them safely.
+    ///
+    /// # Safety
+    ///
+    /// The result (and every copy) is used only while this domain's page lives:
+    /// while this `MockDomain`, a clone of it, or its [`MockPlatform`] does.
+    pub unsafe fn shared_info(&self) -> SharedInfo {
+        // SAFETY: the caller's contract is `DomainPage::shared_info`'s.
+        unsafe { self.page.shared_info() }
+    }
+
+    /// A [`RawEventChannel`](crate::RawEventChannel) of this domain: it holds a
+    /// clone of this backend, which keeps the page alive as long as the channel.
+    pub fn channel<const WAITERS: usize>(&self) -> crate::RawEventChannel<Self, WAITERS> {
+        // SAFETY: the channel owns a clone of `self`, so the page outlives it.
+        let page = unsafe { self.shared_info() };
+        crate::RawEventChannel::new(self.clone(), page)
     }
 
     /// Performs `call`, with the pages synchronised around it.

@@ -22,7 +22,7 @@ use xen_hypercall::event_channel::{ChannelState, EventChannelOps};
 type Channel = RawEventChannel<MockDomain, 8>;
 
 fn channel(xen: &MockDomain) -> Channel {
-    RawEventChannel::new(xen.clone(), xen.shared_info())
+    xen.channel()
 }
 
 /// One mock domain (id 0) and its channel; the platform is kept alive beside them.
@@ -407,7 +407,7 @@ impl<F: std::future::Future<Output = Result<(), Error>>> PollOnce for F {
 fn waiter_slots_are_bounded_and_freed() {
     let platform = MockPlatform::new();
     let xen = platform.domain(0);
-    let ch: RawEventChannel<MockDomain, 1> = RawEventChannel::new(xen.clone(), xen.shared_info());
+    let ch: RawEventChannel<MockDomain, 1> = xen.channel();
     let a = ch.alloc_unbound(DomId::SELF).unwrap();
     let b = ch.alloc_unbound(DomId::SELF).unwrap();
     let (waker, _) = counting_waker();
