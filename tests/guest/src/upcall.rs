@@ -139,10 +139,6 @@ where
     if wait.as_mut().poll(&mut cx).is_ready() {
         fail!("ready before the send");
     }
-    CONTEXT.store(core::ptr::from_ref(channel) as usize, Ordering::SeqCst);
-    HANDLER.store(dispatch::<C> as fn(usize) as usize, Ordering::SeqCst);
-    WOKEN.store(false, Ordering::SeqCst);
-    let before = UPCALLS.load(Ordering::SeqCst);
     // SAFETY: Xen will inject UPCALL_VECTOR, whose IDT gate (installed above)
     // runs a stub that preserves every register the interrupted code uses
     // and returns with iretq; nothing else of this guest's memory changes.
@@ -153,6 +149,12 @@ where
             CALLBACK_VIA_VECTOR | UPCALL_VECTOR as u64,
         )
     }?;
+    // Set only once the callback is on (interrupts are still off), so an
+    // early return above leaves no handler pointing at `channel`.
+    CONTEXT.store(core::ptr::from_ref(channel) as usize, Ordering::SeqCst);
+    HANDLER.store(dispatch::<C> as fn(usize) as usize, Ordering::SeqCst);
+    WOKEN.store(false, Ordering::SeqCst);
+    let before = UPCALLS.load(Ordering::SeqCst);
     // SAFETY: the IDT has the gate for the only interrupt Xen sends this guest.
     unsafe { asm!("sti", options(nomem, nostack)) };
     let sent = b.notify();
