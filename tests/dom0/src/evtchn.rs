@@ -38,7 +38,7 @@ const DOM0: DomId = DomId::new(0);
 /// How long an expected event may take.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-fn call<T>(what: &str, result: Result<T, Error>) -> Result<T, String> {
+pub(crate) fn call<T>(what: &str, result: Result<T, Error>) -> Result<T, String> {
     result.map_err(|e| format!("{what}: {e} ({:?})", e.kind()))
 }
 
@@ -85,7 +85,7 @@ fn collect(
 
 /// A loopback pair: `(unbound, bound to it)`; the bound one's bind-pending
 /// event is consumed and the port unmasked.
-fn pair(
+pub(crate) fn pair(
     dev: &EvtchnDevice,
 ) -> Result<(BoundPort<&EvtchnDevice>, BoundPort<&EvtchnDevice>), String> {
     let a = call("alloc_unbound", dev.alloc_unbound(DOM0))?;
@@ -136,18 +136,32 @@ fn loopback(privcmd: &Privcmd) -> Result<(), String> {
     call("close a", a.close())?;
     drop(b);
     for port in [pa, pb] {
-        let state = call(
-            "status",
-            privcmd
-                .evtchn_status(DomId::SELF, port)
-                .map_err(Error::from),
-        )?
-        .state;
-        if state != ChannelState::Closed {
-            return Err(format!("{port} is {state:?} after unbind"));
-        }
+        expect_closed(privcmd, port)?;
     }
     Ok(())
+}
+
+/// Checks with `EVTCHNOP_status` that `port` is closed.
+fn expect_closed(privcmd: &Privcmd, port: Port) -> Result<(), String> {
+    let status = privcmd.evtchn_status(DomId::SELF, port);
+    match call("status", status.map_err(Error::from))?.state {
+        ChannelState::Closed => Ok(()),
+        state => Err(format!("{port} is {state:?} after close")),
+    }
+}
+
+/// One bind/unbind cycle: a loopback pair bound, both closed, and both shown
+/// closed by Xen; returns the higher port.
+pub(crate) fn bind_unbind_cycle(dev: &EvtchnDevice, privcmd: &Privcmd) -> Result<Port, String> {
+    let a = call("alloc_unbound", dev.alloc_unbound(DOM0))?;
+    let b = call("bind_interdomain", dev.bind_interdomain(DOM0, a.port()))?;
+    let ports = [a.port(), b.port()];
+    call("close", b.close())?;
+    call("close", a.close())?;
+    for port in ports {
+        expect_closed(privcmd, port)?;
+    }
+    Ok(ports[1])
 }
 
 /// Makes Xen print to its console ring: `XEN_SYSCTL_debug_keys` with key
@@ -370,24 +384,7 @@ fn bind_unbind_cycles(privcmd: &Privcmd) -> Result<(), String> {
     let start = Instant::now();
     let mut highest = Port::new(0);
     for _ in 0..CYCLES {
-        let a = call("alloc_unbound", dev.alloc_unbound(DOM0))?;
-        let b = call("bind_interdomain", dev.bind_interdomain(DOM0, a.port()))?;
-        let ports = [a.port(), b.port()];
-        highest = highest.max(ports[1]);
-        call("close", b.close())?;
-        call("close", a.close())?;
-        for port in ports {
-            let state = call(
-                "status",
-                privcmd
-                    .evtchn_status(DomId::SELF, port)
-                    .map_err(Error::from),
-            )?
-            .state;
-            if state != ChannelState::Closed {
-                return Err(format!("{port} is {state:?} after close"));
-            }
-        }
+        highest = highest.max(bind_unbind_cycle(&dev, privcmd)?);
     }
     // Drain what the binds left queued (each was pending at bind).
     let mut ports = [Port::new(0); 64];

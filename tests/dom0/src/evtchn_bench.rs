@@ -14,21 +14,15 @@ use std::time::{Duration, Instant};
 
 use xen_evtchn::linux::EvtchnDevice;
 use xen_evtchn::tokio::TokioEventChannel;
-use xen_evtchn::{BoundPort, DomId, Error, EventChannel, Port};
-use xen_hypercall::event_channel::ChannelState;
-use xen_hypercall::prelude::*;
+use xen_evtchn::{DomId, EventChannel, Port};
 use xen_hypercall_privcmd::Privcmd;
 use xen_testbed_protocol::{Reporter, Stdout};
 
-use crate::evtchn::timeout;
+use crate::evtchn::{bind_unbind_cycle, call, pair, timeout};
 
 const DOM0: DomId = DomId::new(0);
 /// The sizes of the pending-ports measure.
 const PENDING_SIZES: [usize; 3] = [1, 64, 1000];
-
-fn call<T>(what: &str, result: Result<T, Error>) -> Result<T, String> {
-    result.map_err(|e| format!("{what}: {e}"))
-}
 
 fn sample(implementation: &str, measure: &str, iterations: u64, ns: u128, reads: u64) {
     println!(
@@ -123,17 +117,6 @@ pub(crate) fn bench_one(args: &[&str]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A loopback pair with the bind's pending event consumed.
-fn pair(
-    dev: &EvtchnDevice,
-) -> Result<(BoundPort<&EvtchnDevice>, BoundPort<&EvtchnDevice>), String> {
-    let a = call("alloc_unbound", dev.alloc_unbound(DOM0))?;
-    let b = call("bind_interdomain", dev.bind_interdomain(DOM0, a.port()))?;
-    let mut reads = 0;
-    await_port(dev, b.port(), &mut reads)?;
-    Ok((a, b))
 }
 
 /// Waits for exactly `port` (read first, `poll` only when nothing is queued), then unmasks it.
@@ -282,21 +265,8 @@ fn run_soak(privcmd: &Privcmd, trips: u64, cycles: u64) -> Result<(), String> {
     let start = Instant::now();
     let mut highest = 0;
     for cycle in 0..cycles {
-        let a = call("alloc_unbound", dev.alloc_unbound(DOM0))?;
-        let b = call("bind_interdomain", dev.bind_interdomain(DOM0, a.port()))?;
-        let ports = [a.port(), b.port()];
-        highest = highest.max(ports[1].raw());
-        call("close", b.close())?;
-        call("close", a.close())?;
-        for port in ports {
-            let state = privcmd
-                .evtchn_status(DomId::SELF, port)
-                .map_err(|e| format!("status: {e}"))?
-                .state;
-            if state != ChannelState::Closed {
-                return Err(format!("cycle {cycle}: {port} is {state:?} after close"));
-            }
-        }
+        let port = bind_unbind_cycle(&dev, privcmd).map_err(|e| format!("cycle {cycle}: {e}"))?;
+        highest = highest.max(port.raw());
     }
     let mut drained = vec![Port::new(0); 1024];
     while call("take_pending", dev.take_pending(&mut drained))? > 0 {}
