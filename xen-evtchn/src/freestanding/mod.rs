@@ -76,7 +76,12 @@ where
             }
         };
         self.owned[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
-        self.arm(port, bit)?;
+        if let Err(error) = self.arm(port, bit) {
+            // The caller never learns the port: close it rather than leak it
+            // (the arm's error is the one to report).
+            let _ = self.unbind_raw(port);
+            return Err(error);
+        }
         Ok(port)
     }
 
