@@ -95,9 +95,17 @@ pub struct Input<'a, H: ?Sized, C> {
 }
 
 impl<H: XenHypercall + ?Sized, C> Input<'_, H, C> {
-    /// Reads pending input into `buf` without waiting.
+    /// Reads pending input into `buf` without waiting: first what the iterator or stream has
+    /// already taken from Xen, so that bytes keep their order.
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<usize, H::Error> {
-        self.xen.console_read(buf)
+        let buffered = &self.buf[self.pos..self.len];
+        if buffered.is_empty() {
+            return self.xen.console_read(buf);
+        }
+        let n = buffered.len().min(buf.len());
+        buf[..n].copy_from_slice(&buffered[..n]);
+        self.pos += n;
+        Ok(n)
     }
 
     /// Refills the buffer if it is empty; `Ok(true)` when a byte is ready.

@@ -78,8 +78,7 @@ where
     pub fn clear(&self) -> Result<(), LogError> {
         // Xen clears up to where its copy stopped, so read (and clear) until a read comes
         // back short: then everything up to the producer is gone.
-        let mut buf = [0u8; 512];
-        while self.xen.readconsole(&mut buf, None, true)?.count == buf.len() {}
+        self.read_until_short(&mut [0; 512], None, true, |_| {})?;
         Ok(())
     }
 
@@ -100,10 +99,22 @@ where
     /// starts ([`read_since`](Self::read_since), or [`read_into`](Self::read_into) with
     /// `Some(index)`).
     pub fn end_index(&self) -> Result<u32, LogError> {
-        let mut buf = [0u8; 1024];
-        let mut from = None;
+        Ok(self.read_until_short(&mut [0; 1024], None, false, |_| {})?)
+    }
+
+    /// Reads through `buf` from `from` until a read comes back short (a full buffer may have
+    /// more behind it; xenconsoled loops the same way), handing each piece to `piece`; returns
+    /// the position after the last byte read. `buf` must not be empty.
+    fn read_until_short(
+        &self,
+        buf: &mut [u8],
+        mut from: Option<u32>,
+        clear: bool,
+        mut piece: impl FnMut(&[u8]),
+    ) -> Result<u32, xen_hypercall::Error> {
         loop {
-            let r = self.xen.readconsole(&mut buf, from, false)?;
+            let r = self.xen.readconsole(buf, from, clear)?;
+            piece(&buf[..r.count]);
             if r.count < buf.len() {
                 return Ok(r.next_index);
             }
@@ -112,21 +123,13 @@ where
     }
 
     #[cfg(feature = "alloc")]
-    fn read(&self, mut from: Option<u32>) -> Result<LogChunk, xen_hypercall::Error> {
+    fn read(&self, from: Option<u32>) -> Result<LogChunk, xen_hypercall::Error> {
         let mut text = alloc::vec::Vec::new();
-        let mut buf = alloc::vec![0u8; READ_CHUNK];
-        loop {
-            let r = self.xen.readconsole(&mut buf, from, false)?;
-            text.extend_from_slice(&buf[..r.count]);
-            from = Some(r.next_index);
-            // A full buffer may have more behind it (xenconsoled loops the same way).
-            if r.count < buf.len() {
-                return Ok(LogChunk {
-                    text,
-                    next_index: r.next_index,
-                });
-            }
-        }
+        let next_index =
+            self.read_until_short(&mut alloc::vec![0u8; READ_CHUNK], from, false, |piece| {
+                text.extend_from_slice(piece)
+            })?;
+        Ok(LogChunk { text, next_index })
     }
 
     /// The log as it grows: a `Stream` of chunks, starting after position `from` (or with the

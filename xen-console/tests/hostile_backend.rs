@@ -3,12 +3,17 @@
 //! direction) and sometimes writes impossible indices or scribbles over the page (which must
 //! give typed errors, never a panic or a wrong byte count). Fewer rounds under Miri.
 
+// xen-shared's seeded test generator (the same one its ring property tests use).
+#[path = "../../xen-shared/tests/support/rng.rs"]
+mod rng;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use rng::Rng;
 use xen_console::{ConsoleRing, Error, FnChannel, Wake};
 use xen_shared::{Consumer, Producer, RingLayout, SharedMem, SharedPage};
 
@@ -17,21 +22,6 @@ const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 /// The largest transfer tried, by the guest or the backend (smaller under Miri: every byte is
 /// an interpreted atomic access).
 const MAX_LEN: usize = if cfg!(miri) { 400 } else { 3000 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// The backend and the models of what it has received and what it may still send.
 struct Peer<'a> {

@@ -58,6 +58,22 @@ fn input_is_an_iterator_that_waits_on_the_virq() {
 }
 
 #[test]
+fn try_read_after_next_keeps_the_input_in_order() {
+    let xen = MockXen::new();
+    xen.push_input(b"abc");
+    let con = HypervisorConsole::new(&xen);
+    let mut input = con.input(FnChannel::new(no_notify, || Ok(Wake::TimedOut)));
+    // `next` takes all of Xen's input at once and hands out one byte.
+    assert_eq!(input.next().unwrap().unwrap(), b'a');
+    xen.push_input(b"d");
+    let mut buf = [0u8; 8];
+    let n = input.try_read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"bc");
+    let n = input.try_read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"d");
+}
+
+#[test]
 fn the_log_reads_whole_incrementally_and_cleared() {
     let xen = MockXen::new();
     xen.log(b"(XEN) boot\n");

@@ -78,17 +78,18 @@ pub trait SysctlOps: XenHypercall {
             u: [0; 128],
         };
         sysctl.u[..size_of_val(&op)].copy_from_slice(op.as_bytes());
-        // SAFETY: the only guest handle in `sysctl` is `buffer`. For XEN_SYSCTL_readconsole, `read_console_ring` writes at most `count` bytes
-        //   through `buffer` (`copy_to_guest_offset(str, sofar, ..., len)` with
-        //   `sofar + len <= max = count`): `text` is writable for `count` bytes, aliases nothing
-        //   else, and lives until after the call.
+        // SAFETY: the only guest handle in `sysctl` is `buffer`. For XEN_SYSCTL_readconsole,
+        // `read_console_ring` writes at most `count` bytes through it
+        // (`copy_to_guest_offset(str, sofar, ..., len)` with `sofar + len <= max = count`):
+        // `text` is writable for `count` bytes, aliases nothing else, and lives until after the
+        // call.
         let ret = unsafe { sysctl_op(self, &mut sysctl) };
         // Dropping the buffer copies what Xen wrote back into `buf`.
         drop(text);
         ret?;
-        let op = xen_sys::xen_sysctl_readconsole::read_from_prefix(&sysctl.u)
-            .map(|(op, _)| op)
-            .unwrap_or_else(|_| xen_sys::xen_sysctl_readconsole::new_zeroed());
+        // Xen's answer (`count`, `index`), out of the union it was copied into.
+        let answer = op.as_mut_bytes();
+        answer.copy_from_slice(&sysctl.u[..answer.len()]);
         Ok(ReadConsole {
             // Xen never reports more than it was given; clamp so a faulty backend cannot make
             // the caller index out of bounds.

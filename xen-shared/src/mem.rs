@@ -123,7 +123,10 @@ impl<'a> SharedMem<'a> {
     /// bounds and naturally aligned.
     ///
     /// The caller uses the atomic's own API (`load(Ordering::Acquire)` on a peer's index, …).
-    /// Do not mix access sizes on the same bytes within this program.
+    /// Do not mix access sizes on the same bytes within this program: an access of another size
+    /// (a byte [`read`](Self::read), another atomic type) that races with this atomic's from
+    /// another thread is undefined behaviour in Rust's memory model, which this method does not
+    /// prevent.
     pub fn atomic<A: SharedAtomic>(&self, offset: usize) -> Result<&'a A, AccessError> {
         let size = core::mem::size_of::<A>();
         let bytes = self.range(offset, size)?;

@@ -4,12 +4,14 @@
 
 mod support {
     pub(crate) mod hostile;
+    pub(crate) mod rng;
 }
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use support::hostile::{Hostile, Outcome, step};
+use support::rng::Rng;
 use xen_shared::{Consumer, Producer, RingError, RingLayout, SharedMem, SharedPage};
 
 const LAYOUTS: [RingLayout; 4] = [
@@ -22,20 +24,7 @@ const LAYOUTS: [RingLayout; 4] = [
 const ROUNDS: usize = if cfg!(miri) { 4 } else { 200 };
 const OPS: usize = if cfg!(miri) { 40 } else { 400 };
 
-/// splitmix64: small, seedable, good enough to pick operations.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
     /// An index value: often near the 2^32 wrap or near a legal value, sometimes anything.
     fn index_near(&mut self, legal: u32, size: u32) -> u32 {
         match self.below(4) {
