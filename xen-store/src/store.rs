@@ -15,9 +15,6 @@ use crate::perms::Perm;
 /// How often [`Client::transact`] runs a transaction that keeps conflicting.
 pub const TRANSACTION_ATTEMPTS: usize = 16;
 
-/// How often a listing restarts because the directory changed between its parts.
-const DIRECTORY_ATTEMPTS: usize = 16;
-
 /// Every xenstore operation, on a connection ([`Client`]) or inside a [`Transaction`].
 pub trait Store {
     /// Sends `op` and waits for its reply.
@@ -55,23 +52,13 @@ pub trait Store {
             Err(Error::Xen(Errno::E2BIG)) => {}
             other => return other,
         }
-        for _ in 0..DIRECTORY_ATTEMPTS {
-            let mut names = Vec::new();
-            let mut offset = 0;
-            let mut generation = None;
-            loop {
-                let part = self.run(op::directory_part(path, offset)?)?;
-                if generation.get_or_insert_with(|| part.generation.clone()) != &part.generation {
-                    break;
-                }
-                offset += part.consumed;
-                names.extend(part.names);
-                if part.complete {
-                    return Ok(names);
-                }
+        let mut listing = op::DirectoryParts::new(path);
+        loop {
+            let part = self.run(listing.next()?)?;
+            if let Some(names) = listing.add(part)? {
+                return Ok(names);
             }
         }
-        Err(Error::Xen(Errno::EAGAIN))
     }
 
     /// The node's permissions, owner first.

@@ -306,24 +306,13 @@ pub trait AsyncStore {
                 Err(Error::Xen(Errno::E2BIG)) => {}
                 other => return other,
             }
-            for _ in 0..16 {
-                let mut names = Vec::new();
-                let mut offset = 0;
-                let mut generation = None;
-                loop {
-                    let part = self.run(op::directory_part(&path, offset)).await?;
-                    if generation.get_or_insert_with(|| part.generation.clone()) != &part.generation
-                    {
-                        break;
-                    }
-                    offset += part.consumed;
-                    names.extend(part.names);
-                    if part.complete {
-                        return Ok(names);
-                    }
+            let mut listing = op::DirectoryParts::new(&path);
+            loop {
+                let part = self.run(listing.next()).await?;
+                if let Some(names) = listing.add(part)? {
+                    return Ok(names);
                 }
             }
-            Err(Error::Xen(Errno::EAGAIN))
         }
     }
 }
