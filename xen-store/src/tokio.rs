@@ -492,10 +492,13 @@ impl AsyncTransaction {
     }
 
     async fn end(&mut self, commit: bool) -> Result<(), Error> {
-        self.open = false;
-        self.client
+        let result = self
+            .client
             .run_in(op::transaction_end(commit), self.id)
-            .await
+            .await;
+        // Only now: a future dropped before its request went out leaves the abort to `Drop`.
+        self.open = false;
+        result
     }
 }
 
