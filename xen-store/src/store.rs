@@ -15,6 +15,13 @@ use crate::perms::Perm;
 /// How often [`Client::transact`] runs a transaction that keeps conflicting.
 pub const TRANSACTION_ATTEMPTS: usize = 16;
 
+/// Whether `transact` runs a transaction again after its `attempt`-th run ended with
+/// `result`: a conflict, with attempts left.
+pub(crate) fn run_again<R>(result: &Result<R, Error>, attempt: usize) -> bool {
+    matches!(result, Err(error) if error.kind() == ErrorKind::Conflict)
+        && attempt < TRANSACTION_ATTEMPTS
+}
+
 /// Every xenstore operation, on a connection ([`Client`]) or inside a [`Transaction`].
 pub trait Store {
     /// Sends `op` and waits for its reply.
@@ -217,17 +224,13 @@ where
         &mut self,
         mut body: impl FnMut(&mut Transaction<'_, T>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let mut attempt = 1;
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let mut tx = self.transaction()?;
             let result = body(&mut tx).and_then(|value| tx.commit().map(|()| value));
-            match result {
-                Err(error)
-                    if error.kind() == ErrorKind::Conflict && attempt < TRANSACTION_ATTEMPTS =>
-                {
-                    attempt += 1;
-                }
-                other => return other,
+            if !run_again(&result, attempt) {
+                return result;
             }
         }
     }

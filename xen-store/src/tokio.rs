@@ -29,10 +29,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use xen_hypercall::DomId;
 
 use crate::conn::{Connection, Ticket, WatchEvent, WatchId};
-use crate::error::{Errno, Error, ErrorKind};
+use crate::error::{Errno, Error};
 use crate::op::{self, Op};
 use crate::perms::Perm;
-use crate::store::TRANSACTION_ATTEMPTS;
+use crate::store::run_again;
 
 /// The default bound on requests in flight.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -182,9 +182,7 @@ impl AsyncClient {
 
     /// Connects to the daemon's socket (`XENSTORED_PATH` overrides it).
     pub async fn connect() -> io::Result<Self> {
-        let path = std::env::var_os("XENSTORED_PATH")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| crate::unix::SOCKET_PATH.into());
+        let path = crate::unix::socket_path();
         Ok(Self::new(tokio::net::UnixStream::connect(path).await?))
     }
 
@@ -229,25 +227,21 @@ impl AsyncClient {
     }
 
     /// Runs `body` in a transaction and commits it, running it again from the start when the
-    /// daemon reports a conflict (`EAGAIN`), up to [`TRANSACTION_ATTEMPTS`] times.
+    /// daemon reports a conflict (`EAGAIN`), up to [`crate::TRANSACTION_ATTEMPTS`] times.
     pub async fn transact<R, F>(&self, mut body: F) -> Result<R, Error>
     where
         F: AsyncFnMut(&AsyncTransaction) -> Result<R, Error>,
     {
-        let mut attempt = 1;
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let mut tx = self.transaction().await?;
             let result = match body(&tx).await {
                 Ok(value) => tx.end(true).await.map(|()| value),
                 Err(error) => Err(error),
             };
-            match result {
-                Err(error)
-                    if error.kind() == ErrorKind::Conflict && attempt < TRANSACTION_ATTEMPTS =>
-                {
-                    attempt += 1;
-                }
-                other => return other,
+            if !run_again(&result, attempt) {
+                return result;
             }
         }
     }
@@ -480,8 +474,8 @@ impl AsyncTransaction {
         self.id
     }
 
-    /// Applies the transaction; `EAGAIN` ([`ErrorKind::Conflict`]) means another writer got in
-    /// first and nothing was applied.
+    /// Applies the transaction; `EAGAIN` ([`crate::ErrorKind::Conflict`]) means another writer
+    /// got in first and nothing was applied.
     pub async fn commit(mut self) -> Result<(), Error> {
         self.end(true).await
     }
