@@ -167,8 +167,11 @@ async fn transactions_conflict_and_transact_retries() {
     // Dropped without commit: aborted.
     let tx = xs.transaction().await.unwrap();
     tx.write("/c", b"9").await.unwrap();
+    assert_eq!(store.open_transactions(), 1);
     drop(tx);
     assert_eq!(xs.read("/c").await.unwrap(), b"6");
+    // The abort went out with that read.
+    assert_eq!(store.open_transactions(), 0);
 }
 
 #[tokio::test]
