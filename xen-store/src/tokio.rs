@@ -187,6 +187,10 @@ impl AsyncClient {
     }
 
     /// Opens `/dev/xen/xenbus`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled (see [`AsyncXenbus::open`]).
     pub fn xenbus() -> io::Result<Self> {
         Ok(Self::new(AsyncXenbus::open()?))
     }
@@ -530,7 +534,11 @@ pub struct AsyncXenbus {
 }
 
 impl AsyncXenbus {
-    /// Opens the device, non-blocking.
+    /// Opens the device, non-blocking, and registers it with the current runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled, as `tokio::io::unix::AsyncFd` does.
     pub fn open() -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
