@@ -178,6 +178,11 @@ impl MockStore {
         })
     }
 
+    /// How many transactions are open, over every connection (a commit or abort ends one).
+    pub fn open_transactions(&self) -> usize {
+        self.lock().conns.values().map(|conn| conn.txs.len()).sum()
+    }
+
     /// Sends raw bytes to a connection, as a hostile daemon would.
     pub fn inject(&self, connection: &MockConnection, bytes: &[u8]) {
         let mut state = self.lock();
@@ -382,10 +387,7 @@ impl State {
                 }
                 conn.watches.push((wpath.clone(), token.clone()));
                 // Fired once right away, after the reply.
-                let event = [wpath.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat();
-                let mut bytes = Vec::new();
-                let _ = wire::encode(MsgType::WATCH_EVENT, 0, 0, &[&event], &mut bytes);
-                conn.deferred.push(bytes);
+                conn.deferred.push(watch_event(&wpath, &token));
                 Ok(b"OK\0".to_vec())
             }
             MsgType::UNWATCH => {
@@ -653,10 +655,7 @@ impl State {
                             .unwrap_or(&event_path)
                             .to_string()
                     };
-                    let payload = [shown.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat();
-                    let mut bytes = Vec::new();
-                    let _ = wire::encode(MsgType::WATCH_EVENT, 0, 0, &[&payload], &mut bytes);
-                    events.push(bytes);
+                    events.push(watch_event(&shown, token));
                 }
             }
             for bytes in events {
@@ -664,6 +663,14 @@ impl State {
             }
         }
     }
+}
+
+/// A whole `WATCH_EVENT` message (empty, so nothing is sent, if it would be too long).
+fn watch_event(path: &str, token: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let parts = [path.as_bytes(), b"\0", token.as_bytes(), b"\0"];
+    let _ = wire::encode(MsgType::WATCH_EVENT, 0, 0, &parts, &mut bytes);
+    bytes
 }
 
 fn split_args(payload: &[u8]) -> Vec<&[u8]> {

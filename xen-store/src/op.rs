@@ -9,7 +9,7 @@ use core::fmt;
 
 use xen_hypercall::DomId;
 
-use crate::error::{Error, ProtocolError};
+use crate::error::{Errno, Error, ProtocolError};
 use crate::path;
 use crate::perms::{Perm, parse_decimal, push_decimal};
 use crate::wire::{Escaped, MsgType, PAYLOAD_MAX};
@@ -254,6 +254,60 @@ pub fn directory_part(path: &str, offset: usize) -> Result<Op<DirectoryPart>, Er
     )
 }
 
+/// How often a listing restarts because the directory changed between its parts.
+const DIRECTORY_ATTEMPTS: usize = 16;
+
+/// A listing through `DIRECTORY_PART`, without I/O: send [`DirectoryParts::next`], give its
+/// reply to [`DirectoryParts::add`], until that returns the names. A part whose generation
+/// differs from the first's restarts the listing, at most `DIRECTORY_ATTEMPTS` times
+/// (then `EAGAIN`).
+#[derive(Debug)]
+pub(crate) struct DirectoryParts<'p> {
+    path: &'p str,
+    names: Vec<String>,
+    offset: usize,
+    generation: Option<String>,
+    restarts: usize,
+}
+
+impl<'p> DirectoryParts<'p> {
+    pub(crate) fn new(path: &'p str) -> Self {
+        Self {
+            path,
+            names: Vec::new(),
+            offset: 0,
+            generation: None,
+            restarts: 0,
+        }
+    }
+
+    /// The request for the next part.
+    pub(crate) fn next(&self) -> Result<Op<DirectoryPart>, Error> {
+        directory_part(self.path, self.offset)
+    }
+
+    /// Takes the reply to [`DirectoryParts::next`]: the whole list once it is complete.
+    pub(crate) fn add(&mut self, part: DirectoryPart) -> Result<Option<Vec<String>>, Error> {
+        if *self
+            .generation
+            .get_or_insert_with(|| part.generation.clone())
+            != part.generation
+        {
+            self.restarts += 1;
+            if self.restarts == DIRECTORY_ATTEMPTS {
+                return Err(Error::Xen(Errno::EAGAIN));
+            }
+            self.names.clear();
+            self.offset = 0;
+            self.generation = None;
+            return Ok(None);
+        }
+        self.offset += part.consumed;
+        self.names.extend(part.names);
+        Ok(part.complete.then(|| core::mem::take(&mut self.names)))
+    }
+}
+
 /// `GET_PERMS`: the node's permission list, owner first.
 pub fn get_perms(path: &str) -> Result<Op<Vec<Perm>>, Error> {
     path_op(MsgType::GET_PERMS, path, parse_perms)
@@ -469,5 +523,30 @@ mod tests {
         for bad in [&b"7\0"[..], b"7", b"7\0a", b"7\0\0a\0"] {
             assert!(parse_directory_part(bad.to_vec()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn directory_parts_follow_the_offset_and_restart_on_a_new_generation() {
+        let part = |bytes: &[u8]| parse_directory_part(bytes.to_vec()).unwrap();
+        let mut listing = DirectoryParts::new("/d");
+        assert_eq!(listing.next().unwrap().payload(), b"/d\x000\0");
+        assert_eq!(listing.add(part(b"7\0a\0bc\0")).unwrap(), None);
+        assert_eq!(listing.next().unwrap().payload(), b"/d\x005\0");
+        // The node changed: start again from offset 0.
+        assert_eq!(listing.add(part(b"8\0d\0\0")).unwrap(), None);
+        assert_eq!(listing.next().unwrap().payload(), b"/d\x000\0");
+        assert_eq!(listing.add(part(b"8\0a\0\0")).unwrap().unwrap(), ["a"]);
+        // A node that changes between every two parts gives up with EAGAIN.
+        let mut listing = DirectoryParts::new("/d");
+        let mut attempts = 0;
+        let error = (0..)
+            .find_map(|generation| {
+                let reply = alloc::format!("{generation}\0a\0");
+                attempts += generation % 2;
+                listing.add(part(reply.as_bytes())).err()
+            })
+            .unwrap();
+        assert!(matches!(error, Error::Xen(Errno::EAGAIN)));
+        assert_eq!(attempts, DIRECTORY_ATTEMPTS);
     }
 }

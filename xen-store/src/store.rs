@@ -15,8 +15,12 @@ use crate::perms::Perm;
 /// How often [`Client::transact`] runs a transaction that keeps conflicting.
 pub const TRANSACTION_ATTEMPTS: usize = 16;
 
-/// How often a listing restarts because the directory changed between its parts.
-const DIRECTORY_ATTEMPTS: usize = 16;
+/// Whether `transact` runs a transaction again after its `attempt`-th run ended with
+/// `result`: a conflict, with attempts left.
+pub(crate) fn run_again<R>(result: &Result<R, Error>, attempt: usize) -> bool {
+    matches!(result, Err(error) if error.kind() == ErrorKind::Conflict)
+        && attempt < TRANSACTION_ATTEMPTS
+}
 
 /// Every xenstore operation, on a connection ([`Client`]) or inside a [`Transaction`].
 pub trait Store {
@@ -55,23 +59,13 @@ pub trait Store {
             Err(Error::Xen(Errno::E2BIG)) => {}
             other => return other,
         }
-        for _ in 0..DIRECTORY_ATTEMPTS {
-            let mut names = Vec::new();
-            let mut offset = 0;
-            let mut generation = None;
-            loop {
-                let part = self.run(op::directory_part(path, offset)?)?;
-                if generation.get_or_insert_with(|| part.generation.clone()) != &part.generation {
-                    break;
-                }
-                offset += part.consumed;
-                names.extend(part.names);
-                if part.complete {
-                    return Ok(names);
-                }
+        let mut listing = op::DirectoryParts::new(path);
+        loop {
+            let part = self.run(listing.next()?)?;
+            if let Some(names) = listing.add(part)? {
+                return Ok(names);
             }
         }
-        Err(Error::Xen(Errno::EAGAIN))
     }
 
     /// The node's permissions, owner first.
@@ -230,17 +224,13 @@ where
         &mut self,
         mut body: impl FnMut(&mut Transaction<'_, T>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let mut attempt = 1;
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let mut tx = self.transaction()?;
             let result = body(&mut tx).and_then(|value| tx.commit().map(|()| value));
-            match result {
-                Err(error)
-                    if error.kind() == ErrorKind::Conflict && attempt < TRANSACTION_ATTEMPTS =>
-                {
-                    attempt += 1;
-                }
-                other => return other,
+            if !run_again(&result, attempt) {
+                return result;
             }
         }
     }

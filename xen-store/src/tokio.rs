@@ -29,10 +29,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use xen_hypercall::DomId;
 
 use crate::conn::{Connection, Ticket, WatchEvent, WatchId};
-use crate::error::{Errno, Error, ErrorKind};
+use crate::error::{Errno, Error};
 use crate::op::{self, Op};
 use crate::perms::Perm;
-use crate::store::TRANSACTION_ATTEMPTS;
+use crate::store::run_again;
 
 /// The default bound on requests in flight.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -182,13 +182,15 @@ impl AsyncClient {
 
     /// Connects to the daemon's socket (`XENSTORED_PATH` overrides it).
     pub async fn connect() -> io::Result<Self> {
-        let path = std::env::var_os("XENSTORED_PATH")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| crate::unix::SOCKET_PATH.into());
+        let path = crate::unix::socket_path();
         Ok(Self::new(tokio::net::UnixStream::connect(path).await?))
     }
 
     /// Opens `/dev/xen/xenbus`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled (see [`AsyncXenbus::open`]).
     pub fn xenbus() -> io::Result<Self> {
         Ok(Self::new(AsyncXenbus::open()?))
     }
@@ -229,25 +231,21 @@ impl AsyncClient {
     }
 
     /// Runs `body` in a transaction and commits it, running it again from the start when the
-    /// daemon reports a conflict (`EAGAIN`), up to [`TRANSACTION_ATTEMPTS`] times.
+    /// daemon reports a conflict (`EAGAIN`), up to [`crate::TRANSACTION_ATTEMPTS`] times.
     pub async fn transact<R, F>(&self, mut body: F) -> Result<R, Error>
     where
         F: AsyncFnMut(&AsyncTransaction) -> Result<R, Error>,
     {
-        let mut attempt = 1;
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let mut tx = self.transaction().await?;
             let result = match body(&tx).await {
                 Ok(value) => tx.end(true).await.map(|()| value),
                 Err(error) => Err(error),
             };
-            match result {
-                Err(error)
-                    if error.kind() == ErrorKind::Conflict && attempt < TRANSACTION_ATTEMPTS =>
-                {
-                    attempt += 1;
-                }
-                other => return other,
+            if !run_again(&result, attempt) {
+                return result;
             }
         }
     }
@@ -306,24 +304,13 @@ pub trait AsyncStore {
                 Err(Error::Xen(Errno::E2BIG)) => {}
                 other => return other,
             }
-            for _ in 0..16 {
-                let mut names = Vec::new();
-                let mut offset = 0;
-                let mut generation = None;
-                loop {
-                    let part = self.run(op::directory_part(&path, offset)).await?;
-                    if generation.get_or_insert_with(|| part.generation.clone()) != &part.generation
-                    {
-                        break;
-                    }
-                    offset += part.consumed;
-                    names.extend(part.names);
-                    if part.complete {
-                        return Ok(names);
-                    }
+            let mut listing = op::DirectoryParts::new(&path);
+            loop {
+                let part = self.run(listing.next()).await?;
+                if let Some(names) = listing.add(part)? {
+                    return Ok(names);
                 }
             }
-            Err(Error::Xen(Errno::EAGAIN))
         }
     }
 }
@@ -491,8 +478,8 @@ impl AsyncTransaction {
         self.id
     }
 
-    /// Applies the transaction; `EAGAIN` ([`ErrorKind::Conflict`]) means another writer got in
-    /// first and nothing was applied.
+    /// Applies the transaction; `EAGAIN` ([`crate::ErrorKind::Conflict`]) means another writer
+    /// got in first and nothing was applied.
     pub async fn commit(mut self) -> Result<(), Error> {
         self.end(true).await
     }
@@ -503,10 +490,13 @@ impl AsyncTransaction {
     }
 
     async fn end(&mut self, commit: bool) -> Result<(), Error> {
-        self.open = false;
-        self.client
+        let result = self
+            .client
             .run_in(op::transaction_end(commit), self.id)
-            .await
+            .await;
+        // Only now: a future dropped before its request went out leaves the abort to `Drop`.
+        self.open = false;
+        result
     }
 }
 
@@ -544,7 +534,11 @@ pub struct AsyncXenbus {
 }
 
 impl AsyncXenbus {
-    /// Opens the device, non-blocking.
+    /// Opens the device, non-blocking, and registers it with the current runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled, as `tokio::io::unix::AsyncFd` does.
     pub fn open() -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()

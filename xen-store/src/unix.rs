@@ -13,6 +13,13 @@ pub const SOCKET_PATH: &str = "/var/run/xenstored/socket";
 /// The kernel's xenstore device.
 pub const XENBUS_PATH: &str = "/dev/xen/xenbus";
 
+/// Where the daemon's socket is: `XENSTORED_PATH`, or [`SOCKET_PATH`].
+pub(crate) fn socket_path() -> PathBuf {
+    std::env::var_os("XENSTORED_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| SOCKET_PATH.into())
+}
+
 /// A byte stream to xenstore from Linux userland.
 ///
 /// Through `/dev/xen/xenbus` the kernel forwards requests over its own ring: it buffers a
@@ -29,10 +36,7 @@ pub enum Local {
 impl Local {
     /// The daemon's socket.
     pub fn socket() -> io::Result<Self> {
-        let path = std::env::var_os("XENSTORED_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| SOCKET_PATH.into());
-        UnixStream::connect(path).map(Self::Socket)
+        UnixStream::connect(socket_path()).map(Self::Socket)
     }
 
     /// The kernel's device.

@@ -167,8 +167,11 @@ async fn transactions_conflict_and_transact_retries() {
     // Dropped without commit: aborted.
     let tx = xs.transaction().await.unwrap();
     tx.write("/c", b"9").await.unwrap();
+    assert_eq!(store.open_transactions(), 1);
     drop(tx);
     assert_eq!(xs.read("/c").await.unwrap(), b"6");
+    // The abort went out with that read.
+    assert_eq!(store.open_transactions(), 0);
 }
 
 #[tokio::test]
@@ -189,4 +192,71 @@ async fn cancelled_requests_lose_nothing_for_the_others() {
         drop(dropped);
         assert_eq!(xs.read("/k").await.unwrap(), b"v", "round {round}");
     }
+}
+
+/// The test plays the daemon itself here, to see exactly what the client sends.
+#[tokio::test]
+async fn a_commit_dropped_before_it_is_sent_still_aborts() {
+    use std::io::{Read, Write};
+    use xen_store::wire::{self, Decoder, Message, MsgType};
+
+    fn received(daemon: &mut std::os::unix::net::UnixStream) -> Vec<Message> {
+        let mut decoder = Decoder::new();
+        let mut buf = [0; 4096];
+        while let Ok(n) = daemon.read(&mut buf) {
+            decoder.push(&buf[..n]);
+        }
+        std::iter::from_fn(|| decoder.next_message().unwrap()).collect()
+    }
+    /// Polls a few times, letting the runtime see the socket's readiness in between.
+    async fn poll_a_while<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+        for _ in 0..3 {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(output) = Pin::new(&mut *future).poll(&mut cx) {
+                return std::task::Poll::Ready(output);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        std::task::Poll::Pending
+    }
+
+    let (ours, mut daemon) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    daemon.set_nonblocking(true).unwrap();
+    let xs = AsyncClient::with_max_in_flight(tokio::net::UnixStream::from_std(ours).unwrap(), 1);
+
+    let mut start = Box::pin(xs.transaction());
+    assert!(poll_a_while(&mut start).await.is_pending());
+    let [request] = &received(&mut daemon)[..] else {
+        panic!("one TRANSACTION_START expected")
+    };
+    let mut reply = Vec::new();
+    wire::encode(
+        MsgType::TRANSACTION_START,
+        request.header.req_id,
+        0,
+        &[b"5\0"],
+        &mut reply,
+    )
+    .unwrap();
+    daemon.write_all(&reply).unwrap();
+    let tx = start.await.unwrap();
+    assert_eq!(tx.id(), 5);
+
+    // The one request allowed in flight is taken: the commit waits unsent, and is dropped.
+    let mut blocker = xs.read("/x");
+    assert!(poll_a_while(&mut blocker).await.is_pending());
+    let mut commit = Box::pin(tx.commit());
+    assert!(poll_a_while(&mut commit).await.is_pending());
+    drop(commit);
+    drop(blocker);
+    // The next request sends what is queued: an abort of transaction 5.
+    assert!(poll_a_while(&mut xs.read("/y")).await.is_pending());
+    let sent = received(&mut daemon);
+    assert!(
+        sent.iter().any(|m| m.header.ty == MsgType::TRANSACTION_END
+            && m.header.tx_id == 5
+            && m.payload == b"F\0"),
+        "{sent:?}"
+    );
 }

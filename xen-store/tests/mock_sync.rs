@@ -154,8 +154,11 @@ fn an_uncommitted_transaction_is_aborted_on_drop() {
     {
         let mut tx = xs.transaction().unwrap();
         tx.write("/tx/x", b"1").unwrap();
+        assert_eq!(store.open_transactions(), 1);
     }
     assert_eq!(xs.read("/tx/x").unwrap_err().errno(), Some(Errno::ENOENT));
+    // The abort went out with that read.
+    assert_eq!(store.open_transactions(), 0);
 }
 
 #[test]

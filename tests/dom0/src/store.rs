@@ -341,17 +341,25 @@ fn async_in_flight_and_watch() -> Result<(), String> {
             .map_err(|e| format!("connect: {e}"))?;
         let dir = format!("{BASE}/async");
         xs.rm(&dir).await.map_err(e("rm"))?;
+        // Requests are sent when first polled: spawned, all 64 are in flight at once.
         let writes: Vec<_> = (0..64)
-            .map(|i| xs.write(&format!("{dir}/{i}"), format!("{i}").as_bytes()))
+            .map(|i| tokio::spawn(xs.write(&format!("{dir}/{i}"), format!("{i}").as_bytes())))
             .collect();
         for write in writes {
-            write.await.map_err(e("write"))?;
+            write
+                .await
+                .map_err(|e| format!("task: {e}"))?
+                .map_err(e("write"))?;
         }
-        let reads: Vec<_> = (0..64).map(|i| xs.read(&format!("{dir}/{i}"))).collect();
+        let reads: Vec<_> = (0..64)
+            .map(|i| tokio::spawn(xs.read(&format!("{dir}/{i}"))))
+            .collect();
         for (i, read) in reads.into_iter().enumerate() {
             check(
                 "async read",
-                read.await.map_err(e("read"))?,
+                read.await
+                    .map_err(|e| format!("task: {e}"))?
+                    .map_err(e("read"))?,
                 format!("{i}").into_bytes(),
             )?;
         }

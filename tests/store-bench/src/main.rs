@@ -18,8 +18,9 @@ use std::collections::VecDeque;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+use xen_store::op::{self, Op};
 use xen_store::unix::Local;
-use xen_store::{Client, Store, Ticket, op};
+use xen_store::{Client, Store, Ticket};
 use xen_testbed_protocol::{Reporter, Stdout};
 
 const KEY: &str = "/bench/key";
@@ -114,39 +115,44 @@ fn time_ours(
     iterations: u64,
     window: usize,
 ) -> Result<u128, String> {
-    let fail = |e: xen_store::Error| format!("ours {measure}: {e}");
     let started = Instant::now();
     if measure == "read" {
-        let mut in_flight: VecDeque<Ticket<Vec<u8>>> = VecDeque::with_capacity(window);
-        for _ in 0..iterations {
-            if in_flight.len() == window {
-                let value = xs
-                    .wait(in_flight.pop_front().expect("a full window"))
-                    .map_err(fail)?;
-                check(&value)?;
-            }
-            in_flight.push_back(xs.submit(op::read(KEY).map_err(fail)?, 0).map_err(fail)?);
-        }
-        for ticket in in_flight {
-            check(&xs.wait(ticket).map_err(fail)?)?;
-        }
+        pipeline(
+            xs,
+            iterations,
+            window,
+            || op::read(KEY),
+            |value| check(&value),
+        )
     } else {
-        let mut in_flight = VecDeque::with_capacity(window);
-        for _ in 0..iterations {
-            if in_flight.len() == window {
-                xs.wait(in_flight.pop_front().expect("a full window"))
-                    .map_err(fail)?;
-            }
-            in_flight.push_back(
-                xs.submit(op::write(KEY, VALUE).map_err(fail)?, 0)
-                    .map_err(fail)?,
-            );
-        }
-        for ticket in in_flight {
-            xs.wait(ticket).map_err(fail)?;
-        }
+        pipeline(xs, iterations, window, || op::write(KEY, VALUE), Ok)
     }
+    .map_err(|e| format!("ours {measure}: {e}"))?;
     Ok(started.elapsed().as_nanos())
+}
+
+/// Runs `iterations` requests built by `request`, keeping up to `window` in flight (waiting for
+/// the oldest when full), and `check`s every reply.
+fn pipeline<R>(
+    xs: &mut Client<Local>,
+    iterations: u64,
+    window: usize,
+    request: impl Fn() -> Result<Op<R>, xen_store::Error>,
+    check: impl Fn(R) -> Result<(), String>,
+) -> Result<(), String> {
+    let fail = |e: xen_store::Error| e.to_string();
+    let mut in_flight: VecDeque<Ticket<R>> = VecDeque::with_capacity(window);
+    for _ in 0..iterations {
+        if in_flight.len() == window {
+            let oldest = in_flight.pop_front().expect("a full window");
+            check(xs.wait(oldest).map_err(fail)?)?;
+        }
+        in_flight.push_back(xs.submit(request().map_err(fail)?, 0).map_err(fail)?);
+    }
+    for ticket in in_flight {
+        check(xs.wait(ticket).map_err(fail)?)?;
+    }
+    Ok(())
 }
 
 fn check(value: &[u8]) -> Result<(), String> {
