@@ -84,6 +84,8 @@ pub struct GrantTable<H> {
     entries: u32,
     /// Where the next search for a free reference starts.
     cursor: AtomicU32,
+    /// Grants dropped while the peer still used them (see [`Grant`]).
+    leaked: AtomicU32,
 }
 
 // SAFETY: the table is reached only through atomics, so sharing or sending
@@ -97,6 +99,7 @@ impl<H> fmt::Debug for GrantTable<H> {
         f.debug_struct("GrantTable")
             .field("base", &self.base)
             .field("entries", &self.entries)
+            .field("leaked", &self.leaked)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +157,7 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
             base: table.cast(),
             entries,
             cursor: AtomicU32::new(GrantRef::FIRST_UNRESERVED.0),
+            leaked: AtomicU32::new(0),
         })
     }
 
@@ -165,6 +169,13 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
     /// How many entries the table has (references `0..entries`).
     pub fn entries(&self) -> u32 {
         self.entries
+    }
+
+    /// How many grants were dropped while the other domain still had their
+    /// page mapped (or was copying it): each keeps its reference taken and its
+    /// page for good (see [`Grant`]).
+    pub fn leaked(&self) -> u32 {
+        self.leaked.load(Ordering::Relaxed)
     }
 
     /// The two words of entry `gref`: `flags | domid << 16`, and the frame.
@@ -381,8 +392,9 @@ impl CopyOp<'_> {
 ///
 /// Dropping it while the peer still has the page mapped cannot end the
 /// access: the reference and the page are then leaked (never reused, never
-/// freed), because the peer may still write the page. Call [`end`](Self::end)
-/// to learn whether it worked and keep the grant if it did not.
+/// freed), because the peer may still write the page, and counted in
+/// [`GrantTable::leaked`]. Call [`end`](Self::end) to learn whether it worked
+/// and keep the grant if it did not.
 pub struct Grant<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: GrantPage> {
     table: &'t GrantTable<H>,
     gref: GrantRef,
@@ -426,9 +438,11 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>, P: GrantPage> Drop for Grant
             // SAFETY: the access has ended and the page is not used again: it
             // is dropped exactly once, here.
             unsafe { ManuallyDrop::drop(&mut self.page) };
+        } else {
+            // The peer may still write the page: leak it, keep the reference
+            // taken, and count it.
+            self.table.leaked.fetch_add(1, Ordering::Relaxed);
         }
-        // Otherwise the peer may still write the page: leak it, and keep the
-        // reference taken.
     }
 }
 

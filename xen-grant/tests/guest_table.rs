@@ -255,11 +255,13 @@ fn dropping_a_mapped_grant_leaks_the_page_and_the_reference() {
             .unwrap();
         let gref = grant.gref();
         let mapped = map(&dom0, DOMU, gref, MapFlags::HOST_MAP).unwrap();
+        assert_eq!(table.leaked(), 0);
         drop(grant);
         assert!(
             !dropped.get(),
             "a page the peer can still write was released"
         );
+        assert_eq!(table.leaked(), 1, "the leak is counted");
         // The entry is still in force and its reference is not handed out again.
         assert!(table.in_use(gref));
         let again = map(&dom0, DOMU, gref, MapFlags::HOST_MAP).unwrap();
