@@ -55,7 +55,10 @@ const _: () = {
 /// - [`frame`](Self::frame) is the number by which Xen knows one whole 4 KiB
 ///   page (a machine frame for a PV guest, a guest frame for HVM/PVH/Arm),
 ///   and it stays the same while the value lives;
-/// - the page stays allocated to this domain while the value lives;
+/// - the page stays allocated to this domain while the value lives, and for
+///   good if the value is leaked: a [`Grant`] that is `mem::forget`-ed (safe)
+///   never ends the access, so a value that borrows its page must borrow it
+///   for `'static` (a value that owns it, say through an `Arc`, leaks it);
 /// - while the value lives, this program accesses the page only atomically or
 ///   volatilely (for example only through `xen-shared` views), never through a
 ///   reference to non-atomic data: another domain may write it at any time.
@@ -64,9 +67,10 @@ pub unsafe trait GrantPage {
     fn frame(&self) -> u64;
 }
 
-// SAFETY: a reference keeps the page it points to alive while it lives, and
-// `P`'s promises hold for as long as `P` does.
-unsafe impl<P: GrantPage + ?Sized> GrantPage for &P {
+// SAFETY: a `'static` reference's page is never freed, and `P`'s other
+// promises hold for as long as `P` does. (A shorter borrow would end, and its
+// page could be freed, while a forgotten `Grant` still grants it.)
+unsafe impl<P: GrantPage + ?Sized> GrantPage for &'static P {
     fn frame(&self) -> u64 {
         (**self).frame()
     }
@@ -338,7 +342,9 @@ impl fmt::Debug for CopyPtr<'_> {
                 gref,
                 offset,
             } => write!(f, "Grant({domid}, {gref}, +{offset})"),
-            Self::Page { page, offset } => write!(f, "Page(frame {:#x}, +{offset})", page.frame()),
+            Self::Page { page, offset } => {
+                write!(f, "Page(frame {:#x}, +{offset})", (*page).frame())
+            }
         }
     }
 }
