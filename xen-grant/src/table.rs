@@ -283,8 +283,10 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
         }
     }
 
-    /// Copies with `GNTTABOP_copy`, in batches; fails with the first copy Xen
-    /// refused ([`Error::Copy`], its index in `ops`). Copies before it were done.
+    /// Copies with `GNTTABOP_copy`, in batches of 16; fails with the first copy
+    /// Xen refused ([`Error::Copy`], its index in `ops`). The copies before it
+    /// were done, and so may be the later ones of its batch (Xen tries every
+    /// copy of a hypercall); no later batch is issued.
     pub fn copy(&self, ops: &[CopyOp<'_>]) -> Result<(), Error> {
         const BATCH: usize = 16;
         for (chunk_index, chunk) in ops.chunks(BATCH).enumerate() {
