@@ -55,7 +55,10 @@ const _: () = {
 /// - [`frame`](Self::frame) is the number by which Xen knows one whole 4 KiB
 ///   page (a machine frame for a PV guest, a guest frame for HVM/PVH/Arm),
 ///   and it stays the same while the value lives;
-/// - the page stays allocated to this domain while the value lives;
+/// - the page stays allocated to this domain while the value lives, and for
+///   good if the value is leaked: a [`Grant`] that is `mem::forget`-ed (safe)
+///   never ends the access, so a value that borrows its page must borrow it
+///   for `'static` (a value that owns it, say through an `Arc`, leaks it);
 /// - while the value lives, this program accesses the page only atomically or
 ///   volatilely (for example only through `xen-shared` views), never through a
 ///   reference to non-atomic data: another domain may write it at any time.
@@ -64,9 +67,10 @@ pub unsafe trait GrantPage {
     fn frame(&self) -> u64;
 }
 
-// SAFETY: a reference keeps the page it points to alive while it lives, and
-// `P`'s promises hold for as long as `P` does.
-unsafe impl<P: GrantPage + ?Sized> GrantPage for &P {
+// SAFETY: a `'static` reference's page is never freed, and `P`'s other
+// promises hold for as long as `P` does. (A shorter borrow would end, and its
+// page could be freed, while a forgotten `Grant` still grants it.)
+unsafe impl<P: GrantPage + ?Sized> GrantPage for &'static P {
     fn frame(&self) -> u64 {
         (**self).frame()
     }
@@ -84,6 +88,8 @@ pub struct GrantTable<H> {
     entries: u32,
     /// Where the next search for a free reference starts.
     cursor: AtomicU32,
+    /// Grants dropped while the peer still used them (see [`Grant`]).
+    leaked: AtomicU32,
 }
 
 // SAFETY: the table is reached only through atomics, so sharing or sending
@@ -97,6 +103,7 @@ impl<H> fmt::Debug for GrantTable<H> {
         f.debug_struct("GrantTable")
             .field("base", &self.base)
             .field("entries", &self.entries)
+            .field("leaked", &self.leaked)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +161,7 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
             base: table.cast(),
             entries,
             cursor: AtomicU32::new(GrantRef::FIRST_UNRESERVED.0),
+            leaked: AtomicU32::new(0),
         })
     }
 
@@ -165,6 +173,13 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
     /// How many entries the table has (references `0..entries`).
     pub fn entries(&self) -> u32 {
         self.entries
+    }
+
+    /// How many grants were dropped while the other domain still had their
+    /// page mapped (or was copying it): each keeps its reference taken and its
+    /// page for good (see [`Grant`]).
+    pub fn leaked(&self) -> u32 {
+        self.leaked.load(Ordering::Relaxed)
     }
 
     /// The two words of entry `gref`: `flags | domid << 16`, and the frame.
@@ -268,8 +283,10 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
         }
     }
 
-    /// Copies with `GNTTABOP_copy`, in batches; fails with the first copy Xen
-    /// refused ([`Error::Copy`], its index in `ops`). Copies before it were done.
+    /// Copies with `GNTTABOP_copy`, in batches of 16; fails with the first copy
+    /// Xen refused ([`Error::Copy`], its index in `ops`). The copies before it
+    /// were done, and so may be the later ones of its batch (Xen tries every
+    /// copy of a hypercall); no later batch is issued.
     pub fn copy(&self, ops: &[CopyOp<'_>]) -> Result<(), Error> {
         const BATCH: usize = 16;
         for (chunk_index, chunk) in ops.chunks(BATCH).enumerate() {
@@ -327,7 +344,9 @@ impl fmt::Debug for CopyPtr<'_> {
                 gref,
                 offset,
             } => write!(f, "Grant({domid}, {gref}, +{offset})"),
-            Self::Page { page, offset } => write!(f, "Page(frame {:#x}, +{offset})", page.frame()),
+            Self::Page { page, offset } => {
+                write!(f, "Page(frame {:#x}, +{offset})", (*page).frame())
+            }
         }
     }
 }
@@ -381,8 +400,9 @@ impl CopyOp<'_> {
 ///
 /// Dropping it while the peer still has the page mapped cannot end the
 /// access: the reference and the page are then leaked (never reused, never
-/// freed), because the peer may still write the page. Call [`end`](Self::end)
-/// to learn whether it worked and keep the grant if it did not.
+/// freed), because the peer may still write the page, and counted in
+/// [`GrantTable::leaked`]. Call [`end`](Self::end) to learn whether it worked
+/// and keep the grant if it did not.
 pub struct Grant<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: GrantPage> {
     table: &'t GrantTable<H>,
     gref: GrantRef,
@@ -426,9 +446,11 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>, P: GrantPage> Drop for Grant
             // SAFETY: the access has ended and the page is not used again: it
             // is dropped exactly once, here.
             unsafe { ManuallyDrop::drop(&mut self.page) };
+        } else {
+            // The peer may still write the page: leak it, keep the reference
+            // taken, and count it.
+            self.table.leaked.fetch_add(1, Ordering::Relaxed);
         }
-        // Otherwise the peer may still write the page: leak it, and keep the
-        // reference taken.
     }
 }
 

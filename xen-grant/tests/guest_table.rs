@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use xen_grant::{CopyOp, CopyPtr, Error, GrantPage, GrantRef, GrantStatus, GrantTable};
@@ -22,8 +23,8 @@ struct TestPage {
 }
 
 impl TestPage {
-    fn new(xen: &MockXen) -> Box<Self> {
-        Box::new(Self {
+    fn new(xen: &MockXen) -> Arc<Self> {
+        Arc::new(Self {
             bytes: [const { AtomicU8::new(0) }; 4096],
             xen: xen.clone(),
         })
@@ -44,7 +45,7 @@ impl TestPage {
 }
 
 // SAFETY: the mock knows the page's bytes by this frame number (the same for
-// as long as the page stays where it is: it is boxed); they are only accessed
+// as long as the page stays where it is: it is in an `Arc`); they are only accessed
 // through atomics, by the tests and the mock. Registering from `&self` each
 // time exposes a pointer valid for as long as this borrow.
 unsafe impl GrantPage for TestPage {
@@ -53,10 +54,24 @@ unsafe impl GrantPage for TestPage {
     }
 }
 
+/// A share of a page, to grant: the page lives while any share does (also a
+/// share in a leaked grant).
+struct PageArc(Arc<TestPage>);
+
+// SAFETY: as for `TestPage`, which the `Arc` keeps allocated and in place.
+unsafe impl GrantPage for PageArc {
+    fn frame(&self) -> u64 {
+        self.0.frame()
+    }
+}
+
 /// A page that records whether it was dropped.
 struct Tracked<'a>(&'a TestPage, &'a Cell<bool>);
 
-// SAFETY: as for `TestPage`; the reference keeps the page alive.
+// SAFETY: as for `TestPage`; the reference keeps the page alive while the
+// `Tracked` lives. Borrowed, so not `'static`: the one test that leaks a grant
+// of one (dropped while mapped) frees the page only when the test ends, after
+// which the mock never touches it.
 unsafe impl GrantPage for Tracked<'_> {
     fn frame(&self) -> u64 {
         self.0.frame()
@@ -175,11 +190,14 @@ fn allocator_never_hands_out_reserved_references_and_runs_out_cleanly() {
     let page = TestPage::new(&domu);
     let mut grants = Vec::new();
     loop {
-        match table.grant_access(DomId(0), &*page, true) {
+        match table.grant_access(DomId(0), PageArc(Arc::clone(&page)), true) {
             Ok(grant) => grants.push(grant),
             Err(refused) => {
                 assert_eq!(refused.error, Error::NoFreeReference { entries: 512 });
-                assert!(std::ptr::eq(refused.page, &*page), "the page is given back");
+                assert!(
+                    Arc::ptr_eq(&refused.page.0, &page),
+                    "the page is given back"
+                );
                 break;
             }
         }
@@ -198,7 +216,10 @@ fn allocator_never_hands_out_reserved_references_and_runs_out_cleanly() {
     let gref = freed.gref();
     freed.end().unwrap();
     assert_eq!(
-        table.grant_access(DomId(0), &*page, true).unwrap().gref(),
+        table
+            .grant_access(DomId(0), PageArc(Arc::clone(&page)), true)
+            .unwrap()
+            .gref(),
         gref
     );
 }
@@ -255,15 +276,19 @@ fn dropping_a_mapped_grant_leaks_the_page_and_the_reference() {
             .unwrap();
         let gref = grant.gref();
         let mapped = map(&dom0, DOMU, gref, MapFlags::HOST_MAP).unwrap();
+        assert_eq!(table.leaked(), 0);
         drop(grant);
         assert!(
             !dropped.get(),
             "a page the peer can still write was released"
         );
+        assert_eq!(table.leaked(), 1, "the leak is counted");
         // The entry is still in force and its reference is not handed out again.
         assert!(table.in_use(gref));
         let again = map(&dom0, DOMU, gref, MapFlags::HOST_MAP).unwrap();
-        let other = table.grant_access(DomId(0), &*page, true).unwrap();
+        let other = table
+            .grant_access(DomId(0), PageArc(Arc::clone(&page)), true)
+            .unwrap();
         assert_ne!(other.gref(), gref);
         unmap(&dom0, again.handle).unwrap();
         unmap(&dom0, mapped.handle).unwrap();
@@ -275,7 +300,9 @@ fn bad_references_domains_and_permissions_are_typed_errors() {
     for (dom0, domu) in domains() {
         let table = table(&domu);
         let page = TestPage::new(&domu);
-        let ro = table.grant_access(DomId(0), &*page, true).unwrap();
+        let ro = table
+            .grant_access(DomId(0), PageArc(Arc::clone(&page)), true)
+            .unwrap();
         // Writable map of a read-only grant.
         expect_status(
             map(&dom0, DOMU, ro.gref(), MapFlags::HOST_MAP),
@@ -317,7 +344,9 @@ fn bad_references_domains_and_permissions_are_typed_errors() {
             GrantStatus::BAD_HANDLE,
         );
         // Granting to a reserved id gives the page back.
-        let refused = table.grant_access(DomId::SELF, &*page, false).unwrap_err();
+        let refused = table
+            .grant_access(DomId::SELF, PageArc(Arc::clone(&page)), false)
+            .unwrap_err();
         assert_eq!(refused.error, Error::BadDomain(DomId::SELF));
         assert_eq!(refused.error.kind(), xen_hypercall::ErrorKind::InvalidInput);
     }
@@ -328,7 +357,9 @@ fn double_map_pins_until_both_unmap_and_a_second_unmap_is_refused() {
     for (dom0, domu) in domains() {
         let table = table(&domu);
         let page = TestPage::new(&domu);
-        let grant = table.grant_access(DomId(0), &*page, false).unwrap();
+        let grant = table
+            .grant_access(DomId(0), PageArc(Arc::clone(&page)), false)
+            .unwrap();
         let first = map(&dom0, DOMU, grant.gref(), MapFlags::HOST_MAP).unwrap();
         let second = map(&dom0, DOMU, grant.gref(), MapFlags::HOST_MAP_READONLY).unwrap();
         assert_ne!(first.handle, second.handle);
@@ -348,7 +379,9 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
         let shared = TestPage::new(&domu);
         let local = TestPage::new(&domu);
         shared.write(100, b"granted bytes");
-        let rw = domu_table.grant_access(DomId(0), &*shared, false).unwrap();
+        let rw = domu_table
+            .grant_access(DomId(0), PageArc(Arc::clone(&shared)), false)
+            .unwrap();
         let foreign = |offset| CopyPtr::Grant {
             domid: DOMU,
             gref: rw.gref(),
@@ -392,7 +425,9 @@ fn copies_move_bytes_both_ways_and_report_refusals() {
         dom0_table.copy(&ops).unwrap();
         assert_eq!(shared.read(3900, 1), b"g");
         // Crossing the page end; into a read-only grant; the failing index is reported.
-        let ro = domu_table.grant_access(DomId(0), &*shared, true).unwrap();
+        let ro = domu_table
+            .grant_access(DomId(0), PageArc(Arc::clone(&shared)), true)
+            .unwrap();
         let err = dom0_table
             .copy(&[
                 CopyOp {

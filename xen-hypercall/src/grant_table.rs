@@ -466,10 +466,14 @@ pub trait GrantTableOps: XenHypercall {
     ///
     /// # Safety
     ///
-    /// The page at `host_addr` is replaced by the granted page, which the
+    /// With `flags` [`MapFlags::HOST_MAP`] or [`MapFlags::HOST_MAP_READONLY`],
+    /// the page at `host_addr` is replaced by the granted page, which the
     /// granting domain may write at any time (unless mapped read-only): no
     /// Rust value may live there, and until it is unmapped the page is
-    /// accessed only atomically or volatilely.
+    /// accessed only atomically or volatilely. Any other `GNTMAP_*` bit
+    /// changes what Xen writes and is the caller's to justify (for a PV
+    /// guest, `GNTMAP_contains_pte` makes `host_addr` the machine address of
+    /// a page table entry Xen rewrites; x86 HVM/PVH refuses every other bit).
     unsafe fn gnttab_map_grant_ref(
         &self,
         dom: DomId,

@@ -6,7 +6,7 @@ use xen_hypercall::DomId;
 use xen_shared::SharedMem;
 
 use super::sys;
-use super::{Pages, UnmapNotify, open_device, set_unmap_notify};
+use super::{Leaks, Pages, UnmapNotify, open_device, set_unmap_notify};
 use crate::{Error, GrantRef};
 
 /// The gntalloc device path.
@@ -16,6 +16,7 @@ pub const GNTALLOC_DEVICE: &str = "/dev/xen/gntalloc";
 #[derive(Debug)]
 pub struct Gntalloc {
     fd: OwnedFd,
+    leaks: Leaks,
 }
 
 impl Gntalloc {
@@ -23,7 +24,15 @@ impl Gntalloc {
     pub fn open() -> Result<Self, Error> {
         Ok(Self {
             fd: open_device(GNTALLOC_DEVICE)?,
+            leaks: Leaks::default(),
         })
+    }
+
+    /// How many shares gntalloc refused to give back (`DEALLOC_GREF`) when
+    /// they were dropped: their pages stay allocated and granted until this
+    /// device is closed. Never expected: the index is gntalloc's own.
+    pub fn leaked(&self) -> u32 {
+        self.leaks.get()
     }
 
     /// Allocates `count` zeroed pages, grants `domid` access to them
@@ -84,7 +93,7 @@ impl Gntalloc {
             })
             .collect();
         let pages = Pages::map(&self.fd, index, count, true).map_err(|errno| {
-            let _ = self.dealloc(index, count32);
+            self.leaks.count(self.dealloc(index, count32));
             Error::Os {
                 operation: "mmap of /dev/xen/gntalloc",
                 errno,
@@ -169,6 +178,7 @@ impl Share<'_> {
 
 impl Drop for Share<'_> {
     fn drop(&mut self) {
-        let _ = self.dev.dealloc(self.index, self.count);
+        let released = self.dev.dealloc(self.index, self.count);
+        self.dev.leaks.count(released);
     }
 }

@@ -7,7 +7,7 @@ use xen_hypercall::DomId;
 use xen_shared::SharedMem;
 
 use super::sys::{self, GrantRefArg};
-use super::{Pages, UnmapNotify, open_device, set_unmap_notify};
+use super::{Leaks, Pages, UnmapNotify, open_device, set_unmap_notify};
 use crate::{Error, GrantRef, GrantStatus, PAGE_SIZE};
 
 /// The gntdev device path.
@@ -17,6 +17,7 @@ pub const GNTDEV_DEVICE: &str = "/dev/xen/gntdev";
 #[derive(Debug)]
 pub struct Gntdev {
     fd: OwnedFd,
+    leaks: Leaks,
 }
 
 impl Gntdev {
@@ -24,7 +25,15 @@ impl Gntdev {
     pub fn open() -> Result<Self, Error> {
         Ok(Self {
             fd: open_device(GNTDEV_DEVICE)?,
+            leaks: Leaks::default(),
         })
+    }
+
+    /// How many mappings gntdev refused to release (`UNMAP_GRANT_REF`) when
+    /// they were dropped: each stays mapped, its grant pinned, until this
+    /// device is closed. Never expected: the index is gntdev's own.
+    pub fn leaked(&self) -> u32 {
+        self.leaks.get()
     }
 
     /// Maps the pages `domid` granted with `grefs`, in order, writable unless
@@ -78,7 +87,7 @@ impl Gntdev {
                 count,
             }),
             Err(errno) => {
-                let _ = self.unmap_index(index, count);
+                self.leaks.count(self.unmap_index(index, count));
                 Err(Error::MapRefused {
                     domid,
                     gref: first,
@@ -278,7 +287,7 @@ impl Mapping<'_> {
     }
 
     /// Unmaps now, reporting a failure of the final `UNMAP_GRANT_REF`
-    /// (dropping does the same and ignores it).
+    /// (dropping does the same and counts a failure in [`Gntdev::leaked`]).
     pub fn unmap(self) -> Result<(), Error> {
         let this = core::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never used again; its pages are dropped once, here.
@@ -292,7 +301,8 @@ impl Drop for Mapping<'_> {
     fn drop(&mut self) {
         // `self.pages` is unmapped after this, by its own Drop; gntdev keeps
         // the grant map until both the munmap and UNMAP_GRANT_REF happened.
-        let _ = self.dev.unmap_index(self.index, self.count);
+        let released = self.dev.unmap_index(self.index, self.count);
+        self.dev.leaks.count(released);
     }
 }
 

@@ -14,7 +14,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use nix::errno::Errno;
 use nix::libc;
@@ -40,6 +40,25 @@ fn open_device(path: &'static str) -> Result<OwnedFd, Error> {
             operation: path,
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })
+}
+
+/// Releases a device refused when a mapping or share was dropped, where no
+/// caller can be told. What each leaves behind (a grant still mapped, pages
+/// still granted) lasts until the device is closed, which releases everything.
+#[derive(Debug, Default)]
+struct Leaks(AtomicU32);
+
+impl Leaks {
+    /// Counts `release` if it failed.
+    fn count(&self, release: Result<(), Error>) {
+        if release.is_err() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// What the peer is told when a mapping goes away (`SET_UNMAP_NOTIFY`):
@@ -169,7 +188,9 @@ impl Pages {
 impl Drop for Pages {
     fn drop(&mut self) {
         // SAFETY: `ptr..ptr + len` is this value's own mapping, reached only
-        // through views borrowing `self`, which are gone.
+        // through views borrowing `self`, which are gone. It cannot fail:
+        // munmap refuses only unaligned or empty ranges, and this is the exact
+        // range mmap returned.
         let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
     }
 }
