@@ -309,9 +309,9 @@ impl Testbed {
         job.run(self)
     }
 
-    /// Fetches (or finds in the cache) the artifacts of `arch` and makes sure QEMU is there.
+    /// Fetches (or finds in the cache) the artifacts of `arch` and checks that QEMU is there.
     pub fn fetch(&self, arch: Arch) -> Result<artifacts::Artifacts> {
-        artifacts::ensure_qemu(arch)?;
+        artifacts::check_qemu(arch)?;
         artifacts::fetch(&self.cache_dir(), &self.release, self.apt()?, arch)
     }
 
@@ -431,10 +431,4 @@ fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
-}
-
-/// Whether this process runs as root.
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
