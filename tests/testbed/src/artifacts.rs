@@ -167,21 +167,22 @@ fn resolve(release: &Release, apt: &Apt, arch: Arch) -> Result<Packages> {
         Arch::X86_64 => kernel,
         Arch::Aarch64 => format!("{kernel}-unsigned"),
     };
-    let xen = release.hypervisor_package(arch);
-    let versioned = |name: String| -> Result<(String, String)> {
-        let version = candidate_version(apt, &arch.apt_name(&name))?;
-        Ok((name, version))
-    };
+    let names = [
+        release.hypervisor_package(arch),
+        kernel,
+        "busybox-static".to_string(),
+    ];
+    let specs: Vec<String> = names.iter().map(|name| arch.apt_name(name)).collect();
+    let [xen, kernel, busybox] = names;
+    let [xen_version, kernel_version, busybox_version]: [String; 3] =
+        candidate_versions(apt, &specs)?
+            .try_into()
+            .expect("one version per package");
     Ok(Packages {
-        xen: versioned(xen)?,
-        kernel: versioned(kernel)?,
-        busybox: versioned("busybox-static".into())?,
+        xen: (xen, xen_version),
+        kernel: (kernel, kernel_version),
+        busybox: (busybox, busybox_version),
     })
-}
-
-/// The version `apt-get download` would fetch.
-fn candidate_version(apt: &Apt, package: &str) -> Result<String> {
-    Ok(candidate_versions(apt, &[package.to_string()])?.remove(0))
 }
 
 /// The versions `apt-get download` would fetch of `packages` (`name:arch`), in their order, from one
