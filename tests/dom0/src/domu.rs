@@ -21,6 +21,7 @@ use xen_testbed_protocol::exchange;
 use xen_testbed_protocol::{Reporter, Stdout};
 
 use crate::devices::{GrantMapping, InterdomainPort};
+use crate::run_tool;
 
 /// How long dom0 waits for the domU to write `data/ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,8 +120,8 @@ impl Domain {
     fn create(spec: &Spec) -> Result<Self, String> {
         let config = format!("/tmp/{}.cfg", spec.name);
         std::fs::write(&config, spec.xl_config()).map_err(|e| format!("{config}: {e}"))?;
-        run("xl", &["create", "-p", &config])?;
-        let domid = run("xl", &["domid", &spec.name])?;
+        run_tool("xl", &["create", "-p", &config])?;
+        let domid = run_tool("xl", &["domid", &spec.name])?;
         let domid = domid
             .trim()
             .parse()
@@ -140,7 +141,7 @@ impl Domain {
     }
 
     fn unpause(&self) -> Result<(), String> {
-        run("xl", &["unpause", &self.name]).map(drop)
+        run_tool("xl", &["unpause", &self.name]).map(drop)
     }
 
     /// The absolute xenstore path of `key` under the domU's home.
@@ -149,11 +150,11 @@ impl Domain {
     }
 
     fn read(&self, key: &str) -> Result<String, String> {
-        run("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
+        run_tool("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
     }
 
     fn write(&self, key: &str, value: &str) -> Result<(), String> {
-        run("xenstore-write", &[&self.path(key), value]).map(drop)
+        run_tool("xenstore-write", &[&self.path(key), value]).map(drop)
     }
 
     /// Reads a decimal `key`.
@@ -220,7 +221,7 @@ impl Domain {
         if !self.exists() {
             return "already gone".into();
         }
-        match run("xl", &["destroy", &self.name]) {
+        match run_tool("xl", &["destroy", &self.name]) {
             Ok(_) => "destroyed it".into(),
             Err(error) => format!("could not destroy it: {error}"),
         }
@@ -337,24 +338,6 @@ fn reason_name(reason: u32) -> Option<&'static str> {
     ]
     .get(usize::try_from(reason).ok()?)
     .copied()
-}
-
-/// Runs a toolstack program and returns its stdout, or an error naming it with its stderr.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 /// Forwards the domU's console log (written by xenconsoled) to stdout, line by line.
