@@ -4,14 +4,16 @@
 //!
 //! Debian's toolstack does the domain management: `xl` creates and destroys the domU, and
 //! `xenstore-read`/`xenstore-write` reach xenstore (an independent oracle for the project's own
-//! clients). xenconsoled (`--log=guest`) writes the domU's console to a file, which a thread
+//! clients); one `xenstore-watch` says when the domU's home or a domain's state changed, so the
+//! waits run a tool only after a change. xenconsoled (`--log=guest`) writes the domU's console to a file, which a thread
 //! forwards to stdout, each line as [`exchange::forwarded`],
 //! so the runner judges both domains' cases from one serial log.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ use xen_testbed_protocol::exchange;
 use xen_testbed_protocol::{Reporter, Stdout};
 
 use crate::devices::{GrantMapping, InterdomainPort};
+use crate::run_tool;
 
 /// How long dom0 waits for the domU to write `data/ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,7 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(exchange::DOMU_WAIT_SECONDS);
 /// How long dom0 waits for the domU to go away after the exchange.
 const GONE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Polling interval of the waits.
+/// Polling interval of the waits (for xl's log, which no watch covers; the forwarded console).
 const POLL: Duration = Duration::from_millis(50);
 
 /// The domU to create: `--name N --type pv|pvh --memory MiB --kernel PATH [--selftest S]
@@ -108,6 +111,8 @@ impl Spec {
 struct Domain {
     name: String,
     domid: u32,
+    /// Fires when the domU's xenstore home or any domain's state changes.
+    changes: Watch,
 }
 
 impl Domain {
@@ -115,15 +120,19 @@ impl Domain {
     fn create(spec: &Spec) -> Result<Self, String> {
         let config = format!("/tmp/{}.cfg", spec.name);
         std::fs::write(&config, spec.xl_config()).map_err(|e| format!("{config}: {e}"))?;
-        run("xl", &["create", "-p", &config])?;
-        let domid = run("xl", &["domid", &spec.name])?;
+        run_tool("xl", &["create", "-p", &config])?;
+        let domid = run_tool("xl", &["domid", &spec.name])?;
         let domid = domid
             .trim()
             .parse()
             .map_err(|e| format!("xl domid printed {domid:?}: {e}"))?;
+        // The home (its keys, and its removal when the domain is destroyed) and `@releaseDomain`
+        // (a domain shut down or died).
+        let changes = Watch::start(&[&format!("/local/domain/{domid}"), "@releaseDomain"])?;
         let domain = Self {
             name: spec.name.clone(),
             domid,
+            changes,
         };
         if let Some(selftest) = &spec.selftest {
             domain.write(exchange::SELFTEST, selftest)?;
@@ -132,7 +141,7 @@ impl Domain {
     }
 
     fn unpause(&self) -> Result<(), String> {
-        run("xl", &["unpause", &self.name]).map(drop)
+        run_tool("xl", &["unpause", &self.name]).map(drop)
     }
 
     /// The absolute xenstore path of `key` under the domU's home.
@@ -141,11 +150,11 @@ impl Domain {
     }
 
     fn read(&self, key: &str) -> Result<String, String> {
-        run("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
+        run_tool("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
     }
 
     fn write(&self, key: &str, value: &str) -> Result<(), String> {
-        run("xenstore-write", &[&self.path(key), value]).map(drop)
+        run_tool("xenstore-write", &[&self.path(key), value]).map(drop)
     }
 
     /// Reads a decimal `key`.
@@ -176,9 +185,13 @@ impl Domain {
     /// `timeout`; returns the shutdown reason, or destroys it and fails naming it.
     fn wait_gone(&self, timeout: Duration) -> Result<u32, String> {
         let start = Instant::now();
+        let mut changed = true;
+        let mut gone = false;
         loop {
             // In this order: xl logs the reason before it destroys the domain.
-            let gone = !self.exists();
+            if changed {
+                gone = !self.exists();
+            }
             let reason = self.shutdown_reason();
             match reason {
                 Some(reason) if gone || reason == SHUTDOWN_CRASH => return Ok(reason),
@@ -199,7 +212,7 @@ impl Domain {
                     timeout.as_secs()
                 ));
             }
-            sleep(POLL);
+            changed = self.changes.wait(POLL);
         }
     }
 
@@ -208,18 +221,20 @@ impl Domain {
         if !self.exists() {
             return "already gone".into();
         }
-        match run("xl", &["destroy", &self.name]) {
+        match run_tool("xl", &["destroy", &self.name]) {
             Ok(_) => "destroyed it".into(),
             Err(error) => format!("could not destroy it: {error}"),
         }
     }
 
-    /// Polls `key` until it reads `value`, for up to `timeout`; fails early, naming the domU, if it
-    /// shuts down meanwhile, and destroys it on a timeout.
+    /// Reads `key` after each change of the domU's home until it reads `value`, for up to
+    /// `timeout`; fails early, naming the domU, if it shuts down meanwhile, and destroys it on a
+    /// timeout.
     fn wait_for_key(&self, key: &str, value: &str, timeout: Duration) -> Result<(), String> {
         let start = Instant::now();
+        let mut changed = true;
         loop {
-            if self.read(key).is_ok_and(|v| v == value) {
+            if changed && self.read(key).is_ok_and(|v| v == value) {
                 return Ok(());
             }
             if let Some(reason) = self.shutdown_reason() {
@@ -242,8 +257,60 @@ impl Domain {
                     self.destroy()
                 ));
             }
-            sleep(POLL);
+            changed = self.changes.wait(POLL);
         }
+    }
+}
+
+/// `xenstore-watch PATH...` running: each line it prints is one firing (xenstored also fires
+/// each watch once when it is set).
+#[derive(Debug)]
+struct Watch {
+    child: Child,
+    fired: mpsc::Receiver<()>,
+}
+
+impl Watch {
+    fn start(paths: &[&str]) -> Result<Self, String> {
+        let mut child = Command::new("xenstore-watch")
+            .args(paths)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run xenstore-watch: {e}"))?;
+        let stdout = child.stdout.take().ok_or("xenstore-watch: no stdout")?;
+        let (fire, fired) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if line.is_err() || fire.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { child, fired })
+    }
+
+    /// Waits up to `timeout` for a firing and takes all that came; whether there was one. If
+    /// xenstore-watch died, it says so on stderr and every wait reports a change after `timeout`,
+    /// so the waits fall back to polling.
+    fn wait(&self, timeout: Duration) -> bool {
+        match self.fired.recv_timeout(timeout) {
+            Ok(()) => {
+                while self.fired.try_recv().is_ok() {}
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                sleep(timeout);
+                true
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -271,24 +338,6 @@ fn reason_name(reason: u32) -> Option<&'static str> {
     ]
     .get(usize::try_from(reason).ok()?)
     .copied()
-}
-
-/// Runs a toolstack program and returns its stdout, or an error naming it with its stderr.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 /// Forwards the domU's console log (written by xenconsoled) to stdout, line by line.

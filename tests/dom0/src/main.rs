@@ -128,3 +128,21 @@ fn run() -> ExitCode {
     let summary = reporter.done();
     ExitCode::from(summary.exit_code())
 }
+
+/// Runs a toolstack program and returns its stdout, or an error naming it with its stderr.
+fn run_tool(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}

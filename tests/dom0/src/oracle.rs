@@ -2,7 +2,7 @@
 //! what Debian's `xl info` prints on the same boot (an independent implementation: libxl over
 //! libxenctrl).
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use xen_hypercall::prelude::*;
 use xen_hypercall_privcmd::Privcmd;
@@ -20,18 +20,7 @@ pub(crate) fn run() -> ExitCode {
 
 /// The `key : value` lines of `xl info`.
 fn xl_info() -> Result<Vec<(String, String)>, String> {
-    let output = Command::new("xl")
-        .arg("info")
-        .output()
-        .map_err(|e| format!("cannot run xl info: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "xl info failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
+    Ok(crate::run_tool("xl", &["info"])?
         .lines()
         .filter_map(|line| {
             let (key, value) = line.split_once(':')?;

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use crate::apt::Apt;
 use crate::release::Release;
-use crate::{Arch, Error, Result, command_output, is_root};
+use crate::{Arch, Error, Result, command_output};
 
 /// The Xen modules dom0 tests need, in the order they are loaded (dependencies are added before).
 pub const XEN_MODULES: &[&str] = &[
@@ -67,7 +67,7 @@ impl Arch {
 /// `<target>/testbed/cache`) and returns them.
 pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<Artifacts> {
     if arch == Arch::Aarch64 && release.host_apt {
-        ensure_foreign_arch("arm64")?;
+        check_foreign_arch("arm64")?;
     }
     let packages = resolve(release, apt, arch)?;
     let hypervisor = release.hypervisor_file(arch);
@@ -131,8 +131,9 @@ pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<A
     })
 }
 
-/// Adds the foreign dpkg architecture `debian_arch` when missing (as root), or says how to.
-fn ensure_foreign_arch(debian_arch: &str) -> Result<()> {
+/// Checks that the foreign dpkg architecture `debian_arch` is configured, or names the command that
+/// configures it (`cargo xtask setup` is the one place the machine is set up).
+fn check_foreign_arch(debian_arch: &str) -> Result<()> {
     let foreign = command_output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
     if String::from_utf8_lossy(&foreign)
         .split_whitespace()
@@ -140,16 +141,9 @@ fn ensure_foreign_arch(debian_arch: &str) -> Result<()> {
     {
         return Ok(());
     }
-    let fix = format!("dpkg --add-architecture {debian_arch} && apt-get update");
-    if !is_root() {
-        return Err(Error::new(format!(
-            "the {debian_arch} packages need the dpkg architecture {debian_arch}: run `sudo sh -c '{fix}'`"
-        )));
-    }
-    eprintln!("testbed: {fix}");
-    command_output(Command::new("dpkg").args(["--add-architecture", debian_arch]))?;
-    command_output(Command::new("apt-get").args(["update", "-q"]))?;
-    Ok(())
+    Err(Error::new(format!(
+        "the {debian_arch} packages need the dpkg architecture {debian_arch}: {SETUP}"
+    )))
 }
 
 /// Resolves the package names (the kernel's ABI number comes from the `linux-image-*` metapackage)
@@ -173,21 +167,22 @@ fn resolve(release: &Release, apt: &Apt, arch: Arch) -> Result<Packages> {
         Arch::X86_64 => kernel,
         Arch::Aarch64 => format!("{kernel}-unsigned"),
     };
-    let xen = release.hypervisor_package(arch);
-    let versioned = |name: String| -> Result<(String, String)> {
-        let version = candidate_version(apt, &arch.apt_name(&name))?;
-        Ok((name, version))
-    };
+    let names = [
+        release.hypervisor_package(arch),
+        kernel,
+        "busybox-static".to_string(),
+    ];
+    let specs: Vec<String> = names.iter().map(|name| arch.apt_name(name)).collect();
+    let [xen, kernel, busybox] = names;
+    let [xen_version, kernel_version, busybox_version]: [String; 3] =
+        candidate_versions(apt, &specs)?
+            .try_into()
+            .expect("one version per package");
     Ok(Packages {
-        xen: versioned(xen)?,
-        kernel: versioned(kernel)?,
-        busybox: versioned("busybox-static".into())?,
+        xen: (xen, xen_version),
+        kernel: (kernel, kernel_version),
+        busybox: (busybox, busybox_version),
     })
-}
-
-/// The version `apt-get download` would fetch.
-fn candidate_version(apt: &Apt, package: &str) -> Result<String> {
-    Ok(candidate_versions(apt, &[package.to_string()])?.remove(0))
 }
 
 /// The versions `apt-get download` would fetch of `packages` (`name:arch`), in their order, from one
@@ -481,37 +476,15 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| Error::io(from, e))
 }
 
-/// Checks that QEMU for `arch` is installed; installs it when running as root, else says how.
-pub fn ensure_qemu(arch: Arch) -> Result<()> {
+/// What to run when the machine lacks something the testbed needs.
+const SETUP: &str = "run `cargo xtask setup --demo` (as root, or it prints the commands to run)";
+
+/// Checks that QEMU for `arch` is installed, or names the command that installs it.
+pub fn check_qemu(arch: Arch) -> Result<()> {
     if crate::which(arch.qemu()).is_some() {
         return Ok(());
     }
-    // qemu-utils from bookworm-backports conflicts with bookworm's QEMU 7.2: pin it to 7.2.
-    let policy = command_output(Command::new("apt-cache").args(["madison", "qemu-utils"]))?;
-    let qemu_utils = String::from_utf8_lossy(&policy)
-        .lines()
-        .filter_map(|line| line.split('|').nth(1).map(str::trim))
-        .find(|version| version.starts_with("1:7.2"))
-        .map(|version| format!("qemu-utils={version}"))
-        .unwrap_or_else(|| "qemu-utils".into());
-    let args = [
-        "install",
-        "-y",
-        "--allow-downgrades",
-        "qemu-system-x86",
-        "qemu-system-arm",
-        &qemu_utils,
-    ];
-    if !is_root() {
-        return Err(Error::new(format!(
-            "{} is missing: run `sudo apt-get {}`",
-            arch.qemu(),
-            args.join(" ")
-        )));
-    }
-    eprintln!("testbed: apt-get {}", args.join(" "));
-    command_output(Command::new("apt-get").args(args))?;
-    Ok(())
+    Err(Error::new(format!("{} is missing: {SETUP}", arch.qemu())))
 }
 
 #[cfg(test)]

@@ -203,10 +203,10 @@ pub fn init_script(
     }
     script.push_str("status=0\n");
     for command in commands {
-        let quoted = command.replace('\'', r"'\''");
         script.push_str(&format!(
-            "echo 'init: {quoted}'\n( {command} ) || {{ echo \"init: exit status $? from: {}\"; status=1; }}\n",
-            quoted.replace('"', "\\\"")
+            "echo {}\n( {command} ) || {{ echo \"init: exit status $? from: \"{}; status=1; }}\n",
+            shell_quote(&format!("init: {command}")),
+            shell_quote(command)
         ));
     }
     script.push_str(&format!(
@@ -218,9 +218,20 @@ pub fn init_script(
     script
 }
 
+/// `word` quoted for the shell: one word, taken literally.
+pub(crate) fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 
     #[test]
     fn init_loads_modules_runs_commands_and_exits() {
@@ -243,6 +254,8 @@ mod tests {
         assert!(script.contains("( xen-dom0-tests ) || {"));
         assert!(script.contains("( A='x y' bench ) || {"));
         assert!(script.contains("echo 'init: A='\\''x y'\\'' bench'"));
+        // The failure line names the command as it was written.
+        assert!(script.contains("echo \"init: exit status $? from: \"'A='\\''x y'\\'' bench'"));
         assert!(script.ends_with("xen-dom0-tests exit $status\necho 'XENTEST PANIC init: could not exit QEMU'\npoweroff -f\n"));
     }
 

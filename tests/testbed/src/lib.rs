@@ -153,6 +153,8 @@ pub struct Testbed {
     release: release::Release,
     /// The release's apt configuration, set up on first use.
     apt: Arc<OnceLock<apt::Apt>>,
+    /// The release's toolstack of each architecture (x86_64, aarch64), resolved on first use.
+    toolstacks: Arc<[OnceLock<toolstack::Toolstack>; 2]>,
 }
 
 /// One Linux dom0 boot: see the crate documentation.
@@ -204,6 +206,7 @@ impl Testbed {
             verbose: false,
             release: release::RELEASES[0],
             apt: Arc::default(),
+            toolstacks: Arc::default(),
         }
     }
 
@@ -212,6 +215,7 @@ impl Testbed {
         if release != self.release {
             self.release = release;
             self.apt = Arc::default();
+            self.toolstacks = Arc::default();
         }
         self
     }
@@ -309,15 +313,24 @@ impl Testbed {
         job.run(self)
     }
 
-    /// Fetches (or finds in the cache) the artifacts of `arch` and makes sure QEMU is there.
+    /// Fetches (or finds in the cache) the artifacts of `arch` and checks that QEMU is there.
     pub fn fetch(&self, arch: Arch) -> Result<artifacts::Artifacts> {
-        artifacts::ensure_qemu(arch)?;
+        artifacts::check_qemu(arch)?;
         artifacts::fetch(&self.cache_dir(), &self.release, self.apt()?, arch)
     }
 
-    /// Fetches (or finds in the cache) Debian's toolstack of `arch`.
-    pub fn toolstack(&self, arch: Arch) -> Result<toolstack::Toolstack> {
-        toolstack::fetch(&self.cache_dir(), &self.release, self.apt()?, arch)
+    /// Fetches (or finds in the cache) Debian's toolstack of `arch`, once per testbed: apt is asked
+    /// for its versions and its libraries are found on the first call only.
+    pub fn toolstack(&self, arch: Arch) -> Result<&toolstack::Toolstack> {
+        let slot = &self.toolstacks[match arch {
+            Arch::X86_64 => 0,
+            Arch::Aarch64 => 1,
+        }];
+        if let Some(toolstack) = slot.get() {
+            return Ok(toolstack);
+        }
+        let toolstack = toolstack::fetch(&self.cache_dir(), &self.release, self.apt()?, arch)?;
+        Ok(slot.get_or_init(|| toolstack))
     }
 
     fn dom0_job(&self, artifacts: &artifacts::Artifacts, run: &Dom0Run) -> Result<scenario::Job> {
@@ -340,7 +353,7 @@ impl Testbed {
             &initramfs::Contents {
                 binaries: &binaries,
                 files: &run.files,
-                toolstack: toolstack.as_ref(),
+                toolstack,
                 preamble: run.preamble.clone(),
                 commands: &run.commands,
             },
@@ -431,10 +444,4 @@ fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
-}
-
-/// Whether this process runs as root.
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -629,8 +629,8 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
             .expect("fetched above")
     };
 
-    // The dom0 program's case list, from the x86_64 build run on the host (`list` touches no Xen).
-    // Built one architecture at a time, so a broken build fails only that architecture's scenarios.
+    // The dom0 program, built one architecture at a time, so a broken build fails only that
+    // architecture's scenarios.
     let dom0_builds: Vec<(Arch, Result<()>)> = linux_arches
         .iter()
         .map(|arch| (*arch, testbed.build_static(DOM0_TESTS, &[*arch])))

@@ -59,6 +59,7 @@ pub const XENSTORE_TOOLS: &[&str] = &[
     "xenstore-list",
     "xenstore-rm",
     "xenstore-exists",
+    "xenstore-watch",
 ];
 
 /// Data files the programs read.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use xen_testbed_protocol::exchange::{self, split_forwarded};
 use xen_testbed_protocol::{Event, clean_line};
 
-use crate::initramfs::Preamble;
+use crate::initramfs::{Preamble, shell_quote};
 use crate::scenario::DOM0_TESTS;
 use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, elf};
 
@@ -56,11 +56,6 @@ impl DomuEnd {
     }
 }
 
-/// Quotes `word` for the dom0 shell.
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
 /// Whether a serial line is the hypervisor's or the kernel's rather than the user's.
 fn is_system_line(line: &str) -> bool {
     let trimmed = line.trim_start();
@@ -106,10 +101,10 @@ impl Testbed {
             })
             .ok_or_else(|| Error::new(format!("{}: unusable file name", binary.display())))?
             .to_string();
-        let mut command = quote(&name);
+        let mut command = shell_quote(&name);
         for arg in args {
             command.push(' ');
-            command.push_str(&quote(arg));
+            command.push_str(&shell_quote(arg));
         }
         let command = format!(
             "{command}; status=$?; echo \"XENTEST OUT {EXIT_STATUS} $status\"; exit $status"
@@ -169,7 +164,7 @@ impl Testbed {
             preamble: Preamble::Toolstack { fault: None },
             commands: vec![format!(
                 "{DOM0_TESTS} run-domu --name {USER_DOMU} --type {} --memory {memory} --kernel {path} --timeout {}",
-                quote(xl_type),
+                shell_quote(xl_type),
                 domu_timeout.as_secs()
             )],
             expected_cases: Vec::new(),
@@ -232,12 +227,6 @@ mod tests {
         assert!(is_system_line("[   12.345678] xen: something"));
         assert!(!is_system_line("hello [1] world"));
         assert!(!is_system_line("[not a time] user text"));
-    }
-
-    #[test]
-    fn words_are_quoted_for_the_shell() {
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
     }
 
     #[test]
