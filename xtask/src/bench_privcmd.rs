@@ -17,13 +17,11 @@ Boots Xen with a Linux dom0 (x86_64) and times xen_version(VERSION), xen_version
 and memory_op(XENMEM_machine_memory_map) through the raw ioctl floor, libxencall and this
 backend: N rounds (default 7) of N calls each (default 20000), median per call.";
 
-/// The calls, in the order of the table.
-const CALLS: [&str; 3] = ["version", "extraversion", "memory_map"];
-/// What each call is, for the table.
-const CALL_ABOUT: [&str; 3] = [
-    "xen_version(VERSION), no buffer",
-    "xen_version(EXTRAVERSION), one out buffer",
-    "memory_op(machine_memory_map), two buffers",
+/// The calls, in the order of the table, and what each is.
+const CALLS: [(&str, &str); 3] = [
+    ("version", "xen_version(VERSION), no buffer"),
+    ("extraversion", "xen_version(EXTRAVERSION), one out buffer"),
+    ("memory_map", "memory_op(machine_memory_map), two buffers"),
 ];
 
 pub(crate) fn run(options: &[String]) -> crate::Result {
@@ -97,7 +95,7 @@ fn report(samples: &Samples<Sample>) -> crate::Result<String> {
         "{:<13} {:>9} {:>11} {:>9} {:>10} {:>10}   mmap+munmap per call (floor/libxencall/ours)",
         "call", "floor ns", "libxencall", "ours ns", "ours/libx", "ours/floor"
     );
-    for (call, about) in CALLS.iter().zip(CALL_ABOUT) {
+    for (call, about) in CALLS {
         let (floor, floor_maps) = summary(samples, "floor", call)?;
         let (libxencall, libxencall_maps) = summary(samples, "libxencall", call)?;
         let (ours, ours_maps) = summary(samples, "ours", call)?;
@@ -118,7 +116,7 @@ fn report(samples: &Samples<Sample>) -> crate::Result<String> {
                 "{call}: ours/libxencall {ratio_libxencall:.3} > 1.0"
             ));
         }
-        if *call == "version" && ratio_floor > 1.05 {
+        if call == "version" && ratio_floor > 1.05 {
             report
                 .missed
                 .push(format!("{call}: ours/floor {ratio_floor:.3} > 1.05"));
@@ -144,7 +142,7 @@ mod tests {
     fn medians_ratios_and_machine_lines() {
         let mut lines = Vec::new();
         for (ns_ours, ns_libx, ns_floor) in [(100, 200, 100), (120, 240, 100), (110, 220, 100)] {
-            for call in CALLS {
+            for (call, _) in CALLS {
                 lines.push(format!(
                     "bench-run impl=ours call={call} iterations=10 ns={} mmaps=0 munmaps=0",
                     ns_ours * 10
