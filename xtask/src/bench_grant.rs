@@ -6,12 +6,9 @@
 //! once, runs interleaved rounds there, and prints the medians and ratios, one
 //! `bench grant <measure> ours_ns=… libxengnttab_ns=… ratio_libxengnttab=…` line per measure.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::bench::{
-    BenchRun, CProgram, boot_bench, build_c_program, median, rounds_and_iterations,
-};
+use crate::bench::{Bench, CProgram, Report, Samples};
 
 const USAGE: &str = "\
 usage: cargo xtask bench grant [--rounds N] [--iterations N]
@@ -33,105 +30,65 @@ const MEASURES: [(&str, &str); 3] = [
         "grant copy of 256 pages (1 MiB) into local memory",
     ),
 ];
+
 pub(crate) fn run(options: &[String]) -> crate::Result {
-    let (rounds, iterations) = rounds_and_iterations(options, (11, 1000), USAGE)?;
-    let testbed = crate::testbed::testbed();
-    let c_bench = build_c_program(
-        &testbed,
-        &CProgram {
+    let (rounds, iterations) = crate::bench::options(options, (11, 1000), USAGE, &mut [])?;
+    Bench {
+        name: "grant",
+        driver: ("xen-grant-bench", "grant-bench"),
+        peer: CProgram {
             source: "tests/grant-bench/libxengnttab_bench.c",
             header: "xengnttab.h",
             name: "libxengnttab-bench",
             link: &["-lxengnttab", "-lxentoolcore", "-lxentoollog"],
         },
-    )?;
-    let started = std::time::Instant::now();
-    let outcome = boot_bench(
-        &testbed,
-        ("xen-grant-bench", "grant-bench"),
-        c_bench,
-        format!("/bin/libxengnttab-bench {rounds} {iterations}"),
-        "bench_grant",
-        Duration::from_secs(180 + u64::from(rounds) * u64::from(iterations) / 20),
-    )?;
-    let samples = parse_samples(outcome.log.outputs())?;
-    println!(
-        "grant benchmark: {rounds} rounds x {iterations} iterations per implementation and measure, \
-         one boot (QEMU {:.1} s, whole command {:.1} s; software-emulated, on a shared machine)\n",
-        outcome.run.wall.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    print!("{}", report(&samples)?);
-    Ok(())
+        preamble: Default::default(),
+        commands: vec![format!("/bin/libxengnttab-bench {rounds} {iterations}")],
+        cases: &["bench_grant"],
+        timeout: Duration::from_secs(180 + rounds * iterations / 20),
+    }
+    .run(
+        &format!(
+            "grant benchmark: {rounds} rounds x {iterations} iterations per implementation and measure"
+        ),
+        "; software-emulated, on a shared machine",
+        |lines| report(&parse_samples(lines.iter().copied())?),
+    )
 }
-
-/// Nanoseconds per iteration of each (implementation, measure), from the `bench-run` lines.
-type Samples = BTreeMap<(String, String), Vec<f64>>;
 
 /// Parses `bench-run impl=<impl> measure=<measure> iterations=<n> ns=<total>`.
-fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples> {
-    let mut samples = Samples::new();
-    for run in BenchRun::all(lines) {
-        samples
-            .entry((
-                run.text("impl")?.to_string(),
-                run.text("measure")?.to_string(),
-            ))
-            .or_default()
-            .push(run.per_iteration("ns")?);
-    }
-    if samples.is_empty() {
-        return Err("the benchmark printed no results".into());
-    }
-    Ok(samples)
-}
-
-/// The median ns per iteration of `implementation` on `measure`.
-fn summary(samples: &Samples, implementation: &str, measure: &str) -> crate::Result<f64> {
-    samples
-        .get(&(implementation.to_string(), measure.to_string()))
-        .filter(|runs| !runs.is_empty())
-        .map(|runs| median(runs.clone()))
-        .ok_or_else(|| format!("no result for {implementation} {measure}"))
+fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples<f64>> {
+    Samples::parse(lines, "measure", |run| run.per_iteration("ns"))
 }
 
 /// The table, the target and the machine-readable lines.
-fn report(samples: &Samples) -> crate::Result<String> {
+fn report(samples: &Samples<f64>) -> crate::Result<String> {
     use std::fmt::Write;
-    let mut table = String::new();
-    let mut machine = String::new();
-    let mut missed = Vec::new();
+    let mut report = Report::default();
     let _ = writeln!(
-        table,
+        report.table,
         "{:<10} {:>12} {:>16} {:>10}",
         "measure", "ours ns", "libxengnttab ns", "ours/libx"
     );
     for (measure, about) in MEASURES {
-        let ours = summary(samples, "ours", measure)?;
-        let libx = summary(samples, "libxengnttab", measure)?;
+        let ours = samples.median("ours", measure, |&ns| ns)?;
+        let libx = samples.median("libxengnttab", measure, |&ns| ns)?;
         let ratio = ours / libx;
         let _ = writeln!(
-            table,
+            report.table,
             "{measure:<10} {ours:>12.0} {libx:>16.0} {ratio:>10.3}   ({about})"
         );
         let _ = writeln!(
-            machine,
+            report.machine,
             "bench grant {measure} ours_ns={ours:.0} libxengnttab_ns={libx:.0} ratio_libxengnttab={ratio:.3}"
         );
         if ratio > 1.0 {
-            missed.push(format!("{measure}: ours/libxengnttab {ratio:.3} > 1.0"));
+            report
+                .missed
+                .push(format!("{measure}: ours/libxengnttab {ratio:.3} > 1.0"));
         }
     }
-    let _ = writeln!(table);
-    if missed.is_empty() {
-        let _ = writeln!(
-            table,
-            "target met: ours <= 1.0x libxengnttab on every measure\n"
-        );
-    } else {
-        let _ = writeln!(table, "target missed: {}\n", missed.join("; "));
-    }
-    Ok(table + &machine)
+    Ok(report.finish("target", ": ours <= 1.0x libxengnttab on every measure"))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_evtchn;
 mod bench_grant;
+mod bench_privcmd;
 mod bench_store;
 mod gen_sys;
 mod setup;
