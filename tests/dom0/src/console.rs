@@ -1,6 +1,7 @@
 //! Xen's consoles from dom0 through `xen-console`: a line written to the hypervisor console is
 //! read back from Xen's log ring (the testbed boots Xen with `console_to_ring`), incrementally
-//! from the index taken before the write; `follow()` yields a line written after it started.
+//! from the index taken before the write; `follow()` yields a line written after it started; the
+//! whole log, as read, is printed for the runner, which compares it with the serial line.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ pub(crate) const CASES: &[Case] = &[
     ("console_log_incremental", incremental),
     ("console_log_sees_the_serial_output", sees_serial_output),
     ("console_log_follow", follow),
+    ("console_log_snapshot", snapshot),
 ];
 
 fn err(what: &str) -> impl Fn(xen_console::LogError) -> String + '_ {
@@ -153,4 +155,27 @@ fn follow(privcmd: &Privcmd) -> Result<(), String> {
         }
     }
     Err("follow() ended".into())
+}
+
+/// The whole log as read, on `XENTEST OUT xen-log <offset> <hex>` lines
+/// ([`xen_testbed_protocol::XEN_LOG`]): the runner compares it with what it captured on the serial
+/// line before these lines.
+fn snapshot(privcmd: &Privcmd) -> Result<(), String> {
+    use std::fmt::Write as _;
+    let all = XenLog::new(privcmd).read_all().map_err(err("read_all"))?;
+    if all.text.is_empty() {
+        return Err("the log is empty".into());
+    }
+    for (index, piece) in all.text.chunks(96).enumerate() {
+        let mut hex = String::with_capacity(2 * piece.len());
+        for byte in piece {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        println!(
+            "XENTEST OUT {} {} {hex}",
+            xen_testbed_protocol::XEN_LOG,
+            index * 96
+        );
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! powers off. `data/selftest` (`crash`, `silent`, `hang`) makes it misbehave on
 //! purpose, for the harness's own tests.
 
+mod console_bulk;
 mod console_ring;
 mod evtchn_port;
 mod grant;
@@ -206,10 +207,26 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
     });
     let mut store = store.map_err(Fail::from);
     if let Ok(store) = &mut store {
+        console_bulk::bench_if_asked(events, store);
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
-    exchange(platform, events, &mut reporter, store);
+    exchange(platform, events, &mut reporter, store.as_mut());
+    let bulk = match &mut store {
+        Ok(store) => console_bulk::exchange_write(events, store),
+        Err(_) => Err(Fail::new(format_args!("no xenstore to publish the digest"))),
+    };
+    reporter.case("console_bulk_written", bulk);
+    power_off(events, reporter)
+}
+
+/// Reports `console_flushed` and `DONE`; powers off if every case passed (after
+/// announcing it), else crashes.
+fn power_off<H: XenHypercall<Error = Error> + Copy>(
+    events: Events<H>,
+    mut reporter: Reporter<RingConsole<H>>,
+) -> ! {
+    let h = events.h;
     let console = RingConsole(events);
     reporter.case("console_flushed", console.flush().map_err(Fail::from));
     let summary = reporter.done();
@@ -254,21 +271,21 @@ fn exchange<P: Platform>(
     platform: &P,
     events: Events<P::Hypercall>,
     r: &mut Reporter<RingConsole<P::Hypercall>>,
-    store: Result<XenStore<P::Hypercall>, Fail>,
+    store: Result<&mut XenStore<P::Hypercall>, &mut Fail>,
 ) {
     let h = platform.hypercall();
-    let mut store = match store {
+    let store = match store {
         Ok(store) => store,
         Err(error) => return r.case("xenstore_read_name", Err(error)),
     };
     r.case(
         "xenstore_read_name",
-        echo_key(&mut store, "name", exchange::SEEN_NAME, |_| Ok(())),
+        echo_key(store, "name", exchange::SEEN_NAME, |_| Ok(())),
     );
     r.case(
         "xenstore_read_domid",
         echo_key(
-            &mut store,
+            store,
             "domid",
             exchange::SEEN_DOMID,
             |value| match core::str::from_utf8(value)
@@ -281,7 +298,7 @@ fn exchange<P: Platform>(
         ),
     );
     let channel = events.channel();
-    let port = match alloc_port(h, events.alloc_for_dom0(&channel), &mut store) {
+    let port = match alloc_port(h, events.alloc_for_dom0(&channel), store) {
         Ok(port) => {
             r.out(format_args!("port {} unbound for dom0", port.raw()));
             r.case("evtchn_alloc_unbound", Ok::<(), Fail>(()));
@@ -293,7 +310,7 @@ fn exchange<P: Platform>(
         Ok(table) => table,
         Err(error) => return r.case("grant_access", Err(error)),
     };
-    let grant = match grant_page(platform, &table, &mut store) {
+    let grant = match grant_page(platform, &table, store) {
         Ok(grant) => {
             r.out(format_args!("grant ref {} to dom0", grant.gref().raw()));
             r.case("grant_access", Ok::<(), Fail>(()));
@@ -447,15 +464,15 @@ fn sees_dom0_write() -> CaseResult {
     Ok(())
 }
 
-/// A short decimal number, formatted without allocation.
+/// A short text (a decimal number), formatted without allocation.
 #[derive(Debug, Default)]
-struct Digits {
+pub(super) struct Digits {
     len: usize,
-    bytes: [u8; 10],
+    bytes: [u8; 32],
 }
 
 impl Digits {
-    fn as_bytes(&self) -> &[u8] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 }
