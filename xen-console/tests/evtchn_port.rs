@@ -3,17 +3,31 @@
 use std::task::{Context, Poll, Waker};
 
 use xen_console::{AsyncWait, ConsoleRing, EvtchnPort, Notify, Wait, Wake};
-use xen_evtchn::EventChannel;
-use xen_evtchn::mock::MockPlatform;
+use xen_evtchn::mock::{MockDomain, MockPlatform};
+use xen_evtchn::{BoundPort, EventChannel, RawEventChannel};
 use xen_hypercall::DomId;
 use xen_shared::{Consumer, RingLayout, SharedPage};
 
-#[test]
-fn a_wait_returns_after_the_peer_signals_and_rearms_the_port() {
+type Channel = RawEventChannel<MockDomain, 4>;
+
+/// Domain 0's channel of a mock Xen (the platform kept beside it).
+fn channel() -> (MockPlatform, Channel) {
     let platform = MockPlatform::new();
-    let ch = platform.domain(0).channel::<4>();
+    let channel = platform.domain(0).channel();
+    (platform, channel)
+}
+
+/// A loopback pair of `ch`: `a` allocated, `b` bound to it (pending, as Xen marks it).
+fn loopback(ch: &Channel) -> (BoundPort<&Channel>, BoundPort<&Channel>) {
     let a = ch.alloc_unbound(DomId::SELF).unwrap();
     let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    (a, b)
+}
+
+#[test]
+fn a_wait_returns_after_the_peer_signals_and_rearms_the_port() {
+    let (_platform, ch) = channel();
+    let (a, b) = loopback(&ch);
     let mut port = EvtchnPort::new(b);
     // Xen marks a newly bound port pending: that is the first wake-up.
     assert_eq!(port.wait().unwrap(), Wake::Event);
@@ -30,10 +44,8 @@ fn a_wait_returns_after_the_peer_signals_and_rearms_the_port() {
 
 #[test]
 fn an_async_wait_is_pending_until_the_peer_signals() {
-    let platform = MockPlatform::new();
-    let ch = platform.domain(0).channel::<4>();
-    let a = ch.alloc_unbound(DomId::SELF).unwrap();
-    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (_platform, ch) = channel();
+    let (a, b) = loopback(&ch);
     let mut port = EvtchnPort::new(b);
     let mut cx = Context::from_waker(Waker::noop());
     // The bind's pending event, then nothing until the peer signals.
