@@ -24,11 +24,9 @@ use xen_testbed_protocol::{Reporter, Stdout};
 
 use crate::domu::{ConsoleForwarder, Domain, Spec, console_log};
 
-/// How long the domU may take to write its bulk data and publish the digest.
+/// How long the domU may take to write its bulk data and report its digest.
 const BULK_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long xenconsoled may take to log what it drained.
-const LOG_TIMEOUT: Duration = Duration::from_secs(10);
-/// Polling interval of xenstore and of xenconsoled's log while waiting.
+/// Polling interval of xenconsoled's log while waiting.
 const POLL: Duration = Duration::from_millis(50);
 /// Polling interval of xenconsoled's log while timing the ring.
 const TIMING_POLL: Duration = Duration::from_millis(2);
@@ -55,14 +53,14 @@ pub(crate) fn dmesg() -> ExitCode {
 }
 
 /// The exchange's step `console_bulk_intact`: the domU's digest of the bulk data it wrote
-/// ([`bulk::WRITTEN`]) equals the digest of the bulk lines in xenconsoled's log, and both equal
-/// the pattern's.
+/// (its `XENTEST OUT console-bulk` line) equals the digest of the bulk lines in xenconsoled's log,
+/// and both equal the pattern's.
 pub(crate) fn bulk_intact(domain: &Domain, out: &mut Reporter<Stdout>) -> Result<(), String> {
     let started = Instant::now();
-    let (bytes, digest) = wait_for_written(domain)?;
+    let (log, (bytes, digest)) = wait_for_written(domain)?;
     let bytes = usize::try_from(bytes).map_err(|e| format!("{bytes} bytes: {e}"))?;
     let written = started.elapsed();
-    let logged = wait_for_bulk(&console_log(&domain.name), bytes)?;
+    let logged = bulk_of(&log);
     let mut log_digest = Digest::new();
     log_digest.update(&logged);
     let mut pattern = vec![0; bytes];
@@ -91,25 +89,44 @@ pub(crate) fn bulk_intact(domain: &Domain, out: &mut Reporter<Stdout>) -> Result
     Ok(())
 }
 
-/// Waits until the domU published `<bytes> <digest>` at [`bulk::WRITTEN`].
-fn wait_for_written(domain: &Domain) -> Result<(u64, u64), String> {
+/// Waits until xenconsoled's log of `domain` holds the domU's `XENTEST OUT console-bulk <bytes>
+/// <digest>` line, which follows its bulk data; returns the log and `(bytes, digest)`. The log
+/// outlives the domain: once it is gone, xenconsoled gets 2 s more to log what it drained.
+fn wait_for_written(domain: &Domain) -> Result<(Vec<u8>, (u64, u64)), String> {
+    let path = console_log(&domain.name);
+    let marker = format!("XENTEST OUT {} ", bulk::WRITTEN);
     let deadline = Instant::now() + BULK_TIMEOUT;
+    let mut gone = None;
     loop {
-        if let Ok(value) = domain.read(bulk::WRITTEN) {
-            return bulk::parse_written(&value)
-                .ok_or_else(|| format!("{} is {value:?}", bulk::WRITTEN));
+        let log = std::fs::read(&path).unwrap_or_default();
+        let line = log
+            .split(|&b| b == b'\n')
+            .filter_map(|line| {
+                let at = line
+                    .windows(marker.len())
+                    .position(|w| w == marker.as_bytes())?;
+                Some(String::from_utf8_lossy(&line[at + marker.len()..]).into_owned())
+            })
+            .next();
+        if let Some(line) = line {
+            let written =
+                bulk::parse_written(&line).ok_or_else(|| format!("`{marker}{line}`: malformed"))?;
+            return Ok((log, written));
         }
-        if let Some(reason) = domain.shutdown_reason() {
-            return Err(format!(
-                "the domU shut down (reason {reason}) before writing {}",
-                bulk::WRITTEN
-            ));
+        let now = Instant::now();
+        if gone.is_none() && domain.shutdown_reason().is_some() {
+            gone = Some(now);
         }
-        if Instant::now() > deadline {
+        if gone.is_some_and(|at| now > at + Duration::from_secs(2)) || now > deadline {
             return Err(format!(
-                "no {} within {} s",
-                bulk::WRITTEN,
-                BULK_TIMEOUT.as_secs()
+                "no `{marker}` line in {path} ({} bytes) within {} s{}",
+                log.len(),
+                BULK_TIMEOUT.as_secs(),
+                if gone.is_some() {
+                    " (the domU shut down)"
+                } else {
+                    ""
+                }
             ));
         }
         sleep(POLL);
@@ -123,19 +140,6 @@ fn bulk_of(log: &[u8]) -> Vec<u8> {
         .flatten()
         .copied()
         .collect()
-}
-
-/// The bulk lines of the log at `path`, once there are at least `bytes` of them.
-fn wait_for_bulk(path: &str, bytes: usize) -> Result<Vec<u8>, String> {
-    let deadline = Instant::now() + LOG_TIMEOUT;
-    loop {
-        let log = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-        let logged = bulk_of(&log);
-        if logged.len() >= bytes || Instant::now() > deadline {
-            return Ok(logged);
-        }
-        sleep(POLL);
-    }
 }
 
 /// `xen-dom0-tests console-bench <log rounds> <ring rounds> <bytes> <domU options>`.
@@ -241,7 +245,7 @@ fn ring_rounds(
                 "bench-run impl=ours measure=ring_{size} iterations=1 ns={ns} bytes={bytes}"
             ));
         }
-        let (written, _) = wait_for_written(&domain)?;
+        let (_, (written, _)) = wait_for_written(&domain)?;
         if written != (runs * bytes) as u64 {
             return Err(format!(
                 "the domU says it wrote {written} bytes, not {}",

@@ -5,11 +5,11 @@
 //! line starts with: dom0 forwards a domU's console to the serial line without them. Line `i` is
 //! `~` followed by `i` in 16 hex digits, a space, printable filler that depends on `i`, and `\n`.
 //!
-//! Keys (under the domU's home) and values:
-//! - [`WRITTEN`]: `<bytes> <digest>` (digest in 16 hex digits), written by the domU after it wrote
-//!   the data and its console ring was drained.
-//! - [`BENCH`]: `<rounds> <bytes>`, written by dom0 before it unpauses a domU that is to time its
-//!   console ring instead of running the exchange.
+//! Once its console ring is drained, the domU reports what it wrote as
+//! `XENTEST OUT console-bulk <bytes> <digest>` ([`WRITTEN`], the digest in 16 hex digits): dom0
+//! finds that line in xenconsoled's log even after the domain is gone. Dom0 writes
+//! `<rounds> <bytes>` at [`BENCH`] (under the domU's home) before it unpauses a domU that is to
+//! time its console ring instead of running the exchange.
 
 /// The first byte of every bulk line.
 pub const PREFIX: u8 = b'~';
@@ -23,8 +23,9 @@ pub const EXCHANGE_BYTES: usize = if cfg!(target_arch = "aarch64") {
 } else {
     1 << 20
 };
-/// The domU writes `<bytes> <digest>` here once its bulk data left the ring.
-pub const WRITTEN: &str = "data/console-bulk";
+/// What starts the `XENTEST OUT` text with which the domU reports `<bytes> <digest>` once its
+/// bulk data left the ring.
+pub const WRITTEN: &str = "console-bulk";
 /// Dom0 writes `<rounds> <bytes>` here for a console ring benchmark domU.
 pub const BENCH: &str = "data/console-bench";
 /// The write sizes a benchmark domU times, in its order.
@@ -92,7 +93,7 @@ impl Digest {
     }
 }
 
-/// Parses a [`WRITTEN`] value: `(bytes, digest)`.
+/// Parses the `<bytes> <digest>` after [`WRITTEN`]: `(bytes, digest)`.
 pub fn parse_written(value: &str) -> Option<(u64, u64)> {
     let (bytes, digest) = value.trim().split_once(' ')?;
     Some((bytes.parse().ok()?, u64::from_str_radix(digest, 16).ok()?))

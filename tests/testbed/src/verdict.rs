@@ -184,7 +184,9 @@ fn describe(exit: Exit) -> String {
 /// The case the runner reports for a run in which a dom0 program printed Xen's log ring as it
 /// read it ([`xen_testbed_protocol::XEN_LOG`] lines): it passes when that text is what the serial
 /// line carried before those lines, modulo line endings (`\r`, ANSI escapes) and the lines the
-/// ring no longer holds; the first and last lines of the ring may be partial.
+/// ring no longer holds; the first and last lines of the ring may be partial. Lines Xen logged
+/// before its serial console was up (on Arm: the device tree and memory map) are only in the
+/// ring: the ring may start with lines that precede the serial line's first Xen line.
 pub const XEN_LOG_CASE: &str = "console_log_matches_serial";
 
 /// Judges [`XEN_LOG_CASE`]: `None` if the log has no [`xen_testbed_protocol::XEN_LOG`] line.
@@ -221,7 +223,8 @@ fn judge_xen_log(log: &Log) -> Option<Result<(), String>> {
 }
 
 /// Whether the ring's text (`ring`) is a run of the `serial` lines, modulo line endings; its first
-/// line may be the end of a serial line and its last the start of one.
+/// line may be the end of a serial line and its last the start of one; or, if the ring holds lines
+/// from before the serial console, a run of serial lines from its first Xen line on follows them.
 fn compare_ring(ring: &[u8], serial: &[String]) -> Result<(), String> {
     let mut lines: Vec<String> = ring.split(|&b| b == b'\n').map(clean_line).collect();
     // After a final newline, an empty piece: the last line is whole.
@@ -259,6 +262,19 @@ fn compare_ring(ring: &[u8], serial: &[String]) -> Result<(), String> {
         }
         if matched >= best.1 {
             best = (start, matched);
+        }
+    }
+    // Lines logged before the serial console: the serial line's first Xen line is in the ring.
+    if let Some(first) = serial.iter().position(|line| line.starts_with("(XEN) ")) {
+        for skip in 1..lines.len() {
+            let tail = &lines[skip..];
+            if tail.iter().enumerate().all(|(k, expected)| {
+                serial
+                    .get(first + k)
+                    .is_some_and(|line| matches(line, expected, skip + k + 1 == lines.len()))
+            }) {
+                return Ok(());
+            }
         }
     }
     let (start, matched) = best;
@@ -960,6 +976,10 @@ mod tests {
         let error = judge_xen_log(&log).unwrap().unwrap_err();
         assert!(error.contains("\"line x\""), "{error}");
         assert_eq!(judge_xen_log(&parse_log(serial.as_bytes())), None);
+        // Lines from before the serial console, then what the serial line carried from its start.
+        let early = b"(XEN) RAM: 0-1\n(XEN) line a\n(XEN) line b\n";
+        let log = parse_log(format!("{serial}{}", xen_log_lines(early)).as_bytes());
+        assert_eq!(judge_xen_log(&log), Some(Ok(())));
         let gap = "XENTEST OUT xen-log 0 41\nXENTEST OUT xen-log 5 41\n";
         assert!(judge_xen_log(&parse_log(gap.as_bytes())).unwrap().is_err());
     }

@@ -2,22 +2,20 @@
 //! (arm64: 128 KiB) in the exchange, whose digest dom0 compares with what xenconsoled logged; and
 //! the console benchmark, in which dom0 times the ring from xenconsoled's log.
 
-use core::fmt;
-
 use xen_hypercall::{Error, XenHypercall};
 use xen_testbed_protocol::Reporter;
 use xen_testbed_protocol::bulk::{self, Digest};
 
 use super::console_ring::RingConsole;
 use super::xenstore::XenStore;
-use super::{Digits, DomuError, Events, power_off};
+use super::{Events, power_off};
 use crate::fail::{CaseResult, Fail};
 
 /// The exchange's bulk write: [`bulk::EXCHANGE_BYTES`] in 4 KiB writes, drained,
-/// then `<bytes> <digest>` at [`bulk::WRITTEN`].
+/// then `XENTEST OUT console-bulk <bytes> <digest>` ([`bulk::WRITTEN`]).
 pub(crate) fn exchange_write<H: XenHypercall<Error = Error> + Copy>(
     events: Events<H>,
-    store: &mut XenStore<H>,
+    reporter: &mut Reporter<RingConsole<H>>,
 ) -> CaseResult {
     let mut digest = Digest::new();
     let mut offset = 0;
@@ -26,20 +24,21 @@ pub(crate) fn exchange_write<H: XenHypercall<Error = Error> + Copy>(
         digest.update(chunk);
         offset += chunk.len() as u64;
     })?;
-    publish(store, offset, digest)
+    publish(reporter, offset, digest);
+    Ok(())
 }
 
-/// Writes `<bytes> <digest>` at [`bulk::WRITTEN`].
+/// Reports what was written: `XENTEST OUT console-bulk <bytes> <digest>`.
 fn publish<H: XenHypercall<Error = Error> + Copy>(
-    store: &mut XenStore<H>,
+    reporter: &mut Reporter<RingConsole<H>>,
     bytes: u64,
     digest: Digest,
-) -> CaseResult {
-    let mut value = Digits::default();
-    fmt::Write::write_fmt(&mut value, format_args!("{bytes} {:016x}", digest.value()))
-        .map_err(|_| DomuError::TooLong)?;
-    store.write(bulk::WRITTEN, value.as_bytes())?;
-    Ok(())
+) {
+    reporter.out(format_args!(
+        "{} {bytes} {:016x}",
+        bulk::WRITTEN,
+        digest.value()
+    ));
 }
 
 /// If dom0 wrote [`bulk::BENCH`] (`<rounds> <bytes>`): writes `bytes` for each
@@ -60,7 +59,7 @@ pub(crate) fn bench_if_asked<H: XenHypercall<Error = Error> + Copy>(
         .and_then(|(rounds, bytes)| Some((rounds.parse().ok()?, bytes.parse().ok()?)));
     let mut reporter = Reporter::new(RingConsole(events));
     let result = match asked {
-        Some((rounds, bytes)) => bench(events, store, &mut reporter, rounds, bytes),
+        Some((rounds, bytes)) => bench(events, &mut reporter, rounds, bytes),
         None => Err(Fail::new(format_args!(
             "{} is {:?}, not `<rounds> <bytes>`",
             bulk::BENCH,
@@ -73,7 +72,6 @@ pub(crate) fn bench_if_asked<H: XenHypercall<Error = Error> + Copy>(
 
 fn bench<H: XenHypercall<Error = Error> + Copy>(
     events: Events<H>,
-    store: &mut XenStore<H>,
     reporter: &mut Reporter<RingConsole<H>>,
     rounds: u32,
     bytes: usize,
@@ -92,5 +90,6 @@ fn bench<H: XenHypercall<Error = Error> + Copy>(
             total += bytes as u64;
         }
     }
-    publish(store, total, Digest::new())
+    publish(reporter, total, Digest::new());
+    Ok(())
 }

@@ -211,11 +211,8 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
-    exchange(platform, events, &mut reporter, store.as_mut());
-    let bulk = match &mut store {
-        Ok(store) => console_bulk::exchange_write(events, store),
-        Err(_) => Err(Fail::new(format_args!("no xenstore to publish the digest"))),
-    };
+    exchange(platform, events, &mut reporter, store);
+    let bulk = console_bulk::exchange_write(events, &mut reporter);
     reporter.case("console_bulk_written", bulk);
     power_off(events, reporter)
 }
@@ -271,21 +268,21 @@ fn exchange<P: Platform>(
     platform: &P,
     events: Events<P::Hypercall>,
     r: &mut Reporter<RingConsole<P::Hypercall>>,
-    store: Result<&mut XenStore<P::Hypercall>, &mut Fail>,
+    store: Result<XenStore<P::Hypercall>, Fail>,
 ) {
     let h = platform.hypercall();
-    let store = match store {
+    let mut store = match store {
         Ok(store) => store,
         Err(error) => return r.case("xenstore_read_name", Err(error)),
     };
     r.case(
         "xenstore_read_name",
-        echo_key(store, "name", exchange::SEEN_NAME, |_| Ok(())),
+        echo_key(&mut store, "name", exchange::SEEN_NAME, |_| Ok(())),
     );
     r.case(
         "xenstore_read_domid",
         echo_key(
-            store,
+            &mut store,
             "domid",
             exchange::SEEN_DOMID,
             |value| match core::str::from_utf8(value)
@@ -298,7 +295,7 @@ fn exchange<P: Platform>(
         ),
     );
     let channel = events.channel();
-    let port = match alloc_port(h, events.alloc_for_dom0(&channel), store) {
+    let port = match alloc_port(h, events.alloc_for_dom0(&channel), &mut store) {
         Ok(port) => {
             r.out(format_args!("port {} unbound for dom0", port.raw()));
             r.case("evtchn_alloc_unbound", Ok::<(), Fail>(()));
@@ -310,7 +307,7 @@ fn exchange<P: Platform>(
         Ok(table) => table,
         Err(error) => return r.case("grant_access", Err(error)),
     };
-    let grant = match grant_page(platform, &table, store) {
+    let grant = match grant_page(platform, &table, &mut store) {
         Ok(grant) => {
             r.out(format_args!("grant ref {} to dom0", grant.gref().raw()));
             r.case("grant_access", Ok::<(), Fail>(()));
@@ -464,15 +461,15 @@ fn sees_dom0_write() -> CaseResult {
     Ok(())
 }
 
-/// A short text (a decimal number), formatted without allocation.
+/// A short decimal number, formatted without allocation.
 #[derive(Debug, Default)]
-pub(super) struct Digits {
+struct Digits {
     len: usize,
-    bytes: [u8; 32],
+    bytes: [u8; 10],
 }
 
 impl Digits {
-    pub(super) fn as_bytes(&self) -> &[u8] {
+    fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 }
