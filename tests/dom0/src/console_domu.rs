@@ -1,5 +1,5 @@
 //! A domU's console ring seen from dom0, through what xenconsoled logs of it
-//! ([`xen_testbed_protocol::bulk`]): the exchange's 1 MiB (arm64: 128 KiB) arrives intact, and `console-bench`
+//! ([`xen_testbed_protocol::bulk`]): the exchange's 1 MiB arrives intact, and `console-bench`
 //! times the ring and Xen's log readers.
 //!
 //! - `xen-dom0-tests dmesg` prints Xen's whole log ring, read through `xen-console`'s log reader,

@@ -15,7 +15,7 @@
 //! 5. The domU sees the event, checks [`DOM0_TEXT`] and notifies P; dom0 waits for it on L.
 //! 6. dom0 unmaps the grant and notifies L again.
 //! 7. The domU ends access to R (which succeeds: nothing maps it), closes P, writes 1 MiB of bulk
-//!    data (128 KiB on arm64) through its console ring and reports its digest there
+//!    data through its console ring and reports its digest there
 //!    ([`crate::bulk`]), which dom0 compares with what xenconsoled logged; reports `DONE`, waits
 //!    until the console backend consumed its output, prints `XENTEST SHUTDOWN poweroff` and powers
 //!    off.

@@ -1,5 +1,5 @@
 //! Bulk data through the console ring ([`xen_testbed_protocol::bulk`]): 1 MiB
-//! (arm64: 128 KiB) in the exchange, whose digest dom0 compares with what xenconsoled logged; and
+//! in the exchange, whose digest dom0 compares with what xenconsoled logged; and
 //! the console benchmark, in which dom0 times the ring from xenconsoled's log.
 
 use xen_hypercall::{Error, XenHypercall};
