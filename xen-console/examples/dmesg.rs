@@ -1,13 +1,15 @@
 //! `dmesg [--clear] [--follow]`: Xen's log, as `xl dmesg` prints it, in dom0.
 //!
-//! `--follow` keeps printing what Xen logs afterwards. It wakes every 200 ms to look again (a
-//! `Wait` channel made of a sleep); a channel bound to `VIRQ_CON_RING` through `xen-evtchn`
-//! wakes it only when Xen logs something.
+//! `--follow` keeps printing what Xen logs afterwards, woken by `VIRQ_CON_RING` (bound through
+//! `/dev/xen/evtchn`), which Xen raises in dom0 when it logs something: no timer. (Only one
+//! binding of that VIRQ per domain: not while xenconsoled logs the hypervisor, `--log=hv`.)
 
 use std::io::Write as _;
-use std::time::Duration;
 
-use xen_console::{FnChannel, Wake, XenLog};
+use xen_console::{EvtchnPort, XenLog};
+use xen_evtchn::EventChannel;
+use xen_evtchn::linux::EvtchnDevice;
+use xen_hypercall::Virq;
 use xen_hypercall_privcmd::Privcmd;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,14 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         log.clear()?;
     }
     if follow {
-        let tick = FnChannel::new(
-            || Ok::<_, std::convert::Infallible>(()),
-            || {
-                std::thread::sleep(Duration::from_millis(200));
-                Ok(Wake::Event)
-            },
-        );
-        for chunk in log.follow(tick, Some(all.next_index)) {
+        let events = EvtchnDevice::open()?;
+        let con_ring = EvtchnPort::new(events.bind_virq(Virq::CON_RING)?);
+        for chunk in log.follow(con_ring, Some(all.next_index)) {
             stdout.write_all(&chunk?.text)?;
             stdout.flush()?;
         }

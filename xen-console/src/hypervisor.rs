@@ -31,7 +31,9 @@ impl<'a, H: XenHypercall + ?Sized> HypervisorConsole<'a, H> {
     }
 
     /// Console input (`CONSOLEIO_read`), woken by `virq_console`: a channel bound to
-    /// `VIRQ_CONSOLE`, which Xen raises in the hardware domain when serial input arrives.
+    /// `VIRQ_CONSOLE` (such as an [`EvtchnPort`](crate::EvtchnPort)), which Xen raises in the
+    /// hardware domain when serial input arrives (while Xen's serial input focus is on it: from
+    /// the end of boot, unless `conswitch=<c>x`; Ctrl-`<c>` three times moves it).
     pub fn input<C>(&self, virq_console: C) -> Input<'a, H, C> {
         Input {
             xen: self.xen,

@@ -10,6 +10,7 @@ extern crate std;
 
 mod channel;
 mod error;
+mod evtchn;
 pub mod hypervisor;
 mod location;
 pub mod log;
@@ -17,6 +18,7 @@ pub mod ring;
 
 pub use channel::{AsyncWait, Channel, FnChannel, Notify, Wait, Wake};
 pub use error::Error;
+pub use evtchn::EvtchnPort;
 pub use hypervisor::HypervisorConsole;
 pub use location::RingLocation;
 #[cfg(feature = "alloc")]

@@ -134,7 +134,7 @@ where
 
     /// The log as it grows: a `Stream` of chunks, starting after position `from` (or with the
     /// whole ring), woken by `virq_con_ring`, a channel bound to `VIRQ_CON_RING` (which Xen
-    /// raises in dom0 on new log output). A blocking iterator with a [`Wait`](crate::Wait)
+    /// raises in dom0 on new log output; an [`EvtchnPort`](crate::EvtchnPort) wakes only then). A blocking iterator with a [`Wait`](crate::Wait)
     /// channel.
     #[cfg(feature = "alloc")]
     pub fn follow<C>(&self, virq_con_ring: C, from: Option<u32>) -> Follow<'a, H, C> {

@@ -1,6 +1,7 @@
 //! `cargo xtask bench <name>`: the shape every benchmark shares.
 //!
-//! A benchmark builds its C peer (statically against Debian's `libxen-dev`) and its Rust driver,
+//! A benchmark builds its C peer (statically against Debian's `libxen-dev`; or uses one of
+//! Debian's tools) and its Rust driver,
 //! boots the testbed's x86_64 Linux dom0 once, runs the driver there (which runs the peer and
 //! prints one `bench-run key=value…` line per timed sample), takes the medians and prints a table,
 //! whether the targets were met and one machine-readable `bench <name> <measure> …` line each.
@@ -11,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use xen_testbed::verdict::DomuExpectation;
 use xen_testbed::{Arch, Dom0Run, Testbed, initramfs::Preamble};
 
 const USAGE: &str = "\
-usage: cargo xtask bench privcmd|evtchn|store|grant [--rounds N] [--iterations N] [...]";
+usage: cargo xtask bench privcmd|evtchn|store|grant|console [--rounds N] [--iterations N] [...]";
 
 /// The static libraries of Debian's `libxen-dev` the C peers link.
 const LIBXEN_DIR: &str = "/usr/lib/x86_64-linux-gnu";
@@ -26,6 +28,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         "evtchn" => crate::bench_evtchn::run(options),
         "store" => crate::bench_store::run(options),
         "grant" => crate::bench_grant::run(options),
+        "console" => crate::bench_console::run(options),
         _ => Err(format!("unknown benchmark `{what}`\n{USAGE}")),
     }
 }
@@ -108,8 +111,8 @@ pub(crate) struct Bench {
     pub(crate) name: &'static str,
     /// The Rust driver's package and binary.
     pub(crate) driver: (&'static str, &'static str),
-    /// The C peer, in `/bin` under its name.
-    pub(crate) peer: CProgram,
+    /// The C peer, in `/bin` under its name (`None`: the peer is one of Debian's tools).
+    pub(crate) peer: Option<CProgram>,
     /// What dom0 starts before the commands.
     pub(crate) preamble: Preamble,
     /// The driver's arguments, one command each.
@@ -118,6 +121,10 @@ pub(crate) struct Bench {
     pub(crate) cases: &'static [&'static str],
     /// How long the boot may take.
     pub(crate) timeout: Duration,
+    /// Other files for dom0 (e.g. a domU's kernel): absolute path in dom0, host path.
+    pub(crate) files: Vec<(String, PathBuf)>,
+    /// The domUs the driver creates, judged with the run.
+    pub(crate) domus: Vec<DomuExpectation>,
 }
 
 impl Bench {
@@ -131,9 +138,12 @@ impl Bench {
         report: impl FnOnce(&[&str]) -> crate::Result<String>,
     ) -> crate::Result {
         let testbed = crate::testbed::testbed();
-        let peer = build_c_program(&testbed, &self.peer)?;
         let started = Instant::now();
         let (package, binary) = self.driver;
+        let mut binaries = vec![(binary.into(), testbed.static_binary(Arch::X86_64, binary))];
+        if let Some(peer) = &self.peer {
+            binaries.push((peer.name.into(), build_c_program(&testbed, peer)?));
+        }
         testbed
             .build_static(package, &[Arch::X86_64])
             .map_err(|e| e.to_string())?;
@@ -141,11 +151,8 @@ impl Bench {
             .boot_linux_dom0(&Dom0Run {
                 name: format!("bench-{}-x86_64", self.name),
                 arch: Arch::X86_64,
-                binaries: vec![
-                    (binary.into(), testbed.static_binary(Arch::X86_64, binary)),
-                    (self.peer.name.into(), peer),
-                ],
-                files: Vec::new(),
+                binaries,
+                files: self.files,
                 preamble: self.preamble,
                 commands: self
                     .commands
@@ -155,7 +162,7 @@ impl Bench {
                 expected_cases: self.cases.iter().map(|&case| case.into()).collect(),
                 expected_dones: self.commands.len(),
                 timeout: self.timeout,
-                domus: Vec::new(),
+                domus: self.domus,
             })
             .map_err(|e| e.to_string())?;
         let lines: Vec<&str> = outcome.log.outputs().collect();

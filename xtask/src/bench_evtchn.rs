@@ -28,12 +28,12 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     Bench {
         name: "evtchn",
         driver: ("xen-dom0-tests", "xen-dom0-tests"),
-        peer: CProgram {
+        peer: Some(CProgram {
             source: "tests/bench/libxenevtchn_bench.c",
             header: "xenevtchn.h",
             name: "libxenevtchn-bench",
             link: &["-lxenevtchn", "-lxentoolcore", "-lxentoollog"],
-        },
+        }),
         preamble: Default::default(),
         commands: vec![
             format!("evtchn-bench /bin/libxenevtchn-bench {rounds} {iterations}"),
@@ -41,6 +41,8 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         ],
         cases: &["bench_evtchn", "evtchn_soak"],
         timeout: Duration::from_secs(300 + rounds * iterations / 50 + trips / 100 + cycles / 50),
+        files: Vec::new(),
+        domus: Vec::new(),
     }
     .run(
         &format!("evtchn benchmark: {rounds} rounds, {iterations} round trips per sample"),

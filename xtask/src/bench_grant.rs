@@ -36,16 +36,18 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     Bench {
         name: "grant",
         driver: ("xen-grant-bench", "grant-bench"),
-        peer: CProgram {
+        peer: Some(CProgram {
             source: "tests/grant-bench/libxengnttab_bench.c",
             header: "xengnttab.h",
             name: "libxengnttab-bench",
             link: &["-lxengnttab", "-lxentoolcore", "-lxentoollog"],
-        },
+        }),
         preamble: Default::default(),
         commands: vec![format!("/bin/libxengnttab-bench {rounds} {iterations}")],
         cases: &["bench_grant"],
         timeout: Duration::from_secs(180 + rounds * iterations / 20),
+        files: Vec::new(),
+        domus: Vec::new(),
     }
     .run(
         &format!(

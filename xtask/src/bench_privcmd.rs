@@ -29,7 +29,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     Bench {
         name: "privcmd",
         driver: ("xen-privcmd-bench", "privcmd-bench"),
-        peer: CProgram {
+        peer: Some(CProgram {
             source: "tests/bench/libxencall_bench.c",
             header: "xencall.h",
             name: "libxencall-bench",
@@ -39,11 +39,13 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
                 "-lxentoolcore",
                 "-lxentoollog",
             ],
-        },
+        }),
         preamble: Default::default(),
         commands: vec![format!("/bin/libxencall-bench {rounds} {iterations}")],
         cases: &["bench_privcmd"],
         timeout: Duration::from_secs(120 + rounds * iterations / 100),
+        files: Vec::new(),
+        domus: Vec::new(),
     }
     .run(
         &format!(

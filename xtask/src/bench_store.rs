@@ -36,17 +36,19 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     Bench {
         name: "store",
         driver: ("xen-store-bench", "store-bench"),
-        peer: CProgram {
+        peer: Some(CProgram {
             source: "tests/store-bench/libxenstore_bench.c",
             header: "xenstore.h",
             name: "libxenstore-bench",
             link: &["-lxenstore", "-lxentoolcore", "-lpthread"],
-        },
+        }),
         preamble: Preamble::Toolstack { fault: None },
         commands: vec![format!("/bin/libxenstore-bench {rounds} {iterations}")],
         cases: &["bench_store"],
         // Under software emulation an operation takes about a millisecond.
         timeout: Duration::from_secs(180 + operations * 5 / 1000),
+        files: Vec::new(),
+        domus: Vec::new(),
     }
     .run(
         &format!(

@@ -1,6 +1,7 @@
 //! Project commands, run as `cargo xtask <command>`.
 
 mod bench;
+mod bench_console;
 mod bench_evtchn;
 mod bench_grant;
 mod bench_privcmd;
@@ -29,6 +30,7 @@ commands:
   bench grant             benchmark xen-grant against libxengnttab, inside the testbed
   bench evtchn            benchmark xen-evtchn against libxenevtchn, and soak it, inside the testbed
   bench store             benchmark the xenstore client against libxenstore, inside the testbed
+  bench console           benchmark Xen's log reader against xl dmesg and a domU's console ring, inside the testbed
 ";
 
 /// What an xtask command returns: `Err` carries a message for the user.

@@ -1,11 +1,15 @@
 //! Xen's consoles from dom0 through `xen-console`: a line written to the hypervisor console is
 //! read back from Xen's log ring (the testbed boots Xen with `console_to_ring`), incrementally
-//! from the index taken before the write; `follow()` yields a line written after it started.
+//! from the index taken before the write; `follow()` yields a line written after it started; the
+//! whole log, as read, is printed for the runner, which compares it with the serial line.
 
-use std::cell::Cell;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use xen_console::{FnChannel, HypervisorConsole, Wake, XenLog};
+use xen_console::{EvtchnPort, HypervisorConsole, XenLog};
+use xen_evtchn::EventChannel;
+use xen_evtchn::linux::EvtchnDevice;
+use xen_hypercall::Virq;
 use xen_hypercall::prelude::*;
 use xen_hypercall_privcmd::Privcmd;
 
@@ -16,6 +20,7 @@ pub(crate) const CASES: &[Case] = &[
     ("console_log_incremental", incremental),
     ("console_log_sees_the_serial_output", sees_serial_output),
     ("console_log_follow", follow),
+    ("console_log_snapshot", snapshot),
 ];
 
 fn err(what: &str) -> impl Fn(xen_console::LogError) -> String + '_ {
@@ -120,37 +125,75 @@ fn sees_serial_output(privcmd: &Privcmd) -> Result<(), String> {
     }
 }
 
-/// `follow()` from the current end yields a line written after it started. It wakes on a
-/// 20 ms tick (a `VIRQ_CON_RING` channel comes with xen-evtchn) and gives up after 5 s.
+/// `follow()` from the current end yields a line written after it started, woken by
+/// `VIRQ_CON_RING` through `xen-evtchn` (no timer): a thread writes the line once follow() waits.
+/// If no wake-up comes within 10 s, a watchdog reports the case failed and ends the program (a
+/// blocking wait cannot be interrupted otherwise).
 fn follow(privcmd: &Privcmd) -> Result<(), String> {
     let log = XenLog::new(privcmd);
     let start = log.end_index().map_err(err("end_index"))?;
     let line = format!("xen-console follow {start:#x}\n");
-    let ticks = Cell::new(0u32);
-    let tick = FnChannel::new(
-        || Ok::<_, std::io::Error>(()),
-        || {
-            ticks.set(ticks.get() + 1);
-            if ticks.get() == 1 {
-                // Written after follow() has looked once and found nothing.
-                HypervisorConsole::new(privcmd)
-                    .write_all(line.as_bytes())
-                    .map_err(std::io::Error::other)?;
-            }
-            if ticks.get() > 250 {
-                return Err(std::io::Error::other("no new line within 5 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            Ok(Wake::Event)
-        },
-    );
+    let events = EvtchnDevice::open().map_err(|e| format!("open /dev/xen/evtchn: {e}"))?;
+    let con_ring = events
+        .bind_virq(Virq::CON_RING)
+        .map_err(|e| format!("bind VIRQ_CON_RING: {e}"))?;
+    let (found, found_rx) = mpsc::channel::<()>();
+    let written = line.clone();
+    let helper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let privcmd = Privcmd::open().map_err(|e| e.to_string())?;
+        HypervisorConsole::new(&privcmd)
+            .write_all(written.as_bytes())
+            .map_err(|e| format!("console_write: {e}"))?;
+        if found_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            println!(
+                "XENTEST CASE console_log_follow FAILED no VIRQ_CON_RING wake-up within 10 s of the write"
+            );
+            std::process::exit(1);
+        }
+        Ok::<(), String>(())
+    });
+    let started = Instant::now();
     let mut seen = Vec::new();
-    for chunk in log.follow(tick, Some(start)) {
+    let mut chunks = 0;
+    for chunk in log.follow(EvtchnPort::new(con_ring), Some(start)) {
         let chunk = chunk.map_err(|e| format!("follow: {e}"))?;
+        chunks += 1;
         seen.extend_from_slice(&chunk.text);
         if seen.windows(line.len()).any(|w| w == line.as_bytes()) {
+            let _ = found.send(());
+            helper
+                .join()
+                .map_err(|_| "the writer thread panicked".to_string())??;
+            println!(
+                "console: follow() woke by VIRQ_CON_RING and found the line after {:.1} ms, in {chunks} chunk(s)",
+                started.elapsed().as_secs_f64() * 1e3
+            );
             return Ok(());
         }
     }
     Err("follow() ended".into())
+}
+
+/// The whole log as read, on `XENTEST OUT xen-log <offset> <hex>` lines
+/// ([`xen_testbed_protocol::XEN_LOG`]): the runner compares it with what it captured on the serial
+/// line before these lines.
+fn snapshot(privcmd: &Privcmd) -> Result<(), String> {
+    use std::fmt::Write as _;
+    let all = XenLog::new(privcmd).read_all().map_err(err("read_all"))?;
+    if all.text.is_empty() {
+        return Err("the log is empty".into());
+    }
+    for (index, piece) in all.text.chunks(96).enumerate() {
+        let mut hex = String::with_capacity(2 * piece.len());
+        for byte in piece {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        println!(
+            "XENTEST OUT {} {} {hex}",
+            xen_testbed_protocol::XEN_LOG,
+            index * 96
+        );
+    }
+    Ok(())
 }

@@ -17,8 +17,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use xen_testbed_protocol::exchange;
 use xen_testbed_protocol::{Reporter, Stdout};
+use xen_testbed_protocol::{bulk, exchange};
 
 use crate::devices::{GrantMapping, InterdomainPort};
 use crate::run_tool;
@@ -35,7 +35,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// The domU to create: `--name N --type pv|pvh --memory MiB --kernel PATH [--selftest S]
 /// [--timeout SECONDS]`.
 #[derive(Debug, Clone)]
-struct Spec {
+pub(crate) struct Spec {
     name: String,
     xl_type: String,
     memory: u32,
@@ -53,7 +53,7 @@ impl Spec {
         })
     }
 
-    fn parse(args: &[String]) -> Result<Self, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
         let mut spec = Spec {
             name: String::new(),
             xl_type: "pv".into(),
@@ -108,8 +108,8 @@ impl Spec {
 
 /// A domU created by `xl create`.
 #[derive(Debug)]
-struct Domain {
-    name: String,
+pub(crate) struct Domain {
+    pub(crate) name: String,
     domid: u32,
     /// Fires when the domU's xenstore home or any domain's state changes.
     changes: Watch,
@@ -117,7 +117,7 @@ struct Domain {
 
 impl Domain {
     /// Creates the domU paused; writes `data/selftest` if asked; does not unpause it.
-    fn create(spec: &Spec) -> Result<Self, String> {
+    pub(crate) fn create(spec: &Spec) -> Result<Self, String> {
         let config = format!("/tmp/{}.cfg", spec.name);
         std::fs::write(&config, spec.xl_config()).map_err(|e| format!("{config}: {e}"))?;
         run_tool("xl", &["create", "-p", &config])?;
@@ -140,7 +140,7 @@ impl Domain {
         Ok(domain)
     }
 
-    fn unpause(&self) -> Result<(), String> {
+    pub(crate) fn unpause(&self) -> Result<(), String> {
         run_tool("xl", &["unpause", &self.name]).map(drop)
     }
 
@@ -149,11 +149,11 @@ impl Domain {
         format!("/local/domain/{}/{key}", self.domid)
     }
 
-    fn read(&self, key: &str) -> Result<String, String> {
+    pub(crate) fn read(&self, key: &str) -> Result<String, String> {
         run_tool("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
     }
 
-    fn write(&self, key: &str, value: &str) -> Result<(), String> {
+    pub(crate) fn write(&self, key: &str, value: &str) -> Result<(), String> {
         run_tool("xenstore-write", &[&self.path(key), value]).map(drop)
     }
 
@@ -173,7 +173,7 @@ impl Domain {
     }
 
     /// The `SHUTDOWN_*` code the domain shut down with, from xl's log of it (`None`: still running).
-    fn shutdown_reason(&self) -> Option<u32> {
+    pub(crate) fn shutdown_reason(&self) -> Option<u32> {
         let log = std::fs::read_to_string(format!("/var/log/xen/xl-{}.log", self.name)).ok()?;
         log.lines().find_map(|line| {
             let (_, rest) = line.split_once("has shut down, reason code ")?;
@@ -183,7 +183,7 @@ impl Domain {
 
     /// Waits until the domain shut down and is gone (or, after a crash, preserved) for up to
     /// `timeout`; returns the shutdown reason, or destroys it and fails naming it.
-    fn wait_gone(&self, timeout: Duration) -> Result<u32, String> {
+    pub(crate) fn wait_gone(&self, timeout: Duration) -> Result<u32, String> {
         let start = Instant::now();
         let mut changed = true;
         let mut gone = false;
@@ -217,7 +217,7 @@ impl Domain {
     }
 
     /// Destroys the domain if it still exists; says what happened.
-    fn destroy(&self) -> String {
+    pub(crate) fn destroy(&self) -> String {
         if !self.exists() {
             return "already gone".into();
         }
@@ -340,16 +340,22 @@ fn reason_name(reason: u32) -> Option<&'static str> {
     .copied()
 }
 
-/// Forwards the domU's console log (written by xenconsoled) to stdout, line by line.
-struct ConsoleForwarder {
+/// Where xenconsoled (`--log=guest`) logs domU `name`'s console.
+pub(crate) fn console_log(name: &str) -> String {
+    format!("/var/log/xen/console/guest-{name}.log")
+}
+
+/// Forwards the domU's console log (written by xenconsoled) to stdout, line by line, but the
+/// bulk data ([`bulk`]).
+pub(crate) struct ConsoleForwarder {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl ConsoleForwarder {
-    fn start(name: &str) -> Self {
+    pub(crate) fn start(name: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let path = format!("/var/log/xen/console/guest-{name}.log");
+        let path = console_log(name);
         let name = name.to_string();
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -372,7 +378,10 @@ impl ConsoleForwarder {
                     }
                     while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=end).collect();
-                        forward(&name, &line[..end]);
+                        // Bulk data is checked from the log itself, not forwarded.
+                        if line.first() != Some(&bulk::PREFIX) {
+                            forward(&name, &line[..end]);
+                        }
                     }
                 }
                 if last {
@@ -388,7 +397,7 @@ impl ConsoleForwarder {
     }
 
     /// Forwards what is left and stops.
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         // xenconsoled writes the log as it drains the ring: give it a moment.
         sleep(Duration::from_millis(200));
         self.stop.store(true, Ordering::Release);
@@ -540,6 +549,9 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
         port.notify()?;
         out.out(format_args!("unmapped the page and notified the domU"));
         Ok(())
+    });
+    steps.step("console_bulk_intact", |out| {
+        crate::console_domu::bulk_intact(domain, out)
     });
     // Whatever failed before, the domU must not outlive the run.
     let failed_before = steps.failed.take();

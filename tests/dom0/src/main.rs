@@ -14,12 +14,16 @@
 //!   (`xen_testbed_protocol::exchange`), forwarding its console.
 //! - `xen-dom0-tests run-domu ...` (same options, and `--timeout SECONDS`) creates a domU and
 //!   forwards its console until it is gone; exits 0 only after a poweroff.
+//! - `xen-dom0-tests dmesg` prints Xen's log as `xl dmesg` does; `xen-dom0-tests console-bench
+//!   <log rounds> <ring rounds> <bytes> <domU options>` times it against `xl dmesg` and a domU's console ring
+//!   (`cargo xtask bench console`).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
 mod console;
+mod console_domu;
 mod devices;
 mod domu;
 mod evtchn;
@@ -77,6 +81,8 @@ fn main() -> ExitCode {
         ["evtchn-bench-one", rest @ ..] => evtchn_bench::bench_one(rest),
         ["evtchn-soak", rest @ ..] => evtchn_bench::soak(rest),
         ["xl-info"] => oracle::run(),
+        ["dmesg"] => console_domu::dmesg(),
+        ["console-bench", ..] => console_domu::bench(&args[1..]),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
         ["exit", code] => match code.parse::<u8>() {
@@ -93,7 +99,7 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: xen-dom0-tests [list | store | demo | xl-info | domu OPTIONS | run-domu OPTIONS | exit <code 0-255>]"
+        "usage: xen-dom0-tests [list | store | demo | xl-info | dmesg | domu OPTIONS | run-domu OPTIONS | console-bench ROUNDS BYTES OPTIONS | exit <code 0-255>]"
     );
     ExitCode::from(2)
 }

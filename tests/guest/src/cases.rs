@@ -92,6 +92,8 @@ pub(crate) fn run_common<H: XenHypercall<Error = Error>>(
     match shared_info {
         Ok(shared) => {
             reporter.case("shared_info_map", Ok::<(), Fail>(()));
+            let input = crate::console::input(h, reporter, shared);
+            reporter.case("console_input_read", input);
             event_channel_cases(h, reporter, shared);
             crate::evtchn::run(h, reporter, shared);
         }

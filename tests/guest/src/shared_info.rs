@@ -67,9 +67,9 @@ impl SharedInfo {
     }
 }
 
-#[cfg(feature = "domu")]
 impl SharedInfo {
     /// The page's address.
+    #[cfg(feature = "domu")]
     pub(crate) fn page(&self) -> *const u8 {
         self.0
     }

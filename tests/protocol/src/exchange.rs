@@ -14,8 +14,11 @@
 //!    gntdev, checks [`DOMU_TEXT`], writes [`DOM0_TEXT`] at [`DOM0_TEXT_OFFSET`] and notifies L.
 //! 5. The domU sees the event, checks [`DOM0_TEXT`] and notifies P; dom0 waits for it on L.
 //! 6. dom0 unmaps the grant and notifies L again.
-//! 7. The domU ends access to R (which succeeds: nothing maps it), closes P, reports `DONE`, waits until
-//!    the console backend consumed its output, prints `XENTEST SHUTDOWN poweroff` and powers off.
+//! 7. The domU ends access to R (which succeeds: nothing maps it), closes P, writes 1 MiB of bulk
+//!    data through its console ring and reports its digest there
+//!    ([`crate::bulk`]), which dom0 compares with what xenconsoled logged; reports `DONE`, waits
+//!    until the console backend consumed its output, prints `XENTEST SHUTDOWN poweroff` and powers
+//!    off.
 //!
 //! The domU reports its cases ([`DOMU_CASES`]) on its PV console ring; dom0 forwards the console
 //! log to the serial line, each line behind [`FORWARD_PREFIX`], and reports its own
@@ -69,6 +72,7 @@ pub const DOMU_CASES: &[&str] = &[
     "grant_sees_dom0_write",
     "evtchn_notify_dom0",
     "grant_end_access",
+    "console_bulk_written",
     "console_flushed",
 ];
 
@@ -83,6 +87,7 @@ pub const DOM0_CASES: &[&str] = &[
     "evtchn_notify_domu",
     "evtchn_from_domu",
     "grant_unmap",
+    "console_bulk_intact",
     "domu_powered_off",
 ];
 

@@ -5,6 +5,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod bulk;
 pub mod exchange;
 #[cfg(feature = "std")]
 mod parse;
@@ -49,6 +50,16 @@ use core::fmt::{self, Display, Write};
 
 /// The marker that starts every protocol line.
 pub const MARKER: &str = "XENTEST ";
+
+/// What starts the `XENTEST OUT xen-log <offset> <hex>` lines on which a dom0 program prints Xen's
+/// whole log ring as it read it, for the runner to compare with the serial line.
+pub const XEN_LOG: &str = "xen-log";
+
+/// What a freestanding dom0 prints (as `XENTEST OUT`) when it waits for console input: the runner
+/// then types [`INPUT_LINE`] and a carriage return on the serial line.
+pub const INPUT_PROMPT: &str = "console-input waiting";
+/// The line the runner types after [`INPUT_PROMPT`].
+pub const INPUT_LINE: &str = "typed into xen-console";
 
 /// Whether `name` is a valid case name: `[a-z0-9_]+`.
 pub fn is_valid_case_name(name: &str) -> bool {

@@ -380,6 +380,7 @@ impl Testbed {
                 dones: run.expected_dones,
                 domus: run.domus.clone(),
             },
+            input: None,
         })
     }
 }

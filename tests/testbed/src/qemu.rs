@@ -169,17 +169,27 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
     Ok(qemu)
 }
 
-/// Runs `qemu` with its serial output in `log`, killing its process group after `timeout`.
-pub fn run(qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
-    run_streaming(qemu, log, timeout, &mut |_| {})
+/// Text typed into the serial line once the guest asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialInput {
+    /// Typed after the first log line that contains this.
+    pub after: String,
+    /// What is typed.
+    pub text: Vec<u8>,
 }
 
-/// [`run`], calling `on_line` with each complete line of the log (raw bytes, without the newline)
-/// while QEMU runs.
+/// Runs `qemu` with its serial output in `log`, killing its process group after `timeout`.
+pub fn run(qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
+    run_streaming(qemu, log, timeout, None, &mut |_| {})
+}
+
+/// [`run`], typing `input` into the serial line (QEMU's stdin) when asked, and calling `on_line`
+/// with each complete line of the log (raw bytes, without the newline) while QEMU runs.
 pub fn run_streaming(
     mut qemu: Command,
     log: &Path,
     timeout: Duration,
+    input: Option<&SerialInput>,
     on_line: &mut dyn FnMut(&[u8]),
 ) -> Result<Run> {
     let file = File::create(log).map_err(|e| Error::io(log, e))?;
@@ -193,7 +203,11 @@ pub fn run_streaming(
     let mut child = {
         use std::os::unix::process::CommandExt;
         qemu.process_group(0)
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(file)
             .stderr(stderr)
             .spawn()
@@ -202,6 +216,21 @@ pub fn run_streaming(
     let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
     let mut peak_rss_kib = None;
     let mut tail = Tail::default();
+    let mut stdin = child.stdin.take();
+    let mut on_line = |line: &[u8]| {
+        if let Some(input) = input
+            && line
+                .windows(input.after.len())
+                .any(|w| w == input.after.as_bytes())
+            && let Some(mut pipe) = stdin.take()
+        {
+            use std::io::Write;
+            // A failure shows as the guest's case failing; the pipe closes after.
+            let _ = pipe.write_all(&input.text);
+        }
+        on_line(line);
+    };
+    let on_line = &mut on_line;
     let exit = loop {
         tail.read(log, on_line);
         if let Some(status) = child

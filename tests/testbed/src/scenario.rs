@@ -7,12 +7,12 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use xen_testbed_protocol::{exchange, parse_log};
+use xen_testbed_protocol::{INPUT_LINE, INPUT_PROMPT, exchange, parse_log};
 
 use crate::own_code::{self, OwnCode};
 use crate::release::{RELEASES, Release};
 use crate::verdict::{
-    CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, judge, split_domains,
+    CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, XEN_LOG_CASE, judge, split_domains,
 };
 use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, qemu};
 
@@ -24,6 +24,7 @@ pub const GUEST: &str = "xen-test-guest";
 pub const GUEST_CASES: &[&str] = &[
     "console_io_write",
     "console_log_read_back",
+    "console_input_read",
     "xen_version",
     "xen_extraversion",
     "xen_compile_info",
@@ -520,6 +521,8 @@ pub(crate) struct Job {
     pub(crate) command: Command,
     pub(crate) timeout: Duration,
     pub(crate) expectation: Expectation,
+    /// What the runner types into the serial line, when.
+    pub(crate) input: Option<qemu::SerialInput>,
 }
 
 impl Job {
@@ -536,7 +539,13 @@ impl Job {
         let logs = testbed.logs_dir();
         std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
         let log_path = logs.join(format!("{}.log", self.name));
-        let run = qemu::run_streaming(self.command, &log_path, self.timeout, on_line)?;
+        let run = qemu::run_streaming(
+            self.command,
+            &log_path,
+            self.timeout,
+            self.input.as_ref(),
+            on_line,
+        )?;
         let raw = std::fs::read(&log_path).map_err(|e| Error::io(&log_path, e))?;
         let (log, domus) = split_domains(&parse_log(&raw));
         let mut verdict = judge(&self.expectation, &log, run.exit);
@@ -689,6 +698,10 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                     } else {
                         Vec::new()
                     };
+                    // The runner compares the log ring this case prints with the serial line.
+                    if expected.iter().any(|c| c == "console_log_snapshot") {
+                        expected.push(XEN_LOG_CASE.into());
+                    }
                     if commands.contains(&ORACLE_COMMAND) {
                         expected.push(ORACLE_CASE.into());
                     }
@@ -732,6 +745,11 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                             dones: 1,
                             domus: Vec::new(),
                         },
+                        // The guest's `console_input_read` reads this line.
+                        input: Some(qemu::SerialInput {
+                            after: format!("OUT {INPUT_PROMPT}"),
+                            text: format!("{INPUT_LINE}\r").into_bytes(),
+                        }),
                     })
                 }),
             Kind::CrossDomain(cross) => dom0_built(arch)

@@ -1,7 +1,7 @@
 //! Judging a run: the serial log and QEMU's exit against what a scenario expects.
 
 use xen_testbed_protocol::exchange::split_forwarded;
-use xen_testbed_protocol::{Event, Log, Shutdown, parse_line, parse_log};
+use xen_testbed_protocol::{Event, Log, Shutdown, clean_line, parse_line, parse_log};
 
 use crate::Arch;
 use crate::qemu::Exit;
@@ -181,13 +181,124 @@ fn describe(exit: Exit) -> String {
     }
 }
 
+/// The case the runner reports for a run in which a dom0 program printed Xen's log ring as it
+/// read it ([`xen_testbed_protocol::XEN_LOG`] lines): it passes when that text is what the serial
+/// line carried before those lines, modulo line endings (`\r`, ANSI escapes) and the lines the
+/// ring no longer holds; the first and last lines of the ring may be partial. Lines Xen logged
+/// before its serial console was up (on Arm: the device tree and memory map) are only in the
+/// ring: the ring may start with lines that precede the serial line's first Xen line.
+pub const XEN_LOG_CASE: &str = "console_log_matches_serial";
+
+/// Judges [`XEN_LOG_CASE`]: `None` if the log has no [`xen_testbed_protocol::XEN_LOG`] line.
+fn judge_xen_log(log: &Log) -> Option<Result<(), String>> {
+    let prefix = format!("{} ", xen_testbed_protocol::XEN_LOG);
+    let mut ring = Vec::new();
+    let mut first = None;
+    for (index, line) in log.lines.iter().enumerate() {
+        let Some(Ok(Event::Out(text))) = parse_line(line) else {
+            continue;
+        };
+        let Some(chunk) = text.strip_prefix(&prefix) else {
+            continue;
+        };
+        first.get_or_insert(index);
+        let decoded = chunk.split_once(' ').and_then(|(offset, hex)| {
+            let offset: usize = offset.parse().ok()?;
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some((offset, bytes))
+        });
+        match decoded {
+            Some((offset, bytes)) if offset == ring.len() => ring.extend(bytes),
+            _ => {
+                return Some(Err(format!(
+                    "malformed or out-of-order xen-log line: {text:?}"
+                )));
+            }
+        }
+    }
+    Some(compare_ring(&ring, &log.lines[..first?]))
+}
+
+/// Whether the ring's text (`ring`) is a run of the `serial` lines, modulo line endings; its first
+/// line may be the end of a serial line and its last the start of one; or, if the ring holds lines
+/// from before the serial console, a run of serial lines from its first Xen line on follows them.
+fn compare_ring(ring: &[u8], serial: &[String]) -> Result<(), String> {
+    let mut lines: Vec<String> = ring.split(|&b| b == b'\n').map(clean_line).collect();
+    // After a final newline, an empty piece: the last line is whole.
+    let last_partial = !ring.ends_with(b"\n");
+    if !last_partial {
+        lines.pop();
+    }
+    let Some((head, rest)) = lines.split_first() else {
+        return Err("the ring is empty".into());
+    };
+    let matches = |line: &str, expected: &str, at_end: bool| {
+        if at_end && last_partial {
+            line.starts_with(expected)
+        } else {
+            line == expected
+        }
+    };
+    // The longest run matched from any start, to name the first difference if none matches.
+    let mut best: (usize, usize) = (0, 0);
+    for start in 0..serial.len() {
+        if !serial[start].ends_with(head.as_str()) {
+            continue;
+        }
+        let matched = rest
+            .iter()
+            .enumerate()
+            .take_while(|(k, expected)| {
+                serial
+                    .get(start + 1 + k)
+                    .is_some_and(|line| matches(line, expected, *k + 1 == rest.len()))
+            })
+            .count();
+        if matched == rest.len() {
+            return Ok(());
+        }
+        if matched >= best.1 {
+            best = (start, matched);
+        }
+    }
+    // Lines logged before the serial console: the serial line's first Xen line is in the ring.
+    if let Some(first) = serial.iter().position(|line| line.starts_with("(XEN) ")) {
+        for skip in 1..lines.len() {
+            let tail = &lines[skip..];
+            if tail.iter().enumerate().all(|(k, expected)| {
+                serial
+                    .get(first + k)
+                    .is_some_and(|line| matches(line, expected, skip + k + 1 == lines.len()))
+            }) {
+                return Ok(());
+            }
+        }
+    }
+    let (start, matched) = best;
+    Err(format!(
+        "the ring's {} bytes ({} lines) are not on the serial line: from serial line {start}, \
+         {matched} lines match, then the ring has {:?} where the serial line has {:?}",
+        ring.len(),
+        lines.len(),
+        rest.get(matched),
+        serial.get(start + 1 + matched)
+    ))
+}
+
 /// Judges `log` and `exit` against `expected`.
 pub fn judge(expected: &Expectation, log: &Log, exit: Exit) -> Verdict {
     let shutdown = judge_shutdown(log, exit);
-    let clean_shutdown = shutdown
+    let xen_log = judge_xen_log(log);
+    let runner_cases: Vec<_> = shutdown
         .as_ref()
-        .map(|(result, _)| (CLEAN_SHUTDOWN, result));
-    let (cases, mut problems) = judge_reports(&expected.cases, expected.dones, log, clean_shutdown);
+        .map(|(result, _)| (CLEAN_SHUTDOWN, result))
+        .into_iter()
+        .chain(xen_log.as_ref().map(|result| (XEN_LOG_CASE, result)))
+        .collect();
+    let (cases, mut problems) = judge_reports(&expected.cases, expected.dones, log, &runner_cases);
     // Xen's reboot line is no death when it answers the payload's announced shutdown.
     let announced_reboot = shutdown.as_ref().and_then(|(_, line)| *line);
     if let Some((_, line)) = log.lines.iter().enumerate().find(|(index, l)| {
@@ -221,10 +332,11 @@ fn judge_reports(
     expected: &[String],
     dones: usize,
     log: &Log,
-    runner_case: Option<(&str, &Result<(), String>)>,
+    runner_cases: &[(&str, &Result<(), String>)],
 ) -> (Vec<(String, CaseResult)>, Vec<String>) {
     let mut problems = Vec::new();
-    let reported: Vec<(&str, &Result<(), String>)> = log.cases().chain(runner_case).collect();
+    let reported: Vec<(&str, &Result<(), String>)> =
+        log.cases().chain(runner_cases.iter().copied()).collect();
     let mut cases: Vec<(String, CaseResult)> = Vec::new();
     let names = expected
         .iter()
@@ -340,7 +452,8 @@ impl Verdict {
             } else {
                 log.dones().count()
             };
-            let (cases, problems) = judge_reports(&cases, dones, log, runner_case);
+            let runner_cases: Vec<_> = runner_case.into_iter().collect();
+            let (cases, problems) = judge_reports(&cases, dones, log, &runner_cases);
             self.cases.extend(
                 cases
                     .into_iter()
@@ -835,5 +948,39 @@ mod tests {
                 .failures()
                 .contains(&"other::x: FAILED bad".to_string())
         );
+    }
+
+    /// `XENTEST OUT xen-log` lines carrying `ring` in 5-byte pieces.
+    fn xen_log_lines(ring: &[u8]) -> String {
+        ring.chunks(5)
+            .enumerate()
+            .map(|(index, piece)| {
+                let hex: String = piece.iter().map(|b| format!("{b:02x}")).collect();
+                format!("XENTEST OUT xen-log {} {hex}\n", index * 5)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_xen_log_is_judged_against_the_serial_line_before_it() {
+        let serial = "+ qemu\r\n(XEN) line a\r\n(XEN) line b\r\n[  1.0] line c\r\nline d\r\n";
+        let ring = b"N) line a\n(XEN) line b\n[  1.0] line c\r\nli";
+        let log = parse_log(format!("{serial}{}", xen_log_lines(ring)).as_bytes());
+        assert_eq!(judge_xen_log(&log), Some(Ok(())));
+        let whole = b"(XEN) line b\n[  1.0] line c\n";
+        let log = parse_log(format!("{serial}{}", xen_log_lines(whole)).as_bytes());
+        assert_eq!(judge_xen_log(&log), Some(Ok(())));
+        // A line the serial line does not carry, or carries only after the dump.
+        let other = b"(XEN) line b\nline x\n";
+        let log = parse_log(format!("{serial}{}line x\n", xen_log_lines(other)).as_bytes());
+        let error = judge_xen_log(&log).unwrap().unwrap_err();
+        assert!(error.contains("\"line x\""), "{error}");
+        assert_eq!(judge_xen_log(&parse_log(serial.as_bytes())), None);
+        // Lines from before the serial console, then what the serial line carried from its start.
+        let early = b"(XEN) RAM: 0-1\n(XEN) line a\n(XEN) line b\n";
+        let log = parse_log(format!("{serial}{}", xen_log_lines(early)).as_bytes());
+        assert_eq!(judge_xen_log(&log), Some(Ok(())));
+        let gap = "XENTEST OUT xen-log 0 41\nXENTEST OUT xen-log 5 41\n";
+        assert!(judge_xen_log(&parse_log(gap.as_bytes())).unwrap().is_err());
     }
 }

@@ -22,6 +22,8 @@ use super::{DomuError, Events, RingPage};
 
 /// How long a write waits for room, and a flush for xenconsoled.
 const WAIT_NS: u64 = 5_000_000_000;
+/// How long a bulk write may take in all (xenconsoled rate-limits a domain's events).
+const BULK_WAIT_NS: u64 = 120_000_000_000;
 
 /// The console page once found (null before).
 static PAGE: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
@@ -92,6 +94,7 @@ type Console<H> = ConsoleRing<SharedMem<'static>, DomuChannel<H>>;
 fn console<H: XenHypercall<Error = Error> + Copy>(
     events: Events<H>,
     coalesce: bool,
+    wait_ns: u64,
 ) -> Result<Console<H>, DomuError> {
     let page = NonNull::new(PAGE.load(Ordering::Acquire)).ok_or(DomuError::BadRing)?;
     // SAFETY: `install`'s contract: the page is this domain's console page, mapped
@@ -102,7 +105,7 @@ fn console<H: XenHypercall<Error = Error> + Copy>(
     let channel = DomuChannel {
         events,
         port: Port::new(PORT.load(Ordering::Relaxed)),
-        deadline: events.deadline(WAIT_NS),
+        deadline: events.deadline(wait_ns),
         coalesce,
         pending: false,
     };
@@ -151,8 +154,36 @@ fn domu_error(error: xen_console::Error<DomuError>) -> DomuError {
 impl<H: XenHypercall<Error = Error> + Copy> RingConsole<H> {
     /// Waits (at most 5 s) until xenconsoled has consumed everything written.
     pub(crate) fn flush(&self) -> Result<(), DomuError> {
-        let mut console = console(self.0, false)?;
+        let mut console = console(self.0, false, WAIT_NS)?;
         // Whatever the last lines left unannounced: xenconsoled hears of it first.
+        console.channel_mut().pending = true;
+        console.flush().map_err(domu_error)
+    }
+
+    /// Writes `bytes` bytes in writes of `write_size` bytes (announcing each line
+    /// as [`Write`] does), then waits until xenconsoled consumed them; two minutes
+    /// at most in all. `next_chunk` fills each chunk of up to 4 KiB before it is
+    /// written.
+    pub(crate) fn write_bulk(
+        &self,
+        bytes: usize,
+        write_size: usize,
+        mut next_chunk: impl FnMut(&mut [u8]),
+    ) -> Result<(), DomuError> {
+        let mut console = console(self.0, true, BULK_WAIT_NS)?;
+        let mut chunk = [0; 4096];
+        let mut written = 0;
+        while written < bytes {
+            let chunk = &mut chunk[..(bytes - written).min(4096)];
+            next_chunk(chunk);
+            for piece in chunk.chunks(write_size.max(1)) {
+                console.write_all(piece).map_err(domu_error)?;
+                if piece.contains(&b'\n') {
+                    console.channel_mut().send_pending()?;
+                }
+            }
+            written += chunk.len();
+        }
         console.channel_mut().pending = true;
         console.flush().map_err(domu_error)
     }
@@ -160,7 +191,7 @@ impl<H: XenHypercall<Error = Error> + Copy> RingConsole<H> {
 
 impl<H: XenHypercall<Error = Error> + Copy> Write for RingConsole<H> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut console = console(self.0, true).map_err(|_| fmt::Error)?;
+        let mut console = console(self.0, true, WAIT_NS).map_err(|_| fmt::Error)?;
         console.write_all(s.as_bytes()).map_err(|_| fmt::Error)?;
         // One event a line: xenconsoled rate-limits events per domain.
         if s.contains('\n') {

@@ -13,6 +13,7 @@
 //! powers off. `data/selftest` (`crash`, `silent`, `hang`) makes it misbehave on
 //! purpose, for the harness's own tests.
 
+mod console_bulk;
 mod console_ring;
 mod evtchn_port;
 mod grant;
@@ -206,10 +207,23 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
     });
     let mut store = store.map_err(Fail::from);
     if let Ok(store) = &mut store {
+        console_bulk::bench_if_asked(events, store);
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
     exchange(platform, events, &mut reporter, store);
+    let bulk = console_bulk::exchange_write(events, &mut reporter);
+    reporter.case("console_bulk_written", bulk);
+    power_off(events, reporter)
+}
+
+/// Reports `console_flushed` and `DONE`; powers off if every case passed (after
+/// announcing it), else crashes.
+fn power_off<H: XenHypercall<Error = Error> + Copy>(
+    events: Events<H>,
+    mut reporter: Reporter<RingConsole<H>>,
+) -> ! {
+    let h = events.h;
     let console = RingConsole(events);
     reporter.case("console_flushed", console.flush().map_err(Fail::from));
     let summary = reporter.done();
