@@ -33,7 +33,7 @@ mod fail;
 mod grant;
 #[cfg(target_os = "none")]
 mod shared_info;
-#[cfg(all(target_os = "none", target_arch = "x86_64", not(feature = "domu")))]
+#[cfg(all(target_os = "none", not(feature = "domu")))]
 mod upcall;
 
 /// The host build: explains how the guests are run.

@@ -14,11 +14,14 @@ use xen_hypercall::prelude::*;
 
 use crate::cases::{CaseResult, fail};
 
+#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
 #[cfg_attr(all(target_arch = "x86_64", feature = "pv"), path = "pv.rs")]
 #[cfg_attr(all(target_arch = "x86_64", feature = "pvh"), path = "pvh.rs")]
 mod route;
 
 pub(crate) use route::CASE;
+#[cfg(target_arch = "aarch64")]
+pub(crate) use route::set_device_tree;
 
 /// What the interrupt calls: a function and its argument (the channel).
 static HANDLER: AtomicUsize = AtomicUsize::new(0);
