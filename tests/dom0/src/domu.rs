@@ -24,18 +24,18 @@ use crate::devices::{GrantMapping, InterdomainPort};
 use crate::run_tool;
 
 /// How long dom0 waits for the domU to write `data/ready`.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dom0 waits for each event from the domU.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(exchange::DOMU_WAIT_SECONDS);
 /// How long dom0 waits for the domU to go away after the exchange.
-const GONE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const GONE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Polling interval of the waits (for xl's log, which no watch covers; the forwarded console).
 const POLL: Duration = Duration::from_millis(50);
 
 /// The domU to create: `--name N --type pv|pvh --memory MiB --kernel PATH [--selftest S]
 /// [--timeout SECONDS]`.
 #[derive(Debug, Clone)]
-struct Spec {
+pub(crate) struct Spec {
     name: String,
     xl_type: String,
     memory: u32,
@@ -46,7 +46,7 @@ struct Spec {
 
 impl Spec {
     /// Parses the options of `command`, or says what is wrong and gives the usage exit status.
-    fn parse_for(command: &str, args: &[String]) -> Result<Self, ExitCode> {
+    pub(crate) fn parse_for(command: &str, args: &[String]) -> Result<Self, ExitCode> {
         Self::parse(args).map_err(|error| {
             eprintln!("xen-dom0-tests {command}: {error}");
             ExitCode::from(2)
@@ -108,16 +108,16 @@ impl Spec {
 
 /// A domU created by `xl create`.
 #[derive(Debug)]
-struct Domain {
-    name: String,
-    domid: u32,
+pub(crate) struct Domain {
+    pub(crate) name: String,
+    pub(crate) domid: u32,
     /// Fires when the domU's xenstore home or any domain's state changes.
     changes: Watch,
 }
 
 impl Domain {
     /// Creates the domU paused; writes `data/selftest` if asked; does not unpause it.
-    fn create(spec: &Spec) -> Result<Self, String> {
+    pub(crate) fn create(spec: &Spec) -> Result<Self, String> {
         let config = format!("/tmp/{}.cfg", spec.name);
         std::fs::write(&config, spec.xl_config()).map_err(|e| format!("{config}: {e}"))?;
         run_tool("xl", &["create", "-p", &config])?;
@@ -140,7 +140,7 @@ impl Domain {
         Ok(domain)
     }
 
-    fn unpause(&self) -> Result<(), String> {
+    pub(crate) fn unpause(&self) -> Result<(), String> {
         run_tool("xl", &["unpause", &self.name]).map(drop)
     }
 
@@ -153,12 +153,12 @@ impl Domain {
         run_tool("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
     }
 
-    fn write(&self, key: &str, value: &str) -> Result<(), String> {
+    pub(crate) fn write(&self, key: &str, value: &str) -> Result<(), String> {
         run_tool("xenstore-write", &[&self.path(key), value]).map(drop)
     }
 
     /// Reads a decimal `key`.
-    fn read_number(&self, key: &str) -> Result<u32, String> {
+    pub(crate) fn read_number(&self, key: &str) -> Result<u32, String> {
         let text = self.read(key)?;
         text.parse()
             .map_err(|e| format!("{key} = {text:?} is not a number: {e}"))
@@ -183,7 +183,7 @@ impl Domain {
 
     /// Waits until the domain shut down and is gone (or, after a crash, preserved) for up to
     /// `timeout`; returns the shutdown reason, or destroys it and fails naming it.
-    fn wait_gone(&self, timeout: Duration) -> Result<u32, String> {
+    pub(crate) fn wait_gone(&self, timeout: Duration) -> Result<u32, String> {
         let start = Instant::now();
         let mut changed = true;
         let mut gone = false;
@@ -217,7 +217,7 @@ impl Domain {
     }
 
     /// Destroys the domain if it still exists; says what happened.
-    fn destroy(&self) -> String {
+    pub(crate) fn destroy(&self) -> String {
         if !self.exists() {
             return "already gone".into();
         }
@@ -230,7 +230,12 @@ impl Domain {
     /// Reads `key` after each change of the domU's home until it reads `value`, for up to
     /// `timeout`; fails early, naming the domU, if it shuts down meanwhile, and destroys it on a
     /// timeout.
-    fn wait_for_key(&self, key: &str, value: &str, timeout: Duration) -> Result<(), String> {
+    pub(crate) fn wait_for_key(
+        &self,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let start = Instant::now();
         let mut changed = true;
         loop {
@@ -318,7 +323,7 @@ impl Drop for Watch {
 const SHUTDOWN_CRASH: u32 = 3;
 
 /// A `SHUTDOWN_*` code as the domU's fate, e.g. "crashed".
-fn describe_reason(reason: u32) -> String {
+pub(crate) fn describe_reason(reason: u32) -> String {
     match reason_name(reason) {
         Some("crash") => "crashed".into(),
         Some(name) => format!("shut down ({name})"),
@@ -341,13 +346,13 @@ fn reason_name(reason: u32) -> Option<&'static str> {
 }
 
 /// Forwards the domU's console log (written by xenconsoled) to stdout, line by line.
-struct ConsoleForwarder {
+pub(crate) struct ConsoleForwarder {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl ConsoleForwarder {
-    fn start(name: &str) -> Self {
+    pub(crate) fn start(name: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let path = format!("/var/log/xen/console/guest-{name}.log");
         let name = name.to_string();
@@ -388,7 +393,7 @@ impl ConsoleForwarder {
     }
 
     /// Forwards what is left and stops.
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         // xenconsoled writes the log as it drains the ring: give it a moment.
         sleep(Duration::from_millis(200));
         self.stop.store(true, Ordering::Release);
@@ -405,14 +410,14 @@ fn forward(name: &str, line: &[u8]) {
 }
 
 /// Runs the steps of one side in order; after a failed step, the rest are reported as not run.
-struct Steps {
-    reporter: Reporter<Stdout>,
-    failed: Option<&'static str>,
+pub(crate) struct Steps {
+    pub(crate) reporter: Reporter<Stdout>,
+    pub(crate) failed: Option<&'static str>,
 }
 
 impl Steps {
     /// Runs `body` (which may print `XENTEST OUT` lines) and reports it as case `name`.
-    fn step<T>(
+    pub(crate) fn step<T>(
         &mut self,
         name: &'static str,
         body: impl FnOnce(&mut Reporter<Stdout>) -> Result<T, String>,

@@ -151,7 +151,7 @@ pub(crate) fn bench_one(args: &[&str]) -> ExitCode {
 
 /// Waits for exactly `port` (read first, `poll` only when nothing is queued), then unmasks it.
 /// Nothing to read after a poll is a lost wakeup: the poll waited 5 s in vain.
-fn await_port(dev: &EvtchnDevice, port: Port, reads: &mut u64) -> Result<(), String> {
+pub(crate) fn await_port(dev: &EvtchnDevice, port: Port, reads: &mut u64) -> Result<(), String> {
     let mut got = [Port::new(0); 4];
     let mut polled = false;
     loop {

@@ -14,6 +14,8 @@
 //!   (`xen_testbed_protocol::exchange`), forwarding its console.
 //! - `xen-dom0-tests run-domu ...` (same options, and `--timeout SECONDS`) creates a domU and
 //!   forwards its console until it is gone; exits 0 only after a poweroff.
+//! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
+//!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
@@ -22,6 +24,7 @@
 mod console;
 mod devices;
 mod domu;
+mod domu_soak;
 mod evtchn;
 mod evtchn_bench;
 mod exit;
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         ["xl-info"] => oracle::run(),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
+        ["domu-soak", ..] => domu_soak::soak(&args[1..]),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
                 let error = exit::exit_qemu(code);

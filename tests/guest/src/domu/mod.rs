@@ -16,6 +16,7 @@
 mod console_ring;
 mod evtchn_port;
 mod grant;
+mod soak;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
 mod translated;
 mod xenstore;
@@ -209,7 +210,10 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
-    exchange(platform, events, &mut reporter, store);
+    match (store.as_mut().ok().and_then(soak::requested), store) {
+        (Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
+        (_, store) => exchange(platform, events, &mut reporter, store),
+    }
     let console = RingConsole(events);
     reporter.case("console_flushed", console.flush().map_err(Fail::from));
     let summary = reporter.done();
