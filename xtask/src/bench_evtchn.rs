@@ -68,13 +68,13 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
 /// The cross-domain soak: one boot, a PV domU, `trips` round trips and `cycles` rebinds.
 fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
     use xen_testbed::scenario::{CrossDomain, Flavour, GuestKind, build_guest, cross_domain_run};
-    use xen_testbed_protocol::exchange;
 
     let testbed = crate::testbed::testbed();
     let started = std::time::Instant::now();
     let cross = CrossDomain {
         domu: GuestKind::Pv,
         selftest: None,
+        soak: Some((trips, cycles)),
     };
     let kernel = build_guest(&testbed, cross.domu, Flavour::Domu).map_err(|e| e.to_string())?;
     testbed
@@ -82,12 +82,7 @@ fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
         .map_err(|e| e.to_string())?;
     // A round trip takes about a millisecond under QEMU, a cycle a few.
     let timeout = Duration::from_secs(300 + trips / 200 + cycles / 50);
-    let mut run = cross_domain_run("evtchn-soak-domu-pv", &cross, &kernel, timeout);
-    // The exchange's dom0 command, with the soak's counts: the domU then soaks instead.
-    let command = run.commands[0].replacen(" domu ", " domu-soak ", 1);
-    run.commands = vec![format!("{command} --trips {trips} --cycles {cycles}")];
-    run.expected_cases = strings(exchange::SOAK_DOM0_CASES);
-    run.domus[0].cases = strings(exchange::SOAK_DOMU_CASES);
+    let run = cross_domain_run("evtchn-soak-domu-pv", &cross, &kernel, timeout);
     let outcome = testbed.boot_linux_dom0(&run).map_err(|e| e.to_string())?;
     let domu_lines = outcome.domus.iter().flat_map(|(_, log)| log.outputs());
     for line in outcome.log.outputs().chain(domu_lines) {
@@ -108,10 +103,6 @@ fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|name| name.to_string()).collect()
 }
 
 /// One sample: ns per iteration and read calls.
