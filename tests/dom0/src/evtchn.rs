@@ -31,6 +31,7 @@ pub(crate) const CASES: &[Case] = &[
     ("evtchn_tokio_loopback", tokio_loopback),
     ("evtchn_tokio_1000_ports", tokio_thousand_ports),
     ("evtchn_tokio_overflow", tokio_overflow),
+    ("evtchn_tokio_error_only_wake", tokio_error_only_wake),
 ];
 
 /// dom0's own id, for loopback channels.
@@ -541,5 +542,49 @@ fn tokio_overflow(_: &Privcmd) -> Result<(), String> {
         call("notify", b.notify())?;
         timeout(a.wait()).await?;
         Ok(())
+    })
+}
+
+/// A waiter already parked on the fd is woken by the overflow through the fd's
+/// error readiness alone: once the ring overflowed the driver's `poll` answers
+/// `POLLERR` without `POLLIN` (checked here), which a readable-only
+/// registration never sees.
+fn tokio_error_only_wake(_: &Privcmd) -> Result<(), String> {
+    use std::future::Future;
+    use std::os::fd::AsFd;
+    use std::task::Poll;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+    runtime()?.block_on(async {
+        let ch = call("open", TokioEventChannel::open())?;
+        let a = call("alloc_unbound", ch.alloc_unbound(DOM0))?;
+        let b = call("bind_interdomain", ch.bind_interdomain(DOM0, a.port()))?;
+        timeout(b.wait()).await?;
+        let mut wait = std::pin::pin!(a.wait());
+        // Parks the waiter: the fd is drained and watched with this task's waker.
+        let first = std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await;
+        if first.is_ready() {
+            return Err(format!("ready before any send: {first:?}"));
+        }
+        // Synchronous: the waiter's task does not run until the ring overflowed.
+        provoke_overflow(ch.device(), a.port(), b.port())?;
+        let mut fds = [PollFd::new(ch.device().as_fd(), PollFlags::POLLIN)];
+        call(
+            "poll",
+            nix::poll::poll(&mut fds, PollTimeout::ZERO).map_err(|errno| Error::Os {
+                operation: "poll",
+                errno: errno as i32,
+            }),
+        )?;
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents != PollFlags::POLLERR {
+            return Err(format!("the fd polls {revents:?}, not POLLERR alone"));
+        }
+        timeout(wait.as_mut()).await?;
+        match ch.device().overflows() {
+            1 => Ok(()),
+            n => Err(format!("{n} overflows recovered, expected 1")),
+        }
     })
 }
