@@ -459,6 +459,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-pv",
     "domu-pvh",
     "domu-aarch64",
+    "domu-evtchn-soak",
     "pv64",
     "pvh",
     "aarch64",
