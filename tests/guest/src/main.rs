@@ -33,7 +33,10 @@ mod fail;
 mod grant;
 #[cfg(target_os = "none")]
 mod shared_info;
-#[cfg(all(target_os = "none", not(feature = "domu")))]
+#[cfg(all(
+    target_os = "none",
+    any(not(feature = "domu"), all(target_arch = "x86_64", feature = "pv"))
+))]
 mod upcall;
 
 /// The host build: explains how the guests are run.

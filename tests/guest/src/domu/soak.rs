@@ -10,6 +10,7 @@ use xen_testbed_protocol::Reporter;
 use xen_testbed_protocol::exchange;
 
 use super::console_ring::RingConsole;
+use super::evtchn_port::Channel;
 use super::xenstore::XenStore;
 use super::{EVENT_WAIT_NS, Events, alloc_port};
 use crate::fail::{Fail, fail};
@@ -53,23 +54,30 @@ pub(crate) fn run<H: XenHypercall<Error = Error> + Copy>(
         }
         Err(error) => return r.case("evtchn_soak_port", Err(error)),
     };
+    // PV: the second half waits for upcalls (dom0 cannot tell the difference).
+    let by_upcall = if cfg!(all(target_arch = "x86_64", feature = "pv")) {
+        soak.trips / 2
+    } else {
+        0
+    };
     let trips = (|| {
-        for trip in 0..soak.trips {
+        for trip in 0..soak.trips - by_upcall {
             let deadline = events.deadline(EVENT_WAIT_NS);
             if let Err(e) = events.await_event(&channel, port, deadline, "dom0's event") {
                 fail!("round trip {trip}: {e} (lost wakeup)");
             }
             channel.notify(port).map_err(err)?;
         }
-        Ok(())
+        upcall_trips(events, &channel, port, by_upcall)
     })();
-    if trips.is_ok() {
+    if let Ok((woken, upcalls)) = trips {
         r.out(format_args!(
-            "evtchn-soak-domu round_trips={} lost_wakeups=0",
+            "evtchn-soak-domu round_trips={} lost_wakeups=0 awaited_by_upcall={by_upcall} \
+             woken_by_upcall={woken} upcalls={upcalls}",
             soak.trips
         ));
     }
-    r.case("evtchn_soak_round_trips", trips);
+    r.case("evtchn_soak_round_trips", trips.map(drop));
     // Dom0's cycles take their time: 20 s, and 20 s more per thousand.
     let deadline = events.deadline(EVENT_WAIT_NS.saturating_mul(1 + soak.cycles / 1000));
     r.case(
@@ -85,4 +93,78 @@ pub(crate) fn run<H: XenHypercall<Error = Error> + Copy>(
             Ok(())
         })(),
     );
+}
+
+/// `trips` round trips whose waits are woken by the upcall (`handle_upcall`
+/// from the guest's interrupt entry): between polls of the future the vCPU
+/// sleeps in `SCHEDOP_poll`, Xen enters the upcall on the way back, and a
+/// future left pending must be woken by it. Returns the wakes and upcalls.
+#[cfg(all(target_arch = "x86_64", feature = "pv"))]
+fn upcall_trips<H: XenHypercall<Error = Error> + Copy>(
+    events: Events<H>,
+    channel: &Channel<H>,
+    port: Port,
+    trips: u64,
+) -> Result<(u64, usize), Fail> {
+    use core::future::Future;
+    use core::pin::pin;
+    use core::task::Context;
+
+    use xen_evtchn::AsyncEventChannel;
+    use xen_hypercall::sched::Deadline;
+
+    let waker = crate::upcall::waker();
+    let mut cx = Context::from_waker(&waker);
+    let (woken, upcalls) =
+        crate::upcall::with_upcalls(&events.h, channel, events.shared.page(), || {
+            let mut woken = 0;
+            for trip in 0..trips {
+                let deadline = events.deadline(EVENT_WAIT_NS);
+                let mut wait = pin!(channel.wait_port(port));
+                crate::upcall::take_woken();
+                while wait
+                    .as_mut()
+                    .poll(&mut cx)
+                    .map_err(|e| Fail::new(format_args!("upcall round trip {trip}: {e}")))?
+                    .is_pending()
+                {
+                    // Only the upcall's wake ends this sleep.
+                    loop {
+                        if events.now() >= deadline {
+                            fail!("upcall round trip {trip}: no wake-up by an upcall");
+                        }
+                        events
+                            .h
+                            .poll(&[port], Some(Deadline::from_nanos(deadline)))?;
+                        if crate::upcall::take_woken() {
+                            woken += 1;
+                            break;
+                        }
+                    }
+                }
+                channel
+                    .notify(port)
+                    .map_err(|e| Fail::new(format_args!("{e}")))?;
+            }
+            Ok(woken)
+        })?;
+    Ok((woken?, upcalls))
+}
+
+/// PVH and aarch64 domUs wait without upcalls.
+#[cfg(not(all(target_arch = "x86_64", feature = "pv")))]
+fn upcall_trips<H: XenHypercall<Error = Error> + Copy>(
+    _: Events<H>,
+    _: &Channel<H>,
+    _: Port,
+    _: u64,
+) -> Result<(u64, usize), Fail> {
+    Ok((0, 0))
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "pv"))]
+impl<H: XenHypercall<Error = Error> + Copy> crate::upcall::Upcall for Channel<H> {
+    fn upcall(&self) {
+        self.handle_upcall();
+    }
 }

@@ -14,9 +14,10 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use xen_hypercall::Error;
 use xen_hypercall::prelude::*;
 
-use crate::cases::{Fail, fail};
+use crate::fail::{Fail, fail};
 
 /// The case's name.
+#[cfg(not(feature = "domu"))]
 pub(crate) const CASE: &str = "evtchn_raw_upcall_aarch64";
 
 /// The device tree Xen passed at boot (`x0`), for `install`.

@@ -17,9 +17,10 @@ use xen_hypercall::Error;
 use xen_hypercall::prelude::*;
 use xen_sys::{iret_context, shared_info, vcpu_info};
 
-use crate::cases::Fail;
+use crate::fail::Fail;
 
 /// The case's name.
+#[cfg(not(feature = "domu"))]
 pub(crate) const CASE: &str = "evtchn_raw_upcall_pv";
 
 /// `CALLBACKOP_register` and `CALLBACKTYPE_event` (public/callback.h).

@@ -8,9 +8,10 @@ use core::arch::{asm, global_asm};
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Error, HvmParam};
 
-use crate::cases::Fail;
+use crate::fail::Fail;
 
 /// The case's name.
+#[cfg(not(feature = "domu"))]
 pub(crate) const CASE: &str = "evtchn_raw_upcall_pvh";
 
 /// The vector Xen injects for event-channel upcalls.
