@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +39,15 @@ static uint64_t now_ns(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Page faults (minor and major) of this process so far. */
+static long faults(void)
+{
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u))
+        return -1;
+    return u.ru_minflt + u.ru_majflt;
 }
 
 static void die(const char *what)
@@ -175,10 +185,12 @@ int main(int argc, char **argv)
         die("fcntl O_NONBLOCK");
 
     uint64_t ns;
+    long faults_before = 0;
     if (!strcmp(measure, "roundtrip")) {
         uint32_t a = bind_unbound(&c), b = bind_interdomain(&c, a);
         await_port(&c, b); /* pending at bind */
         reads = 0;
+        faults_before = faults();
         uint64_t start = now_ns();
         for (long i = 0; i < n; i++) {
             notify(&c, b);
@@ -212,6 +224,7 @@ int main(int argc, char **argv)
         usleep(20000); /* all queued */
         reads = 0;
         long seen = 0;
+        faults_before = faults();
         uint64_t start = now_ns();
         while (seen < n) {
             int k = take(&c, got, 1024);
@@ -226,8 +239,10 @@ int main(int argc, char **argv)
         return 2;
     }
     /* pending: one sample of the whole collection, named after N (pending64). */
+    long faulted = faults() - faults_before;
     int pending = !strcmp(measure, "pending");
-    printf("XENTEST OUT bench-run impl=%s measure=%s%s iterations=%ld ns=%llu reads=%lu\n", impl,
-           measure, pending ? argv[3] : "", pending ? 1 : n, (unsigned long long)ns, reads);
+    printf("XENTEST OUT bench-run impl=%s measure=%s%s iterations=%ld ns=%llu reads=%lu faults=%ld\n",
+           impl, measure, pending ? argv[3] : "", pending ? 1 : n, (unsigned long long)ns, reads,
+           faulted);
     return 0;
 }

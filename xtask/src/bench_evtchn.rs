@@ -13,14 +13,30 @@ use crate::bench::{Bench, CProgram, Report, Samples};
 
 const USAGE: &str = "\
 usage: cargo xtask bench evtchn [--rounds N] [--iterations N] [--soak ROUND_TRIPS CYCLES]
+       cargo xtask bench evtchn --domu-soak ROUND_TRIPS CYCLES
 
 Boots Xen with a Linux dom0 (x86_64) and times, on loopback channels: the notify -> wake round
 trip (floor, libxenevtchn, xen-evtchn sync, xen-evtchn tokio), and collecting N = 1, 64, 1000
 pending ports (time and read calls). N rounds (default 5), round trips per sample (default 2000),
 medians. Then the soak: ping-pong round trips (default 200000) and bind/unbind cycles (default
-10000), each checked.";
+10000), each checked.
+
+--domu-soak boots instead a dom0 that creates a freestanding PV domU and soaks the channel between
+them: ROUND_TRIPS ping-pong round trips (xen-evtchn's device in dom0, its RawEventChannel in the
+domU), then CYCLES binds and closes of the domU's port by dom0, each checked with EVTCHNOP_status.";
 
 pub(crate) fn run(options: &[String]) -> crate::Result {
+    if let [flag, trips, cycles] = options
+        && flag == "--domu-soak"
+    {
+        let number = |text: &String| {
+            text.parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("--domu-soak needs two positive numbers\n{USAGE}"))
+        };
+        return domu_soak(number(trips)?, number(cycles)?);
+    }
     let mut soak = [200_000, 10_000];
     let (rounds, iterations) =
         crate::bench::options(options, (5, 2000), USAGE, &mut [("--soak", &mut soak)])?;
@@ -49,6 +65,46 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         "",
         |lines| report(&parse_samples(lines.iter().copied())?),
     )
+}
+
+/// The cross-domain soak: one boot, a PV domU, `trips` round trips and `cycles` rebinds.
+fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
+    use xen_testbed::scenario::{CrossDomain, Flavour, GuestKind, build_guest, cross_domain_run};
+
+    let testbed = crate::testbed::testbed();
+    let started = std::time::Instant::now();
+    let cross = CrossDomain {
+        domu: GuestKind::Pv,
+        selftest: None,
+        soak: Some((trips, cycles)),
+    };
+    let kernel = build_guest(&testbed, cross.domu, Flavour::Domu).map_err(|e| e.to_string())?;
+    testbed
+        .build_static("xen-dom0-tests", &[xen_testbed::Arch::X86_64])
+        .map_err(|e| e.to_string())?;
+    // A round trip takes about a millisecond under QEMU, a cycle a few.
+    let timeout = Duration::from_secs(300 + trips / 200 + cycles / 50);
+    let run = cross_domain_run("evtchn-soak-domu-pv", &cross, &kernel, timeout);
+    let outcome = testbed.boot_linux_dom0(&run).map_err(|e| e.to_string())?;
+    let domu_lines = outcome.domus.iter().flat_map(|(_, log)| log.outputs());
+    for line in outcome.log.outputs().chain(domu_lines) {
+        if line.starts_with("evtchn-soak-domu ") {
+            println!("{line}");
+        }
+    }
+    if !outcome.verdict.passed() {
+        return Err(format!(
+            "the soak failed: {:?} (log: {})",
+            outcome.verdict.failures(),
+            outcome.log_path.display()
+        ));
+    }
+    println!(
+        "evtchn cross-domain soak: {trips} round trips, {cycles} rebinds, passed (QEMU {:.1} s, whole command {:.1} s)",
+        outcome.run.wall.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// One sample: ns per iteration and read calls.

@@ -24,11 +24,11 @@ use crate::devices::{GrantMapping, InterdomainPort};
 use crate::run_tool;
 
 /// How long dom0 waits for the domU to write `data/ready`.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dom0 waits for each event from the domU.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(exchange::DOMU_WAIT_SECONDS);
 /// How long dom0 waits for the domU to go away after the exchange.
-const GONE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const GONE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Polling interval of the waits (for xl's log, which no watch covers; the forwarded console).
 const POLL: Duration = Duration::from_millis(50);
 
@@ -46,7 +46,7 @@ pub(crate) struct Spec {
 
 impl Spec {
     /// Parses the options of `command`, or says what is wrong and gives the usage exit status.
-    fn parse_for(command: &str, args: &[String]) -> Result<Self, ExitCode> {
+    pub(crate) fn parse_for(command: &str, args: &[String]) -> Result<Self, ExitCode> {
         Self::parse(args).map_err(|error| {
             eprintln!("xen-dom0-tests {command}: {error}");
             ExitCode::from(2)
@@ -110,7 +110,7 @@ impl Spec {
 #[derive(Debug)]
 pub(crate) struct Domain {
     pub(crate) name: String,
-    domid: u32,
+    pub(crate) domid: u32,
     /// Fires when the domU's xenstore home or any domain's state changes.
     changes: Watch,
 }
@@ -158,7 +158,7 @@ impl Domain {
     }
 
     /// Reads a decimal `key`.
-    fn read_number(&self, key: &str) -> Result<u32, String> {
+    pub(crate) fn read_number(&self, key: &str) -> Result<u32, String> {
         let text = self.read(key)?;
         text.parse()
             .map_err(|e| format!("{key} = {text:?} is not a number: {e}"))
@@ -230,7 +230,12 @@ impl Domain {
     /// Reads `key` after each change of the domU's home until it reads `value`, for up to
     /// `timeout`; fails early, naming the domU, if it shuts down meanwhile, and destroys it on a
     /// timeout.
-    fn wait_for_key(&self, key: &str, value: &str, timeout: Duration) -> Result<(), String> {
+    pub(crate) fn wait_for_key(
+        &self,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let start = Instant::now();
         let mut changed = true;
         loop {
@@ -318,7 +323,7 @@ impl Drop for Watch {
 const SHUTDOWN_CRASH: u32 = 3;
 
 /// A `SHUTDOWN_*` code as the domU's fate, e.g. "crashed".
-fn describe_reason(reason: u32) -> String {
+pub(crate) fn describe_reason(reason: u32) -> String {
     match reason_name(reason) {
         Some("crash") => "crashed".into(),
         Some(name) => format!("shut down ({name})"),
@@ -414,14 +419,14 @@ fn forward(name: &str, line: &[u8]) {
 }
 
 /// Runs the steps of one side in order; after a failed step, the rest are reported as not run.
-struct Steps {
-    reporter: Reporter<Stdout>,
-    failed: Option<&'static str>,
+pub(crate) struct Steps {
+    pub(crate) reporter: Reporter<Stdout>,
+    pub(crate) failed: Option<&'static str>,
 }
 
 impl Steps {
     /// Runs `body` (which may print `XENTEST OUT` lines) and reports it as case `name`.
-    fn step<T>(
+    pub(crate) fn step<T>(
         &mut self,
         name: &'static str,
         body: impl FnOnce(&mut Reporter<Stdout>) -> Result<T, String>,

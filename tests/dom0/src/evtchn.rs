@@ -31,6 +31,7 @@ pub(crate) const CASES: &[Case] = &[
     ("evtchn_tokio_loopback", tokio_loopback),
     ("evtchn_tokio_1000_ports", tokio_thousand_ports),
     ("evtchn_tokio_overflow", tokio_overflow),
+    ("evtchn_tokio_error_only_wake", tokio_error_only_wake),
 ];
 
 /// dom0's own id, for loopback channels.
@@ -475,10 +476,26 @@ fn tokio_loopback(_: &Privcmd) -> Result<(), String> {
 pub(crate) async fn timeout(
     wait: impl std::future::Future<Output = Result<(), Error>>,
 ) -> Result<(), String> {
-    match tokio::time::timeout(PATIENCE, wait).await {
-        Ok(result) => call("wait", result),
-        Err(_) => Err("lost wakeup: no delivery within 5 s".into()),
-    }
+    use std::future::Future;
+    use std::task::Poll;
+
+    // The deadline is looked at before the future: `tokio::time::timeout` polls
+    // the future once more when its timer fires, which turns a lost wakeup into
+    // a stall that the future's own `read` then ends, and the case would pass.
+    let lost = || Poll::Ready(Err("lost wakeup: no delivery within 5 s".to_string()));
+    let mut wait = std::pin::pin!(wait);
+    let mut deadline = std::pin::pin!(tokio::time::sleep(PATIENCE));
+    std::future::poll_fn(|cx| {
+        if deadline.is_elapsed() {
+            return lost();
+        }
+        match wait.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(call("wait", result)),
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => lost(),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// 1000 ports, one task awaiting each, on one fd and one thread.
@@ -541,5 +558,74 @@ fn tokio_overflow(_: &Privcmd) -> Result<(), String> {
         call("notify", b.notify())?;
         timeout(a.wait()).await?;
         Ok(())
+    })
+}
+
+/// A waiter parked on the fd in its own task is woken by the overflow through
+/// the fd's error readiness alone: once the ring overflowed the driver's `poll`
+/// answers `POLLERR` without `POLLIN` (checked here), which a readable-only
+/// watch never sees, and the waiter's task runs only when woken.
+fn tokio_error_only_wake(_: &Privcmd) -> Result<(), String> {
+    use std::future::{Future, poll_fn};
+    use std::os::fd::AsFd;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Poll;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+    runtime()?.block_on(async {
+        let ch = Arc::new(call("open", TokioEventChannel::open())?);
+        let a = call("alloc_unbound", ch.alloc_unbound_raw(DOM0))?;
+        let b = call("bind_interdomain", ch.bind_interdomain_raw(DOM0, a))?;
+        let (a, b) = (
+            BoundPort::from_raw(Arc::clone(&ch), a),
+            BoundPort::from_raw(Arc::clone(&ch), b),
+        );
+        timeout(b.wait()).await?;
+        let parked = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (ch, parked) = (Arc::clone(&ch), Arc::clone(&parked));
+            let port = a.port();
+            tokio::spawn(async move {
+                let mut wait = pin!(ch.wait_port(port));
+                // Drains the empty fd and parks on it; the task then runs only when woken.
+                if let Poll::Ready(early) = poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await
+                {
+                    return Err(format!("ready before any send: {early:?}"));
+                }
+                // Seen by the test only once this task is parked again below.
+                parked.store(true, Ordering::SeqCst);
+                timeout(wait).await
+            })
+        };
+        for _ in 0..100 {
+            if parked.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if !parked.load(Ordering::SeqCst) {
+            return Err("the waiter never parked".into());
+        }
+        // Synchronous: no task runs until the ring overflowed.
+        provoke_overflow(ch.device(), a.port(), b.port())?;
+        let mut fds = [PollFd::new(ch.device().as_fd(), PollFlags::POLLIN)];
+        call(
+            "poll",
+            nix::poll::poll(&mut fds, PollTimeout::ZERO).map_err(|errno| Error::Os {
+                operation: "poll",
+                errno: errno as i32,
+            }),
+        )?;
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents != PollFlags::POLLERR {
+            return Err(format!("the fd polls {revents:?}, not POLLERR alone"));
+        }
+        waiter.await.map_err(|e| format!("waiter: {e}"))??;
+        match ch.device().overflows() {
+            1 => Ok(()),
+            n => Err(format!("{n} overflows recovered, expected 1")),
+        }
     })
 }

@@ -17,6 +17,8 @@
 //! - `xen-dom0-tests dmesg` prints Xen's log as `xl dmesg` does; `xen-dom0-tests console-bench
 //!   <log rounds> <ring rounds> <bytes> <domU options>` times it against `xl dmesg` and a domU's console ring
 //!   (`cargo xtask bench console`).
+//! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
+//!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
@@ -26,6 +28,7 @@ mod console;
 mod console_domu;
 mod devices;
 mod domu;
+mod domu_soak;
 mod evtchn;
 mod evtchn_bench;
 mod exit;
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         ["console-bench", ..] => console_domu::bench(&args[1..]),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
+        ["domu-soak", ..] => domu_soak::soak(&args[1..]),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
                 let error = exit::exit_qemu(code);

@@ -82,11 +82,12 @@ pub(crate) fn run<H: XenHypercall<Error = Error>>(
     r.case("evtchn_raw_poll_wakes_future", poll_wakes_future(&ch));
     r.case("evtchn_raw_200_ports", many_ports(&ch));
     r.case("evtchn_raw_bad_input", bad_input(&ch));
-    #[cfg(all(target_arch = "x86_64", feature = "pvh", not(feature = "domu")))]
-    r.case("evtchn_raw_upcall_pvh", crate::upcall::upcall_case(h, &ch));
+    r.case(
+        crate::upcall::CASE,
+        crate::upcall::upcall_case(h, &ch, shared.as_ptr()),
+    );
 }
 
-#[cfg(all(target_arch = "x86_64", feature = "pvh", not(feature = "domu")))]
 impl<H: XenHypercall<Error = Error>> crate::upcall::Upcall for Channel<'_, H> {
     fn upcall(&self) {
         self.handle_upcall();

@@ -35,9 +35,7 @@ mod grant;
 mod shared_info;
 #[cfg(all(
     target_os = "none",
-    target_arch = "x86_64",
-    feature = "pvh",
-    not(feature = "domu")
+    any(not(feature = "domu"), all(target_arch = "x86_64", feature = "pv"))
 ))]
 mod upcall;
 

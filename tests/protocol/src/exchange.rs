@@ -91,6 +91,30 @@ pub const DOM0_CASES: &[&str] = &[
     "domu_powered_off",
 ];
 
+/// Written by dom0 before unpausing the domU instead of the exchange above: the event-channel
+/// soak, `<round trips> <bind/unbind cycles>`. The domU publishes [`EVTCHN_PORT`] and [`READY`],
+/// answers each of dom0's events on it, then (dom0 having bound, drained and closed its end
+/// `<cycles>` times) answers one last event, closes the port and powers off.
+pub const SOAK: &str = "data/soak";
+
+/// The domU's cases in the soak.
+pub const SOAK_DOMU_CASES: &[&str] = &[
+    "evtchn_soak_port",
+    "evtchn_soak_round_trips",
+    "evtchn_soak_after_rebinds",
+    "console_flushed",
+];
+
+/// dom0's cases in the soak.
+pub const SOAK_DOM0_CASES: &[&str] = &[
+    "xl_create",
+    "domu_ready",
+    "evtchn_soak_round_trips",
+    "evtchn_soak_rebinds",
+    "evtchn_soak_after_rebinds",
+    "domu_powered_off",
+];
+
 /// The forwarded form of `line` from domU `name`'s console.
 #[cfg(feature = "std")]
 pub fn forwarded(name: &str, line: &str) -> std::string::String {

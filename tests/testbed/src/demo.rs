@@ -16,6 +16,7 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
     let cross = CrossDomain {
         domu: GuestKind::Pv,
         selftest: None,
+        soak: None,
     };
     println!(
         "Building the dom0 program and the domU kernel, fetching Xen, Linux and the toolstack ..."

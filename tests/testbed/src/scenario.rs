@@ -139,6 +139,9 @@ pub struct CrossDomain {
     pub domu: GuestKind,
     /// For the harness's self-tests: the value dom0 writes to [`exchange::SELFTEST`].
     pub selftest: Option<&'static str>,
+    /// The event-channel soak ([`exchange::SOAK`]) instead of the exchange: round trips and
+    /// bind/unbind cycles.
+    pub soak: Option<(u64, u64)>,
 }
 
 impl CrossDomain {
@@ -252,7 +255,11 @@ const fn cross_domain(
     Scenario {
         name,
         about,
-        kind: Kind::CrossDomain(CrossDomain { domu, selftest }),
+        kind: Kind::CrossDomain(CrossDomain {
+            domu,
+            selftest,
+            soak: None,
+        }),
         timeout: Duration::from_secs(120),
         must_fail,
     }
@@ -329,6 +336,20 @@ pub fn scenarios() -> &'static [Scenario] {
             None,
             None,
         ),
+        Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pv,
+                selftest: None,
+                soak: Some((2000, 200)),
+            }),
+            ..cross_domain(
+                "domu-evtchn-soak",
+                "Linux dom0 and a freestanding PV domU ping-pong an event channel 2000 times, dom0 rebinds it 200 times (the long run: cargo xtask bench evtchn --domu-soak)",
+                GuestKind::Pv,
+                None,
+                None,
+            )
+        },
         guest(
             "pv64",
             "freestanding x86_64 guest as a PV64 dom0",
@@ -439,6 +460,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-pv",
     "domu-pvh",
     "domu-aarch64",
+    "domu-evtchn-soak",
     "pv64",
     "pvh",
     "aarch64",
@@ -814,12 +836,24 @@ pub fn cross_domain_run(
     let domu = cross.domu_name();
     let (xl_type, memory) = xl_type_and_memory(cross.domu);
     let path = format!("/lib/xentest/{domu}");
+    let verb = if cross.soak.is_some() {
+        "domu-soak"
+    } else {
+        "domu"
+    };
     let mut command = format!(
-        "{DOM0_TESTS} domu --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
+        "{DOM0_TESTS} {verb} --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
     );
     if let Some(selftest) = cross.selftest {
         command.push_str(&format!(" --selftest {selftest}"));
     }
+    let (dom0_cases, domu_cases) = match cross.soak {
+        Some((trips, cycles)) => {
+            command.push_str(&format!(" --trips {trips} --cycles {cycles}"));
+            (exchange::SOAK_DOM0_CASES, exchange::SOAK_DOMU_CASES)
+        }
+        None => (exchange::DOM0_CASES, exchange::DOMU_CASES),
+    };
     Dom0Run {
         name: name.into(),
         arch: cross.domu.arch(),
@@ -827,13 +861,13 @@ pub fn cross_domain_run(
         files: vec![(path, kernel.to_path_buf())],
         preamble: Setup::Toolstack.preamble(),
         commands: vec![command],
-        expected_cases: exchange::DOM0_CASES.iter().map(|c| c.to_string()).collect(),
+        expected_cases: dom0_cases.iter().map(|c| c.to_string()).collect(),
         expected_dones: 1,
         timeout,
         domus: vec![DomuExpectation {
             name: domu,
             label: "domu".into(),
-            cases: exchange::DOMU_CASES.iter().map(|c| c.to_string()).collect(),
+            cases: domu_cases.iter().map(|c| c.to_string()).collect(),
         }],
     }
 }

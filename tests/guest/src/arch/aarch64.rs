@@ -157,7 +157,8 @@ fn map_shared_info(h: &Aarch64Hypercall) -> Result<SharedInfo, Error> {
 }
 
 #[cfg(not(feature = "domu"))]
-extern "C" fn aarch64_main(_dtb: usize) -> ! {
+extern "C" fn aarch64_main(dtb: usize) -> ! {
+    crate::upcall::set_device_tree(dtb);
     let h = backend();
     let mut reporter = GuestReporter::new(Console(&h));
     cases::run_common(

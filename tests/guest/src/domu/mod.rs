@@ -17,6 +17,7 @@ mod console_bulk;
 mod console_ring;
 mod evtchn_port;
 mod grant;
+mod soak;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
 mod translated;
 mod xenstore;
@@ -211,9 +212,14 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
-    exchange(platform, events, &mut reporter, store);
-    let bulk = console_bulk::exchange_write(events, &mut reporter);
-    reporter.case("console_bulk_written", bulk);
+    match (store.as_mut().ok().and_then(soak::requested), store) {
+        (Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
+        (_, store) => {
+            exchange(platform, events, &mut reporter, store);
+            let bulk = console_bulk::exchange_write(events, &mut reporter);
+            reporter.case("console_bulk_written", bulk);
+        }
+    }
     power_off(events, reporter)
 }
 
