@@ -50,10 +50,8 @@ pub enum Guest<'a> {
     Aarch64Image(&'a Path),
 }
 
-/// Xen's own command line, shared by every x86_64 boot. The UART is polled (irq 0): under a loaded
-/// TCG host, Xen 4.20 finds its UART interrupt slow, prints that it switches to polling, and the
-/// line lands inside whatever line was being printed.
-const XEN_X86_CMDLINE: &str = "console=com1 com1=115200,8n1,0x3f8,0 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0 console_to_ring";
+/// Xen's own command line, shared by every x86_64 boot.
+const XEN_X86_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0 console_to_ring";
 const XEN_ARM_CMDLINE: &str = "console=dtuart loglvl=all guest_loglvl=all console_to_ring";
 const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1 quiet";
 
