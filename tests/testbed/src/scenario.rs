@@ -809,15 +809,24 @@ pub fn cross_domain_run(
         files: vec![(path, kernel.to_path_buf())],
         preamble: Setup::Toolstack.preamble(),
         commands: vec![command],
-        expected_cases: exchange::DOM0_CASES.iter().map(|c| c.to_string()).collect(),
+        expected_cases: cases(exchange::DOM0_CASES, exchange::store::DOM0_CASES),
         expected_dones: 1,
         timeout,
         domus: vec![DomuExpectation {
             name: domu,
             label: "domu".into(),
-            cases: exchange::DOMU_CASES.iter().map(|c| c.to_string()).collect(),
+            cases: cases(exchange::DOMU_CASES, exchange::store::DOMU_CASES),
         }],
     }
+}
+
+/// The case names of the exchange and of its xenstore steps.
+fn cases(exchange: &[&str], store: &[&str]) -> Vec<String> {
+    exchange
+        .iter()
+        .chain(store)
+        .map(|c| c.to_string())
+        .collect()
 }
 
 /// Which flavour of a freestanding guest: the hardware domain, or a domU created by the toolstack.

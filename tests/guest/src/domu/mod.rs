@@ -16,6 +16,7 @@
 mod console_ring;
 mod evtchn_port;
 mod grant;
+mod store_cases;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
 mod translated;
 mod xenstore;
@@ -209,7 +210,15 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
-    exchange(platform, events, &mut reporter, store);
+    exchange(
+        platform,
+        events,
+        &mut reporter,
+        store.as_mut().map_err(|e| Fail::new(format_args!("{e}"))),
+    );
+    if let Ok(store) = &mut store {
+        store_cases::run(&mut reporter, store);
+    }
     let console = RingConsole(events);
     reporter.case("console_flushed", console.flush().map_err(Fail::from));
     let summary = reporter.done();
@@ -254,21 +263,21 @@ fn exchange<P: Platform>(
     platform: &P,
     events: Events<P::Hypercall>,
     r: &mut Reporter<RingConsole<P::Hypercall>>,
-    store: Result<XenStore<P::Hypercall>, Fail>,
+    store: Result<&mut XenStore<P::Hypercall>, Fail>,
 ) {
     let h = platform.hypercall();
-    let mut store = match store {
+    let store = match store {
         Ok(store) => store,
         Err(error) => return r.case("xenstore_read_name", Err(error)),
     };
     r.case(
         "xenstore_read_name",
-        echo_key(&mut store, "name", exchange::SEEN_NAME, |_| Ok(())),
+        echo_key(store, "name", exchange::SEEN_NAME, |_| Ok(())),
     );
     r.case(
         "xenstore_read_domid",
         echo_key(
-            &mut store,
+            store,
             "domid",
             exchange::SEEN_DOMID,
             |value| match core::str::from_utf8(value)
@@ -281,7 +290,7 @@ fn exchange<P: Platform>(
         ),
     );
     let channel = events.channel();
-    let port = match alloc_port(h, events.alloc_for_dom0(&channel), &mut store) {
+    let port = match alloc_port(h, events.alloc_for_dom0(&channel), store) {
         Ok(port) => {
             r.out(format_args!("port {} unbound for dom0", port.raw()));
             r.case("evtchn_alloc_unbound", Ok::<(), Fail>(()));
@@ -293,7 +302,7 @@ fn exchange<P: Platform>(
         Ok(table) => table,
         Err(error) => return r.case("grant_access", Err(error)),
     };
-    let grant = match grant_page(platform, &table, &mut store) {
+    let grant = match grant_page(platform, &table, store) {
         Ok(grant) => {
             r.out(format_args!("grant ref {} to dom0", grant.gref().raw()));
             r.case("grant_access", Ok::<(), Fail>(()));
