@@ -8,12 +8,12 @@
 //! `bench store <measure> ours_ns=… libxenstore_ns=… ratio_libxenstore=…`, where the ratio is
 //! ours' throughput over libxenstore's (libxenstore's ns per operation over ours).
 //!
-//! The floor of one connection follows: batches of 64 pre-encoded requests on a raw socket
-//! (nearly all the time is xenstored's), `bench store <op>_64_floor raw_ns=… libxenstore_ns=…
-//! ratio_libxenstore=… ours64_of_floor=…`, the last being our 64-in-flight throughput over the
-//! floor's. C xenstored serves one request per connection and poll loop, and writes a reply's
-//! header and payload in two loops, so the floor bounds what any client reaches on one
-//! connection.
+//! The floor of one connection follows: the same window as our 64 in flight (refilled a quarter
+//! at a time, one write per refill) on a raw socket from pre-encoded requests, so nearly all the
+//! time is xenstored's: `bench store <op>_64_floor raw_ns=… libxenstore_ns=… ratio_libxenstore=…
+//! ours64_of_floor=…`, the last being our 64-in-flight throughput over the floor's. C xenstored
+//! serves one request per connection and poll loop, and writes a reply's header and payload in
+//! two loops, so the floor bounds what any client reaches on one connection.
 
 use std::time::Duration;
 
@@ -26,8 +26,8 @@ usage: cargo xtask bench store [--rounds N] [--iterations N]
 
 Boots Xen with a Linux dom0 (x86_64) running Debian's xenstored and times xenstore reads and
 writes over its socket: libxenstore (xs_read/xs_write, one in flight), this client with one in
-flight, with 64 in flight, and the floor of one connection (a raw socket sending batches of 64
-pre-encoded requests). N rounds (default 5) of N operations each (default 2000), median per
+flight, with 64 in flight, and the floor of one connection (the same 64 in flight from a raw
+socket sending pre-encoded requests). N rounds (default 5) of N operations each (default 2000), median per
 operation.";
 
 /// (measure, operation, implementation in the driver's lines, target throughput ratio over
