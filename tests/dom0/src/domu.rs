@@ -582,7 +582,7 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
         out.out(format_args!("unmapped the page and notified the domU"));
         Ok(())
     });
-    store_cases::watch_fired(steps, domain);
+    store_cases::change_watched_key(steps, domain);
     // Whatever failed before, the domU must not outlive the run.
     let failed_before = steps.failed.take();
     steps.step("domu_powered_off", |_| {

@@ -6,8 +6,7 @@ use xen_hypercall::{Error, XenHypercall};
 use xen_store::{Errno, ErrorKind, Store};
 use xen_testbed_protocol::Reporter;
 use xen_testbed_protocol::exchange::store::{
-    DOM0_PRIVATE, DOM0_SAYS, DOM0_SAYS_VALUE, DOMU_HEARD, OUTSIDE_HOME, WATCH_WAIT_SECONDS,
-    WATCHING,
+    DOM0_PRIVATE, DOM0_SAYS, DOM0_SAYS_VALUE, OUTSIDE_HOME, WATCH_WAIT_SECONDS, WATCHING,
 };
 
 use super::console_ring::RingConsole;
@@ -62,7 +61,6 @@ fn watch_dom0_write<H: XenHypercall<Error = Error> + Copy>(
     if value != DOM0_SAYS_VALUE.as_bytes() {
         fail!("{DOM0_SAYS} is {:?}", value.escape_ascii());
     }
-    xs.write(DOMU_HEARD, &value).map_err(failed("write"))?;
     xs.unwatch(watch).map_err(failed("unwatch"))?;
     r.out(format_args!(
         "the watch on {DOM0_SAYS} fired on dom0's write; read {:?}",
