@@ -4,8 +4,8 @@
 //! 1. The domU watches [`DOM0_SAYS`] (a path relative to its home), takes the event xenstored
 //!    sends when a watch is set, and writes [`WATCHING`] = `1`.
 //! 2. dom0 waits for [`WATCHING`] and writes [`DOM0_SAYS_VALUE`] at [`DOM0_SAYS`] with the
-//!    project's client (Debian's `xenstore-read` checks it). Nothing later waits on the domU's
-//!    keys: a domU that finishes powers off and its home is removed at once.
+//!    project's client. Nothing later reads the domU's keys: a domU that finishes powers off
+//!    and its home is removed at once.
 //! 3. The domU receives the event for [`DOM0_SAYS`] with its watch's token, reads and checks
 //!    the value, and removes the watch.
 //! 4. The domU reads [`DOM0_PRIVATE`] and writes [`OUTSIDE_HOME`]: xenstored refuses both with
