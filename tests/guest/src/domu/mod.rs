@@ -12,6 +12,9 @@
 //! page (refused while it was mapped), closes the port, drains its console and
 //! powers off. `data/selftest` (`crash`, `silent`, `hang`) makes it misbehave on
 //! purpose, for the harness's own tests.
+//!
+//! Before draining its console, the domU runs the xenstore steps (`store_cases`):
+//! a watch on a key dom0 changes, and xenstored's typed refusals outside its home.
 
 mod console_ring;
 mod evtchn_port;
