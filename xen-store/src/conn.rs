@@ -65,8 +65,13 @@ pub struct Ticket<R> {
 pub struct Connection {
     next_req_id: u32,
     pending: BTreeMap<u32, Pending>,
-    /// Whole messages to send; the front one may be partly sent.
-    outbox: VecDeque<(u32, Vec<u8>)>,
+    /// Whole messages to send, one after another, from `out[sent..]` (so that one write sends
+    /// them all); the first of `queued` may be partly sent.
+    out: Vec<u8>,
+    sent: usize,
+    /// The `req_id` and length of each message in `out` not wholly sent, in order.
+    queued: VecDeque<(u32, usize)>,
+    /// Bytes of the first of `queued` already sent.
     front_sent: usize,
     decoder: Decoder,
     watches: BTreeMap<WatchId, WatchQueue>,
@@ -108,9 +113,9 @@ impl Connection {
             return Err(error.for_others());
         }
         let req_id = self.fresh_req_id();
-        let mut bytes = Vec::new();
-        wire::encode(ty, req_id, tx_id, &[payload], &mut bytes)?;
-        self.outbox.push_back((req_id, bytes));
+        let start = self.out.len();
+        wire::encode(ty, req_id, tx_id, &[payload], &mut self.out)?;
+        self.queued.push_back((req_id, self.out.len() - start));
         self.pending.insert(
             req_id,
             Pending {
@@ -137,23 +142,33 @@ impl Connection {
         self.pending.len()
     }
 
-    /// The bytes to send next (empty when everything is sent).
+    /// The bytes to send next: every queued message, one after another (empty when everything
+    /// is sent).
     pub fn outgoing(&self) -> &[u8] {
-        match self.outbox.front() {
-            Some((_, bytes)) => &bytes[self.front_sent..],
-            None => &[],
-        }
+        &self.out[self.sent..]
     }
 
     /// `n` bytes of [`Connection::outgoing`] were sent.
     pub fn sent(&mut self, n: usize) {
+        let n = n.min(self.out.len() - self.sent);
+        self.sent += n;
         self.front_sent += n;
-        while let Some((_, bytes)) = self.outbox.front() {
-            if self.front_sent < bytes.len() {
+        while let Some(&(_, len)) = self.queued.front() {
+            if self.front_sent < len {
                 break;
             }
-            self.front_sent -= bytes.len();
-            self.outbox.pop_front();
+            self.front_sent -= len;
+            self.queued.pop_front();
+        }
+        // Drop the wholly sent messages, at once when nothing is left, else when they are half
+        // of the buffer (the partly sent one is kept whole, for `abandon`).
+        let front_start = self.sent - self.front_sent;
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        } else if front_start > self.out.len() / 2 {
+            self.out.drain(..front_start);
+            self.sent = self.front_sent;
         }
     }
 
@@ -195,7 +210,9 @@ impl Connection {
             }
         }
         self.pending.retain(|_, p| !p.detached);
-        self.outbox.clear();
+        self.out.clear();
+        self.sent = 0;
+        self.queued.clear();
         self.front_sent = 0;
         error
     }
@@ -252,12 +269,20 @@ impl Connection {
     /// one's reply will be dropped when it comes.
     pub fn abandon<R>(&mut self, ticket: &Ticket<R>) -> bool {
         let unsent = self
-            .outbox
+            .queued
             .iter()
             .position(|(id, _)| *id == ticket.req_id)
             .filter(|&i| i > 0 || self.front_sent == 0);
         if let Some(index) = unsent {
-            self.outbox.remove(index);
+            // The front message starts where the sent bytes of it do.
+            let start = self.sent - self.front_sent
+                + self
+                    .queued
+                    .range(..index)
+                    .map(|&(_, len)| len)
+                    .sum::<usize>();
+            let (_, len) = self.queued.remove(index).unwrap_or_default();
+            self.out.drain(start..start + len);
             self.pending.remove(&ticket.req_id);
             return true;
         }
@@ -430,6 +455,44 @@ mod tests {
         assert_eq!(conn.in_flight(), 1);
         feed(&mut conn, &reply(MsgType::READ, a.req_id, b"x")).unwrap();
         assert_eq!(conn.in_flight(), 0);
+    }
+
+    #[test]
+    fn queued_requests_go_out_together_and_unsent_ones_can_be_withdrawn() {
+        let mut conn = Connection::new();
+        // The first two are long: sending them makes the buffer drop them.
+        let long = ["/a".repeat(40), "/b".repeat(30)];
+        let ops = [&long[0][..], &long[1], "/ccc", "/dddd"].map(|p| op::read(p).unwrap());
+        let lens: Vec<usize> = ops.iter().map(|op| 16 + op.payload().len()).collect();
+        let tickets: Vec<_> = ops
+            .into_iter()
+            .map(|op| conn.submit(op, 0).unwrap())
+            .collect();
+        let all = conn.outgoing().to_vec();
+        assert_eq!(all.len(), lens.iter().sum::<usize>());
+        // The first two and part of the third sent (the first two dropped from the buffer).
+        conn.sent(lens[0] + lens[1] + 5);
+        assert_eq!(conn.outgoing(), &all[lens[0] + lens[1] + 5..]);
+        assert!(!conn.abandon(&tickets[2]));
+        // The fourth is withdrawn: the rest of the third is all that is left to send.
+        assert!(conn.abandon(&tickets[3]));
+        assert_eq!(
+            conn.outgoing(),
+            &all[lens[0] + lens[1] + 5..all.len() - lens[3]]
+        );
+        let rest = conn.outgoing().len();
+        conn.sent(rest + 100);
+        assert!(conn.outgoing().is_empty());
+        assert_eq!(conn.in_flight(), 3);
+        let e = conn.submit(op::read("/e").unwrap(), 0).unwrap();
+        assert_eq!(
+            conn.outgoing(),
+            &{
+                let mut bytes = Vec::new();
+                wire::encode(MsgType::READ, e.req_id, 0, &[b"/e\0"], &mut bytes).unwrap();
+                bytes
+            }[..]
+        );
     }
 
     #[test]

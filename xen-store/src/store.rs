@@ -119,9 +119,15 @@ where
 
     /// Sends a request (in transaction `tx_id`, 0 for none) without waiting for its reply.
     pub fn submit<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
-        let ticket = self.conn.submit(op, tx_id)?;
+        let ticket = self.queue(op, tx_id)?;
         self.flush()?;
         Ok(ticket)
+    }
+
+    /// Queues a request without sending it: every queued request goes out in one write at the
+    /// next [`Client::flush`], [`Client::submit`], or wait for a reply or an event.
+    pub fn queue<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
+        self.conn.submit(op, tx_id)
     }
 
     /// Waits for the reply to a submitted request; replies to others that arrive meanwhile
@@ -135,7 +141,8 @@ where
         }
     }
 
-    fn flush(&mut self) -> Result<(), Error> {
+    /// Sends every queued request.
+    pub fn flush(&mut self) -> Result<(), Error> {
         while !self.conn.outgoing().is_empty() {
             match self.io.write(self.conn.outgoing()) {
                 Ok(0) => return Err(self.conn.closed()),

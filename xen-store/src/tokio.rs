@@ -527,7 +527,7 @@ impl Drop for AsyncTransaction {
 
 /// `/dev/xen/xenbus` for tokio: reads wait for readiness (the device polls readable when a
 /// reply or event is queued); writes never block for long (the kernel buffers them), so they
-/// are issued directly.
+/// are issued directly, one message each (see [`Local`](crate::unix::Local)).
 #[derive(Debug)]
 pub struct AsyncXenbus {
     fd: tokio::io::unix::AsyncFd<std::fs::File>,
@@ -589,7 +589,7 @@ impl AsyncWrite for AsyncXenbus {
     ) -> Poll<io::Result<usize>> {
         use std::io::Write;
         let mut file: &std::fs::File = self.fd.get_ref();
-        Poll::Ready(file.write(buf))
+        Poll::Ready(file.write(crate::unix::first_message(buf)))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

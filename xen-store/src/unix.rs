@@ -24,7 +24,9 @@ pub(crate) fn socket_path() -> PathBuf {
 ///
 /// Through `/dev/xen/xenbus` the kernel forwards requests over its own ring: it buffers a
 /// partly written message until it is whole, answers `WATCH`/`UNWATCH` itself, and ends the
-/// fd's open transactions when it is closed.
+/// fd's open transactions when it is closed. It takes one message per `write` (Linux drops
+/// whatever follows the first message in a write), so writes to it stop after the first
+/// message of the buffer.
 #[derive(Debug)]
 pub enum Local {
     /// The daemon's Unix socket.
@@ -82,7 +84,7 @@ impl embedded_io::Write for Local {
         loop {
             let result = match self {
                 Self::Socket(s) => s.write(buf),
-                Self::Xenbus(f) => f.write(buf),
+                Self::Xenbus(f) => f.write(first_message(buf)),
             };
             match result {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -96,9 +98,39 @@ impl embedded_io::Write for Local {
     }
 }
 
+/// The first message of `bytes`, which start at a message's header (all of `bytes` if they
+/// hold less than one message): what one write to `/dev/xen/xenbus` may carry.
+pub(crate) fn first_message(bytes: &[u8]) -> &[u8] {
+    let Some(header) = bytes.first_chunk::<{ crate::wire::HEADER_LEN }>() else {
+        return bytes;
+    };
+    let len = crate::wire::Header::from_bytes(header).len as usize;
+    &bytes[..bytes.len().min(crate::wire::HEADER_LEN + len)]
+}
+
 impl Client<Local> {
     /// Connects to xenstore: the daemon's socket, or `/dev/xen/xenbus`.
     pub fn open() -> io::Result<Self> {
         Local::open().map(Self::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, MsgType};
+    use std::vec::Vec;
+
+    #[test]
+    fn a_xenbus_write_carries_one_message() {
+        let mut bytes = Vec::new();
+        wire::encode(MsgType::READ, 1, 0, &[b"/a\0"], &mut bytes).unwrap();
+        let first = bytes.len();
+        wire::encode(MsgType::WRITE, 2, 0, &[b"/b\0", b"v"], &mut bytes).unwrap();
+        assert_eq!(first_message(&bytes).len(), first);
+        assert_eq!(first_message(&bytes[first..]), &bytes[first..]);
+        assert_eq!(first_message(&bytes[..first - 1]).len(), first - 1);
+        assert_eq!(first_message(&bytes[..5]), &bytes[..5]);
+        assert!(first_message(&[]).is_empty());
     }
 }

@@ -2,21 +2,29 @@
 //! [`xen_testbed_protocol::exchange`]), and `xen-dom0-tests run-domu ...`, which only creates a domU
 //! and forwards its console until it is gone.
 //!
-//! Debian's toolstack does the domain management: `xl` creates and destroys the domU, and
-//! `xenstore-read`/`xenstore-write` reach xenstore (an independent oracle for the project's own
-//! clients); one `xenstore-watch` says when the domU's home or a domain's state changed, so the
-//! waits run a tool only after a change. xenconsoled (`--log=guest`) writes the domU's console to a file, which a thread
-//! forwards to stdout, each line as [`exchange::forwarded`],
-//! so the runner judges both domains' cases from one serial log.
+//! Debian's toolstack does the domain management: `xl` creates and destroys the domU. The
+//! project's `xen-store` client reaches xenstore over the daemon's socket, and one watch on a
+//! second connection says when the domU's home or a domain's state changed, so the waits read
+//! only after a change; Debian's `xenstore-read`/`-write`/`-exists` stay as the oracle (see
+//! `store_cases`). xenconsoled (`--log=guest`) writes the domU's console to a file, which a
+//! thread forwards to stdout, each line as [`exchange::forwarded`], so the runner judges both
+//! domains' cases from one serial log.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::process::{Child, Command, ExitCode, Stdio};
+mod store_cases;
+
+use std::cell::RefCell;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
+use xen_store::unix::Local;
+use xen_store::{Client, ErrorKind, Store};
 use xen_testbed_protocol::{Reporter, Stdout};
 use xen_testbed_protocol::{bulk, exchange};
 
@@ -111,6 +119,8 @@ impl Spec {
 pub(crate) struct Domain {
     pub(crate) name: String,
     pub(crate) domid: u32,
+    /// The connection to xenstored for reads and writes.
+    store: RefCell<Client<Local>>,
     /// Fires when the domU's xenstore home or any domain's state changes.
     changes: Watch,
 }
@@ -132,6 +142,7 @@ impl Domain {
         let domain = Self {
             name: spec.name.clone(),
             domid,
+            store: RefCell::new(Client::new(connect()?)),
             changes,
         };
         if let Some(selftest) = &spec.selftest {
@@ -150,11 +161,19 @@ impl Domain {
     }
 
     pub(crate) fn read(&self, key: &str) -> Result<String, String> {
-        run_tool("xenstore-read", &[&self.path(key)]).map(|v| v.trim_end_matches('\n').to_string())
+        let path = self.path(key);
+        self.store
+            .borrow_mut()
+            .read_string(&path)
+            .map_err(|e| format!("read {path}: {e}"))
     }
 
     pub(crate) fn write(&self, key: &str, value: &str) -> Result<(), String> {
-        run_tool("xenstore-write", &[&self.path(key), value]).map(drop)
+        let path = self.path(key);
+        self.store
+            .borrow_mut()
+            .write(&path, value.as_bytes())
+            .map_err(|e| format!("write {path}: {e}"))
     }
 
     /// Reads a decimal `key`.
@@ -166,10 +185,8 @@ impl Domain {
 
     /// Whether the domain still exists (its xenstore home does).
     fn exists(&self) -> bool {
-        Command::new("xenstore-exists")
-            .arg(format!("/local/domain/{}", self.domid))
-            .status()
-            .is_ok_and(|s| s.success())
+        let home = format!("/local/domain/{}", self.domid);
+        !matches!(self.store.borrow_mut().read(&home), Err(e) if e.kind() == ErrorKind::NotFound)
     }
 
     /// The `SHUTDOWN_*` code the domain shut down with, from xl's log of it (`None`: still running).
@@ -267,36 +284,54 @@ impl Domain {
     }
 }
 
-/// `xenstore-watch PATH...` running: each line it prints is one firing (xenstored also fires
-/// each watch once when it is set).
+/// Connects to xenstored's socket.
+fn connect() -> Result<Local, String> {
+    Local::socket().map_err(|e| format!("connecting to xenstored's socket: {e}"))
+}
+
+/// Watches on their own connection, whose events a thread turns into firings (xenstored also
+/// fires each watch once when it is set).
 #[derive(Debug)]
 struct Watch {
-    child: Child,
+    /// The watching connection's socket: shut down to end the thread.
+    socket: UnixStream,
+    thread: Option<JoinHandle<()>>,
     fired: mpsc::Receiver<()>,
 }
 
 impl Watch {
     fn start(paths: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new("xenstore-watch")
-            .args(paths)
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run xenstore-watch: {e}"))?;
-        let stdout = child.stdout.take().ok_or("xenstore-watch: no stdout")?;
+        let local = connect()?;
+        let Local::Socket(socket) = &local else {
+            return Err("xenstored's connection is not a socket".into());
+        };
+        let socket = socket
+            .try_clone()
+            .map_err(|e| format!("xenstored's socket: {e}"))?;
+        let mut client = Client::new(local);
+        for path in paths {
+            client
+                .watch(path)
+                .map_err(|e| format!("watch {path}: {e}"))?;
+        }
         let (fire, fired) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if line.is_err() || fire.send(()).is_err() {
+        let thread = std::thread::spawn(move || {
+            while client.next_event().is_ok() {
+                if fire.send(()).is_err() {
                     return;
                 }
             }
         });
-        Ok(Self { child, fired })
+        Ok(Self {
+            socket,
+            thread: Some(thread),
+            fired,
+        })
     }
 
     /// Waits up to `timeout` for a firing and takes all that came; whether there was one. If
-    /// xenstore-watch died, it says so on stderr and every wait reports a change after `timeout`,
-    /// so the waits fall back to polling.
+    /// the watching connection failed, every wait reports a change after `timeout`, so the
+    /// waits fall back to polling.
     fn wait(&self, timeout: Duration) -> bool {
         match self.fired.recv_timeout(timeout) {
             Ok(()) => {
@@ -314,8 +349,11 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The thread's blocked read returns once the socket is shut down.
+        let _ = self.socket.shutdown(Shutdown::Both);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -472,7 +510,10 @@ pub(crate) fn exchange(args: &[String]) -> ExitCode {
     if let Some(domain) = &domain {
         run_exchange(&mut steps, domain);
     } else {
-        for case in &exchange::DOM0_CASES[1..] {
+        for case in exchange::DOM0_CASES[1..]
+            .iter()
+            .chain(exchange::store::DOM0_CASES)
+        {
             steps.step(case, |_| Ok(()));
         }
     }
@@ -555,6 +596,7 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
         out.out(format_args!("unmapped the page and notified the domU"));
         Ok(())
     });
+    store_cases::change_watched_key(steps, domain);
     steps.step("console_bulk_intact", |out| {
         crate::console_domu::bulk_intact(domain, out)
     });
@@ -579,6 +621,7 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
     if steps.failed.is_none() {
         steps.failed = failed_before;
     }
+    store_cases::nothing_outside(steps);
 }
 
 fn expect_equal(what: &str, got: &str, want: &str) -> Result<(), String> {

@@ -320,6 +320,22 @@ fn xenbus_device() -> Result<(), String> {
         xs.read_string("/local/domain/0/name").map_err(e("read"))? + "\n",
         cli("read", &["/local/domain/0/name"])?,
     )?;
+    // Queued requests go out in one flush; the device takes one message per write.
+    let mut tickets = Vec::new();
+    for i in 0..3 {
+        let op = xen_store::op::write(&format!("{dir}/q{i}"), format!("{i}").as_bytes())
+            .map_err(e("op"))?;
+        tickets.push(xs.queue(op, 0).map_err(e("queue"))?);
+    }
+    xs.flush().map_err(e("flush"))?;
+    for ticket in tickets {
+        xs.wait(ticket).map_err(e("queued write"))?;
+    }
+    check(
+        "xenstore-read of the last queued write",
+        cli("read", &[&format!("{dir}/q2")])?,
+        "2\n".into(),
+    )?;
     // The kernel answers WATCH itself; the first event still comes from xenstored.
     let watch = xs.watch(&dir).map_err(e("watch"))?;
     check(

@@ -14,15 +14,17 @@
 //!    gntdev, checks [`DOMU_TEXT`], writes [`DOM0_TEXT`] at [`DOM0_TEXT_OFFSET`] and notifies L.
 //! 5. The domU sees the event, checks [`DOM0_TEXT`] and notifies P; dom0 waits for it on L.
 //! 6. dom0 unmaps the grant and notifies L again.
-//! 7. The domU ends access to R (which succeeds: nothing maps it), closes P, writes 1 MiB of bulk
-//!    data through its console ring and reports its digest there
+//! 7. The domU ends access to R (which succeeds: nothing maps it), closes P, runs the [`store`]
+//!    steps, writes 1 MiB of bulk data through its console ring and reports its digest there
 //!    ([`crate::bulk`]), which dom0 compares with what xenconsoled logged; reports `DONE`, waits
 //!    until the console backend consumed its output, prints `XENTEST SHUTDOWN poweroff` and powers
 //!    off.
 //!
 //! The domU reports its cases ([`DOMU_CASES`]) on its PV console ring; dom0 forwards the console
 //! log to the serial line, each line behind [`FORWARD_PREFIX`], and reports its own
-//! ([`DOM0_CASES`]).
+//! ([`DOM0_CASES`]). The xenstore steps that follow are in [`store`].
+
+pub mod store;
 
 /// The domU's data directory (a domU may write under it).
 pub const DATA: &str = "data";

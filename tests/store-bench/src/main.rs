@@ -4,7 +4,10 @@
 //! - `libxenstore`: Debian's C library (the program `libxenstore-bench`, a child per
 //!   measurement), `xs_read`/`xs_write` in a loop, one request in flight;
 //! - `ours`: this crate's blocking client, one request in flight;
-//! - `ours64`: the same client with 64 requests in flight (`submit`, then `wait` for the oldest).
+//! - `ours64`: the same client with up to 64 requests in flight: when all 64 are out, it waits
+//!   for the oldest 16 replies and queues 16 requests, sent in one write (`queue`, `wait`);
+//! - `raw64`: the floor: `ours64`'s window on a raw socket, from pre-encoded requests (only the
+//!   replies' framing and type checked), so nearly all the time is the daemon's.
 //!
 //! Each measurement prints `XENTEST OUT bench-run impl=<impl> measure=<read|write>
 //! iterations=<n> ns=<total>`; the host turns them into medians and ratios. The run is the case
@@ -15,11 +18,14 @@
 //! without Xen; both clients then talk to it through `XENSTORED_PATH`).
 
 use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use xen_store::op::{self, Op};
 use xen_store::unix::Local;
+use xen_store::wire::{self, Decoder, MsgType};
 use xen_store::{Client, Store, Ticket};
 use xen_testbed_protocol::{Reporter, Stdout};
 
@@ -71,7 +77,7 @@ fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
     let mut xs = Client::new(Local::socket().map_err(|e| format!("connecting: {e}"))?);
     xs.write(KEY, VALUE)
         .map_err(|e| format!("write {KEY}: {e}"))?;
-    let implementations = ["libxenstore", "ours", "ours64"];
+    let implementations = ["libxenstore", "ours", "ours64", "raw64"];
     for round in 0..rounds {
         for measure in ["read", "write"] {
             // Rotate who goes first, so that no implementation always follows another.
@@ -83,7 +89,8 @@ fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
                         continue;
                     }
                     "ours" => time_ours(&mut xs, measure, iterations, 1)?,
-                    _ => time_ours(&mut xs, measure, iterations, IN_FLIGHT)?,
+                    "ours64" => time_ours(&mut xs, measure, iterations, IN_FLIGHT)?,
+                    _ => time_raw(measure, iterations)?,
                 };
                 println!(
                     "XENTEST OUT bench-run impl={implementation} measure={measure} \
@@ -131,8 +138,9 @@ fn time_ours(
     Ok(started.elapsed().as_nanos())
 }
 
-/// Runs `iterations` requests built by `request`, keeping up to `window` in flight (waiting for
-/// the oldest when full), and `check`s every reply.
+/// Runs `iterations` requests built by `request`, keeping up to `window` in flight: when the
+/// window is full, takes back the oldest quarter of the replies (at least one) and queues as
+/// many requests, which the next wait sends in one write; `check`s every reply.
 fn pipeline<R>(
     xs: &mut Client<Local>,
     iterations: u64,
@@ -141,18 +149,79 @@ fn pipeline<R>(
     check: impl Fn(R) -> Result<(), String>,
 ) -> Result<(), String> {
     let fail = |e: xen_store::Error| e.to_string();
+    let refill = (window / 4).max(1);
     let mut in_flight: VecDeque<Ticket<R>> = VecDeque::with_capacity(window);
     for _ in 0..iterations {
         if in_flight.len() == window {
-            let oldest = in_flight.pop_front().expect("a full window");
-            check(xs.wait(oldest).map_err(fail)?)?;
+            for ticket in in_flight.drain(..refill) {
+                check(xs.wait(ticket).map_err(fail)?)?;
+            }
         }
-        in_flight.push_back(xs.submit(request().map_err(fail)?, 0).map_err(fail)?);
+        in_flight.push_back(xs.queue(request().map_err(fail)?, 0).map_err(fail)?);
     }
     for ticket in in_flight {
         check(xs.wait(ticket).map_err(fail)?)?;
     }
     Ok(())
+}
+
+/// Total nanoseconds for `iterations` operations with `ours64`'s window (64 in flight, refilled
+/// a quarter at a time, one write per refill) on a socket of its own, from pre-encoded requests:
+/// the floor of the client's own work.
+fn time_raw(measure: &str, iterations: u64) -> Result<u128, String> {
+    let fail = |e: xen_store::Error| e.to_string();
+    let (ty, payload) = if measure == "read" {
+        let request = op::read(KEY).map_err(fail)?;
+        (request.msg_type(), request.payload().to_vec())
+    } else {
+        let request = op::write(KEY, VALUE).map_err(fail)?;
+        (request.msg_type(), request.payload().to_vec())
+    };
+    let Local::Socket(mut socket) = Local::socket().map_err(|e| format!("connecting: {e}"))? else {
+        return Err("not a socket".into());
+    };
+    let mut batch = Vec::new();
+    for req_id in 1..=IN_FLIGHT as u32 {
+        wire::encode(ty, req_id, 0, &[&payload], &mut batch).map_err(fail)?;
+    }
+    let per_request = batch.len() / IN_FLIGHT;
+    let refill = (IN_FLIGHT / 4) as u64;
+    let mut decoder = Decoder::new();
+    let started = Instant::now();
+    let (mut sent, mut received) = (0, 0);
+    while received < iterations {
+        if sent - received <= IN_FLIGHT as u64 - refill && sent < iterations {
+            let n = (iterations - sent).min(IN_FLIGHT as u64 - (sent - received));
+            socket
+                .write_all(&batch[..per_request * n as usize])
+                .map_err(|e| format!("raw write: {e}"))?;
+            sent += n;
+        }
+        raw_reply(&mut socket, &mut decoder, ty)?;
+        received += 1;
+    }
+    Ok(started.elapsed().as_nanos())
+}
+
+/// Reads until the next whole reply, which must be of type `ty`.
+fn raw_reply(socket: &mut UnixStream, decoder: &mut Decoder, ty: MsgType) -> Result<(), String> {
+    const CHUNK: usize = 4096;
+    loop {
+        if let Some(reply) = decoder.next_message().map_err(|e| e.to_string())? {
+            return if reply.header.ty == ty {
+                Ok(())
+            } else {
+                Err(format!("raw reply of type {:?}", reply.header.ty))
+            };
+        }
+        let n = socket
+            .read(decoder.buffer(CHUNK))
+            .map_err(|e| format!("raw read: {e}"))?;
+        decoder.filled(CHUNK, n);
+        if n == 0 {
+            return Err("raw: xenstored closed the socket".into());
+        }
+    }
 }
 
 fn check(value: &[u8]) -> Result<(), String> {

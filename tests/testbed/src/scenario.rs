@@ -850,9 +850,15 @@ pub fn cross_domain_run(
     let (dom0_cases, domu_cases) = match cross.soak {
         Some((trips, cycles)) => {
             command.push_str(&format!(" --trips {trips} --cycles {cycles}"));
-            (exchange::SOAK_DOM0_CASES, exchange::SOAK_DOMU_CASES)
+            (
+                cases(exchange::SOAK_DOM0_CASES, &[]),
+                cases(exchange::SOAK_DOMU_CASES, &[]),
+            )
         }
-        None => (exchange::DOM0_CASES, exchange::DOMU_CASES),
+        None => (
+            cases(exchange::DOM0_CASES, exchange::store::DOM0_CASES),
+            cases(exchange::DOMU_CASES, exchange::store::DOMU_CASES),
+        ),
     };
     Dom0Run {
         name: name.into(),
@@ -861,15 +867,25 @@ pub fn cross_domain_run(
         files: vec![(path, kernel.to_path_buf())],
         preamble: Setup::Toolstack.preamble(),
         commands: vec![command],
-        expected_cases: dom0_cases.iter().map(|c| c.to_string()).collect(),
+        expected_cases: dom0_cases,
         expected_dones: 1,
         timeout,
         domus: vec![DomuExpectation {
             name: domu,
             label: "domu".into(),
-            cases: domu_cases.iter().map(|c| c.to_string()).collect(),
+            cases: domu_cases,
         }],
     }
+}
+
+/// The expected case names: those of a run (the exchange or the soak), then those of its
+/// xenstore steps.
+fn cases(exchange: &[&str], store: &[&str]) -> Vec<String> {
+    exchange
+        .iter()
+        .chain(store)
+        .map(|c| c.to_string())
+        .collect()
 }
 
 /// Which flavour of a freestanding guest: the hardware domain, or a domU created by the toolstack.

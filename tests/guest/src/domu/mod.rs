@@ -12,12 +12,16 @@
 //! page (refused while it was mapped), closes the port, drains its console and
 //! powers off. `data/selftest` (`crash`, `silent`, `hang`) makes it misbehave on
 //! purpose, for the harness's own tests.
+//!
+//! Before draining its console, the domU runs the xenstore steps (`store_cases`):
+//! a watch on a key dom0 changes, and xenstored's typed refusals outside its home.
 
 mod console_bulk;
 mod console_ring;
 mod evtchn_port;
 mod grant;
 mod soak;
+mod store_cases;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
 mod translated;
 mod xenstore;
@@ -214,8 +218,16 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
     let mut reporter = Reporter::new(RingConsole(events));
     match (store.as_mut().ok().and_then(soak::requested), store) {
         (Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
-        (_, store) => {
-            exchange(platform, events, &mut reporter, store);
+        (_, mut store) => {
+            exchange(
+                platform,
+                events,
+                &mut reporter,
+                store.as_mut().map_err(|e| Fail::new(format_args!("{e}"))),
+            );
+            if let Ok(store) = &mut store {
+                store_cases::run(&mut reporter, store);
+            }
             let bulk = console_bulk::exchange_write(events, &mut reporter);
             reporter.case("console_bulk_written", bulk);
         }
@@ -274,21 +286,21 @@ fn exchange<P: Platform>(
     platform: &P,
     events: Events<P::Hypercall>,
     r: &mut Reporter<RingConsole<P::Hypercall>>,
-    store: Result<XenStore<P::Hypercall>, Fail>,
+    store: Result<&mut XenStore<P::Hypercall>, Fail>,
 ) {
     let h = platform.hypercall();
-    let mut store = match store {
+    let store = match store {
         Ok(store) => store,
         Err(error) => return r.case("xenstore_read_name", Err(error)),
     };
     r.case(
         "xenstore_read_name",
-        echo_key(&mut store, "name", exchange::SEEN_NAME, |_| Ok(())),
+        echo_key(store, "name", exchange::SEEN_NAME, |_| Ok(())),
     );
     r.case(
         "xenstore_read_domid",
         echo_key(
-            &mut store,
+            store,
             "domid",
             exchange::SEEN_DOMID,
             |value| match core::str::from_utf8(value)
@@ -301,7 +313,7 @@ fn exchange<P: Platform>(
         ),
     );
     let channel = events.channel();
-    let port = match alloc_port(h, events.alloc_for_dom0(&channel), &mut store) {
+    let port = match alloc_port(h, events.alloc_for_dom0(&channel), store) {
         Ok(port) => {
             r.out(format_args!("port {} unbound for dom0", port.raw()));
             r.case("evtchn_alloc_unbound", Ok::<(), Fail>(()));
@@ -313,7 +325,7 @@ fn exchange<P: Platform>(
         Ok(table) => table,
         Err(error) => return r.case("grant_access", Err(error)),
     };
-    let grant = match grant_page(platform, &table, &mut store) {
+    let grant = match grant_page(platform, &table, store) {
         Ok(grant) => {
             r.out(format_args!("grant ref {} to dom0", grant.gref().raw()));
             r.case("grant_access", Ok::<(), Fail>(()));

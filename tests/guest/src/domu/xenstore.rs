@@ -69,7 +69,7 @@ static HEAP: Bump = Bump {
 /// The store's event channel: notify sends on it, wait sleeps in `SCHEDOP_poll` until an
 /// event or the deadline of the current request.
 #[derive(Debug)]
-struct Bell<H> {
+pub(crate) struct Bell<H> {
     events: Events<H>,
     port: Port,
     deadline: u64,
@@ -90,9 +90,12 @@ impl<H: XenHypercall<Error = Error> + Copy> Doorbell for Bell<H> {
     }
 }
 
+/// The byte stream over the domain's xenstore ring.
+pub(crate) type Ring<H> = RingTransport<SharedMem<'static>, Bell<H>>;
+
 /// A xenstore connection over the domain's ring.
 pub(crate) struct XenStore<H: XenHypercall<Error = Error> + Copy> {
-    client: Client<RingTransport<SharedMem<'static>, Bell<H>>>,
+    client: Client<Ring<H>>,
 }
 
 impl<H: XenHypercall<Error = Error> + Copy> core::fmt::Debug for XenStore<H> {
@@ -126,8 +129,20 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
     }
 
     fn start(&mut self) {
+        self.start_with(WAIT_NS);
+    }
+
+    /// Sets the deadline of the requests and waits that follow to `ns` from now.
+    fn start_with(&mut self, ns: u64) {
         let bell = self.client.get_mut().doorbell();
-        bell.deadline = bell.events.deadline(WAIT_NS);
+        bell.deadline = bell.events.deadline(ns);
+    }
+
+    /// The client itself, for typed errors and watches; its requests and waits (for replies
+    /// and watch events) give up `ns` from now.
+    pub(crate) fn client(&mut self, ns: u64) -> &mut Client<Ring<H>> {
+        self.start_with(ns);
+        &mut self.client
     }
 
     /// `XS_READ` of `path` (relative paths are under the domain's home) into
