@@ -183,8 +183,8 @@ const XEN_LINE: &str = "(XEN) ";
 /// Parses a whole raw serial log.
 ///
 /// Xen prints its own lines whole, but not in step with a guest's output: a Xen line can land in
-/// the middle of a guest's line (Xen 4.20 does so when it switches its UART to polling under
-/// load). Such a Xen line is lifted out and the guest's line joined up again.
+/// the middle of a guest's protocol line (Xen 4.20 does so when it switches its UART to polling
+/// under load). Such a Xen line is lifted out and the protocol line joined up again.
 pub fn parse_log(raw: &[u8]) -> Log {
     let mut log = Log::default();
     let mut push = |line: String| {
@@ -202,7 +202,10 @@ pub fn parse_log(raw: &[u8]) -> Log {
         .split(|&b| b == b'\n')
     {
         let mut line = core::mem::take(&mut head) + &clean_line(raw_line);
-        if let Some(at) = line.find(XEN_LINE).filter(|&at| at > 0) {
+        let split = line
+            .find(XEN_LINE)
+            .filter(|&at| at > 0 && line[..at].contains(MARKER));
+        if let Some(at) = split {
             head = line[..at].to_string();
             line.drain(..at);
         }
@@ -244,7 +247,12 @@ mod tests {
             ]
         );
         assert_eq!(log.cases().collect::<Vec<_>>(), [("capabilities", &Ok(()))]);
-        // A guest line cut short by the end of the log is kept.
+        // Other text before a Xen line (the firmware's) stays where it is.
+        assert_eq!(
+            parse_log(b"Booting from ROM..(XEN) Xen version\nnext\n").lines,
+            ["Booting from ROM..(XEN) Xen version", "next"]
+        );
+        // A protocol line cut short by the end of the log is kept.
         assert_eq!(
             parse_log(b"XENTEST OU(XEN) x\n").lines,
             ["(XEN) x", "XENTEST OU"]
