@@ -63,6 +63,10 @@ struct Mapping {
     dom: u16,
     gref: u32,
     readonly: bool,
+    /// Where the caller asked for the page (`host_addr`).
+    host_addr: u64,
+    /// The granted frame.
+    frame: u64,
 }
 
 /// A domain's grant table, and the mappings it made of others' grants.
@@ -195,6 +199,16 @@ impl Grants {
         }
     }
 
+    /// The frame this domain mapped at `host_addr` (the latest mapping there).
+    pub(super) fn mapped_at(&self, host_addr: u64) -> Option<u64> {
+        self.maptrack
+            .iter()
+            .rev()
+            .flatten()
+            .find(|m| m.host_addr == host_addr)
+            .map(|m| m.frame)
+    }
+
     fn new_handle(&mut self, mapping: Mapping) -> u32 {
         match self.maptrack.iter().position(Option::is_none) {
             Some(handle) => {
@@ -219,14 +233,15 @@ pub(super) trait GrantDomains {
     fn frame_address(&self, frame: u64) -> Option<usize>;
 }
 
-/// `GNTTABOP_map_grant_ref` by domain `caller` of `dom`'s `gref`: the handle
-/// and the granted frame's address (`dev_bus_addr`).
+/// `GNTTABOP_map_grant_ref` by domain `caller` of `dom`'s `gref` at
+/// `host_addr`: the handle and the granted frame's address (`dev_bus_addr`).
 pub(super) fn map(
     xen: &mut impl GrantDomains,
     caller: u16,
     dom: u16,
     gref: u32,
     flags: u32,
+    host_addr: u64,
 ) -> Result<(u32, u64), GrantStatus> {
     if flags & (xen_sys::GNTMAP_host_map | xen_sys::GNTMAP_device_map) == 0 {
         return Err(GrantStatus::BAD_GNTREF);
@@ -239,6 +254,8 @@ pub(super) fn map(
         dom,
         gref,
         readonly,
+        host_addr,
+        frame,
     });
     Ok((handle, frame << 12))
 }
