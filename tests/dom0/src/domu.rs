@@ -23,6 +23,9 @@ use xen_testbed_protocol::{Reporter, Stdout};
 use crate::devices::{GrantMapping, InterdomainPort};
 use crate::run_tool;
 
+mod grant;
+pub(crate) use grant::notify_child as grant_notify_child;
+
 /// How long dom0 waits for the domU to write `data/ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dom0 waits for each event from the domU.
@@ -541,6 +544,7 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
         out.out(format_args!("unmapped the page and notified the domU"));
         Ok(())
     });
+    grant::run(steps, domain);
     // Whatever failed before, the domU must not outlive the run.
     let failed_before = steps.failed.take();
     steps.step("domu_powered_off", |_| {

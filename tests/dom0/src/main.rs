@@ -14,6 +14,8 @@
 //!   (`xen_testbed_protocol::exchange`), forwarding its console.
 //! - `xen-dom0-tests run-domu ...` (same options, and `--timeout SECONDS`) creates a domU and
 //!   forwards its console until it is gone; exits 0 only after a poweroff.
+//! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
+//!   notification and exits without unmapping (a child process of `domu`'s grant phase).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         ["xl-info"] => oracle::run(),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
+        ["grant-notify-child", rest @ ..] => domu::grant_notify_child(rest),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
                 let error = exit::exit_qemu(code);

@@ -16,6 +16,7 @@
 mod console_ring;
 mod evtchn_port;
 mod grant;
+mod grant_phase;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
 mod translated;
 mod xenstore;
@@ -353,6 +354,7 @@ fn exchange<P: Platform>(
         ));
     }
     r.case("grant_end_access", ended.map(drop));
+    grant_phase::run(platform, events, &channel, r, &mut store, &table);
 }
 
 /// Reads `key`, checks the value, writes it back at `seen`.
