@@ -36,6 +36,7 @@ fn read_ref(domain: &Domain, key: &str) -> Result<GrantRef, String> {
 /// Runs the grant phase's steps after the first exchange.
 pub(super) fn run(steps: &mut Steps, domain: &Domain) {
     let domid = DomId::new(domain.domid as u16);
+    let start = Instant::now();
     let published = steps.step("grant_domu_pages_published", |out| {
         domain.wait_for_key(phase::READY, "1", READY_TIMEOUT)?;
         let mut port = InterdomainPort::bind(domain.domid, domain.read_number(phase::PORT)?)?;
@@ -149,7 +150,9 @@ pub(super) fn run(steps: &mut Steps, domain: &Domain) {
         )?;
         port.notify()?;
         out.out(format_args!(
-            "the domU's text is in the gntalloc page at byte {DOM0_TEXT_OFFSET}; notified the domU"
+            "the domU's text is in the gntalloc page at byte {DOM0_TEXT_OFFSET}; notified the \
+             domU; the grant phase took {} ms",
+            start.elapsed().as_millis()
         ));
         Ok(())
     });
