@@ -3,59 +3,15 @@
 //! until the unmap (explicit or on drop), and every refusal is a typed error
 //! that gives the slot back. Runs under Miri.
 
+mod common;
+
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
-use xen_grant::{Error, GrantPage, GrantRef, GrantStatus, GrantTable, MapSlot, MappedGrant};
-use xen_hypercall::mock::{BufferMode, MockConfig, MockXen};
+use common::{DOMU, PageArc, TestPage, domains, table};
+use xen_grant::{Error, GrantRef, GrantStatus, MapSlot, MappedGrant};
+use xen_hypercall::mock::MockXen;
 use xen_hypercall::prelude::*;
-
-const DOMU: DomId = DomId(1);
-
-/// A page of dom0's, known to the mock by a frame number.
-#[repr(C, align(4096))]
-struct TestPage {
-    bytes: [AtomicU8; 4096],
-    xen: MockXen,
-}
-
-// SAFETY: the mock knows the page's bytes by this frame number (the page is in
-// an `Arc`, so it stays in place); they are only accessed through atomics.
-unsafe impl GrantPage for PageArc {
-    fn frame(&self) -> u64 {
-        self.0.xen.register_page(self.0.bytes.as_ptr().cast())
-    }
-}
-
-/// A share of a page, to grant.
-struct PageArc(Arc<TestPage>);
-
-impl PageArc {
-    fn new(xen: &MockXen) -> Self {
-        Self(Arc::new(TestPage {
-            bytes: [const { AtomicU8::new(0) }; 4096],
-            xen: xen.clone(),
-        }))
-    }
-
-    fn share(&self) -> Self {
-        Self(Arc::clone(&self.0))
-    }
-
-    fn write(&self, offset: usize, bytes: &[u8]) {
-        for (cell, byte) in self.0.bytes[offset..].iter().zip(bytes) {
-            cell.store(*byte, Ordering::Relaxed);
-        }
-    }
-
-    fn read(&self, offset: usize, len: usize) -> Vec<u8> {
-        self.0.bytes[offset..offset + len]
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect()
-    }
-}
 
 /// A place in the domU's "address space": the mock maps nothing there, and
 /// tells where the page mapped at `host_addr` is.
@@ -82,31 +38,6 @@ unsafe impl MapSlot for MockSlot {
     }
 }
 
-/// dom0 (privileged) and domain 1 of one mock, for each buffer mode.
-fn domains() -> Vec<(MockXen, MockXen)> {
-    [BufferMode::Direct, BufferMode::Bounce]
-        .into_iter()
-        .map(|mode| {
-            let dom0 = MockXen::with_config(MockConfig {
-                buffers: mode,
-                ..MockConfig::default()
-            });
-            let domu = dom0.domain(DOMU).with_buffers(mode);
-            (dom0, domu)
-        })
-        .collect()
-}
-
-/// `h`'s table, one frame, set up the PV way.
-fn table(h: &MockXen) -> GrantTable<MockXen> {
-    let mut frames = [0u64; 1];
-    h.gnttab_setup_table(DomId::SELF, &mut frames).unwrap();
-    let table = NonNull::new(h.frame_address(frames[0]).unwrap()).unwrap();
-    // SAFETY: the mock's table frame 0, alive as long as the mock, touched
-    // only by this table and the mock.
-    unsafe { GrantTable::new(h.clone(), table, 1) }.unwrap()
-}
-
 fn slot(xen: &MockXen, host_addr: u64) -> MockSlot {
     MockSlot {
         xen: xen.clone(),
@@ -118,9 +49,11 @@ fn slot(xen: &MockXen, host_addr: u64) -> MockSlot {
 fn a_mapped_grant_shows_both_domains_writes_and_pins_until_unmapped() {
     for (dom0, domu) in domains() {
         let dom0_table = table(&dom0);
-        let page = PageArc::new(&dom0);
+        let page = TestPage::new(&dom0);
         page.write(0, b"from dom0");
-        let grant = dom0_table.grant_access(DOMU, page.share(), false).unwrap();
+        let grant = dom0_table
+            .grant_access(DOMU, PageArc(Arc::clone(&page)), false)
+            .unwrap();
         let mapping = MappedGrant::map(
             &domu,
             DomId(0),
@@ -165,12 +98,16 @@ fn a_mapped_grant_shows_both_domains_writes_and_pins_until_unmapped() {
 fn refused_maps_are_typed_and_give_the_slot_back() {
     for (dom0, domu) in domains() {
         let dom0_table = table(&dom0);
-        let page = PageArc::new(&dom0);
-        let ro = dom0_table.grant_access(DOMU, page.share(), true).unwrap();
-        let to_dom2 = dom0_table
-            .grant_access(DomId(2), page.share(), false)
+        let page = TestPage::new(&dom0);
+        let ro = dom0_table
+            .grant_access(DOMU, PageArc(Arc::clone(&page)), true)
             .unwrap();
-        let revoked = dom0_table.grant_access(DOMU, page.share(), false).unwrap();
+        let to_dom2 = dom0_table
+            .grant_access(DomId(2), PageArc(Arc::clone(&page)), false)
+            .unwrap();
+        let revoked = dom0_table
+            .grant_access(DOMU, PageArc(Arc::clone(&page)), false)
+            .unwrap();
         let revoked_ref = revoked.gref();
         revoked.end().unwrap();
         let grant_status = |status| Error::Xen(xen_hypercall::Error::Grant(status));

@@ -20,7 +20,7 @@ use super::console_ring::RingConsole;
 use super::evtchn_port::Channel;
 use super::grant::StaticPage;
 use super::xenstore::XenStore;
-use super::{EVENT_WAIT_NS, Events, Platform};
+use super::{Digits, EVENT_WAIT_NS, Events, Platform};
 use crate::arch::RawMemory;
 use crate::fail::{CaseResult, Fail, fail};
 
@@ -82,41 +82,11 @@ struct Published<'t, H: XenHypercall<Error = Error>> {
     other: Grant<'t, H, StaticPage>,
 }
 
-/// Text formatted without allocation (a list of references).
-struct Text<const N: usize> {
-    len: usize,
-    bytes: [u8; N],
-}
-
-impl<const N: usize> Text<N> {
-    fn new() -> Self {
-        Self {
-            len: 0,
-            bytes: [0; N],
-        }
-    }
-
-    fn number(value: impl fmt::Display) -> Self {
-        let mut text = Self::new();
-        let _ = fmt::Write::write_fmt(&mut text, format_args!("{value}"));
-        text
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl<const N: usize> fmt::Write for Text<N> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        self.bytes
-            .get_mut(self.len..end)
-            .ok_or(fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
+/// `value` in decimal.
+fn decimal(value: u32) -> Digits {
+    let mut text = Digits::default();
+    let _ = fmt::Write::write_fmt(&mut text, format_args!("{value}"));
+    text
 }
 
 fn volatile_fill(page: *mut u8, len: usize, byte: impl Fn(usize) -> u8) {
@@ -158,7 +128,7 @@ fn publish<'t, P: Platform>(
     let copy_base = COPY.as_mut_ptr().cast::<u8>();
     volatile_fill(copy_base, COPY_PAGES * PAGE, |i| copy_pattern(DOMU_SEED, i));
     let mut copy = [const { None }; COPY_PAGES];
-    let mut refs = Text::<{ COPY_PAGES * 6 }>::new();
+    let mut refs = Digits::<{ COPY_PAGES * 6 }>::empty();
     for (index, slot) in copy.iter_mut().enumerate() {
         let granted = grant(
             platform,
@@ -188,23 +158,14 @@ fn publish<'t, P: Platform>(
         DomId(phase::OTHER_DOMAIN),
         OTHER.as_mut_ptr().cast::<u8>(),
     )?;
-    store.write(phase::PORT, Text::<10>::number(port.raw()).as_bytes())?;
-    store.write(
-        phase::NOTIFY_PORT,
-        Text::<10>::number(notify_port.raw()).as_bytes(),
-    )?;
+    store.write(phase::PORT, decimal(port.raw()).as_bytes())?;
+    store.write(phase::NOTIFY_PORT, decimal(notify_port.raw()).as_bytes())?;
     store.write(phase::COPY_REFS, refs.as_bytes())?;
-    store.write(
-        phase::NOTIFY_REF,
-        Text::<10>::number(notify.gref().raw()).as_bytes(),
-    )?;
-    store.write(
-        phase::REVOKED_REF,
-        Text::<10>::number(revoked_ref.raw()).as_bytes(),
-    )?;
+    store.write(phase::NOTIFY_REF, decimal(notify.gref().raw()).as_bytes())?;
+    store.write(phase::REVOKED_REF, decimal(revoked_ref.raw()).as_bytes())?;
     store.write(
         phase::OTHER_DOMAIN_REF,
-        Text::<10>::number(other.gref().raw()).as_bytes(),
+        decimal(other.gref().raw()).as_bytes(),
     )?;
     store.write(phase::READY, b"1")?;
     Ok(Published {
