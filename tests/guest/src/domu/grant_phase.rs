@@ -40,8 +40,8 @@ static OTHER: RawMemory<[u8; PAGE]> = RawMemory::new([0; PAGE]);
 static MAP_SLOT: RawMemory<[u8; PAGE]> = RawMemory::new([0; PAGE]);
 
 /// Where dom0's page is mapped: PV, a virtual address of the image (VIRT_BASE 0, 4 KiB
-/// entries); PVH, a guest frame at 1 GiB, far above the domU's RAM (the testbed gives it
-/// 32 MiB from 0) and below the MMIO hole; Arm, a guest frame in the middle of the 16 MiB grant
+/// entries); PVH, a guest frame at 1 GiB, far above the domU's RAM (the testbed gives it tens
+/// of MiB from 0) and below the MMIO hole; Arm, a guest frame in the middle of the 16 MiB grant
 /// table region of Xen's guest memory map (`GUEST_GNTTAB_BASE` 0x38000000, `arch-arm.h`), far
 /// above the table frames, where nothing is populated. The PVH and Arm addresses are inside
 /// the identity map (Arm: in its first GiB, Normal write-back memory), so virtual = physical.
@@ -62,7 +62,8 @@ struct Slot;
 // SAFETY: `map_address` is page-aligned and, as its comment says, either a page of the image
 // that Rust reaches only through this slot (PV: an L1 entry of the initial page tables) or an
 // unpopulated guest frame inside the identity map (virtual = physical); one `Slot` exists at a
-// time (made once in `run`), and the page is reached only through `MappedGrant`'s atomics.
+// time (made once, in `map_dom0_page`), and the page is reached only through `MappedGrant`'s
+// atomics.
 unsafe impl MapSlot for Slot {
     fn host_addr(&self) -> u64 {
         map_address()
