@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -192,5 +193,77 @@ fn refused_maps_are_typed_and_give_the_slot_back() {
         drop(mapping);
         ro.end().unwrap();
         to_dom2.end().unwrap();
+    }
+}
+
+/// A slot whose address can be moved, to make Xen refuse the unmap, and which
+/// records whether it was dropped.
+#[derive(Debug)]
+struct MovingSlot<'a> {
+    xen: &'a MockXen,
+    host_addr: &'a Cell<u64>,
+    dropped: &'a Cell<bool>,
+}
+
+// SAFETY: the mock maps nothing at any address, so moving it only makes the
+// unmap be refused (Xen finds another page there); while mapped, `page` is the
+// granted page, accessed only atomically.
+unsafe impl MapSlot for MovingSlot<'_> {
+    fn host_addr(&self) -> u64 {
+        self.host_addr.get()
+    }
+
+    fn page(&self) -> NonNull<u8> {
+        NonNull::new(self.xen.mapped_at(0x6000).expect("a page is mapped")).expect("not null")
+    }
+}
+
+impl Drop for MovingSlot<'_> {
+    fn drop(&mut self) {
+        self.dropped.set(true);
+    }
+}
+
+#[test]
+fn a_refused_unmap_keeps_the_mapping_and_a_drop_leaks_the_slot() {
+    for (dom0, domu) in domains() {
+        let dom0_table = table(&dom0);
+        let page = TestPage::new(&dom0);
+        let grant = dom0_table
+            .grant_access(DOMU, PageArc(Arc::clone(&page)), false)
+            .unwrap();
+        let (host_addr, dropped) = (Cell::new(0x6000), Cell::new(false));
+        let moving = || MovingSlot {
+            xen: &domu,
+            host_addr: &host_addr,
+            dropped: &dropped,
+        };
+        let mapping = MappedGrant::map(&domu, DomId(0), grant.gref(), moving(), false).unwrap();
+        host_addr.set(0x7000);
+        let refused = mapping.unmap().unwrap_err();
+        assert_eq!(
+            refused.error,
+            Error::Xen(xen_hypercall::Error::Grant(GrantStatus::GENERAL_ERROR))
+        );
+        assert!(grant.in_use(), "the mapping stays");
+        host_addr.set(0x6000);
+        let slot = refused.mapping.unmap().unwrap();
+        assert!(!grant.in_use() && !dropped.get());
+        drop(slot);
+        assert!(dropped.get());
+        // Dropped while Xen refuses the unmap: the slot is leaked, never reused.
+        dropped.set(false);
+        let mapping = MappedGrant::map(&domu, DomId(0), grant.gref(), moving(), false).unwrap();
+        let handle = mapping.handle();
+        host_addr.set(0x7000);
+        drop(mapping);
+        assert!(
+            !dropped.get(),
+            "a slot that may still hold the page was dropped"
+        );
+        assert!(grant.in_use());
+        // SAFETY: the mock maps nothing; this only releases the leaked mapping.
+        unsafe { domu.gnttab_unmap_grant_ref(0x6000, handle) }.unwrap();
+        grant.end().unwrap();
     }
 }

@@ -260,18 +260,25 @@ pub(super) fn map(
     Ok((handle, frame << 12))
 }
 
-/// `GNTTABOP_unmap_grant_ref` by `caller` of its mapping `handle`.
+/// `GNTTABOP_unmap_grant_ref` by `caller` of its mapping `handle` at
+/// `host_addr`: an address where the handle's page is not mapped is refused
+/// (`replace_grant_host_mapping` finds another page there) and the mapping stays.
 pub(super) fn unmap(
     xen: &mut impl GrantDomains,
     caller: u16,
     handle: u32,
+    host_addr: u64,
 ) -> Result<(), GrantStatus> {
     let local = xen.grants_mut(caller).ok_or(GrantStatus::BAD_DOMAIN)?;
-    let mapping = local
+    let slot = local
         .maptrack
         .get_mut(handle as usize)
-        .and_then(Option::take)
+        .filter(|slot| slot.is_some())
         .ok_or(GrantStatus::BAD_HANDLE)?;
+    if slot.is_some_and(|m| host_addr != 0 && m.host_addr != host_addr) {
+        return Err(GrantStatus::GENERAL_ERROR);
+    }
+    let mapping = slot.take().ok_or(GrantStatus::BAD_HANDLE)?;
     if let Some(remote) = xen.grants_mut(mapping.dom) {
         remote.unpin(mapping.gref, mapping.readonly);
     }

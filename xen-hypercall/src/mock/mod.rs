@@ -814,7 +814,7 @@ impl MockXen {
                 for i in 0..count as usize {
                     let at = arg + i * size_of::<xen_sys::gnttab_unmap_grant_ref>();
                     let mut op: xen_sys::gnttab_unmap_grant_ref = guest.read(at)?;
-                    op.status = match grant::unmap(&mut *xen, me, op.handle) {
+                    op.status = match grant::unmap(&mut *xen, me, op.handle, op.host_addr) {
                         Ok(()) => GrantStatus::OKAY.0,
                         Err(status) => status.0,
                     };
