@@ -6,9 +6,11 @@ mod error;
 #[cfg(feature = "linux")]
 #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
 pub mod linux;
+mod map;
 mod table;
 
 pub use error::Error;
+pub use map::{MapError, MapSlot, MappedGrant, UnmapError};
 pub use table::{
     CopyOp, CopyPtr, ENTRIES_PER_FRAME, Grant, GrantAccessError, GrantPage, GrantTable, PAGE_SIZE,
     StillInUse,

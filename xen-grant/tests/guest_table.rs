@@ -2,68 +2,17 @@
 //! reference allocator, granting, ending, the peer's mappings, copies, and
 //! every refusal as a typed error. Runs under Miri.
 
-use std::cell::Cell;
-use std::ptr::NonNull;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+mod common;
 
+use std::cell::Cell;
+use std::sync::Arc;
+
+use common::{DOMU, PageArc, TestPage, domains, table};
 use xen_grant::{CopyOp, CopyPtr, Error, GrantPage, GrantRef, GrantStatus, GrantTable};
 use xen_hypercall::grant_table::MapFlags;
-use xen_hypercall::mock::{BufferMode, MockConfig, MockXen};
+use xen_hypercall::mock::MockXen;
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Gfn, MapSpace};
-
-const DOMU: DomId = DomId(1);
-
-/// A page of shared memory, known to the mock by a frame number.
-#[repr(C, align(4096))]
-struct TestPage {
-    bytes: [AtomicU8; 4096],
-    xen: MockXen,
-}
-
-impl TestPage {
-    fn new(xen: &MockXen) -> Arc<Self> {
-        Arc::new(Self {
-            bytes: [const { AtomicU8::new(0) }; 4096],
-            xen: xen.clone(),
-        })
-    }
-
-    fn write(&self, offset: usize, bytes: &[u8]) {
-        for (cell, byte) in self.bytes[offset..].iter().zip(bytes) {
-            cell.store(*byte, Ordering::Relaxed);
-        }
-    }
-
-    fn read(&self, offset: usize, len: usize) -> Vec<u8> {
-        self.bytes[offset..offset + len]
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect()
-    }
-}
-
-// SAFETY: the mock knows the page's bytes by this frame number (the same for
-// as long as the page stays where it is: it is in an `Arc`); they are only accessed
-// through atomics, by the tests and the mock. Registering from `&self` each
-// time exposes a pointer valid for as long as this borrow.
-unsafe impl GrantPage for TestPage {
-    fn frame(&self) -> u64 {
-        self.xen.register_page(self.bytes.as_ptr().cast())
-    }
-}
-
-/// A share of a page, to grant: the page lives while any share does (also a
-/// share in a leaked grant).
-struct PageArc(Arc<TestPage>);
-
-// SAFETY: as for `TestPage`, which the `Arc` keeps allocated and in place.
-unsafe impl GrantPage for PageArc {
-    fn frame(&self) -> u64 {
-        self.0.frame()
-    }
-}
 
 /// A page that records whether it was dropped.
 struct Tracked<'a>(&'a TestPage, &'a Cell<bool>);
@@ -82,31 +31,6 @@ impl Drop for Tracked<'_> {
     fn drop(&mut self) {
         self.1.set(true);
     }
-}
-
-/// dom0 (privileged) and domain 1 of one mock, for each buffer mode.
-fn domains() -> Vec<(MockXen, MockXen)> {
-    [BufferMode::Direct, BufferMode::Bounce]
-        .into_iter()
-        .map(|mode| {
-            let dom0 = MockXen::with_config(MockConfig {
-                buffers: mode,
-                ..MockConfig::default()
-            });
-            let domu = dom0.domain(DOMU).with_buffers(mode);
-            (dom0, domu)
-        })
-        .collect()
-}
-
-/// `h`'s table, one frame, set up the PV way: setup_table, then "map" the frame.
-fn table(h: &MockXen) -> GrantTable<MockXen> {
-    let mut frames = [0u64; 1];
-    h.gnttab_setup_table(DomId::SELF, &mut frames).unwrap();
-    let table = NonNull::new(h.frame_address(frames[0]).unwrap()).unwrap();
-    // SAFETY: the mock's table frame 0 is the page at `frames[0] << 12`, alive
-    // as long as the mock, and only this table and the mock touch it.
-    unsafe { GrantTable::new(h.clone(), table, 1) }.unwrap()
 }
 
 fn expect_status<T: std::fmt::Debug>(result: Result<T, xen_hypercall::Error>, status: GrantStatus) {

@@ -500,7 +500,9 @@ pub trait GrantTableOps: XenHypercall {
 
     /// `GNTTABOP_unmap_grant_ref`: removes the mapping `handle` at `host_addr`.
     ///
-    /// An unknown or already unmapped handle is `GNTST_bad_handle`.
+    /// An unknown or already unmapped handle is `GNTST_bad_handle`; a
+    /// `host_addr` where the handle's page is not mapped is
+    /// `GNTST_general_error`, and the mapping stays.
     ///
     /// # Safety
     ///

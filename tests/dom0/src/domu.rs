@@ -31,6 +31,9 @@ use xen_testbed_protocol::{bulk, exchange};
 use crate::devices::{GrantMapping, InterdomainPort};
 use crate::run_tool;
 
+mod grant;
+pub(crate) use grant::notify_child as grant_notify_child;
+
 /// How long dom0 waits for the domU to write `data/ready`.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dom0 waits for each event from the domU.
@@ -596,6 +599,7 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
         out.out(format_args!("unmapped the page and notified the domU"));
         Ok(())
     });
+    grant::run(steps, domain);
     store_cases::change_watched_key(steps, domain);
     steps.step("console_bulk_intact", |out| {
         crate::console_domu::bulk_intact(domain, out)

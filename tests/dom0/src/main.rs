@@ -19,6 +19,8 @@
 //!   (`cargo xtask bench console`).
 //! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
 //!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
+//! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
+//!   notification and exits without unmapping (a child process of `domu`'s grant phase).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
         ["domu-soak", ..] => domu_soak::soak(&args[1..]),
+        ["grant-notify-child", rest @ ..] => domu::grant_notify_child(rest),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
                 let error = exit::exit_qemu(code);

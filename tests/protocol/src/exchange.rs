@@ -14,17 +14,19 @@
 //!    gntdev, checks [`DOMU_TEXT`], writes [`DOM0_TEXT`] at [`DOM0_TEXT_OFFSET`] and notifies L.
 //! 5. The domU sees the event, checks [`DOM0_TEXT`] and notifies P; dom0 waits for it on L.
 //! 6. dom0 unmaps the grant and notifies L again.
-//! 7. The domU ends access to R (which succeeds: nothing maps it), closes P, runs the [`store`]
-//!    steps, writes 1 MiB of bulk data through its console ring and reports its digest there
-//!    ([`crate::bulk`]), which dom0 compares with what xenconsoled logged; reports `DONE`, waits
-//!    until the console backend consumed its output, prints `XENTEST SHUTDOWN poweroff` and powers
-//!    off.
+//! 7. The domU ends access to R (which succeeds: nothing maps it), closes P, runs the grant phase
+//!    with dom0 ([`grant`]) and the [`store`] steps, writes 1 MiB of bulk data through its console
+//!    ring and reports its digest there ([`crate::bulk`]), which dom0 compares with what
+//!    xenconsoled logged; reports `DONE`, waits until the console backend consumed its output,
+//!    prints `XENTEST SHUTDOWN poweroff` and powers off.
 //!
 //! The domU reports its cases ([`DOMU_CASES`]) on its PV console ring; dom0 forwards the console
 //! log to the serial line, each line behind [`FORWARD_PREFIX`], and reports its own
 //! ([`DOM0_CASES`]). The xenstore steps that follow are in [`store`].
 
 pub mod store;
+
+pub mod grant;
 
 /// The domU's data directory (a domU may write under it).
 pub const DATA: &str = "data";
@@ -74,6 +76,12 @@ pub const DOMU_CASES: &[&str] = &[
     "grant_sees_dom0_write",
     "evtchn_notify_dom0",
     "grant_end_access",
+    // The grant phase (`grant`).
+    "grant_pages_for_dom0",
+    "grant_map_dom0_page",
+    "grant_copy_1mib_from_dom0",
+    "grant_unmap_notify_seen",
+    "grant_unmap_dom0_page",
     "console_bulk_written",
     "console_flushed",
 ];
@@ -89,6 +97,13 @@ pub const DOM0_CASES: &[&str] = &[
     "evtchn_notify_domu",
     "evtchn_from_domu",
     "grant_unmap",
+    // The grant phase (`grant`).
+    "grant_domu_pages_published",
+    "grant_gntalloc_page_to_domu",
+    "grant_copy_1mib_with_domu",
+    "grant_map_revoked_refused",
+    "grant_unmap_notify_by_exit",
+    "grant_domu_wrote_dom0_page",
     "console_bulk_intact",
     "domu_powered_off",
 ];

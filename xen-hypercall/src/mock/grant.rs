@@ -63,6 +63,10 @@ struct Mapping {
     dom: u16,
     gref: u32,
     readonly: bool,
+    /// Where the caller asked for the page (`host_addr`).
+    host_addr: u64,
+    /// The granted frame.
+    frame: u64,
 }
 
 /// A domain's grant table, and the mappings it made of others' grants.
@@ -195,6 +199,16 @@ impl Grants {
         }
     }
 
+    /// The frame this domain mapped at `host_addr` (the latest mapping there).
+    pub(super) fn mapped_at(&self, host_addr: u64) -> Option<u64> {
+        self.maptrack
+            .iter()
+            .rev()
+            .flatten()
+            .find(|m| m.host_addr == host_addr)
+            .map(|m| m.frame)
+    }
+
     fn new_handle(&mut self, mapping: Mapping) -> u32 {
         match self.maptrack.iter().position(Option::is_none) {
             Some(handle) => {
@@ -219,14 +233,15 @@ pub(super) trait GrantDomains {
     fn frame_address(&self, frame: u64) -> Option<usize>;
 }
 
-/// `GNTTABOP_map_grant_ref` by domain `caller` of `dom`'s `gref`: the handle
-/// and the granted frame's address (`dev_bus_addr`).
+/// `GNTTABOP_map_grant_ref` by domain `caller` of `dom`'s `gref` at
+/// `host_addr`: the handle and the granted frame's address (`dev_bus_addr`).
 pub(super) fn map(
     xen: &mut impl GrantDomains,
     caller: u16,
     dom: u16,
     gref: u32,
     flags: u32,
+    host_addr: u64,
 ) -> Result<(u32, u64), GrantStatus> {
     if flags & (xen_sys::GNTMAP_host_map | xen_sys::GNTMAP_device_map) == 0 {
         return Err(GrantStatus::BAD_GNTREF);
@@ -239,22 +254,31 @@ pub(super) fn map(
         dom,
         gref,
         readonly,
+        host_addr,
+        frame,
     });
     Ok((handle, frame << 12))
 }
 
-/// `GNTTABOP_unmap_grant_ref` by `caller` of its mapping `handle`.
+/// `GNTTABOP_unmap_grant_ref` by `caller` of its mapping `handle` at
+/// `host_addr`: an address where the handle's page is not mapped is refused
+/// (`replace_grant_host_mapping` finds another page there) and the mapping stays.
 pub(super) fn unmap(
     xen: &mut impl GrantDomains,
     caller: u16,
     handle: u32,
+    host_addr: u64,
 ) -> Result<(), GrantStatus> {
     let local = xen.grants_mut(caller).ok_or(GrantStatus::BAD_DOMAIN)?;
-    let mapping = local
+    let slot = local
         .maptrack
         .get_mut(handle as usize)
-        .and_then(Option::take)
+        .filter(|slot| slot.is_some())
         .ok_or(GrantStatus::BAD_HANDLE)?;
+    if slot.is_some_and(|m| host_addr != 0 && m.host_addr != host_addr) {
+        return Err(GrantStatus::GENERAL_ERROR);
+    }
+    let mapping = slot.take().ok_or(GrantStatus::BAD_HANDLE)?;
     if let Some(remote) = xen.grants_mut(mapping.dom) {
         remote.unpin(mapping.gref, mapping.readonly);
     }

@@ -37,7 +37,8 @@
 //!   mock owns. Frame numbers are the mock's: a test gives its pages one with
 //!   [`MockXen::register_page`] and finds the table frames `setup_table`
 //!   returns with [`MockXen::frame_address`]. Mappings pin entries with
-//!   `GTF_reading`/`GTF_writing` as Xen does, but map nothing at `host_addr`.
+//!   `GTF_reading`/`GTF_writing` as Xen does, but map nothing at `host_addr`:
+//!   [`MockXen::mapped_at`] says which page a mapping there would show.
 //! - `physdev_op`: `PHYSDEVOP_set_iopl`, recorded.
 //! - `sysctl`: `XEN_SYSCTL_readconsole` over a 16 KiB log ring that holds
 //!   [`MockXen::log`] lines and the console domain's `CONSOLEIO_write`s (as Xen
@@ -342,6 +343,16 @@ impl MockXen {
     /// frame `setup_table` returned), with its provenance.
     pub fn frame_address(&self, frame: u64) -> Option<*mut u8> {
         let address = self.lock().frame_address(frame)?;
+        Some(core::ptr::with_exposed_provenance_mut(address))
+    }
+
+    /// The address of the page this domain mapped at `host_addr` with
+    /// `GNTTABOP_map_grant_ref` and has not unmapped (the latest such mapping):
+    /// where a guest would see the granted page. The mock maps nothing itself.
+    pub fn mapped_at(&self, host_addr: u64) -> Option<*mut u8> {
+        let mut xen = self.lock();
+        let frame = xen.grants_mut(self.domid().0)?.mapped_at(host_addr)?;
+        let address = GrantDomains::frame_address(&*xen, frame)?;
         Some(core::ptr::with_exposed_provenance_mut(address))
     }
 
@@ -787,7 +798,7 @@ impl MockXen {
                 for i in 0..count as usize {
                     let at = arg + i * size_of::<xen_sys::gnttab_map_grant_ref>();
                     let mut op: xen_sys::gnttab_map_grant_ref = guest.read(at)?;
-                    match grant::map(&mut *xen, me, op.dom, op.ref_, op.flags) {
+                    match grant::map(&mut *xen, me, op.dom, op.ref_, op.flags, op.host_addr) {
                         Ok((handle, bus)) => {
                             op.handle = handle;
                             op.dev_bus_addr = bus;
@@ -803,7 +814,7 @@ impl MockXen {
                 for i in 0..count as usize {
                     let at = arg + i * size_of::<xen_sys::gnttab_unmap_grant_ref>();
                     let mut op: xen_sys::gnttab_unmap_grant_ref = guest.read(at)?;
-                    op.status = match grant::unmap(&mut *xen, me, op.handle) {
+                    op.status = match grant::unmap(&mut *xen, me, op.handle, op.host_addr) {
                         Ok(()) => GrantStatus::OKAY.0,
                         Err(status) => status.0,
                     };

@@ -20,6 +20,7 @@ mod console_bulk;
 mod console_ring;
 mod evtchn_port;
 mod grant;
+mod grant_phase;
 mod soak;
 mod store_cases;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
@@ -385,6 +386,7 @@ fn exchange<P: Platform>(
         ));
     }
     r.case("grant_end_access", ended.map(drop));
+    grant_phase::run(platform, events, &channel, r, store, &table);
 }
 
 /// Reads `key`, checks the value, writes it back at `seen`.
@@ -479,20 +481,33 @@ fn sees_dom0_write() -> CaseResult {
     Ok(())
 }
 
-/// A short decimal number, formatted without allocation.
-#[derive(Debug, Default)]
-struct Digits {
+/// Text of up to `N` bytes (a decimal number by default), formatted without allocation.
+#[derive(Debug)]
+struct Digits<const N: usize = 10> {
     len: usize,
-    bytes: [u8; 10],
+    bytes: [u8; N],
 }
 
-impl Digits {
+impl Default for Digits {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl<const N: usize> Digits<N> {
+    const fn empty() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; N],
+        }
+    }
+
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 }
 
-impl fmt::Write for Digits {
+impl<const N: usize> fmt::Write for Digits<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.len + s.len();
         self.bytes

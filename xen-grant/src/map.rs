@@ -1,0 +1,285 @@
+//! The guest side's mappings of pages other domains granted
+//! (`GNTTABOP_map_grant_ref` with `GNTMAP_host_map`), undone when dropped.
+//!
+//! Xen maps the granted page at an address the guest chooses: a virtual
+//! address whose page-table entry Xen rewrites for a PV guest
+//! (`create_grant_va_mapping`), a guest frame it puts into the physmap for an
+//! HVM, PVH or Arm guest (`create_grant_p2m_mapping`,
+//! `create_grant_host_mapping`). Unmapping leaves the place empty (PV: a
+//! cleared entry; the others: a hole in the physmap), ready for another
+//! mapping. A [`MapSlot`] is such a place.
+
+use core::fmt;
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use xen_hypercall::grant_table::{GrantHandle, GrantRef, MapFlags};
+use xen_hypercall::prelude::*;
+use xen_shared::SharedMem;
+
+use crate::{Error, PAGE_SIZE};
+
+/// A place where this domain maps one page another domain granted.
+///
+/// # Safety
+///
+/// An implementer promises that, while the value lives:
+///
+/// - [`host_addr`](Self::host_addr) is page-aligned, always the same, and
+///   names where Xen may map a page for this domain with `GNTMAP_host_map`:
+///   for a PV guest a virtual address of the current page tables whose level-1
+///   entry exists; for an HVM, PVH or Arm guest a guest physical address,
+///   preferably a free one (a frame of ours there is taken out of the physmap
+///   and never comes back);
+/// - no Rust value lives in the page there (Xen replaces it), and nothing but
+///   this slot's mappings uses that address;
+/// - while a page is mapped at `host_addr`, [`page`](Self::page) is where this
+///   program reaches it, valid for reads and writes of 4096 bytes (only
+///   atomically: the granting domain writes it at any time);
+/// - once unmapped, the page is not accessed until a new mapping.
+pub unsafe trait MapSlot {
+    /// Where Xen maps the page (`host_addr`).
+    fn host_addr(&self) -> u64;
+    /// Where this program reaches the page while it is mapped (for a guest
+    /// whose virtual addresses equal its physical ones, or a PV guest,
+    /// `host_addr` itself). Called only while a page is mapped.
+    fn page(&self) -> NonNull<u8>;
+}
+
+/// A page another domain granted, mapped into this domain at a [`MapSlot`];
+/// unmapped when dropped.
+///
+/// Its bytes are reached only atomically ([`mem`](Self::mem),
+/// [`read`](Self::read)): the granting domain may write them at any time. If
+/// Xen refuses the unmap when the mapping is dropped, the slot is leaked
+/// (never reused): call [`unmap`](Self::unmap) to see the error instead.
+pub struct MappedGrant<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> {
+    h: &'h H,
+    slot: ManuallyDrop<S>,
+    handle: GrantHandle,
+    domid: DomId,
+    gref: GrantRef,
+    readonly: bool,
+}
+
+impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<'h, H, S> {
+    /// Maps the page `domid` granted with `gref` at `slot` (read-only if
+    /// `readonly`, which a read-only grant requires).
+    ///
+    /// Xen refuses, as [`Error::Xen`] holding `Error::Grant(status)`, a
+    /// reference past the granter's table (`GNTST_bad_gntref`), an entry that
+    /// does not grant this domain access, or writable access to a read-only
+    /// grant (`GNTST_general_error`), a domain that does not exist
+    /// (`GNTST_bad_domain`). The slot comes back with the error.
+    pub fn map(
+        h: &'h H,
+        domid: DomId,
+        gref: GrantRef,
+        slot: S,
+        readonly: bool,
+    ) -> Result<Self, MapError<S>> {
+        if !domid.is_domain() {
+            return Err(MapError {
+                error: Error::BadDomain(domid),
+                slot,
+            });
+        }
+        let host_addr = slot.host_addr();
+        if host_addr % PAGE_SIZE as u64 != 0 {
+            return Err(MapError {
+                error: Error::InvalidInput("a map slot must be page-aligned"),
+                slot,
+            });
+        }
+        let flags = if readonly {
+            MapFlags::HOST_MAP_READONLY
+        } else {
+            MapFlags::HOST_MAP
+        };
+        // SAFETY: `MapSlot`'s contract: no Rust value lives at `host_addr`,
+        // where Xen replaces the page with the granted one, which this
+        // program reaches only atomically (through `self`) until the unmap.
+        match unsafe { h.gnttab_map_grant_ref(domid, gref, host_addr, flags) } {
+            Ok(mapped) => Ok(Self {
+                h,
+                slot: ManuallyDrop::new(slot),
+                handle: mapped.handle,
+                domid,
+                gref,
+                readonly,
+            }),
+            Err(error) => Err(MapError {
+                error: error.into(),
+                slot,
+            }),
+        }
+    }
+
+    /// The granting domain.
+    pub fn domid(&self) -> DomId {
+        self.domid
+    }
+
+    /// The reference mapped.
+    pub fn gref(&self) -> GrantRef {
+        self.gref
+    }
+
+    /// Xen's handle of the mapping.
+    pub fn handle(&self) -> GrantHandle {
+        self.handle
+    }
+
+    /// Whether the page is mapped read-only.
+    pub fn is_readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// The slot the page is mapped at.
+    pub fn slot(&self) -> &S {
+        &self.slot
+    }
+
+    /// The mapped page, for atomic access: the granting domain may change it
+    /// at any time. `None` for a read-only mapping (use [`read`](Self::read)).
+    pub fn mem(&self) -> Option<SharedMem<'_>> {
+        // SAFETY: while `self` lives the page is mapped at the slot and
+        // reached at `page()`, readable and writable (not read-only, checked),
+        // only atomically, for 4096 bytes (`MapSlot`'s contract); the view
+        // borrows `self`, so it ends before the unmap.
+        (!self.readonly).then(|| unsafe { SharedMem::from_raw_parts(self.slot.page(), PAGE_SIZE) })
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the page, with atomic byte
+    /// loads (read-only mappings too).
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        let end = offset
+            .checked_add(dst.len())
+            .filter(|&end| end <= PAGE_SIZE);
+        if end.is_none() {
+            return Err(Error::InvalidInput(
+                "the bytes to read are outside the page",
+            ));
+        }
+        // SAFETY: the page is mapped at `page()` for 4096 bytes while `self`
+        // lives, accessed only atomically (`MapSlot`'s contract); `AtomicU8`
+        // has `u8`'s layout, and atomic loads need no write permission.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(self.slot.page().as_ptr().cast::<AtomicU8>(), PAGE_SIZE)
+        };
+        for (byte, cell) in dst.iter_mut().zip(&bytes[offset..]) {
+            *byte = cell.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// `GNTTABOP_unmap_grant_ref`.
+    fn unmap_raw(&self) -> Result<(), Error> {
+        // SAFETY: the page at the slot goes away; no view of it outlives the
+        // borrow of `self` that made it, and the caller does not use the page
+        // again (`unmap` and `drop` consume the mapping).
+        unsafe {
+            self.h
+                .gnttab_unmap_grant_ref(self.slot.host_addr(), self.handle)
+        }
+        .map_err(Error::from)
+    }
+
+    /// Unmaps the page and gives the slot back, empty (for another mapping);
+    /// if Xen refuses, fails with the mapping unchanged.
+    pub fn unmap(self) -> Result<S, UnmapError<'h, H, S>> {
+        match self.unmap_raw() {
+            Ok(()) => {
+                let mut this = ManuallyDrop::new(self);
+                // SAFETY: `this` is never used or dropped again, so the slot is
+                // taken out exactly once.
+                Ok(unsafe { ManuallyDrop::take(&mut this.slot) })
+            }
+            Err(error) => Err(UnmapError {
+                error,
+                mapping: self,
+            }),
+        }
+    }
+}
+
+impl<H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> Drop for MappedGrant<'_, H, S> {
+    fn drop(&mut self) {
+        if self.unmap_raw().is_ok() {
+            // SAFETY: the page is unmapped; the slot is dropped exactly once, here.
+            unsafe { ManuallyDrop::drop(&mut self.slot) };
+        }
+        // Else the page may still be mapped there: the slot is leaked.
+    }
+}
+
+impl<H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> fmt::Debug
+    for MappedGrant<'_, H, S>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedGrant")
+            .field("domid", &self.domid)
+            .field("gref", &self.gref)
+            .field("handle", &self.handle)
+            .field("host_addr", &format_args!("{:#x}", self.slot.host_addr()))
+            .field("readonly", &self.readonly)
+            .finish()
+    }
+}
+
+/// [`MappedGrant::map`] failed: why, and the slot, given back.
+pub struct MapError<S> {
+    /// Why.
+    pub error: Error,
+    /// The slot, with nothing mapped.
+    pub slot: S,
+}
+
+impl<S> fmt::Debug for MapError<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> fmt::Display for MapError<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<S> core::error::Error for MapError<S> {}
+
+/// [`MappedGrant::unmap`] failed: why, and the mapping, still in place.
+pub struct UnmapError<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> {
+    /// Why.
+    pub error: Error,
+    /// The mapping, unchanged.
+    pub mapping: MappedGrant<'h, H, S>,
+}
+
+impl<H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> fmt::Debug
+    for UnmapError<'_, H, S>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnmapError")
+            .field("error", &self.error)
+            .field("mapping", &self.mapping)
+            .finish()
+    }
+}
+
+impl<H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> fmt::Display
+    for UnmapError<'_, H, S>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> core::error::Error
+    for UnmapError<'_, H, S>
+{
+}
