@@ -6,7 +6,9 @@
 //! the toolstack once, runs interleaved rounds there, and prints the medians and ratios, ending
 //! with one machine-readable line per measure:
 //! `bench store <measure> ours_ns=… libxenstore_ns=… ratio_libxenstore=…`, where the ratio is
-//! ours' throughput over libxenstore's (libxenstore's ns per operation over ours).
+//! ours' throughput over libxenstore's (libxenstore's ns per operation over ours). The
+//! `<op>_64_in_flight_4conn` and `_8conn` measures spread the same 64 in flight over 4 or 8
+//! connections served in turn from one thread (ns = total time over operations).
 //!
 //! The floor of one connection follows: the same window as our 64 in flight (refilled a quarter
 //! at a time, one write per refill) on a raw socket from pre-encoded requests, so nearly all the
@@ -26,24 +28,28 @@ usage: cargo xtask bench store [--rounds N] [--iterations N]
 
 Boots Xen with a Linux dom0 (x86_64) running Debian's xenstored and times xenstore reads and
 writes over its socket: libxenstore (xs_read/xs_write, one in flight), this client with one in
-flight, with 64 in flight, and the floor of one connection (the same 64 in flight from a raw
+flight, with 64 in flight on one connection and spread over 4 and 8, and the floor of one connection (the same 64 in flight from a raw
 socket sending pre-encoded requests). N rounds (default 5) of N operations each (default 2000), median per
 operation.";
 
 /// (measure, operation, implementation in the driver's lines, target throughput ratio over
 /// libxenstore; none for the floor).
-const MEASURES: [(&str, &str, &str, Option<f64>); 6] = [
+const MEASURES: [(&str, &str, &str, Option<f64>); 10] = [
     ("read", "read", "ours", Some(1.0)),
     ("write", "write", "ours", Some(1.0)),
     ("read_64_in_flight", "read", "ours64", Some(3.0)),
     ("write_64_in_flight", "write", "ours64", Some(3.0)),
+    ("read_64_in_flight_4conn", "read", "ours64x4", Some(3.0)),
+    ("write_64_in_flight_4conn", "write", "ours64x4", Some(3.0)),
+    ("read_64_in_flight_8conn", "read", "ours64x8", Some(3.0)),
+    ("write_64_in_flight_8conn", "write", "ours64x8", Some(3.0)),
     ("read_64_floor", "read", "raw64", None),
     ("write_64_floor", "write", "raw64", None),
 ];
 
 pub(crate) fn run(options: &[String]) -> crate::Result {
     let (rounds, iterations) = crate::bench::options(options, (5, 2000), USAGE, &mut [])?;
-    let operations = rounds * iterations * 8;
+    let operations = rounds * iterations * 12;
     Bench {
         name: "store",
         driver: ("xen-store-bench", "store-bench"),
@@ -81,7 +87,7 @@ fn report(samples: &Samples<f64>) -> crate::Result<String> {
     let mut report = Report::default();
     let _ = writeln!(
         report.table,
-        "{:<20} {:>10} {:>15} {:>22} {:>7} {:>15}",
+        "{:<24} {:>10} {:>15} {:>22} {:>7} {:>15}",
         "measure", "ns", "libxenstore ns", "throughput vs libx", "target", "ours64/floor"
     );
     for (measure, op, implementation, target) in MEASURES {
@@ -98,7 +104,7 @@ fn report(samples: &Samples<f64>) -> crate::Result<String> {
         };
         let _ = writeln!(
             report.table,
-            "{measure:<20} {ns:>10.0} {libxenstore:>15.0} {ratio:>22.3} {target_text:>7} {of_floor:>15}"
+            "{measure:<24} {ns:>10.0} {libxenstore:>15.0} {ratio:>22.3} {target_text:>7} {of_floor:>15}"
         );
         let floor_key = if of_floor.is_empty() {
             String::new()
@@ -131,6 +137,8 @@ mod tests {
                 for (implementation, ns) in [
                     ("ours", ours),
                     ("ours64", ours64),
+                    ("ours64x4", ours64 - 10),
+                    ("ours64x8", ours64 - 12),
                     ("libxenstore", libx),
                     ("raw64", ours64 - 5),
                 ] {
@@ -151,6 +159,14 @@ mod tests {
         );
         assert!(report.contains(
             "bench store write_64_in_flight ours_ns=25 libxenstore_ns=220 ratio_libxenstore=8.800"
+        ));
+        assert!(report.contains(
+            "bench store read_64_in_flight_4conn ours_ns=15 libxenstore_ns=220 \
+             ratio_libxenstore=14.667"
+        ));
+        assert!(report.contains(
+            "bench store write_64_in_flight_8conn ours_ns=13 libxenstore_ns=220 \
+             ratio_libxenstore=16.923"
         ));
         assert!(report.contains("targets met"));
         assert!(report.contains(

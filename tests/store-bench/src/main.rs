@@ -5,7 +5,10 @@
 //!   measurement), `xs_read`/`xs_write` in a loop, one request in flight;
 //! - `ours`: this crate's blocking client, one request in flight;
 //! - `ours64`: the same client with up to 64 requests in flight: when all 64 are out, it waits
-//!   for the oldest 16 replies and queues 16 requests, sent in one write (`queue`, `wait`);
+//!   for the oldest 16 replies and queues 16 requests, sent in one write (`queue`, `flush`);
+//! - `ours64x4`, `ours64x8`: the same 64 in flight spread over 4 or 8 connections (clients),
+//!   64/N each, served in turn from one thread: each turn takes back the oldest quarter of the
+//!   connection's replies and sends as many requests in one write;
 //! - `raw64`: the floor: `ours64`'s window on a raw socket, from pre-encoded requests (only the
 //!   replies' framing and type checked), so nearly all the time is the daemon's.
 //!
@@ -32,6 +35,8 @@ use xen_testbed_protocol::{Reporter, Stdout};
 const KEY: &str = "/bench/key";
 const VALUE: &[u8] = b"0123456789abcdef";
 const IN_FLIGHT: usize = 64;
+/// The most connections a measurement spreads its window over (`ours64x8`).
+const CONNECTIONS: usize = 8;
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,10 +79,25 @@ fn set_env(key: &str, value: &std::path::Path) {
 }
 
 fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
-    let mut xs = Client::new(Local::socket().map_err(|e| format!("connecting: {e}"))?);
-    xs.write(KEY, VALUE)
+    let connect = || {
+        Local::socket()
+            .map(Client::new)
+            .map_err(|e| format!("connecting: {e}"))
+    };
+    let mut clients = (0..CONNECTIONS)
+        .map(|_| connect())
+        .collect::<Result<Vec<_>, _>>()?;
+    clients[0]
+        .write(KEY, VALUE)
         .map_err(|e| format!("write {KEY}: {e}"))?;
-    let implementations = ["libxenstore", "ours", "ours64", "raw64"];
+    let implementations = [
+        "libxenstore",
+        "ours",
+        "ours64",
+        "ours64x4",
+        "ours64x8",
+        "raw64",
+    ];
     for round in 0..rounds {
         for measure in ["read", "write"] {
             // Rotate who goes first, so that no implementation always follows another.
@@ -88,8 +108,10 @@ fn run(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String> {
                         time_libxenstore(c_bench, measure, iterations)?;
                         continue;
                     }
-                    "ours" => time_ours(&mut xs, measure, iterations, 1)?,
-                    "ours64" => time_ours(&mut xs, measure, iterations, IN_FLIGHT)?,
+                    "ours" => time_ours(&mut clients[..1], measure, iterations, 1)?,
+                    "ours64" => time_ours(&mut clients[..1], measure, iterations, IN_FLIGHT)?,
+                    "ours64x4" => time_ours(&mut clients[..4], measure, iterations, IN_FLIGHT)?,
+                    "ours64x8" => time_ours(&mut clients, measure, iterations, IN_FLIGHT)?,
                     _ => time_raw(measure, iterations)?,
                 };
                 println!(
@@ -114,10 +136,10 @@ fn time_libxenstore(c_bench: &str, measure: &str, iterations: u64) -> Result<(),
     }
 }
 
-/// Total nanoseconds for `iterations` operations with up to `window` in flight, each reply
-/// checked.
+/// Total nanoseconds for `iterations` operations with up to `window` in flight spread evenly
+/// over the `clients`' connections, each reply checked.
 fn time_ours(
-    xs: &mut Client<Local>,
+    clients: &mut [Client<Local>],
     measure: &str,
     iterations: u64,
     window: usize,
@@ -125,42 +147,56 @@ fn time_ours(
     let started = Instant::now();
     if measure == "read" {
         pipeline(
-            xs,
+            clients,
             iterations,
             window,
             || op::read(KEY),
             |value| check(&value),
         )
     } else {
-        pipeline(xs, iterations, window, || op::write(KEY, VALUE), Ok)
+        pipeline(clients, iterations, window, || op::write(KEY, VALUE), Ok)
     }
     .map_err(|e| format!("ours {measure}: {e}"))?;
     Ok(started.elapsed().as_nanos())
 }
 
-/// Runs `iterations` requests built by `request`, keeping up to `window` in flight: when the
-/// window is full, takes back the oldest quarter of the replies (at least one) and queues as
-/// many requests, which the next wait sends in one write; `check`s every reply.
+/// Runs `iterations` requests built by `request`, keeping up to `window / clients.len()` in
+/// flight on each connection. The connections take turns: when a connection's window is full,
+/// its turn takes back the oldest quarter of its replies (at least one); then it queues
+/// requests until its window is full again and sends them in one write. `check`s every reply.
 fn pipeline<R>(
-    xs: &mut Client<Local>,
+    clients: &mut [Client<Local>],
     iterations: u64,
     window: usize,
     request: impl Fn() -> Result<Op<R>, xen_store::Error>,
     check: impl Fn(R) -> Result<(), String>,
 ) -> Result<(), String> {
     let fail = |e: xen_store::Error| e.to_string();
+    let window = (window / clients.len()).max(1);
     let refill = (window / 4).max(1);
-    let mut in_flight: VecDeque<Ticket<R>> = VecDeque::with_capacity(window);
-    for _ in 0..iterations {
-        if in_flight.len() == window {
-            for ticket in in_flight.drain(..refill) {
-                check(xs.wait(ticket).map_err(fail)?)?;
+    let mut in_flight: Vec<VecDeque<Ticket<R>>> = clients
+        .iter()
+        .map(|_| VecDeque::with_capacity(window))
+        .collect();
+    let mut sent = 0;
+    while sent < iterations {
+        for (xs, in_flight) in clients.iter_mut().zip(&mut in_flight) {
+            if in_flight.len() == window {
+                for ticket in in_flight.drain(..refill) {
+                    check(xs.wait(ticket).map_err(fail)?)?;
+                }
             }
+            while in_flight.len() < window && sent < iterations {
+                in_flight.push_back(xs.queue(request().map_err(fail)?, 0).map_err(fail)?);
+                sent += 1;
+            }
+            xs.flush().map_err(fail)?;
         }
-        in_flight.push_back(xs.queue(request().map_err(fail)?, 0).map_err(fail)?);
     }
-    for ticket in in_flight {
-        check(xs.wait(ticket).map_err(fail)?)?;
+    for (xs, in_flight) in clients.iter_mut().zip(in_flight) {
+        for ticket in in_flight {
+            check(xs.wait(ticket).map_err(fail)?)?;
+        }
     }
     Ok(())
 }
