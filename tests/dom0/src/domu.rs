@@ -604,15 +604,22 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
     steps.step("console_bulk_intact", |out| {
         crate::console_domu::bulk_intact(domain, out)
     });
-    // Whatever failed before, the domU must not outlive the run.
+    powered_off(steps, domain);
+    store_cases::nothing_outside(steps);
+}
+
+/// The last step of a run with a domU, `domu_powered_off`: the domU is gone, having powered off
+/// (it is destroyed otherwise). It runs whatever failed before (the domU must not outlive the
+/// run), then without waiting long if something did.
+pub(crate) fn powered_off(steps: &mut Steps, domain: &Domain) {
     let failed_before = steps.failed.take();
     steps.step("domu_powered_off", |_| {
-        let reason = domain.wait_gone(if failed_before.is_some() {
+        let timeout = if failed_before.is_some() {
             Duration::from_secs(2)
         } else {
             GONE_TIMEOUT
-        })?;
-        match reason {
+        };
+        match domain.wait_gone(timeout)? {
             0 => Ok(()),
             other => Err(format!(
                 "domU {} {} (xl's log): {}",
@@ -625,7 +632,6 @@ fn run_exchange(steps: &mut Steps, domain: &Domain) {
     if steps.failed.is_none() {
         steps.failed = failed_before;
     }
-    store_cases::nothing_outside(steps);
 }
 
 fn expect_equal(what: &str, got: &str, want: &str) -> Result<(), String> {

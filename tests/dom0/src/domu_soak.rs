@@ -19,9 +19,7 @@ use xen_hypercall_privcmd::Privcmd;
 use xen_testbed_protocol::exchange;
 use xen_testbed_protocol::{Reporter, Stdout};
 
-use crate::domu::{
-    ConsoleForwarder, Domain, GONE_TIMEOUT, READY_TIMEOUT, Spec, Steps, describe_reason,
-};
+use crate::domu::{ConsoleForwarder, Domain, READY_TIMEOUT, Spec, Steps, powered_off};
 use crate::evtchn::call;
 use crate::evtchn_bench::await_port;
 
@@ -174,24 +172,5 @@ fn run(steps: &mut Steps, domain: &Domain, [trips, cycles]: [u64; 2]) {
         // The domU closes its port after answering: ours is then unbound.
         call("unbind", dev.unbind_raw(local))
     });
-    let failed_before = steps.failed.take();
-    steps.step("domu_powered_off", |_| {
-        let timeout = if failed_before.is_some() {
-            std::time::Duration::from_secs(2)
-        } else {
-            GONE_TIMEOUT
-        };
-        match domain.wait_gone(timeout)? {
-            0 => Ok(()),
-            other => Err(format!(
-                "domU {} {} (xl's log): {}",
-                domain.name,
-                describe_reason(other),
-                domain.destroy()
-            )),
-        }
-    });
-    if steps.failed.is_none() {
-        steps.failed = failed_before;
-    }
+    powered_off(steps, domain);
 }
