@@ -12,7 +12,7 @@
 //!   `XENTEST OUT bench-run impl=<ours|xl_dmesg> measure=<measure> iterations=1 ns=<ns> bytes=<n>`
 //!   line per sample and reports the case `bench_console`.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::process::{Command, ExitCode};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use xen_hypercall_privcmd::Privcmd;
 use xen_testbed_protocol::bulk::{self, Digest};
 use xen_testbed_protocol::{Reporter, Stdout};
 
-use crate::domu::{ConsoleForwarder, Domain, Spec, console_log};
+use crate::domu::{ConsoleForwarder, ConsoleLog, Domain, Spec};
 
 /// How long the domU may take to write its bulk data and report its digest.
 const BULK_TIMEOUT: Duration = Duration::from_secs(90);
@@ -93,25 +93,27 @@ pub(crate) fn bulk_intact(domain: &Domain, out: &mut Reporter<Stdout>) -> Result
 /// <digest>` line, which follows its bulk data; returns the log and `(bytes, digest)`. The log
 /// outlives the domain: once it is gone, xenconsoled gets 2 s more to log what it drained.
 fn wait_for_written(domain: &Domain) -> Result<(Vec<u8>, (u64, u64)), String> {
-    let path = console_log(&domain.name);
+    let mut log = ConsoleLog::new(&domain.name);
     let marker = format!("XENTEST OUT {} ", bulk::WRITTEN);
     let deadline = Instant::now() + BULK_TIMEOUT;
     let mut gone = None;
+    // Where the first complete line not yet looked at starts.
+    let mut next = 0;
     loop {
-        let log = std::fs::read(&path).unwrap_or_default();
-        let line = log
-            .split(|&b| b == b'\n')
-            .filter_map(|line| {
-                let at = line
-                    .windows(marker.len())
-                    .position(|w| w == marker.as_bytes())?;
-                Some(String::from_utf8_lossy(&line[at + marker.len()..]).into_owned())
-            })
-            .next();
-        if let Some(line) = line {
+        log.read_new()?;
+        while let Some(end) = log.bytes[next..].iter().position(|&b| b == b'\n') {
+            let line = &log.bytes[next..next + end];
+            next += end + 1;
+            let Some(at) = line
+                .windows(marker.len())
+                .position(|w| w == marker.as_bytes())
+            else {
+                continue;
+            };
+            let line = String::from_utf8_lossy(&line[at + marker.len()..]).into_owned();
             let written =
                 bulk::parse_written(&line).ok_or_else(|| format!("`{marker}{line}`: malformed"))?;
-            return Ok((log, written));
+            return Ok((log.bytes, written));
         }
         let now = Instant::now();
         if gone.is_none() && domain.shutdown_reason().is_some() {
@@ -119,8 +121,9 @@ fn wait_for_written(domain: &Domain) -> Result<(Vec<u8>, (u64, u64)), String> {
         }
         if gone.is_some_and(|at| now > at + Duration::from_secs(2)) || now > deadline {
             return Err(format!(
-                "no `{marker}` line in {path} ({} bytes) within {} s{}",
-                log.len(),
+                "no `{marker}` line in {} ({} bytes) within {} s{}",
+                log.path,
+                log.bytes.len(),
                 BULK_TIMEOUT.as_secs(),
                 if gone.is_some() {
                     " (the domU shut down)"
@@ -267,22 +270,14 @@ fn ring_rounds(
 /// The ns each of `runs` runs of `bytes` bulk bytes took to appear in xenconsoled's log, from the
 /// domU's [`bulk::BENCH_START`] line on (each run starts when the previous one is logged whole).
 fn time_runs(domain: &Domain, runs: usize, bytes: usize) -> Result<Vec<u128>, String> {
-    let path = console_log(&domain.name);
+    let mut console = ConsoleLog::new(&domain.name);
     let deadline = Instant::now() + BULK_TIMEOUT;
     let mut start: Option<usize> = None;
     let mut ends = Vec::new();
-    let mut log = Vec::new();
-    let mut file = None;
     let mut polls = 0u32;
     while ends.len() <= runs {
-        // Only what was appended since the last look.
-        if file.is_none() {
-            file = std::fs::File::open(&path).ok();
-        }
-        if let Some(file) = &mut file {
-            file.read_to_end(&mut log)
-                .map_err(|e| format!("{path}: {e}"))?;
-        }
+        console.read_new()?;
+        let log = &console.bytes;
         let now = Instant::now();
         if start.is_none() {
             let marker = bulk::BENCH_START.as_bytes();
@@ -312,7 +307,7 @@ fn time_runs(domain: &Domain, runs: usize, bytes: usize) -> Result<Vec<u128>, St
         sleep(TIMING_POLL);
     }
     let start = start.unwrap_or_default();
-    let timed = &log[start..start + runs * bytes];
+    let timed = &console.bytes[start..start + runs * bytes];
     if bulk_of(timed).len() != timed.len() {
         return Err("xenconsoled logged something else among the bulk data".into());
     }

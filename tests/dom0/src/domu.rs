@@ -13,7 +13,7 @@
 mod store_cases;
 
 use std::cell::RefCell;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -386,9 +386,37 @@ fn reason_name(reason: u32) -> Option<&'static str> {
     .copied()
 }
 
-/// Where xenconsoled (`--log=guest`) logs domU `name`'s console.
-pub(crate) fn console_log(name: &str) -> String {
-    format!("/var/log/xen/console/guest-{name}.log")
+/// xenconsoled's log (`--log=guest`) of one domU's console, read as it grows: each
+/// [`read_new`](Self::read_new) appends only what was logged since the last.
+pub(crate) struct ConsoleLog {
+    pub(crate) path: String,
+    file: Option<std::fs::File>,
+    /// Everything read so far.
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl ConsoleLog {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            path: format!("/var/log/xen/console/guest-{name}.log"),
+            file: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Appends what xenconsoled logged since the last call (nothing before it created the log).
+    pub(crate) fn read_new(&mut self) -> Result<(), String> {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        match &mut self.file {
+            Some(file) => file
+                .read_to_end(&mut self.bytes)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", self.path)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Forwards the domU's console log (written by xenconsoled) to stdout, line by line, but the
@@ -401,38 +429,29 @@ pub(crate) struct ConsoleForwarder {
 impl ConsoleForwarder {
     pub(crate) fn start(name: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let path = console_log(name);
+        let mut log = ConsoleLog::new(name);
         let name = name.to_string();
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut file = None;
-            let mut pending = Vec::new();
-            let mut offset = 0;
+            // Where the first line not yet forwarded starts.
+            let mut next = 0;
             loop {
                 // Read once more after the stop request: the last lines may have just arrived.
                 let last = stopping.load(Ordering::Acquire);
-                if file.is_none() {
-                    file = std::fs::File::open(&path).ok();
+                if let Err(error) = log.read_new() {
+                    forward(&name, format!("(dom0: {error})").as_bytes());
                 }
-                if let Some(file) = &mut file {
-                    let mut chunk = Vec::new();
-                    if file.seek(SeekFrom::Start(offset)).is_ok()
-                        && file.read_to_end(&mut chunk).is_ok()
-                    {
-                        offset += chunk.len() as u64;
-                        pending.extend_from_slice(&chunk);
-                    }
-                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=end).collect();
-                        // Bulk data is checked from the log itself, not forwarded.
-                        if line.first() != Some(&bulk::PREFIX) {
-                            forward(&name, &line[..end]);
-                        }
+                while let Some(end) = log.bytes[next..].iter().position(|&b| b == b'\n') {
+                    let line = &log.bytes[next..next + end];
+                    next += end + 1;
+                    // Bulk data is checked from the log itself, not forwarded.
+                    if line.first() != Some(&bulk::PREFIX) {
+                        forward(&name, line);
                     }
                 }
                 if last {
-                    if !pending.is_empty() {
-                        forward(&name, &pending);
+                    if next < log.bytes.len() {
+                        forward(&name, &log.bytes[next..]);
                     }
                     return;
                 }
