@@ -16,11 +16,12 @@
 //!   the connection closes).
 
 use std::boxed::Box;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::string::String;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::vec::Vec;
 
@@ -33,6 +34,7 @@ use crate::error::{Errno, Error};
 use crate::op::{self, Op};
 use crate::perms::Perm;
 use crate::store::run_again;
+use crate::sync::{Mutex, MutexGuard};
 
 /// The default bound on requests in flight.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -63,6 +65,65 @@ struct Inner {
 struct State {
     conn: Connection,
     io: Pin<Box<dyn Io>>,
+    admission: Admission,
+}
+
+/// The requests held back by the bound on requests in flight, oldest first. Room that frees
+/// up goes to the oldest: a request may go out only when fewer are waiting ahead of it than
+/// there is room, so none starves and none barges in ahead of a woken one.
+#[derive(Default)]
+struct Admission {
+    /// The place the next request to wait takes (places only grow, so `waiting` is sorted).
+    next_place: u64,
+    waiting: VecDeque<(u64, Waker)>,
+}
+
+impl Admission {
+    /// Whether the request at `place` (`None`: not waiting) may go out, with room for `room`
+    /// more in flight; if not, it waits at its place, to be woken by [`Admission::due`].
+    fn enter(&mut self, place: &mut Option<u64>, room: usize, waker: &Waker) -> bool {
+        let ahead = match *place {
+            Some(place) => self.waiting.partition_point(|(p, _)| *p < place),
+            None => self.waiting.len(),
+        };
+        if ahead < room {
+            if let Some(place) = place.take() {
+                self.leave(place);
+            }
+            return true;
+        }
+        match *place {
+            Some(_) => {
+                let (_, slot) = &mut self.waiting[ahead];
+                if !slot.will_wake(waker) {
+                    slot.clone_from(waker);
+                }
+            }
+            None => {
+                self.next_place += 1;
+                *place = Some(self.next_place);
+                self.waiting.push_back((self.next_place, waker.clone()));
+            }
+        }
+        false
+    }
+
+    /// The request at `place` stopped waiting (it went out, or was dropped).
+    fn leave(&mut self, place: u64) {
+        let index = self.waiting.partition_point(|(p, _)| *p < place);
+        if self.waiting.get(index).is_some_and(|(p, _)| *p == place) {
+            self.waiting.remove(index);
+        }
+    }
+
+    /// The wakers of the waiting requests that may go out with room for `room` more.
+    fn due(&self, room: usize) -> Vec<Waker> {
+        self.waiting
+            .iter()
+            .take(room)
+            .map(|(_, waker)| waker.clone())
+            .collect()
+    }
 }
 
 /// Every future waiting on the connection; the socket's readiness wakes them all.
@@ -102,13 +163,43 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many more requests may go out now (all of them once the connection is broken:
+    /// they fail at once).
+    fn room(&self, state: &State) -> usize {
+        if state.conn.broken().is_some() {
+            usize::MAX
+        } else {
+            self.max_in_flight.saturating_sub(state.conn.in_flight())
+        }
+    }
+
+    /// Whether the request at `place` may go out now (see [`Admission::enter`]).
+    fn admit(&self, state: &mut State, place: &mut Option<u64>, waker: &Waker) -> bool {
+        let room = self.room(state);
+        state.admission.enter(place, room, waker)
+    }
+
+    /// Unlocks the state, then wakes whoever may now move on: the held-back requests that fit
+    /// in the room now free (every path that lowers the count in flight ends here), and, when
+    /// `progress` was made on the connection, every waiter.
+    fn unlock(&self, state: MutexGuard<'_, State>, progress: bool) {
+        let due = state.admission.due(self.room(&state));
+        drop(state);
+        for waker in due {
+            waker.wake();
+        }
+        if progress {
+            self.waiters.wake_all();
+        }
+    }
+
     /// Writes what is queued and routes what has arrived; whether anything moved.
     fn drive(&self, state: &mut State) -> bool {
         const CHUNK: usize = 4096;
         let waker = Waker::from(Arc::clone(&self.waiters));
         let mut cx = Context::from_waker(&waker);
         let mut progress = false;
-        let State { conn, io } = state;
+        let State { conn, io, .. } = state;
         while !conn.outgoing().is_empty() {
             match io.as_mut().poll_write(&mut cx, conn.outgoing()) {
                 Poll::Ready(Ok(0)) => {
@@ -173,6 +264,7 @@ impl AsyncClient {
                 state: Mutex::new(State {
                     conn: Connection::new(),
                     io: Box::pin(io),
+                    admission: Admission::default(),
                 }),
                 waiters: Arc::default(),
                 max_in_flight: max_in_flight.max(1),
@@ -201,6 +293,7 @@ impl AsyncClient {
             inner: Arc::clone(&self.inner),
             op: Some(op),
             tx_id,
+            place: None,
             ticket: None,
         }
     }
@@ -327,6 +420,8 @@ pub struct Request<R> {
     inner: Arc<Inner>,
     op: Option<Result<Op<R>, Error>>,
     tx_id: u32,
+    /// Its place among the requests held back by the bound on requests in flight.
+    place: Option<u64>,
     ticket: Option<Ticket<R>>,
 }
 
@@ -358,29 +453,28 @@ impl<R> Future for Request<R> {
                 Ok(op) => op,
                 Err(error) => return Poll::Ready(Err(error)),
             };
-            if state.conn.in_flight() >= inner.max_in_flight && state.conn.broken().is_none() {
+            // No room: route what has arrived (replies taken free room), then look again.
+            if !inner.admit(&mut state, &mut this.place, cx.waker()) {
                 progress = inner.drive(&mut state);
-            }
-            if state.conn.in_flight() >= inner.max_in_flight && state.conn.broken().is_none() {
-                this.op = Some(Ok(op));
-                drop(state);
-                if progress {
-                    inner.waiters.wake_all();
+                if !inner.admit(&mut state, &mut this.place, cx.waker()) {
+                    this.op = Some(Ok(op));
+                    inner.unlock(state, progress);
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
             }
-            match state.conn.submit(op, this.tx_id) {
+            let submitted = state.conn.submit(op, this.tx_id);
+            match submitted {
                 Ok(ticket) => this.ticket = Some(ticket),
-                Err(error) => return Poll::Ready(Err(error)),
+                Err(error) => {
+                    inner.unlock(state, progress);
+                    return Poll::Ready(Err(error));
+                }
             }
         }
         progress |= inner.drive(&mut state);
         let ticket = this.ticket.as_ref().expect("submitted above");
         let reply = state.conn.take_reply(ticket);
-        drop(state);
-        if progress {
-            inner.waiters.wake_all();
-        }
+        inner.unlock(state, progress);
         match reply {
             Some(reply) => {
                 this.ticket = None;
@@ -393,9 +487,17 @@ impl<R> Future for Request<R> {
 
 impl<R> Drop for Request<R> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.inner.lock().conn.abandon(&ticket);
+        if self.place.is_none() && self.ticket.is_none() {
+            return;
         }
+        let mut state = self.inner.lock();
+        if let Some(place) = self.place.take() {
+            state.admission.leave(place);
+        }
+        if let Some(ticket) = self.ticket.take() {
+            state.conn.abandon(&ticket);
+        }
+        self.inner.unlock(state, false);
     }
 }
 
@@ -442,10 +544,7 @@ impl Stream for Watch {
                 Err(error)
             }),
         };
-        drop(state);
-        if progress {
-            inner.waiters.wake_all();
-        }
+        inner.unlock(state, progress);
         match item {
             Some(item) => Poll::Ready(Some(item)),
             None => Poll::Pending,

@@ -260,3 +260,58 @@ async fn a_commit_dropped_before_it_is_sent_still_aborts() {
         "{sent:?}"
     );
 }
+
+/// Every wait in these tests has a deadline: a lost wake-up fails, it never hangs.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no progress in {DEADLINE:?} (a lost wake-up)"))
+}
+
+/// A request held back by the bound is woken when room frees up, whichever path frees it (a
+/// reply taken, a request dropped), on a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_share_one_request_in_flight() {
+    let store = MockStore::new();
+    let xs = client(&store, 1);
+    within("write", xs.write("/one", b"v")).await.unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..64 {
+        let xs = xs.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..20 {
+                let what = format!("task {task} read {round}");
+                assert_eq!(within(&what, xs.read("/one")).await.unwrap(), b"v");
+            }
+        }));
+    }
+    for task in tasks {
+        within("a task", task).await.unwrap();
+    }
+}
+
+/// Dropping a request that waits for room, or one in flight, lets the next one go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropped_requests_hand_their_room_on() {
+    let store = MockStore::new();
+    let xs = client(&store, 1);
+    within("write", xs.write("/d", b"v")).await.unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..32 {
+        let xs = xs.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..20 {
+                // Some requests give up after a moment, wherever they are.
+                let give_up = std::time::Duration::from_micros((task * 7 + round) % 50);
+                let _ = tokio::time::timeout(give_up, xs.read("/d")).await;
+                let what = format!("task {task} read {round}");
+                assert_eq!(within(&what, xs.read("/d")).await.unwrap(), b"v");
+            }
+        }));
+    }
+    for task in tasks {
+        within("a task", task).await.unwrap();
+    }
+}
