@@ -70,6 +70,8 @@ struct State {
     directory_max: usize,
     /// Bytes of children names per `DIRECTORY_PART` reply.
     part_size: usize,
+    /// Open transactions per connection beyond which `TRANSACTION_START` fails (`ENOSPC`).
+    transaction_limit: usize,
 }
 
 impl Default for State {
@@ -91,6 +93,7 @@ impl Default for State {
             introduced: BTreeSet::new(),
             directory_max: PAYLOAD_MAX,
             part_size: PAYLOAD_MAX - 64,
+            transaction_limit: usize::MAX,
         }
     }
 }
@@ -109,6 +112,12 @@ impl MockStore {
         let mut state = self.lock();
         state.directory_max = directory_max;
         state.part_size = part_size.max(1);
+    }
+
+    /// Limits each connection to `limit` open transactions: one more `TRANSACTION_START` fails
+    /// with `ENOSPC`, as xenstored's `quota-max-transaction` makes it.
+    pub fn set_transaction_limit(&self, limit: usize) {
+        self.lock().transaction_limit = limit;
     }
 
     /// Changes a node as another client would (firing watches), bypassing permissions.
@@ -404,6 +413,9 @@ impl State {
             MsgType::TRANSACTION_START => {
                 if tx_id != 0 {
                     return Err("EBUSY");
+                }
+                if self.conns[&id].txs.len() >= self.transaction_limit {
+                    return Err("ENOSPC");
                 }
                 self.next_tx += 1;
                 let tx = self.next_tx;

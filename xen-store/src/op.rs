@@ -150,7 +150,7 @@ fn parse_bool(payload: Vec<u8>) -> Result<bool, Error> {
     }
 }
 
-fn parse_tx_id(payload: Vec<u8>) -> Result<u32, Error> {
+pub(crate) fn parse_tx_id(payload: Vec<u8>) -> Result<u32, Error> {
     let Some(digits) = payload.strip_suffix(b"\0") else {
         return Err(ProtocolError::MissingNul.into());
     };

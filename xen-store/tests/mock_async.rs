@@ -315,3 +315,33 @@ async fn dropped_requests_hand_their_room_on() {
         within("a task", task).await.unwrap();
     }
 }
+
+/// A `transaction()` future dropped once its `TRANSACTION_START` is sent leaves nothing open:
+/// the transaction is aborted when its reply comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_transaction_starts_leave_nothing_open() {
+    let store = MockStore::new();
+    store.set_transaction_limit(5);
+    let xs = client(&store, 64);
+    for _ in 0..5 {
+        let mut start = Box::pin(xs.transaction());
+        // One poll sends the request; the reply comes after the future is gone.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(start.as_mut().poll(&mut cx).is_pending());
+        drop(start);
+    }
+    within("the aborts", async {
+        while store.open_transactions() > 0 {
+            xs.read("/").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    // None was leaked: the connection may open as many as before.
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(within("a transaction", xs.transaction()).await.unwrap());
+    }
+    let refused = within("one too many", xs.transaction()).await.unwrap_err();
+    assert_eq!(refused.errno(), Some(Errno::ENOSPC));
+}
