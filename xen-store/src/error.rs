@@ -40,6 +40,9 @@ pub enum Error {
     /// An earlier error (reported to the request that met it) broke the connection.
     #[error("connection broken by an earlier error")]
     Broken,
+    /// The daemon gave up on the guest's shared ring, or the ring is being reset.
+    #[error("xenstore ring: {0}")]
+    RingAborted(crate::ring::RingTransportError),
     /// A transport without `std` failed.
     #[error("transport error: {0:?}")]
     Transport(embedded_io::ErrorKind),
@@ -125,7 +128,7 @@ impl Error {
                 ErrorKind::InvalidInput
             }
             Self::Protocol(_) => ErrorKind::Protocol,
-            Self::Closed | Self::Broken => ErrorKind::Disconnected,
+            Self::Closed | Self::Broken | Self::RingAborted(_) => ErrorKind::Disconnected,
             Self::UnknownErrno(_) | Self::Transport(_) => ErrorKind::Other,
             #[cfg(feature = "std")]
             Self::Io(_) => ErrorKind::Other,
@@ -155,10 +158,13 @@ impl Error {
     /// Converts a transport's error, keeping a `std::io::Error` as it is.
     pub(crate) fn transport<E: embedded_io::Error + 'static>(error: E) -> Self {
         let kind = error.kind();
-        if let Some(crate::ring::RingTransportError::Ring(_)) =
-            (&error as &dyn core::any::Any).downcast_ref::<crate::ring::RingTransportError>()
-        {
-            return ProtocolError::RingIndices.into();
+        use crate::ring::RingTransportError;
+        match (&error as &dyn core::any::Any).downcast_ref::<RingTransportError>() {
+            Some(RingTransportError::Ring(_)) => return ProtocolError::RingIndices.into(),
+            Some(e @ (RingTransportError::Daemon(_) | RingTransportError::Reconnecting)) => {
+                return Self::RingAborted(*e);
+            }
+            _ => {}
         }
         #[cfg(feature = "std")]
         {
@@ -176,6 +182,7 @@ impl Error {
     pub(crate) fn for_others(&self) -> Self {
         match self {
             Self::Protocol(p) => Self::Protocol(*p),
+            Self::RingAborted(e) => Self::RingAborted(*e),
             Self::Closed => Self::Closed,
             _ => Self::Broken,
         }

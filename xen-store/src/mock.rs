@@ -806,3 +806,121 @@ fn write_node(tree: &mut Tree, path: &str, value: &[u8], domid: u16) -> String {
     }
     path.to_string()
 }
+
+/// Serves a guest's xenstore page as xenstored does for an unprivileged domain, quota
+/// included: while `quota` of its replies wait for room in the response ring, no more
+/// requests are read (xenstored's `domain_can_read`, `quota_req_outstanding`, 20 by
+/// default). Call [`MockRingServer::pump`] in a loop (a daemon thread).
+#[derive(Debug)]
+pub struct MockRingServer<M> {
+    conn: MockConnection,
+    requests: xen_shared::Consumer<M>,
+    replies: xen_shared::Producer<M>,
+    /// The request being read off the ring.
+    request: Vec<u8>,
+    /// Replies (and watch events) not yet wholly in the ring, whole messages; the first
+    /// partly written up to `front_written`.
+    outstanding: VecDeque<Vec<u8>>,
+    front_written: usize,
+    decoder: Decoder,
+    quota: usize,
+}
+
+/// xenstored's default `quota_req_outstanding`.
+pub const OUTSTANDING_QUOTA: usize = 20;
+
+impl<M: xen_shared::RingMemory + Clone> MockRingServer<M> {
+    /// Serves `page` for domain `domid`, with at most `quota` replies outstanding.
+    pub fn new(
+        store: &MockStore,
+        page: M,
+        domid: DomId,
+        quota: usize,
+    ) -> Result<Self, xen_shared::LayoutError> {
+        use xen_shared::RingLayout;
+        Ok(Self {
+            conn: store.connect(domid),
+            requests: xen_shared::Consumer::new(page.clone(), RingLayout::XENSTORE_REQ)?,
+            replies: xen_shared::Producer::new(page, RingLayout::XENSTORE_RSP)?,
+            request: Vec::new(),
+            outstanding: VecDeque::new(),
+            front_written: 0,
+            decoder: Decoder::new(),
+            quota,
+        })
+    }
+
+    /// Replies outstanding: answered, not yet wholly in the response ring.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Reads requests (while under quota), answers them, and writes replies while the ring
+    /// has room; whether anything moved.
+    ///
+    /// # Panics
+    ///
+    /// If the guest's indices are impossible (the test is broken).
+    pub fn pump(&mut self) -> bool {
+        let mut moved = false;
+        while self.outstanding.len() < self.quota {
+            // One message at a time: its header, then its payload.
+            let want = match self.request.first_chunk::<{ wire::HEADER_LEN }>() {
+                Some(header) => wire::HEADER_LEN + Header::from_bytes(header).len as usize,
+                None => wire::HEADER_LEN,
+            };
+            let have = self.request.len();
+            // (Only a whole header makes `want` more than a header.)
+            if have == want {
+                let request = std::mem::take(&mut self.request);
+                embedded_io::Write::write(&mut self.conn, &request).expect("the mock accepts");
+                self.collect_replies();
+                continue;
+            }
+            self.request.resize(want, 0);
+            let n = self
+                .requests
+                .read(&mut self.request[have..])
+                .expect("guest's request indices");
+            self.request.truncate(have + n);
+            if n == 0 {
+                break;
+            }
+            moved = true;
+        }
+        while let Some(front) = self.outstanding.front() {
+            let n = self
+                .replies
+                .write(&front[self.front_written..])
+                .expect("guest's reply indices");
+            if n == 0 {
+                break;
+            }
+            moved = true;
+            self.front_written += n;
+            if self.front_written == front.len() {
+                self.outstanding.pop_front();
+                self.front_written = 0;
+            }
+        }
+        self.collect_replies();
+        moved
+    }
+
+    /// Moves what the store answered (and watch events) into `outstanding`, as messages.
+    fn collect_replies(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.conn.read_available(&mut buf);
+            if n == 0 {
+                break;
+            }
+            self.decoder.push(&buf[..n]);
+        }
+        while let Ok(Some(message)) = self.decoder.next_message() {
+            let mut bytes = message.header.to_bytes().to_vec();
+            bytes.extend_from_slice(&message.payload);
+            self.outstanding.push_back(bytes);
+        }
+    }
+}
