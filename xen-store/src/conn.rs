@@ -79,9 +79,18 @@ pub struct Connection {
     /// Arrival order of events across watches.
     next_seq: u64,
     broken: Option<Error>,
+    /// The longest payload the transport carries (0: `XENSTORE_PAYLOAD_MAX`).
+    payload_max: usize,
 }
 
 impl Connection {
+    /// Refuses payloads longer than `max` ([`Error::RequestTooLong`], before sending): what a
+    /// transport carries may be less than `XENSTORE_PAYLOAD_MAX` (`/dev/xen/xenbus` carries
+    /// 4080 bytes).
+    pub fn set_payload_max(&mut self, max: usize) {
+        self.payload_max = max;
+    }
+
     /// A fresh connection.
     pub fn new() -> Self {
         Self::default()
@@ -111,6 +120,12 @@ impl Connection {
     ) -> Result<u32, Error> {
         if let Some(error) = &self.broken {
             return Err(error.for_others());
+        }
+        if self.payload_max != 0 && payload.len() > self.payload_max {
+            return Err(Error::RequestTooLong {
+                len: payload.len(),
+                max: self.payload_max,
+            });
         }
         let req_id = self.fresh_req_id();
         let start = self.out.len();

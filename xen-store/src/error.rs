@@ -21,17 +21,23 @@ pub enum Error {
     /// The path is not one xenstored accepts (checked before sending).
     #[error("invalid path: {0}")]
     Path(#[from] PathError),
-    /// The request's payload would exceed `XENSTORE_PAYLOAD_MAX` (checked before sending:
-    /// xenstored drops a connection that exceeds it).
-    #[error("request payload of {len} bytes exceeds the {max} byte limit", max = crate::wire::PAYLOAD_MAX)]
+    /// The request's payload would exceed the limit (checked before sending): the daemon's
+    /// `XENSTORE_PAYLOAD_MAX` (it drops a connection that exceeds it), or less through
+    /// `/dev/xen/xenbus` (4080 bytes: the kernel buffers a message, header included, in
+    /// `XENSTORE_PAYLOAD_MAX` bytes).
+    #[error("request payload of {len} bytes exceeds the {max} byte limit")]
     RequestTooLong {
         /// The payload's length.
         len: usize,
+        /// The limit.
+        max: usize,
     },
     /// An argument cannot be encoded (a NUL inside a string, an empty token).
     #[error("invalid argument: {0}")]
     InvalidInput(&'static str),
-    /// The peer broke the protocol; the connection is unusable from now on.
+    /// The peer broke the protocol (a malformed message, a reply to no request, impossible
+    /// ring indices): the connection is unusable from then on. A reply of the wrong type or
+    /// with a payload this client cannot parse fails only its own request with this error.
     #[error("protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
     /// The peer closed the connection.

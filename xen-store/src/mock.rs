@@ -924,3 +924,153 @@ impl<M: xen_shared::RingMemory + Clone> MockRingServer<M> {
         }
     }
 }
+
+/// `/dev/xen/xenbus` as Linux implements it (`drivers/xen/xenbus/xenbus_dev_frontend.c`),
+/// in front of a [`MockStore`] connection, as a `std::io` device for
+/// [`Xenbus`](crate::unix::Xenbus):
+///
+/// - a write adds to one message buffer of `XENSTORE_PAYLOAD_MAX` bytes, header included:
+///   beyond it the buffer is dropped and the write fails with `EINVAL` (`E2BIG` once a
+///   header announces more); a whole message is acted on and whatever follows it in the
+///   buffer is dropped;
+/// - a failed `WATCH` is the write's error, not a reply; [`MockXenbus::fail_next_request`]
+///   makes the next whole request fail so (as `ENOMEM` would);
+/// - reads return what is queued in odd-sized pieces (1, 5, 16, 17, 100, 4096 bytes, in turn).
+#[derive(Debug)]
+pub struct MockXenbus {
+    conn: MockConnection,
+    buffer: Vec<u8>,
+    decoder: Decoder,
+    queued: VecDeque<u8>,
+    fail_next: Option<i32>,
+    reads: usize,
+}
+
+impl MockXenbus {
+    /// The device of domain `domid`'s kernel.
+    pub fn new(store: &MockStore, domid: DomId) -> Self {
+        Self {
+            conn: store.connect(domid),
+            buffer: Vec::new(),
+            decoder: Decoder::new(),
+            queued: VecDeque::new(),
+            fail_next: None,
+            reads: 0,
+        }
+    }
+
+    /// The next whole request fails with `errno` (a Linux errno) as the write's error.
+    pub fn fail_next_request(&mut self, errno: i32) {
+        self.fail_next = Some(errno);
+    }
+
+    /// Takes what the store answered; the reply to `req_id`, if it is among it.
+    fn collect(&mut self, req_id: Option<u32>) -> Option<Message> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.conn.read_available(&mut buf);
+            if n == 0 {
+                break;
+            }
+            self.decoder.push(&buf[..n]);
+        }
+        let mut reply = None;
+        while let Ok(Some(message)) = self.decoder.next_message() {
+            if req_id == Some(message.header.req_id) && message.header.ty != MsgType::WATCH_EVENT {
+                reply = Some(message);
+                continue;
+            }
+            self.queued.extend(message.header.to_bytes());
+            self.queued.extend(&message.payload);
+        }
+        reply
+    }
+
+    fn act(&mut self, message: Vec<u8>) -> io::Result<()> {
+        let header = Header::from_bytes(message[..wire::HEADER_LEN].try_into().expect("whole"));
+        if let Some(errno) = self.fail_next.take() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        embedded_io::Write::write(&mut self.conn, &message)?;
+        if header.ty != MsgType::WATCH && header.ty != MsgType::UNWATCH {
+            return Ok(());
+        }
+        // The kernel (un)registers the watch itself: a refusal is the write's error.
+        let reply = self
+            .collect(Some(header.req_id))
+            .expect("the mock answers at once");
+        if reply.header.ty == MsgType::ERROR && header.ty == MsgType::WATCH {
+            let name = reply.payload.strip_suffix(b"\0").unwrap_or(&reply.payload);
+            let errno = (1..200)
+                .find(|&code| {
+                    crate::Errno::from_raw(code)
+                        .name()
+                        .is_some_and(|n| n.as_bytes() == name)
+                })
+                .unwrap_or(5);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        // Answered "OK" (an unknown `UNWATCH` too), with the request's header.
+        let mut ok = Header { len: 3, ..header }.to_bytes().to_vec();
+        ok.extend(b"OK\0");
+        self.queued.extend(ok);
+        Ok(())
+    }
+}
+
+impl io::Write for MockXenbus {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        const BUFFER: usize = PAYLOAD_MAX;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.buffer.len() + buf.len() > BUFFER {
+            self.buffer.clear();
+            return Err(io::Error::from_raw_os_error(22)); // EINVAL
+        }
+        self.buffer.extend_from_slice(buf);
+        let Some(header) = self.buffer.first_chunk::<{ wire::HEADER_LEN }>() else {
+            return Ok(buf.len());
+        };
+        let whole = wire::HEADER_LEN + Header::from_bytes(header).len as usize;
+        if whole > BUFFER {
+            self.buffer.clear();
+            return Err(io::Error::from_raw_os_error(7)); // E2BIG
+        }
+        if self.buffer.len() < whole {
+            return Ok(buf.len());
+        }
+        let mut message = std::mem::take(&mut self.buffer);
+        message.truncate(whole);
+        self.act(message)?;
+        self.collect(None);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl io::Read for MockXenbus {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        const PIECES: [usize; 6] = [1, 5, 16, 17, 100, 4096];
+        while self.queued.is_empty() {
+            // Blocks until the store says something (a watch event, say).
+            let mut more = [0u8; 4096];
+            let n = embedded_io::Read::read(&mut self.conn, &mut more)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.decoder.push(&more[..n]);
+            self.collect(None);
+        }
+        let piece = PIECES[self.reads % PIECES.len()];
+        self.reads += 1;
+        let n = buf.len().min(piece).min(self.queued.len());
+        for (slot, byte) in buf.iter_mut().zip(self.queued.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+}

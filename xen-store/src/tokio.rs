@@ -284,7 +284,15 @@ impl AsyncClient {
     ///
     /// Outside a tokio runtime with I/O enabled (see [`AsyncXenbus::open`]).
     pub fn xenbus() -> io::Result<Self> {
-        Ok(Self::new(AsyncXenbus::open()?))
+        let client = Self::new(AsyncXenbus::open()?);
+        client.set_payload_max(crate::unix::XENBUS_PAYLOAD_MAX);
+        Ok(client)
+    }
+
+    /// Refuses payloads longer than `max` before sending them ([`Error::RequestTooLong`]):
+    /// `/dev/xen/xenbus` carries at most [`XENBUS_PAYLOAD_MAX`](crate::unix::XENBUS_PAYLOAD_MAX).
+    pub fn set_payload_max(&self, max: usize) {
+        self.inner.lock().conn.set_payload_max(max);
     }
 
     /// Runs `op` in transaction `tx_id` (0 for none).
@@ -626,10 +634,12 @@ impl Drop for AsyncTransaction {
 
 /// `/dev/xen/xenbus` for tokio: reads wait for readiness (the device polls readable when a
 /// reply or event is queued); writes never block for long (the kernel buffers them), so they
-/// are issued directly, one message each (see [`Local`](crate::unix::Local)).
+/// are issued directly, one message each; a request the kernel refuses is answered with an
+/// `ERROR` reply (see [`Xenbus`](crate::unix::Xenbus)).
 #[derive(Debug)]
 pub struct AsyncXenbus {
     fd: tokio::io::unix::AsyncFd<std::fs::File>,
+    refused: crate::unix::Refused,
 }
 
 impl AsyncXenbus {
@@ -651,7 +661,10 @@ impl AsyncXenbus {
         // it is dropped; `File::as_raw_fd` always returns that same descriptor.
         let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, interest) }
             .map_err(io::Error::from)?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            refused: crate::unix::Refused::default(),
+        })
     }
 }
 
@@ -662,8 +675,13 @@ impl AsyncRead for AsyncXenbus {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         use std::io::Read;
+        let this = self.get_mut();
+        if let Some(n) = this.refused.read(buf.initialize_unfilled()) {
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         loop {
-            let mut guard = match self.fd.poll_read_ready(cx) {
+            let mut guard = match this.fd.poll_read_ready(cx) {
                 Poll::Ready(guard) => guard?,
                 Poll::Pending => return Poll::Pending,
             };
@@ -687,8 +705,17 @@ impl AsyncWrite for AsyncXenbus {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         use std::io::Write;
-        let mut file: &std::fs::File = self.fd.get_ref();
-        Poll::Ready(file.write(crate::unix::first_message(buf)))
+        let this = self.get_mut();
+        let mut file: &std::fs::File = this.fd.get_ref();
+        let message = crate::unix::first_message(buf);
+        let written = loop {
+            match file.write(message) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break this.refused.refuse(message, e),
+                written => break written,
+            }
+        };
+        Poll::Ready(written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
