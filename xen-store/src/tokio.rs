@@ -18,6 +18,7 @@
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::future::Future;
+#[cfg(not(loom))]
 use std::io;
 use std::pin::Pin;
 use std::string::String;
@@ -272,12 +273,14 @@ impl AsyncClient {
         }
     }
 
+    #[cfg(not(loom))]
     /// Connects to the daemon's socket (`XENSTORED_PATH` overrides it).
     pub async fn connect() -> io::Result<Self> {
         let path = crate::unix::socket_path();
         Ok(Self::new(tokio::net::UnixStream::connect(path).await?))
     }
 
+    #[cfg(not(loom))]
     /// Opens `/dev/xen/xenbus`.
     ///
     /// # Panics
@@ -632,6 +635,8 @@ impl Drop for AsyncTransaction {
     }
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 /// `/dev/xen/xenbus` for tokio: reads wait for readiness (the device polls readable when a
 /// reply or event is queued); writes never block for long (the kernel buffers them), so they
 /// are issued directly, one message each; a request the kernel refuses is answered with an
@@ -642,6 +647,8 @@ pub struct AsyncXenbus {
     refused: crate::unix::Refused,
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 impl AsyncXenbus {
     /// Opens the device, non-blocking, and registers it with the current runtime.
     ///
@@ -668,6 +675,8 @@ impl AsyncXenbus {
     }
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 impl AsyncRead for AsyncXenbus {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -698,6 +707,8 @@ impl AsyncRead for AsyncXenbus {
     }
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 impl AsyncWrite for AsyncXenbus {
     fn poll_write(
         self: Pin<&mut Self>,
