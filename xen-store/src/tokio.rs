@@ -13,7 +13,9 @@
 //! - Cancellation-safe: dropping a request before it is sent withdraws it; after, its reply is
 //!   dropped when it comes. A dropped transaction is aborted, a dropped [`Watch`] removed (both
 //!   queued without I/O in `Drop`, sent with the next request; the daemon also ends them when
-//!   the connection closes).
+//!   the connection closes), and a transaction a dropped [`AsyncClient::transaction`] future
+//!   had started is aborted when its reply comes.
+//! - Requests held back by the bound wait in order: room that frees up goes to the oldest.
 
 use std::boxed::Box;
 use std::collections::VecDeque;
