@@ -35,6 +35,9 @@ const MIRI_CRATES: &[&str] = &[
     "xen-testbed-protocol",
 ];
 
+/// The crates with loom models (`tests/loom_*.rs`), run with `--cfg loom`.
+const LOOM_CRATES: &[&str] = &["xen-store"];
+
 /// One step of the suite.
 type Step = fn() -> crate::Result;
 
@@ -47,6 +50,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         ("clippy", clippy),
         ("tests", tests),
         ("miri", miri),
+        ("loom", loom),
         ("no_std builds", no_std_builds),
         ("rustdoc", rustdoc),
         ("gen-sys --check", gen_sys_check),
@@ -106,6 +110,21 @@ fn miri() -> crate::Result {
         // The mock hypervisor turns hypercall arguments back into pointers, as Xen does.
         .env("MIRIFLAGS", "-Zmiri-permissive-provenance");
     run_command(&mut command)
+}
+
+/// The loom models, in release (they explore many interleavings), in their own target
+/// directory (`--cfg loom` rebuilds every dependency).
+fn loom() -> crate::Result {
+    for krate in LOOM_CRATES {
+        run_command(
+            cargo()
+                .args(["test", "--release", "--all-features", "-p", krate])
+                .args(["--test", "loom_*", "--target-dir", "target/loom"])
+                .env("RUSTFLAGS", "--cfg loom")
+                .env("LOOM_MAX_PREEMPTIONS", "2"),
+        )?;
+    }
+    Ok(())
 }
 
 fn no_std_builds() -> crate::Result {
