@@ -225,11 +225,15 @@ impl Client<Local> {
     /// Connects to xenstore: the daemon's socket, or `/dev/xen/xenbus` (whose shorter
     /// payload limit it then applies, see [`Client::set_payload_max`]).
     pub fn open() -> io::Result<Self> {
-        let local = Local::open()?;
+        Local::open().map(Self::from_local)
+    }
+
+    /// A client over `local`, with its transport's payload limit.
+    pub fn from_local(local: Local) -> Self {
         let max = local.payload_max();
         let mut client = Self::new(local);
         client.set_payload_max(max);
-        Ok(client)
+        client
     }
 }
 
