@@ -10,6 +10,11 @@
 //! is not masked, set the word's `evtchn_pending_sel` bit and
 //! `evtchn_upcall_pending`), and gives `EVTCHNOP_unmask` Xen's re-raise.
 
+#[cfg(target_os = "linux")]
+mod device;
+
+#[cfg(target_os = "linux")]
+pub use device::{EvtchnDriver, RING_SIZE};
 use std::boxed::Box;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};

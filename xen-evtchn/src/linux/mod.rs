@@ -1,12 +1,14 @@
 //! The Linux backend over `/dev/xen/evtchn`.
 
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Mutex, MutexGuard};
+#[cfg(feature = "mock")]
+use std::sync::Arc;
 use std::vec::Vec;
 
 use nix::errno::Errno as OsErrno;
@@ -50,6 +52,9 @@ pub const READ_BATCH: usize = 4096 / size_of::<u32>();
 pub struct EvtchnDevice {
     fd: OwnedFd,
     state: Mutex<State>,
+    /// The driver mock the system calls go to instead of the kernel.
+    #[cfg(feature = "mock")]
+    mock: Option<Arc<crate::mock::EvtchnDriver>>,
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +91,46 @@ impl EvtchnDevice {
         Ok(Self {
             fd: file.into(),
             state: Mutex::default(),
+            #[cfg(feature = "mock")]
+            mock: None,
         })
+    }
+
+    /// A device whose system calls go to `mock`; `fd` stands for its wait queue.
+    #[cfg(feature = "mock")]
+    pub(crate) fn from_mock(fd: OwnedFd, mock: Arc<crate::mock::EvtchnDriver>) -> Self {
+        Self {
+            fd,
+            state: Mutex::default(),
+            mock: Some(mock),
+        }
+    }
+
+    /// `read(2)` of ports.
+    fn sys_read(&self, ports: &mut [Port]) -> Result<usize, OsErrno> {
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            return mock.read(ports);
+        }
+        nix::unistd::read(&self.fd, ports.as_mut_bytes()).map(|bytes| bytes / size_of::<u32>())
+    }
+
+    /// `write(2)` of ports.
+    fn sys_write(&self, ports: &[Port]) -> Result<usize, OsErrno> {
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            return mock.write(ports);
+        }
+        nix::unistd::write(&self.fd, ports.as_bytes())
+    }
+
+    /// `ioctl(2)`.
+    fn sys_ioctl<T: 'static>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<i64, OsErrno> {
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            return mock.ioctl(ioctl.number, arg);
+        }
+        sys::ioctl(self.fd.as_fd(), ioctl, arg).map(i64::from)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -94,8 +138,8 @@ impl EvtchnDevice {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ioctl<T>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<u32, Error> {
-        let ret = sys::ioctl(self.fd.as_fd(), ioctl, arg).map_err(|errno| Error::Os {
+    fn ioctl<T: 'static>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<u32, Error> {
+        let ret = self.sys_ioctl(ioctl, arg).map_err(|errno| Error::Os {
             operation: ioctl.name,
             errno: errno as i32,
         })?;
@@ -106,7 +150,7 @@ impl EvtchnDevice {
     }
 
     /// A bind ioctl: records the new port.
-    fn bind<T>(&self, ioctl: &Ioctl<T>, mut arg: T) -> Result<Port, Error> {
+    fn bind<T: 'static>(&self, ioctl: &Ioctl<T>, mut arg: T) -> Result<Port, Error> {
         let port = Port::new(self.ioctl(ioctl, &mut arg)?);
         self.state().bound.insert(port);
         Ok(port)
@@ -155,7 +199,7 @@ impl EvtchnDevice {
     /// already enabled.
     pub(crate) fn rearm(&self, ports: &[Port]) -> Result<(), Error> {
         for chunk in ports.chunks(READ_BATCH) {
-            nix::unistd::write(&self.fd, chunk.as_bytes()).map_err(|errno| Error::Os {
+            self.sys_write(chunk).map_err(|errno| Error::Os {
                 operation: "write (unmask)",
                 errno: errno as i32,
             })?;
@@ -185,8 +229,8 @@ impl EvtchnDevice {
             return Ok(count);
         }
         let end = ports.len().min(count + READ_BATCH);
-        match nix::unistd::read(&self.fd, ports[count..end].as_mut_bytes()) {
-            Ok(bytes) => Ok(count + bytes / size_of::<u32>()),
+        match self.sys_read(&mut ports[count..end]) {
+            Ok(read) => Ok(count + read),
             Err(OsErrno::EAGAIN) => Ok(count),
             Err(OsErrno::EFBIG) => {
                 // The ring overflowed: clear it, then report every bound port.
