@@ -23,11 +23,13 @@ type Readiness = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 /// Event channels through `/dev/xen/evtchn`, awaitable on tokio: the RFC's
 /// `TokioEventChannel`.
 ///
-/// Whichever future is polled reads every queued port in page-sized batches,
-/// records each as delivered, re-arms them with one `write`, and wakes the
-/// waiter of each; the future whose waker watches the fd hands that duty to
-/// another waiter when it is dropped. Dropping the handle closes the fd,
-/// which unbinds every port.
+/// Whichever future is polled reads every queued port in page-sized batches
+/// until a read finds none, records each as delivered, re-arms them with one
+/// `write` per batch, and wakes the waiter of each. One pending waiter's
+/// waker watches the fd; it hands that duty to another pending waiter (waking
+/// it) as soon as it completes or is dropped, so a completed future or stream
+/// that is not polled again starves no one. Dropping the handle closes the
+/// fd, which unbinds every port.
 ///
 /// Ports are re-armed as soon as their delivery is recorded, so
 /// [`EventChannel::unmask`] has nothing to do here (it only checks the port).
@@ -107,9 +109,15 @@ impl Table {
         None
     }
 
-    /// Hands the fd watch of `gone` to another waiter.
-    fn hand_over(&mut self, gone: Watcher) {
-        if self.watcher != Some(gone) {
+    /// `done` will not be polled again soon (it completed or was dropped):
+    /// forgets its waker and hands its fd watch, if it has it, to another
+    /// waiter, which is woken to take it up.
+    fn retire(&mut self, done: Watcher) {
+        match done {
+            Watcher::Port(port) => drop(self.wakers.remove(&port)),
+            Watcher::Any => self.any = None,
+        }
+        if self.watcher != Some(done) {
             return;
         }
         self.watcher = None;
@@ -117,6 +125,18 @@ impl Table {
         if let Some(waker) = next {
             waker.wake_by_ref();
         }
+    }
+
+    /// `port`'s waiter completes with `result`: it retires first.
+    fn complete_port<T>(&mut self, port: Port, result: T) -> Poll<T> {
+        self.retire(Watcher::Port(port));
+        Poll::Ready(result)
+    }
+
+    /// The stream's waiter completes with `result`: it retires first.
+    fn complete_any<T>(&mut self, result: T) -> Poll<T> {
+        self.retire(Watcher::Any);
+        Poll::Ready(result)
     }
 }
 
@@ -163,7 +183,15 @@ impl TokioEventChannel {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads every queued port, records them, and re-arms them in one write per batch.
+    /// Reads every queued port, records them, and re-arms them in one write
+    /// per batch, until a read finds the queue empty.
+    ///
+    /// A short read does not mean the queue is empty: the driver wakes readers
+    /// only when its ring goes from empty to non-empty, and `evtchn_read`
+    /// snapshots `ring_prod`, copies, and only then advances `ring_cons`, so a
+    /// port queued during the copy is neither returned nor announced. Only a
+    /// read that finds the ring empty (`EAGAIN`) guarantees that the next
+    /// port queued wakes the fd's watcher again.
     fn drain(&self, table: &mut Table) -> Result<(), Error> {
         let mut ports = [Port::new(0); READ_BATCH];
         loop {
@@ -176,11 +204,6 @@ impl TokioEventChannel {
             // Ports read here are masked by the driver; one unbound since is
             // skipped by it (no bookkeeping lookup, no allocation).
             self.device().rearm(batch)?;
-            if count < ports.len() {
-                // The read came up short: the queue is empty (what arrives
-                // later is a new readiness edge).
-                return Ok(());
-            }
         }
     }
 
@@ -227,8 +250,12 @@ impl EventChannel for TokioEventChannel {
     }
 
     fn unbind_raw(&self, port: Port) -> Result<(), Error> {
-        self.device().unbind_raw(port)?;
+        // The table stays locked from the unbind to the cleanup: a bind on
+        // another thread may get this port number as soon as it is closed,
+        // and its deliveries and waiter are recorded under this lock only
+        // after this cleanup, so it cannot remove them.
         let mut table = self.table();
+        self.device().unbind_raw(port)?;
         table.delivered.remove(&port);
         if let Some(waker) = table.wakers.remove(&port) {
             // Its waiter learns the port is gone.
@@ -278,16 +305,16 @@ impl AsyncEventChannel for TokioEventChannel {
         let mut table = self.table();
         // A delivery another poll recorded needs no `read`.
         if table.consume(port) {
-            return Poll::Ready(Ok(()));
+            return table.complete_port(port, Ok(()));
         }
         if let Err(error) = self.drain(&mut table) {
-            return Poll::Ready(Err(error));
+            return table.complete_port(port, Err(error));
         }
         if table.consume(port) {
-            return Poll::Ready(Ok(()));
+            return table.complete_port(port, Ok(()));
         }
         if !self.device().is_bound(port) {
-            return Poll::Ready(Err(Error::NotBound(port)));
+            return table.complete_port(port, Err(Error::NotBound(port)));
         }
         if !table
             .wakers
@@ -297,10 +324,10 @@ impl AsyncEventChannel for TokioEventChannel {
             table.wakers.insert(port, cx.waker().clone());
         }
         if let Err(error) = self.pump(&mut table, cx, Watcher::Port(port)) {
-            return Poll::Ready(Err(error));
+            return table.complete_port(port, Err(error));
         }
         if table.consume(port) {
-            return Poll::Ready(Ok(()));
+            return table.complete_port(port, Ok(()));
         }
         Poll::Pending
     }
@@ -309,13 +336,13 @@ impl AsyncEventChannel for TokioEventChannel {
         let mut table = self.table();
         // A delivery another poll recorded needs no `read`.
         if let Some(port) = table.consume_oldest() {
-            return Poll::Ready(Ok(port));
+            return table.complete_any(Ok(port));
         }
         if let Err(error) = self.drain(&mut table) {
-            return Poll::Ready(Err(error));
+            return table.complete_any(Err(error));
         }
         if let Some(port) = table.consume_oldest() {
-            return Poll::Ready(Ok(port));
+            return table.complete_any(Ok(port));
         }
         if !table
             .any
@@ -325,23 +352,19 @@ impl AsyncEventChannel for TokioEventChannel {
             table.any = Some(cx.waker().clone());
         }
         if let Err(error) = self.pump(&mut table, cx, Watcher::Any) {
-            return Poll::Ready(Err(error));
+            return table.complete_any(Err(error));
         }
         match table.consume_oldest() {
-            Some(port) => Poll::Ready(Ok(port)),
+            Some(port) => table.complete_any(Ok(port)),
             None => Poll::Pending,
         }
     }
 
     fn forget_port(&self, port: Port) {
-        let mut table = self.table();
-        table.wakers.remove(&port);
-        table.hand_over(Watcher::Port(port));
+        self.table().retire(Watcher::Port(port));
     }
 
     fn forget_any(&self) {
-        let mut table = self.table();
-        table.any = None;
-        table.hand_over(Watcher::Any);
+        self.table().retire(Watcher::Any);
     }
 }

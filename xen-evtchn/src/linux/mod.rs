@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::{Mutex, MutexGuard};
 #[cfg(feature = "mock")]
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 use std::vec::Vec;
 
 use nix::errno::Errno as OsErrno;
@@ -125,12 +125,16 @@ impl EvtchnDevice {
     }
 
     /// `ioctl(2)`.
-    fn sys_ioctl<T: 'static>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<i64, OsErrno> {
+    fn sys_ioctl<T: 'static>(
+        &self,
+        ioctl: &Ioctl<T>,
+        arg: &mut T,
+    ) -> Result<libc::c_long, OsErrno> {
         #[cfg(feature = "mock")]
         if let Some(mock) = &self.mock {
             return mock.ioctl(ioctl.number, arg);
         }
-        sys::ioctl(self.fd.as_fd(), ioctl, arg).map(i64::from)
+        sys::ioctl(self.fd.as_fd(), ioctl, arg)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -213,8 +217,9 @@ impl EvtchnDevice {
     }
 
     /// Fills `ports` with the ports left over from an overflow, then with one
-    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued. A result
-    /// shorter than `ports` means the read found the queue empty.
+    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued. A short
+    /// result does not mean the queue is empty: a port the driver queued
+    /// while the `read` copied is left for the next one (and woke nobody).
     fn read_ports(&self, ports: &mut [Port]) -> Result<usize, Error> {
         let mut state = self.state();
         let mut count = 0;
@@ -295,12 +300,22 @@ impl EventChannel for EvtchnDevice {
     }
 
     fn unbind_raw(&self, port: Port) -> Result<(), Error> {
-        self.check_bound(&[port])?;
+        check_range(port)?;
+        // Forgotten before the unbind, restored if it fails: once Xen closed
+        // the port, a bind on another thread may get the same number, and
+        // records it (the driver serialises binds and unbinds of one fd with
+        // its `bind_mutex`, but not this bookkeeping).
+        {
+            let mut state = self.state();
+            if !state.bound.remove(&port) {
+                return Err(Error::NotBound(port));
+            }
+            state.resync.retain(|&p| p != port);
+        }
         let mut arg = sys::PortArg { port: port.raw() };
-        self.ioctl(&sys::UNBIND, &mut arg)?;
-        let mut state = self.state();
-        state.bound.remove(&port);
-        state.resync.retain(|&p| p != port);
+        self.ioctl(&sys::UNBIND, &mut arg).inspect_err(|_| {
+            self.state().bound.insert(port);
+        })?;
         Ok(())
     }
 

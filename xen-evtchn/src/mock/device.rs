@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::vec::Vec;
 
 use nix::errno::Errno;
+use nix::libc::c_long;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use xen_hypercall::Port;
 
@@ -100,9 +101,12 @@ impl EvtchnDriver {
 
     /// A driver with `ring_size` ring slots (a power of two), to overflow it.
     pub fn with_ring_size(ring_size: usize) -> Arc<Self> {
-        assert!(ring_size.is_power_of_two(), "the ring size is a power of two");
-        let event = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .expect("eventfd");
+        assert!(
+            ring_size.is_power_of_two(),
+            "the ring size is a power of two"
+        );
+        let event =
+            EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).expect("eventfd");
         Arc::new(Self {
             event,
             cons_mutex: Mutex::new(()),
@@ -279,7 +283,7 @@ impl EvtchnDriver {
     }
 
     /// `evtchn_ioctl` for the structure `arg` of the ioctl numbered `number`.
-    pub(crate) fn ioctl<T: 'static>(&self, number: u64, arg: &mut T) -> Result<i64, Errno> {
+    pub(crate) fn ioctl<T: 'static>(&self, number: u64, arg: &mut T) -> Result<c_long, Errno> {
         let arg: &mut dyn core::any::Any = arg;
         let result = self.dispatch(number, arg);
         if let (Ok(_), Some(unbind)) = (&result, arg.downcast_mut::<sys::PortArg>()) {
@@ -306,9 +310,11 @@ impl EvtchnDriver {
         }
     }
 
-    fn dispatch(&self, number: u64, arg: &mut dyn core::any::Any) -> Result<i64, Errno> {
+    fn dispatch(&self, number: u64, arg: &mut dyn core::any::Any) -> Result<c_long, Errno> {
         if number == sys::BIND_UNBOUND_PORT.number {
-            let _ = arg.downcast_mut::<sys::BindUnboundPort>().ok_or(Errno::EFAULT)?;
+            let _ = arg
+                .downcast_mut::<sys::BindUnboundPort>()
+                .ok_or(Errno::EFAULT)?;
             let mut inner = self.inner();
             let port = inner.allocate()?;
             inner.xen.insert(port, None);
@@ -325,10 +331,10 @@ impl EvtchnDriver {
             let port = inner.allocate()?;
             inner.xen.insert(port, Some(remote));
             inner.xen.insert(remote, Some(port));
-            let port = self.bind_here(&mut inner, port);
+            let ret = self.bind_here(&mut inner, port);
             // Xen marks the new local port pending.
-            self.raise(&mut inner, port as u32);
-            Ok(port)
+            self.raise(&mut inner, port);
+            Ok(ret)
         } else if number == sys::BIND_VIRQ.number {
             let _ = arg.downcast_mut::<sys::BindVirq>().ok_or(Errno::EFAULT)?;
             let mut inner = self.inner();
@@ -336,7 +342,10 @@ impl EvtchnDriver {
             inner.xen.insert(port, None);
             Ok(self.bind_here(&mut inner, port))
         } else if number == sys::UNBIND.number {
-            let port = arg.downcast_mut::<sys::PortArg>().ok_or(Errno::EFAULT)?.port;
+            let port = arg
+                .downcast_mut::<sys::PortArg>()
+                .ok_or(Errno::EFAULT)?
+                .port;
             let mut inner = self.inner();
             if inner.ports.remove(&port).is_none() {
                 return Err(Errno::ENOTCONN);
@@ -349,7 +358,10 @@ impl EvtchnDriver {
             }
             Ok(0)
         } else if number == sys::NOTIFY.number {
-            let port = arg.downcast_mut::<sys::PortArg>().ok_or(Errno::EFAULT)?.port;
+            let port = arg
+                .downcast_mut::<sys::PortArg>()
+                .ok_or(Errno::EFAULT)?
+                .port;
             let mut inner = self.inner();
             if !inner.ports.contains_key(&port) {
                 return Err(Errno::ENOTCONN);
@@ -374,7 +386,7 @@ impl EvtchnDriver {
     }
 
     /// `evtchn_bind_to_user`: the port starts enabled.
-    fn bind_here(&self, inner: &mut Inner, port: u32) -> i64 {
+    fn bind_here(&self, inner: &mut Inner, port: u32) -> c_long {
         inner.ports.insert(
             port,
             Channel {
@@ -382,7 +394,8 @@ impl EvtchnDriver {
                 pending: false,
             },
         );
-        i64::from(port)
+        // Ports are below `MAX_PORT`, which any `long` holds.
+        port as c_long
     }
 }
 

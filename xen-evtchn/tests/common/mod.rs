@@ -53,7 +53,9 @@ pub async fn within<F: std::future::Future>(
             return std::task::Poll::Ready(Ok(output));
         }
         match sleep.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err("deadline passed: a lost wake-up")),
+            std::task::Poll::Ready(()) => {
+                std::task::Poll::Ready(Err("deadline passed: a lost wake-up"))
+            }
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
     })
