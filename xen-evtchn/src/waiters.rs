@@ -50,11 +50,20 @@ impl<const N: usize> Waiters<N> {
         }
     }
 
-    /// Frees `port`'s slot (its waiter completed, or the port was unbound).
-    pub(crate) fn release(&self, port: Port) {
-        if let Some(slot) = self.find(port) {
-            self.wakers[slot].take();
-            self.ports[slot].store(FREE, Ordering::Release);
+    /// Frees `port`'s slot (its waiter completed or was dropped); returns
+    /// the waker it held.
+    pub(crate) fn release(&self, port: Port) -> Option<Waker> {
+        let slot = self.find(port)?;
+        let waker = self.wakers[slot].take();
+        self.ports[slot].store(FREE, Ordering::Release);
+        waker
+    }
+
+    /// Frees `port`'s slot because the port was unbound, waking its waiter:
+    /// still pending, it looks again and learns the port is gone.
+    pub(crate) fn evict(&self, port: Port) {
+        if let Some(waker) = self.release(port) {
+            waker.wake();
         }
     }
 
