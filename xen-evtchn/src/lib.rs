@@ -20,7 +20,7 @@ mod port;
 pub mod tokio;
 mod waiters;
 
-pub use channel::{AsyncEventChannel, EventChannel, Events, WaitPort};
+pub use channel::{AsyncEventChannel, EventChannel, Events, WaitPort, WaiterTicket};
 pub use error::Error;
 pub use freestanding::{RawEventChannel, SharedInfo};
 pub use port::BoundPort;

@@ -5,6 +5,7 @@ use std::boxed::Box;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -14,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use xen_hypercall::{DomId, Port, Virq};
 
 use crate::linux::{EvtchnDevice, READ_BATCH};
-use crate::{AsyncEventChannel, Error, EventChannel};
+use crate::{AsyncEventChannel, Error, EventChannel, WaiterTicket};
 
 /// A readiness wait on the fd, for readable or error (the driver reports an
 /// overflow as `POLLERR` alone).
@@ -49,7 +50,10 @@ struct Table {
     /// number no longer matches `delivered` were consumed by a port's waiter.
     order: VecDeque<(Port, u64)>,
     next_seq: u64,
-    wakers: HashMap<Port, Waker>,
+    /// The waker of each port's waiter, and its registration's ticket.
+    wakers: HashMap<Port, (WaiterTicket, Waker)>,
+    /// The last ticket handed out.
+    last_ticket: u64,
     any: Option<Waker>,
     readiness: Option<Readiness>,
     /// The waiter whose waker the readiness wait holds.
@@ -58,8 +62,22 @@ struct Table {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Watcher {
-    Port(Port),
+    /// The waiter of a port, by its registration's ticket.
+    Port(Port, WaiterTicket),
     Any,
+}
+
+impl Watcher {
+    /// Whether `self` (a waiter retiring) is `other` (a registered one).
+    fn matches(self, other: Self) -> bool {
+        match (self, other) {
+            (Self::Port(port, ticket), Self::Port(other_port, other_ticket)) => {
+                port == other_port && ticket.matches(other_ticket)
+            }
+            (Self::Any, Self::Any) => true,
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for Table {
@@ -81,7 +99,7 @@ impl Table {
         self.next_seq += 1;
         self.delivered.insert(port, seq);
         self.order.push_back((port, seq));
-        if let Some(waker) = self.wakers.get(&port) {
+        if let Some((_, waker)) = self.wakers.get(&port) {
             waker.wake_by_ref();
         }
         if let Some(waker) = &self.any {
@@ -114,23 +132,60 @@ impl Table {
     /// waiter, which is woken to take it up.
     fn retire(&mut self, done: Watcher) {
         match done {
-            Watcher::Port(port) => drop(self.wakers.remove(&port)),
+            Watcher::Port(port, ticket) => {
+                // Not a later waiter's registration of the same port number.
+                if self
+                    .wakers
+                    .get(&port)
+                    .is_some_and(|(t, _)| ticket.matches(*t))
+                {
+                    self.wakers.remove(&port);
+                }
+            }
             Watcher::Any => self.any = None,
         }
-        if self.watcher != Some(done) {
+        if !self.watcher.is_some_and(|watcher| done.matches(watcher)) {
             return;
         }
         self.watcher = None;
-        let next = self.wakers.values().next().or(self.any.as_ref());
+        let next = self
+            .wakers
+            .values()
+            .map(|(_, w)| w)
+            .next()
+            .or(self.any.as_ref());
         if let Some(waker) = next {
             waker.wake_by_ref();
         }
     }
 
-    /// `port`'s waiter completes with `result`: it retires first.
-    fn complete_port<T>(&mut self, port: Port, result: T) -> Poll<T> {
-        self.retire(Watcher::Port(port));
+    /// `port`'s waiter holding `ticket` completes with `result`: it retires
+    /// first, if it registered.
+    fn complete_port<T>(&mut self, port: Port, ticket: WaiterTicket, result: T) -> Poll<T> {
+        if ticket != WaiterTicket::NONE {
+            self.retire(Watcher::Port(port, ticket));
+        }
         Poll::Ready(result)
+    }
+
+    /// Registers `waker` for `port`'s waiter holding `ticket`, replacing the
+    /// port's previous waker; sets `ticket` to the registration's.
+    fn register(&mut self, port: Port, ticket: &mut WaiterTicket, waker: &Waker) {
+        match self.wakers.get_mut(&port) {
+            Some((registered, old)) => {
+                if !old.will_wake(waker) {
+                    *old = waker.clone();
+                }
+                *ticket = *registered;
+            }
+            None => {
+                self.last_ticket += 1;
+                let new =
+                    NonZeroU64::new(self.last_ticket).map_or(WaiterTicket::NONE, WaiterTicket::new);
+                self.wakers.insert(port, (new, waker.clone()));
+                *ticket = new;
+            }
+        }
     }
 
     /// The stream's waiter completes with `result`: it retires first.
@@ -257,7 +312,7 @@ impl EventChannel for TokioEventChannel {
         let mut table = self.table();
         self.device().unbind_raw(port)?;
         table.delivered.remove(&port);
-        if let Some(waker) = table.wakers.remove(&port) {
+        if let Some((_, waker)) = table.wakers.remove(&port) {
             // Its waiter learns the port is gone.
             waker.wake();
         }
@@ -302,32 +357,35 @@ impl EventChannel for TokioEventChannel {
 
 impl AsyncEventChannel for TokioEventChannel {
     fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_port_with(port, &mut WaiterTicket::default(), cx)
+    }
+
+    fn poll_port_with(
+        &self,
+        port: Port,
+        ticket: &mut WaiterTicket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
         let mut table = self.table();
         // A delivery another poll recorded needs no `read`.
         if table.consume(port) {
-            return table.complete_port(port, Ok(()));
+            return table.complete_port(port, *ticket, Ok(()));
         }
         if let Err(error) = self.drain(&mut table) {
-            return table.complete_port(port, Err(error));
+            return table.complete_port(port, *ticket, Err(error));
         }
         if table.consume(port) {
-            return table.complete_port(port, Ok(()));
+            return table.complete_port(port, *ticket, Ok(()));
         }
         if !self.device().is_bound(port) {
-            return table.complete_port(port, Err(Error::NotBound(port)));
+            return table.complete_port(port, *ticket, Err(Error::NotBound(port)));
         }
-        if !table
-            .wakers
-            .get(&port)
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            table.wakers.insert(port, cx.waker().clone());
-        }
-        if let Err(error) = self.pump(&mut table, cx, Watcher::Port(port)) {
-            return table.complete_port(port, Err(error));
+        table.register(port, ticket, cx.waker());
+        if let Err(error) = self.pump(&mut table, cx, Watcher::Port(port, *ticket)) {
+            return table.complete_port(port, *ticket, Err(error));
         }
         if table.consume(port) {
-            return table.complete_port(port, Ok(()));
+            return table.complete_port(port, *ticket, Ok(()));
         }
         Poll::Pending
     }
@@ -361,7 +419,11 @@ impl AsyncEventChannel for TokioEventChannel {
     }
 
     fn forget_port(&self, port: Port) {
-        self.table().retire(Watcher::Port(port));
+        self.forget_port_with(port, WaiterTicket::NONE);
+    }
+
+    fn forget_port_with(&self, port: Port, ticket: WaiterTicket) {
+        self.table().retire(Watcher::Port(port, ticket));
     }
 
     fn forget_any(&self) {

@@ -534,3 +534,59 @@ fn wait_pending_clears_a_left_upcall_instead_of_spinning() {
     assert_eq!(result.unwrap_err().kind(), ErrorKind::Unsupported);
     assert!(!xen.page().upcall_is_pending());
 }
+
+#[test]
+fn a_stale_wait_cannot_release_a_new_waiter_of_the_same_port_number() {
+    let (_platform, _xen, ch) = one_domain();
+    let a = ch.alloc_unbound(DomId::SELF).unwrap();
+    let (waker, _) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let old = ch.bind_interdomain_raw(DomId::SELF, a.port()).unwrap();
+    assert!(pin!(ch.wait_port(old)).poll(&mut cx).is_ready());
+    let mut stale = Box::pin(ch.wait_port(old));
+    assert!(stale.as_mut().poll(&mut cx).is_pending());
+    ch.unbind_raw(old).unwrap();
+    // Xen hands the number out again; the new port's bind-time event is consumed.
+    let new = ch.bind_interdomain_raw(DomId::SELF, a.port()).unwrap();
+    assert_eq!(new, old);
+    assert!(pin!(ch.wait_port(new)).poll(&mut cx).is_ready());
+    let (fresh_waker, fresh_wakes) = counting_waker();
+    let mut fresh = Box::pin(ch.wait_port(new));
+    assert!(
+        fresh
+            .as_mut()
+            .poll(&mut Context::from_waker(&fresh_waker))
+            .is_pending()
+    );
+    // The stale future goes: the fresh one's registration stays.
+    drop(stale);
+    a.notify().unwrap();
+    ch.handle_upcall();
+    assert_eq!(fresh_wakes.load(Ordering::SeqCst), 1);
+    assert!(fresh.as_mut().poll(&mut cx).is_ready());
+    ch.unbind_raw(new).unwrap();
+}
+
+#[test]
+fn adopt_takes_a_port_bound_elsewhere() {
+    let (_platform, xen, ch) = one_domain();
+    // Bound by someone else (as the domain builder binds the xenstore port).
+    let port = xen.evtchn_alloc_unbound(DomId::SELF, DomId::SELF).unwrap();
+    assert_eq!(ch.unmask(port), Err(Error::NotBound(port)));
+    assert_eq!(ch.adopt(port), Ok(port));
+    assert!(!xen.page().is_masked(port));
+    let peer = ch.bind_interdomain(DomId::SELF, port).unwrap();
+    assert_eq!(take_all(&ch), vec![peer.port()]);
+    peer.unmask().unwrap();
+    peer.notify().unwrap();
+    assert_eq!(take_all(&ch), vec![port]);
+    ch.unbind_raw(port).unwrap();
+    assert_eq!(
+        xen.mock().evtchn_status(DomId::SELF, port).unwrap().state,
+        ChannelState::Closed
+    );
+    assert_eq!(
+        ch.adopt(Port::new(5000)),
+        Err(Error::PortOutOfRange(Port::new(5000)))
+    );
+}

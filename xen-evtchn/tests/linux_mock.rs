@@ -246,4 +246,44 @@ mod tokio_backend {
             .unwrap();
         assert_eq!(channel.device().bound_ports(), Vec::<Port>::new());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stale_wait_cannot_release_a_new_waiter_of_the_same_port_number() {
+        let (driver, channel) = channel();
+        let (a, old) = loopback(&channel).await;
+        let (_, other) = loopback(&channel).await;
+        let mut stale = Box::pin(channel.wait_port(old));
+        let noop = std::task::Waker::noop();
+        assert!(
+            stale
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(noop))
+                .is_pending()
+        );
+        channel.unbind_raw(old).unwrap();
+        // Xen hands the number out again; the bind-time event is consumed.
+        let new = channel.bind_interdomain_raw(DomId::SELF, a).unwrap();
+        assert_eq!(new, old);
+        within(DEADLINE, channel.wait_port(new))
+            .await
+            .unwrap()
+            .unwrap();
+        let fresh = {
+            let channel = Arc::clone(&channel);
+            tokio::spawn(async move { within(DEADLINE, channel.wait_port(new)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Another waiter polled last watches the fd.
+        let watcher = {
+            let channel = Arc::clone(&channel);
+            tokio::spawn(async move { within(DEADLINE, channel.wait_port(other)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The stale future goes: the fresh one's registration stays.
+        drop(stale);
+        driver.fire(new);
+        fresh.await.unwrap().unwrap().unwrap();
+        driver.fire(other);
+        watcher.await.unwrap().unwrap().unwrap();
+    }
 }

@@ -13,7 +13,7 @@ use xen_hypercall::sched::{Deadline, POLL_MAX_PORTS};
 use self::shared_info::{Bit, WORD_BITS, WORDS};
 pub use self::shared_info::{PORTS, SharedInfo};
 use crate::waiters::Waiters;
-use crate::{AsyncEventChannel, Error, EventChannel};
+use crate::{AsyncEventChannel, Error, EventChannel, WaiterTicket};
 
 /// Event channels over hypercalls and the shared info page: the RFC's
 /// `RawEventChannel`. Implements both [`EventChannel`] and
@@ -308,6 +308,15 @@ where
     Error: From<H::Error>,
 {
     fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_port_with(port, &mut WaiterTicket::default(), cx)
+    }
+
+    fn poll_port_with(
+        &self,
+        port: Port,
+        ticket: &mut WaiterTicket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
         let bit = match self.owned_bit(port) {
             Ok(bit) => bit,
             Err(error) => return Poll::Ready(Err(error)),
@@ -315,7 +324,7 @@ where
         if self.shared.take_pending(bit) {
             return Poll::Ready(Ok(()));
         }
-        if let Err(error) = self.waiters.register(port, cx.waker()) {
+        if let Err(error) = self.waiters.register(port, ticket, cx.waker()) {
             return Poll::Ready(Err(error));
         }
         // An upcall between the check and the registration woke nobody: look again.
@@ -326,7 +335,11 @@ where
     }
 
     fn forget_port(&self, port: Port) {
-        drop(self.waiters.release(port));
+        self.forget_port_with(port, WaiterTicket::NONE);
+    }
+
+    fn forget_port_with(&self, port: Port, ticket: WaiterTicket) {
+        drop(self.waiters.release(port, ticket));
     }
 
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {
