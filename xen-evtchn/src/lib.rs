@@ -6,6 +6,8 @@
 extern crate std;
 
 mod channel;
+#[cfg(all(target_os = "linux", any(feature = "tokio-1", all(loom, feature = "mock"))))]
+mod demux;
 mod error;
 pub mod freestanding;
 #[cfg(all(feature = "std", target_os = "linux"))]
