@@ -1,11 +1,12 @@
 //! Per-port waker slots without allocation, for the freestanding backend.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use core::task::Waker;
 
 use atomic_waker::AtomicWaker;
 use xen_hypercall::Port;
 
+use crate::sync::{AtomicU32, AtomicU64};
 use crate::{Error, WaiterTicket};
 
 /// The port number of a free slot (no port has it: ports are below 2^17).
@@ -23,10 +24,22 @@ pub(crate) struct Waiters<const N: usize> {
 }
 
 impl<const N: usize> Waiters<N> {
+    #[cfg(not(all(test, loom)))]
     pub(crate) const fn new() -> Self {
         Self {
             ports: [const { AtomicU32::new(FREE) }; N],
             tickets: [const { AtomicU64::new(0) }; N],
+            wakers: [const { AtomicWaker::new() }; N],
+            last_ticket: AtomicU64::new(0),
+        }
+    }
+
+    /// `new`, with loom's atomics (not `const`).
+    #[cfg(all(test, loom))]
+    pub(crate) fn new() -> Self {
+        Self {
+            ports: core::array::from_fn(|_| AtomicU32::new(FREE)),
+            tickets: core::array::from_fn(|_| AtomicU64::new(0)),
             wakers: [const { AtomicWaker::new() }; N],
             last_ticket: AtomicU64::new(0),
         }

@@ -3,7 +3,7 @@
 
 mod shared_info;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use core::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
@@ -12,6 +12,7 @@ use xen_hypercall::sched::{Deadline, POLL_MAX_PORTS};
 
 use self::shared_info::{Bit, WORD_BITS, WORDS};
 pub use self::shared_info::{PORTS, SharedInfo};
+use crate::sync::AtomicU64;
 use crate::waiters::Waiters;
 use crate::{AsyncEventChannel, Error, EventChannel, WaiterTicket};
 
@@ -41,11 +42,25 @@ where
     Error: From<H::Error>,
 {
     /// Event channels of this domain through `hypercall` and `shared`.
+    #[cfg(not(all(test, loom)))]
     pub const fn new(hypercall: H, shared: SharedInfo) -> Self {
         Self {
             hypercall,
             shared,
             owned: [const { AtomicU64::new(0) }; WORDS],
+            waiters: Waiters::new(),
+            any: AtomicWaker::new(),
+        }
+    }
+
+    /// Event channels of this domain through `hypercall` and `shared`
+    /// (with loom's atomics, not `const`).
+    #[cfg(all(test, loom))]
+    pub fn new(hypercall: H, shared: SharedInfo) -> Self {
+        Self {
+            hypercall,
+            shared,
+            owned: core::array::from_fn(|_| AtomicU64::new(0)),
             waiters: Waiters::new(),
             any: AtomicWaker::new(),
         }

@@ -8,7 +8,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 #[cfg(feature = "mock")]
 use std::sync::Arc;
-use std::sync::{Mutex, MutexGuard};
 use std::vec::Vec;
 
 use nix::errno::Errno as OsErrno;
@@ -18,6 +17,7 @@ use xen_hypercall::{DomId, Port, Virq};
 use zerocopy::IntoBytes;
 
 use self::sys::Ioctl;
+use crate::sync::{Mutex, MutexGuard};
 use crate::{Error, EventChannel};
 
 /// The device node.

@@ -5,7 +5,7 @@
 use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::vec::Vec;
 
 use nix::errno::Errno;
@@ -15,6 +15,7 @@ use xen_hypercall::Port;
 
 use crate::linux::EvtchnDevice;
 use crate::linux::sys;
+use crate::sync::{Mutex, MutexGuard};
 
 /// The ring size of Linux before 4.6 (`PAGE_SIZE / sizeof(evtchn_port_t)`);
 /// later kernels size it to the bound ports (64, doubled as needed).
@@ -25,6 +26,8 @@ pub const RING_SIZE: usize = 4096 / size_of::<u32>();
 type ReadHook = Box<dyn FnMut(usize) + Send>;
 /// A hook run inside `UNBIND`, after the port is closed.
 type UnbindHook = Box<dyn FnMut(Port) + Send>;
+/// A hook run when the driver wakes its readers.
+type WakeHook = Box<dyn Fn() + Send + Sync>;
 
 /// A mock of one open `/dev/xen/evtchn` and of the loopback Xen behind it,
 /// with the driver's exact rules:
@@ -56,6 +59,8 @@ pub struct EvtchnDriver {
     inner: Mutex<Inner>,
     read_hook: Mutex<Option<ReadHook>>,
     unbind_hook: Mutex<Option<UnbindHook>>,
+    /// Run at each wake-up, besides the eventfd's edge (for the loom models).
+    wake_hook: Mutex<Option<WakeHook>>,
 }
 
 #[derive(Debug)]
@@ -121,6 +126,7 @@ impl EvtchnDriver {
             }),
             read_hook: Mutex::new(None),
             unbind_hook: Mutex::new(None),
+            wake_hook: Mutex::new(None),
         })
     }
 
@@ -153,6 +159,13 @@ impl EvtchnDriver {
     /// do while this one returns (Xen may hand it the same port). `None`: none.
     pub fn set_unbind_hook(&self, hook: Option<Box<dyn FnMut(Port) + Send>>) {
         *self.unbind_hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    /// Runs `hook` each time the driver wakes its readers, as well as making
+    /// the fd readable (`None`: no hook); it must not call back into the
+    /// driver.
+    pub fn set_wake_hook(&self, hook: Option<Box<dyn Fn() + Send + Sync>>) {
+        *self.wake_hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
     }
 
     /// How many times the driver woke its readers (the ring went non-empty).
@@ -209,6 +222,9 @@ impl EvtchnDriver {
                 inner.wakes += 1;
                 // The wait queue's wake-up: an edge for epoll.
                 let _ = self.event.write(1);
+                if let Some(hook) = &*self.wake_hook.lock().unwrap_or_else(|e| e.into_inner()) {
+                    hook();
+                }
             }
         } else {
             inner.overflow = true;
