@@ -72,6 +72,8 @@ impl<R> core::fmt::Debug for Demux<R> {
     }
 }
 
+// The loom models build this without the tokio backend, which alone uses some methods.
+#[cfg_attr(not(feature = "tokio-1"), allow(dead_code))]
 impl<R: Readiness> Demux<R> {
     pub(crate) fn new(readiness: R) -> Self {
         Self {

@@ -21,11 +21,12 @@ use crate::linux::EvtchnDevice;
 use crate::mock::{EvtchnDriver, MockPlatform};
 use crate::{Error, EventChannel, RawEventChannel, WaiterTicket};
 
-/// Runs `model` under loom with a small preemption bound (each model must
-/// finish in well under a minute).
-fn check(model: impl Fn() + Sync + Send + 'static) {
+/// Runs `model` under loom with `preemptions` as the preemption bound
+/// (unless `LOOM_MAX_PREEMPTIONS` says otherwise); each model must finish in
+/// well under a minute.
+fn check(preemptions: usize, model: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(2);
+    builder.preemption_bound.get_or_insert(preemptions);
     builder.check(model);
 }
 
@@ -122,7 +123,10 @@ impl Fixture {
 /// the first short read, loom finds the waiter asleep forever.)
 #[test]
 fn drain_misses_no_port_queued_during_a_read() {
-    check(|| {
+    // Three: the waiter is preempted after its first read (`a` fires and
+    // wakes it), Xen after that, and the waiter again while it copies `a`
+    // (`b` fires).
+    check(3, || {
         let fixture = Arc::new(Fixture::new(2));
         let (a, b) = (fixture.ports[0], fixture.ports[1]);
         let xen = {
@@ -143,7 +147,7 @@ fn drain_misses_no_port_queued_during_a_read() {
 /// registered last, while the stream's task waits for it.
 #[test]
 fn a_completed_waiter_hands_the_fd_watch_over() {
-    check(|| {
+    check(2, || {
         let fixture = Arc::new(Fixture::new(2));
         let (a, b) = (fixture.ports[0], fixture.ports[1]);
         let done = Arc::new(Notify::new());
@@ -183,7 +187,7 @@ fn a_completed_waiter_hands_the_fd_watch_over() {
 /// nothing stays bound, in the handle or in Xen.
 #[test]
 fn device_bind_and_unbind_race_keeps_the_bookkeeping() {
-    check(|| {
+    check(2, || {
         let driver = EvtchnDriver::new();
         let device = Arc::new(driver.device());
         let other = {
@@ -207,7 +211,7 @@ fn device_bind_and_unbind_race_keeps_the_bookkeeping() {
 /// every port ends closed and masked.
 #[test]
 fn freestanding_bind_and_unbind_race_keeps_the_owned_set() {
-    check(|| {
+    check(2, || {
         let platform = MockPlatform::new();
         let xen = platform.domain(0);
         let channel: Arc<RawEventChannel<_, 1>> = Arc::new(xen.channel());
