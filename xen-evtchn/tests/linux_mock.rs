@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use xen_evtchn::mock::EvtchnDriver;
-use xen_evtchn::{DomId, EventChannel, Port};
+use xen_evtchn::{DomId, Error, EventChannel, Port};
 
 /// A bind on another thread while `channel` unbinds a port: just after Xen
 /// closed it, before the unbind returns. Xen hands the lowest free port out
@@ -285,5 +285,103 @@ mod tokio_backend {
         fresh.await.unwrap().unwrap().unwrap();
         driver.fire(other);
         watcher.await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_overflow_under_waiters_delivers_every_port() {
+        let driver = EvtchnDriver::with_ring_size(2);
+        let channel = Arc::new(TokioEventChannel::new(driver.device()).unwrap());
+        let ports: Vec<Port> = (0..4)
+            .map(|_| channel.alloc_unbound(DomId::SELF).unwrap().into_raw())
+            .collect();
+        let waiters: Vec<_> = ports
+            .iter()
+            .map(|&port| {
+                let channel = Arc::clone(&channel);
+                tokio::spawn(async move { within(DEADLINE, channel.wait_port(port)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The reader is held inside its read until every port fired: the
+        // ring (2 slots) overflows.
+        let fired = Arc::new(AtomicBool::new(false));
+        let hook_fired = Arc::clone(&fired);
+        driver.set_read_hook(Some(Box::new(move |_| {
+            while !hook_fired.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(1));
+            }
+        })));
+        let firing = Arc::clone(&driver);
+        thread::spawn(move || {
+            ports.iter().for_each(|&port| firing.fire(port));
+            fired.store(true, Ordering::SeqCst);
+        })
+        .join()
+        .unwrap();
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap().unwrap();
+        }
+        assert_eq!(channel.device().overflows(), 1);
+    }
+
+    /// Many ports, each awaited by its own task, signalled from other threads
+    /// while other tasks bind and unbind: every signal reaches its waiter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_waiters_and_binds_lose_nothing() {
+        const PORTS: usize = 64;
+        const ROUNDS: usize = 100;
+        const CHURN: usize = 4;
+        let (driver, channel) = channel();
+        let (fire_tx, fire_rx) = std::sync::mpsc::channel::<Port>();
+        // Xen's interrupts, from two threads.
+        let fire_rx = Arc::new(std::sync::Mutex::new(fire_rx));
+        let firing: Vec<_> = (0..2)
+            .map(|_| {
+                let (driver, fire_rx) = (Arc::clone(&driver), Arc::clone(&fire_rx));
+                thread::spawn(move || {
+                    while let Ok(port) = fire_rx.lock().unwrap().recv() {
+                        driver.fire(port);
+                    }
+                })
+            })
+            .collect();
+        let waiters: Vec<_> = (0..PORTS)
+            .map(|_| {
+                let channel = Arc::clone(&channel);
+                let fire_tx = fire_tx.clone();
+                let port = channel.alloc_unbound(DomId::SELF).unwrap().into_raw();
+                tokio::spawn(async move {
+                    for _ in 0..ROUNDS {
+                        fire_tx.send(port).unwrap();
+                        within(DEADLINE, channel.wait_port(port)).await??;
+                    }
+                    Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+                })
+            })
+            .collect();
+        drop(fire_tx);
+        let churn: Vec<_> = (0..CHURN)
+            .map(|_| {
+                let channel = Arc::clone(&channel);
+                tokio::spawn(async move {
+                    for _ in 0..ROUNDS {
+                        let port = channel.alloc_unbound(DomId::SELF)?;
+                        port.close()?;
+                        tokio::task::yield_now().await;
+                    }
+                    Ok::<(), Error>(())
+                })
+            })
+            .collect();
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        for task in churn {
+            task.await.unwrap().unwrap();
+        }
+        for thread in firing {
+            thread.join().unwrap();
+        }
+        assert_eq!(channel.device().bound_ports().len(), PORTS);
     }
 }

@@ -17,8 +17,8 @@ use crate::linux::EvtchnDevice;
 use crate::linux::sys;
 use crate::sync::{Mutex, MutexGuard};
 
-/// The ring size of Linux before 4.6 (`PAGE_SIZE / sizeof(evtchn_port_t)`);
-/// later kernels size it to the bound ports (64, doubled as needed).
+/// The ring size of older Linux kernels (`PAGE_SIZE / sizeof(evtchn_port_t)`);
+/// current ones size it to the bound ports (64, doubled as needed).
 pub const RING_SIZE: usize = 4096 / size_of::<u32>();
 
 /// A hook run inside `read`, between the snapshot of `ring_prod` and the
