@@ -6,11 +6,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use xen_evtchn::mock::EvtchnDriver;
-use xen_evtchn::{DomId, Error, EventChannel, Port};
+use xen_evtchn::{DomId, EventChannel, Port};
 
 /// A bind on another thread while `channel` unbinds a port: just after Xen
 /// closed it, before the unbind returns. Xen hands the lowest free port out
@@ -96,11 +96,12 @@ fn an_overflowed_ring_reports_every_bound_port() {
 #[cfg(feature = "tokio-1")]
 mod tokio_backend {
     use std::pin::pin;
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
     use futures_core::Stream;
-    use xen_evtchn::AsyncEventChannel;
     use xen_evtchn::tokio::TokioEventChannel;
+    use xen_evtchn::{AsyncEventChannel, Error};
 
     use super::*;
     use crate::common::within;
