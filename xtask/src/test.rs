@@ -35,8 +35,10 @@ const MIRI_CRATES: &[&str] = &[
     "xen-testbed-protocol",
 ];
 
-/// The crates with loom models (`tests/loom_*.rs`), run with `--cfg loom`.
-const LOOM_CRATES: &[&str] = &["xen-store"];
+/// The crates with loom models: unit tests under `cfg(loom)` (run with
+/// `--lib`), and `tests/loom_*.rs` where the crate has them. Their other unit
+/// tests are built with `cfg(loom)` as well.
+const LOOM_CRATES: &[&str] = &["xen-evtchn", "xen-store"];
 
 /// One step of the suite.
 type Step = fn() -> crate::Result;
@@ -49,8 +51,8 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         ("format", format),
         ("clippy", clippy),
         ("tests", tests),
-        ("miri", miri),
         ("loom", loom),
+        ("miri", miri),
         ("no_std builds", no_std_builds),
         ("rustdoc", rustdoc),
         ("gen-sys --check", gen_sys_check),
@@ -99,6 +101,47 @@ fn tests() -> crate::Result {
     run_command(cargo().args(["test", "--workspace", "--all-features"]))
 }
 
+fn loom() -> crate::Result {
+    for package in LOOM_CRATES {
+        let mut command = cargo();
+        command
+            .args([
+                "test",
+                "--release",
+                "--all-features",
+                "--package",
+                package,
+                "--lib",
+            ])
+            // Apart from the main target directory: every crate is rebuilt with the flag.
+            .env("CARGO_TARGET_DIR", "target/loom")
+            .env("RUSTFLAGS", "--cfg loom");
+        if has_loom_test_files(package)? {
+            command.args(["--test", "loom_*"]);
+        }
+        run_command(&mut command)?;
+    }
+    Ok(())
+}
+
+/// Whether `package` (a workspace directory of that name) has `tests/loom_*.rs`.
+fn has_loom_test_files(package: &str) -> crate::Result<bool> {
+    let tests = crate::workspace_root().join(package).join("tests");
+    let Ok(entries) = std::fs::read_dir(&tests) else {
+        return Ok(false);
+    };
+    for entry in entries {
+        let name = entry
+            .map_err(|e| format!("cannot list {}: {e}", tests.display()))?
+            .file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("loom_") && name.ends_with(".rs") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn miri() -> crate::Result {
     // Through rustup, because `cargo miri` is a nightly-only command.
     let mut command = Command::new("rustup");
@@ -110,21 +153,6 @@ fn miri() -> crate::Result {
         // The mock hypervisor turns hypercall arguments back into pointers, as Xen does.
         .env("MIRIFLAGS", "-Zmiri-permissive-provenance");
     run_command(&mut command)
-}
-
-/// The loom models, in release (they explore many interleavings), in their own target
-/// directory (`--cfg loom` rebuilds every dependency).
-fn loom() -> crate::Result {
-    for krate in LOOM_CRATES {
-        run_command(
-            cargo()
-                .args(["test", "--release", "--all-features", "-p", krate])
-                .args(["--test", "loom_*", "--target-dir", "target/loom"])
-                .env("RUSTFLAGS", "--cfg loom")
-                .env("LOOM_MAX_PREEMPTIONS", "2"),
-        )?;
-    }
-    Ok(())
 }
 
 fn no_std_builds() -> crate::Result {
