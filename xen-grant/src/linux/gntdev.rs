@@ -116,9 +116,10 @@ impl Gntdev {
             })
     }
 
-    /// `SET_MAX_GRANTS`: limits how many grants this fd may map, on kernels
-    /// before 4.18. Later ones have no such limit and no such ioctl: their
-    /// `ENOTTY` is success, as libxengnttab takes it.
+    /// `SET_MAX_GRANTS`: limits how many grants this fd may map, on old
+    /// kernels. Current ones have no such limit and no such ioctl (gntdev's
+    /// ioctl switch answers `-ENOIOCTLCMD`): their `ENOTTY` is success, as
+    /// libxengnttab takes it.
     pub fn set_max_grants(&self, count: u32) -> Result<(), Error> {
         let mut arg = sys::SetMaxGrants { count };
         // SAFETY: SET_MAX_GRANTS reads one `u32`.
@@ -414,8 +415,8 @@ impl CopySegment<'_> {
 mod tests {
     use super::*;
 
-    /// A device that answers every ioctl with `ENOTTY`, as gntdev does for
-    /// `SET_MAX_GRANTS` since Linux 4.18.
+    /// A device that answers every ioctl with `ENOTTY`, as current gntdev
+    /// does for `SET_MAX_GRANTS`.
     fn without_ioctls() -> Gntdev {
         Gntdev {
             fd: std::fs::File::open("/dev/null").unwrap().into(),
