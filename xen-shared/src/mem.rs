@@ -52,11 +52,49 @@ struct Words<'a> {
     len: usize,
 }
 
-/// One word's part of a transfer: the word, the first byte in it, how many bytes.
+/// A part of one word: the word, its first byte concerned, how many bytes.
 struct Part<'a> {
     word: &'a AtomicU32,
     lane: usize,
     len: usize,
+}
+
+impl Part<'_> {
+    fn load(&self, dst: &mut [u8]) {
+        let bytes = self.word.load(Ordering::Relaxed).to_ne_bytes();
+        dst.copy_from_slice(&bytes[self.lane..self.lane + self.len]);
+    }
+
+    /// Stores `src` into the part's bytes by clearing, then setting them: two atomic
+    /// operations that leave the word's other bytes as they are, whatever the peer does
+    /// meanwhile.
+    fn store(&self, src: &[u8]) {
+        let (mut value, mut mask) = ([0u8; WORD], [0u8; WORD]);
+        value[self.lane..self.lane + self.len].copy_from_slice(src);
+        mask[self.lane..self.lane + self.len].fill(0xff);
+        self.word
+            .fetch_and(!u32::from_ne_bytes(mask), Ordering::Relaxed);
+        self.word
+            .fetch_or(u32::from_ne_bytes(value), Ordering::Relaxed);
+    }
+}
+
+/// Bytes of a view as the words they cover: a part of a first word, whole words, a part of a
+/// last word.
+struct Span<'a> {
+    head: Option<Part<'a>>,
+    middle: &'a [AtomicU32],
+    tail: Option<Part<'a>>,
+}
+
+impl Span<'_> {
+    /// How many bytes the head and the middle hold.
+    fn split(&self) -> (usize, usize) {
+        (
+            self.head.as_ref().map_or(0, |p| p.len),
+            self.middle.len() * WORD,
+        )
+    }
 }
 
 impl<'a> Words<'a> {
@@ -114,67 +152,76 @@ impl<'a> Words<'a> {
         })
     }
 
-    /// The words covering `len` bytes at `offset`, in order, each with its part of them.
-    fn parts(
-        &self,
-        offset: usize,
-        len: usize,
-    ) -> Result<impl Iterator<Item = Part<'a>> + use<'a>, AccessError> {
+    /// The `len` bytes at `offset` as the words they cover.
+    fn span(&self, offset: usize, len: usize) -> Result<Span<'a>, AccessError> {
         let first = self.check(offset, len)?;
-        let words = self.words;
         let end = first + len;
-        let mut at = first;
-        Ok(core::iter::from_fn(move || {
-            if at == end {
-                return None;
-            }
-            let lane = at % WORD;
-            let n = (WORD - lane).min(end - at);
-            let part = Part {
-                word: &words[at / WORD],
-                lane,
-                len: n,
-            };
-            at += n;
-            Some(part)
-        }))
+        let lane = first % WORD;
+        let head_len = if lane == 0 { 0 } else { (WORD - lane).min(len) };
+        let head = (head_len > 0).then(|| Part {
+            word: &self.words[first / WORD],
+            lane,
+            len: head_len,
+        });
+        // Aligned, unless the head took every byte (then `middle_start == end`).
+        let middle_start = first + head_len;
+        let middle_words = (end - middle_start) / WORD;
+        let tail_start = middle_start + middle_words * WORD;
+        let tail = (tail_start < end).then(|| Part {
+            word: &self.words[tail_start / WORD],
+            lane: 0,
+            len: end - tail_start,
+        });
+        Ok(Span {
+            head,
+            middle: &self.words[middle_start / WORD..][..middle_words],
+            tail,
+        })
     }
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
-        let mut done = 0;
-        for part in self.parts(offset, dst.len())? {
-            let bytes = part.word.load(Ordering::Relaxed).to_ne_bytes();
-            dst[done..done + part.len].copy_from_slice(&bytes[part.lane..part.lane + part.len]);
-            done += part.len;
+        let span = self.span(offset, dst.len())?;
+        let (head_len, middle_len) = span.split();
+        let (head, rest) = dst.split_at_mut(head_len);
+        let (middle, tail) = rest.split_at_mut(middle_len);
+        if let Some(part) = &span.head {
+            part.load(head);
+        }
+        for (bytes, word) in middle.chunks_exact_mut(WORD).zip(span.middle) {
+            bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        if let Some(part) = &span.tail {
+            part.load(tail);
         }
         Ok(())
     }
 
-    /// Stores `byte_at(i)` into byte `i` of the `len` bytes at `offset`: whole words with one
-    /// store, a word's part by clearing then setting those bytes (two atomic operations that
-    /// leave the word's other bytes as they are, whatever the peer does meanwhile).
-    fn store(
-        &self,
-        offset: usize,
-        len: usize,
-        byte_at: impl Fn(usize) -> u8,
-    ) -> Result<(), AccessError> {
-        let mut done = 0;
-        for part in self.parts(offset, len)? {
-            let mut value = [0u8; WORD];
-            let mut mask = [0u8; WORD];
-            for i in 0..part.len {
-                value[part.lane + i] = byte_at(done + i);
-                mask[part.lane + i] = 0xff;
-            }
-            let (value, mask) = (u32::from_ne_bytes(value), u32::from_ne_bytes(mask));
-            if part.len == WORD {
-                part.word.store(value, Ordering::Relaxed);
-            } else {
-                part.word.fetch_and(!mask, Ordering::Relaxed);
-                part.word.fetch_or(value, Ordering::Relaxed);
-            }
-            done += part.len;
+    fn write(&self, offset: usize, src: &[u8]) -> Result<(), AccessError> {
+        let span = self.span(offset, src.len())?;
+        let (head_len, middle_len) = span.split();
+        let (head, rest) = src.split_at(head_len);
+        let (middle, tail) = rest.split_at(middle_len);
+        if let Some(part) = &span.head {
+            part.store(head);
+        }
+        for (bytes, word) in middle.chunks_exact(WORD).zip(span.middle) {
+            let bytes: [u8; WORD] = bytes.try_into().unwrap_or_default();
+            word.store(u32::from_ne_bytes(bytes), Ordering::Relaxed);
+        }
+        if let Some(part) = &span.tail {
+            part.store(tail);
+        }
+        Ok(())
+    }
+
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), AccessError> {
+        let span = self.span(offset, len)?;
+        let bytes = [byte; WORD];
+        for part in span.head.iter().chain(&span.tail) {
+            part.store(&bytes[..part.len]);
+        }
+        for word in span.middle {
+            word.store(u32::from_ne_bytes(bytes), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -275,12 +322,12 @@ impl<'a> SharedMem<'a> {
     /// Bytes that share a word with bytes outside `offset..offset + src.len()` are cleared,
     /// then set: a reader racing with the write may see them zero in between.
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), AccessError> {
-        self.words.store(offset, src.len(), |i| src[i])
+        self.words.write(offset, src)
     }
 
     /// Sets `len` bytes starting at `offset` to `byte` (as [`write`](Self::write) does).
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), AccessError> {
-        self.words.store(offset, len, |_| byte)
+        self.words.fill(offset, len, byte)
     }
 
     /// The atomic word at `offset`: in bounds and 4-byte aligned.
@@ -542,6 +589,33 @@ mod tests {
         mem.read(0, &mut out).unwrap();
         assert_eq!(&out, b"\xaa\xaa\xaa01xxx56789\xaa\xaa\xaa");
         assert_eq!(sub.as_ptr(), mem.as_ptr().wrapping_add(5));
+    }
+
+    #[test]
+    fn every_offset_and_length_against_a_model() {
+        let page = SharedPage::new();
+        let mem = page.mem().subslice(0, 32).unwrap();
+        for offset in 0..13 {
+            for len in 0..=(32 - offset).min(19) {
+                let mut model = [0xaau8; 32];
+                mem.fill(0, 32, 0xaa).unwrap();
+                let src: std::vec::Vec<u8> = (0..len).map(|i| i as u8 + 1).collect();
+                mem.write(offset, &src).unwrap();
+                model[offset..offset + len].copy_from_slice(&src);
+                mem.fill(offset + len / 2, len / 4, 0x55).unwrap();
+                model[offset + len / 2..][..len / 4].fill(0x55);
+                let mut whole = [0u8; 32];
+                mem.read(0, &mut whole).unwrap();
+                assert_eq!(whole, model, "offset {offset}, len {len}");
+                let mut part = std::vec![0u8; len];
+                mem.read_only().read(offset, &mut part).unwrap();
+                assert_eq!(
+                    part,
+                    model[offset..offset + len],
+                    "offset {offset}, len {len}"
+                );
+            }
+        }
     }
 
     #[test]
