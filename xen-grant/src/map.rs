@@ -107,6 +107,13 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
                 slot,
             });
         }
+        let host_addr = slot.host_addr();
+        if host_addr % PAGE_SIZE as u64 != 0 {
+            return Err(MapError {
+                error: Error::InvalidInput("a map slot must be page-aligned"),
+                slot,
+            });
+        }
         match own_domid(h) {
             Ok(own) if own == domid => {
                 return Err(MapError {
@@ -117,13 +124,6 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
             Ok(_) => {}
             Err(error) => return Err(MapError { error, slot }),
         }
-        let host_addr = slot.host_addr();
-        if host_addr % PAGE_SIZE as u64 != 0 {
-            return Err(MapError {
-                error: Error::InvalidInput("a map slot must be page-aligned"),
-                slot,
-            });
-        }
         let flags = if readonly {
             MapFlags::HOST_MAP_READONLY
         } else {
@@ -132,6 +132,8 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
         // SAFETY: `MapSlot`'s contract: no Rust value lives at `host_addr`,
         // where Xen replaces the page with the granted one, which this
         // program reaches only atomically (through `self`) until the unmap.
+        // The granter is another domain (checked), so no frame of this
+        // domain leaves its place in the physmap.
         match unsafe { h.gnttab_map_grant_ref(domid, gref, host_addr, flags) } {
             Ok(mapped) => Ok(Self {
                 h,
