@@ -28,6 +28,7 @@
 
 mod console;
 mod console_domu;
+mod ctrl;
 mod devices;
 mod domu;
 mod domu_soak;
@@ -46,7 +47,7 @@ use xen_hypercall_privcmd::Privcmd;
 use xen_testbed_protocol::{Reporter, Stdout, report_panic};
 
 /// A test case: its name and its body, run against an open privcmd backend.
-type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
+pub(crate) type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
 
 /// Every case, in the order they run.
 fn cases() -> impl Iterator<Item = &'static Case> {
@@ -56,6 +57,7 @@ fn cases() -> impl Iterator<Item = &'static Case> {
         .chain(console::CASES)
         .chain(grant::CASES)
         .chain(evtchn::CASES)
+        .chain(ctrl::CASES)
 }
 
 fn main() -> ExitCode {
