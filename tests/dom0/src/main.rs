@@ -35,6 +35,7 @@ mod domu_soak;
 mod evtchn;
 mod evtchn_bench;
 mod exit;
+mod foreign;
 mod grant;
 mod oracle;
 mod privcmd;
@@ -58,6 +59,7 @@ fn cases() -> impl Iterator<Item = &'static Case> {
         .chain(grant::CASES)
         .chain(evtchn::CASES)
         .chain(ctrl::CASES)
+        .chain(foreign::CASES)
 }
 
 fn main() -> ExitCode {
