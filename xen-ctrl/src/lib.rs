@@ -146,10 +146,12 @@ where
 
     /// The interface versions the running Xen speaks, found on the first call.
     ///
-    /// The probe is `XEN_DOMCTL_getdomaininfo` of `DOMID_INVALID`, a domain that never exists,
-    /// with each known version. Xen's `do_domctl` (xen/common/domctl.c) checks, in this order:
-    /// the interface version (`EACCES`), then the domain (`rcu_lock_domain_by_id`, `ESRCH`),
-    /// and only then XSM (`xsm_domctl`). So `ESRCH` proves the version whatever the security
+    /// The probe is `XEN_DOMCTL_getvcpuinfo` of `DOMID_INVALID`, a domain that never exists,
+    /// with each known version. Xen's `do_domctl` (xen/common/domctl.c, 4.17 and 4.20) checks, in
+    /// this order: the interface version (`EACCES`), then, for every command but a few
+    /// (createdomain, device assignment, vm_event, and on 4.17 getdomaininfo, which looks for
+    /// the next domain up after asking XSM), the domain (`rcu_lock_domain_by_id`, `ESRCH`), and
+    /// only then XSM (`xsm_domctl`). So `ESRCH` proves the version whatever the security
     /// policy, `EACCES` refutes it, and an XSM denial cannot be mistaken for either. Every
     /// `EACCES` after the probe is therefore the policy's: [`Error::Denied`].
     ///
@@ -165,7 +167,7 @@ where
             let abi = Abi::from_domctl_version(version).expect("a known version");
             let probe = with_abi!(abi, {
                 let mut op = sys::xen_domctl::new_zeroed();
-                op.cmd = sys::XEN_DOMCTL_getdomaininfo;
+                op.cmd = sys::XEN_DOMCTL_getvcpuinfo;
                 op.interface_version = version;
                 op.domain = DomId::INVALID.0;
                 hypercall::domctl(&self.hypercall, &mut op)
@@ -212,14 +214,19 @@ where
     /// Errors: [`Error::NoSuchDomain`], [`Error::Denied`], and those of
     /// [`interface`](Self::interface).
     pub fn domain_info(&self, domid: DomId) -> Result<DomainInfo, Error> {
+        // Reserved ids are never domains (Xen 4.17 answers EINVAL for them, later ESRCH).
+        if domid.0 >= DomId::FIRST_RESERVED.0 {
+            self.interface()?;
+            return Err(Error::NoSuchDomain(domid));
+        }
         let info = self.domctl(
             with_abi!(Abi::Xen4_17, sys::XEN_DOMCTL_getdomaininfo),
             domid,
             |_| {},
             decode_domain_info,
         )?;
-        // Xen 4.17 and later answer for exactly the domain asked (older releases answered for
-        // the next one up).
+        // Xen 4.17 answers for the next domain up when the one asked for is missing (4.18 and
+        // later refuse with ESRCH).
         if info.domid != domid {
             return Err(Error::NoSuchDomain(domid));
         }
@@ -271,8 +278,12 @@ where
             decode_vcpu_info,
         );
         match info {
-            // The domain was found: ESRCH here names the vCPU (domctl.c, getvcpuinfo).
-            Err(Error::NoSuchDomain(_)) => Err(Error::Xen(Errno::ESRCH)),
+            // ESRCH names either the domain (`do_domctl`'s lookup) or a vCPU never created
+            // (domctl.c, getvcpuinfo): the domain's existence tells which.
+            Err(Error::NoSuchDomain(_)) => match self.domain_info(domid) {
+                Ok(_) => Err(Error::Xen(Errno::ESRCH)),
+                Err(error) => Err(error),
+            },
             other => other,
         }
     }

@@ -103,6 +103,19 @@ fn a_bad_domid_is_no_such_domain() {
             ctrl.destroy_domain(DomId(3)),
             Err(Error::NoSuchDomain(DomId(3)))
         );
+        assert_eq!(
+            ctrl.vcpu_info(DomId(3), 0),
+            Err(Error::NoSuchDomain(DomId(3)))
+        );
+        // Past the last domain, and a reserved id (Xen 4.17 looks for the next domain up).
+        assert_eq!(
+            ctrl.domain_info(DomId(8)),
+            Err(Error::NoSuchDomain(DomId(8)))
+        );
+        assert_eq!(
+            ctrl.domain_info(DomId::INVALID),
+            Err(Error::NoSuchDomain(DomId::INVALID))
+        );
     });
 }
 

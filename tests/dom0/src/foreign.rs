@@ -21,7 +21,8 @@ pub(crate) const CASES: &[Case] = &[
 const BAD_FRAME: u64 = (1 << 40) - 1;
 
 /// Dom0 maps its own shared info frame (as `getdomaininfo` reports it) twice, with a frame that
-/// does not exist between the two: the error array holds one entry per page, the bad page is
+/// does not exist between the two, naming itself `DOMID_SELF` (x86's `get_pg_owner` refuses a
+/// domain naming itself by id as the foreign owner: `ESRCH`): the error array holds one entry per page, the bad page is
 /// typed and left unmapped, the good ones are mapped.
 ///
 /// x86_64 (a PV dom0, frames are machine frames): pages 0 and 2 show the same shared info
@@ -35,7 +36,7 @@ fn batch_types_each_page(privcmd: &Privcmd) -> Result<(), String> {
         .map_err(|e| format!("getdomaininfo 0: {e}"))?
         .shared_info_frame;
     let mapping = privcmd
-        .map_foreign(DomId(0), &[frame, BAD_FRAME, frame])
+        .map_foreign(DomId::SELF, &[frame, BAD_FRAME, frame])
         .map_err(|e| format!("MMAPBATCH_V2 of [{frame:#x}, {BAD_FRAME:#x}, {frame:#x}]: {e}"))?;
     let errors = mapping.errors().to_vec();
     if mapping.pages() != 3 || errors.len() != 3 {

@@ -1,7 +1,8 @@
 //! The toolstack's domain control: `domctl` getdomaininfo, pausedomain, unpausedomain,
 //! destroydomain, max_mem, getvcpuinfo, and `sysctl` getdomaininfolist and physinfo, in the order
 //! of checks of Xen's `do_domctl` (`xen/common/domctl.c`) and `do_sysctl` (`sysctl.c`):
-//! interface version (`EACCES`), then the domain (`ESRCH`), then XSM (`EPERM` for an
+//! interface version (`EACCES`), then the domain (`ESRCH`; Xen 4.17's getdomaininfo is the
+//! exception, below), then XSM (`EPERM` for an
 //! unprivileged caller as the dummy policy answers, `EACCES` when
 //! [`MockXen::set_xsm_denies`] plays a FLASK policy that denies), then the command.
 //!
@@ -20,6 +21,9 @@ use super::hypervisor::{Hypervisor, refuse};
 use crate::{DomId, Errno, Error};
 
 use xen_sys::xen_4_17 as abi;
+
+/// Xen 4.17's domctl interface version, whose getdomaininfo looks for the next domain.
+const DOMCTL_4_17: u32 = abi::XEN_DOMCTL_INTERFACE_VERSION;
 
 const _: () = {
     use core::mem::size_of;
@@ -136,9 +140,24 @@ impl MockXen {
         if op.interface_version != xen.control.domctl_version {
             return Err(refuse(Errno::EACCES));
         }
-        let domid = op.domain;
+        let mut domid = op.domain;
         if !xen.domains.contains_key(&domid) {
-            return Err(refuse(Errno::ESRCH));
+            // Xen 4.17 (domctl 0x15) lets getdomaininfo of a missing domain through to XSM,
+            // then answers for the next domain up (EINVAL for a reserved id, ESRCH past the
+            // last); later releases refuse it here like every other command.
+            if op.cmd != abi::XEN_DOMCTL_getdomaininfo || op.interface_version != DOMCTL_4_17 {
+                return Err(refuse(Errno::ESRCH));
+            }
+            xsm_check(&xen, self.domid)?;
+            if domid >= DomId::FIRST_RESERVED.0 {
+                return Err(refuse(Errno::EINVAL));
+            }
+            domid = *xen
+                .domains
+                .range(domid..)
+                .next()
+                .ok_or(refuse(Errno::ESRCH))?
+                .0;
         }
         xsm_check(&xen, self.domid)?;
         let union = op.u.as_mut_bytes();
