@@ -251,3 +251,240 @@ fn dom0_cannot_pause_itself(_: &Privcmd) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The cases of `xen-dom0-tests ctrl-domu`, in order.
+pub(crate) const DOMU_CASES: &[&str] = &[
+    "ctrl_domu_created",
+    "ctrl_domu_listed_as_xl_lists_it",
+    "ctrl_domu_pause_stops_it",
+    "ctrl_domu_unpause_resumes_it",
+    "foreign_domu_console_page",
+    "foreign_domu_grant_table_resource",
+    "ctrl_domu_destroy_removes_it",
+];
+
+/// `xen-dom0-tests ctrl-domu <domU options>`: creates a domU with `xl`, then steers and reads it
+/// through `xen-ctrl` and privcmd's foreign mappings, with `xl list` and xenstore as the oracles.
+pub(crate) fn domu(args: &[String]) -> std::process::ExitCode {
+    use xen_testbed_protocol::{Reporter, Stdout};
+    let spec = match crate::domu::Spec::parse_for("ctrl-domu", args) {
+        Ok(spec) => spec,
+        Err(usage) => return usage,
+    };
+    let mut reporter = Reporter::new(Stdout);
+    let created = crate::domu::Domain::create(&spec).and_then(|domain| {
+        domain.unpause()?;
+        domain.wait_for_key(
+            xen_testbed_protocol::exchange::READY,
+            "1",
+            crate::domu::READY_TIMEOUT,
+        )?;
+        Ok(domain)
+    });
+    let (domain, ctrl) = match (created, ctrl()) {
+        (Ok(domain), Ok(ctrl)) => {
+            reporter.case(DOMU_CASES[0], Ok::<(), String>(()));
+            (domain, ctrl)
+        }
+        (created, ctrl) => {
+            let error = created.err().or(ctrl.err()).unwrap_or_default();
+            for case in DOMU_CASES {
+                reporter.case(case, Err(&error));
+            }
+            return std::process::ExitCode::from(reporter.done().exit_code());
+        }
+    };
+    let domid = DomId(domain.domid as u16);
+    let privcmd = ctrl.hypercall();
+    reporter.case(DOMU_CASES[1], listed(&ctrl, domid));
+    reporter.case(DOMU_CASES[2], paused(&ctrl, domid));
+    reporter.case(DOMU_CASES[3], unpaused(&ctrl, domid));
+    reporter.case(DOMU_CASES[4], console_page(privcmd, &domain, domid));
+    reporter.case(DOMU_CASES[5], grant_table(privcmd, &domain, domid));
+    reporter.case(DOMU_CASES[6], destroyed(&ctrl, domid));
+    // Whatever happened, leave no domain behind (xl also removes its xenstore home).
+    let _ = domain.destroy();
+    std::process::ExitCode::from(reporter.done().exit_code())
+}
+
+/// The domU's row of `xl list`, and ours.
+fn rows(ctrl: &XenCtrl<Privcmd>, domid: DomId) -> Result<(String, DomainInfo), String> {
+    let info = ctrl
+        .domain_info(domid)
+        .map_err(|e| format!("getdomaininfo {domid}: {e}"))?;
+    let xl = xl_list()?;
+    let (_, mem, vcpus, state) = xl
+        .into_iter()
+        .find(|row| row.0 == domid.0)
+        .ok_or(format!("xl list does not show domain {domid}"))?;
+    if (mem, vcpus) != (info.memory_kib() / 1024, info.online_vcpus) {
+        return Err(format!(
+            "xl list: {mem} MiB, {vcpus} vCPUs; getdomaininfo: {info:?}"
+        ));
+    }
+    Ok((state, info))
+}
+
+fn listed(ctrl: &XenCtrl<Privcmd>, domid: DomId) -> Result<(), String> {
+    rows(ctrl, domid)?;
+    let in_list = ctrl
+        .domains()
+        .map(|d| d.map(|d| d.domid))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if !in_list.contains(&domid) {
+        return Err(format!("getdomaininfolist {in_list:?} lacks {domid}"));
+    }
+    Ok(())
+}
+
+/// Paused: `p` in `xl list`, PAUSED in the flags, and no CPU time accrues.
+fn paused(ctrl: &XenCtrl<Privcmd>, domid: DomId) -> Result<(), String> {
+    ctrl.pause_domain(domid)
+        .map_err(|e| format!("pausedomain: {e}"))?;
+    let (state, before) = rows(ctrl, domid)?;
+    if state.as_bytes().get(2) != Some(&b'p')
+        || !before.flags.contains(xen_ctrl::DomainFlags::PAUSED)
+    {
+        return Err(format!(
+            "after pausedomain: xl list {state}, flags {:?}",
+            before.flags
+        ));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = ctrl.domain_info(domid).map_err(|e| e.to_string())?;
+    if after.cpu_time_ns != before.cpu_time_ns {
+        return Err(format!(
+            "paused, yet its CPU time went from {} to {} ns",
+            before.cpu_time_ns, after.cpu_time_ns
+        ));
+    }
+    Ok(())
+}
+
+/// Unpaused: no `p`, no PAUSED; a second unpause is refused (`EINVAL`: not paused).
+fn unpaused(ctrl: &XenCtrl<Privcmd>, domid: DomId) -> Result<(), String> {
+    ctrl.unpause_domain(domid)
+        .map_err(|e| format!("unpausedomain: {e}"))?;
+    let (state, info) = rows(ctrl, domid)?;
+    if state.as_bytes().get(2) == Some(&b'p') || info.flags.contains(xen_ctrl::DomainFlags::PAUSED)
+    {
+        return Err(format!(
+            "after unpausedomain: xl list {state}, flags {:?}",
+            info.flags
+        ));
+    }
+    match ctrl.unpause_domain(domid) {
+        Err(Error::Xen(Errno::EINVAL)) => Ok(()),
+        other => Err(format!("a second unpausedomain: {other:?}")),
+    }
+}
+
+/// The domU's console ring (`console/ring-ref`, a frame of the domU), mapped as xenconsoled maps
+/// it: the bytes before `out_prod` hold the domU's `XENTEST` lines.
+fn console_page(
+    privcmd: &Privcmd,
+    domain: &crate::domu::Domain,
+    domid: DomId,
+) -> Result<(), String> {
+    let frame: u64 = domain
+        .read("console/ring-ref")?
+        .parse()
+        .map_err(|e| format!("console/ring-ref: {e}"))?;
+    let mapping = privcmd
+        .map_foreign(domid, &[frame])
+        .map_err(|e| format!("MMAPBATCH_V2 of console frame {frame:#x}: {e}"))?;
+    let page = mapping
+        .page(0)
+        .map_err(|e| format!("console frame {frame:#x}: {e}"))?;
+    // `xencons_interface` (io/console.h): out[2048] at 1024, out_prod at 3084.
+    let mut prod = [0u8; 4];
+    page.read(3084, &mut prod).map_err(|e| e.to_string())?;
+    let prod = u32::from_ne_bytes(prod);
+    let len = prod.min(2048) as usize;
+    let mut text = Vec::with_capacity(len);
+    for i in (0..len).rev() {
+        let index = prod.wrapping_sub(1 + i as u32) as usize % 2048;
+        let mut byte = [0u8];
+        page.read(1024 + index, &mut byte)
+            .map_err(|e| e.to_string())?;
+        text.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    if !text.contains("XENTEST") {
+        return Err(format!(
+            "console ring (out_prod {prod}) does not hold the domU's lines: {text:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The domU's grant table through `MMAP_RESOURCE`: entries 0 and 1, which the toolstack seeds
+/// for the console and xenstore rings (`xc_dom_gnttab_seed`), grant those frames to dom0.
+fn grant_table(
+    privcmd: &Privcmd,
+    domain: &crate::domu::Domain,
+    domid: DomId,
+) -> Result<(), String> {
+    let kind = xen_hypercall_privcmd::ResourceType::GRANT_TABLE;
+    let frames = privcmd
+        .resource_size(domid, kind, 0)
+        .map_err(|e| format!("grant table size: {e}"))?;
+    if frames == 0 {
+        return Err("the grant table has no frames".into());
+    }
+    let mapping = privcmd
+        .map_resource(domid, kind, 0, 0, 1)
+        .map_err(|e| format!("MMAP_RESOURCE of grant frame 0: {e}"))?;
+    let page = mapping.all().ok_or("frame 0 not mapped")?;
+    // `grant_entry_v1`: flags u16, domid u16, frame u32; 8 bytes each.
+    let entry = |index: usize| -> Result<(u16, u16, u32), String> {
+        let mut bytes = [0u8; 8];
+        page.read(index * 8, &mut bytes)
+            .map_err(|e| e.to_string())?;
+        Ok((
+            u16::from_ne_bytes([bytes[0], bytes[1]]),
+            u16::from_ne_bytes([bytes[2], bytes[3]]),
+            u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+        ))
+    };
+    for (index, key) in [(0, "console/ring-ref"), (1, "store/ring-ref")] {
+        let ring: u64 = domain
+            .read(key)?
+            .parse()
+            .map_err(|e| format!("{key}: {e}"))?;
+        let (flags, granted_to, frame) = entry(index)?;
+        let permit = xen_sys::GTF_permit_access as u16;
+        if flags & permit == 0 || granted_to != 0 || u64::from(frame) != ring {
+            return Err(format!(
+                "grant entry {index}: flags {flags:#x}, domid {granted_to}, frame {frame:#x}; \
+                 expected access for dom0 to {key} {ring:#x} ({frames} frames in all)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Destroyed: `getdomaininfo` says no such domain (after the dying domain is freed) and `xl list`
+/// no longer shows it.
+fn destroyed(ctrl: &XenCtrl<Privcmd>, domid: DomId) -> Result<(), String> {
+    ctrl.destroy_domain(domid)
+        .map_err(|e| format!("destroydomain: {e}"))?;
+    let start = std::time::Instant::now();
+    loop {
+        match ctrl.domain_info(domid) {
+            Err(Error::NoSuchDomain(_)) => break,
+            Ok(info) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                if !info.flags.contains(xen_ctrl::DomainFlags::DYING) {
+                    return Err(format!("destroyed, yet not dying: {info:?}"));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Err(format!("10 s after destroydomain: {other:?}")),
+        }
+    }
+    if xl_list()?.iter().any(|row| row.0 == domid.0) {
+        return Err(format!("xl list still shows domain {domid}"));
+    }
+    Ok(())
+}

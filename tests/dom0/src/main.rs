@@ -95,6 +95,7 @@ fn main() -> ExitCode {
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
         ["domu-soak", ..] => domu_soak::soak(&args[1..]),
+        ["ctrl-domu", ..] => ctrl::domu(&args[1..]),
         ["grant-notify-child", rest @ ..] => domu::grant_notify_child(rest),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {
