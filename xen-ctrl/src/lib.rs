@@ -490,6 +490,13 @@ where
     }
 }
 
+impl Default for DomainInfo {
+    /// A placeholder for [`XenCtrl::domain_list`]'s output: `DOMID_INVALID`, all zero.
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
 impl DomainInfo {
     /// A placeholder for output arrays.
     const EMPTY: Self = Self {
