@@ -329,26 +329,9 @@ where
             let want = (out.len() - written).min(LIST_BATCH);
             let got = with_abi!(abi, {
                 let mut raw = [sys::xen_domctl_getdomaininfo::new_zeroed(); LIST_BATCH];
-                let mut op = sys::xen_sysctl::new_zeroed();
-                op.cmd = sys::XEN_SYSCTL_getdomaininfolist;
-                op.interface_version = sys::XEN_SYSCTL_INTERFACE_VERSION;
-                let mut list = sys::xen_sysctl_getdomaininfolist::new_zeroed();
-                list.first_domain = next.0;
-                op.u.as_mut_bytes()[..size_of_val(&list)].copy_from_slice(list.as_bytes());
-                let got = hypercall::getdomaininfolist(
+                let got = hypercall::getdomaininfolist::<_, sys::xen_sysctl>(
                     &self.hypercall,
-                    &mut op,
-                    |op| {
-                        let bytes = &mut op.u.as_mut_bytes()
-                            [..size_of::<sys::xen_sysctl_getdomaininfolist>()];
-                        sys::xen_sysctl_getdomaininfolist::mut_from_bytes(bytes)
-                            .expect("the union holds a getdomaininfolist")
-                    },
-                    |list, address, max| {
-                        list.buffer = xen_sys::GuestHandle::from_address(address);
-                        list.max_domains = max;
-                    },
-                    |list| list.num_domains,
+                    next.0,
                     &mut raw[..want],
                 )
                 .map_err(|e| self.sysctl_error(e))?;
