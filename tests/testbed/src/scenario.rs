@@ -361,6 +361,13 @@ pub fn scenarios() -> &'static [Scenario] {
             timeout: Duration::from_secs(120),
             must_fail: None,
         },
+        Scenario {
+            name: "ctrl-domu-aarch64",
+            about: "Linux dom0 on Xen arm64 lists, pauses, unpauses and destroys a domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
+            kind: Kind::ControlPlane(GuestKind::Aarch64),
+            timeout: Duration::from_secs(120),
+            must_fail: None,
+        },
         guest(
             "pv64",
             "freestanding x86_64 guest as a PV64 dom0",
@@ -473,6 +480,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-aarch64",
     "domu-evtchn-soak",
     "ctrl-domu-pv",
+    "ctrl-domu-aarch64",
     "pv64",
     "pvh",
     "aarch64",
