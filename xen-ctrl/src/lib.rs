@@ -352,7 +352,7 @@ where
         Ok(written)
     }
 
-    /// Every domain, in id order, fetched [`LIST_BATCH`] at a time without allocating.
+    /// Every domain, in id order, fetched 16 at a time without allocating.
     pub fn domains(&self) -> Domains<'_, H> {
         Domains {
             ctrl: self,

@@ -153,7 +153,7 @@ impl Privcmd {
     ///
     /// Pages Xen refuses stay unmapped and carry their error ([`ForeignMapping::page`]); the
     /// others are mapped. Pages reported paged out (`ENOENT`) are asked for again, at most
-    /// [`PAGED_RETRIES`] times, on a dom0 that is not auto-translated (x86 PV); elsewhere
+    /// 100 times (1 ms apart), on a dom0 that is not auto-translated (x86 PV); elsewhere
     /// Linux's retry path would map them over the first page's backing frame
     /// (`mmap_batch_fn` restarts its page index at 0), so their `ENOENT` is returned as is.
     ///
