@@ -260,6 +260,7 @@ pub(crate) const DOMU_CASES: &[&str] = &[
     "ctrl_domu_unpause_resumes_it",
     "foreign_domu_console_page",
     "foreign_domu_grant_table_resource",
+    "foreign_domu_page_round_trip",
     "ctrl_domu_destroy_removes_it",
 ];
 
@@ -301,7 +302,8 @@ pub(crate) fn domu(args: &[String]) -> std::process::ExitCode {
     reporter.case(DOMU_CASES[3], unpaused(&ctrl, domid));
     reporter.case(DOMU_CASES[4], console_page(privcmd, &domain, domid));
     reporter.case(DOMU_CASES[5], grant_table(privcmd, &domain, domid));
-    reporter.case(DOMU_CASES[6], destroyed(&ctrl, domid));
+    reporter.case(DOMU_CASES[6], round_trip(privcmd, &domain, domid));
+    reporter.case(DOMU_CASES[7], destroyed(&ctrl, domid));
     // Whatever happened, leave no domain behind (xl also removes its xenstore home).
     let _ = domain.destroy();
     std::process::ExitCode::from(reporter.done().exit_code())
@@ -380,13 +382,13 @@ fn unpaused(ctrl: &XenCtrl<Privcmd>, domid: DomId) -> Result<(), String> {
     }
 }
 
-/// The domU's console ring (`console/ring-ref`, a frame of the domU), mapped as xenconsoled maps
-/// it: the bytes before `out_prod` hold the domU's `XENTEST` lines.
-fn console_page(
+/// The last (up to 2048) bytes the domU wrote to its console ring (`console/ring-ref`, a frame
+/// of the domU), mapped as xenconsoled maps it.
+fn console_text(
     privcmd: &Privcmd,
     domain: &crate::domu::Domain,
     domid: DomId,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let frame: u64 = domain
         .read("console/ring-ref")?
         .parse()
@@ -410,13 +412,41 @@ fn console_page(
             .map_err(|e| e.to_string())?;
         text.push(byte[0]);
     }
-    let text = String::from_utf8_lossy(&text);
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// The domU's console ring, mapped by frame, holds its `XENTEST` lines.
+fn console_page(
+    privcmd: &Privcmd,
+    domain: &crate::domu::Domain,
+    domid: DomId,
+) -> Result<(), String> {
+    let text = console_text(privcmd, domain, domid)?;
     if !text.contains("XENTEST") {
         return Err(format!(
-            "console ring (out_prod {prod}) does not hold the domU's lines: {text:?}"
+            "the console ring does not hold the domU's lines: {text:?}"
         ));
     }
     Ok(())
+}
+
+/// Grant entry `gref` of the domU's table (`grant_entry_v1`: flags u16, domid u16, frame u32),
+/// through `MMAP_RESOURCE` of the table frame holding it.
+fn grant_entry(privcmd: &Privcmd, domid: DomId, gref: u32) -> Result<(u16, u16, u32), String> {
+    let kind = xen_hypercall_privcmd::ResourceType::GRANT_TABLE;
+    let per_frame = 4096 / 8;
+    let mapping = privcmd
+        .map_resource(domid, kind, 0, gref / per_frame, 1)
+        .map_err(|e| format!("MMAP_RESOURCE of grant frame {}: {e}", gref / per_frame))?;
+    let page = mapping.all().ok_or("grant frame not mapped")?;
+    let mut bytes = [0u8; 8];
+    page.read((gref % per_frame) as usize * 8, &mut bytes)
+        .map_err(|e| e.to_string())?;
+    Ok((
+        u16::from_ne_bytes([bytes[0], bytes[1]]),
+        u16::from_ne_bytes([bytes[2], bytes[3]]),
+        u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+    ))
 }
 
 /// The domU's grant table through `MMAP_RESOURCE`: entries 0 and 1, which the toolstack seeds
@@ -433,27 +463,12 @@ fn grant_table(
     if frames == 0 {
         return Err("the grant table has no frames".into());
     }
-    let mapping = privcmd
-        .map_resource(domid, kind, 0, 0, 1)
-        .map_err(|e| format!("MMAP_RESOURCE of grant frame 0: {e}"))?;
-    let page = mapping.all().ok_or("frame 0 not mapped")?;
-    // `grant_entry_v1`: flags u16, domid u16, frame u32; 8 bytes each.
-    let entry = |index: usize| -> Result<(u16, u16, u32), String> {
-        let mut bytes = [0u8; 8];
-        page.read(index * 8, &mut bytes)
-            .map_err(|e| e.to_string())?;
-        Ok((
-            u16::from_ne_bytes([bytes[0], bytes[1]]),
-            u16::from_ne_bytes([bytes[2], bytes[3]]),
-            u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
-        ))
-    };
     for (index, key) in [(0, "console/ring-ref"), (1, "store/ring-ref")] {
         let ring: u64 = domain
             .read(key)?
             .parse()
             .map_err(|e| format!("{key}: {e}"))?;
-        let (flags, granted_to, frame) = entry(index)?;
+        let (flags, granted_to, frame) = grant_entry(privcmd, domid, index)?;
         let permit = xen_sys::GTF_permit_access as u16;
         if flags & permit == 0 || granted_to != 0 || u64::from(frame) != ring {
             return Err(format!(
@@ -463,6 +478,57 @@ fn grant_table(
         }
     }
     Ok(())
+}
+
+/// The page the domU granted dom0 (its reference in `data/grant-ref`): its frame from the grant
+/// table (`MMAP_RESOURCE`), the page itself mapped by frame (`MMAPBATCH_V2`, not through the
+/// grant), the domU's text read there, dom0's text written at its offset, the domU notified on
+/// its port; the domU reports seeing it (`grant_sees_dom0_write ok`) on its console ring, read
+/// through the same kind of mapping.
+fn round_trip(privcmd: &Privcmd, domain: &crate::domu::Domain, domid: DomId) -> Result<(), String> {
+    use xen_testbed_protocol::exchange;
+    let gref = domain.read_number(exchange::GRANT_REF)?;
+    let (flags, granted_to, frame) = grant_entry(privcmd, domid, gref)?;
+    if flags & xen_sys::GTF_permit_access as u16 == 0 || granted_to != 0 {
+        return Err(format!(
+            "grant {gref}: flags {flags:#x}, domid {granted_to}: not access for dom0"
+        ));
+    }
+    let mapping = privcmd
+        .map_foreign(domid, &[u64::from(frame)])
+        .map_err(|e| format!("MMAPBATCH_V2 of granted frame {frame:#x}: {e}"))?;
+    let page = mapping
+        .page(0)
+        .map_err(|e| format!("granted frame {frame:#x}: {e}"))?;
+    let mut text = vec![0u8; exchange::DOMU_TEXT.len()];
+    page.read(0, &mut text).map_err(|e| e.to_string())?;
+    if text != exchange::DOMU_TEXT.as_bytes() {
+        return Err(format!(
+            "frame {frame:#x} starts with {:?}, not the domU's text",
+            String::from_utf8_lossy(&text)
+        ));
+    }
+    page.write(exchange::DOM0_TEXT_OFFSET, exchange::DOM0_TEXT.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let remote = domain.read_number(exchange::EVTCHN_PORT)?;
+    let port = crate::devices::InterdomainPort::bind(domain.domid, remote)?;
+    port.notify()?;
+    let seen = "XENTEST CASE grant_sees_dom0_write ok";
+    let start = std::time::Instant::now();
+    loop {
+        let console = console_text(privcmd, domain, domid)?;
+        if console.contains(seen) {
+            return Ok(());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(5) {
+            let tail: Vec<&str> = console.lines().rev().take(3).collect();
+            return Err(format!(
+                "5 s after the notification, no `{seen}` (last: {})",
+                tail.join(" | ")
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Destroyed: `getdomaininfo` says no such domain (after the dying domain is freed) and `xl list`

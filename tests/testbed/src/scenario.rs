@@ -914,6 +914,7 @@ pub const CTRL_DOMU_CASES: &[&str] = &[
     "ctrl_domu_unpause_resumes_it",
     "foreign_domu_console_page",
     "foreign_domu_grant_table_resource",
+    "foreign_domu_page_round_trip",
     "ctrl_domu_destroy_removes_it",
 ];
 
