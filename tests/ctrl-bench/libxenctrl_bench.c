@@ -2,11 +2,13 @@
  * The C side of `cargo xtask bench ctrl`: one timed loop of one measure through
  * libxenctrl and libxenforeignmemory (Debian's libxen-dev).
  *
- *   libxenctrl-bench <list|map_1|map_64|map_1024> <iterations> <frame>
+ *   libxenctrl-bench <list_D|map_N|resource_1> <iterations> <argument>
  *
- * list: xc_domain_getinfolist of every domain (up to 16); map_N: xenforeignmemory_map of N
- * pages (the frame <frame> of this domain, N times, with a per-page error array), then
- * xenforeignmemory_unmap.
+ * list_D: xc_domain_getinfolist of every domain (up to 16; <argument> domains expected);
+ * map_N: xenforeignmemory_map of N pages (the frame <argument> of this domain, N times, with a
+ * per-page error array), then xenforeignmemory_unmap; resource_1:
+ * xenforeignmemory_map_resource of frame 0 of domain <argument>'s grant table, then
+ * xenforeignmemory_unmap_resource.
  * Prints one line: XENTEST OUT bench-run impl=libxenctrl measure=... iterations=... ns=...
  */
 #define _GNU_SOURCE
@@ -30,12 +32,14 @@ static uint64_t now_ns(void)
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s <list|map_1|map_64|map_1024> <iterations> <frame>\n", argv[0]);
+        fprintf(stderr, "usage: %s <list_D|map_N|resource_1> <iterations> <argument>\n", argv[0]);
         return 2;
     }
     const char *measure = argv[1];
     long iterations = strtol(argv[2], NULL, 10);
-    xen_pfn_t frame = strtoull(argv[3], NULL, 0);
+    unsigned long long argument = strtoull(argv[3], NULL, 0);
+    xen_pfn_t frame = argument;
+    int resource = strcmp(measure, "resource_1") == 0;
     long pages = strncmp(measure, "map_", 4) == 0 ? strtol(measure + 4, NULL, 10) : 0;
 
     xc_interface *xch = xc_interface_open(NULL, NULL, 0);
@@ -57,10 +61,24 @@ int main(int argc, char **argv)
         if (round == 1)
             start = now_ns();
         for (long i = 0; i < n; i++) {
-            if (pages == 0) {
+            if (resource) {
+                void *addr = NULL;
+                xenforeignmemory_resource_handle *res = xenforeignmemory_map_resource(
+                    fmem, (domid_t)argument, XENMEM_resource_grant_table, 0, 0, 1, &addr,
+                    PROT_READ | PROT_WRITE, 0);
+                if (!res) {
+                    perror("xenforeignmemory_map_resource");
+                    return 1;
+                }
+                if (xenforeignmemory_unmap_resource(fmem, res)) {
+                    perror("xenforeignmemory_unmap_resource");
+                    return 1;
+                }
+            } else if (pages == 0) {
                 int got = xc_domain_getinfolist(xch, 0, 16, info);
-                if (got < 1) {
-                    perror("xc_domain_getinfolist");
+                if (got != (int)argument) {
+                    fprintf(stderr, "xc_domain_getinfolist: %d domains, expected %llu\n", got,
+                            argument);
                     return 1;
                 }
             } else {

@@ -9,26 +9,40 @@
 
 use std::time::Duration;
 
+use xen_testbed::initramfs::Preamble;
+use xen_testbed::scenario::{self, Flavour, GuestKind};
+
 use crate::bench::{Bench, CProgram, Report, Samples};
 
 const USAGE: &str = "\
 usage: cargo xtask bench ctrl [--rounds N] [--iterations N]
 
 Boots Xen with a Linux dom0 (x86_64) and times, through xen-ctrl / privcmd and through
-libxenctrl / libxenforeignmemory: getdomaininfolist of every domain (dom0 alone), and map +
-unmap of 1, 64 and 1024 pages (dom0's shared info frame, as DOMID_SELF). N rounds (default 7)
+libxenctrl / libxenforeignmemory: getdomaininfolist of every domain with 1, 2 and 8 domains
+(paused PV domUs), map + unmap of 1, 64 and 1024 pages (dom0's shared info frame, as
+DOMID_SELF), and MMAP_RESOURCE map + unmap of a domU's grant table frame. N rounds (default 7)
 of N iterations (default 2000; map_64 runs N/8, map_1024 N/64), median per iteration.";
 
 /// The measures, in the order of the table, and what each is.
-const MEASURES: [(&str, &str); 4] = [
-    ("list", "getdomaininfolist of every domain (1: dom0)"),
+const MEASURES: [(&str, &str); 7] = [
+    ("list_1", "getdomaininfolist of every domain: dom0 alone"),
+    ("list_2", "getdomaininfolist of every domain: 2"),
+    ("list_8", "getdomaininfolist of every domain: 8"),
     ("map_1", "MMAPBATCH_V2 map + munmap of 1 page"),
     ("map_64", "MMAPBATCH_V2 map + munmap of 64 pages"),
     ("map_1024", "MMAPBATCH_V2 map + munmap of 1024 pages"),
+    (
+        "resource_1",
+        "MMAP_RESOURCE map + munmap of a grant table frame",
+    ),
 ];
 
 pub(crate) fn run(options: &[String]) -> crate::Result {
     let (rounds, iterations) = crate::bench::options(options, (7, 2000), USAGE, &mut [])?;
+    let testbed = crate::testbed::testbed();
+    let kernel =
+        scenario::build_guest(&testbed, GuestKind::Pv, Flavour::Domu).map_err(|e| e.to_string())?;
+    let path = "/lib/xentest/ctrl-bench-domu".to_string();
     Bench {
         name: "ctrl",
         driver: ("xen-ctrl-bench", "ctrl-bench"),
@@ -47,11 +61,13 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
                 "-lxentoollog",
             ],
         }),
-        preamble: Default::default(),
-        commands: vec![format!("/bin/libxenctrl-bench {rounds} {iterations}")],
+        preamble: Preamble::Toolstack { fault: None },
+        commands: vec![format!(
+            "/bin/libxenctrl-bench {rounds} {iterations} {path}"
+        )],
         cases: &["bench_ctrl"],
-        timeout: Duration::from_secs(180 + rounds * iterations / 20),
-        files: Vec::new(),
+        timeout: Duration::from_secs(240 + rounds * iterations / 10),
+        files: vec![(path, kernel)],
         domus: Vec::new(),
     }
     .run(
@@ -129,7 +145,7 @@ mod tests {
                 .lines()
                 .filter(|l| l.starts_with("bench ctrl "))
                 .count(),
-            4
+            7
         );
     }
 }
