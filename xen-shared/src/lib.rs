@@ -7,7 +7,9 @@ extern crate std;
 
 #[allow(unsafe_code)]
 mod mem;
+pub mod req_ring;
 pub mod ring;
 
 pub use mem::{AccessError, PAGE_SIZE, ReadOnlyMem, SharedAtomic, SharedMem, SharedPage};
+pub use req_ring::{BackRing, FrontRing, InFlight, ReqRingError, ShapeError, UnknownId};
 pub use ring::{Consumer, LayoutError, Producer, RingError, RingLayout, RingMemory};
