@@ -4,53 +4,22 @@
 //! under Miri.
 
 mod support {
+    pub(crate) mod req_peer;
     pub(crate) mod rng;
 }
 
-use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use support::req_peer::{Hostile, Outcomes, Req, Rsp, back_step, front_step, req, rsp_for};
 use support::rng::Rng;
 use xen_shared::req_ring::{HEADER_SIZE, entry_size, ring_entries};
 use xen_shared::{
-    AccessError, BackRing, FrontRing, InFlight, PAGE_SIZE, ReqRingError, RingMemory, ShapeError,
-    SharedMem, SharedPage, UnknownId,
+    BackRing, FrontRing, InFlight, PAGE_SIZE, ReqRingError, ShapeError, SharedMem, SharedPage,
+    UnknownId,
 };
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
-
-/// A request shaped like blkif's (112 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-struct Req {
-    id: u64,
-    body: [u32; 26],
-}
-
-/// A response shaped like blkif's (16 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-struct Rsp {
-    id: u64,
-    status: i32,
-    pad: u32,
-}
-
-fn req(id: u64) -> Req {
-    Req {
-        id,
-        body: std::array::from_fn(|i| id as u32 ^ i as u32),
-    }
-}
-
-fn rsp_for(r: &Req) -> Rsp {
-    Rsp {
-        id: r.id,
-        status: r.body[25] as i32,
-        pad: 0,
-    }
-}
+use zerocopy::FromZeros;
 
 type Front<'a> = FrontRing<Req, Rsp, SharedMem<'a>>;
 type Back<'a> = BackRing<Req, Rsp, SharedMem<'a>>;
@@ -348,200 +317,47 @@ fn notification_decisions_match_the_c_macros() {
     assert!(notified.iter().all(|n| *n > 0), "{notified:?}");
 }
 
-/// Ring memory whose peer moves before every load of an index, as the chaos decides: its
-/// producer index to any value, a value near the legal limit, or behind; its event index to
-/// garbage; a scribbled entry. It counts the loads of each index in an operation and refuses
-/// any byte access outside the entry array.
-struct Hostile<'a> {
-    mem: SharedMem<'a>,
-    rng: RefCell<Rng>,
-    /// The peer's producer and event index offsets.
-    peer_prod: usize,
-    peer_event: usize,
-    /// Where the entries end.
-    array_end: usize,
-    /// Per operation: loads of the peer's producer index, and the last value returned.
-    prod_loads: Cell<u32>,
-    prod_seen: Cell<Option<u32>>,
-}
-
-impl Hostile<'_> {
-    fn meddle(&self) {
-        let mut rng = self.rng.borrow_mut();
-        let prod = index(self.mem, self.peer_prod);
-        match rng.below(8) {
-            0 => prod.store(rng.next() as u32, Ordering::Relaxed),
-            1 => prod.store(
-                prod.load(Ordering::Relaxed)
-                    .wrapping_add(rng.below(70) as u32)
-                    .wrapping_sub(35),
-                Ordering::Relaxed,
-            ),
-            2 => index(self.mem, self.peer_event).store(rng.next() as u32, Ordering::Relaxed),
-            3 => {
-                let at = HEADER_SIZE + rng.below(self.array_end - HEADER_SIZE);
-                self.mem.write(at, &[rng.next() as u8]).unwrap();
-            }
-            _ => {}
-        }
-    }
-
-    fn begin(&self) {
-        self.prod_loads.set(0);
-        self.prod_seen.set(None);
+impl support::req_peer::Chaos for Rng {
+    fn next(&mut self) -> u64 {
+        Rng::next(self)
     }
 }
 
-impl RingMemory for Hostile<'_> {
-    fn len(&self) -> usize {
-        self.mem.len()
-    }
-    fn load_index(&self, offset: usize, order: Ordering) -> Result<u32, AccessError> {
-        self.meddle();
-        let v = self.mem.load_index(offset, order)?;
-        if offset == self.peer_prod {
-            assert_eq!(
-                order,
-                Ordering::Acquire,
-                "the peer's index is read with Acquire"
-            );
-            self.prod_loads.set(self.prod_loads.get() + 1);
-            self.prod_seen.set(Some(v));
-        }
-        Ok(v)
-    }
-    fn store_index(&self, offset: usize, value: u32, order: Ordering) -> Result<(), AccessError> {
-        assert_ne!(offset, self.peer_prod, "the peer's index is never written");
-        self.mem.store_index(offset, value, order)?;
-        self.meddle();
-        Ok(())
-    }
-    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
-        assert!(HEADER_SIZE <= offset && offset + dst.len() <= self.array_end);
-        self.meddle();
-        self.mem.read(offset, dst)
-    }
-    fn write(&self, offset: usize, src: &[u8]) -> Result<(), AccessError> {
-        let pad = 16 <= offset && offset + src.len() <= HEADER_SIZE;
-        assert!(pad || HEADER_SIZE <= offset && offset + src.len() <= self.array_end);
-        self.mem.write(offset, src)?;
-        self.meddle();
-        Ok(())
-    }
-}
-
-/// Checks one operation's result against what the peer let it see: an error is exactly the
-/// producer index read, impossible for `cons` and `max`; the index is read at most `reads`
-/// times.
-fn judge<T: std::fmt::Debug>(
-    peer: &Hostile<'_>,
-    result: &Result<T, ReqRingError>,
-    reads: u32,
-) -> bool {
-    assert!(
-        peer.prod_loads.get() <= reads,
-        "the peer's index read too often"
-    );
-    match result {
-        Err(ReqRingError::ProducerOverflow { prod, cons, max }) => {
-            assert_eq!(Some(*prod), peer.prod_seen.get());
-            assert!(prod.wrapping_sub(*cons) > *max);
-            true
-        }
-        Err(e) => panic!("unexpected error {e}"),
-        Ok(_) => false,
-    }
+/// The outcome counts of hostile rounds must show every kind, or the test proved little.
+fn check_outcomes(o: &Outcomes) {
+    assert!(o.rejected > 0 && o.moved > 0, "{o:?}");
 }
 
 #[test]
 fn a_hostile_back_end_gets_typed_errors_and_never_an_out_of_bounds_access() {
-    let mut rejected = 0;
+    let mut outcomes = Outcomes::default();
     for round in 0..ROUNDS {
         let page = SharedPage::new();
-        let peer = Hostile {
-            mem: page.mem(),
-            rng: RefCell::new(Rng(round as u64)),
-            peer_prod: 8,
-            peer_event: 4,
-            array_end: HEADER_SIZE + 32 * 112,
-            prod_loads: Cell::new(0),
-            prod_seen: Cell::new(None),
-        };
         let start = [0, u32::MAX - 3][round % 2];
-        Front::init_at(page.mem(), 0, start).unwrap();
+        let peer = Hostile::back(page.mem(), Rng(round as u64), start);
         let mut front = FrontRing::<Req, Rsp, _>::attach(&peer, 0, start).unwrap();
         let mut rng = Rng(1000 + round as u64);
         for _ in 0..OPS {
-            let before = (front.free_requests(), front.in_flight());
-            peer.begin();
-            let failed = match rng.below(5) {
-                0 => {
-                    let r = front.start_request(&req(1));
-                    assert!(r.is_ok() || r == Err(ReqRingError::Full));
-                    false
-                }
-                1 => judge(&peer, &front.push_requests(), 0),
-                2 => judge(&peer, &front.next_response(), 1),
-                3 => judge(&peer, &front.unconsumed_responses(), 1),
-                _ => judge(&peer, &front.final_check_for_responses(), 2),
-            };
-            if failed {
-                rejected += 1;
-                assert_eq!((front.free_requests(), front.in_flight()), before);
-            }
-            // Whatever the peer did, the accounting stays within the ring.
-            assert!(front.in_flight() <= front.size());
-            assert_eq!(front.free_requests() + front.in_flight(), front.size());
+            front_step(&peer, &mut front, rng.next() as u8, &mut outcomes);
         }
     }
-    assert!(rejected > 0);
+    check_outcomes(&outcomes);
 }
 
 #[test]
 fn a_hostile_front_end_gets_typed_errors_and_never_an_out_of_bounds_access() {
-    let mut rejected = 0;
-    let mut consumed = 0;
+    let mut outcomes = Outcomes::default();
     for round in 0..ROUNDS {
         let page = SharedPage::new();
-        let peer = Hostile {
-            mem: page.mem(),
-            rng: RefCell::new(Rng(round as u64)),
-            peer_prod: 0,
-            peer_event: 12,
-            array_end: HEADER_SIZE + 32 * 112,
-            prod_loads: Cell::new(0),
-            prod_seen: Cell::new(None),
-        };
         let start = [0, u32::MAX - 3][round % 2];
+        let peer = Hostile::front(page.mem(), Rng(round as u64), start);
         let mut back = BackRing::<Req, Rsp, _>::attach(&peer, 0, start).unwrap();
         let mut rng = Rng(2000 + round as u64);
         for _ in 0..OPS {
-            let before = back.unanswered();
-            peer.begin();
-            let failed = match rng.below(5) {
-                0 => {
-                    let r = back.start_response(&Rsp::new_zeroed());
-                    assert!(r.is_ok() || r == Err(ReqRingError::NoRequestToAnswer));
-                    false
-                }
-                1 => judge(&peer, &back.push_responses(), 0),
-                2 => {
-                    let r = back.next_request();
-                    consumed += usize::from(matches!(r, Ok(Some(_))));
-                    judge(&peer, &r, 1)
-                }
-                3 => judge(&peer, &back.unconsumed_requests(), 1),
-                _ => judge(&peer, &back.final_check_for_requests(), 2),
-            };
-            if failed {
-                rejected += 1;
-                assert_eq!(back.unanswered(), before);
-            }
-            // RING_REQUEST_CONS_OVERFLOW never happens: at most a ring's worth unanswered.
-            assert!(back.unanswered() <= back.size());
+            back_step(&peer, &mut back, rng.next() as u8, &mut outcomes);
         }
     }
-    assert!(rejected > 0 && consumed > 0, "{rejected} {consumed}");
+    check_outcomes(&outcomes);
 }
 
 #[test]
