@@ -56,7 +56,8 @@ pub(crate) trait Chaos {
 /// The ring's entries on one page: 32 of 112 bytes.
 const ARRAY_END: usize = HEADER_SIZE + 32 * 112;
 
-/// The hostile peer's memory (one page).
+/// The hostile peer's memory (one page). Its producer index is `req_prod` (0) or `rsp_prod`
+/// (8); the other one is the ring's.
 pub(crate) struct Hostile<'a, S> {
     mem: SharedMem<'a>,
     chaos: RefCell<S>,
@@ -103,7 +104,7 @@ impl<'a, S: Chaos> Hostile<'a, S> {
         let prod = self.index(self.peer_prod);
         let choice = chaos.next();
         let value = chaos.next();
-        match choice % 8 {
+        match choice % 10 {
             0 => prod.store(value as u32, Ordering::Relaxed),
             // Within 35 of where it is, either way.
             1 => prod.store(
@@ -112,10 +113,21 @@ impl<'a, S: Chaos> Hostile<'a, S> {
                     .wrapping_sub(35),
                 Ordering::Relaxed,
             ),
-            2 => self
+            // Near the other producer index: mostly legal (a back end answering what it was
+            // asked, a front end filling what is free).
+            2 => {
+                let other = self.index(8 - self.peer_prod).load(Ordering::Relaxed);
+                let v = if self.peer_prod == 8 {
+                    other.wrapping_sub((value % 4) as u32)
+                } else {
+                    other.wrapping_add((value % 33) as u32)
+                };
+                prod.store(v, Ordering::Relaxed);
+            }
+            3 => self
                 .index(self.peer_event)
                 .store(value as u32, Ordering::Relaxed),
-            3 => {
+            4 => {
                 let at = HEADER_SIZE + (value as usize >> 8) % (ARRAY_END - HEADER_SIZE);
                 self.mem.write(at, &[value as u8]).unwrap();
             }
