@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use support::req_peer::{Hostile, Outcomes, Req, Rsp, back_step, front_step, req, rsp_for};
+use support::req_peer::{Hostile, Outcomes, Req, Rsp, back_step, front_step, req};
 use support::rng::Rng;
 use xen_shared::req_ring::{HEADER_SIZE, entry_size, ring_entries};
 use xen_shared::{
@@ -20,6 +20,15 @@ use xen_shared::{
     UnknownId,
 };
 use zerocopy::FromZeros;
+
+/// The response an honest back end gives to `r`.
+fn rsp_for(r: &Req) -> Rsp {
+    Rsp {
+        id: r.id,
+        status: r.body[25] as i32,
+        pad: 0,
+    }
+}
 
 type Front<'a> = FrontRing<Req, Rsp, SharedMem<'a>>;
 type Back<'a> = BackRing<Req, Rsp, SharedMem<'a>>;

@@ -38,15 +38,6 @@ pub(crate) fn req(id: u64) -> Req {
     }
 }
 
-/// The response an honest back end gives to `r`.
-pub(crate) fn rsp_for(r: &Req) -> Rsp {
-    Rsp {
-        id: r.id,
-        status: r.body[25] as i32,
-        pad: 0,
-    }
-}
-
 /// Where the peer's decisions come from.
 pub(crate) trait Chaos {
     /// The next decision.
