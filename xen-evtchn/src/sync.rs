@@ -7,7 +7,14 @@ pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 
+#[cfg(all(not(all(test, loom)), feature = "std"))]
+pub(crate) use core::sync::atomic::AtomicBool;
+#[cfg(all(test, loom))]
+pub(crate) use loom::sync::atomic::AtomicBool;
+
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(feature = "std")]
+pub(crate) use std::sync::TryLockError;
 #[cfg(all(feature = "std", not(all(test, loom))))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
