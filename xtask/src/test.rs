@@ -58,6 +58,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         ("no_std builds", no_std_builds),
         ("rustdoc", rustdoc),
         ("gen-sys --check", gen_sys_check),
+        ("package", package),
         ("testbed", testbed),
     ];
     let started = Instant::now();
@@ -182,6 +183,13 @@ fn rustdoc() -> crate::Result {
             .args(["doc", "--workspace", "--all-features", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )
+}
+
+/// Packages every publishable crate as `cargo publish` would, in dependency order, and builds
+/// each from its package (against the others' packages), without uploading.
+fn package() -> crate::Result {
+    // The tree as it is, committed or not: the one the other steps checked.
+    run_command(cargo().args(["publish", "--dry-run", "--workspace", "--allow-dirty"]))
 }
 
 fn gen_sys_check() -> crate::Result {
