@@ -19,6 +19,21 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-rust",
 ];
 
+/// The crates published on crates.io (the others are `publish = false`).
+const PUBLISHED_CRATES: &[&str] = &[
+    "xen-rust-sys",
+    "xen-rust-hypercall",
+    "xen-rust-hypercall-native",
+    "xen-rust-hypercall-privcmd",
+    "xen-rust-shared",
+    "xen-rust-evtchn",
+    "xen-rust-console",
+    "xen-rust-grant",
+    "xen-rust-store",
+    "xen-rust-ctrl",
+    "xen-rust",
+];
+
 /// The freestanding targets every `no_std` crate must build for.
 const NO_STD_TARGETS: &[&str] = &["x86_64-unknown-none", "aarch64-unknown-none"];
 
@@ -182,7 +197,17 @@ fn rustdoc() -> crate::Result {
         cargo()
             .args(["doc", "--workspace", "--all-features", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
-    )
+    )?;
+    // With default features, as a user's `cargo doc` builds them: one crate at a time, so that
+    // no other crate's dependency turns features on.
+    for package in PUBLISHED_CRATES {
+        run_command(
+            cargo()
+                .args(["doc", "--no-deps", "--package", package])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )?;
+    }
+    Ok(())
 }
 
 /// Packages every publishable crate as `cargo publish` would, in dependency order, and builds
