@@ -3,7 +3,7 @@
 //! and through the tokio channel: what the backends cost above the driver,
 //! without Xen. Prints the medians of `ROUNDS` samples of `TRIPS` round trips.
 //!
-//! `cargo run --release -p xen-evtchn --features mock,tokio-1 --example mock_roundtrip`
+//! `cargo run --release -p xen-rust-evtchn --features mock,tokio-1 --example mock_roundtrip`
 
 use std::time::Instant;
 

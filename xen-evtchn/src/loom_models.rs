@@ -4,7 +4,7 @@
 //! in the mock driver's ring, so that loom tries every interleaving of the
 //! threads at those points (within its preemption bound).
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p xen-evtchn --features mock --release --lib loom_models`
+//! `RUSTFLAGS="--cfg loom" cargo test -p xen-rust-evtchn --features mock --release --lib loom_models`
 
 use std::boxed::Box;
 use std::future::{Future, poll_fn};
