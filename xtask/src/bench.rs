@@ -162,6 +162,7 @@ impl Bench {
                 expected_cases: self.cases.iter().map(|&case| case.into()).collect(),
                 expected_dones: self.commands.len(),
                 timeout: self.timeout,
+                vcpus: 1,
                 domus: self.domus,
             })
             .map_err(|e| e.to_string())?;

@@ -69,14 +69,16 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
 
 /// The cross-domain soak: one boot, a PV domU, `trips` round trips and `cycles` rebinds.
 fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
-    use xen_testbed::scenario::{CrossDomain, Flavour, GuestKind, build_guest, cross_domain_run};
+    use xen_testbed::scenario::{
+        CrossDomain, DomuRun, Flavour, GuestKind, build_guest, cross_domain_run,
+    };
 
     let testbed = crate::testbed::testbed();
     let started = std::time::Instant::now();
     let cross = CrossDomain {
         domu: GuestKind::Pv,
         selftest: None,
-        soak: Some((trips, cycles)),
+        run: DomuRun::Soak { trips, cycles },
     };
     let kernel = build_guest(&testbed, cross.domu, Flavour::Domu).map_err(|e| e.to_string())?;
     testbed
