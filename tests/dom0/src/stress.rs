@@ -9,7 +9,8 @@
 //!
 //! - `evtchn_waiters`: 64 tasks, each awaiting its own loopback port on one
 //!   `TokioEventChannel`, `N` rounds each; the notifications come from two plain threads (the
-//!   other vCPU), asked by each waiter after its wake-up.
+//!   other vCPU), asked by each waiter after its wake-up, while a third signals 8 more ports
+//!   all the time (noise: ports queued while a read copies the ring).
 //! - `evtchn_bind_unbind`: the same waiters while 8 tasks bind, await and unbind loopback pairs
 //!   on the same handle (`M` cycles in all).
 //! - `evtchn_events_stream`: the same waiters while an `Events` stream consumer on the same
@@ -60,6 +61,8 @@ const SYNC_THREADS: usize = 4;
 const STORE_TASKS: usize = 64;
 /// The ports the stream consumer owns.
 const STREAM_PAIRS: usize = 4;
+/// The ports signalled all the time beside the waiters.
+const NOISE_PAIRS: usize = 8;
 /// Where the xenstore measures write.
 const STORE_DIR: &str = "/local/domain/0/data/stress";
 
@@ -383,7 +386,7 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
                 match deadline(ch.wait_port(a)).await {
                     Some(Ok(())) => {
                         shared.received.fetch_add(1, Ordering::Relaxed);
-                        progress.notify_one();
+                        progress.notify_waiters();
                     }
                     Some(Err(e)) => {
                         return shared.lose(format!("waiter on {a}, round {round}: {e}"));
@@ -400,7 +403,31 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
     drop(asks);
     let mut helpers = Vec::new();
     match extra {
-        Extra::None => {}
+        Extra::None => {
+            // Noise from the other vCPU: ports signalled all the time, so that the driver queues
+            // ports while the waiters' reads copy the ring (whose wake-up comes only when the
+            // ring goes from empty to non-empty).
+            let mut noise = Vec::new();
+            for _ in 0..NOISE_PAIRS {
+                match pair(&ch, &shared).await {
+                    Ok((_, b)) => noise.push(b),
+                    Err(e) => shared.problem(e),
+                }
+            }
+            let (ch, shared, running) =
+                (Arc::clone(&ch), Arc::clone(&shared), Arc::clone(&running));
+            notifiers.push(std::thread::spawn(move || {
+                let mut tick = 0usize;
+                while running.load(Ordering::Acquire) && !noise.is_empty() {
+                    let sender = noise[tick % noise.len()];
+                    if let Err(e) = ch.notify(sender) {
+                        shared.problem(format!("notify {sender}: {e}"));
+                    }
+                    tick += 1;
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }));
+        }
         Extra::BindUnbind => {
             let per_task = sizes.cycles.div_ceil(BINDERS as u64);
             for _ in 0..BINDERS {
@@ -468,14 +495,14 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
             }
         }
     }
-    // What was still bound: the stream's pairs are unbound by dropping the handle below, so
-    // count before that only what the measure itself should have unbound.
-    let stream_ports = if extra == Extra::Stream {
-        2 * STREAM_PAIRS
-    } else {
-        0
+    // What was still bound: the noise and stream pairs are unbound by dropping the handle
+    // below, so count before that only what the measure itself should have unbound.
+    let helper_ports = match extra {
+        Extra::None => 2 * NOISE_PAIRS,
+        Extra::BindUnbind => 0,
+        Extra::Stream => 2 * STREAM_PAIRS,
     };
-    let still_bound = ch.device().bound_ports().len().saturating_sub(stream_ports);
+    let still_bound = ch.device().bound_ports().len().saturating_sub(helper_ports);
     drop(ch);
     shared.counts(privcmd, still_bound)
 }
@@ -537,7 +564,8 @@ async fn stream_consumer(
         } else if own.iter().any(|(a, _)| *a == port) {
             taken += 1;
         }
-        // The handler: wait for a waiter's progress, or the end of the run.
+        // The handler: wait for a waiter to move on (a wake-up after this point), or the end of
+        // the run (flagged before the last `notify_waiters`: created first, it cannot miss it).
         let moved = deadline(async {
             let notified = progress.notified();
             if running.load(Ordering::Acquire) {
