@@ -162,6 +162,7 @@ impl Bench {
                 expected_cases: self.cases.iter().map(|&case| case.into()).collect(),
                 expected_dones: self.commands.len(),
                 timeout: self.timeout,
+                // The benchmarks time one thread against one C peer.
                 vcpus: 1,
                 domus: self.domus,
             })
