@@ -9,7 +9,7 @@
 //!
 //! - `evtchn_waiters`: 64 tasks, each awaiting its own loopback port on one
 //!   `TokioEventChannel`, `N` rounds each; the notifications come from two plain threads (the
-//!   other vCPU), asked by each waiter after its wake-up, while a third signals 8 more ports
+//!   other vCPU), asked by each waiter after its wake-up and sent in bursts, while a third signals 8 more ports
 //!   all the time (noise: ports queued while a read copies the ring).
 //! - `evtchn_bind_unbind`: the same waiters while 8 tasks bind, await and unbind loopback pairs
 //!   on the same handle (`M` cycles in all).
@@ -63,7 +63,7 @@ const STORE_TASKS: usize = 64;
 const STREAM_PAIRS: usize = 4;
 /// The ports signalled all the time beside the waiters.
 const NOISE_PAIRS: usize = 8;
-/// How long a notifier thread waits before each notification it was asked for.
+/// How long a notifier thread waits before each burst of the notifications it was asked for.
 const NOTIFY_DELAY: Duration = Duration::from_micros(300);
 /// Where the xenstore measures write.
 const STORE_DIR: &str = "/local/domain/0/data/stress";
@@ -357,15 +357,17 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
         asks.push(ask);
         let (ch, shared, pairs) = (Arc::clone(&ch), Arc::clone(&shared), pairs.clone());
         notifiers.push(std::thread::spawn(move || {
-            while let Ok(index) = asked.recv() {
-                // A pause first: the waiters all park now and then, when only the fd's
-                // readiness can wake them.
+            while let Ok(first) = asked.recv() {
+                // In bursts, after a pause: the waiters all park between bursts, when only the
+                // fd's readiness can wake them.
                 std::thread::sleep(NOTIFY_DELAY);
-                match ch.notify(pairs[index].1) {
-                    Ok(()) => {
-                        shared.sent.fetch_add(1, Ordering::Relaxed);
+                for index in std::iter::once(first).chain(asked.try_iter()) {
+                    match ch.notify(pairs[index].1) {
+                        Ok(()) => {
+                            shared.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => shared.problem(format!("notify {}: {e}", pairs[index].1)),
                     }
-                    Err(e) => shared.problem(format!("notify {}: {e}", pairs[index].1)),
                 }
             }
         }));
