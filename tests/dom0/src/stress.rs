@@ -9,8 +9,9 @@
 //!
 //! - `evtchn_waiters`: 64 tasks, each awaiting its own loopback port on one
 //!   `TokioEventChannel`, `N` rounds each; the notifications come from two plain threads (the
-//!   other vCPU), asked by each waiter after its wake-up and sent in bursts, while a third signals 8 more ports
-//!   all the time (noise: ports queued while a read copies the ring).
+//!   other vCPU), asked by each waiter after its wake-up and sent in bursts, while a third
+//!   signals 128 more ports every millisecond (noise: ports queued while a read copies the
+//!   ring).
 //! - `evtchn_bind_unbind`: the same waiters while 8 tasks bind, await and unbind loopback pairs
 //!   on the same handle (`M` cycles in all).
 //! - `evtchn_events_stream`: the same waiters while an `Events` stream consumer on the same
@@ -62,7 +63,7 @@ const STORE_TASKS: usize = 64;
 /// The ports the stream consumer owns.
 const STREAM_PAIRS: usize = 4;
 /// The ports signalled all the time beside the waiters.
-const NOISE_PAIRS: usize = 8;
+const NOISE_PAIRS: usize = 128;
 /// How long a notifier thread waits before each burst of the notifications it was asked for.
 const NOTIFY_DELAY: Duration = Duration::from_micros(300);
 /// Where the xenstore measures write.
@@ -416,14 +417,14 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
             let (ch, shared, running) =
                 (Arc::clone(&ch), Arc::clone(&shared), Arc::clone(&running));
             notifiers.push(std::thread::spawn(move || {
-                let mut tick = 0usize;
-                while running.load(Ordering::Acquire) && !noise.is_empty() {
-                    let sender = noise[tick % noise.len()];
-                    if let Err(e) = ch.notify(sender) {
-                        shared.problem(format!("notify {sender}: {e}"));
+                while running.load(Ordering::Acquire) {
+                    // All of them at once: the reads copy long batches meanwhile.
+                    for &sender in &noise {
+                        if let Err(e) = ch.notify(sender) {
+                            shared.problem(format!("notify {sender}: {e}"));
+                        }
                     }
-                    tick += 1;
-                    std::thread::sleep(Duration::from_micros(50));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }));
         }
