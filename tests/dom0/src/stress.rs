@@ -353,6 +353,12 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
     // by sending its index.
     let mut asks = Vec::new();
     let mut notifiers = Vec::new();
+    // Beside the stream, longer lulls: its own events then come while every waiter is parked.
+    let pause = if extra == Extra::Stream {
+        10 * NOTIFY_DELAY
+    } else {
+        NOTIFY_DELAY
+    };
     for _ in 0..2 {
         let (ask, asked) = mpsc::channel::<usize>();
         asks.push(ask);
@@ -361,7 +367,7 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
             while let Ok(first) = asked.recv() {
                 // In bursts, after a pause: the waiters all park between bursts, when only the
                 // fd's readiness can wake them.
-                std::thread::sleep(NOTIFY_DELAY);
+                std::thread::sleep(pause);
                 for index in std::iter::once(first).chain(asked.try_iter()) {
                     match ch.notify(pairs[index].1) {
                         Ok(()) => {
@@ -457,7 +463,7 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
                 Arc::clone(&running),
                 Arc::clone(&progress),
             )));
-            // The stream's own events, from a thread: one every 2 ms while the waiters run.
+            // The stream's own events, from a thread: one every millisecond while the waiters run.
             let (ch, shared, running) =
                 (Arc::clone(&ch), Arc::clone(&shared), Arc::clone(&running));
             notifiers.push(std::thread::spawn(move || {
@@ -468,7 +474,7 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
                         shared.problem(format!("notify {sender}: {e}"));
                     }
                     tick += 1;
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }));
         }
@@ -550,7 +556,7 @@ async fn stream_consumer(
             Some(None) => return shared.problem("the events stream ended".into()),
             None if running.load(Ordering::Acquire) => {
                 return shared.lose(
-                    "events stream: nothing within 5 s while its ports are signalled every 2 ms"
+                    "events stream: nothing within 5 s while its ports are signalled every millisecond"
                         .into(),
                 );
             }
