@@ -85,11 +85,31 @@ pub trait AsyncEventChannel: EventChannel {
     /// Ready with a port that has an unconsumed delivery; consumes it.
     /// Otherwise registers `cx`'s waker for any port (one such waiter).
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>>;
-    /// Called when a [`WaitPort`] for `port` is dropped (completed or
-    /// cancelled): the implementation may forget its waker and hand any duty
-    /// that waiter had (such as watching a shared fd) to another one.
+    /// Called when a waiter of `port` is dropped (completed or cancelled):
+    /// the implementation may forget its waker and hand any duty that waiter
+    /// had (such as watching a shared fd) to another one.
     fn forget_port(&self, port: Port) {
         let _ = port;
+    }
+    /// [`poll_port`](Self::poll_port) for the waiter holding `ticket`, which
+    /// [`WaitPort`] keeps between polls: the implementation records in it
+    /// which registration is this waiter's, so that
+    /// [`forget_port_with`](Self::forget_port_with) cannot release a later
+    /// waiter's (the port unbound meanwhile and its number bound again).
+    fn poll_port_with(
+        &self,
+        port: Port,
+        ticket: &mut WaiterTicket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        let _ = ticket;
+        self.poll_port(port, cx)
+    }
+    /// [`forget_port`](Self::forget_port) for the waiter holding `ticket`:
+    /// forgets the port's registration only if it is still that waiter's.
+    fn forget_port_with(&self, port: Port, ticket: WaiterTicket) {
+        let _ = ticket;
+        self.forget_port(port)
     }
     /// As [`forget_port`](Self::forget_port), for the waiter of [`poll_any`](Self::poll_any).
     fn forget_any(&self) {}
@@ -99,6 +119,7 @@ pub trait AsyncEventChannel: EventChannel {
         WaitPort {
             channel: self,
             port,
+            ticket: WaiterTicket::NONE,
         }
     }
     /// The stream of signalled ports, each delivery once.
@@ -113,19 +134,44 @@ pub trait AsyncEventChannel: EventChannel {
 pub struct WaitPort<'a, C: AsyncEventChannel + ?Sized> {
     channel: &'a C,
     port: Port,
+    ticket: WaiterTicket,
+}
+
+/// Which registration of a port's waker is one waiter's: a backend hands out
+/// a new ticket per registration, so a waiter whose port was unbound (its
+/// registration dropped) cannot, when dropped later, release the registration
+/// of a waiter of a new port with the same number.
+/// [`NONE`](Self::NONE) (no registration yet) matches any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WaiterTicket(u64);
+
+impl WaiterTicket {
+    /// No registration yet; forgetting with it forgets whatever the port has.
+    pub const NONE: Self = Self(0);
+
+    /// A ticket from a backend's counter (not 0).
+    pub const fn new(raw: core::num::NonZeroU64) -> Self {
+        Self(raw.get())
+    }
+
+    /// Whether this ticket stands for registration `other` (`NONE` stands for any).
+    pub fn matches(self, other: Self) -> bool {
+        self == Self::NONE || self == other
+    }
 }
 
 impl<C: AsyncEventChannel + ?Sized> Future for WaitPort<'_, C> {
     type Output = Result<(), Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.channel.poll_port(self.port, cx)
+        let this = self.get_mut();
+        this.channel.poll_port_with(this.port, &mut this.ticket, cx)
     }
 }
 
 impl<C: AsyncEventChannel + ?Sized> Drop for WaitPort<'_, C> {
     fn drop(&mut self) {
-        self.channel.forget_port(self.port);
+        self.channel.forget_port_with(self.port, self.ticket);
     }
 }
 

@@ -39,6 +39,10 @@ pub enum Error {
     /// Every waiter slot of the handle is in use.
     #[error("all {0} waiter slots of this event-channel handle are in use")]
     TooManyWaiters(usize),
+    /// A wait could never end: no port of the handle is armed (each one was
+    /// reported and not yet unmasked, or none is bound).
+    #[error("nothing to wait for: no port of this event-channel handle is armed")]
+    NothingToWaitFor,
     /// The operation is not available with this backend or kernel.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
@@ -52,7 +56,9 @@ impl Error {
             Self::Os { errno, .. } => os_kind(*errno),
             Self::DeviceMissing { .. } => ErrorKind::NotOnXen,
             Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
-            Self::PortOutOfRange(_) | Self::NotBound(_) => ErrorKind::InvalidInput,
+            Self::PortOutOfRange(_) | Self::NotBound(_) | Self::NothingToWaitFor => {
+                ErrorKind::InvalidInput
+            }
             Self::TooManyWaiters(_) => ErrorKind::OutOfMemory,
             Self::Unsupported(_) => ErrorKind::Unsupported,
         }

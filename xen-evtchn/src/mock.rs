@@ -10,6 +10,11 @@
 //! is not masked, set the word's `evtchn_pending_sel` bit and
 //! `evtchn_upcall_pending`), and gives `EVTCHNOP_unmask` Xen's re-raise.
 
+#[cfg(target_os = "linux")]
+mod device;
+
+#[cfg(target_os = "linux")]
+pub use device::{EvtchnDriver, RING_SIZE};
 use std::boxed::Box;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -26,6 +31,8 @@ pub const PORTS: u32 = 16;
 
 const PENDING_WORD: usize = core::mem::offset_of!(xen_sys::shared_info, evtchn_pending) / 8;
 const MASK_WORD: usize = core::mem::offset_of!(xen_sys::shared_info, evtchn_mask) / 8;
+const UPCALL_PENDING: usize = core::mem::offset_of!(xen_sys::vcpu_info, evtchn_upcall_pending);
+const UPCALL_MASK: usize = core::mem::offset_of!(xen_sys::vcpu_info, evtchn_upcall_mask);
 const SEL_WORD: usize = (core::mem::offset_of!(xen_sys::shared_info, vcpu_info)
     + core::mem::offset_of!(xen_sys::vcpu_info, evtchn_pending_sel))
     / 8;
@@ -44,7 +51,12 @@ pub struct DomainPage {
     pushed_mask: AtomicU64,
     /// How many times `evtchn_upcall_pending` went from 0 to 1.
     upcalls: AtomicU64,
+    /// Run after each successful `EVTCHNOP_close`.
+    close_hook: Mutex<Option<CloseHook>>,
 }
+
+/// A hook run after `EVTCHNOP_close` closed a port, before it returns.
+type CloseHook = Box<dyn FnMut(Port) + Send>;
 
 impl core::fmt::Debug for DomainPage {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -60,10 +72,27 @@ impl DomainPage {
     }
 
     fn upcall_pending(&self) -> &AtomicU8 {
-        let ptr = self.page.0.as_ptr().cast::<u8>();
-        // SAFETY: byte 0 of the page, which lives as long as `self`; only
-        // accessed atomically (by this harness and by `SharedInfo`).
+        self.byte(UPCALL_PENDING)
+    }
+
+    /// vCPU 0's `evtchn_upcall_mask`.
+    fn upcall_mask(&self) -> &AtomicU8 {
+        self.byte(UPCALL_MASK)
+    }
+
+    /// Byte `offset` of the page (inside its first word).
+    fn byte(&self, offset: usize) -> &AtomicU8 {
+        let ptr = self.page.0.as_ptr().cast::<u8>().wrapping_add(offset % 8);
+        // SAFETY: a byte of the page's first word, which lives as long as
+        // `self`; only accessed atomically (by this harness and by `SharedInfo`).
         unsafe { AtomicU8::from_ptr(ptr.cast_mut()) }
+    }
+
+    /// Xen's `local_events_need_delivery` for a PV vCPU 0: an upcall is
+    /// pending and not masked (`SCHEDOP_poll` then returns at once).
+    fn events_need_delivery(&self) -> bool {
+        self.upcall_pending().load(Ordering::SeqCst) != 0
+            && self.upcall_mask().load(Ordering::SeqCst) == 0
     }
 
     fn sel(&self) -> &AtomicU64 {
@@ -200,6 +229,7 @@ impl MockPlatform {
             mirrored: AtomicU64::new(0),
             pushed_mask: AtomicU64::new(0),
             upcalls: AtomicU64::new(0),
+            close_hook: Mutex::new(None),
         });
         page.word(MASK_WORD).store(u64::MAX, Ordering::SeqCst);
         self.domains.lock().unwrap().push(Arc::clone(&page));
@@ -234,6 +264,25 @@ impl MockDomain {
         &self.page
     }
 
+    /// Runs `hook` after each `EVTCHNOP_close` of this domain closed a port,
+    /// before the hypercall returns: what another vCPU may do meanwhile (Xen
+    /// may hand it the same port). `None`: no hook.
+    pub fn set_close_hook(&self, hook: Option<Box<dyn FnMut(Port) + Send>>) {
+        *self.page.close_hook.lock().unwrap() = hook;
+    }
+
+    fn run_close_hook(&self, port: Port) {
+        // Taken out while it runs: the hook may close ports as well.
+        let hook = self.page.close_hook.lock().unwrap().take();
+        if let Some(mut hook) = hook {
+            hook(port);
+            let mut slot = self.page.close_hook.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(hook);
+            }
+        }
+    }
+
     /// This domain's shared info page, for [`RawEventChannel::new`](crate::RawEventChannel::new);
     /// [`channel`](Self::channel) pairs them safely.
     ///
@@ -264,18 +313,32 @@ impl MockDomain {
         for domain in self.platform.domains.lock().unwrap().iter() {
             domain.push();
         }
+        let evtchn_op = |cmd: u32| {
+            op == xen_sys::__HYPERVISOR_event_channel_op as usize
+                && args.first() == Some(&(cmd as usize))
+        };
+        // `do_poll` returns at once while events need delivery.
+        if op == xen_sys::__HYPERVISOR_sched_op as usize
+            && args.first() == Some(&(xen_sys::SCHEDOP_poll as usize))
+            && self.page.events_need_delivery()
+        {
+            return Ok(0);
+        }
         let result = call();
         self.platform.sync_all();
         if result.is_ok()
-            && op == xen_sys::__HYPERVISOR_event_channel_op as usize
-            && args.first() == Some(&(xen_sys::EVTCHNOP_unmask as usize))
+            && (evtchn_op(xen_sys::EVTCHNOP_unmask) || evtchn_op(xen_sys::EVTCHNOP_close))
         {
             let ptr = args[1] as *const u32;
-            // SAFETY: EVTCHNOP_unmask's argument is an `evtchn_unmask_t`
-            // (one `evtchn_port_t`) the caller vouched for, and the mock
-            // just read it successfully.
+            // SAFETY: EVTCHNOP_unmask's and EVTCHNOP_close's argument is an
+            // `evtchn_unmask_t` or `evtchn_close_t` (one `evtchn_port_t`) the
+            // caller vouched for, and the mock just read it successfully.
             let port = unsafe { ptr.read() };
-            self.page.unmask(port);
+            if evtchn_op(xen_sys::EVTCHNOP_unmask) {
+                self.page.unmask(port);
+            } else {
+                self.run_close_hook(Port::new(port));
+            }
         }
         result
     }

@@ -2,32 +2,34 @@
 //! demultiplexed to per-port wakers, without a thread.
 
 use std::boxed::Box;
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, ready};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use xen_hypercall::{DomId, Port, Virq};
 
-use crate::linux::{EvtchnDevice, READ_BATCH};
-use crate::{AsyncEventChannel, Error, EventChannel};
+use crate::demux::{Demux, Readiness};
+use crate::linux::EvtchnDevice;
+use crate::{AsyncEventChannel, Error, EventChannel, WaiterTicket};
 
 /// A readiness wait on the fd, for readable or error (the driver reports an
 /// overflow as `POLLERR` alone).
-type Readiness = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+type ReadinessWait = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
 /// Event channels through `/dev/xen/evtchn`, awaitable on tokio: the RFC's
 /// `TokioEventChannel`.
 ///
-/// Whichever future is polled reads every queued port in page-sized batches,
-/// records each as delivered, re-arms them with one `write`, and wakes the
-/// waiter of each; the future whose waker watches the fd hands that duty to
-/// another waiter when it is dropped. Dropping the handle closes the fd,
-/// which unbinds every port.
+/// Whichever future is polled reads every queued port in page-sized batches
+/// until a read finds none, records each as delivered, re-arms them with one
+/// `write` per batch, and wakes the waiter of each. One pending waiter's
+/// waker watches the fd; it hands that duty to another pending waiter (waking
+/// it) as soon as it completes or is dropped, so a completed future or stream
+/// that is not polled again starves no one. Dropping the handle closes the
+/// fd, which unbinds every port.
 ///
 /// Ports are re-armed as soon as their delivery is recorded, so
 /// [`EventChannel::unmask`] has nothing to do here (it only checks the port).
@@ -35,88 +37,32 @@ type Readiness = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 #[derive(Debug)]
 pub struct TokioEventChannel {
     fd: Arc<AsyncFd<EvtchnDevice>>,
-    table: Mutex<Table>,
+    demux: Mutex<Demux<FdReadiness>>,
 }
 
-/// Who waits for what, and the deliveries not yet consumed.
-#[derive(Default)]
-struct Table {
-    /// Ports with a delivery, and its sequence number in `order`.
-    delivered: HashMap<Port, u64>,
-    /// Deliveries in arrival order, for the stream; entries whose sequence
-    /// number no longer matches `delivered` were consumed by a port's waiter.
-    order: VecDeque<(Port, u64)>,
-    next_seq: u64,
-    wakers: HashMap<Port, Waker>,
-    any: Option<Waker>,
-    readiness: Option<Readiness>,
-    /// The waiter whose waker the readiness wait holds.
-    watcher: Option<Watcher>,
+/// The fd's readiness from tokio's reactor.
+struct FdReadiness {
+    fd: Arc<AsyncFd<EvtchnDevice>>,
+    /// The wait in progress.
+    wait: Option<ReadinessWait>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Watcher {
-    Port(Port),
-    Any,
-}
-
-impl std::fmt::Debug for Table {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Table")
-            .field("delivered", &self.delivered.len())
-            .field("waiters", &self.wakers.len())
-            .field("watcher", &self.watcher)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Table {
-    fn record(&mut self, port: Port) {
-        if self.delivered.contains_key(&port) {
-            return; // Coalesced with the unconsumed delivery.
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.delivered.insert(port, seq);
-        self.order.push_back((port, seq));
-        if let Some(waker) = self.wakers.get(&port) {
-            waker.wake_by_ref();
-        }
-        if let Some(waker) = &self.any {
-            waker.wake_by_ref();
-        }
-    }
-
-    fn consume(&mut self, port: Port) -> bool {
-        let consumed = self.delivered.remove(&port).is_some();
-        // Drop stale entries now and then, so `order` stays proportional.
-        if consumed && self.order.len() > 2 * self.delivered.len() + 64 {
-            let delivered = &self.delivered;
-            self.order.retain(|(p, seq)| delivered.get(p) == Some(seq));
-        }
-        consumed
-    }
-
-    fn consume_oldest(&mut self) -> Option<Port> {
-        while let Some((port, seq)) = self.order.pop_front() {
-            if self.delivered.get(&port) == Some(&seq) {
-                self.delivered.remove(&port);
-                return Some(port);
-            }
-        }
-        None
-    }
-
-    /// Hands the fd watch of `gone` to another waiter.
-    fn hand_over(&mut self, gone: Watcher) {
-        if self.watcher != Some(gone) {
-            return;
-        }
-        self.watcher = None;
-        let next = self.wakers.values().next().or(self.any.as_ref());
-        if let Some(waker) = next {
-            waker.wake_by_ref();
-        }
+impl Readiness for FdReadiness {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let wait = self.wait.get_or_insert_with(|| {
+            let fd = Arc::clone(&self.fd);
+            Box::pin(async move {
+                let mut guard = fd.ready(Interest::READABLE | Interest::ERROR).await?;
+                guard.clear_ready();
+                Ok(())
+            })
+        });
+        let result = ready!(wait.as_mut().poll(cx));
+        self.wait = None;
+        Poll::Ready(result.map_err(|e| Error::Os {
+            operation: "waiting for the fd",
+            errno: e.raw_os_error().unwrap_or(0),
+        }))
     }
 }
 
@@ -148,9 +94,14 @@ impl TokioEventChannel {
                 None => Error::Unsupported("AsyncFd needs a tokio runtime with IO enabled"),
             }
         })?;
+        let fd = Arc::new(fd);
+        let readiness = FdReadiness {
+            fd: Arc::clone(&fd),
+            wait: None,
+        };
         Ok(Self {
-            fd: Arc::new(fd),
-            table: Mutex::default(),
+            fd,
+            demux: Mutex::new(Demux::new(readiness)),
         })
     }
 
@@ -159,57 +110,8 @@ impl TokioEventChannel {
         self.fd.get_ref()
     }
 
-    fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reads every queued port, records them, and re-arms them in one write per batch.
-    fn drain(&self, table: &mut Table) -> Result<(), Error> {
-        let mut ports = [Port::new(0); READ_BATCH];
-        loop {
-            let count = self.device().take_pending(&mut ports)?;
-            if count == 0 {
-                return Ok(());
-            }
-            let batch = &ports[..count];
-            batch.iter().for_each(|&port| table.record(port));
-            // Ports read here are masked by the driver; one unbound since is
-            // skipped by it (no bookkeeping lookup, no allocation).
-            self.device().rearm(batch)?;
-            if count < ports.len() {
-                // The read came up short: the queue is empty (what arrives
-                // later is a new readiness edge).
-                return Ok(());
-            }
-        }
-    }
-
-    /// Watches the fd with `cx`'s waker, draining it each time it is ready,
-    /// until it has nothing more. The caller has just drained it.
-    fn pump(&self, table: &mut Table, cx: &mut Context<'_>, me: Watcher) -> Result<(), Error> {
-        loop {
-            let readiness = table.readiness.get_or_insert_with(|| {
-                let fd = Arc::clone(&self.fd);
-                Box::pin(async move {
-                    let mut guard = fd.ready(Interest::READABLE | Interest::ERROR).await?;
-                    // Cleared before the caller drains: a later event is a new edge.
-                    guard.clear_ready();
-                    Ok(())
-                })
-            });
-            table.watcher = Some(me);
-            match readiness.as_mut().poll(cx) {
-                Poll::Pending => return Ok(()),
-                Poll::Ready(result) => {
-                    table.readiness = None;
-                    result.map_err(|e| Error::Os {
-                        operation: "waiting for the fd",
-                        errno: e.raw_os_error().unwrap_or(0),
-                    })?;
-                    self.drain(table)?;
-                }
-            }
-        }
+    fn demux(&self) -> MutexGuard<'_, Demux<FdReadiness>> {
+        self.demux.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -227,14 +129,7 @@ impl EventChannel for TokioEventChannel {
     }
 
     fn unbind_raw(&self, port: Port) -> Result<(), Error> {
-        self.device().unbind_raw(port)?;
-        let mut table = self.table();
-        table.delivered.remove(&port);
-        if let Some(waker) = table.wakers.remove(&port) {
-            // Its waiter learns the port is gone.
-            waker.wake();
-        }
-        Ok(())
+        self.demux().unbind(self.device(), port)
     }
 
     fn notify(&self, port: Port) -> Result<(), Error> {
@@ -249,17 +144,7 @@ impl EventChannel for TokioEventChannel {
     }
 
     fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
-        let mut table = self.table();
-        self.drain(&mut table)?;
-        let mut count = 0;
-        while count < ports.len() {
-            let Some(port) = table.consume_oldest() else {
-                break;
-            };
-            ports[count] = port;
-            count += 1;
-        }
-        Ok(count)
+        self.demux().take_pending(self.device(), ports)
     }
 
     fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
@@ -275,73 +160,31 @@ impl EventChannel for TokioEventChannel {
 
 impl AsyncEventChannel for TokioEventChannel {
     fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut table = self.table();
-        // A delivery another poll recorded needs no `read`.
-        if table.consume(port) {
-            return Poll::Ready(Ok(()));
-        }
-        if let Err(error) = self.drain(&mut table) {
-            return Poll::Ready(Err(error));
-        }
-        if table.consume(port) {
-            return Poll::Ready(Ok(()));
-        }
-        if !self.device().is_bound(port) {
-            return Poll::Ready(Err(Error::NotBound(port)));
-        }
-        if !table
-            .wakers
-            .get(&port)
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            table.wakers.insert(port, cx.waker().clone());
-        }
-        if let Err(error) = self.pump(&mut table, cx, Watcher::Port(port)) {
-            return Poll::Ready(Err(error));
-        }
-        if table.consume(port) {
-            return Poll::Ready(Ok(()));
-        }
-        Poll::Pending
+        self.poll_port_with(port, &mut WaiterTicket::default(), cx)
+    }
+
+    fn poll_port_with(
+        &self,
+        port: Port,
+        ticket: &mut WaiterTicket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        self.demux().poll_port(self.device(), port, ticket, cx)
     }
 
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {
-        let mut table = self.table();
-        // A delivery another poll recorded needs no `read`.
-        if let Some(port) = table.consume_oldest() {
-            return Poll::Ready(Ok(port));
-        }
-        if let Err(error) = self.drain(&mut table) {
-            return Poll::Ready(Err(error));
-        }
-        if let Some(port) = table.consume_oldest() {
-            return Poll::Ready(Ok(port));
-        }
-        if !table
-            .any
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            table.any = Some(cx.waker().clone());
-        }
-        if let Err(error) = self.pump(&mut table, cx, Watcher::Any) {
-            return Poll::Ready(Err(error));
-        }
-        match table.consume_oldest() {
-            Some(port) => Poll::Ready(Ok(port)),
-            None => Poll::Pending,
-        }
+        self.demux().poll_any(self.device(), cx)
     }
 
     fn forget_port(&self, port: Port) {
-        let mut table = self.table();
-        table.wakers.remove(&port);
-        table.hand_over(Watcher::Port(port));
+        self.forget_port_with(port, WaiterTicket::NONE);
+    }
+
+    fn forget_port_with(&self, port: Port, ticket: WaiterTicket) {
+        self.demux().forget_port(port, ticket);
     }
 
     fn forget_any(&self) {
-        let mut table = self.table();
-        table.any = None;
-        table.hand_over(Watcher::Any);
+        self.demux().forget_any();
     }
 }

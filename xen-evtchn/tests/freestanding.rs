@@ -227,7 +227,9 @@ fn wait_pending_polls_only_armed_ports() {
     assert_eq!(ch.wait_pending(&mut ports).unwrap(), 1);
     assert_eq!(ports[0], a.port());
     // Both reported ports are masked: nothing can arrive, so no wait.
-    assert_eq!(ch.wait_pending(&mut ports).unwrap(), 0);
+    let err = ch.wait_pending(&mut ports).unwrap_err();
+    assert_eq!(err, Error::NothingToWaitFor);
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
     a.unmask().unwrap();
     b.unmask().unwrap();
     // Nothing pending on the armed ports: the mock refuses to sleep forever
@@ -424,4 +426,167 @@ fn waiter_slots_are_bounded_and_freed() {
     }
     drop(wait_a);
     assert!(pin!(b.wait()).poll(&mut cx).is_pending());
+}
+
+/// Every port of the mock domain is closed in Xen (or was never allocated:
+/// `EINVAL`, as Xen answers for a port past the allocated ones).
+fn assert_all_closed(xen: &MockDomain) {
+    for port in 1..xen_evtchn::mock::PORTS {
+        match xen.mock().evtchn_status(DomId::SELF, Port::new(port)) {
+            Ok(status) => assert_eq!(status.state, ChannelState::Closed, "port {port} leaked"),
+            Err(err) => assert_eq!(err, xen_hypercall::Error::Xen(Errno::EINVAL)),
+        }
+    }
+}
+
+#[test]
+fn a_bind_on_another_vcpu_during_unbind_keeps_its_port() {
+    let platform = MockPlatform::new();
+    let xen = platform.domain(0);
+    let ch: std::sync::Arc<Channel> = std::sync::Arc::new(xen.channel());
+    let port = ch.alloc_unbound_raw(DomId::SELF).unwrap();
+    // Just after Xen closed the port, another vCPU binds: Xen hands it the
+    // same (lowest free) port.
+    let (rebound_tx, rebound_rx) = std::sync::mpsc::channel();
+    let binding = std::sync::Arc::clone(&ch);
+    xen.set_close_hook(Some(Box::new(move |_| {
+        let binding = std::sync::Arc::clone(&binding);
+        let rebound = std::thread::spawn(move || binding.alloc_unbound_raw(DomId::SELF))
+            .join()
+            .unwrap();
+        rebound_tx.send(rebound).unwrap();
+    })));
+    ch.unbind_raw(port).unwrap();
+    xen.set_close_hook(None);
+    let rebound = rebound_rx.recv().unwrap().unwrap();
+    assert_eq!(rebound, port);
+    // The new binding is this handle's, and armed.
+    assert!(!xen.page().is_masked(rebound));
+    ch.unbind_raw(rebound).unwrap();
+    assert_all_closed(&xen);
+}
+
+#[test]
+fn concurrent_binds_and_unbinds_lose_no_port() {
+    const CYCLES: usize = if cfg!(miri) { 20 } else { 5_000 };
+    let platform = MockPlatform::new();
+    let xen = platform.domain(0);
+    let ch: std::sync::Arc<Channel> = std::sync::Arc::new(xen.channel());
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let ch = std::sync::Arc::clone(&ch);
+            std::thread::spawn(move || {
+                for _ in 0..CYCLES {
+                    let port = ch.alloc_unbound_raw(DomId::SELF)?;
+                    ch.unbind_raw(port)?;
+                }
+                Ok::<(), Error>(())
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap().unwrap();
+    }
+    assert_all_closed(&xen);
+}
+
+#[test]
+fn unbind_wakes_the_ports_waiter() {
+    let (_platform, _xen, ch) = one_domain();
+    let port = ch.alloc_unbound(DomId::SELF).unwrap().into_raw();
+    let (waker, wakes) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut wait = Box::pin(ch.wait_port(port));
+    assert!(wait.as_mut().poll(&mut cx).is_pending());
+    ch.unbind_raw(port).unwrap();
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        wait.as_mut().poll(&mut cx),
+        Poll::Ready(Err(Error::NotBound(port)))
+    );
+}
+
+#[cfg(not(miri))]
+#[test]
+fn wait_pending_clears_a_left_upcall_instead_of_spinning() {
+    let platform = MockPlatform::new();
+    let xen = platform.domain(0);
+    let ch: std::sync::Arc<Channel> = std::sync::Arc::new(xen.channel());
+    let a = ch.alloc_unbound_raw(DomId::SELF).unwrap();
+    let b = ch.bind_interdomain_raw(DomId::SELF, a).unwrap();
+    // Xen raised the upcall for `b`'s bind-time event; no handler cleared it.
+    assert!(xen.page().upcall_is_pending());
+    let mut ports = [Port::new(0); 4];
+    assert_eq!(ch.take_pending(&mut ports).unwrap(), 1);
+    ch.unmask(b).unwrap();
+    // Nothing is pending: Xen would block in SCHEDOP_poll, which the mock
+    // refuses (it cannot sleep). With the upcall flag left set, `do_poll`
+    // returns at once instead, and a wait that does not clear it spins.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiting = std::sync::Arc::clone(&ch);
+    std::thread::spawn(move || {
+        let mut ports = [Port::new(0); 4];
+        let _ = done_tx.send(waiting.wait_pending(&mut ports));
+    });
+    let result = done_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("wait_pending spins in SCHEDOP_poll");
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Unsupported);
+    assert!(!xen.page().upcall_is_pending());
+}
+
+#[test]
+fn a_stale_wait_cannot_release_a_new_waiter_of_the_same_port_number() {
+    let (_platform, _xen, ch) = one_domain();
+    let a = ch.alloc_unbound(DomId::SELF).unwrap();
+    let (waker, _) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let old = ch.bind_interdomain_raw(DomId::SELF, a.port()).unwrap();
+    assert!(pin!(ch.wait_port(old)).poll(&mut cx).is_ready());
+    let mut stale = Box::pin(ch.wait_port(old));
+    assert!(stale.as_mut().poll(&mut cx).is_pending());
+    ch.unbind_raw(old).unwrap();
+    // Xen hands the number out again; the new port's bind-time event is consumed.
+    let new = ch.bind_interdomain_raw(DomId::SELF, a.port()).unwrap();
+    assert_eq!(new, old);
+    assert!(pin!(ch.wait_port(new)).poll(&mut cx).is_ready());
+    let (fresh_waker, fresh_wakes) = counting_waker();
+    let mut fresh = Box::pin(ch.wait_port(new));
+    assert!(
+        fresh
+            .as_mut()
+            .poll(&mut Context::from_waker(&fresh_waker))
+            .is_pending()
+    );
+    // The stale future goes: the fresh one's registration stays.
+    drop(stale);
+    a.notify().unwrap();
+    ch.handle_upcall();
+    assert_eq!(fresh_wakes.load(Ordering::SeqCst), 1);
+    assert!(fresh.as_mut().poll(&mut cx).is_ready());
+    ch.unbind_raw(new).unwrap();
+}
+
+#[test]
+fn adopt_takes_a_port_bound_elsewhere() {
+    let (_platform, xen, ch) = one_domain();
+    // Bound by someone else (as the domain builder binds the xenstore port).
+    let port = xen.evtchn_alloc_unbound(DomId::SELF, DomId::SELF).unwrap();
+    assert_eq!(ch.unmask(port), Err(Error::NotBound(port)));
+    assert_eq!(ch.adopt(port), Ok(port));
+    assert!(!xen.page().is_masked(port));
+    let peer = ch.bind_interdomain(DomId::SELF, port).unwrap();
+    assert_eq!(take_all(&ch), vec![peer.port()]);
+    peer.unmask().unwrap();
+    peer.notify().unwrap();
+    assert_eq!(take_all(&ch), vec![port]);
+    ch.unbind_raw(port).unwrap();
+    assert_eq!(
+        xen.mock().evtchn_status(DomId::SELF, port).unwrap().state,
+        ChannelState::Closed
+    );
+    assert_eq!(
+        ch.adopt(Port::new(5000)),
+        Err(Error::PortOutOfRange(Port::new(5000)))
+    );
 }

@@ -79,9 +79,18 @@ pub struct Connection {
     /// Arrival order of events across watches.
     next_seq: u64,
     broken: Option<Error>,
+    /// The longest payload the transport carries (0: `XENSTORE_PAYLOAD_MAX`).
+    payload_max: usize,
 }
 
 impl Connection {
+    /// Refuses payloads longer than `max` ([`Error::RequestTooLong`], before sending): what a
+    /// transport carries may be less than `XENSTORE_PAYLOAD_MAX` (`/dev/xen/xenbus` carries
+    /// 4080 bytes).
+    pub fn set_payload_max(&mut self, max: usize) {
+        self.payload_max = max;
+    }
+
     /// A fresh connection.
     pub fn new() -> Self {
         Self::default()
@@ -111,6 +120,12 @@ impl Connection {
     ) -> Result<u32, Error> {
         if let Some(error) = &self.broken {
             return Err(error.for_others());
+        }
+        if self.payload_max != 0 && payload.len() > self.payload_max {
+            return Err(Error::RequestTooLong {
+                len: payload.len(),
+                max: self.payload_max,
+            });
         }
         let req_id = self.fresh_req_id();
         let start = self.out.len();
@@ -241,6 +256,9 @@ impl Connection {
         }
         if pending.detached {
             self.pending.remove(&header.req_id);
+            if header.ty == MsgType::TRANSACTION_START {
+                self.end_orphaned_transaction(message.payload);
+            }
             return Ok(());
         }
         pending.reply = Some(if header.ty == pending.ty {
@@ -289,10 +307,26 @@ impl Connection {
         match self.pending.get_mut(&ticket.req_id) {
             Some(pending) if pending.reply.is_none() => pending.detached = true,
             _ => {
-                self.pending.remove(&ticket.req_id);
+                if let Some(Pending {
+                    ty: MsgType::TRANSACTION_START,
+                    reply: Some(Ok(payload)),
+                    ..
+                }) = self.pending.remove(&ticket.req_id)
+                {
+                    self.end_orphaned_transaction(payload);
+                }
             }
         }
         false
+    }
+
+    /// A transaction was started for a requester that went away (a `TRANSACTION_START`
+    /// abandoned once sent): abort it, or it stays open on the daemon for the connection's
+    /// life.
+    fn end_orphaned_transaction(&mut self, reply: Vec<u8>) {
+        if let (Ok(tx_id), Ok(abort)) = (op::parse_tx_id(reply), op::transaction_end(false)) {
+            self.submit_detached(abort, tx_id);
+        }
     }
 
     /// Starts buffering events for a watch of `path` (before the `WATCH` request is sent, so
@@ -540,6 +574,46 @@ mod tests {
             feed(&mut conn, &reply(MsgType::WATCH_EVENT, 0, b"/a\0")),
             Err(Error::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn an_abandoned_transaction_start_ends_the_transaction_it_opened() {
+        let aborts = |conn: &Connection| {
+            let mut decoder = Decoder::new();
+            decoder.push(conn.outgoing());
+            core::iter::from_fn(|| decoder.next_message().unwrap())
+                .filter(|m| m.header.ty == MsgType::TRANSACTION_END && m.payload == b"F\0")
+                .map(|m| m.header.tx_id)
+                .collect::<Vec<_>>()
+        };
+        let mut conn = Connection::new();
+        // Abandoned once sent, before its reply: the abort goes out when the reply comes.
+        let a = conn.submit(op::transaction_start().unwrap(), 0).unwrap();
+        let b = conn.submit(op::transaction_start().unwrap(), 0).unwrap();
+        let sent = conn.outgoing().len();
+        conn.sent(sent);
+        assert!(!conn.abandon(&a));
+        feed(
+            &mut conn,
+            &reply(MsgType::TRANSACTION_START, a.req_id, b"7\0"),
+        )
+        .unwrap();
+        assert_eq!(aborts(&conn), [7]);
+        // Abandoned after its reply came, before it was taken.
+        feed(
+            &mut conn,
+            &reply(MsgType::TRANSACTION_START, b.req_id, b"8\0"),
+        )
+        .unwrap();
+        assert!(!conn.abandon(&b));
+        assert_eq!(aborts(&conn), [7, 8]);
+        // A failed start opened nothing.
+        let c = conn.submit(op::transaction_start().unwrap(), 0).unwrap();
+        let sent = conn.outgoing().len();
+        conn.sent(sent);
+        conn.abandon(&c);
+        feed(&mut conn, &reply(MsgType::ERROR, c.req_id, b"ENOSPC\0")).unwrap();
+        assert!(conn.outgoing().is_empty());
     }
 
     #[test]

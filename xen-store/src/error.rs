@@ -21,17 +21,23 @@ pub enum Error {
     /// The path is not one xenstored accepts (checked before sending).
     #[error("invalid path: {0}")]
     Path(#[from] PathError),
-    /// The request's payload would exceed `XENSTORE_PAYLOAD_MAX` (checked before sending:
-    /// xenstored drops a connection that exceeds it).
-    #[error("request payload of {len} bytes exceeds the {max} byte limit", max = crate::wire::PAYLOAD_MAX)]
+    /// The request's payload would exceed the limit (checked before sending): the daemon's
+    /// `XENSTORE_PAYLOAD_MAX` (it drops a connection that exceeds it), or less through
+    /// `/dev/xen/xenbus` (4080 bytes: the kernel buffers a message, header included, in
+    /// `XENSTORE_PAYLOAD_MAX` bytes).
+    #[error("request payload of {len} bytes exceeds the {max} byte limit")]
     RequestTooLong {
         /// The payload's length.
         len: usize,
+        /// The limit.
+        max: usize,
     },
     /// An argument cannot be encoded (a NUL inside a string, an empty token).
     #[error("invalid argument: {0}")]
     InvalidInput(&'static str),
-    /// The peer broke the protocol; the connection is unusable from now on.
+    /// The peer broke the protocol (a malformed message, a reply to no request, impossible
+    /// ring indices): the connection is unusable from then on. A reply of the wrong type or
+    /// with a payload this client cannot parse fails only its own request with this error.
     #[error("protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
     /// The peer closed the connection.
@@ -40,6 +46,9 @@ pub enum Error {
     /// An earlier error (reported to the request that met it) broke the connection.
     #[error("connection broken by an earlier error")]
     Broken,
+    /// The daemon gave up on the guest's shared ring, or the ring is being reset.
+    #[error("xenstore ring: {0}")]
+    RingAborted(crate::ring::RingTransportError),
     /// A transport without `std` failed.
     #[error("transport error: {0:?}")]
     Transport(embedded_io::ErrorKind),
@@ -125,7 +134,7 @@ impl Error {
                 ErrorKind::InvalidInput
             }
             Self::Protocol(_) => ErrorKind::Protocol,
-            Self::Closed | Self::Broken => ErrorKind::Disconnected,
+            Self::Closed | Self::Broken | Self::RingAborted(_) => ErrorKind::Disconnected,
             Self::UnknownErrno(_) | Self::Transport(_) => ErrorKind::Other,
             #[cfg(feature = "std")]
             Self::Io(_) => ErrorKind::Other,
@@ -155,10 +164,13 @@ impl Error {
     /// Converts a transport's error, keeping a `std::io::Error` as it is.
     pub(crate) fn transport<E: embedded_io::Error + 'static>(error: E) -> Self {
         let kind = error.kind();
-        if let Some(crate::ring::RingTransportError::Ring(_)) =
-            (&error as &dyn core::any::Any).downcast_ref::<crate::ring::RingTransportError>()
-        {
-            return ProtocolError::RingIndices.into();
+        use crate::ring::RingTransportError;
+        match (&error as &dyn core::any::Any).downcast_ref::<RingTransportError>() {
+            Some(RingTransportError::Ring(_)) => return ProtocolError::RingIndices.into(),
+            Some(e @ (RingTransportError::Daemon(_) | RingTransportError::Reconnecting)) => {
+                return Self::RingAborted(*e);
+            }
+            _ => {}
         }
         #[cfg(feature = "std")]
         {
@@ -176,6 +188,7 @@ impl Error {
     pub(crate) fn for_others(&self) -> Self {
         match self {
             Self::Protocol(p) => Self::Protocol(*p),
+            Self::RingAborted(e) => Self::RingAborted(*e),
             Self::Closed => Self::Closed,
             _ => Self::Broken,
         }

@@ -18,6 +18,8 @@ mod perms;
 pub mod ring;
 mod store;
 #[cfg(feature = "tokio-1")]
+mod sync;
+#[cfg(feature = "tokio-1")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-1")))]
 pub mod tokio;
 #[cfg(feature = "std")]

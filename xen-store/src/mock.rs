@@ -70,6 +70,8 @@ struct State {
     directory_max: usize,
     /// Bytes of children names per `DIRECTORY_PART` reply.
     part_size: usize,
+    /// Open transactions per connection beyond which `TRANSACTION_START` fails (`ENOSPC`).
+    transaction_limit: usize,
 }
 
 impl Default for State {
@@ -91,6 +93,7 @@ impl Default for State {
             introduced: BTreeSet::new(),
             directory_max: PAYLOAD_MAX,
             part_size: PAYLOAD_MAX - 64,
+            transaction_limit: usize::MAX,
         }
     }
 }
@@ -109,6 +112,12 @@ impl MockStore {
         let mut state = self.lock();
         state.directory_max = directory_max;
         state.part_size = part_size.max(1);
+    }
+
+    /// Limits each connection to `limit` open transactions: one more `TRANSACTION_START` fails
+    /// with `ENOSPC`, as xenstored's `quota-max-transaction` makes it.
+    pub fn set_transaction_limit(&self, limit: usize) {
+        self.lock().transaction_limit = limit;
     }
 
     /// Changes a node as another client would (firing watches), bypassing permissions.
@@ -404,6 +413,9 @@ impl State {
             MsgType::TRANSACTION_START => {
                 if tx_id != 0 {
                     return Err("EBUSY");
+                }
+                if self.conns[&id].txs.len() >= self.transaction_limit {
+                    return Err("ENOSPC");
                 }
                 self.next_tx += 1;
                 let tx = self.next_tx;
@@ -793,4 +805,272 @@ fn write_node(tree: &mut Tree, path: &str, value: &[u8], domid: u16) -> String {
         node.value = value.to_vec();
     }
     path.to_string()
+}
+
+/// Serves a guest's xenstore page as xenstored does for an unprivileged domain, quota
+/// included: while `quota` of its replies wait for room in the response ring, no more
+/// requests are read (xenstored's `domain_can_read`, `quota_req_outstanding`, 20 by
+/// default). Call [`MockRingServer::pump`] in a loop (a daemon thread).
+#[derive(Debug)]
+pub struct MockRingServer<M> {
+    conn: MockConnection,
+    requests: xen_shared::Consumer<M>,
+    replies: xen_shared::Producer<M>,
+    /// The request being read off the ring.
+    request: Vec<u8>,
+    /// Replies (and watch events) not yet wholly in the ring, whole messages; the first
+    /// partly written up to `front_written`.
+    outstanding: VecDeque<Vec<u8>>,
+    front_written: usize,
+    decoder: Decoder,
+    quota: usize,
+}
+
+/// xenstored's default `quota_req_outstanding`.
+pub const OUTSTANDING_QUOTA: usize = 20;
+
+impl<M: xen_shared::RingMemory + Clone> MockRingServer<M> {
+    /// Serves `page` for domain `domid`, with at most `quota` replies outstanding.
+    pub fn new(
+        store: &MockStore,
+        page: M,
+        domid: DomId,
+        quota: usize,
+    ) -> Result<Self, xen_shared::LayoutError> {
+        use xen_shared::RingLayout;
+        Ok(Self {
+            conn: store.connect(domid),
+            requests: xen_shared::Consumer::new(page.clone(), RingLayout::XENSTORE_REQ)?,
+            replies: xen_shared::Producer::new(page, RingLayout::XENSTORE_RSP)?,
+            request: Vec::new(),
+            outstanding: VecDeque::new(),
+            front_written: 0,
+            decoder: Decoder::new(),
+            quota,
+        })
+    }
+
+    /// Replies outstanding: answered, not yet wholly in the response ring.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Reads requests (while under quota), answers them, and writes replies while the ring
+    /// has room; whether anything moved.
+    ///
+    /// # Panics
+    ///
+    /// If the guest's indices are impossible (the test is broken).
+    pub fn pump(&mut self) -> bool {
+        let mut moved = false;
+        while self.outstanding.len() < self.quota {
+            // One message at a time: its header, then its payload.
+            let want = match self.request.first_chunk::<{ wire::HEADER_LEN }>() {
+                Some(header) => wire::HEADER_LEN + Header::from_bytes(header).len as usize,
+                None => wire::HEADER_LEN,
+            };
+            let have = self.request.len();
+            // (Only a whole header makes `want` more than a header.)
+            if have == want {
+                let request = std::mem::take(&mut self.request);
+                embedded_io::Write::write(&mut self.conn, &request).expect("the mock accepts");
+                self.collect_replies();
+                continue;
+            }
+            self.request.resize(want, 0);
+            let n = self
+                .requests
+                .read(&mut self.request[have..])
+                .expect("guest's request indices");
+            self.request.truncate(have + n);
+            if n == 0 {
+                break;
+            }
+            moved = true;
+        }
+        while let Some(front) = self.outstanding.front() {
+            let n = self
+                .replies
+                .write(&front[self.front_written..])
+                .expect("guest's reply indices");
+            if n == 0 {
+                break;
+            }
+            moved = true;
+            self.front_written += n;
+            if self.front_written == front.len() {
+                self.outstanding.pop_front();
+                self.front_written = 0;
+            }
+        }
+        self.collect_replies();
+        moved
+    }
+
+    /// Moves what the store answered (and watch events) into `outstanding`, as messages.
+    fn collect_replies(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.conn.read_available(&mut buf);
+            if n == 0 {
+                break;
+            }
+            self.decoder.push(&buf[..n]);
+        }
+        while let Ok(Some(message)) = self.decoder.next_message() {
+            let mut bytes = message.header.to_bytes().to_vec();
+            bytes.extend_from_slice(&message.payload);
+            self.outstanding.push_back(bytes);
+        }
+    }
+}
+
+/// `/dev/xen/xenbus` as Linux implements it (`drivers/xen/xenbus/xenbus_dev_frontend.c`),
+/// in front of a [`MockStore`] connection, as a `std::io` device for
+/// [`Xenbus`](crate::unix::Xenbus):
+///
+/// - a write adds to one message buffer of `XENSTORE_PAYLOAD_MAX` bytes, header included:
+///   beyond it the buffer is dropped and the write fails with `EINVAL` (`E2BIG` once a
+///   header announces more); a whole message is acted on and whatever follows it in the
+///   buffer is dropped;
+/// - a failed `WATCH` is the write's error, not a reply; [`MockXenbus::fail_next_request`]
+///   makes the next whole request fail so (as `ENOMEM` would);
+/// - reads return what is queued in odd-sized pieces (1, 5, 16, 17, 100, 4096 bytes, in turn).
+#[derive(Debug)]
+pub struct MockXenbus {
+    conn: MockConnection,
+    buffer: Vec<u8>,
+    decoder: Decoder,
+    queued: VecDeque<u8>,
+    fail_next: Option<i32>,
+    reads: usize,
+}
+
+impl MockXenbus {
+    /// The device of domain `domid`'s kernel.
+    pub fn new(store: &MockStore, domid: DomId) -> Self {
+        Self {
+            conn: store.connect(domid),
+            buffer: Vec::new(),
+            decoder: Decoder::new(),
+            queued: VecDeque::new(),
+            fail_next: None,
+            reads: 0,
+        }
+    }
+
+    /// The next whole request fails with `errno` (a Linux errno) as the write's error.
+    pub fn fail_next_request(&mut self, errno: i32) {
+        self.fail_next = Some(errno);
+    }
+
+    /// Takes what the store answered; the reply to `req_id`, if it is among it.
+    fn collect(&mut self, req_id: Option<u32>) -> Option<Message> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.conn.read_available(&mut buf);
+            if n == 0 {
+                break;
+            }
+            self.decoder.push(&buf[..n]);
+        }
+        let mut reply = None;
+        while let Ok(Some(message)) = self.decoder.next_message() {
+            if req_id == Some(message.header.req_id) && message.header.ty != MsgType::WATCH_EVENT {
+                reply = Some(message);
+                continue;
+            }
+            self.queued.extend(message.header.to_bytes());
+            self.queued.extend(&message.payload);
+        }
+        reply
+    }
+
+    fn act(&mut self, message: Vec<u8>) -> io::Result<()> {
+        let header = Header::from_bytes(message[..wire::HEADER_LEN].try_into().expect("whole"));
+        if let Some(errno) = self.fail_next.take() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        embedded_io::Write::write(&mut self.conn, &message)?;
+        if header.ty != MsgType::WATCH && header.ty != MsgType::UNWATCH {
+            return Ok(());
+        }
+        // The kernel (un)registers the watch itself: a refusal is the write's error.
+        let reply = self
+            .collect(Some(header.req_id))
+            .expect("the mock answers at once");
+        if reply.header.ty == MsgType::ERROR && header.ty == MsgType::WATCH {
+            let name = reply.payload.strip_suffix(b"\0").unwrap_or(&reply.payload);
+            let errno = (1..200)
+                .find(|&code| {
+                    crate::Errno::from_raw(code)
+                        .name()
+                        .is_some_and(|n| n.as_bytes() == name)
+                })
+                .unwrap_or(5);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        // Answered "OK" (an unknown `UNWATCH` too), with the request's header.
+        let mut ok = Header { len: 3, ..header }.to_bytes().to_vec();
+        ok.extend(b"OK\0");
+        self.queued.extend(ok);
+        Ok(())
+    }
+}
+
+impl io::Write for MockXenbus {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        const BUFFER: usize = PAYLOAD_MAX;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.buffer.len() + buf.len() > BUFFER {
+            self.buffer.clear();
+            return Err(io::Error::from_raw_os_error(22)); // EINVAL
+        }
+        self.buffer.extend_from_slice(buf);
+        let Some(header) = self.buffer.first_chunk::<{ wire::HEADER_LEN }>() else {
+            return Ok(buf.len());
+        };
+        let whole = wire::HEADER_LEN + Header::from_bytes(header).len as usize;
+        if whole > BUFFER {
+            self.buffer.clear();
+            return Err(io::Error::from_raw_os_error(7)); // E2BIG
+        }
+        if self.buffer.len() < whole {
+            return Ok(buf.len());
+        }
+        let mut message = std::mem::take(&mut self.buffer);
+        message.truncate(whole);
+        self.act(message)?;
+        self.collect(None);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl io::Read for MockXenbus {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        const PIECES: [usize; 6] = [1, 5, 16, 17, 100, 4096];
+        while self.queued.is_empty() {
+            // Blocks until the store says something (a watch event, say).
+            let mut more = [0u8; 4096];
+            let n = embedded_io::Read::read(&mut self.conn, &mut more)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.decoder.push(&more[..n]);
+            self.collect(None);
+        }
+        let piece = PIECES[self.reads % PIECES.len()];
+        self.reads += 1;
+        let n = buf.len().min(piece).min(self.queued.len());
+        for (slot, byte) in buf.iter_mut().zip(self.queued.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
 }

@@ -37,7 +37,10 @@ impl<R> Op<R> {
         parse: fn(Vec<u8>) -> Result<R, Error>,
     ) -> Result<Self, Error> {
         if payload.len() > PAYLOAD_MAX {
-            return Err(Error::RequestTooLong { len: payload.len() });
+            return Err(Error::RequestTooLong {
+                len: payload.len(),
+                max: PAYLOAD_MAX,
+            });
         }
         Ok(Self { ty, payload, parse })
     }
@@ -150,7 +153,7 @@ fn parse_bool(payload: Vec<u8>) -> Result<bool, Error> {
     }
 }
 
-fn parse_tx_id(payload: Vec<u8>) -> Result<u32, Error> {
+pub(crate) fn parse_tx_id(payload: Vec<u8>) -> Result<u32, Error> {
     let Some(digits) = payload.strip_suffix(b"\0") else {
         return Err(ProtocolError::MissingNul.into());
     };
@@ -472,7 +475,7 @@ mod tests {
         assert!(matches!(control(&[]), Err(Error::InvalidInput(_))));
         let big = vec![0u8; PAYLOAD_MAX];
         assert!(
-            matches!(write("/a", &big), Err(Error::RequestTooLong { len }) if len == PAYLOAD_MAX + 3)
+            matches!(write("/a", &big), Err(Error::RequestTooLong { len, .. }) if len == PAYLOAD_MAX + 3)
         );
         assert!(write("/a", &big[..PAYLOAD_MAX - 3]).is_ok());
     }

@@ -107,6 +107,12 @@ where
         }
     }
 
+    /// Refuses payloads longer than `max` before sending them ([`Error::RequestTooLong`]):
+    /// `/dev/xen/xenbus` carries at most 4080 bytes (`unix::XENBUS_PAYLOAD_MAX`).
+    pub fn set_payload_max(&mut self, max: usize) {
+        self.conn.set_payload_max(max);
+    }
+
     /// The byte stream.
     pub fn get_ref(&self) -> &T {
         &self.io

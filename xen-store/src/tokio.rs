@@ -13,14 +13,18 @@
 //! - Cancellation-safe: dropping a request before it is sent withdraws it; after, its reply is
 //!   dropped when it comes. A dropped transaction is aborted, a dropped [`Watch`] removed (both
 //!   queued without I/O in `Drop`, sent with the next request; the daemon also ends them when
-//!   the connection closes).
+//!   the connection closes), and a transaction a dropped [`AsyncClient::transaction`] future
+//!   had started is aborted when its reply comes.
+//! - Requests held back by the bound wait in order: room that frees up goes to the oldest.
 
 use std::boxed::Box;
+use std::collections::VecDeque;
 use std::future::Future;
+#[cfg(not(loom))]
 use std::io;
 use std::pin::Pin;
 use std::string::String;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::vec::Vec;
 
@@ -33,6 +37,7 @@ use crate::error::{Errno, Error};
 use crate::op::{self, Op};
 use crate::perms::Perm;
 use crate::store::run_again;
+use crate::sync::{Mutex, MutexGuard};
 
 /// The default bound on requests in flight.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -63,6 +68,65 @@ struct Inner {
 struct State {
     conn: Connection,
     io: Pin<Box<dyn Io>>,
+    admission: Admission,
+}
+
+/// The requests held back by the bound on requests in flight, oldest first. Room that frees
+/// up goes to the oldest: a request may go out only when fewer are waiting ahead of it than
+/// there is room, so none starves and none barges in ahead of a woken one.
+#[derive(Default)]
+struct Admission {
+    /// The place the next request to wait takes (places only grow, so `waiting` is sorted).
+    next_place: u64,
+    waiting: VecDeque<(u64, Waker)>,
+}
+
+impl Admission {
+    /// Whether the request at `place` (`None`: not waiting) may go out, with room for `room`
+    /// more in flight; if not, it waits at its place, to be woken by [`Admission::due`].
+    fn enter(&mut self, place: &mut Option<u64>, room: usize, waker: &Waker) -> bool {
+        let ahead = match *place {
+            Some(place) => self.waiting.partition_point(|(p, _)| *p < place),
+            None => self.waiting.len(),
+        };
+        if ahead < room {
+            if let Some(place) = place.take() {
+                self.leave(place);
+            }
+            return true;
+        }
+        match *place {
+            Some(_) => {
+                let (_, slot) = &mut self.waiting[ahead];
+                if !slot.will_wake(waker) {
+                    slot.clone_from(waker);
+                }
+            }
+            None => {
+                self.next_place += 1;
+                *place = Some(self.next_place);
+                self.waiting.push_back((self.next_place, waker.clone()));
+            }
+        }
+        false
+    }
+
+    /// The request at `place` stopped waiting (it went out, or was dropped).
+    fn leave(&mut self, place: u64) {
+        let index = self.waiting.partition_point(|(p, _)| *p < place);
+        if self.waiting.get(index).is_some_and(|(p, _)| *p == place) {
+            self.waiting.remove(index);
+        }
+    }
+
+    /// The wakers of the waiting requests that may go out with room for `room` more.
+    fn due(&self, room: usize) -> Vec<Waker> {
+        self.waiting
+            .iter()
+            .take(room)
+            .map(|(_, waker)| waker.clone())
+            .collect()
+    }
 }
 
 /// Every future waiting on the connection; the socket's readiness wakes them all.
@@ -102,13 +166,43 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many more requests may go out now (all of them once the connection is broken:
+    /// they fail at once).
+    fn room(&self, state: &State) -> usize {
+        if state.conn.broken().is_some() {
+            usize::MAX
+        } else {
+            self.max_in_flight.saturating_sub(state.conn.in_flight())
+        }
+    }
+
+    /// Whether the request at `place` may go out now (see [`Admission::enter`]).
+    fn admit(&self, state: &mut State, place: &mut Option<u64>, waker: &Waker) -> bool {
+        let room = self.room(state);
+        state.admission.enter(place, room, waker)
+    }
+
+    /// Unlocks the state, then wakes whoever may now move on: the held-back requests that fit
+    /// in the room now free (every path that lowers the count in flight ends here), and, when
+    /// `progress` was made on the connection, every waiter.
+    fn unlock(&self, state: MutexGuard<'_, State>, progress: bool) {
+        let due = state.admission.due(self.room(&state));
+        drop(state);
+        for waker in due {
+            waker.wake();
+        }
+        if progress {
+            self.waiters.wake_all();
+        }
+    }
+
     /// Writes what is queued and routes what has arrived; whether anything moved.
     fn drive(&self, state: &mut State) -> bool {
         const CHUNK: usize = 4096;
         let waker = Waker::from(Arc::clone(&self.waiters));
         let mut cx = Context::from_waker(&waker);
         let mut progress = false;
-        let State { conn, io } = state;
+        let State { conn, io, .. } = state;
         while !conn.outgoing().is_empty() {
             match io.as_mut().poll_write(&mut cx, conn.outgoing()) {
                 Poll::Ready(Ok(0)) => {
@@ -173,6 +267,7 @@ impl AsyncClient {
                 state: Mutex::new(State {
                     conn: Connection::new(),
                     io: Box::pin(io),
+                    admission: Admission::default(),
                 }),
                 waiters: Arc::default(),
                 max_in_flight: max_in_flight.max(1),
@@ -180,19 +275,29 @@ impl AsyncClient {
         }
     }
 
+    #[cfg(not(loom))]
     /// Connects to the daemon's socket (`XENSTORED_PATH` overrides it).
     pub async fn connect() -> io::Result<Self> {
         let path = crate::unix::socket_path();
         Ok(Self::new(tokio::net::UnixStream::connect(path).await?))
     }
 
+    #[cfg(not(loom))]
     /// Opens `/dev/xen/xenbus`.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime with I/O enabled (see [`AsyncXenbus::open`]).
     pub fn xenbus() -> io::Result<Self> {
-        Ok(Self::new(AsyncXenbus::open()?))
+        let client = Self::new(AsyncXenbus::open()?);
+        client.set_payload_max(crate::unix::XENBUS_PAYLOAD_MAX);
+        Ok(client)
+    }
+
+    /// Refuses payloads longer than `max` before sending them ([`Error::RequestTooLong`]):
+    /// `/dev/xen/xenbus` carries at most [`XENBUS_PAYLOAD_MAX`](crate::unix::XENBUS_PAYLOAD_MAX).
+    pub fn set_payload_max(&self, max: usize) {
+        self.inner.lock().conn.set_payload_max(max);
     }
 
     /// Runs `op` in transaction `tx_id` (0 for none).
@@ -201,6 +306,7 @@ impl AsyncClient {
             inner: Arc::clone(&self.inner),
             op: Some(op),
             tx_id,
+            place: None,
             ticket: None,
         }
     }
@@ -327,6 +433,8 @@ pub struct Request<R> {
     inner: Arc<Inner>,
     op: Option<Result<Op<R>, Error>>,
     tx_id: u32,
+    /// Its place among the requests held back by the bound on requests in flight.
+    place: Option<u64>,
     ticket: Option<Ticket<R>>,
 }
 
@@ -358,29 +466,28 @@ impl<R> Future for Request<R> {
                 Ok(op) => op,
                 Err(error) => return Poll::Ready(Err(error)),
             };
-            if state.conn.in_flight() >= inner.max_in_flight && state.conn.broken().is_none() {
+            // No room: route what has arrived (replies taken free room), then look again.
+            if !inner.admit(&mut state, &mut this.place, cx.waker()) {
                 progress = inner.drive(&mut state);
-            }
-            if state.conn.in_flight() >= inner.max_in_flight && state.conn.broken().is_none() {
-                this.op = Some(Ok(op));
-                drop(state);
-                if progress {
-                    inner.waiters.wake_all();
+                if !inner.admit(&mut state, &mut this.place, cx.waker()) {
+                    this.op = Some(Ok(op));
+                    inner.unlock(state, progress);
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
             }
-            match state.conn.submit(op, this.tx_id) {
+            let submitted = state.conn.submit(op, this.tx_id);
+            match submitted {
                 Ok(ticket) => this.ticket = Some(ticket),
-                Err(error) => return Poll::Ready(Err(error)),
+                Err(error) => {
+                    inner.unlock(state, progress);
+                    return Poll::Ready(Err(error));
+                }
             }
         }
         progress |= inner.drive(&mut state);
         let ticket = this.ticket.as_ref().expect("submitted above");
         let reply = state.conn.take_reply(ticket);
-        drop(state);
-        if progress {
-            inner.waiters.wake_all();
-        }
+        inner.unlock(state, progress);
         match reply {
             Some(reply) => {
                 this.ticket = None;
@@ -393,9 +500,17 @@ impl<R> Future for Request<R> {
 
 impl<R> Drop for Request<R> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.inner.lock().conn.abandon(&ticket);
+        if self.place.is_none() && self.ticket.is_none() {
+            return;
         }
+        let mut state = self.inner.lock();
+        if let Some(place) = self.place.take() {
+            state.admission.leave(place);
+        }
+        if let Some(ticket) = self.ticket.take() {
+            state.conn.abandon(&ticket);
+        }
+        self.inner.unlock(state, false);
     }
 }
 
@@ -442,10 +557,7 @@ impl Stream for Watch {
                 Err(error)
             }),
         };
-        drop(state);
-        if progress {
-            inner.waiters.wake_all();
-        }
+        inner.unlock(state, progress);
         match item {
             Some(item) => Poll::Ready(Some(item)),
             None => Poll::Pending,
@@ -525,14 +637,20 @@ impl Drop for AsyncTransaction {
     }
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 /// `/dev/xen/xenbus` for tokio: reads wait for readiness (the device polls readable when a
 /// reply or event is queued); writes never block for long (the kernel buffers them), so they
-/// are issued directly, one message each (see [`Local`](crate::unix::Local)).
+/// are issued directly, one message each; a request the kernel refuses is answered with an
+/// `ERROR` reply (see [`Xenbus`](crate::unix::Xenbus)).
 #[derive(Debug)]
 pub struct AsyncXenbus {
     fd: tokio::io::unix::AsyncFd<std::fs::File>,
+    refused: crate::unix::Refused,
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 impl AsyncXenbus {
     /// Opens the device, non-blocking, and registers it with the current runtime.
     ///
@@ -552,10 +670,15 @@ impl AsyncXenbus {
         // it is dropped; `File::as_raw_fd` always returns that same descriptor.
         let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, interest) }
             .map_err(io::Error::from)?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            refused: crate::unix::Refused::default(),
+        })
     }
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 impl AsyncRead for AsyncXenbus {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -563,8 +686,13 @@ impl AsyncRead for AsyncXenbus {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         use std::io::Read;
+        let this = self.get_mut();
+        if let Some(n) = this.refused.read(buf.initialize_unfilled()) {
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         loop {
-            let mut guard = match self.fd.poll_read_ready(cx) {
+            let mut guard = match this.fd.poll_read_ready(cx) {
                 Poll::Ready(guard) => guard?,
                 Poll::Pending => return Poll::Pending,
             };
@@ -581,6 +709,8 @@ impl AsyncRead for AsyncXenbus {
     }
 }
 
+// tokio leaves out its I/O driver under the loom models.
+#[cfg(not(loom))]
 impl AsyncWrite for AsyncXenbus {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -588,8 +718,17 @@ impl AsyncWrite for AsyncXenbus {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         use std::io::Write;
-        let mut file: &std::fs::File = self.fd.get_ref();
-        Poll::Ready(file.write(crate::unix::first_message(buf)))
+        let this = self.get_mut();
+        let mut file: &std::fs::File = this.fd.get_ref();
+        let message = crate::unix::first_message(buf);
+        let written = loop {
+            match file.write(message) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break this.refused.refuse(message, e),
+                written => break written,
+            }
+        };
+        Poll::Ready(written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

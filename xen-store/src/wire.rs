@@ -163,7 +163,10 @@ pub fn encode(
 ) -> Result<(), Error> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > PAYLOAD_MAX {
-        return Err(Error::RequestTooLong { len });
+        return Err(Error::RequestTooLong {
+            len,
+            max: PAYLOAD_MAX,
+        });
     }
     let header = Header {
         ty,
@@ -286,7 +289,7 @@ mod tests {
         let big = vec![b'x'; PAYLOAD_MAX];
         assert!(matches!(
             encode(MsgType::WRITE, 1, 0, &[b"/a\0", &big], &mut out),
-            Err(Error::RequestTooLong { len }) if len == PAYLOAD_MAX + 3
+            Err(Error::RequestTooLong { len, .. }) if len == PAYLOAD_MAX + 3
         ));
         assert_eq!(out, [1]);
         encode(MsgType::WRITE, 1, 0, &[&big], &mut out).unwrap();

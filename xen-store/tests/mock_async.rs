@@ -260,3 +260,88 @@ async fn a_commit_dropped_before_it_is_sent_still_aborts() {
         "{sent:?}"
     );
 }
+
+/// Every wait in these tests has a deadline: a lost wake-up fails, it never hangs.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no progress in {DEADLINE:?} (a lost wake-up)"))
+}
+
+/// A request held back by the bound is woken when room frees up, whichever path frees it (a
+/// reply taken, a request dropped), on a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_share_one_request_in_flight() {
+    let store = MockStore::new();
+    let xs = client(&store, 1);
+    within("write", xs.write("/one", b"v")).await.unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..64 {
+        let xs = xs.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..20 {
+                let what = format!("task {task} read {round}");
+                assert_eq!(within(&what, xs.read("/one")).await.unwrap(), b"v");
+            }
+        }));
+    }
+    for task in tasks {
+        within("a task", task).await.unwrap();
+    }
+}
+
+/// Dropping a request that waits for room, or one in flight, lets the next one go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropped_requests_hand_their_room_on() {
+    let store = MockStore::new();
+    let xs = client(&store, 1);
+    within("write", xs.write("/d", b"v")).await.unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..32 {
+        let xs = xs.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..20 {
+                // Some requests give up after a moment, wherever they are.
+                let give_up = std::time::Duration::from_micros((task * 7 + round) % 50);
+                let _ = tokio::time::timeout(give_up, xs.read("/d")).await;
+                let what = format!("task {task} read {round}");
+                assert_eq!(within(&what, xs.read("/d")).await.unwrap(), b"v");
+            }
+        }));
+    }
+    for task in tasks {
+        within("a task", task).await.unwrap();
+    }
+}
+
+/// A `transaction()` future dropped once its `TRANSACTION_START` is sent leaves nothing open:
+/// the transaction is aborted when its reply comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_transaction_starts_leave_nothing_open() {
+    let store = MockStore::new();
+    store.set_transaction_limit(5);
+    let xs = client(&store, 64);
+    for _ in 0..5 {
+        let mut start = Box::pin(xs.transaction());
+        // One poll sends the request; the reply comes after the future is gone.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(start.as_mut().poll(&mut cx).is_pending());
+        drop(start);
+    }
+    within("the aborts", async {
+        while store.open_transactions() > 0 {
+            xs.read("/").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    // None was leaked: the connection may open as many as before.
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(within("a transaction", xs.transaction()).await.unwrap());
+    }
+    let refused = within("one too many", xs.transaction()).await.unwrap_err();
+    assert_eq!(refused.errno(), Some(Errno::ENOSPC));
+}

@@ -6,20 +6,30 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use xen_shared::{Consumer, Producer, RingLayout, SharedPage};
-use xen_store::mock::MockStore;
+use xen_shared::{RingLayout, SharedPage};
+use xen_store::mock::{MockRingServer, MockStore, OUTSTANDING_QUOTA};
 use xen_store::ring::{Doorbell, RingTransport};
 use xen_store::{Access, Client, DomId, Error, Perm, ProtocolError, Store};
 
-/// Counts notifications; waiting just yields (the test's daemon polls the page).
-#[derive(Clone, Default)]
-struct Bell(Arc<AtomicUsize>);
+/// Counts notifications; waiting just yields (the test's daemon polls the page), and gives
+/// up (`TimedOut`) after a deadline: a deadlock fails, it never hangs.
+#[derive(Clone)]
+struct Bell(Arc<AtomicUsize>, std::time::Instant);
+
+impl Default for Bell {
+    fn default() -> Self {
+        Self(Arc::default(), std::time::Instant::now())
+    }
+}
 
 impl Doorbell for Bell {
     fn notify(&mut self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
     fn wait(&mut self) -> Result<(), embedded_io::ErrorKind> {
+        if self.1.elapsed() > std::time::Duration::from_secs(if cfg!(miri) { 600 } else { 10 }) {
+            return Err(embedded_io::ErrorKind::TimedOut);
+        }
         std::thread::yield_now();
         Ok(())
     }
@@ -27,22 +37,9 @@ impl Doorbell for Bell {
 
 /// Serves the page as xenstored would, for domain `domid`, until `stop`.
 fn daemon(page: &SharedPage, store: &MockStore, domid: DomId, stop: &AtomicBool) {
-    use embedded_io::Write;
-    let mut conn = store.connect(domid);
-    let mut requests = Consumer::new(page.mem(), RingLayout::XENSTORE_REQ).unwrap();
-    let mut replies = Producer::new(page.mem(), RingLayout::XENSTORE_RSP).unwrap();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 512];
+    let mut server = MockRingServer::new(store, page.mem(), domid, OUTSTANDING_QUOTA).unwrap();
     while !stop.load(Ordering::Relaxed) {
-        let n = requests.read(&mut buf).unwrap();
-        if n > 0 {
-            conn.write_all(&buf[..n]).unwrap();
-        }
-        let got = conn.read_available(&mut buf);
-        pending.extend_from_slice(&buf[..got]);
-        let sent = replies.write(&pending).unwrap();
-        pending.drain(..sent);
-        if n == 0 && got == 0 && sent == 0 {
+        if !server.pump() {
             std::thread::yield_now();
         }
     }
@@ -97,6 +94,69 @@ fn a_guest_client_over_the_ring() {
         assert_eq!((event.watch, event.path.as_str()), (watch, "data/w"));
     });
     assert!(bell.0.load(Ordering::Relaxed) > 0);
+}
+
+/// More requests queued than the rings and xenstored's quota of outstanding replies hold:
+/// flushing them must take replies as it goes, or the daemon stops reading and the guest
+/// waits for room forever.
+#[test]
+fn many_queued_requests_do_not_deadlock_against_the_quota() {
+    let page = SharedPage::new();
+    let store = MockStore::new();
+    let mut dom0 = Client::new(store.connect(DomId(0)));
+    // Replies of half a ring each: two fill the response ring, then the quota counts.
+    let value = vec![b'v'; 500];
+    dom0.write("/local/domain/7/v", &value).unwrap();
+    for node in ["/local/domain/7", "/local/domain/7/v"] {
+        dom0.set_perms(node, &[Perm::new(DomId(7), Access::None)])
+            .unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| daemon(&page, &store, DomId(7), &stop));
+        let _stop = StopOnDrop(&stop);
+        let mut xs = Client::new(RingTransport::new(page.mem(), Bell::default()).unwrap());
+        // 1 + 2 in the response ring, 20 outstanding, ~44 in the request ring: 100 is past all.
+        let tickets: Vec<_> = (0..100)
+            .map(|_| xs.queue(xen_store::op::read("v").unwrap(), 0).unwrap())
+            .collect();
+        xs.flush().unwrap();
+        for ticket in tickets {
+            assert_eq!(xs.wait(ticket).unwrap(), value);
+        }
+    });
+}
+
+/// The daemon gave up on the ring (`error` set): a typed error, not a wait until a deadline.
+#[test]
+fn an_error_the_daemon_posts_on_the_page_is_a_typed_error() {
+    use xen_store::ring::RingTransportError;
+    let page = SharedPage::new();
+    // `struct xenstore_domain_interface`: after the two rings and four indices,
+    // `server_features`, `connection`, `error`.
+    let error_field = 2 * 1024 + 4 * 4 + 2 * 4;
+    page.mem()
+        .atomic::<AtomicU32>(error_field)
+        .unwrap()
+        .store(2, Ordering::Relaxed);
+    let mut xs = Client::new(RingTransport::new(page.mem(), Impatient).unwrap());
+    let error = xs.read("name").unwrap_err();
+    assert!(
+        matches!(error, Error::RingAborted(RingTransportError::Daemon(2))),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), xen_store::ErrorKind::Disconnected);
+    let page = SharedPage::new();
+    page.mem()
+        .atomic::<AtomicU32>(error_field - 4)
+        .unwrap()
+        .store(1, Ordering::Relaxed);
+    let mut xs = Client::new(RingTransport::new(page.mem(), Impatient).unwrap());
+    let error = xs.read("name").unwrap_err();
+    assert!(
+        matches!(error, Error::RingAborted(RingTransportError::Reconnecting)),
+        "{error:?}"
+    );
 }
 
 /// Gives up at once: a daemon that never answers.

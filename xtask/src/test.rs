@@ -35,6 +35,11 @@ const MIRI_CRATES: &[&str] = &[
     "xen-testbed-protocol",
 ];
 
+/// The crates with loom models: unit tests under `cfg(loom)` (run with
+/// `--lib`), and `tests/loom_*.rs` where the crate has them. Their other unit
+/// tests are built with `cfg(loom)` as well.
+const LOOM_CRATES: &[&str] = &["xen-evtchn", "xen-store"];
+
 /// One step of the suite.
 type Step = fn() -> crate::Result;
 
@@ -46,6 +51,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         ("format", format),
         ("clippy", clippy),
         ("tests", tests),
+        ("loom", loom),
         ("miri", miri),
         ("no_std builds", no_std_builds),
         ("rustdoc", rustdoc),
@@ -93,6 +99,47 @@ fn clippy() -> crate::Result {
 
 fn tests() -> crate::Result {
     run_command(cargo().args(["test", "--workspace", "--all-features"]))
+}
+
+fn loom() -> crate::Result {
+    for package in LOOM_CRATES {
+        let mut command = cargo();
+        command
+            .args([
+                "test",
+                "--release",
+                "--all-features",
+                "--package",
+                package,
+                "--lib",
+            ])
+            // Apart from the main target directory: every crate is rebuilt with the flag.
+            .env("CARGO_TARGET_DIR", "target/loom")
+            .env("RUSTFLAGS", "--cfg loom");
+        if has_loom_test_files(package)? {
+            command.args(["--test", "loom_*"]);
+        }
+        run_command(&mut command)?;
+    }
+    Ok(())
+}
+
+/// Whether `package` (a workspace directory of that name) has `tests/loom_*.rs`.
+fn has_loom_test_files(package: &str) -> crate::Result<bool> {
+    let tests = crate::workspace_root().join(package).join("tests");
+    let Ok(entries) = std::fs::read_dir(&tests) else {
+        return Ok(false);
+    };
+    for entry in entries {
+        let name = entry
+            .map_err(|e| format!("cannot list {}: {e}", tests.display()))?
+            .file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("loom_") && name.ends_with(".rs") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn miri() -> crate::Result {

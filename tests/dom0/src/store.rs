@@ -306,7 +306,7 @@ fn errors_typed() -> Result<(), String> {
 }
 
 fn xenbus_device() -> Result<(), String> {
-    let mut xs = Client::new(Local::xenbus().map_err(|e| format!("/dev/xen/xenbus: {e}"))?);
+    let mut xs = Client::from_local(Local::xenbus().map_err(|e| format!("/dev/xen/xenbus: {e}"))?);
     let dir = format!("{BASE}/xenbus");
     xs.write(&format!("{dir}/k"), b"via the kernel")
         .map_err(e("write"))?;

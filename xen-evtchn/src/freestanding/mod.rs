@@ -3,7 +3,7 @@
 
 mod shared_info;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use core::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
@@ -12,8 +12,9 @@ use xen_hypercall::sched::{Deadline, POLL_MAX_PORTS};
 
 use self::shared_info::{Bit, WORD_BITS, WORDS};
 pub use self::shared_info::{PORTS, SharedInfo};
+use crate::sync::AtomicU64;
 use crate::waiters::Waiters;
-use crate::{AsyncEventChannel, Error, EventChannel};
+use crate::{AsyncEventChannel, Error, EventChannel, WaiterTicket};
 
 /// Event channels over hypercalls and the shared info page: the RFC's
 /// `RawEventChannel`. Implements both [`EventChannel`] and
@@ -41,11 +42,25 @@ where
     Error: From<H::Error>,
 {
     /// Event channels of this domain through `hypercall` and `shared`.
+    #[cfg(not(all(test, loom)))]
     pub const fn new(hypercall: H, shared: SharedInfo) -> Self {
         Self {
             hypercall,
             shared,
             owned: [const { AtomicU64::new(0) }; WORDS],
+            waiters: Waiters::new(),
+            any: AtomicWaker::new(),
+        }
+    }
+
+    /// Event channels of this domain through `hypercall` and `shared`
+    /// (with loom's atomics, not `const`).
+    #[cfg(all(test, loom))]
+    pub fn new(hypercall: H, shared: SharedInfo) -> Self {
+        Self {
+            hypercall,
+            shared,
+            owned: core::array::from_fn(|_| AtomicU64::new(0)),
             waiters: Waiters::new(),
             any: AtomicWaker::new(),
         }
@@ -67,21 +82,31 @@ where
 
     /// Takes a port Xen just allocated: refuses one past the 2-level ABI
     /// (closing it), records it as owned and arms it.
-    fn adopt(&self, port: Port) -> Result<Port, Error> {
-        let bit = match Bit::of(port) {
-            Ok(bit) => bit,
-            Err(error) => {
-                let _ = self.hypercall.evtchn_close(port);
-                return Err(error);
-            }
-        };
-        self.owned[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
-        if let Err(error) = self.arm(port, bit) {
+    fn take_new(&self, port: Port) -> Result<Port, Error> {
+        if let Err(error) = Bit::of(port) {
+            let _ = self.hypercall.evtchn_close(port);
+            return Err(error);
+        }
+        self.adopt(port).inspect_err(|_| {
             // The caller never learns the port: close it rather than leak it
             // (the arm's error is the one to report).
             let _ = self.unbind_raw(port);
-            return Err(error);
-        }
+        })
+    }
+
+    /// Adopts `port`, a port of this domain bound to vCPU 0 by someone else
+    /// (such as the xenstore and console ports the domain builder binds and
+    /// `start_info` or the HVM parameters name): records it as this handle's,
+    /// and arms it. From then on it is this handle's like a port it bound:
+    /// [`unbind_raw`](EventChannel::unbind_raw) closes it.
+    ///
+    /// Safe: a port two handles (or a handle and other code) both think
+    /// theirs loses or duplicates deliveries, never memory safety. The caller
+    /// makes sure nothing else takes, masks or closes it.
+    pub fn adopt(&self, port: Port) -> Result<Port, Error> {
+        let bit = Bit::of(port)?;
+        self.owned[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
+        self.arm(port, bit)?;
         Ok(port)
     }
 
@@ -127,7 +152,7 @@ where
         if count > 0 {
             self.hypercall.poll(&ports[..count], deadline)?;
         }
-        self.wake_deliverable(u64::MAX);
+        self.dispatch_all();
         Ok(())
     }
 
@@ -142,6 +167,18 @@ where
         self.shared.upcall_pending().store(0, Ordering::SeqCst);
         let sel = self.shared.pending_sel().swap(0, Ordering::SeqCst);
         self.wake_deliverable(sel);
+    }
+
+    /// The upcall's work without an upcall, for a guest that waits in
+    /// `SCHEDOP_poll`: clears `evtchn_upcall_pending` and the selector (Xen's
+    /// `do_poll` returns at once while the flag is set and not masked, and
+    /// only the guest clears it), then wakes the waiters of every
+    /// deliverable port (a port pending while the selector was already set
+    /// raised no bit of its own).
+    fn dispatch_all(&self) {
+        self.shared.upcall_pending().store(0, Ordering::SeqCst);
+        self.shared.pending_sel().swap(0, Ordering::SeqCst);
+        self.wake_deliverable(u64::MAX);
     }
 
     /// Wakes the waiters of the pending, unmasked, owned ports of the words in `sel`.
@@ -191,28 +228,42 @@ where
 {
     fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, Error> {
         let port = self.hypercall.evtchn_alloc_unbound(DomId::SELF, remote)?;
-        self.adopt(port)
+        self.take_new(port)
     }
 
     fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
         let port = self
             .hypercall
             .evtchn_bind_interdomain(remote, remote_port)?;
-        self.adopt(port)
+        self.take_new(port)
     }
 
     fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error> {
         let port = self.hypercall.evtchn_bind_virq(virq, 0)?;
-        self.adopt(port)
+        self.take_new(port)
     }
 
     fn unbind_raw(&self, port: Port) -> Result<(), Error> {
-        let bit = self.owned_bit(port)?;
-        self.hypercall.evtchn_close(port)?;
-        // A later port with this number starts masked until it is adopted.
-        self.shared.set_mask(bit);
-        self.owned[bit.word].fetch_and(!bit.mask, Ordering::AcqRel);
-        self.waiters.release(port);
+        let bit = Bit::of(port)?;
+        // Given up before the close, taken back if it fails: once Xen closed
+        // the port, a bind on another vCPU may get the same number and adopt
+        // it, and nothing here may touch it after that. The atomic claim also
+        // makes a second unbind of the port `NotBound`.
+        if self.owned[bit.word].fetch_and(!bit.mask, Ordering::AcqRel) & bit.mask == 0 {
+            return Err(Error::NotBound(port));
+        }
+        // Masked: a later port with this number stays quiet until adopted.
+        let was_masked = self.shared.swap_mask(bit, true);
+        if let Err(error) = self.hypercall.evtchn_close(port) {
+            self.owned[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
+            if !was_masked {
+                // Re-armed as `unmask` does, so an event of the meantime is not lost.
+                let _ = self.arm(port, bit);
+            }
+            return Err(error.into());
+        }
+        // Its waiter learns the port is gone (`NotBound`) when it looks again.
+        self.waiters.evict(port);
         Ok(())
     }
 
@@ -241,8 +292,18 @@ where
         Ok(count)
     }
 
+    /// Waits in `SCHEDOP_poll` on the armed ports of this handle.
+    ///
+    /// Before each look it does the upcall's work (clears
+    /// `evtchn_upcall_pending` and the selector, wakes awaiting futures):
+    /// Xen's `do_poll` returns at once while that flag is set and not masked
+    /// (`local_events_need_delivery`), and only the guest clears it, so a
+    /// flag left set would turn the wait into a spin. [`Error::NothingToWaitFor`]
+    /// if no port of this handle is armed (every one reported and not yet
+    /// unmasked): no event could end the wait.
     fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
         loop {
+            self.dispatch_all();
             let count = self.take_pending(ports)?;
             if count > 0 || ports.is_empty() {
                 return Ok(count);
@@ -250,7 +311,7 @@ where
             let mut armed = [Port::new(0); POLL_MAX_PORTS];
             let armed_count = self.armed_ports(&mut armed)?;
             if armed_count == 0 {
-                return Ok(0);
+                return Err(Error::NothingToWaitFor);
             }
             self.hypercall.poll(&armed[..armed_count], None)?;
         }
@@ -262,6 +323,15 @@ where
     Error: From<H::Error>,
 {
     fn poll_port(&self, port: Port, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_port_with(port, &mut WaiterTicket::default(), cx)
+    }
+
+    fn poll_port_with(
+        &self,
+        port: Port,
+        ticket: &mut WaiterTicket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
         let bit = match self.owned_bit(port) {
             Ok(bit) => bit,
             Err(error) => return Poll::Ready(Err(error)),
@@ -269,7 +339,7 @@ where
         if self.shared.take_pending(bit) {
             return Poll::Ready(Ok(()));
         }
-        if let Err(error) = self.waiters.register(port, cx.waker()) {
+        if let Err(error) = self.waiters.register(port, ticket, cx.waker()) {
             return Poll::Ready(Err(error));
         }
         // An upcall between the check and the registration woke nobody: look again.
@@ -280,7 +350,11 @@ where
     }
 
     fn forget_port(&self, port: Port) {
-        self.waiters.release(port);
+        self.forget_port_with(port, WaiterTicket::NONE);
+    }
+
+    fn forget_port_with(&self, port: Port, ticket: WaiterTicket) {
+        drop(self.waiters.release(port, ticket));
     }
 
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {

@@ -147,6 +147,17 @@ impl SharedInfo {
         self.mask(bit.word).fetch_or(bit.mask, Ordering::AcqRel);
     }
 
+    /// Sets (`true`) or clears `bit`'s mask flag; whether it was set.
+    pub(crate) fn swap_mask(&self, bit: Bit, masked: bool) -> bool {
+        let word = self.mask(bit.word);
+        let was = if masked {
+            word.fetch_or(bit.mask, Ordering::AcqRel)
+        } else {
+            word.fetch_and(!bit.mask, Ordering::AcqRel)
+        };
+        was & bit.mask != 0
+    }
+
     /// Clears `bit`'s mask flag.
     pub(crate) fn clear_mask(&self, bit: Bit) {
         self.mask(bit.word).fetch_and(!bit.mask, Ordering::AcqRel);

@@ -1,12 +1,13 @@
 //! The Linux backend over `/dev/xen/evtchn`.
 
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::{Mutex, MutexGuard};
+#[cfg(feature = "mock")]
+use std::sync::Arc;
 use std::vec::Vec;
 
 use nix::errno::Errno as OsErrno;
@@ -16,6 +17,7 @@ use xen_hypercall::{DomId, Port, Virq};
 use zerocopy::IntoBytes;
 
 use self::sys::Ioctl;
+use crate::sync::{Mutex, MutexGuard};
 use crate::{Error, EventChannel};
 
 /// The device node.
@@ -50,6 +52,9 @@ pub const READ_BATCH: usize = 4096 / size_of::<u32>();
 pub struct EvtchnDevice {
     fd: OwnedFd,
     state: Mutex<State>,
+    /// The driver mock the system calls go to instead of the kernel.
+    #[cfg(feature = "mock")]
+    mock: Option<Arc<crate::mock::EvtchnDriver>>,
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +91,50 @@ impl EvtchnDevice {
         Ok(Self {
             fd: file.into(),
             state: Mutex::default(),
+            #[cfg(feature = "mock")]
+            mock: None,
         })
+    }
+
+    /// A device whose system calls go to `mock`; `fd` stands for its wait queue.
+    #[cfg(feature = "mock")]
+    pub(crate) fn from_mock(fd: OwnedFd, mock: Arc<crate::mock::EvtchnDriver>) -> Self {
+        Self {
+            fd,
+            state: Mutex::default(),
+            mock: Some(mock),
+        }
+    }
+
+    /// `read(2)` of ports.
+    fn sys_read(&self, ports: &mut [Port]) -> Result<usize, OsErrno> {
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            return mock.read(ports);
+        }
+        nix::unistd::read(&self.fd, ports.as_mut_bytes()).map(|bytes| bytes / size_of::<u32>())
+    }
+
+    /// `write(2)` of ports.
+    fn sys_write(&self, ports: &[Port]) -> Result<usize, OsErrno> {
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            return mock.write(ports);
+        }
+        nix::unistd::write(&self.fd, ports.as_bytes())
+    }
+
+    /// `ioctl(2)`.
+    fn sys_ioctl<T: 'static>(
+        &self,
+        ioctl: &Ioctl<T>,
+        arg: &mut T,
+    ) -> Result<libc::c_long, OsErrno> {
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            return mock.ioctl(ioctl.number, arg);
+        }
+        sys::ioctl(self.fd.as_fd(), ioctl, arg)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -94,8 +142,8 @@ impl EvtchnDevice {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ioctl<T>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<u32, Error> {
-        let ret = sys::ioctl(self.fd.as_fd(), ioctl, arg).map_err(|errno| Error::Os {
+    fn ioctl<T: 'static>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<u32, Error> {
+        let ret = self.sys_ioctl(ioctl, arg).map_err(|errno| Error::Os {
             operation: ioctl.name,
             errno: errno as i32,
         })?;
@@ -106,7 +154,7 @@ impl EvtchnDevice {
     }
 
     /// A bind ioctl: records the new port.
-    fn bind<T>(&self, ioctl: &Ioctl<T>, mut arg: T) -> Result<Port, Error> {
+    fn bind<T: 'static>(&self, ioctl: &Ioctl<T>, mut arg: T) -> Result<Port, Error> {
         let port = Port::new(self.ioctl(ioctl, &mut arg)?);
         self.state().bound.insert(port);
         Ok(port)
@@ -155,7 +203,7 @@ impl EvtchnDevice {
     /// already enabled.
     pub(crate) fn rearm(&self, ports: &[Port]) -> Result<(), Error> {
         for chunk in ports.chunks(READ_BATCH) {
-            nix::unistd::write(&self.fd, chunk.as_bytes()).map_err(|errno| Error::Os {
+            self.sys_write(chunk).map_err(|errno| Error::Os {
                 operation: "write (unmask)",
                 errno: errno as i32,
             })?;
@@ -169,8 +217,9 @@ impl EvtchnDevice {
     }
 
     /// Fills `ports` with the ports left over from an overflow, then with one
-    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued. A result
-    /// shorter than `ports` means the read found the queue empty.
+    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued. A short
+    /// result does not mean the queue is empty: a port the driver queued
+    /// while the `read` copied is left for the next one (and woke nobody).
     fn read_ports(&self, ports: &mut [Port]) -> Result<usize, Error> {
         let mut state = self.state();
         let mut count = 0;
@@ -185,8 +234,8 @@ impl EvtchnDevice {
             return Ok(count);
         }
         let end = ports.len().min(count + READ_BATCH);
-        match nix::unistd::read(&self.fd, ports[count..end].as_mut_bytes()) {
-            Ok(bytes) => Ok(count + bytes / size_of::<u32>()),
+        match self.sys_read(&mut ports[count..end]) {
+            Ok(read) => Ok(count + read),
             Err(OsErrno::EAGAIN) => Ok(count),
             Err(OsErrno::EFBIG) => {
                 // The ring overflowed: clear it, then report every bound port.
@@ -251,12 +300,22 @@ impl EventChannel for EvtchnDevice {
     }
 
     fn unbind_raw(&self, port: Port) -> Result<(), Error> {
-        self.check_bound(&[port])?;
+        check_range(port)?;
+        // Forgotten before the unbind, restored if it fails: once Xen closed
+        // the port, a bind on another thread may get the same number, and
+        // records it (the driver serialises binds and unbinds of one fd with
+        // its `bind_mutex`, but not this bookkeeping).
+        {
+            let mut state = self.state();
+            if !state.bound.remove(&port) {
+                return Err(Error::NotBound(port));
+            }
+            state.resync.retain(|&p| p != port);
+        }
         let mut arg = sys::PortArg { port: port.raw() };
-        self.ioctl(&sys::UNBIND, &mut arg)?;
-        let mut state = self.state();
-        state.bound.remove(&port);
-        state.resync.retain(|&p| p != port);
+        self.ioctl(&sys::UNBIND, &mut arg).inspect_err(|_| {
+            self.state().bound.insert(port);
+        })?;
         Ok(())
     }
 

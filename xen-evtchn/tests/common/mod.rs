@@ -31,3 +31,33 @@ pub fn counting_waker() -> (std::task::Waker, Arc<std::sync::atomic::AtomicUsize
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     (Arc::new(Count(Arc::clone(&count))).into(), count)
 }
+
+/// Runs `future` until `timeout` passes; `Err` if it did not complete by then.
+///
+/// Unlike `tokio::time::timeout`, the deadline is checked before the future is
+/// polled: a timer wake-up must not poll a waiter once more, which could find
+/// the lost event itself and turn a lost wake-up into a slow pass.
+#[cfg(all(target_os = "linux", feature = "tokio-1"))]
+pub async fn within<F: std::future::Future>(
+    timeout: std::time::Duration,
+    future: F,
+) -> Result<F::Output, &'static str> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut future = std::pin::pin!(future);
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+    std::future::poll_fn(|cx| {
+        if tokio::time::Instant::now() >= deadline {
+            return std::task::Poll::Ready(Err("deadline passed: a lost wake-up"));
+        }
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Ok(output));
+        }
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                std::task::Poll::Ready(Err("deadline passed: a lost wake-up"))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
+}

@@ -1,0 +1,13 @@
+//! The synchronisation primitives the backends' bookkeeping uses: loom's in
+//! the loom models (`--cfg loom`, unit tests), so that they explore every
+//! interleaving around them; the standard ones otherwise.
+
+#[cfg(not(all(test, loom)))]
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
+#[cfg(all(test, loom))]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+
+#[cfg(all(test, loom))]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(all(feature = "std", not(all(test, loom))))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
