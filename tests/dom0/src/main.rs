@@ -19,9 +19,9 @@
 //!   (`cargo xtask bench console`).
 //! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
 //!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
-//! - `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S]` stresses xen-evtchn and
-//!   xen-store on a multi-threaded runtime and prints how their cost grows (`stress`; needs the
-//!   toolstack; `list stress` prints its cases).
+//! - `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] [--store-rounds R]`
+//!   stresses xen-evtchn and xen-store on a multi-threaded runtime and prints how their cost
+//!   grows (`stress`; needs the toolstack; `list stress` prints its cases).
 //! - `xen-dom0-tests domu-faults <domu options>` creates a domU and runs the fault table with it
 //!   (`faults`): the domU destroyed under dom0's port, mapping and watch; the evtchn ring
 //!   overflowed; xenstored killed and restarted (last: the daemon's state is lost).

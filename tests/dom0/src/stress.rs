@@ -1,6 +1,6 @@
-//! `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S]`: xen-evtchn and xen-store
-//! under concurrency, on a multi-threaded tokio runtime in a dom0 with two vCPUs, and how their
-//! cost grows (needs the toolstack's `xenstored`).
+//! `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] [--store-rounds R]`:
+//! xen-evtchn and xen-store under concurrency, on a multi-threaded tokio runtime in a dom0 with
+//! two vCPUs, and how their cost grows (needs the toolstack's `xenstored`).
 //!
 //! Every wait has a deadline ([`PATIENCE`]) that is looked at before the awaited future, so a
 //! lost wake-up is a failure, never a slow pass. Each measure prints one
@@ -20,7 +20,8 @@
 //! - `evtchn_sync_threads`: one `EvtchnDevice` used from 4 threads, each binding, ping-ponging and
 //!   unbinding its own loopback pairs (`M` cycles in all).
 //! - `store_in_flight_1`: an `AsyncClient` allowing 1 request in flight, 64 tasks writing and
-//!   reading back their own key, `N` rounds each (events = requests, lost = stalled requests).
+//!   reading back their own key, `R` rounds each (default `N`; events = requests, lost =
+//!   stalled requests).
 //!
 //! Leaked: ports the handle still holds after every binding was dropped, plus every port number
 //! the measure was handed that Xen (`EVTCHNOP_status`) does not show closed; for xenstore, the
@@ -77,6 +78,8 @@ struct Sizes {
     rounds: u64,
     cycles: u64,
     samples: usize,
+    /// Rounds per xenstore task (one request in flight: each round is two round trips).
+    store_rounds: u64,
 }
 
 /// `stress`: exits with failure if a case failed.
@@ -85,6 +88,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         rounds: 100,
         cycles: 400,
         samples: 200,
+        store_rounds: 0,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -96,13 +100,17 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             ("--rounds", Some(v)) => sizes.rounds = v,
             ("--cycles", Some(v)) => sizes.cycles = v,
             ("--samples", Some(v)) => sizes.samples = v as usize,
+            ("--store-rounds", Some(v)) => sizes.store_rounds = v,
             _ => {
                 eprintln!(
-                    "usage: xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] (positive numbers)"
+                    "usage: xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] [--store-rounds R] (positive numbers)"
                 );
                 return ExitCode::from(2);
             }
         }
+    }
+    if sizes.store_rounds == 0 {
+        sizes.store_rounds = sizes.rounds;
     }
     let mut reporter = Reporter::new(Stdout);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -705,7 +713,7 @@ async fn store_in_flight_1(sizes: Sizes) -> Counts {
                 Arc::clone(&replies),
                 Arc::clone(&shared),
             );
-            let rounds = sizes.rounds;
+            let rounds = sizes.store_rounds;
             tokio::spawn(async move {
                 let path = format!("{STORE_DIR}/t{task}");
                 for round in 0..rounds {
