@@ -142,9 +142,11 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
                     r.block_on(store_in_flight_1(s))
                 }),
             ];
-            for (case, measure) in measures {
+            for (index, (case, measure)) in measures.iter().enumerate() {
                 let start = Instant::now();
+                let watchdog = Watchdog::start(&CASES[index..], sizes);
                 let mut counts = measure(runtime, privcmd, sizes);
+                drop(watchdog);
                 counts.more += &format!(" seconds={:.1}", start.elapsed().as_secs_f64());
                 report(&mut reporter, case, counts);
             }
@@ -164,6 +166,63 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         }
     }
     ExitCode::from(reporter.done().exit_code())
+}
+
+/// Waits and wake-ups seen by the measure running now (its watchdog reports them).
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Ends the program if a measure outlives its budget: every wait has its own deadline, so a
+/// measure that runs on is stuck inside a poll (a lock never released, a loop that never
+/// yields), and would otherwise be seen only as QEMU's timeout.
+struct Watchdog {
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Watches the measure reported as `cases[0]`; on expiry reports it and the cases after it
+    /// as failed, and exits.
+    fn start(cases: &'static [&'static str], sizes: Sizes) -> Self {
+        // Generous: the measures move 500 to 2000 events a second under TCG, a cycle is a few.
+        let events = sizes.rounds.max(sizes.store_rounds) * 64 * 2 + sizes.cycles * 10;
+        let budget = Duration::from_secs(40 + events / 200);
+        PROGRESS.store(0, Ordering::Relaxed);
+        let (done, finished) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if finished.recv_timeout(budget) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            let mut reporter = Reporter::new(Stdout);
+            let progress = PROGRESS.load(Ordering::Relaxed);
+            let hung = format!(
+                "still running after {} s ({progress} waits completed): stuck inside a poll",
+                budget.as_secs()
+            );
+            reporter.out(format_args!(
+                "stress {}: {hung}",
+                cases[0].trim_start_matches("stress_")
+            ));
+            reporter.case(cases[0], Err::<(), _>(&hung));
+            for case in &cases[1..] {
+                reporter.case(case, Err::<(), _>("not run: an earlier measure hung"));
+            }
+            let _ = reporter.done();
+            std::process::exit(1);
+        });
+        Self {
+            done: Some(done),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// One stress measure.
@@ -400,6 +459,7 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
                 match deadline(ch.wait_port(a)).await {
                     Some(Ok(())) => {
                         shared.received.fetch_add(1, Ordering::Relaxed);
+                        PROGRESS.fetch_add(1, Ordering::Relaxed);
                         progress.notify_waiters();
                     }
                     Some(Err(e)) => {
@@ -530,6 +590,7 @@ async fn bind_unbind_cycle(ch: &TokioEventChannel, shared: &Shared) -> Result<()
     match deadline(ch.wait_port(a)).await {
         Some(Ok(())) => {
             shared.received.fetch_add(1, Ordering::Relaxed);
+            PROGRESS.fetch_add(1, Ordering::Relaxed);
         }
         Some(Err(e)) => return Err(format!("waiting on {a} just bound: {e}")),
         None => {
@@ -676,6 +737,7 @@ fn sync_cycle(
         shared.sent.fetch_add(1, Ordering::Relaxed);
         sync_await(dev, seen, receiver)?;
         shared.received.fetch_add(1, Ordering::Relaxed);
+        PROGRESS.fetch_add(1, Ordering::Relaxed);
     }
     dev.unbind_raw(b)
         .map_err(|e| format!("unbind {b} just bound: {e}"))?;
@@ -722,6 +784,7 @@ async fn store_in_flight_1(sizes: Sizes) -> Counts {
                     match deadline(client.write(&path, value.as_bytes())).await {
                         Some(Ok(())) => {
                             replies.fetch_add(1, Ordering::Relaxed);
+                            PROGRESS.fetch_add(1, Ordering::Relaxed);
                         }
                         Some(Err(e)) => return shared.problem(format!("write {path}: {e}")),
                         None => {
@@ -734,6 +797,7 @@ async fn store_in_flight_1(sizes: Sizes) -> Counts {
                         Some(Ok(read)) if read == value.as_bytes() => {
                             {
                                 replies.fetch_add(1, Ordering::Relaxed);
+                                PROGRESS.fetch_add(1, Ordering::Relaxed);
                             };
                         }
                         Some(Ok(read)) => {
