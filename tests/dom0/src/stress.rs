@@ -198,10 +198,9 @@ impl Watchdog {
                 "still running after {} s ({progress} waits completed): stuck inside a poll",
                 budget.as_secs()
             );
-            reporter.out(format_args!(
-                "stress {}: {hung}",
-                cases[0].trim_start_matches("stress_")
-            ));
+            let measure = cases[0].trim_start_matches("stress_");
+            reporter.out(format_args!("stress {measure}: {hung}"));
+            reporter.out(format_args!("stress {measure}: threads {}", threads()));
             reporter.case(cases[0], Err::<(), _>(&hung));
             for case in &cases[1..] {
                 reporter.case(case, Err::<(), _>("not run: an earlier measure hung"));
@@ -214,6 +213,33 @@ impl Watchdog {
             thread: Some(thread),
         }
     }
+}
+
+/// Each thread of this process as `name:state:wchan` (running `R`, or asleep and where: a
+/// spinning poll shows as `R`, a lock never released as `S` in `futex_wait_queue`).
+fn threads() -> String {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return "unknown".into();
+    };
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    tasks
+        .flatten()
+        .map(|task| {
+            let stat = read(task.path().join("stat"));
+            // `pid (comm) state ...`: the name may hold spaces, the state follows its `)`.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.get(..1))
+                .unwrap_or("?")
+                .to_string();
+            format!(
+                "{}:{state}:{}",
+                read(task.path().join("comm")).trim(),
+                read(task.path().join("wchan")).trim()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Drop for Watchdog {
