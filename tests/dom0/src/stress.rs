@@ -497,7 +497,8 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
                     }
                     None => {
                         return shared.lose(format!(
-                            "waiter on {a}, round {round}: lost wake-up (nothing within 5 s)"
+                            "waiter on {a}, round {round}: lost wake-up (nothing within 5 s; the fd {})",
+                            fd_state(ch.device())
                         ));
                     }
                 }
@@ -609,6 +610,19 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
     let still_bound = ch.device().bound_ports().len().saturating_sub(helper_ports);
     drop(ch);
     shared.counts(privcmd, still_bound)
+}
+
+/// What the driver says of `dev`'s fd right now: whether ports are queued unread (a wake-up
+/// lost on the way to the waiters) or none (lost before the fd).
+fn fd_state(dev: &EvtchnDevice) -> String {
+    use std::os::fd::AsFd;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(dev.as_fd(), PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => format!("polls {:?}", fds[0].revents().unwrap_or(PollFlags::empty())),
+        Err(e) => format!("cannot be polled: {e}"),
+    }
 }
 
 /// One cycle of a binder: a loopback pair bound, its bind-pending event and one notification
