@@ -20,7 +20,7 @@ pub use channel::{AsyncWait, Channel, FnChannel, Notify, Wait, Wake};
 pub use error::Error;
 pub use evtchn::EvtchnPort;
 pub use hypervisor::HypervisorConsole;
-pub use location::RingLocation;
+pub use location::{BadLocation, LocationError, RingLocation};
 #[cfg(feature = "alloc")]
 pub use log::LogChunk;
 pub use log::{LogError, XenLog};

@@ -8,11 +8,14 @@ use xen_hypercall::{Errno, XenHypercall};
 /// A log read that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError<E = core::convert::Infallible> {
-    /// Xen speaks another sysctl interface version (it answered `XEN_EACCES`).
+    /// Xen answered `XEN_EACCES`, which means one of two things: it speaks another sysctl
+    /// interface version (`do_sysctl` checks the version first), or its XSM policy (FLASK,
+    /// whose denials are `EACCES`) does not let this domain read the console (Xen's default
+    /// policy refuses an unprivileged domain with `XEN_EPERM` instead, a [`Xen`](Self::Xen)).
     #[error(
-        "Xen refused sysctl interface version {speaks:#x}: this crate speaks {releases}, the running Xen is another release"
+        "Xen refused readconsole (EACCES): it speaks another sysctl interface version than {speaks:#x} ({releases}), or its XSM policy denies this domain"
     )]
-    InterfaceVersion {
+    Refused {
         /// The version this crate sent.
         speaks: u32,
         /// The Xen releases that speak it.
@@ -29,7 +32,7 @@ pub enum LogError<E = core::convert::Infallible> {
 impl<E> From<xen_hypercall::Error> for LogError<E> {
     fn from(e: xen_hypercall::Error) -> Self {
         match e {
-            xen_hypercall::Error::Xen(Errno::EACCES) => Self::InterfaceVersion {
+            xen_hypercall::Error::Xen(Errno::EACCES) => Self::Refused {
                 speaks: SYSCTL_INTERFACE_VERSION,
                 releases: SYSCTL_XEN_RELEASES,
             },

@@ -8,7 +8,8 @@ use xen_shared::{Consumer, LayoutError, Producer, RingError, RingLayout, RingMem
 use crate::channel::{AsyncWait, Notify, Wait, Wake};
 use crate::error::Error;
 
-/// Offset of `connection` in `xencons_interface`: added after Xen 4.17, whose page ends at 3088.
+/// Offset of `connection` (a `uint8_t`) in `xencons_interface`: first in Xen 4.21's
+/// `io/console.h`; earlier pages end at 3088.
 pub const CONNECTION_OFFSET: usize = 3088;
 
 /// `connection`'s values (`XENCONSOLE_CONNECTED`, `XENCONSOLE_DISCONNECTED`).
@@ -19,7 +20,7 @@ pub enum Connection {
     /// 1: the backend has not connected (yet).
     Disconnected,
     /// Any other value the backend wrote.
-    Unknown(u32),
+    Unknown(u8),
 }
 
 /// A guest's console ring: output produced into `out`, input consumed from `in`, one event
@@ -38,7 +39,8 @@ pub struct ConsoleRing<M, C> {
 }
 
 impl<M: RingMemory + Clone, C> ConsoleRing<M, C> {
-    /// The console in `mem` (Xen 4.17's 3088-byte layout), signalled through `channel`.
+    /// The console in `mem` (the 3088-byte layout before Xen 4.21), signalled through
+    /// `channel`.
     pub fn new(mem: M, channel: C) -> Result<Self, LayoutError> {
         Ok(Self {
             out: Producer::new(mem.clone(), RingLayout::CONSOLE_OUT)?,
@@ -48,7 +50,7 @@ impl<M: RingMemory + Clone, C> ConsoleRing<M, C> {
         })
     }
 
-    /// Declares that the page has the later `connection` field (Xen after 4.17), so that
+    /// Declares that the page has the `connection` byte (Xen 4.21 and later), so that
     /// [`connection`](Self::connection) reads it.
     pub fn with_connection_field(mut self) -> Self {
         self.has_connection = true;
@@ -60,11 +62,9 @@ impl<M: RingMemory + Clone, C> ConsoleRing<M, C> {
         if !self.has_connection {
             return Ok(None);
         }
-        let v = self
-            .out
-            .memory()
-            .load_index(CONNECTION_OFFSET, core::sync::atomic::Ordering::Acquire)?;
-        Ok(Some(match v {
+        let mut v = [0u8];
+        self.out.memory().read(CONNECTION_OFFSET, &mut v)?;
+        Ok(Some(match v[0] {
             0 => Connection::Connected,
             1 => Connection::Disconnected,
             v => Connection::Unknown(v),
@@ -182,20 +182,28 @@ impl<M: RingMemory, C: Notify + Wait> ConsoleRing<M, C> {
     /// Reads one line into `buf`: up to and including `\n`, or until `buf` is full. Returns its
     /// length; the line is complete when it ends with `\n`. Bytes after the line stay in the
     /// ring.
+    ///
+    /// Waits whenever a look at the ring takes nothing: when it is empty, and when a hostile
+    /// backend takes back bytes it had published (moves `in_prod` back) between the look and
+    /// the read, so that such a backend costs a wait, never a spin.
     pub fn read_line(&mut self, buf: &mut [u8]) -> Result<usize, Error<C::Error>> {
         let mut len = 0;
         while len < buf.len() {
             // Look at what is there without consuming it, then consume up to the newline.
             let seen = self.input.peek(&mut buf[len..])?;
-            if seen == 0 {
-                wait_once(&mut self.channel, || Error::TimedOut)?;
-                continue;
-            }
             let take = buf[len..len + seen]
                 .iter()
                 .position(|&b| b == b'\n')
                 .map_or(seen, |i| i + 1);
-            let n = self.try_read(&mut buf[len..len + take])?;
+            let n = if take == 0 {
+                0
+            } else {
+                self.try_read(&mut buf[len..len + take])?
+            };
+            if n == 0 {
+                wait_once(&mut self.channel, || Error::TimedOut)?;
+                continue;
+            }
             len += n;
             if buf[..len].ends_with(b"\n") {
                 break;

@@ -111,7 +111,7 @@ fn another_sysctl_interface_is_a_typed_error_naming_the_releases() {
     let err = XenLog::new(&xen).read_all().unwrap_err();
     assert!(matches!(
         err,
-        LogError::InterfaceVersion {
+        LogError::Refused {
             speaks: 0x15,
             releases: "Xen 4.17 to 4.20"
         }

@@ -181,14 +181,88 @@ fn the_connection_field_is_read_only_when_declared() {
     let con = console(page.mem(), &backend);
     assert_eq!(con.connection().unwrap(), None);
     let con = con.with_connection_field();
+    use xen_console::ring::{CONNECTION_OFFSET, Connection};
+    // `connection` is one byte: the padding after it is not part of it.
     page.mem()
-        .atomic::<AtomicU32>(xen_console::ring::CONNECTION_OFFSET)
-        .unwrap()
-        .store(1, Ordering::Release);
-    assert_eq!(
-        con.connection().unwrap(),
-        Some(xen_console::ring::Connection::Disconnected)
+        .write(CONNECTION_OFFSET, &[1, 0xff, 0xff, 0xff])
+        .unwrap();
+    assert_eq!(con.connection().unwrap(), Some(Connection::Disconnected));
+    page.mem().write(CONNECTION_OFFSET, &[0]).unwrap();
+    assert_eq!(con.connection().unwrap(), Some(Connection::Connected));
+    page.mem().write(CONNECTION_OFFSET, &[7]).unwrap();
+    assert_eq!(con.connection().unwrap(), Some(Connection::Unknown(7)));
+}
+
+/// Ring memory whose `in_prod` shows one published line to every other load, and none to the
+/// others: a backend that takes back what it published between the guest's look and its read
+/// (for its first 100 loads, so that a guest that spins ends, with the line).
+struct Retracting<'a> {
+    mem: SharedMem<'a>,
+    loads: std::cell::Cell<u32>,
+}
+
+impl xen_shared::RingMemory for Retracting<'_> {
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+    fn load_index(&self, offset: usize, order: Ordering) -> Result<u32, xen_shared::AccessError> {
+        if offset == RingLayout::CONSOLE_IN.prod {
+            let n = self.loads.get();
+            self.loads.set(n + 1);
+            return Ok(if n < 100 && n % 2 == 1 { 0 } else { 3 });
+        }
+        self.mem.load_index(offset, order)
+    }
+    fn store_index(
+        &self,
+        offset: usize,
+        value: u32,
+        order: Ordering,
+    ) -> Result<(), xen_shared::AccessError> {
+        self.mem.store_index(offset, value, order)
+    }
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), xen_shared::AccessError> {
+        self.mem.read(offset, dst)
+    }
+    fn write(&self, offset: usize, src: &[u8]) -> Result<(), xen_shared::AccessError> {
+        self.mem.write(offset, src)
+    }
+}
+
+impl Clone for Retracting<'_> {
+    fn clone(&self) -> Self {
+        Self {
+            mem: self.mem,
+            loads: std::cell::Cell::new(self.loads.get()),
+        }
+    }
+}
+
+#[test]
+fn read_line_waits_when_a_hostile_backend_takes_bytes_back() {
+    let page = SharedPage::new();
+    page.mem()
+        .write(RingLayout::CONSOLE_IN.data, b"ab\n")
+        .unwrap();
+    let mem = Retracting {
+        mem: page.mem(),
+        loads: std::cell::Cell::new(0),
+    };
+    let waits = Rc::new(std::cell::Cell::new(0));
+    let counted = waits.clone();
+    let channel = FnChannel::new(
+        || Ok::<_, Infallible>(()),
+        move || {
+            counted.set(counted.get() + 1);
+            // The deadline passes at the first wait.
+            Ok(Wake::TimedOut)
+        },
     );
+    let mut con = ConsoleRing::new(mem, channel).unwrap();
+    // Every look sees the line and every read finds it gone: a spin before, a wait now.
+    let mut buf = [0u8; 16];
+    assert!(matches!(con.read_line(&mut buf), Err(Error::TimedOut)));
+    assert_eq!(waits.get(), 1);
 }
 
 /// An async channel over the same backend: `poll_wait` runs a backend turn; a turn that moves

@@ -23,6 +23,10 @@ pub enum Error {
     /// Access can only be granted to a domain (not `DOMID_SELF` or another reserved id).
     #[error("{0} is not a domain access can be granted to")]
     BadDomain(DomId),
+    /// A domain cannot map a grant of its own: Xen would take the frame out
+    /// of the physmap where it lives (x86 HVM and PVH).
+    #[error("{0} is this domain: a domain does not map its own grants")]
+    OwnDomain(DomId),
     /// The other domain still has the page mapped, or is copying it: ending
     /// the access now would let it write a page this domain reuses.
     #[error("{0} is still mapped (or being copied) by the other domain")]
@@ -71,9 +75,10 @@ impl Error {
         match self {
             Self::Xen(error) => error.kind(),
             Self::NoFreeReference { .. } => ErrorKind::OutOfMemory,
-            Self::FrameTooLarge(_) | Self::BadDomain(_) | Self::InvalidInput(_) => {
-                ErrorKind::InvalidInput
-            }
+            Self::FrameTooLarge(_)
+            | Self::BadDomain(_)
+            | Self::OwnDomain(_)
+            | Self::InvalidInput(_) => ErrorKind::InvalidInput,
             Self::StillInUse(_) => ErrorKind::Busy,
             Self::Copy { status, .. } => status.kind(),
             #[cfg(feature = "linux")]

@@ -8,15 +8,22 @@
 //! `create_grant_host_mapping`). Unmapping leaves the place empty (PV: a
 //! cleared entry; the others: a hole in the physmap), ready for another
 //! mapping. A [`MapSlot`] is such a place.
+//!
+//! A domain never maps a grant of its own: on x86 HVM and PVH, Xen adds the
+//! granted frame at the slot's gfn with `p2m_add_page`, which removes the
+//! frame from the gfn where the domain has it ("already mapped at another
+//! physical address"); after the unmap that gfn stays a hole, and the page the
+//! grant lent (a Rust value) is gone from under its owner. (A PV guest would
+//! get a second page-table entry for the frame, an Arm guest a second gfn;
+//! both harmless, but refused too, for one rule everywhere.)
 
 use core::fmt;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering};
-
+use xen_hypercall::event_channel::ChannelState;
 use xen_hypercall::grant_table::{GrantHandle, GrantRef, MapFlags};
 use xen_hypercall::prelude::*;
-use xen_shared::SharedMem;
+use xen_shared::{ReadOnlyMem, SharedMem};
 
 use crate::{Error, PAGE_SIZE};
 
@@ -24,7 +31,8 @@ use crate::{Error, PAGE_SIZE};
 ///
 /// # Safety
 ///
-/// An implementer promises that, while the value lives:
+/// An implementer promises that, while the value lives, and for ever after if
+/// the value is never dropped:
 ///
 /// - [`host_addr`](Self::host_addr) is page-aligned, always the same, and
 ///   names where Xen may map a page for this domain with `GNTMAP_host_map`:
@@ -35,9 +43,17 @@ use crate::{Error, PAGE_SIZE};
 /// - no Rust value lives in the page there (Xen replaces it), and nothing but
 ///   this slot's mappings uses that address;
 /// - while a page is mapped at `host_addr`, [`page`](Self::page) is where this
-///   program reaches it, valid for reads and writes of 4096 bytes (only
-///   atomically: the granting domain writes it at any time);
+///   program reaches it: 4096 bytes, page-aligned, valid for reads and writes
+///   (only atomically: the granting domain writes it at any time);
 /// - once unmapped, the page is not accessed until a new mapping.
+///
+/// A [`MappedGrant`] can be forgotten (`core::mem::forget`, an `Rc` cycle):
+/// then it is never unmapped and its slot is never dropped, and the granted
+/// page stays at `host_addr` for good. So the place must stay reserved for it
+/// without the slot's help: a slot that borrows the place (a page of the
+/// program, a range of addresses) borrows it for `'static`, as
+/// [`GrantPage`](crate::GrantPage) does, and one that owns it gives it back
+/// only in its `Drop`, which a forgotten mapping never runs.
 pub unsafe trait MapSlot {
     /// Where Xen maps the page (`host_addr`).
     fn host_addr(&self) -> u64;
@@ -67,6 +83,12 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
     /// Maps the page `domid` granted with `gref` at `slot` (read-only if
     /// `readonly`, which a read-only grant requires).
     ///
+    /// `domid` must be another domain: this domain's own id is
+    /// [`Error::OwnDomain`] (see the [module](self) docs; `DOMID_SELF` and the
+    /// other reserved ids are [`Error::BadDomain`]). To learn its own id the
+    /// domain asks Xen (an unbound event channel port for itself, its status,
+    /// its close): three more hypercalls per map.
+    ///
     /// Xen refuses, as [`Error::Xen`] holding `Error::Grant(status)`, a
     /// reference past the granter's table (`GNTST_bad_gntref`), an entry that
     /// does not grant this domain access, or writable access to a read-only
@@ -92,6 +114,16 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
                 slot,
             });
         }
+        match own_domid(h) {
+            Ok(own) if own == domid => {
+                return Err(MapError {
+                    error: Error::OwnDomain(domid),
+                    slot,
+                });
+            }
+            Ok(_) => {}
+            Err(error) => return Err(MapError { error, slot }),
+        }
         let flags = if readonly {
             MapFlags::HOST_MAP_READONLY
         } else {
@@ -100,6 +132,8 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
         // SAFETY: `MapSlot`'s contract: no Rust value lives at `host_addr`,
         // where Xen replaces the page with the granted one, which this
         // program reaches only atomically (through `self`) until the unmap.
+        // The granter is another domain (checked), so no frame of this
+        // domain leaves its place in the physmap.
         match unsafe { h.gnttab_map_grant_ref(domid, gref, host_addr, flags) } {
             Ok(mapped) => Ok(Self {
                 h,
@@ -142,36 +176,30 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
     }
 
     /// The mapped page, for atomic access: the granting domain may change it
-    /// at any time. `None` for a read-only mapping (use [`read`](Self::read)).
+    /// at any time. `None` for a read-only mapping (use
+    /// [`read_only`](Self::read_only)).
     pub fn mem(&self) -> Option<SharedMem<'_>> {
         // SAFETY: while `self` lives the page is mapped at the slot and
-        // reached at `page()`, readable and writable (not read-only, checked),
-        // only atomically, for 4096 bytes (`MapSlot`'s contract); the view
-        // borrows `self`, so it ends before the unmap.
+        // reached at `page()`: page-aligned, readable and writable (not
+        // read-only, checked), only atomically, for 4096 bytes (`MapSlot`'s
+        // contract); the view borrows `self`, so it ends before the unmap.
         (!self.readonly).then(|| unsafe { SharedMem::from_raw_parts(self.slot.page(), PAGE_SIZE) })
     }
 
-    /// Copies `dst.len()` bytes at `offset` out of the page, with atomic byte
-    /// loads (read-only mappings too).
+    /// The mapped page, for atomic loads only (a read-only mapping, or a
+    /// writable one read).
+    pub fn read_only(&self) -> ReadOnlyMem<'_> {
+        // SAFETY: as for `mem`; the view only loads, which a read-only
+        // mapping allows.
+        unsafe { ReadOnlyMem::from_raw_parts(self.slot.page(), PAGE_SIZE) }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the page (read-only
+    /// mappings too).
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
-        let end = offset
-            .checked_add(dst.len())
-            .filter(|&end| end <= PAGE_SIZE);
-        if end.is_none() {
-            return Err(Error::InvalidInput(
-                "the bytes to read are outside the page",
-            ));
-        }
-        // SAFETY: the page is mapped at `page()` for 4096 bytes while `self`
-        // lives, accessed only atomically (`MapSlot`'s contract); `AtomicU8`
-        // has `u8`'s layout, and atomic loads need no write permission.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(self.slot.page().as_ptr().cast::<AtomicU8>(), PAGE_SIZE)
-        };
-        for (byte, cell) in dst.iter_mut().zip(&bytes[offset..]) {
-            *byte = cell.load(Ordering::Relaxed);
-        }
-        Ok(())
+        self.read_only()
+            .read(offset, dst)
+            .map_err(|_| Error::InvalidInput("the bytes to read are outside the page"))
     }
 
     /// `GNTTABOP_unmap_grant_ref`.
@@ -226,6 +254,23 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> fmt::Debug
             .field("readonly", &self.readonly)
             .finish()
     }
+}
+
+/// This domain's id, as Xen knows it: the remote domain of a port allocated
+/// for `DOMID_SELF` (`evtchn_alloc_unbound` stores the caller's id there), read
+/// back with `EVTCHNOP_status`; the port is closed again.
+fn own_domid<H: XenHypercall<Error = xen_hypercall::Error>>(h: &H) -> Result<DomId, Error> {
+    let port = h.evtchn_alloc_unbound(DomId::SELF, DomId::SELF)?;
+    let status = h.evtchn_status(DomId::SELF, port);
+    // The port is ours alone (nothing else knows its number), and unbound: no
+    // event can be pending on it. A refused close only leaves it allocated.
+    let closed = h.evtchn_close(port);
+    let own = match status?.state {
+        ChannelState::Unbound { remote_dom } => remote_dom,
+        _ => return Err(Error::InvalidInput("Xen reported a fresh port as bound")),
+    };
+    closed?;
+    Ok(own)
 }
 
 /// [`MappedGrant::map`] failed: why, and the slot, given back.

@@ -88,6 +88,10 @@ fn a_mapped_grant_shows_both_domains_writes_and_pins_until_unmapped() {
         );
         again.read(2048, &mut seen).unwrap();
         assert_eq!(&seen, b"from domU");
+        let view = again.read_only();
+        assert_eq!(view.len(), 4096);
+        view.read(2048, &mut seen).unwrap();
+        assert_eq!(&seen, b"from domU");
         assert!(grant.in_use());
         drop(again);
         assert!(!grant.in_use());
@@ -193,6 +197,34 @@ fn refused_maps_are_typed_and_give_the_slot_back() {
         drop(mapping);
         ro.end().unwrap();
         to_dom2.end().unwrap();
+    }
+}
+
+/// A domain's grant to itself is refused before Xen sees it: on x86 HVM and
+/// PVH the map would take the granted frame out of the physmap where it lives
+/// (the mock, like PV and Arm Xen, would map it).
+#[test]
+fn a_grant_of_the_mapping_domain_itself_is_refused() {
+    for (_dom0, domu) in domains() {
+        let domu_table = table(&domu);
+        let page = TestPage::new(&domu);
+        let own = domu_table
+            .grant_access(DOMU, PageArc(Arc::clone(&page)), false)
+            .unwrap();
+        let lowest_free = domu.evtchn_alloc_unbound(DomId::SELF, DomId(0)).unwrap();
+        domu.evtchn_close(lowest_free).unwrap();
+        let refused = MappedGrant::map(&domu, DOMU, own.gref(), slot(&domu, 0x3000), false)
+            .expect_err("a domain mapped its own grant");
+        assert_eq!(refused.error, Error::OwnDomain(DOMU));
+        assert_eq!(refused.error.kind(), xen_hypercall::ErrorKind::InvalidInput);
+        assert_eq!(refused.slot.host_addr, 0x3000);
+        assert!(domu.mapped_at(0x3000).is_none());
+        assert!(!own.in_use());
+        // The port used to learn the domain's id is closed again.
+        let port = domu.evtchn_alloc_unbound(DomId::SELF, DomId(0)).unwrap();
+        assert_eq!(port, lowest_free);
+        domu.evtchn_close(port).unwrap();
+        own.end().unwrap();
     }
 }
 

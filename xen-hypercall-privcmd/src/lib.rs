@@ -2,6 +2,7 @@
 #![cfg(target_os = "linux")]
 
 mod buffer;
+mod foreign;
 mod sys;
 
 use std::fs::{File, OpenOptions as FsOpenOptions};
@@ -18,6 +19,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use buffer::Pool;
 pub use buffer::{BufferStats, MAX_CACHED_PAGES, PrivcmdConstBuffer, PrivcmdMutBuffer};
+pub use foreign::{ForeignMapping, ResourceType};
 pub use sys::BufferSource;
 
 /// The privcmd device node.

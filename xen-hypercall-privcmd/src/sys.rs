@@ -30,6 +30,119 @@ const _: () = assert!(size_of::<PrivcmdHypercall>() == 48);
 const _: () = assert!(IOCTL_PRIVCMD_HYPERCALL == (48 << 16) | ((b'P' as libc::c_ulong) << 8));
 const _: () = assert!(IOCTL_PRIVCMD_RESTRICT == (2 << 16) | ((b'P' as libc::c_ulong) << 8) | 6);
 
+/// `struct privcmd_mmapbatch_v2` (`include/uapi/xen/privcmd.h`): `unsigned int num; domid_t
+/// dom; __u64 addr; const xen_pfn_t __user *arr; int __user *err;`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrivcmdMmapBatchV2 {
+    pub(crate) num: u32,
+    pub(crate) dom: u16,
+    pub(crate) addr: u64,
+    pub(crate) arr: u64,
+    pub(crate) err: u64,
+}
+
+/// `struct privcmd_mmap_resource` (`include/uapi/xen/privcmd.h`): `domid_t dom; __u32 type;
+/// __u32 id; __u32 idx; __u64 num; __u64 addr;`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrivcmdMmapResource {
+    pub(crate) dom: u16,
+    pub(crate) pad: u16,
+    pub(crate) kind: u32,
+    pub(crate) id: u32,
+    pub(crate) idx: u32,
+    pub(crate) num: u64,
+    pub(crate) addr: u64,
+}
+
+/// `IOCTL_PRIVCMD_MMAPBATCH_V2` = `_IOC(_IOC_NONE, 'P', 4, sizeof(privcmd_mmapbatch_v2_t))`.
+pub(crate) const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::c_ulong = 0x0020_5004;
+/// `IOCTL_PRIVCMD_MMAP_RESOURCE` = `_IOC(_IOC_NONE, 'P', 7, sizeof(struct privcmd_mmap_resource))`.
+pub(crate) const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong = 0x0020_5007;
+
+const _: () = assert!(size_of::<PrivcmdMmapBatchV2>() == 32);
+const _: () = assert!(core::mem::offset_of!(PrivcmdMmapBatchV2, addr) == 8);
+const _: () = assert!(core::mem::offset_of!(PrivcmdMmapBatchV2, err) == 24);
+const _: () = assert!(size_of::<PrivcmdMmapResource>() == 32);
+const _: () = assert!(core::mem::offset_of!(PrivcmdMmapResource, kind) == 4);
+const _: () = assert!(core::mem::offset_of!(PrivcmdMmapResource, num) == 16);
+const _: () = assert!(core::mem::offset_of!(PrivcmdMmapResource, addr) == 24);
+const _: () =
+    assert!(IOCTL_PRIVCMD_MMAPBATCH_V2 == (32 << 16) | ((b'P' as libc::c_ulong) << 8) | 4);
+const _: () =
+    assert!(IOCTL_PRIVCMD_MMAP_RESOURCE == (32 << 16) | ((b'P' as libc::c_ulong) << 8) | 7);
+
+nix::ioctl_readwrite_bad!(
+    /// `IOCTL_PRIVCMD_MMAPBATCH_V2`: maps foreign frames into a privcmd VMA.
+    privcmd_mmapbatch_v2_raw,
+    IOCTL_PRIVCMD_MMAPBATCH_V2,
+    PrivcmdMmapBatchV2
+);
+
+nix::ioctl_readwrite_bad!(
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE`: maps (or sizes) a domain's resource.
+    privcmd_mmap_resource_raw,
+    IOCTL_PRIVCMD_MMAP_RESOURCE,
+    PrivcmdMmapResource
+);
+
+/// Issues `IOCTL_PRIVCMD_MMAPBATCH_V2`.
+///
+/// # Safety
+///
+/// `batch.arr` points at `batch.num` readable `u64` frames, `batch.err` at `batch.num` writable
+/// `i32`s no reference covers, and `batch.addr..+num` pages lie in a privcmd mapping this
+/// process owns whose pages there are unmapped and not viewed.
+pub(crate) unsafe fn privcmd_mmapbatch_v2(
+    fd: BorrowedFd<'_>,
+    batch: &mut PrivcmdMmapBatchV2,
+) -> Result<(), OsErrno> {
+    // SAFETY: `fd` is open (borrowed); `batch` is a live 32-byte structure (the size in the
+    // ioctl number); what privcmd does through its pointers is the caller's contract.
+    unsafe { privcmd_mmapbatch_v2_raw(fd.as_raw_fd(), batch) }.map(drop)
+}
+
+/// Issues `IOCTL_PRIVCMD_MMAP_RESOURCE`.
+///
+/// # Safety
+///
+/// With `num != 0`, `addr` is the start of a privcmd mapping of exactly `num` pages that this
+/// process owns, with nothing mapped or viewed in it yet.
+pub(crate) unsafe fn privcmd_mmap_resource(
+    fd: BorrowedFd<'_>,
+    resource: &mut PrivcmdMmapResource,
+) -> Result<(), OsErrno> {
+    // SAFETY: `fd` is open (borrowed); `resource` is a live 32-byte structure (the size in the
+    // ioctl number), read and (for the size query) written by privcmd; the mapping is the
+    // caller's contract.
+    unsafe { privcmd_mmap_resource_raw(fd.as_raw_fd(), resource) }.map(drop)
+}
+
+/// Maps `len` bytes of `/dev/xen/privcmd` (`fd`): an empty privcmd VMA (`privcmd_mmap` maps
+/// nothing; `VM_DONTCOPY`, so a forked child does not inherit it) for a mapping ioctl to fill.
+pub(crate) fn map_privcmd(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>, OsErrno> {
+    let len = std::num::NonZeroUsize::new(len).ok_or(OsErrno::EINVAL)?;
+    let prot = nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE;
+    // SAFETY: a new mapping at an address the kernel chooses (no `MAP_FIXED`), so no existing
+    // memory is replaced; privcmd accepts any shared mapping of its fd at offset 0.
+    let ptr = unsafe {
+        nix::sys::mman::mmap(None, len, prot, nix::sys::mman::MapFlags::MAP_SHARED, fd, 0)
+    }?;
+    Ok(ptr.cast())
+}
+
+/// Unmaps a mapping from [`map_privcmd`].
+///
+/// # Safety
+///
+/// `base` and `len` describe one whole mapping from [`map_privcmd`] that nothing references.
+pub(crate) unsafe fn unmap_privcmd(base: NonNull<u8>, len: usize) {
+    // SAFETY: the caller gives the whole mapping, no longer used. A failure (only for an
+    // invalid range) leaves it mapped: a leak, not unsoundness.
+    let _ = unsafe { nix::sys::mman::munmap(base.cast(), len) };
+}
+
 nix::ioctl_write_ptr_bad!(
     /// `IOCTL_PRIVCMD_RESTRICT`: restricts the privcmd fd to one domain.
     privcmd_restrict,

@@ -394,3 +394,84 @@ fn uapi_layout_matches_linux() {
     assert_eq!(std::mem::offset_of!(sys::PrivcmdHypercall, arg), 8);
     assert_eq!(size_of::<sys::PrivcmdHypercall>(), 48);
 }
+
+/// The structures and ioctl numbers equal what a C compiler computes from the Linux UAPI header
+/// as Xen's tools ship it (`/usr/include/xen/sys/privcmd.h`, from libxen-dev).
+#[test]
+#[cfg_attr(miri, ignore = "runs a C compiler")]
+fn uapi_matches_the_c_header() {
+    use std::mem::offset_of;
+    let dir = std::env::temp_dir().join(format!("privcmd-uapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("uapi.c");
+    std::fs::write(
+        &source,
+        r#"#include <stdio.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <xen/xen.h>
+#include <xen/sys/privcmd.h>
+#define V(e) printf("%lu\n", (unsigned long)(e))
+int main(void) {
+    V(sizeof(privcmd_hypercall_t)); V(offsetof(privcmd_hypercall_t, arg));
+    V(sizeof(privcmd_mmapbatch_v2_t)); V(offsetof(privcmd_mmapbatch_v2_t, dom));
+    V(offsetof(privcmd_mmapbatch_v2_t, addr)); V(offsetof(privcmd_mmapbatch_v2_t, arr));
+    V(offsetof(privcmd_mmapbatch_v2_t, err));
+    V(sizeof(privcmd_mmap_resource_t)); V(offsetof(privcmd_mmap_resource_t, type));
+    V(offsetof(privcmd_mmap_resource_t, id)); V(offsetof(privcmd_mmap_resource_t, idx));
+    V(offsetof(privcmd_mmap_resource_t, num)); V(offsetof(privcmd_mmap_resource_t, addr));
+    V(IOCTL_PRIVCMD_HYPERCALL); V(IOCTL_PRIVCMD_MMAPBATCH_V2); V(IOCTL_PRIVCMD_RESTRICT);
+    V(IOCTL_PRIVCMD_MMAP_RESOURCE);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let binary = dir.join("uapi");
+    let built = std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("a C compiler (cc)");
+    assert!(
+        built.status.success(),
+        "compiling against <xen/sys/privcmd.h> failed (apt-get install libxen-dev): {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let out = std::process::Command::new(&binary).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let c: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let ours: Vec<u64> = [
+        size_of::<sys::PrivcmdHypercall>(),
+        offset_of!(sys::PrivcmdHypercall, arg),
+        size_of::<sys::PrivcmdMmapBatchV2>(),
+        offset_of!(sys::PrivcmdMmapBatchV2, dom),
+        offset_of!(sys::PrivcmdMmapBatchV2, addr),
+        offset_of!(sys::PrivcmdMmapBatchV2, arr),
+        offset_of!(sys::PrivcmdMmapBatchV2, err),
+        size_of::<sys::PrivcmdMmapResource>(),
+        offset_of!(sys::PrivcmdMmapResource, kind),
+        offset_of!(sys::PrivcmdMmapResource, id),
+        offset_of!(sys::PrivcmdMmapResource, idx),
+        offset_of!(sys::PrivcmdMmapResource, num),
+        offset_of!(sys::PrivcmdMmapResource, addr),
+    ]
+    .into_iter()
+    .map(|v| v as u64)
+    .chain(
+        [
+            sys::IOCTL_PRIVCMD_HYPERCALL,
+            sys::IOCTL_PRIVCMD_MMAPBATCH_V2,
+            sys::IOCTL_PRIVCMD_RESTRICT,
+            sys::IOCTL_PRIVCMD_MMAP_RESOURCE,
+        ]
+        .map(u64::from),
+    )
+    .collect();
+    assert_eq!(ours, c);
+}

@@ -9,5 +9,5 @@ extern crate std;
 mod mem;
 pub mod ring;
 
-pub use mem::{AccessError, PAGE_SIZE, SharedAtomic, SharedMem, SharedPage};
+pub use mem::{AccessError, PAGE_SIZE, ReadOnlyMem, SharedAtomic, SharedMem, SharedPage};
 pub use ring::{Consumer, LayoutError, Producer, RingError, RingLayout, RingMemory};

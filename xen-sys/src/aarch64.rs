@@ -7,6 +7,11 @@
 //   grant_table.h hvm/hvm_op.h hvm/params.h io/console.h io/xs_wire.h arch-arm.h
 //   sysctl.h (xen_sysctl_readconsole)
 
+/// Xen 4.17's versioned toolstack interfaces (domctl, sysctl).
+pub mod xen_4_17;
+/// Xen 4.20's versioned toolstack interfaces (domctl, sysctl).
+pub mod xen_4_20;
+
 #[allow(unused_imports)]
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub type xen_pfn_t = u64;

@@ -8,6 +8,11 @@
 //   arch-x86/xen-x86_64.h arch-x86/cpuid.h arch-x86/hvm/start_info.h
 //   sysctl.h (xen_sysctl_readconsole)
 
+/// Xen 4.17's versioned toolstack interfaces (domctl, sysctl).
+pub mod xen_4_17;
+/// Xen 4.20's versioned toolstack interfaces (domctl, sysctl).
+pub mod xen_4_20;
+
 #[allow(unused_imports)]
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub type cpu_user_regs_t = cpu_user_regs;

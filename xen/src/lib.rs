@@ -42,3 +42,8 @@ pub use xen_console as console;
 #[cfg(feature = "store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub use xen_store as store;
+
+/// Domain control of a toolstack domain: list, pause, destroy domains; the host's facts.
+#[cfg(feature = "ctrl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ctrl")))]
+pub use xen_ctrl as ctrl;

@@ -10,6 +10,13 @@
 //! - bindgen's layout tests become `const _: () = { assert!(..); }` after each type;
 //! - types bindgen cannot derive `Debug` for (they hold a union) get a field-by-field `Debug`.
 //!
+//! The toolstack's versioned interfaces (`domctl.h`, `sysctl.h`: their layouts may change with
+//! `XEN_DOMCTL_INTERFACE_VERSION` / `XEN_SYSCTL_INTERFACE_VERSION`) are generated once per
+//! supported Xen release, each into its own module `xen-sys/src/<arch>/xen_<major>_<minor>.rs`:
+//! 4.17 from the installed libxen-dev, 4.20 from Debian 13's libxen-dev, which the generator
+//! downloads (as the testbed does, through a private apt configuration) and unpacks under
+//! `target/xen-sys-headers/`.
+//!
 //! It also writes `xen-sys/tests/c_layout/{x86_64,aarch64}.rs`, the list of named types, fields
 //! and constants that `xen-sys/tests/c_layout.rs` compares with a C compiler's values.
 //! `--check` generates into a temporary directory and fails if anything differs.
@@ -54,6 +61,44 @@ const COMMON_HEADERS: &[&str] = &[
 const SYSCTL_TYPES: &str = "xen_sysctl_readconsole";
 const SYSCTL_HEADER_NOTE: &str = "sysctl.h (xen_sysctl_readconsole)";
 const SYSCTL_VARS: &str = "XEN_SYSCTL_(readconsole|INTERFACE_VERSION)";
+
+/// The versioned toolstack types each release's module holds: the domain control plane a dom0
+/// tool needs (list, inspect, pause, destroy domains; the host's physical facts), and the
+/// `xen_domctl` / `xen_sysctl` envelopes (their unions opaque: each member is a type above).
+const VERSIONED_TYPES: &str = "xen_domctl|xen_sysctl|xen_domctl_(getdomaininfo|getvcpuinfo|max_mem)|\
+     xen_sysctl_(getdomaininfolist|physinfo)";
+/// The envelopes' unions, generated as opaque blobs of the right size and alignment.
+const VERSIONED_OPAQUE: &str = "xen_(domctl|sysctl)__bindgen_ty_1";
+const VERSIONED_VARS: &str = "XEN_(DOMCTL|SYSCTL)_INTERFACE_VERSION|\
+     XEN_DOMCTL_(getdomaininfo|pausedomain|unpausedomain|destroydomain|max_mem|getvcpuinfo)|\
+     XEN_SYSCTL_(getdomaininfolist|physinfo)|XEN_DOMINF_.*|XEN_SYSCTL_PHYSCAP_.*|\
+     XEN_SYSCTL_CAP_.*";
+
+/// A Xen release whose versioned toolstack interfaces are generated.
+struct ToolstackRelease {
+    /// Its module under each architecture's (`xen_4_17`).
+    module: &'static str,
+    /// Where its headers come from.
+    source: HeaderSource,
+}
+
+enum HeaderSource {
+    /// The installed libxen-dev (the machine's Debian 12: Xen 4.17).
+    Installed,
+    /// Debian suite `suite`'s libxen-dev, downloaded.
+    Debian { suite: &'static str },
+}
+
+const TOOLSTACK_RELEASES: &[ToolstackRelease] = &[
+    ToolstackRelease {
+        module: "xen_4_17",
+        source: HeaderSource::Installed,
+    },
+    ToolstackRelease {
+        module: "xen_4_20",
+        source: HeaderSource::Debian { suite: "trixie" },
+    },
+];
 
 /// Function-like macros Xen's headers wrap numbers in (`#define DOMID_SELF xen_mk_uint(0x7FF0)`):
 /// they only add a C suffix, so the generator drops them before evaluating a constant.
@@ -102,15 +147,25 @@ pub(crate) fn run(args: &[String]) -> Result {
         ));
     }
     let xen_version = libxen_dev_version()?;
+    let releases = TOOLSTACK_RELEASES
+        .iter()
+        .map(|release| match release.source {
+            HeaderSource::Installed => Ok((release, include_dir.clone(), xen_version.clone())),
+            HeaderSource::Debian { suite } => {
+                let (dir, version) = debian_headers(suite)?;
+                Ok((release, dir, version))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     let crate_dir = workspace_root().join("xen-sys");
     if !check {
-        for path in generate_into(&crate_dir, &include_dir, &xen_version)? {
+        for path in generate_into(&crate_dir, &include_dir, &xen_version, &releases)? {
             eprintln!("wrote xen-sys/{path}");
         }
         return Ok(());
     }
     let temp_dir = std::env::temp_dir().join(format!("xen-sys-gen-{}", std::process::id()));
-    let generated = generate_into(&temp_dir, &include_dir, &xen_version);
+    let generated = generate_into(&temp_dir, &include_dir, &xen_version, &releases);
     let stale = generated.map(|paths| {
         paths
             .into_iter()
@@ -136,16 +191,31 @@ pub(crate) fn run(args: &[String]) -> Result {
     }
 }
 
-/// Generates every file into `crate_dir` (`src/<arch>.rs`, `tests/c_layout/<arch>.rs`),
-/// returning their paths relative to it.
-fn generate_into(crate_dir: &Path, include_dir: &Path, xen_version: &str) -> Result<Vec<String>> {
+/// A toolstack release, the include directory of its headers and its libxen-dev's version.
+type ReleaseHeaders<'a> = (&'a ToolstackRelease, PathBuf, String);
+
+/// Generates every file into `crate_dir` (`src/<arch>.rs`, `src/<arch>/xen_*.rs`,
+/// `tests/c_layout/<arch>.rs`), returning their paths relative to it.
+fn generate_into(
+    crate_dir: &Path,
+    include_dir: &Path,
+    xen_version: &str,
+    releases: &[ReleaseHeaders<'_>],
+) -> Result<Vec<String>> {
     let mut written = Vec::new();
     for arch in ARCHES {
         let (code, layout_list) = generate(arch, include_dir, xen_version)?;
-        for (path, contents) in [
+        let mut files = vec![
             (format!("src/{}.rs", arch.module), code),
             (format!("tests/c_layout/{}.rs", arch.module), layout_list),
-        ] {
+        ];
+        for (release, dir, version) in releases {
+            files.push((
+                format!("src/{}/{}.rs", arch.module, release.module),
+                generate_versioned(arch, dir, version)?,
+            ));
+        }
+        for (path, contents) in files {
             let full = crate_dir.join(&path);
             if let Some(parent) = full.parent() {
                 std::fs::create_dir_all(parent)
@@ -169,6 +239,128 @@ fn libxen_dev_version() -> Result<String> {
         return Err("libxen-dev is not installed (apt-get install libxen-dev)".into());
     }
     String::from_utf8(output.stdout).map_err(|_| "dpkg-query printed non-UTF-8".into())
+}
+
+/// Debian suite `suite`'s libxen-dev, downloaded (through the testbed's private apt
+/// configuration) and its `usr/include/xen` unpacked under `target/xen-sys-headers/`: the include
+/// directory and the package's version.
+fn debian_headers(suite: &str) -> Result<(PathBuf, String)> {
+    let target = workspace_root().join("target");
+    let apt = xen_testbed::apt::Apt::private(&target.join("testbed/apt"), suite)
+        .map_err(|e| format!("apt for Debian {suite}: {e}"))?;
+    let output = apt
+        .command("apt-cache")
+        .args(["show", "--no-all-versions", "libxen-dev:amd64"])
+        .output()
+        .map_err(|e| format!("cannot run apt-cache: {e}"))?;
+    let version = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("Version:").map(|v| v.trim().to_owned()))
+        .ok_or_else(|| format!("no libxen-dev in Debian {suite} ({})", apt.describe()))?;
+    let dir = target
+        .join("xen-sys-headers")
+        .join(format!("libxen-dev_{}", version.replace(':', "%3a")));
+    let include = dir.join("usr/include/xen");
+    if include.join("domctl.h").is_file() {
+        return Ok((include, version));
+    }
+    let download = dir.join(".download");
+    std::fs::create_dir_all(&download)
+        .map_err(|e| format!("cannot create {}: {e}", download.display()))?;
+    eprintln!("gen-sys: downloading libxen-dev={version} (Debian {suite})");
+    let status = apt
+        .command("apt-get")
+        .args(["download", "-q", &format!("libxen-dev:amd64={version}")])
+        .current_dir(&download)
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !status.success() {
+        return Err(format!("apt-get download libxen-dev={version} failed"));
+    }
+    let deb = std::fs::read_dir(&download)
+        .map_err(|e| format!("cannot read {}: {e}", download.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .ok_or("`apt-get download libxen-dev` left no .deb")?;
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    if !status.success() || !include.join("domctl.h").is_file() {
+        return Err(format!("unpacking {} failed", deb.display()));
+    }
+    // Best effort: the unpacked headers are what counts.
+    let _ = std::fs::remove_dir_all(&download);
+    Ok((include, version))
+}
+
+/// One release's versioned toolstack types for one architecture (see [`VERSIONED_TYPES`]).
+fn generate_versioned(arch: &Arch, include_dir: &Path, xen_version: &str) -> Result<String> {
+    let bindings = bindgen::Builder::default()
+        .header_contents(
+            "xen-sys-versioned.h",
+            &format!(
+                "{}#include \"domctl.h\"\n#include \"sysctl.h\"\n",
+                wrapper_header(&[]).replace("#include \"sysctl.h\"\n", "")
+            ),
+        )
+        .clang_args([
+            format!("--target={}", arch.clang_target),
+            "-ffreestanding".into(),
+            "-nostdinc".into(),
+            format!("-I{}", include_dir.display()),
+            "-D__XEN_TOOLS__".into(),
+        ])
+        .allowlist_type(VERSIONED_TYPES)
+        .allowlist_var(VERSIONED_VARS)
+        .opaque_type(VERSIONED_OPAQUE)
+        .use_core()
+        .ctypes_prefix("core::ffi")
+        .explicit_padding(true)
+        .layout_tests(true)
+        .derive_debug(true)
+        .impl_debug(false)
+        .derive_default(false)
+        .derive_copy(true)
+        .derive_eq(true)
+        .derive_hash(false)
+        .generate_comments(false)
+        .disable_header_comment()
+        .sort_semantically(true)
+        .formatter(bindgen::Formatter::None)
+        .parse_callbacks(Box::new(Callbacks {
+            c_names: Arc::default(),
+            tags: BTreeSet::new(),
+        }))
+        .generate()
+        .map_err(|e| format!("bindgen failed for {}: {e}", arch.module))?;
+    let mut file = syn::parse_file(&bindings.to_string())
+        .map_err(|e| format!("cannot parse bindgen's output: {e}"))?;
+    // An opaque union is one byte array: as a struct of the same `repr`, it (and the envelope
+    // holding it) can be `IntoBytes`, so a hypercall argument can be built from it.
+    for item in &mut file.items {
+        if let syn::Item::Union(u) = item {
+            if u.fields.named.len() == 1 {
+                let (attrs, vis, ident, fields) = (&u.attrs, &u.vis, &u.ident, &u.fields);
+                *item = syn::parse_quote! {
+                    #(#attrs)* #[derive(PartialEq, Eq)] #vis struct #ident #fields
+                };
+            }
+        }
+    }
+    let (body, _) = rewrite(file)?;
+    let header = format!(
+        "// @generated by `cargo xtask gen-sys`: do not edit, regenerate.\n\
+         //\n\
+         // Xen's versioned toolstack interfaces for {module}, from domctl.h and sysctl.h as\n\
+         // Debian's libxen-dev {xen_version} ships them, compiled by libclang for\n\
+         // {target} with __XEN_TOOLS__.\n",
+        module = arch.module,
+        target = arch.clang_target,
+    );
+    rustfmt(&format!("{header}\n{body}"))
 }
 
 /// One architecture's module, and the list of its layouts and constants that
@@ -204,7 +396,25 @@ fn generate(arch: &Arch, include_dir: &Path, xen_version: &str) -> Result<(Strin
         line_len += name.len() + 1;
     }
     header.push('\n');
-    Ok((rustfmt(&format!("{header}\n{body}"))?, layout_list))
+    let mut submodules = String::new();
+    for release in TOOLSTACK_RELEASES {
+        let (major, minor) = release
+            .module
+            .trim_start_matches("xen_")
+            .split_once('_')
+            .expect("module names are xen_<major>_<minor>");
+        writeln!(
+            submodules,
+            "/// Xen {major}.{minor}'s versioned toolstack interfaces (domctl, sysctl).\n\
+             pub mod {};",
+            release.module
+        )
+        .expect("writing to a String cannot fail");
+    }
+    Ok((
+        rustfmt(&format!("{header}\n{submodules}\n{body}"))?,
+        layout_list,
+    ))
 }
 
 /// A wrapper header: freestanding fixed-width integer types (LP64 on both targets), then the

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_console;
+mod bench_ctrl;
 mod bench_evtchn;
 mod bench_grant;
 mod bench_privcmd;

@@ -15,6 +15,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-console",
     "xen-grant",
     "xen-store",
+    "xen-ctrl",
     "xen",
 ];
 
@@ -32,6 +33,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-console",
     "xen-grant",
     "xen-store",
+    "xen-ctrl",
     "xen-testbed-protocol",
 ];
 

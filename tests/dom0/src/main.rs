@@ -34,6 +34,7 @@
 
 mod console;
 mod console_domu;
+mod ctrl;
 mod devices;
 mod domu;
 mod domu_soak;
@@ -41,6 +42,7 @@ mod evtchn;
 mod evtchn_bench;
 mod exit;
 mod faults;
+mod foreign;
 mod grant;
 mod oracle;
 mod privcmd;
@@ -54,7 +56,7 @@ use xen_hypercall_privcmd::Privcmd;
 use xen_testbed_protocol::{Reporter, Stdout, report_panic};
 
 /// A test case: its name and its body, run against an open privcmd backend.
-type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
+pub(crate) type Case = (&'static str, fn(&Privcmd) -> Result<(), String>);
 
 /// Every case, in the order they run.
 fn cases() -> impl Iterator<Item = &'static Case> {
@@ -64,6 +66,8 @@ fn cases() -> impl Iterator<Item = &'static Case> {
         .chain(console::CASES)
         .chain(grant::CASES)
         .chain(evtchn::CASES)
+        .chain(ctrl::CASES)
+        .chain(foreign::CASES)
 }
 
 fn main() -> ExitCode {
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
         ["domu-soak", ..] => domu_soak::soak(&args[1..]),
+        ["ctrl-domu", ..] => ctrl::domu(&args[1..]),
         ["grant-notify-child", rest @ ..] => domu::grant_notify_child(rest),
         ["exit", code] => match code.parse::<u8>() {
             Ok(code) => {

@@ -199,6 +199,9 @@ pub enum Kind {
     CrossDomain(CrossDomain),
     /// Code built outside the workspace, run as `cargo xtask testbed run` runs it.
     OwnCode(OwnCode),
+    /// A Linux dom0 with the toolstack steers a freestanding domU through `xen-ctrl` and maps
+    /// its memory (`xen-dom0-tests ctrl-domu`, cases [`CTRL_DOMU_CASES`]).
+    ControlPlane(GuestKind),
 }
 
 impl Kind {
@@ -209,6 +212,7 @@ impl Kind {
             Kind::Guest(kind) => kind.arch(),
             Kind::CrossDomain(cross) => cross.domu.arch(),
             Kind::OwnCode(_) => Arch::X86_64,
+            Kind::ControlPlane(domu) => domu.arch(),
         }
     }
 
@@ -407,6 +411,22 @@ pub fn scenarios() -> &'static [Scenario] {
                 None,
             )
         },
+        Scenario {
+            name: "ctrl-domu-pv",
+            about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
+            kind: Kind::ControlPlane(GuestKind::Pv),
+            timeout: Duration::from_secs(120),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
+        Scenario {
+            name: "ctrl-domu-aarch64",
+            about: "Linux dom0 on Xen arm64 lists, pauses, unpauses and destroys a domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
+            kind: Kind::ControlPlane(GuestKind::Aarch64),
+            timeout: Duration::from_secs(120),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
         guest(
             "pv64",
             "freestanding x86_64 guest as a PV64 dom0",
@@ -522,6 +542,8 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-evtchn-soak",
     "dom0-smp-stress",
     "domu-faults",
+    "ctrl-domu-pv",
+    "ctrl-domu-aarch64",
     "pv64",
     "pvh",
     "aarch64",
@@ -852,6 +874,14 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                     run.vcpus = scenario.dom0_vcpus;
                     testbed.dom0_job(artifacts_of(release, arch), &run)
                 }),
+            Kind::ControlPlane(domu) => dom0_built(arch)
+                .and_then(|()| guests.image(testbed, domu, Flavour::Domu))
+                .and_then(|kernel| {
+                    testbed.dom0_job(
+                        artifacts_of(release, arch),
+                        &control_plane_run(&name, domu, &kernel, scenario.timeout),
+                    )
+                }),
             Kind::OwnCode(code) => {
                 let built = dom0_built(arch).and_then(|()| own_code::build(testbed, code));
                 jobs.push((*run, built.map(|binary| Work::OwnCode(code, binary))));
@@ -953,6 +983,45 @@ pub fn cross_domain_run(
         timeout,
         vcpus: 1,
         domus,
+    }
+}
+
+/// The cases of `xen-dom0-tests ctrl-domu` (tests/dom0/src/ctrl.rs, `DOMU_CASES`), in order.
+pub const CTRL_DOMU_CASES: &[&str] = &[
+    "ctrl_domu_created",
+    "ctrl_domu_listed_as_xl_lists_it",
+    "ctrl_domu_pause_stops_it",
+    "ctrl_domu_unpause_resumes_it",
+    "foreign_domu_console_page",
+    "foreign_domu_grant_table_resource",
+    "foreign_domu_page_round_trip",
+    "ctrl_domu_destroy_removes_it",
+];
+
+/// The dom0 run of a [`Kind::ControlPlane`] scenario: the toolstack, the domU's kernel at
+/// `/lib/xentest/xentest-ctrl`, and `xen-dom0-tests ctrl-domu` creating and steering it.
+pub fn control_plane_run(
+    name: &str,
+    domu: GuestKind,
+    kernel: &std::path::Path,
+    timeout: Duration,
+) -> Dom0Run {
+    let (xl_type, memory) = xl_type_and_memory(domu);
+    let path = "/lib/xentest/xentest-ctrl".to_string();
+    Dom0Run {
+        name: name.into(),
+        arch: domu.arch(),
+        binaries: Vec::new(),
+        files: vec![(path.clone(), kernel.to_path_buf())],
+        preamble: Setup::Toolstack.preamble(),
+        commands: vec![format!(
+            "{DOM0_TESTS} ctrl-domu --name xentest-ctrl --type {xl_type} --memory {memory} --kernel {path}"
+        )],
+        expected_cases: CTRL_DOMU_CASES.iter().map(|c| c.to_string()).collect(),
+        expected_dones: 1,
+        timeout,
+        vcpus: 1,
+        domus: Vec::new(),
     }
 }
 

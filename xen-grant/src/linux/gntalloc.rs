@@ -12,6 +12,22 @@ use crate::{Error, GrantRef};
 /// The gntalloc device path.
 pub const GNTALLOC_DEVICE: &str = "/dev/xen/gntalloc";
 
+/// gntalloc's module parameter `limit`: how many pages all its users together
+/// may have shared at once (`ALLOC_GREF` past it is `ENOSPC`).
+const LIMIT_PARAMETER: &str = "/sys/module/xen_gntalloc/parameters/limit";
+
+/// `limit`'s default in `drivers/xen/gntalloc.c`.
+const DEFAULT_LIMIT: usize = 1024;
+
+/// gntalloc's `limit` now: the module parameter, or its default when it
+/// cannot be read (a negative one allows nothing).
+fn limit() -> usize {
+    std::fs::read_to_string(LIMIT_PARAMETER)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .map_or(DEFAULT_LIMIT, |limit| usize::try_from(limit).unwrap_or(0))
+}
+
 /// An open `/dev/xen/gntalloc`: allocates pages and grants them to another domain.
 #[derive(Debug)]
 pub struct Gntalloc {
@@ -38,14 +54,24 @@ impl Gntalloc {
     /// Allocates `count` zeroed pages, grants `domid` access to them
     /// (writable unless `readonly`) and maps them into this process.
     ///
-    /// The kernel limits how many pages one process may share (module
-    /// parameter `limit`): past it, `ENOSPC`.
+    /// The kernel limits how many pages its users may have shared at once
+    /// (module parameter `limit`, 1024 by default): past it, `ENOSPC`. A
+    /// `count` over the limit is refused so before anything is allocated for
+    /// it.
     pub fn share(&self, domid: DomId, count: usize, readonly: bool) -> Result<Share<'_>, Error> {
         if count == 0 {
             return Err(Error::InvalidInput("no page to share"));
         }
         if !domid.is_domain() {
             return Err(Error::BadDomain(domid));
+        }
+        // The kernel refuses the count only after the call, which needs
+        // 4 bytes per page from this process first.
+        if count > DEFAULT_LIMIT && count > limit() {
+            return Err(Error::Os {
+                operation: "IOCTL_GNTALLOC_ALLOC_GREF",
+                errno: nix::errno::Errno::ENOSPC,
+            });
         }
         let count32 = u32::try_from(count).map_err(|_| Error::InvalidInput("too many pages"))?;
         // The 16-byte header and `count` u32 references (at least 24 bytes,
@@ -150,7 +176,7 @@ impl Share<'_> {
     /// at any time.
     pub fn mem(&self) -> SharedMem<'_> {
         // Mapped writable in `Gntalloc::share`.
-        self.pages.mem().unwrap_or(SharedMem::from_atomics(&[]))
+        self.pages.mem().unwrap_or(SharedMem::from_words(&[]))
     }
 
     /// The number of bytes shared (4096 per page).
@@ -180,5 +206,29 @@ impl Drop for Share<'_> {
     fn drop(&mut self) {
         let released = self.dev.dealloc(self.index, self.count);
         self.dev.leaks.count(released);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri opens no device")]
+    fn a_count_past_the_limit_is_refused_before_any_allocation() {
+        // A device that answers every ioctl with `ENOTTY`: only a refusal
+        // before the call gives `ENOSPC`.
+        let dev = Gntalloc {
+            fd: std::fs::File::open("/dev/null").unwrap().into(),
+            leaks: Leaks::default(),
+        };
+        let refused = dev.share(DomId(1), 1 << 28, false).unwrap_err();
+        assert_eq!(
+            refused,
+            Error::Os {
+                operation: "IOCTL_GNTALLOC_ALLOC_GREF",
+                errno: nix::errno::Errno::ENOSPC,
+            }
+        );
     }
 }

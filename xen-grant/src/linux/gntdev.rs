@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 
 use xen_hypercall::DomId;
-use xen_shared::SharedMem;
+use xen_shared::{ReadOnlyMem, SharedMem};
 
 use super::sys::{self, GrantRefArg};
 use super::{Leaks, Pages, UnmapNotify, open_device, set_unmap_notify};
@@ -116,17 +116,20 @@ impl Gntdev {
             })
     }
 
-    /// `SET_MAX_GRANTS`: limits how many grants this fd may map (old kernels;
-    /// recent ones accept and ignore it).
+    /// `SET_MAX_GRANTS`: limits how many grants this fd may map, on old
+    /// kernels. Current ones have no such limit and no such ioctl (gntdev's
+    /// ioctl switch answers `-ENOIOCTLCMD`): their `ENOTTY` is success, as
+    /// libxengnttab takes it.
     pub fn set_max_grants(&self, count: u32) -> Result<(), Error> {
         let mut arg = sys::SetMaxGrants { count };
         // SAFETY: SET_MAX_GRANTS reads one `u32`.
-        unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTDEV_SET_MAX_GRANTS, &mut arg) }
-            .map(drop)
-            .map_err(|errno| Error::Os {
+        match unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTDEV_SET_MAX_GRANTS, &mut arg) } {
+            Ok(_) | Err(nix::errno::Errno::ENOTTY) => Ok(()),
+            Err(errno) => Err(Error::Os {
                 operation: "IOCTL_GNTDEV_SET_MAX_GRANTS",
                 errno,
-            })
+            }),
+        }
     }
 
     /// `GRANT_COPY`: each segment copies `len` bytes between a granted page
@@ -233,9 +236,16 @@ impl Mapping<'_> {
     }
 
     /// The mapped pages, for atomic access: the granting domain may change them
-    /// at any time. `None` for a read-only mapping (use [`read`](Self::read)).
+    /// at any time. `None` for a read-only mapping (use
+    /// [`read_only`](Self::read_only)).
     pub fn mem(&self) -> Option<SharedMem<'_>> {
         self.pages.mem()
+    }
+
+    /// The mapped pages, for atomic loads only (a read-only mapping, or a
+    /// writable one read).
+    pub fn read_only(&self) -> ReadOnlyMem<'_> {
+        self.pages.read_only()
     }
 
     /// Copies `dst.len()` bytes at `offset` out of the mapping (read-only or not).
@@ -398,5 +408,25 @@ impl CopySegment<'_> {
             flags,
             status: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that answers every ioctl with `ENOTTY`, as current gntdev
+    /// does for `SET_MAX_GRANTS`.
+    fn without_ioctls() -> Gntdev {
+        Gntdev {
+            fd: std::fs::File::open("/dev/null").unwrap().into(),
+            leaks: Leaks::default(),
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri runs no ioctl")]
+    fn set_max_grants_on_a_kernel_without_it_succeeds() {
+        assert_eq!(without_ioctls().set_max_grants(64), Ok(()));
     }
 }

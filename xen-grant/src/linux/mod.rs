@@ -3,8 +3,8 @@
 //! process to another domain ([`Gntalloc`]).
 //!
 //! Mapped pages are memory another domain can change at any time: they are
-//! reached only through [`SharedMem`] views (atomic accesses), never as
-//! `&[u8]`. Mappings and allocations are undone when dropped.
+//! reached only through [`SharedMem`] views (atomic accesses), or
+//! [`ReadOnlyMem`] views when mapped read-only, never as `&[u8]`. Mappings and allocations are undone when dropped.
 
 mod gntalloc;
 mod gntdev;
@@ -14,13 +14,13 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use xen_hypercall::Port;
-use xen_shared::SharedMem;
+use xen_shared::{ReadOnlyMem, SharedMem};
 
 pub use self::gntalloc::{GNTALLOC_DEVICE, Gntalloc, Share};
 pub use self::gntdev::{
@@ -155,8 +155,9 @@ impl Pages {
     /// An atomic-only view of writable pages; `None` for read-only ones.
     fn mem(&self) -> Option<SharedMem<'_>> {
         // SAFETY:
-        // - `ptr..ptr + len` is this value's mapping, readable and writable
-        //   (checked), unmapped only when it drops, after the view's borrow;
+        // - `ptr..ptr + len` is this value's mapping, page-aligned, whole
+        //   pages, readable and writable (checked), unmapped only when it
+        //   drops, after the view's borrow;
         // - this program reaches the pages only through such views (the types
         //   of this module hand out no other access);
         // - `len` is a few pages, far below `isize::MAX`.
@@ -164,24 +165,18 @@ impl Pages {
             .then(|| unsafe { SharedMem::from_raw_parts(self.ptr, self.len) })
     }
 
-    /// Copies `dst.len()` bytes at `offset` out, with atomic byte loads
-    /// (allowed on read-only memory).
+    /// An atomic-only view without writes, of read-only pages or not.
+    fn read_only(&self) -> ReadOnlyMem<'_> {
+        // SAFETY: as for `mem`, and the view only loads, which read-only
+        // pages allow.
+        unsafe { ReadOnlyMem::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out.
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
-        let end = offset.checked_add(dst.len()).filter(|&end| end <= self.len);
-        if end.is_none() {
-            return Err(Error::InvalidInput(
-                "the bytes to read are outside the mapping",
-            ));
-        }
-        // SAFETY: `ptr..ptr + len` is this value's mapping, readable while it
-        // lives, changed by the other domain only; `AtomicU8` has `u8`'s
-        // layout, and atomic loads need no write permission.
-        let bytes =
-            unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU8>(), self.len) };
-        for (byte, cell) in dst.iter_mut().zip(&bytes[offset..]) {
-            *byte = cell.load(Ordering::Relaxed);
-        }
-        Ok(())
+        self.read_only()
+            .read(offset, dst)
+            .map_err(|_| Error::InvalidInput("the bytes to read are outside the mapping"))
     }
 }
 

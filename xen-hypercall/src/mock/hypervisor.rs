@@ -250,6 +250,8 @@ pub(super) struct Hypervisor {
     pub(super) now: u64,
     /// The pages the mock knows by frame number: frame `FIRST_FRAME + i` is at `pages[i]`.
     pages: Vec<usize>,
+    /// Domain control (domctl, and sysctl's domain list and physinfo).
+    pub(super) control: super::ctrl::Control,
 }
 
 /// The mock's first frame number (frame 0 is never a page).
@@ -269,6 +271,7 @@ impl Hypervisor {
             sysctl_version: xen_sys::XEN_SYSCTL_INTERFACE_VERSION,
             now: 0,
             pages: Vec::new(),
+            control: Default::default(),
         }
     }
 

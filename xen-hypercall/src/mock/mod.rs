@@ -44,6 +44,9 @@
 //!   [`MockXen::log`] lines and the console domain's `CONSOLEIO_write`s (as Xen
 //!   does with `console_to_ring`); another interface version is `EACCES`
 //!   ([`MockXen::set_sysctl_interface_version`]), a domain without privilege `EPERM`.
+//! - domain control: `domctl` getdomaininfo, pausedomain, unpausedomain,
+//!   destroydomain, max_mem, getvcpuinfo and `sysctl` getdomaininfolist, physinfo,
+//!   with Xen's order of checks (see [`MockXen::set_domctl_interface_version`]).
 //!
 //! Errors are Xen's: `EINVAL` for bad ports and arguments, `ESRCH` for unknown
 //! domains, `EPERM` for acting on another domain without privilege, `ENOSPC`
@@ -51,6 +54,7 @@
 //! for hypercalls and sub-ops the mock does not know.
 
 mod buffers;
+mod ctrl;
 mod grant;
 mod guest;
 mod hypervisor;
@@ -402,6 +406,7 @@ impl MockXen {
             }
             xen_sys::__HYPERVISOR_physdev_op => self.physdev_op(&guest, cmd, args[1]),
             xen_sys::__HYPERVISOR_sysctl => self.sysctl(&guest, args[0]),
+            xen_sys::__HYPERVISOR_domctl => self.domctl(&guest, args[0]),
             xen_sys::__HYPERVISOR_grant_table_op => {
                 self.grant_table_op(&guest, cmd, args[1], args[2] as u32)
             }
@@ -535,7 +540,7 @@ impl MockXen {
             return Err(refuse(Errno::EPERM));
         }
         if u32::from_ne_bytes([op[0], op[1], op[2], op[3]]) != xen_sys::XEN_SYSCTL_readconsole {
-            return Err(refuse(Errno::ENOSYS));
+            return self.sysctl_control(&xen, guest, arg, op);
         }
         let union = &mut op[8..8 + size_of::<ReadConsole>()];
         let mut rc = ReadConsole::read_from_bytes(union).map_err(|_| refuse(Errno::EFAULT))?;
