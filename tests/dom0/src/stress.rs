@@ -47,7 +47,7 @@ use xen_hypercall::event_channel::ChannelState;
 use xen_hypercall::prelude::*;
 use xen_hypercall_privcmd::Privcmd;
 use xen_store::tokio::{AsyncClient, AsyncStore};
-use xen_testbed_protocol::{Reporter, Stdout};
+use xen_testbed_protocol::{MARKER, Reporter, Stdout, Summary};
 
 /// dom0's own id, for loopback channels.
 const DOM0: DomId = DomId::new(0);
@@ -144,7 +144,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             ];
             for (index, (case, measure)) in measures.iter().enumerate() {
                 let start = Instant::now();
-                let watchdog = Watchdog::start(&CASES[index..], sizes);
+                let watchdog = Watchdog::start(&CASES[index..], sizes, reporter.summary());
                 let mut counts = measure(runtime, privcmd, sizes);
                 drop(watchdog);
                 counts.more += &format!(" seconds={:.1}", start.elapsed().as_secs_f64());
@@ -181,8 +181,9 @@ struct Watchdog {
 
 impl Watchdog {
     /// Watches the measure reported as `cases[0]`; on expiry reports it and the cases after it
-    /// as failed, and exits.
-    fn start(cases: &'static [&'static str], sizes: Sizes) -> Self {
+    /// as failed, ends the run with a `DONE` line counting them and the cases reported
+    /// `before`, and exits.
+    fn start(cases: &'static [&'static str], sizes: Sizes, before: Summary) -> Self {
         // Generous: the measures move 500 to 2000 events a second under TCG, a cycle is a few.
         let events = if cases[0] == "stress_store_in_flight_1" {
             sizes.store_rounds * 64 * 2
@@ -209,7 +210,12 @@ impl Watchdog {
             for case in &cases[1..] {
                 reporter.case(case, Err::<(), _>("not run: an earlier measure hung"));
             }
-            let _ = reporter.done();
+            let now = reporter.summary();
+            println!(
+                "{MARKER}DONE passed={} failed={}",
+                before.passed + now.passed,
+                before.failed + now.failed
+            );
             std::process::exit(1);
         });
         Self {
