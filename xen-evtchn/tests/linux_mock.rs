@@ -97,6 +97,7 @@ fn an_overflowed_ring_reports_every_bound_port() {
 mod tokio_backend {
     use std::pin::pin;
     use std::sync::atomic::AtomicUsize;
+    use std::task::Poll;
     use std::time::Duration;
 
     use futures_core::Stream;
@@ -238,6 +239,74 @@ mod tokio_backend {
         holder.await.unwrap();
     }
 
+    /// A waiter that is pending, alive and never polled again (a future kept
+    /// in a struct, or `&mut fut` in a `select!` loop whose other branch runs
+    /// long), and polled after every other waiter: the other waiters are still
+    /// woken by their ports' events.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_pending_waiter_that_is_not_polled_again_starves_no_waiter() {
+        let (driver, channel) = channel();
+        let (_, idle) = loopback(&channel).await;
+        let (_, b1) = loopback(&channel).await;
+        let (_, b2) = loopback(&channel).await;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let waiters: Vec<_> = [b1, b2]
+            .into_iter()
+            .map(|port| {
+                let channel = Arc::clone(&channel);
+                tokio::spawn(async move { within(DEADLINE, channel.wait_port(port)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (polled_tx, polled_rx) = tokio::sync::oneshot::channel();
+        let holder = {
+            let channel = Arc::clone(&channel);
+            tokio::spawn(async move {
+                let mut idle = pin!(channel.wait_port(idle));
+                // Polled once, last of all waiters, then kept unpolled while
+                // this task awaits something else.
+                let polled = std::future::poll_fn(|cx| Poll::Ready(idle.as_mut().poll(cx))).await;
+                assert!(polled.is_pending());
+                polled_tx.send(()).unwrap();
+                within(DEADLINE, done_rx).await.unwrap().unwrap();
+            })
+        };
+        within(DEADLINE, polled_rx).await.unwrap().unwrap();
+        driver.fire(b1);
+        driver.fire(b2);
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap().unwrap();
+        }
+        done_tx.send(()).unwrap();
+        holder.await.unwrap();
+    }
+
+    /// A thread blocked in `wait_pending` while the runtime's reactor runs:
+    /// the channel's readiness service reads the fd before the thread can,
+    /// and the thread is still woken, by the delivery it records.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_pending_is_woken_when_the_channel_reads_the_fd_first() {
+        let (driver, channel) = channel();
+        let (_, b) = loopback(&channel).await;
+        for _ in 0..20 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let blocking = Arc::clone(&channel);
+            let waiter = thread::spawn(move || {
+                let mut ports = [Port::new(0); 4];
+                let count = blocking.wait_pending(&mut ports);
+                tx.send(count.map(|count| ports[..count].to_vec())).unwrap();
+            });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            driver.fire(b);
+            let got = tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
+                .await
+                .unwrap()
+                .expect("wait_pending returned: no lost wake-up");
+            assert_eq!(got.unwrap(), [b]);
+            waiter.join().unwrap();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_bind_and_unbind_keep_the_table() {
         let (driver, channel) = channel();
@@ -274,8 +343,8 @@ mod tokio_backend {
             tokio::spawn(async move { within(DEADLINE, channel.wait_port(new)).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Another waiter polled last watches the fd.
-        let watcher = {
+        // Another waiter, polled last.
+        let other_waiter = {
             let channel = Arc::clone(&channel);
             tokio::spawn(async move { within(DEADLINE, channel.wait_port(other)).await })
         };
@@ -285,7 +354,7 @@ mod tokio_backend {
         driver.fire(new);
         fresh.await.unwrap().unwrap().unwrap();
         driver.fire(other);
-        watcher.await.unwrap().unwrap().unwrap();
+        other_waiter.await.unwrap().unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
