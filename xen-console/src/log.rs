@@ -99,8 +99,7 @@ where
     }
 
     /// The position after the newest byte: where a read of only what is logged from now on
-    /// starts ([`read_since`](Self::read_since), or [`read_into`](Self::read_into) with
-    /// `Some(index)`).
+    /// starts (`read_since`, or [`read_into`](Self::read_into) with `Some(index)`).
     pub fn end_index(&self) -> Result<u32, LogError> {
         Ok(self.read_until_short(&mut [0; 1024], None, false, |_| {})?)
     }

@@ -4,7 +4,7 @@ use std::task::{Context, Poll, Waker};
 
 use xen_console::{AsyncWait, ConsoleRing, EvtchnPort, Notify, Wait, Wake};
 use xen_evtchn::mock::{MockDomain, MockPlatform};
-use xen_evtchn::{BoundPort, EventChannel, RawEventChannel};
+use xen_evtchn::{AsyncEventChannel, BoundPort, EventChannel, RawEventChannel};
 use xen_hypercall::DomId;
 use xen_shared::{Consumer, RingLayout, SharedPage};
 
@@ -82,4 +82,53 @@ fn a_console_ring_notifies_its_backend_through_the_port() {
     let mut out = [0; 8];
     assert_eq!(backend.read(&mut out).unwrap(), 5);
     assert_eq!(console.unconsumed().unwrap(), 0);
+}
+
+/// Domain 0's channel with one waiter slot (the platform kept beside it).
+fn one_slot() -> (MockPlatform, RawEventChannel<MockDomain, 1>) {
+    let platform = MockPlatform::new();
+    let channel = platform.domain(0).channel::<1>();
+    (platform, channel)
+}
+
+#[test]
+fn a_completed_async_wait_releases_its_registration() {
+    let (_platform, ch) = one_slot();
+    let a = ch.alloc_unbound(DomId::SELF).unwrap();
+    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let mut port = EvtchnPort::new(b);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        port.poll_wait(&mut cx).is_ready(),
+        "the bind's pending event"
+    );
+    // Registers in the only slot, then completes.
+    assert!(port.poll_wait(&mut cx).is_pending());
+    a.notify().unwrap();
+    assert!(matches!(
+        port.poll_wait(&mut cx),
+        Poll::Ready(Ok(Wake::Event))
+    ));
+    // The slot is free for another waiter.
+    let mut other = std::pin::pin!(ch.wait_port(a.port()));
+    assert!(other.as_mut().poll(&mut cx).is_pending());
+}
+
+#[test]
+fn a_port_given_back_during_an_async_wait_releases_its_registration() {
+    let (_platform, ch) = one_slot();
+    let a = ch.alloc_unbound(DomId::SELF).unwrap();
+    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let mut port = EvtchnPort::new(b);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        port.poll_wait(&mut cx).is_ready(),
+        "the bind's pending event"
+    );
+    assert!(port.poll_wait(&mut cx).is_pending());
+    // The wait's future is gone and the port taken back, still bound.
+    let b = port.into_port();
+    let mut other = std::pin::pin!(ch.wait_port(a.port()));
+    assert!(other.as_mut().poll(&mut cx).is_pending());
+    drop(b);
 }

@@ -86,8 +86,8 @@ pub trait AsyncEventChannel: EventChannel {
     /// Otherwise registers `cx`'s waker for any port (one such waiter).
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>>;
     /// Called when a waiter of `port` is dropped (completed or cancelled):
-    /// the implementation may forget its waker and hand any duty that waiter
-    /// had (such as watching a shared fd) to another one.
+    /// the implementation may forget its waker and release whatever else it
+    /// kept for that waiter (a waker slot, a table entry).
     fn forget_port(&self, port: Port) {
         let _ = port;
     }

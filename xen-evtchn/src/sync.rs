@@ -7,7 +7,22 @@ pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 
+// The tokio backend's channel core alone uses these.
+#[cfg(all(
+    not(all(test, loom)),
+    target_os = "linux",
+    any(feature = "tokio-1", all(loom, feature = "mock"))
+))]
+pub(crate) use core::sync::atomic::AtomicBool;
+#[cfg(all(test, loom))]
+pub(crate) use loom::sync::atomic::AtomicBool;
+
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(all(
+    target_os = "linux",
+    any(feature = "tokio-1", all(loom, feature = "mock"))
+))]
+pub(crate) use std::sync::TryLockError;
 #[cfg(all(feature = "std", not(all(test, loom))))]
 pub(crate) use std::sync::{Mutex, MutexGuard};

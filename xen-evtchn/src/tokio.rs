@@ -5,14 +5,14 @@ use std::boxed::Box;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use xen_hypercall::{DomId, Port, Virq};
 
-use crate::demux::{Demux, Readiness};
+use crate::demux::{Core, Readiness};
 use crate::linux::EvtchnDevice;
 use crate::{AsyncEventChannel, Error, EventChannel, WaiterTicket};
 
@@ -23,32 +23,42 @@ type ReadinessWait = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 /// Event channels through `/dev/xen/evtchn`, awaitable on tokio: the RFC's
 /// `TokioEventChannel`.
 ///
-/// Whichever future is polled reads every queued port in page-sized batches
-/// until a read finds none, records each as delivered, re-arms them with one
-/// `write` per batch, and wakes the waiter of each. One pending waiter's
-/// waker watches the fd; it hands that duty to another pending waiter (waking
-/// it) as soon as it completes or is dropped, so a completed future or stream
-/// that is not polled again starves no one. Dropping the handle closes the
-/// fd, which unbinds every port.
+/// The channel watches the fd's readiness with a waker of its own: on each
+/// edge, it reads every queued port in page-sized batches until a read finds
+/// none, records each as delivered, re-arms them with one `write` per batch,
+/// and wakes the waiter of each. So a waiter is woken by its port's delivery
+/// whether or not any other future is polled (one that is pending and never
+/// polled again starves no one). A waiter that finds nothing recorded for it
+/// reads the fd itself first, which saves a round through the reactor.
+/// Dropping the handle closes the fd, which unbinds every port.
 ///
 /// Ports are re-armed as soon as their delivery is recorded, so
 /// [`EventChannel::unmask`] has nothing to do here (it only checks the port).
+/// [`take_pending`](EventChannel::take_pending), the stream of
+/// [`events`](AsyncEventChannel::events) and
+/// [`wait_pending`](EventChannel::wait_pending) take the oldest deliveries of
+/// any port, so give each port one kind of waiter. `wait_pending` blocks its
+/// thread in `poll(2)` and needs no runtime to be woken.
 /// Must be created inside a tokio runtime with IO enabled.
 #[derive(Debug)]
 pub struct TokioEventChannel {
-    fd: Arc<AsyncFd<EvtchnDevice>>,
-    demux: Mutex<Demux<FdReadiness>>,
+    core: Arc<Core<FdReadiness>>,
 }
 
 /// The fd's readiness from tokio's reactor.
 struct FdReadiness {
-    fd: Arc<AsyncFd<EvtchnDevice>>,
+    fd: Arc<AsyncFd<Arc<EvtchnDevice>>>,
     /// The wait in progress.
     wait: Option<ReadinessWait>,
 }
 
 impl Readiness for FdReadiness {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // `AsyncFd::ready` waits in the fd's list of waiters, with the
+        // interest given (`poll_read_ready` would miss an error alone), and
+        // neither consumes the task budget nor wakes `cx` from inside `poll`
+        // (tokio 1.x `ScheduledIo::readiness`): polled from the channel's
+        // waker, it cannot recurse.
         let wait = self.wait.get_or_insert_with(|| {
             let fd = Arc::clone(&self.fd);
             Box::pin(async move {
@@ -80,38 +90,35 @@ impl TokioEventChannel {
                 "TokioEventChannel must be created inside a tokio runtime",
             ));
         }
+        let device = Arc::new(device);
         let interest = Interest::READABLE | Interest::ERROR;
-        // SAFETY: `EvtchnDevice` owns its fd (an `OwnedFd` it never replaces),
-        // open until the device is dropped, which happens only with the
-        // `AsyncFd` that owns it; `as_raw_fd` always returns that fd.
-        let fd = unsafe { AsyncFd::register_with_interest(device, interest) }.map_err(|e| {
-            let (_, error) = e.into_parts();
-            match error.raw_os_error() {
-                Some(errno) => Error::Os {
-                    operation: "registering with tokio",
-                    errno,
-                },
-                None => Error::Unsupported("AsyncFd needs a tokio runtime with IO enabled"),
-            }
-        })?;
-        let fd = Arc::new(fd);
+        // SAFETY: the `AsyncFd` holds an `Arc` of the device, which owns its
+        // fd (an `OwnedFd` it never replaces) and closes it only when dropped,
+        // after the last `Arc`: the fd stays open while the `AsyncFd` lives,
+        // and `as_raw_fd` (through the `Arc`) always returns it.
+        let fd = unsafe { AsyncFd::register_with_interest(Arc::clone(&device), interest) }
+            .map_err(|e| {
+                let (_, error) = e.into_parts();
+                match error.raw_os_error() {
+                    Some(errno) => Error::Os {
+                        operation: "registering with tokio",
+                        errno,
+                    },
+                    None => Error::Unsupported("AsyncFd needs a tokio runtime with IO enabled"),
+                }
+            })?;
         let readiness = FdReadiness {
-            fd: Arc::clone(&fd),
+            fd: Arc::new(fd),
             wait: None,
         };
         Ok(Self {
-            fd,
-            demux: Mutex::new(Demux::new(readiness)),
+            core: Core::new(device, readiness)?,
         })
     }
 
     /// The device, for its own methods (`restrict`, `bind_static_raw`, ...).
     pub fn device(&self) -> &EvtchnDevice {
-        self.fd.get_ref()
-    }
-
-    fn demux(&self) -> MutexGuard<'_, Demux<FdReadiness>> {
-        self.demux.lock().unwrap_or_else(|e| e.into_inner())
+        self.core.device()
     }
 }
 
@@ -129,7 +136,7 @@ impl EventChannel for TokioEventChannel {
     }
 
     fn unbind_raw(&self, port: Port) -> Result<(), Error> {
-        self.demux().unbind(self.device(), port)
+        self.core.unbind(port)
     }
 
     fn notify(&self, port: Port) -> Result<(), Error> {
@@ -144,17 +151,11 @@ impl EventChannel for TokioEventChannel {
     }
 
     fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
-        self.demux().take_pending(self.device(), ports)
+        self.core.take_pending(ports)
     }
 
     fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
-        loop {
-            let count = self.take_pending(ports)?;
-            if count > 0 || ports.is_empty() {
-                return Ok(count);
-            }
-            self.device().wait_readable(-1)?;
-        }
+        self.core.wait_pending(ports)
     }
 }
 
@@ -169,11 +170,11 @@ impl AsyncEventChannel for TokioEventChannel {
         ticket: &mut WaiterTicket,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
-        self.demux().poll_port(self.device(), port, ticket, cx)
+        self.core.poll_port(port, ticket, cx)
     }
 
     fn poll_any(&self, cx: &mut Context<'_>) -> Poll<Result<Port, Error>> {
-        self.demux().poll_any(self.device(), cx)
+        self.core.poll_any(cx)
     }
 
     fn forget_port(&self, port: Port) {
@@ -181,10 +182,10 @@ impl AsyncEventChannel for TokioEventChannel {
     }
 
     fn forget_port_with(&self, port: Port, ticket: WaiterTicket) {
-        self.demux().forget_port(port, ticket);
+        self.core.forget_port(port, ticket);
     }
 
     fn forget_any(&self) {
-        self.demux().forget_any();
+        self.core.forget_any();
     }
 }

@@ -46,6 +46,67 @@ fn concurrent_bind_and_unbind_keep_the_device_bookkeeping() {
     assert_eq!(device.bound_ports(), Vec::<Port>::new());
 }
 
+/// Another thread reads while a bind is inside its ioctl, after the driver
+/// queued the event Xen marks pending at bind: it must not be handed the port
+/// before the device records it, or its unmask is refused and the port stays
+/// masked (seen on a two-vCPU dom0). The reader is given 200 ms: long enough
+/// to finish if nothing holds it back.
+#[test]
+fn a_port_pending_at_bind_is_not_handed_out_before_it_is_recorded() {
+    let driver = EvtchnDriver::new();
+    let device = Arc::new(driver.device());
+    let a = device.alloc_unbound_raw(DomId::SELF).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let reader = Arc::clone(&device);
+    driver.set_bind_hook(Some(Box::new(move |_| {
+        let reader = Arc::clone(&reader);
+        let done_tx = done_tx.clone();
+        thread::spawn(move || {
+            let mut ports = [Port::new(0); 8];
+            let result = reader.take_pending(&mut ports).and_then(|count| {
+                reader.unmask_all(&ports[..count])?;
+                Ok(ports[..count].to_vec())
+            });
+            done_tx.send(result).unwrap();
+        });
+        // Lets the reader run inside the bind, as another vCPU would.
+        thread::sleep(std::time::Duration::from_millis(200));
+    })));
+    let b = device.bind_interdomain_raw(DomId::SELF, a).unwrap();
+    driver.set_bind_hook(None);
+    let read = done_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("the reader finished");
+    assert_eq!(
+        read,
+        Ok(vec![b]),
+        "the reader got the bound port and re-armed it"
+    );
+    assert!(driver.is_enabled(b), "left masked");
+}
+
+/// An unmask of a batch that holds a port not bound here re-arms the others,
+/// and names that port.
+#[test]
+fn unmask_all_re_arms_the_bound_ports_of_a_batch_with_an_unbound_one() {
+    let driver = EvtchnDriver::new();
+    let device = driver.device();
+    let a = device.alloc_unbound(DomId::SELF).unwrap();
+    let b = device.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let mut ports = [Port::new(0); 8];
+    assert_eq!(device.take_pending(&mut ports).unwrap(), 1);
+    assert!(!driver.is_enabled(b.port()));
+    let stranger = Port::new(b.port().raw() + 10);
+    assert_eq!(
+        device.unmask_all(&[stranger, b.port()]),
+        Err(xen_evtchn::Error::NotBound(stranger))
+    );
+    assert!(
+        driver.is_enabled(b.port()),
+        "the bound port was left masked"
+    );
+}
+
 #[test]
 fn a_port_queued_during_a_read_is_returned_by_take_pending() {
     let driver = EvtchnDriver::new();
@@ -97,6 +158,7 @@ fn an_overflowed_ring_reports_every_bound_port() {
 mod tokio_backend {
     use std::pin::pin;
     use std::sync::atomic::AtomicUsize;
+    use std::task::Poll;
     use std::time::Duration;
 
     use futures_core::Stream;
@@ -238,6 +300,74 @@ mod tokio_backend {
         holder.await.unwrap();
     }
 
+    /// A waiter that is pending, alive and never polled again (a future kept
+    /// in a struct, or `&mut fut` in a `select!` loop whose other branch runs
+    /// long), and polled after every other waiter: the other waiters are still
+    /// woken by their ports' events.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_pending_waiter_that_is_not_polled_again_starves_no_waiter() {
+        let (driver, channel) = channel();
+        let (_, idle) = loopback(&channel).await;
+        let (_, b1) = loopback(&channel).await;
+        let (_, b2) = loopback(&channel).await;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let waiters: Vec<_> = [b1, b2]
+            .into_iter()
+            .map(|port| {
+                let channel = Arc::clone(&channel);
+                tokio::spawn(async move { within(DEADLINE, channel.wait_port(port)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (polled_tx, polled_rx) = tokio::sync::oneshot::channel();
+        let holder = {
+            let channel = Arc::clone(&channel);
+            tokio::spawn(async move {
+                let mut idle = pin!(channel.wait_port(idle));
+                // Polled once, last of all waiters, then kept unpolled while
+                // this task awaits something else.
+                let polled = std::future::poll_fn(|cx| Poll::Ready(idle.as_mut().poll(cx))).await;
+                assert!(polled.is_pending());
+                polled_tx.send(()).unwrap();
+                within(DEADLINE, done_rx).await.unwrap().unwrap();
+            })
+        };
+        within(DEADLINE, polled_rx).await.unwrap().unwrap();
+        driver.fire(b1);
+        driver.fire(b2);
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap().unwrap();
+        }
+        done_tx.send(()).unwrap();
+        holder.await.unwrap();
+    }
+
+    /// A thread blocked in `wait_pending` while the runtime's reactor runs:
+    /// the channel's readiness service reads the fd before the thread can,
+    /// and the thread is still woken, by the delivery it records.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_pending_is_woken_when_the_channel_reads_the_fd_first() {
+        let (driver, channel) = channel();
+        let (_, b) = loopback(&channel).await;
+        for _ in 0..20 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let blocking = Arc::clone(&channel);
+            let waiter = thread::spawn(move || {
+                let mut ports = [Port::new(0); 4];
+                let count = blocking.wait_pending(&mut ports);
+                tx.send(count.map(|count| ports[..count].to_vec())).unwrap();
+            });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            driver.fire(b);
+            let got = tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
+                .await
+                .unwrap()
+                .expect("wait_pending returned: no lost wake-up");
+            assert_eq!(got.unwrap(), [b]);
+            waiter.join().unwrap();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_bind_and_unbind_keep_the_table() {
         let (driver, channel) = channel();
@@ -274,8 +404,8 @@ mod tokio_backend {
             tokio::spawn(async move { within(DEADLINE, channel.wait_port(new)).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Another waiter polled last watches the fd.
-        let watcher = {
+        // Another waiter, polled last.
+        let other_waiter = {
             let channel = Arc::clone(&channel);
             tokio::spawn(async move { within(DEADLINE, channel.wait_port(other)).await })
         };
@@ -285,7 +415,7 @@ mod tokio_backend {
         driver.fire(new);
         fresh.await.unwrap().unwrap().unwrap();
         driver.fire(other);
-        watcher.await.unwrap().unwrap().unwrap();
+        other_waiter.await.unwrap().unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -84,7 +84,8 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
     /// `readonly`, which a read-only grant requires).
     ///
     /// `domid` must be another domain: this domain's own id is
-    /// [`Error::OwnDomain`] (see the [module](self) docs; `DOMID_SELF` and the
+    /// [`Error::OwnDomain`] (on x86 HVM and PVH Xen would take the frame away from the
+    /// page the grant lent, which stays a hole after the unmap; `DOMID_SELF` and the
     /// other reserved ids are [`Error::BadDomain`]). To learn its own id the
     /// domain asks Xen (an unbound event channel port for itself, its status,
     /// its close): three more hypercalls per map.

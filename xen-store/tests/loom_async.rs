@@ -1,5 +1,5 @@
 //! Loom models of the async client's wake-ups, over an in-memory daemon that answers from
-//! its own thread (`RUSTFLAGS="--cfg loom" cargo test -p xen-store --all-features --release
+//! its own thread (`RUSTFLAGS="--cfg loom" cargo test -p xen-rust-store --all-features --release
 //! --test loom_async`). A lost wake-up shows as a deadlock: every thread parked.
 #![cfg(all(loom, feature = "tokio-1"))]
 

@@ -163,6 +163,8 @@ impl Bench {
                 expected_cases: self.cases.iter().map(|&case| case.into()).collect(),
                 expected_dones: self.commands.len(),
                 timeout: self.timeout,
+                // The benchmarks time one thread against one C peer.
+                vcpus: 1,
                 domus: self.domus,
             })
             .map_err(|e| e.to_string())?;

@@ -14,6 +14,7 @@ use crate::bench::{Bench, CProgram, Report, Samples};
 const USAGE: &str = "\
 usage: cargo xtask bench evtchn [--rounds N] [--iterations N] [--soak ROUND_TRIPS CYCLES]
        cargo xtask bench evtchn --domu-soak ROUND_TRIPS CYCLES
+       cargo xtask bench evtchn --stress [ROUNDS CYCLES]
 
 Boots Xen with a Linux dom0 (x86_64) and times, on loopback channels: the notify -> wake round
 trip (floor, libxenevtchn, xen-evtchn sync, xen-evtchn tokio), and collecting N = 1, 64, 1000
@@ -23,9 +24,30 @@ medians. Then the soak: ping-pong round trips (default 200000) and bind/unbind c
 
 --domu-soak boots instead a dom0 that creates a freestanding PV domU and soaks the channel between
 them: ROUND_TRIPS ping-pong round trips (xen-evtchn's device in dom0, its RawEventChannel in the
-domU), then CYCLES binds and closes of the domU's port by dom0, each checked with EVTCHNOP_status.";
+domU), then CYCLES binds and closes of the domU's port by dom0, each checked with EVTCHNOP_status.
+
+--stress boots a dom0 with 2 vCPUs and runs the long version of the testbed's dom0-smp-stress
+scenario: 64 waiting tasks ROUNDS times each (default 5300) in each of three event-channel
+measures (over 1,000,000 events in all), CYCLES concurrent bind/unbind cycles (default 10000) in
+each of two, xen-store with one request in flight (at most 500 rounds: each is two round trips to xenstored,
+one at a time), and the scale measures with 2000 samples. It
+prints the `stress ...` and `scale ...` lines and fails unless every measure lost and leaked 0.";
 
 pub(crate) fn run(options: &[String]) -> crate::Result {
+    if let [flag, rest @ ..] = options
+        && flag == "--stress"
+    {
+        let numbers: Vec<u64> = rest.iter().filter_map(|v| v.parse().ok()).collect();
+        return match numbers[..] {
+            [] if rest.is_empty() => stress(5300, 10_000),
+            [rounds, cycles] if rest.len() == 2 && rounds > 0 && cycles > 0 => {
+                stress(rounds, cycles)
+            }
+            _ => Err(format!(
+                "--stress takes two positive numbers or none\n{USAGE}"
+            )),
+        };
+    }
     if let [flag, trips, cycles] = options
         && flag == "--domu-soak"
     {
@@ -69,14 +91,16 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
 
 /// The cross-domain soak: one boot, a PV domU, `trips` round trips and `cycles` rebinds.
 fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
-    use xen_testbed::scenario::{CrossDomain, Flavour, GuestKind, build_guest, cross_domain_run};
+    use xen_testbed::scenario::{
+        CrossDomain, DomuRun, Flavour, GuestKind, build_guest, cross_domain_run,
+    };
 
     let testbed = crate::testbed::testbed();
     let started = std::time::Instant::now();
     let cross = CrossDomain {
         domu: GuestKind::Pv,
         selftest: None,
-        soak: Some((trips, cycles)),
+        run: DomuRun::Soak { trips, cycles },
     };
     let kernel = build_guest(&testbed, cross.domu, Flavour::Domu).map_err(|e| e.to_string())?;
     testbed
@@ -101,6 +125,57 @@ fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
     }
     println!(
         "evtchn cross-domain soak: {trips} round trips, {cycles} rebinds, passed (QEMU {:.1} s, whole command {:.1} s)",
+        outcome.run.wall.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The long stress: one boot of a 2-vCPU dom0 running `xen-dom0-tests stress` with `rounds`
+/// rounds per waiter and `cycles` bind/unbind cycles per measure.
+fn stress(rounds: u64, cycles: u64) -> crate::Result {
+    use xen_testbed::initramfs::Preamble;
+    use xen_testbed::{Arch, Dom0Run};
+    use xen_testbed_protocol::stress::{CASES, SCALE_PREFIX, STRESS_PREFIX};
+
+    let testbed = crate::testbed::testbed();
+    let started = std::time::Instant::now();
+    testbed
+        .build_static("xen-dom0-tests", &[Arch::X86_64])
+        .map_err(|e| e.to_string())?;
+    // Measured: 64 waiters move about 1500 events a second under TCG; a cycle takes a few ms.
+    let timeout = Duration::from_secs(300 + rounds * 64 * 3 / 500 + cycles / 20);
+    let run = Dom0Run {
+        name: "bench-evtchn-stress-x86_64".into(),
+        arch: Arch::X86_64,
+        binaries: Vec::new(),
+        files: Vec::new(),
+        preamble: Preamble::Toolstack { fault: None },
+        commands: vec![format!(
+            "xen-dom0-tests stress --rounds {rounds} --cycles {cycles} --samples 2000 --store-rounds {}",
+            rounds.min(500)
+        )],
+        expected_cases: CASES.iter().map(|case| case.to_string()).collect(),
+        expected_dones: 1,
+        timeout,
+        vcpus: 2,
+        domus: Vec::new(),
+    };
+    let outcome = testbed.boot_linux_dom0(&run).map_err(|e| e.to_string())?;
+    for line in outcome.log.outputs() {
+        if line.starts_with(STRESS_PREFIX) || line.starts_with(SCALE_PREFIX) {
+            println!("{line}");
+        }
+    }
+    if !outcome.verdict.passed() {
+        return Err(format!(
+            "the stress failed: {:?} (log: {})",
+            outcome.verdict.failures(),
+            outcome.log_path.display()
+        ));
+    }
+    println!(
+        "evtchn stress: {rounds} rounds per waiter, {cycles} bind/unbind cycles, passed (QEMU {:.1} s, whole command {:.1} s)",
         outcome.run.wall.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );

@@ -7,16 +7,31 @@ use crate::{cargo, run_command};
 
 /// The crates that must build without `std`, for freestanding targets.
 const NO_STD_CRATES: &[&str] = &[
-    "xen-sys",
-    "xen-hypercall",
-    "xen-hypercall-native",
-    "xen-shared",
-    "xen-evtchn",
-    "xen-console",
-    "xen-grant",
-    "xen-store",
-    "xen-ctrl",
-    "xen",
+    "xen-rust-sys",
+    "xen-rust-hypercall",
+    "xen-rust-hypercall-native",
+    "xen-rust-shared",
+    "xen-rust-evtchn",
+    "xen-rust-console",
+    "xen-rust-grant",
+    "xen-rust-store",
+    "xen-rust-ctrl",
+    "xen-rust",
+];
+
+/// The crates published on crates.io (the others are `publish = false`).
+const PUBLISHED_CRATES: &[&str] = &[
+    "xen-rust-sys",
+    "xen-rust-hypercall",
+    "xen-rust-hypercall-native",
+    "xen-rust-hypercall-privcmd",
+    "xen-rust-shared",
+    "xen-rust-evtchn",
+    "xen-rust-console",
+    "xen-rust-grant",
+    "xen-rust-store",
+    "xen-rust-ctrl",
+    "xen-rust",
 ];
 
 /// The freestanding targets every `no_std` crate must build for.
@@ -25,22 +40,22 @@ const NO_STD_TARGETS: &[&str] = &["x86_64-unknown-none", "aarch64-unknown-none"]
 /// The crates Miri runs: those whose tests need no inline assembly, device ioctls
 /// or subprocesses (the privcmd backend's pool takes heap pages under Miri).
 const MIRI_CRATES: &[&str] = &[
-    "xen-sys",
-    "xen-hypercall",
-    "xen-hypercall-privcmd",
-    "xen-evtchn",
-    "xen-shared",
-    "xen-console",
-    "xen-grant",
-    "xen-store",
-    "xen-ctrl",
+    "xen-rust-sys",
+    "xen-rust-hypercall",
+    "xen-rust-hypercall-privcmd",
+    "xen-rust-evtchn",
+    "xen-rust-shared",
+    "xen-rust-console",
+    "xen-rust-grant",
+    "xen-rust-store",
+    "xen-rust-ctrl",
     "xen-testbed-protocol",
 ];
 
 /// The crates with loom models: unit tests under `cfg(loom)` (run with
 /// `--lib`), and `tests/loom_*.rs` where the crate has them. Their other unit
 /// tests are built with `cfg(loom)` as well.
-const LOOM_CRATES: &[&str] = &["xen-evtchn", "xen-store"];
+const LOOM_CRATES: &[&str] = &["xen-rust-evtchn", "xen-rust-store"];
 
 /// One step of the suite.
 type Step = fn() -> crate::Result;
@@ -58,6 +73,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         ("no_std builds", no_std_builds),
         ("rustdoc", rustdoc),
         ("gen-sys --check", gen_sys_check),
+        ("package", package),
         ("testbed", testbed),
     ];
     let started = Instant::now();
@@ -91,7 +107,13 @@ fn clippy() -> crate::Result {
     for target in NO_STD_TARGETS {
         run_command(
             cargo()
-                .args(["clippy", "--target", target, "--features", "xen/native"])
+                .args([
+                    "clippy",
+                    "--target",
+                    target,
+                    "--features",
+                    "xen-rust/native",
+                ])
                 .args(package_args(NO_STD_CRATES))
                 .args(deny),
         )?;
@@ -126,9 +148,11 @@ fn loom() -> crate::Result {
     Ok(())
 }
 
-/// Whether `package` (a workspace directory of that name) has `tests/loom_*.rs`.
+/// Whether `package` has `tests/loom_*.rs`.
 fn has_loom_test_files(package: &str) -> crate::Result<bool> {
-    let tests = crate::workspace_root().join(package).join("tests");
+    let tests = crate::workspace_root()
+        .join(crate_dir(package))
+        .join("tests");
     let Ok(entries) = std::fs::read_dir(&tests) else {
         return Ok(false);
     };
@@ -161,7 +185,7 @@ fn no_std_builds() -> crate::Result {
     for target in NO_STD_TARGETS {
         run_command(
             cargo()
-                .args(["build", "--target", target, "--features", "xen/native"])
+                .args(["build", "--target", target, "--features", "xen-rust/native"])
                 .args(package_args(NO_STD_CRATES)),
         )?;
     }
@@ -173,7 +197,24 @@ fn rustdoc() -> crate::Result {
         cargo()
             .args(["doc", "--workspace", "--all-features", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
-    )
+    )?;
+    // With default features, as a user's `cargo doc` builds them: one crate at a time, so that
+    // no other crate's dependency turns features on.
+    for package in PUBLISHED_CRATES {
+        run_command(
+            cargo()
+                .args(["doc", "--no-deps", "--package", package])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Packages every publishable crate as `cargo publish` would, in dependency order, and builds
+/// each from its package (against the others' packages), without uploading.
+fn package() -> crate::Result {
+    // The tree as it is, committed or not: the one the other steps checked.
+    run_command(cargo().args(["publish", "--dry-run", "--workspace", "--allow-dirty"]))
 }
 
 fn gen_sys_check() -> crate::Result {
@@ -182,6 +223,15 @@ fn gen_sys_check() -> crate::Result {
 
 fn testbed() -> crate::Result {
     crate::testbed::run(&[])
+}
+
+/// The workspace directory of a published package: its library's name, `xen-rust-store`
+/// in `xen-store` (docs/design.md, "Package names").
+fn crate_dir(package: &str) -> String {
+    match package.strip_prefix("xen-rust") {
+        Some(rest) => format!("xen{rest}"),
+        None => package.to_owned(),
+    }
 }
 
 fn package_args(packages: &[&str]) -> Vec<String> {

@@ -19,6 +19,12 @@
 //!   (`cargo xtask bench console`).
 //! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
 //!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
+//! - `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] [--store-rounds R]`
+//!   stresses xen-evtchn and xen-store on a multi-threaded runtime and prints how their cost
+//!   grows (`stress`; needs the toolstack; `list stress` prints its cases).
+//! - `xen-dom0-tests domu-faults <domu options>` creates a domU and runs the fault table with it
+//!   (`faults`): the domU destroyed under dom0's port, mapping and watch; the evtchn ring
+//!   overflowed; xenstored killed and restarted (last: the daemon's state is lost).
 //! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
 //!   notification and exits without unmapping (a child process of `domu`'s grant phase).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
@@ -35,11 +41,13 @@ mod domu_soak;
 mod evtchn;
 mod evtchn_bench;
 mod exit;
+mod faults;
 mod foreign;
 mod grant;
 mod oracle;
 mod privcmd;
 mod store;
+mod stress;
 mod version;
 
 use std::process::ExitCode;
@@ -79,6 +87,14 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        ["stress", ..] => stress::run(&args[1..]),
+        ["list", "stress"] => {
+            for name in stress::CASES {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
+        ["domu-faults", ..] => faults::run(&args[1..]),
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");

@@ -132,6 +132,17 @@ pub const SOAK_DOM0_CASES: &[&str] = &[
     "domu_powered_off",
 ];
 
+/// dom0's cases in the fault table (`xen-dom0-tests domu-faults`): the domU runs the exchange
+/// up to [`READY`] and waits for dom0's event, and dom0 destroys it meanwhile (its console is
+/// not judged: it never finishes).
+pub const FAULTS_DOM0_CASES: &[&str] = &[
+    "xl_create",
+    "domu_ready",
+    "fault_domu_destroyed",
+    "fault_evtchn_overflow",
+    "fault_xenstored_restarted",
+];
+
 /// The forwarded form of `line` from domU `name`'s console.
 #[cfg(feature = "std")]
 pub fn forwarded(name: &str, line: &str) -> std::string::String {
@@ -165,7 +176,7 @@ mod tests {
 
     #[test]
     fn case_names_are_valid_and_distinct() {
-        for cases in [DOMU_CASES, DOM0_CASES] {
+        for cases in [DOMU_CASES, DOM0_CASES, FAULTS_DOM0_CASES] {
             for (index, name) in cases.iter().enumerate() {
                 assert!(crate::is_valid_case_name(name), "{name}");
                 assert!(!cases[..index].contains(name), "{name} twice");

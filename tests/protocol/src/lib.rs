@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod exchange;
 #[cfg(feature = "std")]
 mod parse;
+pub mod stress;
 
 #[cfg(feature = "std")]
 pub use parse::{Event, Log, ParseError, clean_line, parse_line, parse_log};

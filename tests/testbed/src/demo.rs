@@ -7,7 +7,9 @@ use std::time::Duration;
 use xen_testbed_protocol::exchange::split_forwarded;
 use xen_testbed_protocol::{Event, parse_line, parse_log};
 
-use crate::scenario::{CrossDomain, DOM0_TESTS, Flavour, GuestKind, build_guest, cross_domain_run};
+use crate::scenario::{
+    CrossDomain, DOM0_TESTS, DomuRun, Flavour, GuestKind, build_guest, cross_domain_run,
+};
 use crate::verdict::CaseResult;
 use crate::{Error, Outcome, Result, Testbed};
 
@@ -16,7 +18,7 @@ pub fn demo(testbed: &Testbed) -> Result<bool> {
     let cross = CrossDomain {
         domu: GuestKind::Pv,
         selftest: None,
-        soak: None,
+        run: DomuRun::Exchange,
     };
     println!(
         "Building the dom0 program and the domU kernel, fetching Xen, Linux and the toolstack ..."

@@ -25,6 +25,7 @@
 //!     expected_cases: vec![],
 //!     expected_dones: 1,
 //!     timeout: Duration::from_secs(120),
+//!     vcpus: 1,
 //!     domus: vec![],
 //! })?;
 //! for row in outcome.log.outputs() {
@@ -178,6 +179,8 @@ pub struct Dom0Run {
     pub expected_dones: usize,
     /// Time after which QEMU is killed and the run counts as hung.
     pub timeout: Duration,
+    /// dom0's vCPUs (1 unless a scenario needs more: each costs boot time under TCG).
+    pub vcpus: u32,
     /// The domUs whose forwarded consoles are judged with the run: name and expected cases.
     pub domus: Vec<verdict::DomuExpectation>,
 }
@@ -368,6 +371,7 @@ impl Testbed {
             &qemu::Guest::LinuxDom0 {
                 kernel: &artifacts.kernel,
                 initramfs: &path,
+                vcpus: run.vcpus,
             },
         )?;
         Ok(scenario::Job {

@@ -41,6 +41,8 @@ pub enum Guest<'a> {
         kernel: &'a Path,
         /// The initramfs.
         initramfs: &'a Path,
+        /// dom0's vCPUs (QEMU's CPUs and Xen's `dom0_max_vcpus`).
+        vcpus: u32,
     },
     /// A freestanding x86_64 PV dom0 (ELF).
     Pv(&'a Path),
@@ -51,16 +53,20 @@ pub enum Guest<'a> {
 }
 
 /// Xen's own command line, shared by every x86_64 boot.
-const XEN_X86_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_max_vcpus=1 loglvl=all guest_loglvl=all bootscrub=0 console_to_ring";
+const XEN_X86_CMDLINE: &str =
+    "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all bootscrub=0 console_to_ring";
 const XEN_ARM_CMDLINE: &str = "console=dtuart loglvl=all guest_loglvl=all console_to_ring";
 const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen panic=-1 quiet";
 
 /// The QEMU command that boots `xen` with `guest`, on `arch`.
 pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
+    let vcpus = match guest {
+        Guest::LinuxDom0 { vcpus, .. } => (*vcpus).max(1),
+        _ => 1,
+    };
     let mut qemu = Command::new(arch.qemu());
+    qemu.args(["-smp", &vcpus.to_string()]);
     qemu.args([
-        "-smp",
-        "1",
         "-nographic",
         "-no-reboot",
         "-monitor",
@@ -104,11 +110,18 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
         Ok(text.to_string())
     };
     match (arch, guest) {
-        (Arch::X86_64, Guest::LinuxDom0 { kernel, initramfs }) => {
+        (
+            Arch::X86_64,
+            Guest::LinuxDom0 {
+                kernel, initramfs, ..
+            },
+        ) => {
             // The smallest that boots the kernel (128M: "Domain 0 allocation is too small"), with
             // room left for a domU.
             qemu.args(["-m", "384", "-append"]);
-            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=192M,max:192M"));
+            qemu.arg(format!(
+                "{XEN_X86_CMDLINE} dom0_max_vcpus={vcpus} dom0_mem=192M,max:192M"
+            ));
             qemu.arg("-initrd").arg(format!(
                 "{} {LINUX_CMDLINE},{}",
                 path(kernel)?,
@@ -117,7 +130,9 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
         }
         (Arch::X86_64, Guest::Pv(elf)) => {
             qemu.args(["-m", "512", "-append"]);
-            qemu.arg(format!("{XEN_X86_CMDLINE} dom0_mem=64M,max:64M"));
+            qemu.arg(format!(
+                "{XEN_X86_CMDLINE} dom0_max_vcpus=1 dom0_mem=64M,max:64M"
+            ));
             qemu.arg("-initrd").arg(format!("{} xentest", path(elf)?));
         }
         (Arch::X86_64, Guest::Pvh(elf)) => {
@@ -131,17 +146,26 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
                 "512",
                 "-append",
             ]);
-            qemu.arg(format!("{XEN_X86_CMDLINE} dom0=pvh dom0_mem=64M,max:64M"));
+            qemu.arg(format!(
+                "{XEN_X86_CMDLINE} dom0_max_vcpus=1 dom0=pvh dom0_mem=64M,max:64M"
+            ));
             qemu.arg("-initrd").arg(format!("{} xentest", path(elf)?));
         }
-        (Arch::Aarch64, Guest::LinuxDom0 { kernel, initramfs }) => {
+        (
+            Arch::Aarch64,
+            Guest::LinuxDom0 {
+                kernel, initramfs, ..
+            },
+        ) => {
             // Modules above QEMU's DTB at 0x48000000, which would overwrite a module placed there.
             // 96M: enough for dom0 and the toolstack (64M: out of memory), leaving room for a domU.
             // 384M, not 256M: Linux maps foreign pages (`xl create`) into a 128M-aligned 128M
             // section of Xen's extended regions; with 256M, Xen 4.20 leaves only
             // 0x48000000-0x4fe00000 free and privcmd's mmap fails with ENOMEM.
             qemu.args(["-m", "384", "-append"]);
-            qemu.arg(format!("{XEN_ARM_CMDLINE} dom0_mem=96M"));
+            qemu.arg(format!(
+                "{XEN_ARM_CMDLINE} dom0_max_vcpus={vcpus} dom0_mem=96M"
+            ));
             qemu.arg("-device").arg(format!(
                 "guest-loader,addr=0x49000000,kernel={},bootargs={LINUX_CMDLINE} rdinit=/init",
                 path(kernel)?

@@ -139,9 +139,25 @@ pub struct CrossDomain {
     pub domu: GuestKind,
     /// For the harness's self-tests: the value dom0 writes to [`exchange::SELFTEST`].
     pub selftest: Option<&'static str>,
-    /// The event-channel soak ([`exchange::SOAK`]) instead of the exchange: round trips and
-    /// bind/unbind cycles.
-    pub soak: Option<(u64, u64)>,
+    /// What dom0 runs with the domU.
+    pub run: DomuRun,
+}
+
+/// What dom0 runs with the domU of a [`CrossDomain`] scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomuRun {
+    /// The exchange ([`exchange::DOM0_CASES`], [`exchange::DOMU_CASES`]).
+    Exchange,
+    /// The event-channel soak ([`exchange::SOAK`]): round trips and bind/unbind cycles.
+    Soak {
+        /// Ping-pong round trips.
+        trips: u64,
+        /// Bind/unbind cycles of the domU's port.
+        cycles: u64,
+    },
+    /// The fault table ([`exchange::FAULTS_DOM0_CASES`]): the domU is destroyed under dom0's
+    /// port, mapping and watch, then dom0 alone overflows an evtchn ring and restarts xenstored.
+    Faults,
 }
 
 impl CrossDomain {
@@ -219,6 +235,8 @@ pub struct Scenario {
     pub timeout: Duration,
     /// For the harness's self-tests: the run must fail, with a failure line containing this.
     pub must_fail: Option<&'static str>,
+    /// A Linux dom0's vCPUs (1 but for the SMP stress: each costs boot time under TCG).
+    pub dom0_vcpus: u32,
 }
 
 impl Scenario {
@@ -246,6 +264,7 @@ const fn linux(
         },
         timeout: Duration::from_secs(timeout),
         must_fail,
+        dom0_vcpus: 1,
     }
 }
 
@@ -262,10 +281,11 @@ const fn cross_domain(
         kind: Kind::CrossDomain(CrossDomain {
             domu,
             selftest,
-            soak: None,
+            run: DomuRun::Exchange,
         }),
         timeout: Duration::from_secs(120),
         must_fail,
+        dom0_vcpus: 1,
     }
 }
 
@@ -275,6 +295,9 @@ pub const ORACLE_COMMAND: &str = "xen-dom0-tests xl-info";
 pub const ORACLE_CASE: &str = "xen_version_matches_xl_info";
 /// The command that runs the xenstore client's cases against `xenstored` (needs the toolstack).
 pub const STORE_COMMAND: &str = "xen-dom0-tests store";
+/// The command that runs the short concurrency stress and the scale measures (needs the
+/// toolstack; the long one is `cargo xtask bench evtchn --stress`).
+pub const STRESS_COMMAND: &str = "xen-dom0-tests stress";
 
 const fn guest(name: &'static str, about: &'static str, kind: GuestKind) -> Scenario {
     Scenario {
@@ -283,6 +306,7 @@ const fn guest(name: &'static str, about: &'static str, kind: GuestKind) -> Scen
         kind: Kind::Guest(kind),
         timeout: Duration::from_secs(60),
         must_fail: None,
+        dom0_vcpus: 1,
     }
 }
 
@@ -344,11 +368,44 @@ pub fn scenarios() -> &'static [Scenario] {
             kind: Kind::CrossDomain(CrossDomain {
                 domu: GuestKind::Pv,
                 selftest: None,
-                soak: Some((2000, 200)),
+                run: DomuRun::Soak {
+                    trips: 2000,
+                    cycles: 200,
+                },
             }),
             ..cross_domain(
                 "domu-evtchn-soak",
                 "Linux dom0 and a freestanding PV domU ping-pong an event channel 2000 times, dom0 rebinds it 200 times (the long run: cargo xtask bench evtchn --domu-soak)",
+                GuestKind::Pv,
+                None,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::X86_64,
+                setup: Setup::Toolstack,
+                commands: &[STRESS_COMMAND],
+            },
+            dom0_vcpus: 2,
+            ..linux(
+                "dom0-smp-stress",
+                "Linux PV dom0 with 2 vCPUs: xen-evtchn and xen-store under a multi-threaded runtime (lost and leaked counted), and how their cost grows (the long run: cargo xtask bench evtchn --stress)",
+                Arch::X86_64,
+                &[],
+                240,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pv,
+                selftest: None,
+                run: DomuRun::Faults,
+            }),
+            ..cross_domain(
+                "domu-faults",
+                "the fault table: a PV domU destroyed under dom0's port, grant mapping and watch; an evtchn ring overflowed; xenstored killed and restarted",
                 GuestKind::Pv,
                 None,
                 None,
@@ -360,6 +417,7 @@ pub fn scenarios() -> &'static [Scenario] {
             kind: Kind::ControlPlane(GuestKind::Pv),
             timeout: Duration::from_secs(120),
             must_fail: None,
+            dom0_vcpus: 1,
         },
         Scenario {
             name: "ctrl-domu-aarch64",
@@ -367,6 +425,7 @@ pub fn scenarios() -> &'static [Scenario] {
             kind: Kind::ControlPlane(GuestKind::Aarch64),
             timeout: Duration::from_secs(120),
             must_fail: None,
+            dom0_vcpus: 1,
         },
         guest(
             "pv64",
@@ -421,6 +480,7 @@ pub fn scenarios() -> &'static [Scenario] {
             kind: Kind::OwnCode(OwnCode::Dom0Program),
             timeout: Duration::from_secs(150),
             must_fail: None,
+            dom0_vcpus: 1,
         },
         Scenario {
             name: "run-own-domu",
@@ -428,6 +488,7 @@ pub fn scenarios() -> &'static [Scenario] {
             kind: Kind::OwnCode(OwnCode::DomuKernel),
             timeout: Duration::from_secs(150),
             must_fail: None,
+            dom0_vcpus: 1,
         },
         cross_domain(
             "selftest-domu-hang",
@@ -479,6 +540,8 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-pvh",
     "domu-aarch64",
     "domu-evtchn-soak",
+    "dom0-smp-stress",
+    "domu-faults",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",
@@ -693,8 +756,8 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
             .map_or(Ok(()), |(_, built)| built.clone())
     };
     // The dom0 program's case list, from the x86_64 build run on the host (`list` touches no Xen).
-    let dom0_cases: Result<(Vec<String>, Vec<String>)> = if linux_arches.is_empty() {
-        Ok((Vec::new(), Vec::new()))
+    let dom0_cases: Result<(Vec<String>, Vec<String>, Vec<String>)> = if linux_arches.is_empty() {
+        Ok((Vec::new(), Vec::new(), Vec::new()))
     } else {
         dom0_built(Arch::X86_64)
             .and_then(|()| {
@@ -705,7 +768,8 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                 }
             })
             .and_then(|()| {
-                // `list` prints the default run's cases, `list store` those of STORE_COMMAND.
+                // `list` prints the default run's cases, `list store` those of STORE_COMMAND,
+                // `list stress` those of STRESS_COMMAND.
                 let list = |args: &[&str]| -> Result<Vec<String>> {
                     let out = command_output(
                         Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS)).args(args),
@@ -715,7 +779,11 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         .map(str::to_string)
                         .collect())
                 };
-                Ok((list(&["list"])?, list(&["list", "store"])?))
+                Ok((
+                    list(&["list"])?,
+                    list(&["list", "store"])?,
+                    list(&["list", "stress"])?,
+                ))
             })
     };
     let mut guests = GuestBuilds::default();
@@ -729,9 +797,8 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
         let qemu_job = match scenario.kind {
             Kind::LinuxDom0 {
                 setup, commands, ..
-            } => dom0_built(arch)
-                .and(dom0_cases.clone())
-                .and_then(|(cases, store_cases)| {
+            } => dom0_built(arch).and(dom0_cases.clone()).and_then(
+                |(cases, store_cases, stress_cases)| {
                     // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
                     let runs_tests =
                         |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
@@ -750,9 +817,13 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                     if commands.contains(&STORE_COMMAND) {
                         expected.extend(store_cases);
                     }
+                    if commands.contains(&STRESS_COMMAND) {
+                        expected.extend(stress_cases);
+                    }
                     let dones = commands.iter().filter(runs_tests).count()
                         + usize::from(commands.contains(&ORACLE_COMMAND))
-                        + usize::from(commands.contains(&STORE_COMMAND));
+                        + usize::from(commands.contains(&STORE_COMMAND))
+                        + usize::from(commands.contains(&STRESS_COMMAND));
                     testbed.dom0_job(
                         artifacts_of(release, arch),
                         &Dom0Run {
@@ -765,10 +836,12 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                             expected_cases: expected,
                             expected_dones: dones,
                             timeout: scenario.timeout,
+                            vcpus: scenario.dom0_vcpus,
                             domus: Vec::new(),
                         },
                     )
-                }),
+                },
+            ),
             Kind::Guest(kind) => guests
                 .image(testbed, kind, Flavour::Dom0)
                 .and_then(|image| {
@@ -797,10 +870,9 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
             Kind::CrossDomain(cross) => dom0_built(arch)
                 .and_then(|()| guests.image(testbed, cross.domu, Flavour::Domu))
                 .and_then(|kernel| {
-                    testbed.dom0_job(
-                        artifacts_of(release, arch),
-                        &cross_domain_run(&name, &cross, &kernel, scenario.timeout),
-                    )
+                    let mut run = cross_domain_run(&name, &cross, &kernel, scenario.timeout);
+                    run.vcpus = scenario.dom0_vcpus;
+                    testbed.dom0_job(artifacts_of(release, arch), &run)
                 }),
             Kind::ControlPlane(domu) => dom0_built(arch)
                 .and_then(|()| guests.image(testbed, domu, Flavour::Domu))
@@ -864,10 +936,10 @@ pub fn cross_domain_run(
     let domu = cross.domu_name();
     let (xl_type, memory) = xl_type_and_memory(cross.domu);
     let path = format!("/lib/xentest/{domu}");
-    let verb = if cross.soak.is_some() {
-        "domu-soak"
-    } else {
-        "domu"
+    let verb = match cross.run {
+        DomuRun::Exchange => "domu",
+        DomuRun::Soak { .. } => "domu-soak",
+        DomuRun::Faults => "domu-faults",
     };
     let mut command = format!(
         "{DOM0_TESTS} {verb} --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
@@ -875,18 +947,29 @@ pub fn cross_domain_run(
     if let Some(selftest) = cross.selftest {
         command.push_str(&format!(" --selftest {selftest}"));
     }
-    let (dom0_cases, domu_cases) = match cross.soak {
-        Some((trips, cycles)) => {
+    let (dom0_cases, domu_cases) = match cross.run {
+        DomuRun::Soak { trips, cycles } => {
             command.push_str(&format!(" --trips {trips} --cycles {cycles}"));
             (
                 cases(exchange::SOAK_DOM0_CASES, &[]),
                 cases(exchange::SOAK_DOMU_CASES, &[]),
             )
         }
-        None => (
+        DomuRun::Exchange => (
             cases(exchange::DOM0_CASES, exchange::store::DOM0_CASES),
             cases(exchange::DOMU_CASES, exchange::store::DOMU_CASES),
         ),
+        DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
+    };
+    // The fault table destroys its domU midway: its console is not forwarded, nor judged.
+    let domus = if domu_cases.is_empty() {
+        Vec::new()
+    } else {
+        vec![DomuExpectation {
+            name: domu,
+            label: "domu".into(),
+            cases: domu_cases,
+        }]
     };
     Dom0Run {
         name: name.into(),
@@ -898,11 +981,8 @@ pub fn cross_domain_run(
         expected_cases: dom0_cases,
         expected_dones: 1,
         timeout,
-        domus: vec![DomuExpectation {
-            name: domu,
-            label: "domu".into(),
-            cases: domu_cases,
-        }],
+        vcpus: 1,
+        domus,
     }
 }
 
@@ -940,6 +1020,7 @@ pub fn control_plane_run(
         expected_cases: CTRL_DOMU_CASES.iter().map(|c| c.to_string()).collect(),
         expected_dones: 1,
         timeout,
+        vcpus: 1,
         domus: Vec::new(),
     }
 }

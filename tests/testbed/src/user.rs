@@ -119,6 +119,7 @@ impl Testbed {
             expected_cases: Vec::new(),
             expected_dones: 0,
             timeout: QEMU_TIMEOUT,
+            vcpus: 1,
             domus: Vec::new(),
         };
         let mut started = false;
@@ -170,6 +171,7 @@ impl Testbed {
             expected_cases: Vec::new(),
             expected_dones: 0,
             timeout: QEMU_TIMEOUT.max(domu_timeout + Duration::from_secs(120)),
+            vcpus: 1,
             domus: Vec::new(),
         };
         let outcome = self.boot_streaming(&run, &mut |line| {

@@ -154,9 +154,15 @@ impl EvtchnDevice {
     }
 
     /// A bind ioctl: records the new port.
+    ///
+    /// The lock is held across the ioctl: the driver queues the event Xen
+    /// marks pending at bind before the ioctl returns, and a `read` on another
+    /// thread (which takes the same lock) must not hand out the port before it
+    /// is recorded here, or its unmask would be refused and the port stay masked.
     fn bind<T: 'static>(&self, ioctl: &Ioctl<T>, mut arg: T) -> Result<Port, Error> {
+        let mut state = self.state();
         let port = Port::new(self.ioctl(ioctl, &mut arg)?);
-        self.state().bound.insert(port);
+        state.bound.insert(port);
         Ok(port)
     }
 
@@ -175,10 +181,12 @@ impl EvtchnDevice {
         let mut arg = sys::PortArg {
             port: check_range(port)?.raw(),
         };
-        // Unlike the other binds, the driver answers 0, not the port.
+        // Unlike the other binds, the driver answers 0, not the port. The lock
+        // is held across the ioctl, as in `bind`.
+        let mut state = self.state();
         match self.ioctl(&sys::BIND_STATIC, &mut arg) {
             Ok(_) => {
-                self.state().bound.insert(port);
+                state.bound.insert(port);
                 Ok(port)
             }
             Err(Error::Os { errno, .. }) if errno == libc::ENOSYS || errno == libc::ENOTTY => Err(
@@ -332,8 +340,13 @@ impl EventChannel for EvtchnDevice {
     }
 
     fn unmask_all(&self, ports: &[Port]) -> Result<(), Error> {
-        self.check_bound(ports)?;
-        self.rearm(ports)
+        ports.iter().try_for_each(|&p| check_range(p).map(drop))?;
+        let bound = self.check_bound(ports);
+        // All of them, even when one is not bound here (unbound meanwhile by
+        // another thread): the driver re-arms only this fd's ports and skips
+        // the rest, and no other port of the batch may stay masked.
+        self.rearm(ports)?;
+        bound
     }
 
     fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {

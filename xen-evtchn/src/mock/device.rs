@@ -24,8 +24,9 @@ pub const RING_SIZE: usize = 4096 / size_of::<u32>();
 /// A hook run inside `read`, between the snapshot of `ring_prod` and the
 /// advance of `ring_cons`, with the number of ports copied (0: `EAGAIN`).
 type ReadHook = Box<dyn FnMut(usize) + Send>;
-/// A hook run inside `UNBIND`, after the port is closed.
-type UnbindHook = Box<dyn FnMut(Port) + Send>;
+/// A hook run inside `UNBIND` after the port is closed, or inside a bind after
+/// the port is bound (and any event pending at bind queued).
+type PortHook = Box<dyn FnMut(Port) + Send>;
 /// A hook run when the driver wakes its readers.
 type WakeHook = Box<dyn Fn() + Send + Sync>;
 
@@ -58,7 +59,8 @@ pub struct EvtchnDriver {
     /// `ring_prod_lock`, and everything else.
     inner: Mutex<Inner>,
     read_hook: Mutex<Option<ReadHook>>,
-    unbind_hook: Mutex<Option<UnbindHook>>,
+    unbind_hook: Mutex<Option<PortHook>>,
+    bind_hook: Mutex<Option<PortHook>>,
     /// Run at each wake-up, besides the eventfd's edge (for the loom models).
     wake_hook: Mutex<Option<WakeHook>>,
 }
@@ -126,6 +128,7 @@ impl EvtchnDriver {
             }),
             read_hook: Mutex::new(None),
             unbind_hook: Mutex::new(None),
+            bind_hook: Mutex::new(None),
             wake_hook: Mutex::new(None),
         })
     }
@@ -159,6 +162,13 @@ impl EvtchnDriver {
     /// do while this one returns (Xen may hand it the same port). `None`: none.
     pub fn set_unbind_hook(&self, hook: Option<Box<dyn FnMut(Port) + Send>>) {
         *self.unbind_hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    /// Runs `hook` inside every bind ioctl that succeeds, after the port is
+    /// bound and any event pending at bind is queued, before the ioctl returns
+    /// (`None`: no hook).
+    pub fn set_bind_hook(&self, hook: Option<Box<dyn FnMut(Port) + Send>>) {
+        *self.bind_hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
     }
 
     /// Runs `hook` each time the driver wakes its readers, as well as making
@@ -304,22 +314,28 @@ impl EvtchnDriver {
         let result = self.dispatch(number, arg);
         if let (Ok(_), Some(unbind)) = (&result, arg.downcast_mut::<sys::PortArg>()) {
             if number == sys::UNBIND.number {
-                self.run_unbind_hook(Port::new(unbind.port));
+                Self::run_hook(&self.unbind_hook, Port::new(unbind.port));
+            }
+        }
+        let binds = [
+            sys::BIND_UNBOUND_PORT.number,
+            sys::BIND_INTERDOMAIN.number,
+            sys::BIND_VIRQ.number,
+        ];
+        if let Some(port) = result.ok().and_then(|port| u32::try_from(port).ok()) {
+            if binds.contains(&number) {
+                Self::run_hook(&self.bind_hook, Port::new(port));
             }
         }
         result
     }
 
-    fn run_unbind_hook(&self, port: Port) {
-        // Taken out while it runs: the hook may unbind as well.
-        let hook = self
-            .unbind_hook
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    fn run_hook(slot: &Mutex<Option<PortHook>>, port: Port) {
+        // Taken out while it runs: the hook may bind or unbind as well.
+        let hook = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut hook) = hook {
             hook(port);
-            let mut slot = self.unbind_hook.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {
                 *slot = Some(hook);
             }
