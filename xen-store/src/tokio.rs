@@ -493,16 +493,16 @@ impl<R> Future for Request<R> {
             };
             // No room: route what has arrived (replies taken free room), then look again.
             if !inner.admit(&mut state, &mut this.place, cx.waker()) {
+                // The front waits on the socket too (see `Admission`): registered before the
+                // drive, as the socket's readiness wakes the waiters without this lock.
+                if this
+                    .place
+                    .is_some_and(|place| state.admission.at_front(place))
+                {
+                    inner.waiters.register(cx.waker());
+                }
                 progress = inner.drive(&mut state);
                 if !inner.admit(&mut state, &mut this.place, cx.waker()) {
-                    // The front waits on the socket too (see `Admission`); registered before
-                    // unlocking, so no readiness after the drive above is missed.
-                    if this
-                        .place
-                        .is_some_and(|place| state.admission.at_front(place))
-                    {
-                        inner.waiters.register(cx.waker());
-                    }
                     this.op = Some(Ok(op));
                     inner.unlock(state, progress);
                     return Poll::Pending;
