@@ -74,11 +74,18 @@ struct State {
 /// The requests held back by the bound on requests in flight, oldest first. Room that frees
 /// up goes to the oldest: a request may go out only when fewer are waiting ahead of it than
 /// there is room, so none starves and none barges in ahead of a woken one.
+///
+/// Only the oldest (the front) also waits on the socket, to route the replies that free room
+/// when no request in flight has an owner polling it (they were dropped once sent); the
+/// others sleep until room reaches them or they reach the front, so a reply wakes a few
+/// futures, not every held-back one.
 #[derive(Default)]
 struct Admission {
     /// The place the next request to wait takes (places only grow, so `waiting` is sorted).
     next_place: u64,
     waiting: VecDeque<(u64, Waker)>,
+    /// The place of the last front that was polled as the front (and so waits on the socket).
+    front_polled: u64,
 }
 
 impl Admission {
@@ -111,6 +118,16 @@ impl Admission {
         false
     }
 
+    /// Whether the request at `place` is the front; if so, it is now known to have been
+    /// polled as the front (see [`Admission::due`]).
+    fn at_front(&mut self, place: u64) -> bool {
+        let front = self.waiting.front().is_some_and(|(p, _)| *p == place);
+        if front {
+            self.front_polled = place;
+        }
+        front
+    }
+
     /// The request at `place` stopped waiting (it went out, or was dropped).
     fn leave(&mut self, place: u64) {
         let index = self.waiting.partition_point(|(p, _)| *p < place);
@@ -119,11 +136,19 @@ impl Admission {
         }
     }
 
-    /// The wakers of the waiting requests that may go out with room for `room` more.
+    /// The wakers of the waiting requests that may go out with room for `room` more, and of a
+    /// front not yet polled as the front (so that it comes to wait on the socket). Neither
+    /// wakes a request that will stay put: one woken by room goes out, and a front is woken
+    /// once.
     fn due(&self, room: usize) -> Vec<Waker> {
+        let new_front = self
+            .waiting
+            .front()
+            .filter(|(p, _)| room == 0 && *p != self.front_polled);
         self.waiting
             .iter()
             .take(room)
+            .chain(new_front)
             .map(|(_, waker)| waker.clone())
             .collect()
     }
@@ -183,8 +208,9 @@ impl Inner {
     }
 
     /// Unlocks the state, then wakes whoever may now move on: the held-back requests that fit
-    /// in the room now free (every path that lowers the count in flight ends here), and, when
-    /// `progress` was made on the connection, every waiter.
+    /// in the room now free (every path that lowers the count in flight ends here), a new
+    /// front of them (every path that removes the front ends here), and, when `progress` was
+    /// made on the connection, every waiter on the socket.
     fn unlock(&self, state: MutexGuard<'_, State>, progress: bool) {
         let due = state.admission.due(self.room(&state));
         drop(state);
@@ -456,7 +482,6 @@ impl<R> Future for Request<R> {
         let this = self.get_mut();
         let inner = Arc::clone(&this.inner);
         let mut state = inner.lock();
-        inner.waiters.register(cx.waker());
         let mut progress = false;
         if this.ticket.is_none() {
             let Some(op) = this.op.take() else {
@@ -468,6 +493,14 @@ impl<R> Future for Request<R> {
             };
             // No room: route what has arrived (replies taken free room), then look again.
             if !inner.admit(&mut state, &mut this.place, cx.waker()) {
+                // The front waits on the socket too (see `Admission`): registered before the
+                // drive, as the socket's readiness wakes the waiters without this lock.
+                if this
+                    .place
+                    .is_some_and(|place| state.admission.at_front(place))
+                {
+                    inner.waiters.register(cx.waker());
+                }
                 progress = inner.drive(&mut state);
                 if !inner.admit(&mut state, &mut this.place, cx.waker()) {
                     this.op = Some(Ok(op));
@@ -484,6 +517,7 @@ impl<R> Future for Request<R> {
                 }
             }
         }
+        inner.waiters.register(cx.waker());
         progress |= inner.drive(&mut state);
         let ticket = this.ticket.as_ref().expect("submitted above");
         let reply = state.conn.take_reply(ticket);

@@ -127,3 +127,34 @@ fn a_reply_routed_by_another_task_wakes_its_owner() {
         daemon.join().unwrap();
     });
 }
+
+/// A request in flight dropped once sent leaves its reply to route to whoever waits on the
+/// socket: the front of the held-back requests, even one that became the front while it
+/// slept (its predecessor dropped). Proves that a new front is woken to wait on the socket,
+/// whatever the order of the drops, the daemon's reply and its polls.
+#[test]
+fn a_new_front_routes_the_reply_of_a_dropped_request() {
+    use std::future::Future;
+
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let pipe = Duplex::default();
+        let xs = AsyncClient::with_max_in_flight(pipe.clone(), 1);
+        let mut cx = Context::from_waker(Waker::noop());
+        // `sent` goes out; `front` is held back, first in line.
+        let mut sent = Box::pin(xs.read("/a"));
+        assert!(sent.as_mut().poll(&mut cx).is_pending());
+        let mut front = Box::pin(xs.read("/b"));
+        assert!(front.as_mut().poll(&mut cx).is_pending());
+        let other = xs.clone();
+        let task = loom::thread::spawn(move || {
+            assert_eq!(loom::future::block_on(other.read("/c")).unwrap(), b"v");
+        });
+        let daemon = loom::thread::spawn(move || daemon(pipe, 2));
+        drop(front);
+        drop(sent);
+        task.join().unwrap();
+        daemon.join().unwrap();
+    });
+}

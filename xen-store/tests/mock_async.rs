@@ -345,3 +345,53 @@ async fn cancelled_transaction_starts_leave_nothing_open() {
     let refused = within("one too many", xs.transaction()).await.unwrap_err();
     assert_eq!(refused.errno(), Some(Errno::ENOSPC));
 }
+
+/// Polls `future` to completion, counting its polls into `polls`.
+async fn counting_polls<F: Future>(polls: &std::sync::atomic::AtomicU64, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    poll_fn(|cx| {
+        polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// 64 tasks sharing one request in flight poll a few times per request, not once per task:
+/// a request held back by the bound sleeps until room reaches it (defect: every held-back
+/// request was woken, and drove the socket, on every byte moved, so each request cost a poll
+/// of all 64 tasks and the throughput collapsed under a slow CPU).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_back_requests_sleep_until_room_reaches_them() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TASKS: u64 = 64;
+    const ROUNDS: u64 = 10;
+    let store = MockStore::new();
+    let xs = client(&store, 1);
+    let polls = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let (xs, polls) = (xs.clone(), Arc::clone(&polls));
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/s/t{task}");
+            for round in 0..ROUNDS {
+                let value = format!("{round}");
+                let write = counting_polls(&polls, xs.write(&path, value.as_bytes()));
+                within("a write", write).await.unwrap();
+                let read = within("a read", counting_polls(&polls, xs.read(&path))).await;
+                assert_eq!(read.unwrap(), value.as_bytes());
+            }
+        }));
+    }
+    for task in tasks {
+        within("a task", task).await.unwrap();
+    }
+    let requests = TASKS * ROUNDS * 2;
+    let polls = polls.load(Ordering::Relaxed);
+    // About 6 a request: its first poll, woken at the front, woken by room, then by the
+    // bytes moving both ways (before: about 85, one per task and per byte moved).
+    assert!(
+        polls <= requests * 12,
+        "{polls} polls for {requests} requests"
+    );
+}

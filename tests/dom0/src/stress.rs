@@ -194,8 +194,22 @@ impl Watchdog {
         PROGRESS.store(0, Ordering::Relaxed);
         let (done, finished) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            if finished.recv_timeout(budget) != Err(mpsc::RecvTimeoutError::Timeout) {
-                return;
+            // Progress every 10 s: a slow measure keeps counting, a hung one stops.
+            let start = Instant::now();
+            loop {
+                let left = budget.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                match finished.recv_timeout(left.min(Duration::from_secs(10))) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                println!(
+                    "{MARKER}OUT progress after {} s: {}",
+                    start.elapsed().as_secs(),
+                    PROGRESS.load(Ordering::Relaxed)
+                );
             }
             let mut reporter = Reporter::new(Stdout);
             let progress = PROGRESS.load(Ordering::Relaxed);
