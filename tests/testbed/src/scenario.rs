@@ -540,7 +540,10 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-pvh",
     "domu-aarch64",
     "domu-evtchn-soak",
-    "dom0-smp-stress",
+    // Not `dom0-smp-stress`: Debian 13's Linux 6.12 dom0 with two vCPUs crashed once while
+    // booting under QEMU's multi-threaded TCG (an int3 left by kernel code patching, hit in
+    // `enqueue_timer`), before the stress started (earlier 4.20 runs passed); until that is
+    // understood, the stress runs on Xen 4.17 only.
     "domu-faults",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
