@@ -296,6 +296,28 @@ fn debian_headers(suite: &str) -> Result<(PathBuf, String)> {
     Ok((include, version))
 }
 
+/// The options every bindgen run of the generator shares: layout, derives, output form.
+trait CommonOptions {
+    fn common_options(self) -> Self;
+}
+
+impl CommonOptions for bindgen::Builder {
+    fn common_options(self) -> Self {
+        self.explicit_padding(true)
+            .layout_tests(true)
+            .derive_debug(true)
+            .impl_debug(false)
+            .derive_default(false)
+            .derive_copy(true)
+            .derive_eq(true)
+            .derive_hash(false)
+            .generate_comments(false)
+            .disable_header_comment()
+            .sort_semantically(true)
+            .formatter(bindgen::Formatter::None)
+    }
+}
+
 /// One release's versioned toolstack types for one architecture (see [`VERSIONED_TYPES`]).
 fn generate_versioned(arch: &Arch, include_dir: &Path, xen_version: &str) -> Result<String> {
     let bindings = bindgen::Builder::default()
@@ -318,18 +340,7 @@ fn generate_versioned(arch: &Arch, include_dir: &Path, xen_version: &str) -> Res
         .opaque_type(VERSIONED_OPAQUE)
         .use_core()
         .ctypes_prefix("core::ffi")
-        .explicit_padding(true)
-        .layout_tests(true)
-        .derive_debug(true)
-        .impl_debug(false)
-        .derive_default(false)
-        .derive_copy(true)
-        .derive_eq(true)
-        .derive_hash(false)
-        .generate_comments(false)
-        .disable_header_comment()
-        .sort_semantically(true)
-        .formatter(bindgen::Formatter::None)
+        .common_options()
         .parse_callbacks(Box::new(Callbacks {
             c_names: Arc::default(),
             tags: BTreeSet::new(),
@@ -469,18 +480,7 @@ fn run_bindgen(arch: &Arch, include_dir: &Path, headers: &[&str]) -> Result<(Str
             is_bitfield: false,
             is_global: false,
         })
-        .explicit_padding(true)
-        .layout_tests(true)
-        .derive_debug(true)
-        .impl_debug(false)
-        .derive_default(false)
-        .derive_copy(true)
-        .derive_eq(true)
-        .derive_hash(false)
-        .generate_comments(false)
-        .disable_header_comment()
-        .sort_semantically(true)
-        .formatter(bindgen::Formatter::None)
+        .common_options()
         .parse_callbacks(Box::new(Callbacks {
             c_names: Arc::clone(&c_names),
             tags: c_tags(include_dir, headers)?,
