@@ -222,6 +222,16 @@ impl Inner {
         }
     }
 
+    /// Sends `op` for no one (an unwatch or abort from a `Drop`) at once, not with the next
+    /// request that happens to drive the connection: an idle client would otherwise leave the
+    /// daemon holding the watch or transaction. What cannot be written now goes out with the
+    /// next drive.
+    fn send_detached(&self, mut state: MutexGuard<'_, State>, op: Op<()>, tx_id: u32) {
+        state.conn.submit_detached(op, tx_id);
+        let progress = self.drive(&mut state);
+        self.unlock(state, progress);
+    }
+
     /// Writes what is queued and routes what has arrived; whether anything moved.
     fn drive(&self, state: &mut State) -> bool {
         const CHUNK: usize = 4096;
@@ -604,7 +614,7 @@ impl Drop for Watch {
         let mut state = self.inner.lock();
         if let Some((path, token)) = state.conn.remove_watch(self.id) {
             if let Ok(unwatch) = op::unwatch(&path, &token) {
-                state.conn.submit_detached(unwatch, 0);
+                self.inner.send_detached(state, unwatch, 0);
             }
         }
     }
@@ -661,11 +671,8 @@ impl Drop for AsyncTransaction {
     fn drop(&mut self) {
         if self.open {
             if let Ok(abort) = op::transaction_end(false) {
-                self.client
-                    .inner
-                    .lock()
-                    .conn
-                    .submit_detached(abort, self.id);
+                let inner = &self.client.inner;
+                inner.send_detached(inner.lock(), abort, self.id);
             }
         }
     }
