@@ -192,6 +192,11 @@ impl MockStore {
         self.lock().conns.values().map(|conn| conn.txs.len()).sum()
     }
 
+    /// How many watches are set, over every connection (an unwatch removes one).
+    pub fn watch_count(&self) -> usize {
+        self.lock().conns.values().map(|conn| conn.watches.len()).sum()
+    }
+
     /// Sends raw bytes to a connection, as a hostile daemon would.
     pub fn inject(&self, connection: &MockConnection, bytes: &[u8]) {
         let mut state = self.lock();

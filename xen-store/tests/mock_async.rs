@@ -174,6 +174,39 @@ async fn transactions_conflict_and_transact_retries() {
     assert_eq!(store.open_transactions(), 0);
 }
 
+/// Waits until `done` holds, for at most five seconds, without a request from the client.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_client_sends_a_dropped_watch_s_unwatch_and_a_transaction_s_abort_at_once() {
+    let store = MockStore::new();
+    let xs = client(&store, 64);
+    let watch = xs.watch("/idle").await.unwrap();
+    let tx = xs.transaction().await.unwrap();
+    assert_eq!(store.watch_count(), 1);
+    assert_eq!(store.open_transactions(), 1);
+    // No request follows the drops: only the drops themselves can send the unwatch and abort.
+    drop(watch);
+    eventually("the unwatch never reached the daemon", || {
+        store.watch_count() == 0
+    })
+    .await;
+    drop(tx);
+    eventually("the abort never reached the daemon", || {
+        store.open_transactions() == 0
+    })
+    .await;
+    // The client still works, and no reply to the detached requests is left to confuse it.
+    xs.write("/idle/after", b"1").await.unwrap();
+    assert_eq!(xs.read("/idle/after").await.unwrap(), b"1");
+}
+
 #[tokio::test]
 async fn cancelled_requests_lose_nothing_for_the_others() {
     let store = MockStore::new();
