@@ -135,7 +135,12 @@ impl Error {
             }
             Self::Protocol(_) => ErrorKind::Protocol,
             Self::Closed | Self::Broken | Self::RingAborted(_) => ErrorKind::Disconnected,
+            Self::Transport(kind) if is_disconnection(*kind) => ErrorKind::Disconnected,
             Self::UnknownErrno(_) | Self::Transport(_) => ErrorKind::Other,
+            #[cfg(feature = "std")]
+            Self::Io(io) if is_disconnection(embedded_io::ErrorKind::from(io.kind())) => {
+                ErrorKind::Disconnected
+            }
             #[cfg(feature = "std")]
             Self::Io(_) => ErrorKind::Other,
         }
@@ -195,6 +200,16 @@ impl Error {
     }
 }
 
+/// Whether a transport failed because the peer went away: a daemon that died resets its
+/// sockets, so a blocked client meets these rather than an end of stream.
+fn is_disconnection(kind: embedded_io::ErrorKind) -> bool {
+    use embedded_io::ErrorKind as K;
+    matches!(
+        kind,
+        K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted | K::NotConnected
+    )
+}
+
 /// The [`Errno`] whose C name (without `XEN_`) is `name`: xenstored names the codes of
 /// `xs_wire.h`'s `xsd_errors` table, all of which are in Xen's `errno.h`.
 fn errno_by_name(name: &[u8]) -> Option<Errno> {
@@ -236,5 +251,37 @@ mod tests {
             Error::from_error_reply(b""),
             Error::Protocol(ProtocolError::MissingNul)
         ));
+    }
+
+    #[test]
+    fn a_peer_gone_is_disconnected_whatever_the_transport() {
+        use embedded_io::ErrorKind as K;
+        for kind in [
+            K::BrokenPipe,
+            K::ConnectionReset,
+            K::ConnectionAborted,
+            K::NotConnected,
+        ] {
+            assert_eq!(
+                Error::Transport(kind).kind(),
+                ErrorKind::Disconnected,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(Error::Transport(K::Other).kind(), ErrorKind::Other);
+        #[cfg(feature = "std")]
+        {
+            use std::io::{Error as IoError, ErrorKind as IoKind};
+            for kind in [
+                IoKind::BrokenPipe,
+                IoKind::ConnectionReset,
+                IoKind::NotConnected,
+            ] {
+                let error = Error::Io(IoError::from(kind));
+                assert_eq!(error.kind(), ErrorKind::Disconnected, "{kind:?}");
+            }
+            let error = Error::Io(IoError::from(IoKind::PermissionDenied));
+            assert_eq!(error.kind(), ErrorKind::Other);
+        }
     }
 }

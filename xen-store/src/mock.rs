@@ -194,7 +194,11 @@ impl MockStore {
 
     /// How many watches are set, over every connection (an unwatch removes one).
     pub fn watch_count(&self) -> usize {
-        self.lock().conns.values().map(|conn| conn.watches.len()).sum()
+        self.lock()
+            .conns
+            .values()
+            .map(|conn| conn.watches.len())
+            .sum()
     }
 
     /// Sends raw bytes to a connection, as a hostile daemon would.

@@ -438,14 +438,19 @@ async fn xenstored_restarted() -> Result<String, String> {
         Some(Some(Ok(_))) => "async_watch_fired".into(),
         None => "async_watch_hung".into(),
     });
-    // Any error will do (the socket may fail the write or end the read): not a hang.
+    // The socket may fail the write or end the read: either way the daemon is gone, and both
+    // clients say so with the same kind.
     observed.push(match answered.recv_timeout(PATIENCE) {
         Ok(Err(e)) => {
             println!(
                 "XENTEST OUT fault xenstored_restarted: the sync client's read: {e} ({:?})",
                 e.kind()
             );
-            "sync_read_typed_error".to_string()
+            if e.kind() == ErrorKind::Disconnected {
+                "sync_read_typed_error".to_string()
+            } else {
+                format!("sync_read_error({:?})", e.kind())
+            }
         }
         Ok(Ok(())) => "sync_read_answered".into(),
         Err(_) => "sync_read_hung".into(),
