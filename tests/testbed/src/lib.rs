@@ -385,6 +385,7 @@ impl Testbed {
                 domus: run.domus.clone(),
             },
             input: None,
+            boots_again: run.vcpus > 1,
         })
     }
 }

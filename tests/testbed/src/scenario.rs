@@ -7,14 +7,16 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use xen_testbed_protocol::{INPUT_LINE, INPUT_PROMPT, exchange, parse_log};
+use xen_testbed_protocol::{INPUT_LINE, INPUT_PROMPT, Log, exchange, parse_log};
 
 use crate::own_code::{self, OwnCode};
 use crate::release::{RELEASES, Release};
 use crate::verdict::{
     CLEAN_SHUTDOWN, CaseResult, DomuExpectation, Expectation, XEN_LOG_CASE, judge, split_domains,
 };
-use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, qemu};
+use crate::{
+    Arch, Dom0Run, Error, Outcome, Result, Testbed, command_output, initramfs, qemu, verdict,
+};
 
 /// The dom0 test programs' package (and binary).
 pub const DOM0_TESTS: &str = "xen-dom0-tests";
@@ -540,10 +542,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-pvh",
     "domu-aarch64",
     "domu-evtchn-soak",
-    // Not `dom0-smp-stress`: Debian 13's Linux 6.12 dom0 with two vCPUs crashed once while
-    // booting under QEMU's multi-threaded TCG (an int3 left by kernel code patching, hit in
-    // `enqueue_timer`), before the stress started (earlier 4.20 runs passed); until that is
-    // understood, the stress runs on Xen 4.17 only.
+    "dom0-smp-stress",
     "domu-faults",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
@@ -631,6 +630,10 @@ pub(crate) struct Job {
     pub(crate) expectation: Expectation,
     /// What the runner types into the serial line, when.
     pub(crate) input: Option<qemu::SerialInput>,
+    /// Boot once more when dom0 dies before the payload printed anything: Linux with two
+    /// vCPUs under QEMU's multi-threaded TCG crashed, rarely, while booting (an `int3` left by
+    /// the kernel's own code patching), which says nothing of the code under test.
+    pub(crate) boots_again: bool,
 }
 
 impl Job {
@@ -647,15 +650,32 @@ impl Job {
         let logs = testbed.logs_dir();
         std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
         let log_path = logs.join(format!("{}.log", self.name));
-        let run = qemu::run_streaming(
-            self.command,
-            &log_path,
-            self.timeout,
-            self.input.as_ref(),
-            on_line,
-        )?;
-        let raw = std::fs::read(&log_path).map_err(|e| Error::io(&log_path, e))?;
-        let (log, domus) = split_domains(&parse_log(&raw));
+        let mut boots_left = if self.boots_again { 2 } else { 1 };
+        let (run, log, domus) = loop {
+            boots_left -= 1;
+            let run = qemu::run_streaming(
+                copy_command(&self.command),
+                &log_path,
+                self.timeout,
+                self.input.as_ref(),
+                on_line,
+            )?;
+            let raw = std::fs::read(&log_path).map_err(|e| Error::io(&log_path, e))?;
+            let (log, domus) = split_domains(&parse_log(&raw));
+            match died_before_payload(&log) {
+                Some(death) if boots_left > 0 => {
+                    let kept = logs.join(format!("{}.boot-crash.log", self.name));
+                    std::fs::rename(&log_path, &kept).map_err(|e| Error::io(&kept, e))?;
+                    eprintln!(
+                        "testbed: {}: dom0 died while booting, before its payload started \
+                         (`{death}`; log kept in {}): booting once more",
+                        self.name,
+                        kept.display()
+                    );
+                }
+                _ => break (run, log, domus),
+            }
+        };
         let mut verdict = judge(&self.expectation, &log, run.exit);
         verdict.add_domus(&self.expectation.domus, &domus);
         Ok(Outcome {
@@ -666,6 +686,34 @@ impl Job {
             run,
         })
     }
+}
+
+/// A copy of `command`: program, arguments, environment and directory.
+fn copy_command(command: &Command) -> Command {
+    let mut copy = Command::new(command.get_program());
+    copy.args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => copy.env(key, value),
+            None => copy.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        copy.current_dir(dir);
+    }
+    copy
+}
+
+/// Xen's line announcing dom0's death, if dom0 died before its payload printed any protocol
+/// line (a case, a panic, an output line).
+fn died_before_payload(log: &Log) -> Option<&str> {
+    if !log.events.is_empty() {
+        return None;
+    }
+    log.lines
+        .iter()
+        .find(|line| verdict::is_xen_death(line))
+        .map(String::as_str)
 }
 
 /// Selects scenario runs by `options`, failing on an unknown name or a scenario that does not run
@@ -868,6 +916,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                             after: format!("OUT {INPUT_PROMPT}"),
                             text: format!("{INPUT_LINE}\r").into_bytes(),
                         }),
+                        boots_again: false,
                     })
                 }),
             Kind::CrossDomain(cross) => dom0_built(arch)
@@ -1223,6 +1272,41 @@ fn report(run: &ScenarioRun, outcome: &Result<Outcome>) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_death_before_the_payload_spoke_boots_again() {
+        let crashed = parse_log(
+            b"(XEN) Xen version 4.20\n[    1.2] int3: 0000 [#1] SMP\n(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.\n",
+        );
+        assert_eq!(
+            died_before_payload(&crashed),
+            Some("(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.")
+        );
+        let after_payload = parse_log(
+            b"XENTEST OUT stress: 2 vCPUs\n(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.\n",
+        );
+        assert_eq!(died_before_payload(&after_payload), None);
+        let alive = parse_log(b"(XEN) Xen version 4.20\nLinux version 6.12\n");
+        assert_eq!(died_before_payload(&alive), None);
+    }
+
+    #[test]
+    fn a_copied_command_keeps_arguments_environment_and_directory() {
+        let mut command = Command::new("qemu-system-x86_64");
+        command
+            .args(["-smp", "2"])
+            .env("A", "1")
+            .env_remove("B")
+            .current_dir("/");
+        let copy = copy_command(&command);
+        assert_eq!(copy.get_program(), "qemu-system-x86_64");
+        assert_eq!(copy.get_args().collect::<Vec<_>>(), ["-smp", "2"]);
+        assert_eq!(
+            copy.get_envs().collect::<Vec<_>>(),
+            command.get_envs().collect::<Vec<_>>()
+        );
+        assert_eq!(copy.get_current_dir(), Some(std::path::Path::new("/")));
+    }
 
     fn names(options: &Options) -> Vec<String> {
         select(options)

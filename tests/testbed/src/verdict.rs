@@ -104,6 +104,11 @@ pub fn split_domains(log: &Log) -> (Log, Vec<(String, Log)>) {
 /// Lines Xen prints when dom0 dies, halts or reboots, or when Xen itself panics.
 const XEN_DEATH: &[&str] = &["Hardware Dom0 ", "Panic on CPU", "Domain 0 crashed"];
 
+/// Whether `line` is one of Xen's [`XEN_DEATH`] lines.
+pub(crate) fn is_xen_death(line: &str) -> bool {
+    XEN_DEATH.iter().any(|death| line.contains(death))
+}
+
 /// The case the runner reports for a run that ends with `XENTEST SHUTDOWN` (the name is the
 /// runner's: a payload does not report it itself).
 pub const CLEAN_SHUTDOWN: &str = "clean_shutdown";
@@ -301,9 +306,12 @@ pub fn judge(expected: &Expectation, log: &Log, exit: Exit) -> Verdict {
     let (cases, mut problems) = judge_reports(&expected.cases, expected.dones, log, &runner_cases);
     // Xen's reboot line is no death when it answers the payload's announced shutdown.
     let announced_reboot = shutdown.as_ref().and_then(|(_, line)| *line);
-    if let Some((_, line)) = log.lines.iter().enumerate().find(|(index, l)| {
-        Some(*index) != announced_reboot && XEN_DEATH.iter().any(|d| l.contains(d))
-    }) {
+    if let Some((_, line)) = log
+        .lines
+        .iter()
+        .enumerate()
+        .find(|(index, l)| Some(*index) != announced_reboot && is_xen_death(l))
+    {
         problems.push(format!("Xen: {}", line.trim()));
     }
     // Status 0 after an announced shutdown is Xen's reset, judged by `clean_shutdown`.
