@@ -18,7 +18,8 @@ usage: cargo xtask bench evtchn [--rounds N] [--iterations N] [--soak ROUND_TRIP
 
 Boots Xen with a Linux dom0 (x86_64) and times, on loopback channels: the notify -> wake round
 trip (floor, libxenevtchn, xen-evtchn sync, xen-evtchn tokio), and collecting N = 1, 64, 1000
-pending ports (time and read calls). N rounds (default 5), round trips per sample (default 2000),
+pending ports (time and read calls; the Rust floor reads the device from the same Rust program,
+without the library). N rounds (default 5), round trips per sample (default 2000),
 medians. Then the soak: ping-pong round trips (default 200000) and bind/unbind cycles (default
 10000), each checked.
 
@@ -247,17 +248,22 @@ fn report(samples: &Samples<Sample>) -> crate::Result<String> {
         let (ours, ours_reads) = medians(samples, "ours", &measure)?;
         let (libx, libx_reads) = medians(samples, "libxenevtchn", &measure)?;
         let (floor, floor_reads) = medians(samples, "floor", &measure)?;
+        let (rust_floor, _) = medians(samples, "rustfloor", &measure)?;
         let _ = writeln!(
             report.table,
             "{n} pending ports: ours {ours:.0} ns in {ours_reads} reads, libxenevtchn {libx:.0} ns \
-             in {libx_reads} reads, floor {floor:.0} ns in {floor_reads} reads"
+             in {libx_reads} reads, floor {floor:.0} ns in {floor_reads} reads, Rust floor \
+             {rust_floor:.0} ns (ours {:.3}x)",
+            ours / rust_floor
         );
         let _ = writeln!(
             report.machine,
             "bench evtchn {measure} ours_ns={ours:.0} libxenevtchn_ns={libx:.0} ratio_libxenevtchn={:.3} \
-             ours_reads={ours_reads} libxenevtchn_reads={libx_reads} floor_ns={floor:.0} ratio_floor={:.3}",
+             ours_reads={ours_reads} libxenevtchn_reads={libx_reads} floor_ns={floor:.0} ratio_floor={:.3} \
+             rust_floor_ns={rust_floor:.0} ratio_rust_floor={:.3}",
             ours / libx,
-            ours / floor
+            ours / floor,
+            ours / rust_floor
         );
         if ours_reads > f64::from(n.div_ceil(1024)) {
             report.missed.push(format!(
@@ -303,6 +309,9 @@ mod tests {
                 lines.push(format!(
                     "bench-run impl=floor measure=pending{n} iterations=1 ns=450 reads=1"
                 ));
+                lines.push(format!(
+                    "bench-run impl=rustfloor measure=pending{n} iterations=1 ns=400 reads=1"
+                ));
             }
         }
         let report = report(&parse_samples(lines.iter().map(String::as_str)).unwrap()).unwrap();
@@ -315,6 +324,7 @@ mod tests {
             )
         );
         assert!(report.contains("bench evtchn pending1000 ours_ns=500 libxenevtchn_ns=900"));
+        assert!(report.contains("rust_floor_ns=400 ratio_rust_floor=1.250\n"));
         assert!(report.contains("targets met"));
     }
 

@@ -98,14 +98,14 @@ fn run_bench(c_bench: &str, rounds: usize, iterations: u64) -> Result<(), String
             let implementations: &[&str] = if measure == "roundtrip" {
                 &["floor", "libxenevtchn", "ours", "tokio"]
             } else {
-                &["floor", "libxenevtchn", "ours"]
+                &["floor", "libxenevtchn", "ours", "rustfloor"]
             };
             // Rotate who goes first, so that no implementation always follows another.
             for i in 0..implementations.len() {
                 // Each measurement in a fresh process, as the C program's are.
                 let implementation = implementations[(round + i) % implementations.len()];
                 let program = match implementation {
-                    "ours" | "tokio" => std::env::current_exe()
+                    "ours" | "tokio" | "rustfloor" => std::env::current_exe()
                         .map_err(|e| format!("current_exe: {e}"))?
                         .into_os_string()
                         .into_string()
@@ -128,7 +128,7 @@ fn run_child(c_bench: &str, implementation: &str, measure: &str, n: u64) -> Resu
         "pending"
     };
     let mut command = Command::new(c_bench);
-    if matches!(implementation, "ours" | "tokio") {
+    if matches!(implementation, "ours" | "tokio" | "rustfloor") {
         command.arg("evtchn-bench-one");
     }
     let output = command
@@ -151,11 +151,12 @@ pub(crate) fn bench_one(args: &[&str]) -> ExitCode {
     let result = match args {
         [implementation, kind, n] => match (n.parse::<u64>(), *implementation, *kind) {
             (Ok(n), "ours", "roundtrip") => roundtrip_ours(n),
-            (Ok(n), "ours", "pending") => pending_ours(n as usize),
+            (Ok(n), "ours", "pending") => pending_ours(n as usize, Collect::Library),
+            (Ok(n), "rustfloor", "pending") => pending_ours(n as usize, Collect::RawRead),
             (Ok(n), "tokio", "roundtrip") => roundtrip_tokio(n),
             _ => Err(format!("bad arguments {args:?}")),
         },
-        _ => Err("usage: evtchn-bench-one <ours|tokio> <roundtrip|pending> <n>".into()),
+        _ => Err("usage: evtchn-bench-one <ours|tokio|rustfloor> <roundtrip|pending> <n>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,7 +224,17 @@ fn roundtrip_tokio(iterations: u64) -> Result<(), String> {
     })
 }
 
-fn pending_ours(n: usize) -> Result<(), String> {
+/// How the pending measure collects the signalled ports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Collect {
+    /// `EvtchnDevice::take_pending`.
+    Library,
+    /// `read(2)` on the device's fd, as the C floor does: the same program, clock and loop
+    /// without the library, which tells the library's cost from the program's.
+    RawRead,
+}
+
+fn pending_ours(n: usize, collect: Collect) -> Result<(), String> {
     let dev = call("open", EvtchnDevice::open())?;
     let mut pairs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -235,6 +246,7 @@ fn pending_ours(n: usize) -> Result<(), String> {
         pairs.push((receiver, sender));
     }
     let mut got = vec![Port::new(0); 1024];
+    let mut raw = vec![0u8; 1024 * size_of::<u32>()];
     // The binds' pending events.
     let mut seen = 0;
     while seen < n {
@@ -261,7 +273,14 @@ fn pending_ours(n: usize) -> Result<(), String> {
         let start = Instant::now();
         while seen < n {
             reads += 1;
-            let count = call("take_pending", dev.take_pending(&mut got))?;
+            let count = match collect {
+                Collect::Library => call("take_pending", dev.take_pending(&mut got))?,
+                Collect::RawRead => match nix::unistd::read(&dev, &mut raw) {
+                    Ok(bytes) => bytes / size_of::<u32>(),
+                    Err(nix::errno::Errno::EAGAIN) => 0,
+                    Err(e) => return Err(format!("read: {e}")),
+                },
+            };
             if count == 0 {
                 call("poll", dev.wait_readable(5000))?;
             }
@@ -271,7 +290,10 @@ fn pending_ours(n: usize) -> Result<(), String> {
         call("unmask_all", dev.unmask_all(&receivers))?;
     }
     print_sample(
-        "ours",
+        match collect {
+            Collect::Library => "ours",
+            Collect::RawRead => "rustfloor",
+        },
         &measure,
         PENDING_REPEATS,
         elapsed.as_nanos(),
