@@ -47,3 +47,8 @@ pub use xen_store as store;
 #[cfg(feature = "ctrl")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ctrl")))]
 pub use xen_ctrl as ctrl;
+
+/// A guest's boot information, and the toolstack's shutdown requests.
+#[cfg(feature = "guest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "guest")))]
+pub use xen_guest as guest;

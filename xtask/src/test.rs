@@ -16,6 +16,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-rust-grant",
     "xen-rust-store",
     "xen-rust-ctrl",
+    "xen-rust-guest",
     "xen-rust",
 ];
 
@@ -31,6 +32,7 @@ const PUBLISHED_CRATES: &[&str] = &[
     "xen-rust-grant",
     "xen-rust-store",
     "xen-rust-ctrl",
+    "xen-rust-guest",
     "xen-rust",
 ];
 
@@ -49,6 +51,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-rust-grant",
     "xen-rust-store",
     "xen-rust-ctrl",
+    "xen-rust-guest",
     "xen-testbed-protocol",
 ];
 
