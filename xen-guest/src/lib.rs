@@ -2,8 +2,11 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "control")]
+#[cfg_attr(docsrs, doc(cfg(feature = "control")))]
 pub mod control;
 #[cfg(feature = "fdt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fdt")))]

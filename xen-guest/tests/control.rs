@@ -1,7 +1,7 @@
 //! Toolstack requests against the in-process xenstore, written as xl writes them.
 // Not under Miri: this path has no unsafe code, and the in-process daemon takes seconds a request
 // there (xen-store's own tests run it under Miri).
-#![cfg(not(miri))]
+#![cfg(all(feature = "control", not(miri)))]
 
 use xen_guest::control::{self, ControlWatches, Features, ShutdownRequest};
 use xen_store::mock::MockStore;

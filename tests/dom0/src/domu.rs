@@ -53,6 +53,10 @@ pub(crate) struct Spec {
     kernel: String,
     selftest: Option<String>,
     timeout: Duration,
+    /// The kernel command line (xl's `extra`), if any.
+    pub(crate) cmdline: Option<String>,
+    /// xl's `on_reboot`: `destroy`, or `restart` for a run that reboots the domU.
+    pub(crate) on_reboot: &'static str,
 }
 
 impl Spec {
@@ -72,6 +76,8 @@ impl Spec {
             kernel: String::new(),
             selftest: None,
             timeout: Duration::from_secs(60),
+            cmdline: None,
+            on_reboot: "destroy",
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -109,10 +115,14 @@ impl Spec {
         } else {
             format!("type = \"{}\"\n", self.xl_type)
         };
+        let extra = self
+            .cmdline
+            .as_ref()
+            .map_or(String::new(), |line| format!("extra = \"{line}\"\n"));
         format!(
-            "name = \"{}\"\n{xl_type}kernel = \"{}\"\nmemory = {}\nvcpus = 1\n\
-             on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"preserve\"\n",
-            self.name, self.kernel, self.memory
+            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{extra}memory = {}\nvcpus = 1\n\
+             on_poweroff = \"destroy\"\non_reboot = \"{}\"\non_crash = \"preserve\"\n",
+            self.name, self.kernel, self.memory, self.on_reboot
         )
     }
 }
@@ -134,7 +144,16 @@ impl Domain {
         let config = format!("/tmp/{}.cfg", spec.name);
         std::fs::write(&config, spec.xl_config()).map_err(|e| format!("{config}: {e}"))?;
         run_tool("xl", &["create", "-p", &config])?;
-        let domid = run_tool("xl", &["domid", &spec.name])?;
+        let domain = Self::attach(&spec.name)?;
+        if let Some(selftest) = &spec.selftest {
+            domain.write(exchange::SELFTEST, selftest)?;
+        }
+        Ok(domain)
+    }
+
+    /// The running domain named `name` (its current domid: a new one after `xl reboot`).
+    pub(crate) fn attach(name: &str) -> Result<Self, String> {
+        let domid = run_tool("xl", &["domid", name])?;
         let domid = domid
             .trim()
             .parse()
@@ -142,16 +161,12 @@ impl Domain {
         // The home (its keys, and its removal when the domain is destroyed) and `@releaseDomain`
         // (a domain shut down or died).
         let changes = Watch::start(&[&format!("/local/domain/{domid}"), "@releaseDomain"])?;
-        let domain = Self {
-            name: spec.name.clone(),
+        Ok(Self {
+            name: name.into(),
             domid,
             store: RefCell::new(Client::new(connect()?)),
             changes,
-        };
-        if let Some(selftest) = &spec.selftest {
-            domain.write(exchange::SELFTEST, selftest)?;
-        }
-        Ok(domain)
+        })
     }
 
     pub(crate) fn unpause(&self) -> Result<(), String> {
@@ -193,12 +208,10 @@ impl Domain {
     }
 
     /// The `SHUTDOWN_*` code the domain shut down with, from xl's log of it (`None`: still running).
+    /// The log is the name's: after `xl reboot` it also holds the earlier domids' lines.
     pub(crate) fn shutdown_reason(&self) -> Option<u32> {
         let log = std::fs::read_to_string(format!("/var/log/xen/xl-{}.log", self.name)).ok()?;
-        log.lines().find_map(|line| {
-            let (_, rest) = line.split_once("has shut down, reason code ")?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
+        shutdown_reason_in(&log, self.domid)
     }
 
     /// Waits until the domain shut down and is gone (or, after a crash, preserved) for up to
@@ -285,6 +298,15 @@ impl Domain {
             changed = self.changes.wait(POLL);
         }
     }
+}
+
+/// The reason code of xl's `Domain <domid> has shut down, reason code <n> 0x<n>` line for `domid`.
+fn shutdown_reason_in(log: &str, domid: u32) -> Option<u32> {
+    let prefix = format!("Domain {domid} has shut down, reason code ");
+    log.lines().find_map(|line| {
+        let rest = line.strip_prefix(&prefix)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Connects to xenstored's socket.
@@ -699,5 +721,24 @@ pub(crate) fn run_user_domu(args: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_reason_is_the_one_of_its_domid() {
+        let log = "Waiting for domain xentest-pv (domid 3) to die [pid 312]\n\
+                   Domain 3 has shut down, reason code 1 0x1\n\
+                   Action for shutdown reason code 1 is restart\n\
+                   Domain 3 needs to be cleaned up: destroying the domain\n\
+                   Done. Rebooting now\n\
+                   Domain 4 has shut down, reason code 0 0x0\n";
+        assert_eq!(shutdown_reason_in(log, 3), Some(1));
+        assert_eq!(shutdown_reason_in(log, 4), Some(0));
+        assert_eq!(shutdown_reason_in(log, 13), None);
+        assert_eq!(shutdown_reason_in(log, 5), None);
     }
 }

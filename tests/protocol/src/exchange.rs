@@ -108,6 +108,23 @@ pub const DOM0_CASES: &[&str] = &[
     "domu_powered_off",
 ];
 
+/// On a domU's command line (xl's `extra`, kept across `xl reboot`) instead of the exchange: the
+/// lifecycle run. The domU advertises `control/feature-poweroff` and `feature-reboot`, watches
+/// `control/shutdown`, writes [`READY`], and carries out the toolstack's request; dom0 reboots
+/// it once (`xl reboot`: the domain comes back with a new domid and the same command line) and
+/// then shuts it down (`xl shutdown`), judging both from xl's log.
+pub const CONTROL_CMDLINE: &str = "xentest=control";
+
+/// dom0's cases in the lifecycle run.
+pub const CONTROL_DOM0_CASES: &[&str] = &[
+    "xl_create",
+    "domu_ready",
+    "control_features_advertised",
+    "control_xl_reboot",
+    "domu_ready_after_reboot",
+    "control_xl_shutdown",
+];
+
 /// Written by dom0 before unpausing the domU instead of the exchange above: the event-channel
 /// soak, `<round trips> <bind/unbind cycles>`. The domU publishes [`EVTCHN_PORT`] and [`READY`],
 /// answers each of dom0's events on it, then (dom0 having bound, drained and closed its end

@@ -160,6 +160,9 @@ pub enum DomuRun {
     /// The fault table ([`exchange::FAULTS_DOM0_CASES`]): the domU is destroyed under dom0's
     /// port, mapping and watch, then dom0 alone overflows an evtchn ring and restarts xenstored.
     Faults,
+    /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl reboot`, then `xl shutdown`, of a
+    /// domU that answers through `xen-guest`'s control module.
+    Control,
 }
 
 impl CrossDomain {
@@ -414,6 +417,21 @@ pub fn scenarios() -> &'static [Scenario] {
             )
         },
         Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pv,
+                selftest: None,
+                run: DomuRun::Control,
+            }),
+            timeout: Duration::from_secs(180),
+            ..cross_domain(
+                "domu-control-pv",
+                "xl reboot and xl shutdown of a freestanding PV domU, which advertises and answers them through xen-guest (xl's log the oracle)",
+                GuestKind::Pv,
+                None,
+                None,
+            )
+        },
+        Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
             kind: Kind::ControlPlane(GuestKind::Pv),
@@ -544,6 +562,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-evtchn-soak",
     "dom0-smp-stress",
     "domu-faults",
+    "domu-control-pv",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",
@@ -992,6 +1011,7 @@ pub fn cross_domain_run(
         DomuRun::Exchange => "domu",
         DomuRun::Soak { .. } => "domu-soak",
         DomuRun::Faults => "domu-faults",
+        DomuRun::Control => "domu-control",
     };
     let mut command = format!(
         "{DOM0_TESTS} {verb} --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
@@ -1012,6 +1032,8 @@ pub fn cross_domain_run(
             cases(exchange::DOMU_CASES, exchange::store::DOMU_CASES),
         ),
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
+        // dom0 judges from xl's side; the domU's console (two boots) is forwarded, not judged.
+        DomuRun::Control => (cases(exchange::CONTROL_DOM0_CASES, &[]), Vec::new()),
     };
     // The fault table destroys its domU midway: its console is not forwarded, nor judged.
     let domus = if domu_cases.is_empty() {

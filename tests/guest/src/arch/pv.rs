@@ -7,10 +7,12 @@
 use super::RawMemory;
 use core::arch::global_asm;
 
+use xen_guest::pv::StartInfo;
 use xen_hypercall::{Error, XenHypercall};
 #[cfg(not(feature = "domu"))]
 use xen_hypercall_native::HvmHypercall;
 use xen_hypercall_native::PvHypercall;
+#[cfg(not(feature = "domu"))]
 use xen_sys::start_info;
 
 #[cfg(not(feature = "domu"))]
@@ -114,11 +116,11 @@ unsafe fn map_machine_frame(h: &PvHypercall, slot: *mut u8, mfn: u64) -> Result<
 /// Maps the shared info page (a machine address in start_info, public/xen.h:
 /// "MACHINE address of shared info struct") over `SHARED_INFO_SLOT`: Xen gives a
 /// PV guest no mapping of it.
-fn map_shared_info(h: &PvHypercall, info: &start_info) -> Result<SharedInfo, Error> {
+fn map_shared_info(h: &PvHypercall, info: &StartInfo) -> Result<SharedInfo, Error> {
     let slot = SHARED_INFO_SLOT.as_mut_ptr().cast::<u8>();
     // SAFETY: the slot is a page-aligned static only used through raw pointers
     // (it is never read as a value); the shared info frame is this domain's own.
-    unsafe { map_machine_frame(h, slot, info.shared_info >> 12) }?;
+    unsafe { map_machine_frame(h, slot, info.shared_info_address() >> 12) }?;
     // SAFETY: the slot now maps the shared info page for the program's life, and is
     // used only through `SharedInfo`.
     Ok(unsafe { SharedInfo::new(slot) })
@@ -129,23 +131,26 @@ extern "C" fn pv_main(info: *const start_info) -> ! {
     let h = backend();
     let mut reporter = GuestReporter::new(Console(&h));
     // SAFETY: Xen passes the virtual address of the start_info page in rsi
-    // (public/xen.h, "start_info"), mapped for the guest's life and not written
-    // afterwards by Xen.
-    let info = unsafe { &*info };
+    // (public/xen.h, "start_info"), mapped by the initial page tables.
+    let info = unsafe { StartInfo::from_ptr(info) };
     reporter.case(
         "pv_start_info",
-        (|| {
-            let magic = info.magic.map(|c| c as u8);
-            if !magic.starts_with(b"xen-3.0-x86_64") {
-                cases::fail!("start_info magic {:?}", core::str::from_utf8(&magic));
-            }
-            Ok(())
-        })(),
+        match &info {
+            Ok(info) if info.is_initial_domain() && info.xenstore().is_none() => Ok(()),
+            Ok(info) => Err(Fail::new(format_args!(
+                "dom0's start_info: flags {:?}, xenstore {:?}",
+                info.flags(),
+                info.xenstore()
+            ))),
+            Err(e) => Err(Fail::new(format_args!("start_info: {e}"))),
+        },
     );
+    // Without start_info nothing below can run: crash, which the runner reports.
+    let Ok(info) = info else { shutdown_reboot(&h) };
     cases::run_common(
         &h,
         &mut reporter,
-        map_shared_info(&h, info),
+        map_shared_info(&h, &info),
         &Expect {
             capability: "xen-3.0-x86_64",
             virt_start: cases::X86_64_VIRT_START,
@@ -163,7 +168,7 @@ extern "C" fn pv_main(info: *const start_info) -> ! {
     );
     // SAFETY: start_info's `mfn_list` (public/xen.h) maps pfns to machine frames for the domain's life.
     crate::grant::run(&h, &mut reporter, &unsafe {
-        crate::grant::Pv::new(info.mfn_list)
+        crate::grant::Pv::new(info.mfn_list())
     });
     reporter.case(
         "zero_cost_probe",
@@ -218,7 +223,8 @@ pub(crate) fn panic_console() -> Console<'static, PvHypercall> {
 /// The domU: rings from start_info, the grant table from `GNTTABOP_setup_table`.
 #[cfg(feature = "domu")]
 mod domu {
-    use xen_hypercall::{Error, Port};
+    use xen_guest::pv::{Console, StartInfo};
+    use xen_hypercall::Error;
     use xen_hypercall_native::PvHypercall;
     use xen_sys::start_info;
 
@@ -232,7 +238,7 @@ mod domu {
     /// A PV domU.
     struct PvDomu {
         h: PvHypercall,
-        info: &'static start_info,
+        info: StartInfo,
     }
 
     impl PvDomu {
@@ -258,10 +264,10 @@ mod domu {
         /// The machine frame of our pseudo-physical frame `pfn`, from the
         /// physical-to-machine list the domain builder left (start_info `mfn_list`).
         fn mfn_of_pfn(&self, pfn: u64) -> Result<u64, DomuError> {
-            if pfn >= self.info.nr_pages {
+            if pfn >= self.info.nr_pages() {
                 return Err(DomuError::Unexpected("frame beyond the domain's pages"));
             }
-            let list = self.info.mfn_list as *const u64;
+            let list = self.info.mfn_list() as *const u64;
             // SAFETY: `mfn_list` is the virtual address of `nr_pages` `unsigned long`s
             // in the initial mapping (public/xen.h, start_info), and `pfn` <
             // `nr_pages`. Only the domain itself writes it; we never do.
@@ -270,11 +276,11 @@ mod domu {
 
         /// The ring on machine frame `mfn`, signalled by `port`: in the initial
         /// mapping (VIRT_BASE 0: virtual address = pfn << 12).
-        fn ring(&self, mfn: u64, port: u32) -> Result<RingPage, DomuError> {
-            let pfn = self.pfn_of_mfn(mfn)?;
+        fn ring(&self, ring: xen_guest::pv::RingPage) -> Result<RingPage, DomuError> {
+            let pfn = self.pfn_of_mfn(ring.mfn)?;
             Ok(RingPage {
                 page: (pfn << 12) as *mut u8,
-                port: Port::new(port),
+                port: ring.port,
             })
         }
     }
@@ -287,18 +293,23 @@ mod domu {
         }
 
         fn shared_info(&self) -> Result<SharedInfo, Error> {
-            map_shared_info(&self.h, self.info)
+            map_shared_info(&self.h, &self.info)
         }
 
         fn console(&self) -> Result<RingPage, DomuError> {
-            // SAFETY: `console` is a union; a domU's start_info holds its `domU`
-            // member (public/xen.h: "dom0" only for the initial domain).
-            let console = unsafe { self.info.console.domU };
-            self.ring(console.mfn, console.evtchn)
+            match self.info.console() {
+                Console::Ring(ring) => self.ring(ring),
+                Console::InitialDomain { .. } => Err(DomuError::Unexpected("no console ring")),
+            }
         }
 
         fn store(&self) -> Result<RingPage, DomuError> {
-            self.ring(self.info.store_mfn, self.info.store_evtchn)
+            let ring = self.info.xenstore();
+            self.ring(ring.ok_or(DomuError::Unexpected("no xenstore ring"))?)
+        }
+
+        fn cmdline(&self) -> &[u8] {
+            self.info.cmdline()
         }
 
         fn map_grant_table(&self) -> Result<*mut u8, DomuError> {
@@ -318,11 +329,14 @@ mod domu {
     }
 
     pub(super) extern "C" fn pv_main(info: *const start_info) -> ! {
-        // SAFETY: Xen passes the virtual address of the start_info page in rsi
-        // (public/xen.h, "start_info"), mapped for the guest's life and not
-        // written afterwards by Xen.
-        let info = unsafe { &*info };
-        crate::domu::run(&PvDomu { h: backend(), info })
+        let h = backend();
+        // SAFETY: the domain builder passes the virtual address of the start_info
+        // page in rsi (public/xen.h, "start_info"), mapped by the initial page tables.
+        match unsafe { StartInfo::from_ptr(info) } {
+            Ok(info) => crate::domu::run(&PvDomu { h, info }),
+            // No console without it: crash, which xl reports.
+            Err(_) => crate::domu::crash(h),
+        }
     }
 
     /// The panic handler's end.

@@ -18,6 +18,7 @@
 
 mod console_bulk;
 mod console_ring;
+mod control;
 mod evtchn_port;
 mod grant;
 mod grant_phase;
@@ -134,6 +135,10 @@ pub(crate) trait Platform {
     fn console(&self) -> Result<RingPage, DomuError>;
     /// The xenstore ring (PV: start_info; PVH and Arm: HVM params 1 and 2).
     fn store(&self) -> Result<RingPage, DomuError>;
+    /// The kernel command line xl passed (`extra =`), where the platform reads one.
+    fn cmdline(&self) -> &[u8] {
+        &[]
+    }
     /// Maps grant table frame 0 and returns its address.
     fn map_grant_table(&self) -> Result<*mut u8, DomuError>;
     /// The frame number a grant entry names for `page`, a page of ours (PV: its
@@ -217,6 +222,12 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
+    if control::requested(platform.cmdline()) {
+        match &mut store {
+            Ok(store) => control::run(events, &mut reporter, store),
+            Err(_) => crash(h),
+        }
+    }
     match (store.as_mut().ok().and_then(soak::requested), store) {
         (Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
         (_, mut store) => {
@@ -520,7 +531,7 @@ impl<const N: usize> fmt::Write for Digits<N> {
 }
 
 /// `SCHEDOP_shutdown(crash)`; spins if Xen returns.
-fn crash<H: XenHypercall<Error = Error>>(h: H) -> ! {
+pub(crate) fn crash<H: XenHypercall<Error = Error>>(h: H) -> ! {
     let _ = h.shutdown(ShutdownReason::CRASH);
     loop {
         core::hint::spin_loop();
