@@ -3,11 +3,12 @@
 //! and command line it points to.
 //!
 //! The structure names other structures by physical address, so [`HvmStartInfo`] reads
-//! through [`PhysMemory`]: [`IdentityMapped`] where the guest's page tables map physical
-//! addresses one to one (as at entry, with paging off), or the caller's own mapping. The header
+//! through [`PhysMemory`]: [`IdentityMapped`] over the range the guest's page tables map one to
+//! one (all of memory at entry, with paging off), or the caller's own mapping. The header
 //! is copied and checked once; each list is read entry by entry, bounds-checked by the memory.
 
 use core::marker::PhantomData;
+use core::ops::Range;
 
 use xen_sys::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
@@ -28,24 +29,27 @@ pub trait PhysMemory {
     fn read(&self, paddr: u64, buf: &mut [u8]) -> Result<(), BootInfoError>;
 }
 
-/// Physical memory mapped at the same virtual addresses.
+/// Physical memory mapped at the same virtual addresses, over a range: reads outside it are
+/// [`BootInfoError::Unreadable`], never made.
 #[derive(Debug)]
 pub struct IdentityMapped {
+    mapped: Range<u64>,
     // Not `Send`/`Sync` by accident: built only through `new`.
     _private: PhantomData<*const ()>,
 }
 
 impl IdentityMapped {
-    /// Physical memory read through an identity mapping.
+    /// Physical memory in `mapped`, read through an identity mapping.
     ///
     /// # Safety
     ///
-    /// Every physical address the `hvm_start_info` names (itself, its module list, command
-    /// lines and memory map) must be mapped readable at the same virtual address for as long as
-    /// this value is used, and not written meanwhile: true at a PVH entry point, where paging
-    /// is off, until the guest reuses that memory.
-    pub unsafe fn new() -> Self {
+    /// Every address in `mapped` must be mapped readable at the same virtual address for as
+    /// long as this value is used, and not written meanwhile: at a PVH entry point, the range
+    /// the entry code identity-maps, until the guest reuses the memory the domain builder
+    /// filled.
+    pub unsafe fn new(mapped: Range<u64>) -> Self {
         Self {
+            mapped,
             _private: PhantomData,
         }
     }
@@ -57,13 +61,14 @@ impl PhysMemory for IdentityMapped {
             paddr,
             len: buf.len(),
         };
+        let end = paddr.checked_add(buf.len() as u64).ok_or(unreadable)?;
         let start = usize::try_from(paddr).map_err(|_| unreadable)?;
-        if paddr == 0 || start.checked_add(buf.len()).is_none() {
+        if paddr == 0 || paddr < self.mapped.start || end > self.mapped.end {
             return Err(unreadable);
         }
-        // SAFETY: `new`'s caller guarantees the range is mapped readable at this address and
-        // not written while read; it does not wrap (checked) and is not null. It cannot overlap
-        // `buf`, a distinct live object the caller owns mutably.
+        // SAFETY: the range lies in `mapped` (checked), which `new`'s caller guarantees is
+        // mapped readable at these addresses and not written while read; it is not null. It
+        // cannot overlap `buf`, a distinct live object the caller owns mutably.
         unsafe {
             core::ptr::copy_nonoverlapping(start as *const u8, buf.as_mut_ptr(), buf.len());
         }

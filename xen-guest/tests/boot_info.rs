@@ -270,3 +270,23 @@ fn a_bad_pvh_start_info_is_a_typed_error_never_a_wild_read() {
         Err(BootInfoError::Unreadable { .. })
     ));
 }
+
+#[test]
+fn identity_mapped_memory_reads_only_inside_its_range() {
+    use xen_guest::pvh::IdentityMapped;
+    let ram = [7u8; 64];
+    let base = ram.as_ptr() as u64;
+    // SAFETY: the range is `ram`, live and unwritten for the test.
+    let memory = unsafe { IdentityMapped::new(base..base + 64) };
+    let mut buf = [0u8; 16];
+    memory.read(base + 48, &mut buf).unwrap();
+    assert_eq!(buf, [7; 16]);
+    for paddr in [base - 1, base + 49, 0, u64::MAX - 4] {
+        assert!(matches!(
+            memory.read(paddr, &mut buf),
+            Err(BootInfoError::Unreadable { .. })
+        ));
+    }
+    // A start_info that would run past the range is refused, not read.
+    assert!(HvmStartInfo::read(memory, base + 32).is_err());
+}

@@ -17,6 +17,10 @@
 //! builds a program that says so.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+// The PVH domU copies its command line to its heap (which its xenstore client's buffers use).
+#[cfg(all(target_os = "none", feature = "domu", feature = "pvh"))]
+extern crate alloc;
+
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(all(target_os = "none", not(feature = "domu")))]

@@ -432,6 +432,21 @@ pub fn scenarios() -> &'static [Scenario] {
             )
         },
         Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pvh,
+                selftest: None,
+                run: DomuRun::Control,
+            }),
+            timeout: Duration::from_secs(180),
+            ..cross_domain(
+                "domu-control-pvh",
+                "xl reboot and xl shutdown of a freestanding PVH domU, which reads its command line from hvm_start_info and answers through xen-guest (xl's log the oracle)",
+                GuestKind::Pvh,
+                None,
+                None,
+            )
+        },
+        Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
             kind: Kind::ControlPlane(GuestKind::Pv),
@@ -563,6 +578,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "dom0-smp-stress",
     "domu-faults",
     "domu-control-pv",
+    "domu-control-pvh",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",

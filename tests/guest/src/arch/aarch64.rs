@@ -217,6 +217,7 @@ extern "C" fn aarch64_main(_dtb: usize) -> ! {
         grant_slot: GRANT_TABLE_SLOT.as_mut_ptr().cast(),
         // The identity map's end (4 GiB).
         mapped_end: 4 << 30,
+        cmdline: &[],
     })
 }
 

@@ -268,19 +268,43 @@ impl core::fmt::Write for PanicConsole {
 static GRANT_TABLE_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
 
 #[cfg(feature = "domu")]
-extern "C" fn pvh_main(_start_info: u32) -> ! {
+extern "C" fn pvh_main(start_info: u32) -> ! {
     let Ok(h) = HvmHypercall::detect() else {
         // Not on Xen: nothing to report to, nobody to tell.
         loop {
             core::hint::spin_loop();
         }
     };
+    let mapped_end = (IDENTITY_GIB as u64) << 30;
     crate::domu::run(&crate::domu::Translated {
         h,
         map_shared_info,
         grant_slot: GRANT_TABLE_SLOT.as_mut_ptr().cast(),
-        mapped_end: (IDENTITY_GIB as u64) << 30,
+        mapped_end,
+        cmdline: cmdline(start_info, mapped_end),
     })
+}
+
+/// The command line `hvm_start_info` names, copied out (empty if there is none or it cannot be
+/// read).
+#[cfg(feature = "domu")]
+fn cmdline(start_info: u32, mapped_end: u64) -> &'static [u8] {
+    use xen_guest::pvh::{HvmStartInfo, IdentityMapped};
+    // SAFETY: the entry code maps [0, mapped_end) one to one, readable; the domain builder
+    // wrote hvm_start_info and what it names before entry, and nothing writes them since.
+    let memory = unsafe { IdentityMapped::new(0..mapped_end) };
+    let Ok(info) = HvmStartInfo::read(memory, u64::from(start_info)) else {
+        return &[];
+    };
+    let mut line = alloc::vec![0u8; 1024];
+    match info.cmdline(&mut line) {
+        Ok(Some(text)) => {
+            let len = text.len();
+            line.truncate(len);
+            line.leak()
+        }
+        _ => &[],
+    }
 }
 
 /// The domU panic handler's end.

@@ -20,6 +20,8 @@ pub(crate) struct Translated<H> {
     pub(crate) grant_slot: *mut u8,
     /// The end of the identity map.
     pub(crate) mapped_end: u64,
+    /// The kernel command line (empty where the platform does not read one).
+    pub(crate) cmdline: &'static [u8],
 }
 
 impl<H: XenHypercall<Error = Error> + Copy> Translated<H> {
@@ -44,6 +46,10 @@ impl<H: XenHypercall<Error = Error> + Copy> Platform for Translated<H> {
 
     fn hypercall(&self) -> H {
         self.h
+    }
+
+    fn cmdline(&self) -> &[u8] {
+        self.cmdline
     }
 
     fn shared_info(&self) -> Result<SharedInfo, Error> {
