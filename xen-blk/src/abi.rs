@@ -180,6 +180,18 @@ impl RingRequest {
         self.0[0]
     }
 
+    /// Sets the `id` (at offset 8 in every request kind).
+    pub fn set_id(&mut self, id: u64) {
+        self.0[8..16].copy_from_slice(&id.to_ne_bytes());
+    }
+
+    /// The `id`.
+    pub fn id(&self) -> u64 {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(&self.0[8..16]);
+        u64::from_ne_bytes(bytes)
+    }
+
     /// The slot read as `R`.
     pub fn get<R: FromBytes>(&self) -> R {
         const { assert!(size_of::<R>() <= size_of::<Request>()) };
@@ -225,6 +237,8 @@ const _: () = {
     assert!(offset_of!(Response, operation) == 8 && offset_of!(Response, status) == 10);
 
     assert!(size_of::<RingRequest>() == 112 && align_of::<RingRequest>() == 8);
+    // `RingRequest::id`.
+    assert!(offset_of!(DiscardRequest, id) == 8 && offset_of!(IndirectRequest, id) == 8);
     // 32 entries of 112 bytes in one page after the 64-byte header (`__CONST_RING_SIZE`).
     assert!(
         xen_shared::req_ring::ring_entries(

@@ -92,10 +92,14 @@ pub enum Operation {
 /// A request in flight: what the response is checked against, and the pages it holds.
 struct Pending<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage> {
     operation: Operation,
-    /// `operation` in the ring.
+    /// The `operation` the response carries: the request's, or for an indirect request its
+    /// `indirect_op` (as Linux's blkback answers; `BLKIF_OP_INDIRECT` is accepted too).
     ring_op: u8,
+    indirect: bool,
     len: usize,
     data: GrantedPages<'t, H, P>,
+    /// The pages holding an indirect request's segments.
+    segments: GrantedPages<'t, H, P>,
 }
 
 /// A block frontend (Linux's xen-blkfront, in Rust): `no_std`, over any xenstore transport,
@@ -258,19 +262,37 @@ where
         self.pool.len()
     }
 
-    /// The most bytes one request carries: 11 pages ([`abi::MAX_SEGMENTS`]), and no more than
-    /// the pool holds.
+    /// The most bytes one request carries: 11 pages ([`abi::MAX_SEGMENTS`]), or with
+    /// `feature-max-indirect-segments` that many pages (at most 8 pages of segments, 4096).
     pub fn max_request_len(&self) -> usize {
-        abi::MAX_SEGMENTS * PAGE_SIZE
+        self.max_segments() * PAGE_SIZE
+    }
+
+    fn max_segments(&self) -> usize {
+        let indirect = self.geometry.max_indirect_segments as usize;
+        indirect.clamp(
+            abi::MAX_SEGMENTS,
+            abi::MAX_INDIRECT_PAGES * abi::SEGMENTS_PER_INDIRECT_PAGE,
+        )
+    }
+
+    /// The pages a request of `len` bytes takes: its data, and for more than
+    /// [`abi::MAX_SEGMENTS`] the indirect pages listing them.
+    fn pages_for(len: usize) -> (usize, usize) {
+        let data = len.div_ceil(PAGE_SIZE);
+        let segments = if data > abi::MAX_SEGMENTS {
+            data.div_ceil(abi::SEGMENTS_PER_INDIRECT_PAGE)
+        } else {
+            0
+        };
+        (data, segments)
     }
 
     /// Whether a request of `len` bytes could be submitted now (a ring slot, an id and enough
     /// free pages).
     pub fn can_submit(&self, len: usize) -> bool {
-        self.broken.is_none()
-            && !self.ring.is_full()
-            && self.pending.len() < MAX_IN_FLIGHT
-            && len.div_ceil(PAGE_SIZE) <= self.pool.len()
+        let (data, segments) = Self::pages_for(len);
+        self.broken.is_none() && self.has_slot() && data + segments <= self.pool.len()
     }
 
     /// Checks a data request before anything is granted.
@@ -404,8 +426,10 @@ where
         let pending = Pending {
             operation: Operation::Discard,
             ring_op: abi::OP_DISCARD,
+            indirect: false,
             len: 0,
             data: GrantedPages::empty(),
+            segments: GrantedPages::empty(),
         };
         let id = self.pending.insert(pending).map_err(|_| Error::Busy)?;
         let request = abi::DiscardRequest {
@@ -429,7 +453,7 @@ where
     }
 
     /// Takes pages for `len` bytes, fills them with `fill`, grants them, and queues the
-    /// request.
+    /// request (indirect beyond [`abi::MAX_SEGMENTS`] pages).
     fn submit_data(
         &mut self,
         operation: Operation,
@@ -437,8 +461,8 @@ where
         len: usize,
         fill: impl FnOnce(&[P]) -> Result<(), Error>,
     ) -> Result<RequestId, Error> {
-        let count = len.div_ceil(PAGE_SIZE);
-        if !self.has_slot() || count > self.pool.len() {
+        let (count, segment_count) = Self::pages_for(len);
+        if !self.can_submit(len) {
             return Err(Error::Busy);
         }
         let pages = self.pool.split_off(self.pool.len() - count);
@@ -451,44 +475,85 @@ where
             Operation::Write => (abi::OP_WRITE, true),
             Operation::Flush | Operation::Discard => (abi::OP_FLUSH_DISKCACHE, true),
         };
-        let data = match GrantedPages::grant(self.table, self.device.peer_id(), pages, readonly) {
+        let backend = self.device.peer_id();
+        let data = match GrantedPages::grant(self.table, backend, pages, readonly) {
             Ok(data) => data,
             Err(refused) => {
                 self.pool.extend(refused.pages);
                 return Err(Error::Bus(refused.error));
             }
         };
-        let mut request = Request {
-            operation: ring_op,
-            nr_segments: count as u8,
-            handle: self.handle,
-            sector_number: sector,
-            ..Default::default()
-        };
-        for (i, gref) in data.refs().enumerate() {
+        let segs = data.refs().enumerate().map(|(i, gref)| {
             let bytes = (len - i * PAGE_SIZE).min(PAGE_SIZE);
-            request.seg[i] = Segment {
+            Segment {
                 gref: gref.0,
                 first_sect: 0,
                 last_sect: (bytes / abi::SECTOR_SIZE - 1) as u8,
                 _pad: [0; 2],
+            }
+        });
+        let mut segments = GrantedPages::empty();
+        let request = if segment_count == 0 {
+            let mut request = Request {
+                operation: ring_op,
+                nr_segments: count as u8,
+                handle: self.handle,
+                sector_number: sector,
+                ..Default::default()
             };
-        }
+            for (slot, seg) in request.seg.iter_mut().zip(segs) {
+                *slot = seg;
+            }
+            RingRequest::new(&request)
+        } else {
+            let lists = self.pool.split_off(self.pool.len() - segment_count);
+            for (i, seg) in segs.enumerate() {
+                let page = &lists[i / abi::SEGMENTS_PER_INDIRECT_PAGE];
+                let at = i % abi::SEGMENTS_PER_INDIRECT_PAGE * size_of::<Segment>();
+                // A `DevicePage` view is a page (a shorter one fails the backend's request).
+                let _ = page.mem().write(at, zerocopy::IntoBytes::as_bytes(&seg));
+            }
+            segments = match GrantedPages::grant(self.table, backend, lists, true) {
+                Ok(segments) => segments,
+                Err(refused) => {
+                    self.pool.extend(refused.pages);
+                    self.release(data);
+                    return Err(Error::Bus(refused.error));
+                }
+            };
+            let mut request = abi::IndirectRequest {
+                operation: abi::OP_INDIRECT,
+                indirect_op: ring_op,
+                nr_segments: count as u16,
+                sector_number: sector,
+                handle: self.handle,
+                ..Default::default()
+            };
+            for (slot, gref) in request.indirect_grefs.iter_mut().zip(segments.refs()) {
+                *slot = gref.0;
+            }
+            RingRequest::new(&request)
+        };
         let pending = Pending {
             operation,
             ring_op,
+            indirect: segment_count > 0,
             len,
             data,
+            segments,
         };
         let id = match self.pending.insert(pending) {
             Ok(id) => id,
             Err(pending) => {
                 self.release(pending.data);
+                self.release(pending.segments);
                 return Err(Error::Busy);
             }
         };
-        request.id = id.into();
-        self.start(id, &RingRequest::new(&request))
+        // The id sits at offset 8 in every request kind.
+        let mut request = request;
+        request.set_id(id.into());
+        self.start(id, &request)
     }
 
     /// Puts the request recorded under `id` in the ring.
@@ -496,6 +561,7 @@ where
         if let Err(error) = self.ring.start_request(request) {
             if let Ok(pending) = self.pending.remove(id.into()) {
                 self.release(pending.data);
+                self.release(pending.segments);
             }
             return Err(Error::Protocol(ProtocolError::Ring(error)));
         }
@@ -553,7 +619,9 @@ where
             Ok(pending) => pending,
             Err(unknown) => return Err(self.break_with(ProtocolError::UnknownId(unknown.0))),
         };
-        if rsp.operation != pending.ring_op {
+        let echoed = rsp.operation == pending.ring_op
+            || (pending.indirect && rsp.operation == abi::OP_INDIRECT);
+        if !echoed {
             let error = ProtocolError::WrongOperation {
                 id: rsp.id,
                 expected: pending.ring_op,
@@ -561,6 +629,7 @@ where
             };
             // The request is over either way: its pages are ended once unmapped.
             self.release(pending.data);
+            self.release(pending.segments);
             return Err(self.break_with(error));
         }
         let mut result = match rsp.status {
@@ -569,6 +638,9 @@ where
             abi::RSP_EOPNOTSUPP => Err(IoError::NotSupported),
             other => Err(IoError::BadStatus(other)),
         };
+        if !self.release(pending.segments) {
+            result = Err(IoError::StillMapped);
+        }
         let pages = match pending.data.end() {
             Ok(pages) => pages,
             Err(still) => {
@@ -797,6 +869,7 @@ where
         for id in 0..MAX_IN_FLIGHT as u64 {
             if let Ok(request) = pending.remove(id) {
                 held.push(request.data);
+                held.push(request.segments);
             }
         }
         let mut port_open = true;

@@ -12,8 +12,8 @@ use xen_store::Store;
 
 type Front<'t> = Frontend<'t, xen_hypercall::mock::MockXen, Page, common::Events>;
 
-/// Data pages for the frontend: 32 requests of 8 KiB (fewer under Miri).
-const POOL: usize = if cfg!(miri) { 8 } else { 64 };
+/// Data pages for the frontend (fewer under Miri).
+const POOL: usize = if cfg!(miri) { 16 } else { 64 };
 
 /// Connects a frontend to `env`'s backend, runs `body`, closes the frontend, and checks that
 /// every grant was ended and the port closed.
@@ -103,6 +103,27 @@ fn reads_and_writes_round_trip_through_the_backend() {
         env.events.notified.load(Ordering::Relaxed) > 0,
         "the backend asked to be notified"
     );
+}
+
+#[test]
+fn long_transfers_go_in_indirect_requests_where_the_backend_offers_them() {
+    let env = Env::new(Disk {
+        indirect: 32,
+        ..Disk::default()
+    });
+    with_frontend(&env, |front| {
+        assert_eq!(front.geometry().max_indirect_segments, 32);
+        assert_eq!(front.max_request_len(), 32 * 4096);
+        let mut sleep = Env::sleeper();
+        let len = if cfg!(miri) { 13 * 4096 } else { 600 * 1024 };
+        let data = pattern(len, 3);
+        front.write(16, &data, &mut sleep).unwrap();
+        let mut back = vec![0u8; len];
+        front.read(16, &mut back, &mut sleep).unwrap();
+        assert!(back == data, "read back what was written");
+        assert_eq!(front.free_pages(), POOL);
+    });
+    assert!(env.served.lock().unwrap().contains(&abi::OP_INDIRECT));
 }
 
 #[test]

@@ -17,6 +17,7 @@ use xen_hypercall::prelude::*;
 use xen_shared::{BackRing, SharedMem};
 use xen_store::mock::{MockConnection, MockStore};
 use xen_store::{Client, Store};
+use zerocopy::IntoBytes;
 
 /// The domU.
 pub(crate) const DOMU: DomId = DomId(1);
@@ -150,6 +151,8 @@ pub(crate) struct Disk {
     pub(crate) read_only: bool,
     pub(crate) flush: bool,
     pub(crate) discard: bool,
+    /// `feature-max-indirect-segments` (0: not offered).
+    pub(crate) indirect: u32,
     pub(crate) mode: Mode,
 }
 
@@ -161,6 +164,7 @@ impl Default for Disk {
             read_only: false,
             flush: true,
             discard: true,
+            indirect: 0,
             mode: Mode::Honest,
         }
     }
@@ -254,6 +258,13 @@ impl Env {
         if d.discard {
             w(&mut xs, "feature-discard", "1".into());
         }
+        if d.indirect > 0 {
+            w(
+                &mut xs,
+                "feature-max-indirect-segments",
+                d.indirect.to_string(),
+            );
+        }
         let device = Device::backend(&mut xs, BACK).unwrap();
         device.switch_state(&mut xs, XenbusState::InitWait).unwrap();
         let mut bound = xen_bus::Attempts(1000);
@@ -341,26 +352,54 @@ impl Env {
         device.switch_state(&mut xs, XenbusState::Closed).unwrap();
     }
 
+    fn slot(&self, host_addr: u64) -> Slot {
+        Slot {
+            xen: self.dom0.clone(),
+            host_addr,
+        }
+    }
+
     /// Serves one request against the RAM disk: its response, and its data mappings.
     fn serve(&self, slot: &RingRequest) -> (u64, Response, Vec<MappedGrant<'_, MockXen, Slot>>) {
         let op = slot.operation();
         self.served.lock().unwrap().push(op);
         let mut mapped = Vec::new();
-        let (id, status) = match op {
+        let rw = match op {
             abi::OP_READ | abi::OP_WRITE => {
                 let r: Request = slot.get();
+                let n = (r.nr_segments as usize).min(abi::MAX_SEGMENTS);
+                Some((op, r.id, r.sector_number, r.seg[..n].to_vec()))
+            }
+            abi::OP_INDIRECT => {
+                let r: abi::IndirectRequest = slot.get();
+                let mut segs = vec![abi::Segment::default(); r.nr_segments as usize];
+                let lists = segs.chunks_mut(abi::SEGMENTS_PER_INDIRECT_PAGE);
+                for (chunk, gref) in lists.zip(r.indirect_grefs) {
+                    let list = MappedGrant::map(
+                        &self.dom0,
+                        DOMU,
+                        GrantRef(gref),
+                        self.slot(0x3000_0000),
+                        true,
+                    )
+                    .unwrap();
+                    list.read(0, chunk.as_mut_bytes()).unwrap();
+                }
+                Some((r.indirect_op, r.id, r.sector_number, segs))
+            }
+            _ => None,
+        };
+        let (id, status, op) = match (op, rw) {
+            (_, Some((op, id, sector, segs))) => {
                 let mut ram = self.ram.lock().unwrap();
-                let mut at = r.sector_number as usize * 512;
+                let mut at = sector as usize * 512;
                 let mut status = abi::RSP_OKAY;
-                for (i, seg) in r.seg[..r.nr_segments as usize].iter().enumerate() {
+                for (i, seg) in segs.iter().enumerate() {
                     let map = MappedGrant::map(
                         &self.dom0,
                         DOMU,
                         GrantRef(seg.gref),
-                        Slot {
-                            xen: self.dom0.clone(),
-                            host_addr: 0x2000_0000 + 4096 * i as u64,
-                        },
+                        self.slot(0x2000_0000 + 4096 * i as u64),
                         op == abi::OP_WRITE,
                     );
                     let Ok(map) = map else {
@@ -381,18 +420,18 @@ impl Env {
                     at += len;
                     mapped.push(map);
                 }
-                (r.id, status)
+                (id, status, op)
             }
-            abi::OP_FLUSH_DISKCACHE => (slot.get::<Request>().id, abi::RSP_OKAY),
-            abi::OP_DISCARD => {
+            (abi::OP_FLUSH_DISKCACHE, None) => (slot.get::<Request>().id, abi::RSP_OKAY, op),
+            (abi::OP_DISCARD, None) => {
                 let r: abi::DiscardRequest = slot.get();
                 let mut ram = self.ram.lock().unwrap();
                 let start = r.sector_number as usize * 512;
                 let end = start + r.nr_sectors as usize * 512;
                 ram[start..end].fill(0);
-                (r.id, abi::RSP_OKAY)
+                (r.id, abi::RSP_OKAY, op)
             }
-            _ => (slot.get::<Request>().id, abi::RSP_EOPNOTSUPP),
+            _ => (slot.id(), abi::RSP_EOPNOTSUPP, op),
         };
         let rsp = Response {
             id,
