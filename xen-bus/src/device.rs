@@ -218,16 +218,18 @@ impl Device {
         Ok(reached)
     }
 
-    /// Closes this end: switches to `Closing`, then calls `release` each time the peer's state
-    /// is looked at (first at once, then on each event of a watch on it) until it returns
-    /// `true`, then switches to `Closed`.
+    /// Closes this end: switches to `Closing`, waits for the peer to close too (`Closing`,
+    /// `Closed` or gone), switches to `Closed`, then calls `release` each time the peer's
+    /// state is looked at (first at once, then on each event of a watch on it) until it
+    /// returns `true`.
     ///
     /// `release` ends what the peer may still use, in order: the grants, each only once the
-    /// peer has unmapped it (the grant table says so: [`GrantedPages::end`](crate::GrantedPages::end)),
-    /// then the event channel. A peer unmaps when it sees `Closing`, before it writes its own
-    /// `Closing` (Linux's blkback and netback do), and that write wakes this wait. If `deadline`
-    /// passes first ([`Error::TimedOut`]), this end stays `Closing` and what `release` did not
-    /// end is the caller's to keep or leak.
+    /// peer has unmapped it (the grant table says so:
+    /// [`GrantedPages::end`](crate::GrantedPages::end)), then the event channel. Linux's
+    /// blkback unmaps only when it sees the frontend `Closed` (`frontend_changed` runs
+    /// `xen_blkif_disconnect`, then writes its own `Closed`, which wakes this wait): so the
+    /// grants are ended after this end is `Closed`, never before. If `deadline` passes first
+    /// ([`Error::TimedOut`]), what `release` did not end is the caller's to keep or leak.
     pub fn close<T: Read + Write>(
         &self,
         client: &mut Client<T>,
@@ -238,8 +240,10 @@ impl Device {
         T::Error: 'static,
     {
         self.switch_state(client, XenbusState::Closing)?;
+        self.wait_for_peer(client, XenbusState::is_closing, deadline)?;
+        self.switch_state(client, XenbusState::Closed)?;
         self.wait_for_peer(client, |_| release(), deadline)?;
-        self.switch_state(client, XenbusState::Closed)
+        Ok(())
     }
 }
 

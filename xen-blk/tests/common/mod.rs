@@ -336,10 +336,8 @@ impl Env {
             }
             std::thread::yield_now();
         }
-        // Disconnect, as blkback's `xen_blkif_disconnect`: unmap (the ring is no longer used), then
-        // `Closing`.
-        drop(kept);
-        drop(ring_map);
+        // Close as Linux's blkback does (`frontend_changed`): `Closing` when the frontend is,
+        // and only once it is `Closed`, disconnect (unmap everything) and go `Closed`.
         let mut bound = xen_bus::Attempts(1000);
         device
             .wait_for_peer(&mut xs, |s| s.is_closing(), &mut bound)
@@ -349,6 +347,8 @@ impl Env {
         device
             .wait_for_peer(&mut xs, |s| s == XenbusState::Closed, &mut bound)
             .unwrap();
+        drop(kept);
+        drop(ring_map);
         device.switch_state(&mut xs, XenbusState::Closed).unwrap();
     }
 
