@@ -141,6 +141,25 @@ pub(crate) enum Mode {
     Status(usize, i16),
     /// Keeps the `n`-th request's data pages mapped after answering it, until it disconnects.
     KeepMapped(usize),
+    /// Answers with random ids, operations and statuses, and now and then a random `rsp_prod`
+    /// (xorshift from this seed).
+    Random(u64),
+}
+
+/// xorshift64*: deterministic, so a failure is reproducible from its seed.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }
 
 /// The disk's description, as the backend publishes it.
@@ -298,6 +317,10 @@ impl Env {
         let mut count = 0;
         let mut previous_id = None;
         let mut idle = 0u32;
+        let mut rng = Rng(match d.mode {
+            Mode::Random(seed) => seed | 1,
+            _ => 1,
+        });
         loop {
             let mut served = false;
             while let Ok(Some(request)) = ring.next_request() {
@@ -308,15 +331,26 @@ impl Env {
                     Mode::DuplicateId(n) if n == count => rsp.id = previous_id.unwrap(),
                     Mode::Status(n, status) if n == count => rsp.status = status,
                     Mode::KeepMapped(n) if n == count => kept.extend(mapped),
+                    Mode::Random(_) => {
+                        match rng.below(8) {
+                            0 => rsp.id = rng.below(40),
+                            1 => rsp.operation = rng.below(8) as u8,
+                            2 => rsp.status = rng.next() as i16,
+                            _ => {}
+                        }
+                        drop(mapped);
+                    }
                     _ => drop(mapped),
                 }
                 previous_id = Some(id);
                 ring.start_response(&rsp).unwrap();
-                if matches!(d.mode, Mode::OverflowRspProd(n) if n == count) {
+                let random_prod = matches!(d.mode, Mode::Random(_)) && rng.below(16) == 0;
+                if random_prod || matches!(d.mode, Mode::OverflowRspProd(n) if n == count) {
                     ring.push_responses().unwrap();
                     let mem = ring.memory();
                     let prod = mem.atomic::<AtomicU32>(8).unwrap();
-                    prod.fetch_add(5, Ordering::Release);
+                    let by = if random_prod { rng.next() as u32 } else { 5 };
+                    prod.fetch_add(by, Ordering::Release);
                 } else {
                     ring.push_responses().unwrap();
                 }
