@@ -769,7 +769,14 @@ where
         mut submit: impl FnMut(&mut Self, u64, core::ops::Range<usize>) -> Result<RequestId, Error>,
         mut done: impl FnMut(core::ops::Range<usize>, &Completion<'_, P>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let chunk = self.max_request_len().min(self.pool.len() * PAGE_SIZE);
+        // The longest request whose data and segment pages the whole pool holds.
+        let mut chunk = self.max_request_len().min(self.pool.len() * PAGE_SIZE);
+        while chunk > 0 && {
+            let (data, segments) = Self::pages_for(chunk);
+            data + segments > self.pool.len()
+        } {
+            chunk -= PAGE_SIZE;
+        }
         if chunk == 0 {
             return Err(Error::Busy);
         }
@@ -794,6 +801,9 @@ where
             }
             if submitted {
                 self.kick()?;
+            } else if next < len && self.in_flight() == 0 && first_error.is_none() {
+                // Nothing in flight to wait for, and the next chunk does not fit.
+                return Err(Error::Busy);
             }
             // Take what completed.
             let mut any = false;

@@ -18,6 +18,11 @@ const POOL: usize = if cfg!(miri) { 16 } else { 64 };
 /// Connects a frontend to `env`'s backend, runs `body`, closes the frontend, and checks that
 /// every grant was ended and the port closed.
 fn with_frontend(env: &Env, body: impl FnOnce(&mut Front<'_>)) {
+    with_pool(env, POOL, body);
+}
+
+/// [`with_frontend`] with `pool` data pages.
+fn with_pool(env: &Env, pool: usize, body: impl FnOnce(&mut Front<'_>)) {
     std::thread::scope(|s| {
         let backend = s.spawn(|| env.run_backend());
         let mut xs = env.client();
@@ -27,7 +32,7 @@ fn with_frontend(env: &Env, body: impl FnOnce(&mut Front<'_>)) {
             &env.table,
             &env.events,
             Page::new(&env.domu),
-            env.pages(POOL),
+            env.pages(pool),
             &mut Attempts(1000),
         )
         .unwrap();
@@ -36,7 +41,7 @@ fn with_frontend(env: &Env, body: impl FnOnce(&mut Front<'_>)) {
         let pages = front.close(&mut xs, &mut Attempts(1000)).unwrap();
         assert_eq!(
             pages.len(),
-            POOL + 1,
+            pool + 1,
             "every page comes back, the ring's too"
         );
         backend.join().unwrap();
@@ -124,6 +129,24 @@ fn long_transfers_go_in_indirect_requests_where_the_backend_offers_them() {
         assert_eq!(front.free_pages(), POOL);
     });
     assert!(env.served.lock().unwrap().contains(&abi::OP_INDIRECT));
+}
+
+#[test]
+fn a_pool_smaller_than_the_largest_request_still_moves_long_transfers() {
+    let env = Env::new(Disk {
+        indirect: 32,
+        ..Disk::default()
+    });
+    // 12 pages: 11 of data and one of segments per request, never 12 of data.
+    with_pool(&env, 12, |front| {
+        let mut sleep = Env::sleeper();
+        let len = 20 * 4096;
+        let data = pattern(len, 9);
+        front.write(0, &data, &mut sleep).unwrap();
+        let mut back = vec![0u8; len];
+        front.read(0, &mut back, &mut sleep).unwrap();
+        assert!(back == data);
+    });
 }
 
 #[test]
