@@ -59,6 +59,10 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn connects_reads_the_geometry_and_publishes_the_ring() {
     let env = Env::new(Disk::default());
     with_frontend(&env, |front| {
@@ -111,6 +115,10 @@ fn reads_and_writes_round_trip_through_the_backend() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn long_transfers_go_in_indirect_requests_where_the_backend_offers_them() {
     let env = Env::new(Disk {
         indirect: 32,
@@ -132,6 +140,10 @@ fn long_transfers_go_in_indirect_requests_where_the_backend_offers_them() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn a_pool_smaller_than_the_largest_request_still_moves_long_transfers() {
     let env = Env::new(Disk {
         indirect: 32,
@@ -150,6 +162,10 @@ fn a_pool_smaller_than_the_largest_request_still_moves_long_transfers() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn many_requests_in_flight_complete_out_of_the_poll_api() {
     let env = Env::new(Disk::default());
     with_frontend(&env, |front| {
@@ -197,6 +213,10 @@ fn many_requests_in_flight_complete_out_of_the_poll_api() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn bad_requests_are_refused_before_anything_is_granted() {
     let env = Env::new(Disk {
         sector_size: 4096,
@@ -246,6 +266,10 @@ fn bad_requests_are_refused_before_anything_is_granted() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn a_read_only_disk_refuses_writes() {
     let env = Env::new(Disk {
         read_only: true,
@@ -268,6 +292,10 @@ fn a_read_only_disk_refuses_writes() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn failed_requests_are_typed() {
     for (status, expected) in [
         (abi::RSP_ERROR, IoError::Failed),
@@ -335,6 +363,10 @@ fn hostile(mode: Mode) -> Error {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn a_response_with_an_id_never_issued_stops_the_frontend() {
     let error = hostile(Mode::BadId(1));
     assert!(
@@ -344,6 +376,10 @@ fn a_response_with_an_id_never_issued_stops_the_frontend() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn a_second_response_for_one_id_stops_the_frontend() {
     let error = hostile(Mode::DuplicateId(3));
     assert!(
@@ -396,6 +432,10 @@ fn pages_the_backend_keeps_mapped_are_held_back_until_it_unmaps_them() {
 ///
 /// `XEN_BLK_FUZZ_ITERATIONS=N` runs N seeds (default 40; 2 under Miri).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
 fn a_random_backend_gets_typed_errors_and_every_page_back() {
     let iterations = std::env::var("XEN_BLK_FUZZ_ITERATIONS")
         .ok()
