@@ -447,6 +447,21 @@ pub fn scenarios() -> &'static [Scenario] {
             )
         },
         Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Aarch64,
+                selftest: None,
+                run: DomuRun::Control,
+            }),
+            timeout: Duration::from_secs(180),
+            ..cross_domain(
+                "domu-control-aarch64",
+                "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle)",
+                GuestKind::Aarch64,
+                None,
+                None,
+            )
+        },
+        Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
             kind: Kind::ControlPlane(GuestKind::Pv),
@@ -579,6 +594,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-faults",
     "domu-control-pv",
     "domu-control-pvh",
+    "domu-control-aarch64",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",

@@ -210,15 +210,31 @@ pub(crate) fn panic_console() -> Console<'static, Aarch64Hypercall> {
 static GRANT_TABLE_SLOT: RawMemory<[u8; 4096]> = RawMemory::new([0; 4096]);
 
 #[cfg(feature = "domu")]
-extern "C" fn aarch64_main(_dtb: usize) -> ! {
+extern "C" fn aarch64_main(dtb: usize) -> ! {
     crate::domu::run(&crate::domu::Translated {
         h: backend(),
         map_shared_info,
         grant_slot: GRANT_TABLE_SLOT.as_mut_ptr().cast(),
         // The identity map's end (4 GiB).
         mapped_end: 4 << 30,
-        cmdline: &[],
+        cmdline: bootargs(dtb),
     })
+}
+
+/// The device tree's `/chosen/bootargs` (libxl writes xl's `extra` there), without its NUL;
+/// empty if there is none.
+#[cfg(feature = "domu")]
+fn bootargs(dtb: usize) -> &'static [u8] {
+    // SAFETY: `dtb` is the device tree libxl's builder placed and Xen passed in x0, in
+    // identity-mapped RAM outside this program's image, which nothing writes afterwards.
+    let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
+        return &[];
+    };
+    let args = fdt
+        .find_node("/chosen")
+        .and_then(|chosen| chosen.property("bootargs"))
+        .map_or(&[][..], |p| p.value);
+    args.strip_suffix(b"\0").unwrap_or(args)
 }
 
 /// The domU panic handler's end.
