@@ -41,6 +41,7 @@ pub enum ChannelState {
 
 /// The state of an event channel, from `EVTCHNOP_status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ChannelStatus {
     /// What the channel is connected to.
     pub state: ChannelState,

@@ -166,6 +166,7 @@ impl fmt::Display for GrantStatus {
 
 /// The size of a domain's grant table, from `GNTTABOP_query_size`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GrantTableSize {
     /// Frames the table has now.
     pub frames: u32,
@@ -186,6 +187,7 @@ impl MapFlags {
 
 /// What `GNTTABOP_map_grant_ref` gave back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Mapped {
     /// The handle to unmap with.
     pub handle: GrantHandle,

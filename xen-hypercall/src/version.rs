@@ -109,6 +109,7 @@ pub type Commandline = XenString<{ size_of::<xen_sys::xen_commandline_t>() }>;
 
 /// `XENVER_compile_info`: who built Xen, where, when and with what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct CompileInfo {
     /// The compiler, e.g. `"gcc (Debian 12.2.0-14) 12.2.0"`.
     pub compiler: XenString<64>,
@@ -122,6 +123,7 @@ pub struct CompileInfo {
 
 /// `XENVER_platform_parameters`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct PlatformParameters {
     /// The lowest virtual address Xen reserves for itself in a PV guest's
     /// address space (`virt_start`).

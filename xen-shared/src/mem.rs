@@ -19,6 +19,7 @@ const WORD: usize = 4;
 
 /// An access that does not fit the shared region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AccessError {
     /// The bytes lie (partly) outside the region.
     #[error("{len} bytes at offset {offset} do not fit a {size}-byte shared region")]

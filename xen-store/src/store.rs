@@ -34,7 +34,7 @@ pub trait Store {
 
     /// The node's value as UTF-8 text.
     fn read_string(&mut self, path: &str) -> Result<String, Error> {
-        String::from_utf8(self.read(path)?).map_err(|_| Error::InvalidInput("value is not UTF-8"))
+        self.run(op::read_string(path)?)
     }
 
     /// Sets the node's value, creating it and missing parents.
