@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use nix::errno::Errno as OsErrno;
-use xen_hypercall::version::VersionOps;
+use xen_hypercall::version::{Features, VersionOps};
 use xen_hypercall::{DomId, Errno, Error};
 use xen_shared::SharedMem;
 
@@ -220,8 +220,8 @@ impl Privcmd {
     /// Whether paged-out pages may be retried: only when this dom0 is not auto-translated
     /// (`XENFEAT_auto_translated_physmap`); unknown (a restricted handle) counts as not.
     fn retries_paged(&self) -> bool {
-        self.features(0)
-            .is_ok_and(|f| f & (1 << xen_sys::XENFEAT_auto_translated_physmap) == 0)
+        self.feature_flags()
+            .is_ok_and(|f| !f.contains(Features::AUTO_TRANSLATED_PHYSMAP))
     }
 
     /// One `IOCTL_PRIVCMD_MMAPBATCH_V2` of `frames` at `addr` (inside a mapping of this fd),
