@@ -85,7 +85,7 @@ pub trait Store {
 }
 
 /// A blocking xenstore connection over any byte stream: the daemon's socket, `/dev/xen/xenbus`
-/// (the `unix` module, feature `std`), or a guest's shared ring.
+/// (the `unix` module, feature `linux`), or a guest's shared ring.
 ///
 /// One request at a time with the [`Store`] methods, or many in flight with
 /// [`Client::submit`] and [`Client::wait`].
