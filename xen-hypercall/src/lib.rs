@@ -13,6 +13,7 @@ pub mod event_channel;
 pub mod grant_table;
 pub mod hvm;
 mod hypercall;
+pub mod ioctl;
 pub mod memory;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
