@@ -161,6 +161,7 @@ impl Privcmd {
     ///
     /// [`Error::Xen`] with `EINVAL` for no frames, [`Error::Restricted`] when this handle is
     /// restricted to another domain, [`Error::Os`] when Linux fails as a whole.
+    #[doc(alias("IOCTL_PRIVCMD_MMAPBATCH_V2", "xenforeignmemory_map"))]
     pub fn map_foreign(&self, domid: DomId, frames: &[u64]) -> Result<ForeignMapping, Error> {
         let num = u32::try_from(frames.len())
             .ok()
@@ -287,6 +288,7 @@ impl Privcmd {
     /// # Errors
     ///
     /// As [`resource_size`](Self::resource_size); `EINVAL` for `count == 0`.
+    #[doc(alias("IOCTL_PRIVCMD_MMAP_RESOURCE", "xenforeignmemory_map_resource"))]
     pub fn map_resource(
         &self,
         domid: DomId,
