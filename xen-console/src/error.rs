@@ -4,6 +4,7 @@ use xen_shared::RingError;
 
 /// A failed console ring operation; `E` is the channel's error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error<E> {
     /// The backend left impossible ring indices.
     #[error(transparent)]

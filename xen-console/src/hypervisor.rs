@@ -70,6 +70,7 @@ const INPUT_CHUNK: usize = 128;
 
 /// An input failure: the hypercall's, or the channel's.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InputError<X, E> {
     /// `CONSOLEIO_read` failed (`XEN_EPERM` outside the console domain).
     #[error("CONSOLEIO_read: {0}")]

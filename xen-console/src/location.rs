@@ -19,6 +19,7 @@ pub struct RingLocation {
 /// hvc_xen refuses either), or a port past 32 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("impossible console ring location: frame {frame:#x}, event channel {port}")]
+#[non_exhaustive]
 pub struct BadLocation {
     /// The frame number as given.
     pub frame: u64,
@@ -28,6 +29,7 @@ pub struct BadLocation {
 
 /// Why [`RingLocation::from_hvm_params`] found no ring.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocationError<E> {
     /// Reading a parameter failed.
     #[error(transparent)]

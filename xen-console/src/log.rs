@@ -7,6 +7,7 @@ use xen_hypercall::{Errno, XenHypercall};
 
 /// A log read that failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LogError<E = core::convert::Infallible> {
     /// Xen answered `XEN_EACCES`, which means one of two things: it speaks another sysctl
     /// interface version (`do_sysctl` checks the version first), or its XSM policy (FLASK,
@@ -50,6 +51,7 @@ pub struct XenLog<'a, H: ?Sized> {
 /// Bytes read from the log and where to continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg(feature = "alloc")]
+#[non_exhaustive]
 pub struct LogChunk {
     /// The log text read.
     pub text: alloc::vec::Vec<u8>,

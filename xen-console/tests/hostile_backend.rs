@@ -147,6 +147,7 @@ fn random_operations_against_a_sometimes_hostile_backend() {
                 }
                 Err(Error::TimedOut | Error::Stalled { .. }) => {}
                 Err(Error::Channel(e)) => match e {},
+                Err(e) => panic!("unexpected error: {e}"),
             }
         }
         let p = peer.borrow();

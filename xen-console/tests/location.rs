@@ -1,7 +1,7 @@
 //! The console ring's location from HVM parameters, as the toolstack set them (mock hypervisor):
 //! both set, neither (no console), or one missing, which Linux's hvc_xen refuses too.
 
-use xen_console::{BadLocation, LocationError, RingLocation};
+use xen_console::{LocationError, RingLocation};
 use xen_hypercall::mock::MockXen;
 use xen_hypercall::prelude::*;
 
@@ -27,7 +27,7 @@ fn hvm_params_name_a_ring_only_with_both_a_frame_and_a_port() {
     assert_eq!(location(0, 0).unwrap(), None);
     for (frame, port) in [(0xfeffc, 0), (0, 2), (0xfeffc, 1 << 32)] {
         match location(frame, port) {
-            Err(LocationError::Bad(bad)) => assert_eq!(bad, BadLocation { frame, port }),
+            Err(LocationError::Bad(bad)) => assert_eq!((bad.frame, bad.port), (frame, port)),
             other => panic!("frame {frame:#x}, port {port}: {other:?}"),
         }
     }

@@ -29,6 +29,20 @@ pub enum Error {
     Hypercall(xen_hypercall::Error),
 }
 
+/// For `?` in `std` programs: Xen's code stays the raw OS error
+/// ([`std::io::Error::raw_os_error`]), a backend's error converts as
+/// [`xen_hypercall::Error`]'s does, any other is kept whole.
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Denied(errno) | Error::Xen(errno) => Self::from_raw_os_error(errno.raw()),
+            Error::Hypercall(e) => e.into(),
+            e => Self::new(e.kind().into(), e),
+        }
+    }
+}
+
 impl Error {
     /// The broad category of this error.
     pub fn kind(&self) -> xen_hypercall::ErrorKind {

@@ -40,6 +40,7 @@ const _: () = {
 
 /// One domain as `XEN_DOMCTL_getdomaininfo` and `XEN_SYSCTL_getdomaininfolist` report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DomainInfo {
     /// The domain's id.
     pub domid: DomId,
@@ -114,6 +115,7 @@ impl DomainInfo {
 
 /// One vCPU as `XEN_DOMCTL_getvcpuinfo` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VcpuInfo {
     /// Whether it is up.
     pub online: bool,
@@ -157,6 +159,7 @@ bitflags::bitflags! {
 
 /// The host as `XEN_SYSCTL_physinfo` reports it (what `xl info` shows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PhysInfo {
     /// `threads_per_core`.
     pub threads_per_core: u32,

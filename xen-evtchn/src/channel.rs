@@ -24,17 +24,23 @@ use crate::{BoundPort, Error};
 /// bound port is reported once). A notification is never lost.
 pub trait EventChannel {
     /// Allocates a port that domain `remote` may bind to.
+    #[doc(alias("xenevtchn_bind_unbound_port", "EVTCHNOP_alloc_unbound"))]
     fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, Error>;
     /// Connects a new local port to `remote_port`, an unbound port of `remote`
     /// that allows this domain. The new port starts pending.
+    #[doc(alias("xenevtchn_bind_interdomain", "EVTCHNOP_bind_interdomain"))]
     fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error>;
     /// Binds a new port to the virtual interrupt `virq` (on vCPU 0).
+    #[doc(alias("xenevtchn_bind_virq", "EVTCHNOP_bind_virq"))]
     fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error>;
     /// Unbinds (closes) `port`, which this handle bound.
+    #[doc(alias("xenevtchn_unbind", "EVTCHNOP_close"))]
     fn unbind_raw(&self, port: Port) -> Result<(), Error>;
     /// Signals the other end of `port`.
+    #[doc(alias("xenevtchn_notify", "EVTCHNOP_send"))]
     fn notify(&self, port: Port) -> Result<(), Error>;
     /// Re-arms `port` after [`take_pending`](Self::take_pending) reported it.
+    #[doc(alias("xenevtchn_unmask", "EVTCHNOP_unmask"))]
     fn unmask(&self, port: Port) -> Result<(), Error>;
     /// Re-arms several ports, in as few calls as the backend allows.
     fn unmask_all(&self, ports: &[Port]) -> Result<(), Error> {
@@ -48,11 +54,19 @@ pub trait EventChannel {
     fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error>;
 
     /// Allocates a port that domain `remote` may bind to; unbound on drop.
+    ///
+    /// # Errors
+    ///
+    /// As the backend's [`alloc_unbound_raw`](Self::alloc_unbound_raw): Xen's
+    /// `EVTCHNOP_alloc_unbound` errors ([`Error::Hypercall`], e.g. `ESRCH` for no domain
+    /// `remote`, `ENOSPC` when out of ports) or the device's ([`Error::Os`]).
+    #[doc(alias("xenevtchn_bind_unbound_port", "EVTCHNOP_alloc_unbound"))]
     fn alloc_unbound(&self, remote: DomId) -> Result<BoundPort<&Self>, Error> {
         let port = self.alloc_unbound_raw(remote)?;
         Ok(BoundPort::from_raw(self, port))
     }
     /// Connects to `remote_port` of domain `remote`; unbound on drop.
+    #[doc(alias("xenevtchn_bind_interdomain", "EVTCHNOP_bind_interdomain"))]
     fn bind_interdomain(
         &self,
         remote: DomId,
@@ -62,6 +76,7 @@ pub trait EventChannel {
         Ok(BoundPort::from_raw(self, port))
     }
     /// Binds to the virtual interrupt `virq`; unbound on drop.
+    #[doc(alias("xenevtchn_bind_virq", "EVTCHNOP_bind_virq"))]
     fn bind_virq(&self, virq: Virq) -> Result<BoundPort<&Self>, Error> {
         let port = self.bind_virq_raw(virq)?;
         Ok(BoundPort::from_raw(self, port))

@@ -10,7 +10,7 @@ pub enum Error {
     #[error(transparent)]
     Hypercall(#[from] xen_hypercall::Error),
     /// A system call on the event-channel device failed with this `errno`.
-    #[error("{operation} on the event-channel device failed with OS error {errno}")]
+    #[error("{operation} on the event-channel device failed: {}", xen_hypercall::Errno::from_raw(*.errno))]
     Os {
         /// What was being done, e.g. `"IOCTL_EVTCHN_NOTIFY"`.
         operation: &'static str,
@@ -73,6 +73,20 @@ impl Error {
     }
 }
 
+/// For `?` in `std` programs: an OS error keeps its `errno` as the raw OS error
+/// ([`std::io::Error::raw_os_error`]), a hypercall's error converts as
+/// [`xen_hypercall::Error`]'s does, any other is kept whole.
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Hypercall(e) => e.into(),
+            Error::Os { errno, .. } => Self::from_raw_os_error(errno),
+            e => Self::new(e.kind().into(), e),
+        }
+    }
+}
+
 /// Linux's errno values the event-channel driver returns (asm-generic/errno*.h,
 /// the same numbers as Xen's `public/errno.h`), by category.
 const fn os_kind(errno: i32) -> ErrorKind {
@@ -87,5 +101,37 @@ const fn os_kind(errno: i32) -> ErrorKind {
         17 => ErrorKind::AlreadyExists,              // EEXIST
         4 => ErrorKind::Interrupted,                 // EINTR
         _ => ErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn os_errors_print_the_errno_name() {
+        let e = Error::Os {
+            operation: "IOCTL_EVTCHN_RESTRICT_DOMID",
+            errno: 13,
+        };
+        assert_eq!(
+            e.to_string(),
+            "IOCTL_EVTCHN_RESTRICT_DOMID on the event-channel device failed: permission denied (EACCES)"
+        );
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn io_errors_keep_the_errno() {
+        let os = Error::Os {
+            operation: "poll",
+            errno: 4,
+        };
+        assert_eq!(std::io::Error::from(os).raw_os_error(), Some(4));
+        let xen = Error::Hypercall(xen_hypercall::Errno::ESRCH.into());
+        assert_eq!(std::io::Error::from(xen).raw_os_error(), Some(3));
+        let io = std::io::Error::from(Error::NotBound(Port(7)));
+        assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
     }
 }

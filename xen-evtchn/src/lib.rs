@@ -2,7 +2,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
 mod channel;
@@ -13,8 +13,8 @@ mod channel;
 mod demux;
 mod error;
 pub mod freestanding;
-#[cfg(all(feature = "std", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "std", target_os = "linux"))))]
+#[cfg(all(feature = "linux", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "linux", target_os = "linux"))))]
 pub mod linux;
 #[cfg(all(test, loom, feature = "mock", target_os = "linux"))]
 mod loom_models;

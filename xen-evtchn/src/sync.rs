@@ -24,5 +24,5 @@ pub(crate) use loom::sync::{Mutex, MutexGuard};
     any(feature = "tokio-1", all(loom, feature = "mock"))
 ))]
 pub(crate) use std::sync::TryLockError;
-#[cfg(all(feature = "std", not(all(test, loom))))]
+#[cfg(all(feature = "linux", target_os = "linux", not(all(test, loom))))]
 pub(crate) use std::sync::{Mutex, MutexGuard};

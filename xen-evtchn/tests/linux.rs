@@ -1,5 +1,5 @@
 //! The Linux backends where no Xen runs: their errors. Real Xen is in the testbed.
-#![cfg(all(target_os = "linux", feature = "std", not(miri)))]
+#![cfg(all(target_os = "linux", feature = "linux", not(miri)))]
 
 use xen_evtchn::linux::EvtchnDevice;
 use xen_evtchn::{Error, ErrorKind};

@@ -45,7 +45,7 @@ pub enum Error {
     /// A Linux device call failed.
     #[cfg(feature = "linux")]
     #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
-    #[error("{operation} failed: {errno}")]
+    #[error("{operation} failed: {}", xen_hypercall::Errno::from_raw(*.errno as i32))]
     Os {
         /// What was being done, e.g. `"open /dev/xen/gntdev"`.
         operation: &'static str,
@@ -57,7 +57,7 @@ pub enum Error {
     /// a domain that did not grant it to this one.
     #[cfg(feature = "linux")]
     #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
-    #[error("Xen refused to map {gref} of domain {domid}: {errno}")]
+    #[error("mapping {gref} of domain {domid} failed: {}", xen_hypercall::Errno::from_raw(*.errno as i32))]
     MapRefused {
         /// The granting domain.
         domid: DomId,
@@ -66,6 +66,23 @@ pub enum Error {
         /// What gntdev's mmap returned.
         errno: nix::errno::Errno,
     },
+}
+
+/// For `?` in `std` programs: an OS error keeps its `errno` as the raw OS error
+/// ([`std::io::Error::raw_os_error`]), a hypercall's error converts as
+/// [`xen_hypercall::Error`]'s does, any other is kept whole.
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Xen(e) => e.into(),
+            #[cfg(feature = "linux")]
+            Error::Os { errno, .. } | Error::MapRefused { errno, .. } => {
+                Self::from_raw_os_error(errno as i32)
+            }
+            e => Self::new(e.kind().into(), e),
+        }
+    }
 }
 
 impl Error {
@@ -86,5 +103,33 @@ impl Error {
             #[cfg(feature = "linux")]
             Self::MapRefused { .. } => ErrorKind::PermissionDenied,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "linux")]
+    #[test]
+    fn os_errors_print_the_errno_name_and_keep_it_in_io() {
+        let e = Error::Os {
+            operation: "IOCTL_GNTALLOC_ALLOC_GREF",
+            errno: nix::errno::Errno::ENOSPC,
+        };
+        assert_eq!(
+            e.to_string(),
+            "IOCTL_GNTALLOC_ALLOC_GREF failed: no space left on device (ENOSPC)"
+        );
+        assert_eq!(std::io::Error::from(e).raw_os_error(), Some(28));
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn io_errors_keep_xens_code() {
+        let e = Error::Xen(xen_hypercall::Errno::EPERM.into());
+        assert_eq!(std::io::Error::from(e).raw_os_error(), Some(1));
+        let io = std::io::Error::from(Error::StillInUse(GrantRef(3)));
+        assert_eq!(io.kind(), std::io::ErrorKind::ResourceBusy);
     }
 }

@@ -253,7 +253,7 @@ fn bad_references_domains_and_permissions_are_typed_errors() {
             GrantStatus::BAD_DOMAIN,
         );
         expect_status(
-            map(&dom0, DOMU, ro.gref(), MapFlags(0)),
+            map(&dom0, DOMU, ro.gref(), MapFlags::empty()),
             GrantStatus::BAD_GNTREF,
         );
         // Granted to dom0, mapped by another domain.

@@ -35,6 +35,7 @@ const MAX_SLOTS: usize = 8;
 
 /// Counters of the OS calls the buffer pool made, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BufferStats {
     /// `mmap` calls made for hypercall buffers (refused ones included).
     pub mmaps: u64,

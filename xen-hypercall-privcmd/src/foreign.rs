@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use nix::errno::Errno as OsErrno;
-use xen_hypercall::version::VersionOps;
+use xen_hypercall::version::{Features, VersionOps};
 use xen_hypercall::{DomId, Errno, Error};
 use xen_shared::SharedMem;
 
@@ -161,6 +161,7 @@ impl Privcmd {
     ///
     /// [`Error::Xen`] with `EINVAL` for no frames, [`Error::Restricted`] when this handle is
     /// restricted to another domain, [`Error::Os`] when Linux fails as a whole.
+    #[doc(alias("IOCTL_PRIVCMD_MMAPBATCH_V2", "xenforeignmemory_map"))]
     pub fn map_foreign(&self, domid: DomId, frames: &[u64]) -> Result<ForeignMapping, Error> {
         let num = u32::try_from(frames.len())
             .ok()
@@ -220,8 +221,8 @@ impl Privcmd {
     /// Whether paged-out pages may be retried: only when this dom0 is not auto-translated
     /// (`XENFEAT_auto_translated_physmap`); unknown (a restricted handle) counts as not.
     fn retries_paged(&self) -> bool {
-        self.features(0)
-            .is_ok_and(|f| f & (1 << xen_sys::XENFEAT_auto_translated_physmap) == 0)
+        self.feature_flags()
+            .is_ok_and(|f| !f.contains(Features::AUTO_TRANSLATED_PHYSMAP))
     }
 
     /// One `IOCTL_PRIVCMD_MMAPBATCH_V2` of `frames` at `addr` (inside a mapping of this fd),
@@ -287,6 +288,7 @@ impl Privcmd {
     /// # Errors
     ///
     /// As [`resource_size`](Self::resource_size); `EINVAL` for `count == 0`.
+    #[doc(alias("IOCTL_PRIVCMD_MMAP_RESOURCE", "xenforeignmemory_map_resource"))]
     pub fn map_resource(
         &self,
         domid: DomId,

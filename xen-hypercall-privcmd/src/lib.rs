@@ -38,6 +38,7 @@ const UNRESTRICTED: u32 = u32::MAX;
 /// Buffers for hypercall arguments come from hypercall-safe pages (see the crate
 /// documentation) and are cached, so steady-state hypercalls make no `mmap` calls.
 #[derive(Debug)]
+#[doc(alias("IOCTL_PRIVCMD_HYPERCALL", "xencall_open"))]
 pub struct Privcmd {
     fd: OwnedFd,
     pool: Pool,
@@ -196,6 +197,7 @@ impl Privcmd {
     ///
     /// [`Error::Os`] if Linux refuses (e.g. `EINVAL` when already restricted to
     /// another domain).
+    #[doc(alias("IOCTL_PRIVCMD_RESTRICT"))]
     pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
         let domid = domid.raw();
         // SAFETY:

@@ -12,6 +12,7 @@ use nix::errno::Errno as OsErrno;
 use nix::libc;
 #[cfg(not(miri))]
 use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
+use xen_hypercall::ioctl::ioc_none;
 
 /// `struct privcmd_hypercall` (`include/uapi/xen/privcmd.h`): `__u64 op; __u64 arg[5];`.
 #[repr(C)]
@@ -21,14 +22,19 @@ pub(crate) struct PrivcmdHypercall {
     pub(crate) arg: [u64; 5],
 }
 
-/// `IOCTL_PRIVCMD_HYPERCALL` = `_IOC(_IOC_NONE, 'P', 0, sizeof(struct privcmd_hypercall))`.
-pub(crate) const IOCTL_PRIVCMD_HYPERCALL: libc::c_ulong = 0x0030_5000;
-/// `IOCTL_PRIVCMD_RESTRICT` = `_IOC(_IOC_NONE, 'P', 6, sizeof(domid_t))`.
-pub(crate) const IOCTL_PRIVCMD_RESTRICT: libc::c_ulong = 0x0002_5006;
+/// The ioctl type of `/dev/xen/privcmd`.
+const TYPE: u8 = b'P';
 
+/// `IOCTL_PRIVCMD_HYPERCALL` = `_IOC(_IOC_NONE, 'P', 0, sizeof(struct privcmd_hypercall))`.
+pub(crate) const IOCTL_PRIVCMD_HYPERCALL: libc::c_ulong =
+    ioc_none(TYPE, 0, size_of::<PrivcmdHypercall>());
+/// `IOCTL_PRIVCMD_RESTRICT` = `_IOC(_IOC_NONE, 'P', 6, sizeof(domid_t))`.
+pub(crate) const IOCTL_PRIVCMD_RESTRICT: libc::c_ulong = ioc_none(TYPE, 6, size_of::<u16>());
+
+// The numbers as Linux's header expands them.
 const _: () = assert!(size_of::<PrivcmdHypercall>() == 48);
-const _: () = assert!(IOCTL_PRIVCMD_HYPERCALL == (48 << 16) | ((b'P' as libc::c_ulong) << 8));
-const _: () = assert!(IOCTL_PRIVCMD_RESTRICT == (2 << 16) | ((b'P' as libc::c_ulong) << 8) | 6);
+const _: () = assert!(IOCTL_PRIVCMD_HYPERCALL == 0x0030_5000);
+const _: () = assert!(IOCTL_PRIVCMD_RESTRICT == 0x0002_5006);
 
 /// `struct privcmd_mmapbatch_v2` (`include/uapi/xen/privcmd.h`): `unsigned int num; domid_t
 /// dom; __u64 addr; const xen_pfn_t __user *arr; int __user *err;`.
@@ -57,9 +63,11 @@ pub(crate) struct PrivcmdMmapResource {
 }
 
 /// `IOCTL_PRIVCMD_MMAPBATCH_V2` = `_IOC(_IOC_NONE, 'P', 4, sizeof(privcmd_mmapbatch_v2_t))`.
-pub(crate) const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::c_ulong = 0x0020_5004;
+pub(crate) const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::c_ulong =
+    ioc_none(TYPE, 4, size_of::<PrivcmdMmapBatchV2>());
 /// `IOCTL_PRIVCMD_MMAP_RESOURCE` = `_IOC(_IOC_NONE, 'P', 7, sizeof(struct privcmd_mmap_resource))`.
-pub(crate) const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong = 0x0020_5007;
+pub(crate) const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong =
+    ioc_none(TYPE, 7, size_of::<PrivcmdMmapResource>());
 
 const _: () = assert!(size_of::<PrivcmdMmapBatchV2>() == 32);
 const _: () = assert!(core::mem::offset_of!(PrivcmdMmapBatchV2, addr) == 8);
@@ -68,10 +76,8 @@ const _: () = assert!(size_of::<PrivcmdMmapResource>() == 32);
 const _: () = assert!(core::mem::offset_of!(PrivcmdMmapResource, kind) == 4);
 const _: () = assert!(core::mem::offset_of!(PrivcmdMmapResource, num) == 16);
 const _: () = assert!(core::mem::offset_of!(PrivcmdMmapResource, addr) == 24);
-const _: () =
-    assert!(IOCTL_PRIVCMD_MMAPBATCH_V2 == (32 << 16) | ((b'P' as libc::c_ulong) << 8) | 4);
-const _: () =
-    assert!(IOCTL_PRIVCMD_MMAP_RESOURCE == (32 << 16) | ((b'P' as libc::c_ulong) << 8) | 7);
+const _: () = assert!(IOCTL_PRIVCMD_MMAPBATCH_V2 == 0x0020_5004);
+const _: () = assert!(IOCTL_PRIVCMD_MMAP_RESOURCE == 0x0020_5007);
 
 nix::ioctl_readwrite_bad!(
     /// `IOCTL_PRIVCMD_MMAPBATCH_V2`: maps foreign frames into a privcmd VMA.

@@ -4,6 +4,10 @@ use core::fmt;
 
 /// An error code returned by Xen: the positive `XEN_E*` value of `public/errno.h`.
 ///
+/// Xen took its codes from Linux, so they are Linux's `errno` values too: this type also names
+/// the OS errors of the Linux backends ([`Error::Os`]), and prints every code the same way,
+/// `permission denied (EACCES)`.
+///
 /// Xen returns `-XEN_Exxx` from a failing hypercall. This is a newtype, not an
 /// enum, because the value comes from the hypervisor: a code this crate does not
 /// know is still representable.
@@ -150,8 +154,8 @@ impl fmt::Debug for Errno {
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.description(), self.name()) {
-            (Some(text), Some(name)) => write!(f, "{text} (XEN_{name})"),
-            _ => write!(f, "unknown Xen error code {}", self.0),
+            (Some(text), Some(name)) => write!(f, "{text} ({name})"),
+            _ => write!(f, "error code {}", self.0),
         }
     }
 }
@@ -228,7 +232,7 @@ pub enum Error {
         domid: u16,
     },
     /// An operating-system call failed with this `errno`.
-    #[error("{operation} failed with OS error {errno}")]
+    #[error("{operation} failed: {}", Errno::from_raw(*.errno))]
     Os {
         /// What was being done, e.g. `"mmap of /dev/xen/hypercall"`.
         operation: &'static str,
@@ -273,6 +277,40 @@ impl Error {
     }
 }
 
+#[cfg(feature = "std")]
+impl From<ErrorKind> for std::io::ErrorKind {
+    fn from(kind: ErrorKind) -> Self {
+        use std::io::ErrorKind as Io;
+        match kind {
+            ErrorKind::PermissionDenied => Io::PermissionDenied,
+            ErrorKind::NotFound => Io::NotFound,
+            ErrorKind::InvalidInput => Io::InvalidInput,
+            ErrorKind::Unsupported | ErrorKind::NotOnXen => Io::Unsupported,
+            ErrorKind::OutOfMemory => Io::OutOfMemory,
+            ErrorKind::WouldBlock => Io::WouldBlock,
+            ErrorKind::Busy => Io::ResourceBusy,
+            ErrorKind::AlreadyExists => Io::AlreadyExists,
+            ErrorKind::TimedOut => Io::TimedOut,
+            ErrorKind::Interrupted => Io::Interrupted,
+            ErrorKind::Other => Io::Other,
+        }
+    }
+}
+
+/// For `?` in `std` programs. An errno, the OS's or Xen's (the same numbers, see [`Errno`]),
+/// stays the raw OS error ([`std::io::Error::raw_os_error`]); any other error is kept whole,
+/// with the [`std::io::ErrorKind`] of its [`Error::kind`].
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Xen(errno) => Self::from_raw_os_error(errno.raw()),
+            Error::Os { errno, .. } => Self::from_raw_os_error(errno),
+            e => Self::new(e.kind().into(), e),
+        }
+    }
+}
+
 impl From<Errno> for Error {
     fn from(errno: Errno) -> Self {
         Self::Xen(errno)
@@ -294,6 +332,38 @@ pub const fn decode_result(ret: isize) -> Result<usize, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn errnos_print_their_names() {
+        assert_eq!(Errno::EACCES.to_string(), "permission denied (EACCES)");
+        assert_eq!(Errno::from_raw(4000).to_string(), "error code 4000");
+        let os = Error::Os {
+            operation: "IOCTL_PRIVCMD_HYPERCALL",
+            errno: 13,
+        };
+        assert_eq!(
+            os.to_string(),
+            "IOCTL_PRIVCMD_HYPERCALL failed: permission denied (EACCES)"
+        );
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn io_errors_keep_the_errno() {
+        let io = std::io::Error::from(Error::Xen(Errno::ENOSPC));
+        assert_eq!(io.raw_os_error(), Some(28));
+        let os = Error::Os {
+            operation: "mmap",
+            errno: 12,
+        };
+        assert_eq!(std::io::Error::from(os).raw_os_error(), Some(12));
+        let io = std::io::Error::from(Error::InvalidInput("bad"));
+        assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(io.raw_os_error(), None);
+        let inner = io.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        assert_eq!(inner, Some(&Error::InvalidInput("bad")));
+    }
 
     #[test]
     fn only_the_error_range_decodes_as_an_error() {

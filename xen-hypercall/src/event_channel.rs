@@ -41,6 +41,7 @@ pub enum ChannelState {
 
 /// The state of an event channel, from `EVTCHNOP_status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ChannelStatus {
     /// What the channel is connected to.
     pub state: ChannelState,
@@ -141,6 +142,7 @@ where
 pub trait EventChannelOps: XenHypercall {
     /// `EVTCHNOP_alloc_unbound`: allocates a port in `dom` that `remote_dom`
     /// may bind to with [`evtchn_bind_interdomain`](Self::evtchn_bind_interdomain).
+    #[doc(alias("EVTCHNOP_alloc_unbound"))]
     fn evtchn_alloc_unbound(&self, dom: DomId, remote_dom: DomId) -> Result<Port, Self::Error> {
         let mut arg = xen_sys::evtchn_alloc_unbound::new_zeroed();
         arg.dom = dom.0;
@@ -156,6 +158,7 @@ pub trait EventChannelOps: XenHypercall {
     ///
     /// Xen marks the new local port pending, since events sent to the unbound
     /// remote port may have been lost.
+    #[doc(alias("EVTCHNOP_bind_interdomain"))]
     fn evtchn_bind_interdomain(
         &self,
         remote_dom: DomId,
@@ -173,6 +176,7 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_bind_virq`: binds a new port to `virq` on `vcpu` (`0` for a
     /// global VIRQ). `XEN_EEXIST` if the VIRQ is already bound on that vCPU.
+    #[doc(alias("EVTCHNOP_bind_virq"))]
     fn evtchn_bind_virq(&self, virq: Virq, vcpu: u32) -> Result<Port, Self::Error> {
         let mut arg = xen_sys::evtchn_bind_virq::new_zeroed();
         arg.virq = virq.0;
@@ -207,6 +211,7 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_close`: closes `port`. An interdomain peer's port becomes
     /// unbound, allowing this domain to bind again.
+    #[doc(alias("EVTCHNOP_close"))]
     fn evtchn_close(&self, port: Port) -> Result<(), Self::Error> {
         let mut arg = xen_sys::evtchn_close::new_zeroed();
         arg.port = port.0;
@@ -218,6 +223,7 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_send`: signals the other end of `port` (the remote port of an
     /// interdomain channel, this domain's vCPU for an IPI port).
+    #[doc(alias("EVTCHNOP_send"))]
     fn evtchn_send(&self, port: Port) -> Result<(), Self::Error> {
         let mut arg = xen_sys::evtchn_send::new_zeroed();
         arg.port = port.0;

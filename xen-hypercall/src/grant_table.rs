@@ -166,6 +166,7 @@ impl fmt::Display for GrantStatus {
 
 /// The size of a domain's grant table, from `GNTTABOP_query_size`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GrantTableSize {
     /// Frames the table has now.
     pub frames: u32,
@@ -173,19 +174,28 @@ pub struct GrantTableSize {
     pub max_frames: u32,
 }
 
-/// `GNTMAP_*` flags of a map operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MapFlags(pub u32);
-
-impl MapFlags {
-    /// `GNTMAP_host_map`: map for CPU access at `host_addr`.
-    pub const HOST_MAP: Self = Self(xen_sys::GNTMAP_host_map);
-    /// `GNTMAP_host_map | GNTMAP_readonly`: a read-only CPU mapping.
-    pub const HOST_MAP_READONLY: Self = Self(xen_sys::GNTMAP_host_map | xen_sys::GNTMAP_readonly);
+bitflags::bitflags! {
+    /// `GNTMAP_*` flags of a map operation (`public/grant_table.h`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct MapFlags: u32 {
+        /// `GNTMAP_device_map`: map for device access (`dev_bus_addr`).
+        const DEVICE_MAP = xen_sys::GNTMAP_device_map;
+        /// `GNTMAP_host_map`: map for CPU access at `host_addr`.
+        const HOST_MAP = xen_sys::GNTMAP_host_map;
+        /// `GNTMAP_readonly`: the mapping may not be written.
+        const READONLY = xen_sys::GNTMAP_readonly;
+        /// `GNTMAP_application_map`: a PV guest's user-space mapping.
+        const APPLICATION_MAP = xen_sys::GNTMAP_application_map;
+        /// `GNTMAP_contains_pte`: `host_addr` is the machine address of a PTE to update.
+        const CONTAINS_PTE = xen_sys::GNTMAP_contains_pte;
+        /// `GNTMAP_host_map | GNTMAP_readonly`: a read-only CPU mapping.
+        const HOST_MAP_READONLY = Self::HOST_MAP.bits() | Self::READONLY.bits();
+    }
 }
 
 /// What `GNTTABOP_map_grant_ref` gave back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Mapped {
     /// The handle to unmap with.
     pub handle: GrantHandle,
@@ -483,7 +493,7 @@ pub trait GrantTableOps: XenHypercall {
     ) -> Result<Mapped, Self::Error> {
         let mut arg = xen_sys::gnttab_map_grant_ref::new_zeroed();
         arg.host_addr = host_addr;
-        arg.flags = flags.0;
+        arg.flags = flags.bits();
         arg.ref_ = gref.0;
         arg.dom = dom.0;
         // SAFETY: GNTTABOP_map_grant_ref takes a `gnttab_map_grant_ref_t`: IN

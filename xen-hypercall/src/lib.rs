@@ -2,7 +2,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
 pub mod buffer;
@@ -13,6 +13,7 @@ pub mod event_channel;
 pub mod grant_table;
 pub mod hvm;
 mod hypercall;
+pub mod ioctl;
 pub mod memory;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]

@@ -36,6 +36,7 @@ const _: () = assert!(
 
 /// What one `XEN_SYSCTL_readconsole` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadConsole {
     /// Bytes written to the start of the caller's buffer.
     pub count: usize,

@@ -109,6 +109,7 @@ pub type Commandline = XenString<{ size_of::<xen_sys::xen_commandline_t>() }>;
 
 /// `XENVER_compile_info`: who built Xen, where, when and with what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct CompileInfo {
     /// The compiler, e.g. `"gcc (Debian 12.2.0-14) 12.2.0"`.
     pub compiler: XenString<64>,
@@ -120,8 +121,51 @@ pub struct CompileInfo {
     pub compile_date: XenString<32>,
 }
 
+bitflags::bitflags! {
+    /// The features Xen offers a domain (`XENFEAT_*` of `public/features.h`, submap 0), from
+    /// [`VersionOps::feature_flags`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Features: u32 {
+        /// `XENFEAT_writable_page_tables`.
+        const WRITABLE_PAGE_TABLES = 1 << xen_sys::XENFEAT_writable_page_tables;
+        /// `XENFEAT_writable_descriptor_tables`.
+        const WRITABLE_DESCRIPTOR_TABLES = 1 << xen_sys::XENFEAT_writable_descriptor_tables;
+        /// `XENFEAT_auto_translated_physmap`: Xen translates this guest's frames (HVM, PVH, Arm).
+        const AUTO_TRANSLATED_PHYSMAP = 1 << xen_sys::XENFEAT_auto_translated_physmap;
+        /// `XENFEAT_supervisor_mode_kernel`.
+        const SUPERVISOR_MODE_KERNEL = 1 << xen_sys::XENFEAT_supervisor_mode_kernel;
+        /// `XENFEAT_pae_pgdir_above_4gb`.
+        const PAE_PGDIR_ABOVE_4GB = 1 << xen_sys::XENFEAT_pae_pgdir_above_4gb;
+        /// `XENFEAT_mmu_pt_update_preserve_ad`.
+        const MMU_PT_UPDATE_PRESERVE_AD = 1 << xen_sys::XENFEAT_mmu_pt_update_preserve_ad;
+        /// `XENFEAT_highmem_assist`.
+        const HIGHMEM_ASSIST = 1 << xen_sys::XENFEAT_highmem_assist;
+        /// `XENFEAT_gnttab_map_avail_bits`.
+        const GNTTAB_MAP_AVAIL_BITS = 1 << xen_sys::XENFEAT_gnttab_map_avail_bits;
+        /// `XENFEAT_hvm_callback_vector`: events may arrive on an interrupt vector.
+        const HVM_CALLBACK_VECTOR = 1 << xen_sys::XENFEAT_hvm_callback_vector;
+        /// `XENFEAT_hvm_safe_pvclock`.
+        const HVM_SAFE_PVCLOCK = 1 << xen_sys::XENFEAT_hvm_safe_pvclock;
+        /// `XENFEAT_hvm_pirqs`.
+        const HVM_PIRQS = 1 << xen_sys::XENFEAT_hvm_pirqs;
+        /// `XENFEAT_dom0`: this is the hardware domain.
+        const DOM0 = 1 << xen_sys::XENFEAT_dom0;
+        /// `XENFEAT_memory_op_vnode_supported`.
+        const MEMORY_OP_VNODE_SUPPORTED = 1 << xen_sys::XENFEAT_memory_op_vnode_supported;
+        /// `XENFEAT_ARM_SMCCC_supported`.
+        const ARM_SMCCC_SUPPORTED = 1 << xen_sys::XENFEAT_ARM_SMCCC_supported;
+        /// `XENFEAT_linux_rsdp_unrestricted`.
+        const LINUX_RSDP_UNRESTRICTED = 1 << xen_sys::XENFEAT_linux_rsdp_unrestricted;
+        /// `XENFEAT_not_direct_mapped`.
+        const NOT_DIRECT_MAPPED = 1 << xen_sys::XENFEAT_not_direct_mapped;
+        /// `XENFEAT_direct_mapped`.
+        const DIRECT_MAPPED = 1 << xen_sys::XENFEAT_direct_mapped;
+    }
+}
+
 /// `XENVER_platform_parameters`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct PlatformParameters {
     /// The lowest virtual address Xen reserves for itself in a PV guest's
     /// address space (`virt_start`).
@@ -280,8 +324,17 @@ pub trait VersionOps: XenHypercall {
         })
     }
 
-    /// `XENVER_get_features`: the 32 feature flags (`XENFEAT_*`,
-    /// public/features.h) of submap `submap` (only `0` exists in Xen 4.17).
+    /// `XENVER_get_features`: the features Xen offers this domain (submap 0, the only one
+    /// Xen 4.17 has). Bits this crate does not name are kept.
+    fn feature_flags(&self) -> Result<Features, Self::Error> {
+        self.features(0).map(Features::from_bits_retain)
+    }
+
+    /// `XENVER_get_features`: the 32 raw feature bits (`XENFEAT_*`, public/features.h) of
+    /// submap `submap`, bit `n` being feature `32 * submap + n` ([`feature_flags`] names
+    /// submap 0's).
+    ///
+    /// [`feature_flags`]: Self::feature_flags
     fn features(&self, submap: u32) -> Result<u32, Self::Error> {
         let mut raw = xen_sys::xen_feature_info::new_zeroed();
         raw.submap_idx = submap;

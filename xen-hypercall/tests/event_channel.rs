@@ -3,7 +3,7 @@
 
 mod common;
 
-use xen_hypercall::event_channel::{ChannelState, ChannelStatus};
+use xen_hypercall::event_channel::ChannelState;
 use xen_hypercall::mock::MockXen;
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Errno, Error};
@@ -25,15 +25,11 @@ fn interdomain_channel_carries_events_both_ways() {
             .evtchn_alloc_unbound(DomId::SELF, DomId::new(1))
             .unwrap();
         assert_eq!(offered, Port(1), "port 0 is reserved");
-        assert_eq!(
-            dom0.evtchn_status(DomId::SELF, offered).unwrap(),
-            ChannelStatus {
-                state: ChannelState::Unbound {
-                    remote_dom: DomId::new(1)
-                },
-                vcpu: 0
-            }
-        );
+        let status = dom0.evtchn_status(DomId::SELF, offered).unwrap();
+        let unbound = ChannelState::Unbound {
+            remote_dom: DomId::new(1),
+        };
+        assert_eq!((status.state, status.vcpu), (unbound, 0));
         let local = domu
             .evtchn_bind_interdomain(DomId::new(0), offered)
             .unwrap();
@@ -181,12 +177,10 @@ fn remote_operations_need_privilege() {
 fn virq_binding() {
     for xen in common::mocks() {
         let timer = xen.evtchn_bind_virq(Virq::TIMER, 0).unwrap();
+        let status = xen.evtchn_status(DomId::SELF, timer).unwrap();
         assert_eq!(
-            xen.evtchn_status(DomId::SELF, timer).unwrap(),
-            ChannelStatus {
-                state: ChannelState::Virq(Virq::TIMER),
-                vcpu: 0
-            }
+            (status.state, status.vcpu),
+            (ChannelState::Virq(Virq::TIMER), 0)
         );
         assert_eq!(errno(xen.evtchn_bind_virq(Virq::TIMER, 0)), Errno::EEXIST);
         // A global VIRQ binds on vCPU 0 only.

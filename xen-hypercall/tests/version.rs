@@ -5,7 +5,7 @@ mod common;
 
 use xen_hypercall::mock::MockConfig;
 use xen_hypercall::prelude::*;
-use xen_hypercall::version::{BUILD_ID_CAPACITY, Version};
+use xen_hypercall::version::{BUILD_ID_CAPACITY, Features, Version};
 use xen_hypercall::{Errno, Error};
 
 fn config() -> MockConfig {
@@ -62,6 +62,13 @@ fn every_sub_op_reports_the_configuration() {
             0xffff_8000_0000_0000
         );
         assert_eq!(xen.features(0).unwrap(), 0b1010_0101);
+        assert_eq!(
+            xen.feature_flags().unwrap(),
+            Features::WRITABLE_PAGE_TABLES
+                | Features::AUTO_TRANSLATED_PHYSMAP
+                | Features::MMU_PT_UPDATE_PRESERVE_AD
+                | Features::GNTTAB_MAP_AVAIL_BITS
+        );
         assert_eq!(xen.pagesize().unwrap(), 4096);
         assert_eq!(&xen.guest_handle().unwrap().0, b"0123456789abcdef");
         let id = xen.build_id().unwrap();

@@ -73,6 +73,7 @@ const fn max(a: usize, b: usize) -> usize {
 
 /// Memory that cannot hold the ring asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShapeError {
     /// The memory is shorter than the 2^order pages of the ring.
     #[error("a ring of page order {order} needs {needed} bytes, the memory has {len}")]
@@ -102,6 +103,7 @@ pub enum ShapeError {
 
 /// A failed ring operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReqRingError {
     /// The peer's producer index claims entries that cannot exist (more than it could have
     /// produced, or fewer than were already consumed): the peer is broken or hostile, and the

@@ -117,6 +117,7 @@ impl RingLayout {
 
 /// A ring layout that does not fit its memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// The data size is not a power of two no larger than 2^31.
     #[error("ring size {0} is not a power of two no larger than 2^31")]
@@ -131,6 +132,7 @@ pub enum LayoutError {
 
 /// A failed ring operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RingError {
     /// The indices claim more unconsumed bytes than the ring holds: the peer wrote nonsense.
     #[error(

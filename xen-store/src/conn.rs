@@ -25,6 +25,7 @@ pub struct WatchId(pub(crate) u64);
 /// are coalesced (duplicates dropped, then one event for the watched path itself, meaning
 /// "re-read everything below").
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WatchEvent {
     /// The watch that fired.
     pub watch: WatchId,

@@ -116,6 +116,32 @@ pub enum ErrorKind {
     Other,
 }
 
+/// For `?` in `std` programs: an I/O error is given back as it was, the daemon's error code
+/// becomes the raw OS error ([`std::io::Error::raw_os_error`]), any other error is kept whole.
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        use std::io::ErrorKind as Io;
+        match e {
+            Error::Io(io) => io,
+            Error::Xen(errno) => Self::from_raw_os_error(errno.raw()),
+            e => {
+                let kind = match e.kind() {
+                    ErrorKind::NotFound => Io::NotFound,
+                    ErrorKind::PermissionDenied => Io::PermissionDenied,
+                    ErrorKind::AlreadyExists => Io::AlreadyExists,
+                    ErrorKind::Conflict => Io::ResourceBusy,
+                    ErrorKind::InvalidInput => Io::InvalidInput,
+                    ErrorKind::Protocol => Io::InvalidData,
+                    ErrorKind::Disconnected => Io::ConnectionAborted,
+                    ErrorKind::Other => Io::Other,
+                };
+                Self::new(kind, e)
+            }
+        }
+    }
+}
+
 impl Error {
     /// The broad category of this error.
     pub fn kind(&self) -> ErrorKind {

@@ -22,8 +22,8 @@ mod sync;
 #[cfg(feature = "tokio-1")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-1")))]
 pub mod tokio;
-#[cfg(feature = "std")]
-#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+#[cfg(feature = "linux")]
+#[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
 pub mod unix;
 pub mod wire;
 

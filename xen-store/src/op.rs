@@ -168,6 +168,15 @@ pub fn read(path: &str) -> Result<Op<Vec<u8>>, Error> {
     path_op(MsgType::READ, path, parse_value)
 }
 
+/// `READ` of a text value: the node's value as UTF-8 (`InvalidInput` if it is not).
+pub fn read_string(path: &str) -> Result<Op<String>, Error> {
+    path_op(MsgType::READ, path, parse_text)
+}
+
+fn parse_text(payload: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(payload).map_err(|_| Error::InvalidInput("value is not UTF-8"))
+}
+
 /// `WRITE`: sets the node's value, creating it and missing parents.
 pub fn write(path: &str, value: &[u8]) -> Result<Op<()>, Error> {
     path::check(path)?;
@@ -194,6 +203,7 @@ pub fn directory(path: &str) -> Result<Op<Vec<String>>, Error> {
 
 /// One reply of `DIRECTORY_PART`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DirectoryPart {
     /// The node's generation count: equal in two parts means the node did not change between.
     pub generation: String,

@@ -28,32 +28,43 @@ pub trait Store {
     fn run<R>(&mut self, op: Op<R>) -> Result<R, Error>;
 
     /// The node's value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not
+    /// readable by this domain), [`Error::Path`] for a path xenstore would refuse, or a
+    /// transport or protocol error.
+    #[doc(alias("xs_read"))]
     fn read(&mut self, path: &str) -> Result<Vec<u8>, Error> {
         self.run(op::read(path)?)
     }
 
     /// The node's value as UTF-8 text.
     fn read_string(&mut self, path: &str) -> Result<String, Error> {
-        String::from_utf8(self.read(path)?).map_err(|_| Error::InvalidInput("value is not UTF-8"))
+        self.run(op::read_string(path)?)
     }
 
     /// Sets the node's value, creating it and missing parents.
+    #[doc(alias("xs_write"))]
     fn write(&mut self, path: &str, value: &[u8]) -> Result<(), Error> {
         self.run(op::write(path, value)?)
     }
 
     /// Creates the node (and parents) if missing.
+    #[doc(alias("xs_mkdir"))]
     fn mkdir(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::mkdir(path)?)
     }
 
     /// Removes the node and everything below it.
+    #[doc(alias("xs_rm"))]
     fn rm(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::rm(path)?)
     }
 
     /// The names of the node's children, however many: `DIRECTORY`, and `DIRECTORY_PART`
     /// when they do not fit in one reply (`E2BIG`), restarted if the node changes meanwhile.
+    #[doc(alias("xs_directory"))]
     fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
         match self.run(op::directory(path)?) {
             Err(Error::Xen(Errno::E2BIG)) => {}
@@ -85,7 +96,7 @@ pub trait Store {
 }
 
 /// A blocking xenstore connection over any byte stream: the daemon's socket, `/dev/xen/xenbus`
-/// (the `unix` module, feature `std`), or a guest's shared ring.
+/// (the `unix` module, feature `linux`), or a guest's shared ring.
 ///
 /// One request at a time with the [`Store`] methods, or many in flight with
 /// [`Client::submit`] and [`Client::wait`].
@@ -184,6 +195,7 @@ where
 
     /// Watches `path` (and everything below it; or a special path such as `@releaseDomain`).
     /// The daemon fires the watch once right away.
+    #[doc(alias("xs_watch"))]
     pub fn watch(&mut self, path: &str) -> Result<WatchId, Error> {
         crate::path::check_watch(path)?;
         let (id, token) = self.conn.add_watch(path);
@@ -236,6 +248,7 @@ where
     }
 
     /// Starts a transaction; it aborts when dropped without [`Transaction::commit`].
+    #[doc(alias("xs_transaction_start"))]
     pub fn transaction(&mut self) -> Result<Transaction<'_, T>, Error> {
         let id = self.run(op::transaction_start()?)?;
         Ok(Transaction {

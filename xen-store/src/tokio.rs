@@ -404,6 +404,11 @@ pub trait AsyncStore {
         self.run(op::read(path))
     }
 
+    /// The node's value as UTF-8 text.
+    fn read_string(&self, path: &str) -> Request<String> {
+        self.run(op::read_string(path))
+    }
+
     /// Sets the node's value, creating it and missing parents.
     fn write(&self, path: &str, value: &[u8]) -> Request<()> {
         self.run(op::write(path, value))

@@ -162,7 +162,7 @@ fn hostile_replies_never_panic() {
     let iterations = std::env::var("XEN_STORE_FUZZ_ITERATIONS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(if cfg!(miri) { 50 } else { 20_000 });
+        .unwrap_or(if cfg!(miri) { 20 } else { 20_000 });
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..iterations {
         one_connection(&mut rng);

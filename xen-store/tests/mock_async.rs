@@ -28,6 +28,16 @@ async fn basic_operations() {
     let xs = client(&store, 64);
     xs.write("/a/b", b"v").await.unwrap();
     assert_eq!(xs.read("/a/b").await.unwrap(), b"v");
+    assert_eq!(xs.read_string("/a/b").await.unwrap(), "v");
+    xs.write("/a/c", b"\xff").await.unwrap();
+    assert_eq!(
+        xs.read_string("/a/c").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    // `?` in a `std` program keeps the daemon's error code.
+    let io = std::io::Error::from(xs.read("/nope").await.unwrap_err());
+    assert_eq!(io.raw_os_error(), Some(Errno::ENOENT.raw()));
+    xs.rm("/a/c").await.unwrap();
     assert_eq!(xs.directory("/a").await.unwrap(), ["b"]);
     assert_eq!(
         xs.read("/nope").await.unwrap_err().errno(),

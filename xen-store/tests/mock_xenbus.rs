@@ -15,17 +15,19 @@ fn client(store: &MockStore) -> Client<Xenbus<MockXenbus>> {
 fn operations_over_odd_sized_reads() {
     let store = MockStore::new();
     let mut xs = client(&store);
-    for i in 0..20 {
+    // Every reply is read in odd pieces: a few operations show it under Miri.
+    let count = if cfg!(miri) { 6 } else { 20 };
+    for i in 0..count {
         xs.write(&format!("/x/{i}"), format!("value {i}").as_bytes())
             .unwrap();
     }
-    for i in 0..20 {
+    for i in 0..count {
         assert_eq!(
             xs.read(&format!("/x/{i}")).unwrap(),
             format!("value {i}").as_bytes()
         );
     }
-    assert_eq!(xs.directory("/x").unwrap().len(), 20);
+    assert_eq!(xs.directory("/x").unwrap().len(), count);
 }
 
 /// A request the kernel refuses fails alone: the connection carries on.

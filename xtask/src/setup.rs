@@ -48,6 +48,10 @@ const COMPONENTS: &[(&str, Need)] = &[
 /// Nightly components, for Miri.
 const NIGHTLY_COMPONENTS: &[&str] = &["miri", "rust-src"];
 
+/// Cargo subcommands the suite runs, from crates.io at a pinned version: `cargo-hack` checks
+/// the feature combinations.
+const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-hack", "0.6.39")];
+
 pub(crate) fn run(args: &[String]) -> crate::Result {
     match args {
         [] => ensure(Need::Test),
@@ -167,6 +171,15 @@ fn rust_steps(need: Need, todo: &mut Vec<Step>) -> crate::Result {
         todo.push(Step::new("rustup", &args, false));
     }
     if need == Need::Test {
+        for (tool, version) in CARGO_TOOLS {
+            if !has_cargo_tool(tool, version) {
+                todo.push(Step::new(
+                    "cargo",
+                    &["install", tool, "--version", version, "--locked"],
+                    false,
+                ));
+            }
+        }
         let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
         if !toolchains.lines().any(|line| line.starts_with("nightly")) {
             todo.push(Step::new(
@@ -193,6 +206,21 @@ fn rust_steps(need: Need, todo: &mut Vec<Step>) -> crate::Result {
         }
     }
     Ok(())
+}
+
+/// Whether `cargo-<name>` is installed at `version` (`cargo <name> --version` prints
+/// `cargo-<name> <version>`).
+fn has_cargo_tool(tool: &str, version: &str) -> bool {
+    let subcommand = tool.strip_prefix("cargo-").unwrap_or(tool);
+    Command::new("cargo")
+        .args([subcommand, "--version"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .any(|word| word == version)
+        })
 }
 
 fn nightly_components(components: &[&str]) -> Step {

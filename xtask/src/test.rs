@@ -82,6 +82,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         ("miri", miri),
         ("no_std builds", no_std_builds),
         ("rustdoc", rustdoc),
+        ("features", features),
         ("gen-sys --check", gen_sys_check),
         ("package", package),
         ("testbed", testbed),
@@ -200,6 +201,22 @@ fn no_std_builds() -> crate::Result {
         )?;
     }
     Ok(())
+}
+
+/// Checks every published crate with each feature alone and with each pair of features, as
+/// users combine them (cargo-hack, installed by `cargo xtask setup`). `mock` is left out: it is
+/// for tests, which build it with everything else on.
+fn features() -> crate::Result {
+    run_command(
+        cargo()
+            // Clippy rather than check, for `-D warnings`: a combination that leaves an item unused
+            // fails.
+            .args(["hack", "clippy", "--feature-powerset", "--depth", "2"])
+            // `default` is empty in every crate.
+            .args(["--no-dev-deps", "--exclude-features", "mock,default"])
+            .args(package_args(PUBLISHED_CRATES))
+            .args(["--", "-D", "warnings"]),
+    )
 }
 
 fn rustdoc() -> crate::Result {

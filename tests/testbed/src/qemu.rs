@@ -6,6 +6,9 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
 use crate::{Arch, Error, Result};
 
 /// How QEMU ended.
@@ -315,9 +318,30 @@ fn high_water_mark(status: &Path) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Kills the process group `pgid` (QEMU and anything it started).
+/// Kills the process group `pgid` (QEMU and anything it started): QEMU leads the group it was
+/// spawned in (`process_group(0)`), so its pid names the group.
 fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .status();
+    // Group 0 would be this process's own, never QEMU's.
+    if let Ok(pgid @ 1..) = i32::try_from(pgid) {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    use super::*;
+
+    #[test]
+    fn kill_group_kills_the_leader_and_its_children() {
+        let mut leader = Command::new("sh")
+            .args(["-c", "sleep 100 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        kill_group(leader.id());
+        let status = leader.wait().unwrap();
+        assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    }
 }

@@ -106,7 +106,7 @@ pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<T
         .collect();
     let dir = cache.join(arch.debian()).join(format!(
         "toolstack_{:016x}",
-        fnv1a(pinned.join("\n").as_bytes())
+        digest(pinned.join("\n").as_bytes())
     ));
     let stamp = dir.join(".complete");
     if !stamp.exists() {
@@ -150,11 +150,12 @@ fn download(apt: &Apt, dir: &Path, pinned: &[String]) -> Result<()> {
     fs::remove_dir_all(&debs).map_err(|e| Error::io(&debs, e))
 }
 
-/// A 64-bit FNV-1a hash: names the cache directory of one set of versions.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The protocol's 64-bit FNV-1a digest of `bytes`: names the cache directory of one set of
+/// versions.
+fn digest(bytes: &[u8]) -> u64 {
+    let mut digest = xen_testbed_protocol::bulk::Digest::new();
+    digest.update(bytes);
+    digest.value()
 }
 
 /// The programs, data files, their libraries' closure and the loader, from the unpacked `root`.

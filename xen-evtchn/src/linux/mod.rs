@@ -69,11 +69,21 @@ struct State {
 
 impl EvtchnDevice {
     /// Opens [`DEVICE`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open_path`](Self::open_path).
     pub fn open() -> Result<Self, Error> {
         Self::open_path(DEVICE)
     }
 
     /// Opens the event-channel device at `path` (for a device node elsewhere).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceMissing`] when the node does not exist (not on Xen, or the
+    /// `xen-evtchn` module is not loaded), [`Error::PermissionDenied`] when the OS refuses to
+    /// open it, [`Error::Os`] for any other `open` failure.
     pub fn open_path(path: &'static str) -> Result<Self, Error> {
         let file: File = OpenOptions::new()
             .read(true)

@@ -7,15 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use nix::errno::Errno as OsErrno;
 use nix::libc;
 
-/// `_IOC(dir, type, nr, size)` (asm-generic/ioctl.h, used by x86 and arm64):
-/// `dir << 30 | size << 16 | type << 8 | nr`, the size in 14 bits.
-const fn ioc(dir: u64, ty: u8, nr: u8, size: usize) -> u64 {
-    assert!(size < 1 << 14);
-    (dir << 30) | ((size as u64) << 16) | ((ty as u64) << 8) | nr as u64
-}
-
-/// `_IOC_NONE`: every evtchn ioctl passes its argument without a direction.
-const IOC_NONE: u64 = 0;
+/// The ioctl type of `/dev/xen/evtchn`.
 const TYPE: u8 = b'E';
 
 /// `struct ioctl_evtchn_bind_virq`.
@@ -50,7 +42,7 @@ pub(crate) struct RestrictDomid {
 /// structure it takes, so that [`ioctl`] cannot be handed another one.
 pub(crate) struct Ioctl<T> {
     pub(crate) name: &'static str,
-    pub(crate) number: u64,
+    pub(crate) number: libc::c_ulong,
     arg: PhantomData<fn(&mut T)>,
 }
 
@@ -59,7 +51,7 @@ impl<T> Ioctl<T> {
     const fn new(name: &'static str, nr: u8) -> Self {
         Self {
             name,
-            number: ioc(IOC_NONE, TYPE, nr, size_of::<T>()),
+            number: xen_hypercall::ioctl::ioc_none(TYPE, nr, size_of::<T>()),
             arg: PhantomData,
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use nix::errno::Errno;
-use nix::libc::c_long;
+use nix::libc::{c_long, c_ulong};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use xen_hypercall::Port;
 
@@ -309,7 +309,7 @@ impl EvtchnDriver {
     }
 
     /// `evtchn_ioctl` for the structure `arg` of the ioctl numbered `number`.
-    pub(crate) fn ioctl<T: 'static>(&self, number: u64, arg: &mut T) -> Result<c_long, Errno> {
+    pub(crate) fn ioctl<T: 'static>(&self, number: c_ulong, arg: &mut T) -> Result<c_long, Errno> {
         let arg: &mut dyn core::any::Any = arg;
         let result = self.dispatch(number, arg);
         if let (Ok(_), Some(unbind)) = (&result, arg.downcast_mut::<sys::PortArg>()) {
@@ -342,7 +342,7 @@ impl EvtchnDriver {
         }
     }
 
-    fn dispatch(&self, number: u64, arg: &mut dyn core::any::Any) -> Result<c_long, Errno> {
+    fn dispatch(&self, number: c_ulong, arg: &mut dyn core::any::Any) -> Result<c_long, Errno> {
         if number == sys::BIND_UNBOUND_PORT.number {
             let _ = arg
                 .downcast_mut::<sys::BindUnboundPort>()

@@ -37,6 +37,11 @@ pub struct Gntalloc {
 
 impl Gntalloc {
     /// Opens `/dev/xen/gntalloc` (close-on-exec).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] with `open`'s errno (`ENOENT` when the `xen-gntalloc` module is not
+    /// loaded, `EACCES` without access to the node).
     pub fn open() -> Result<Self, Error> {
         Ok(Self {
             fd: open_device(GNTALLOC_DEVICE)?,
@@ -58,6 +63,12 @@ impl Gntalloc {
     /// (module parameter `limit`, 1024 by default): past it, `ENOSPC`. A
     /// `count` over the limit is refused so before anything is allocated for
     /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for no page, [`Error::BadDomain`] for a `domid` that is not
+    /// a domain, [`Error::Os`] when gntalloc refuses (`ENOSPC` past its `limit`, `ENOMEM`).
+    #[doc(alias("xengntshr_share_pages", "IOCTL_GNTALLOC_ALLOC_GREF"))]
     pub fn share(&self, domid: DomId, count: usize, readonly: bool) -> Result<Share<'_>, Error> {
         if count == 0 {
             return Err(Error::InvalidInput("no page to share"));

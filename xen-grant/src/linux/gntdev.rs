@@ -22,6 +22,11 @@ pub struct Gntdev {
 
 impl Gntdev {
     /// Opens `/dev/xen/gntdev` (close-on-exec).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] with `open`'s errno (`ENOENT` when the `xen-gntdev` module is not
+    /// loaded, `EACCES` without access to the node).
     pub fn open() -> Result<Self, Error> {
         Ok(Self {
             fd: open_device(GNTDEV_DEVICE)?,
@@ -40,6 +45,17 @@ impl Gntdev {
     /// `readonly`. Xen checks the grants when the pages are mapped into this
     /// process: a wrong, revoked or read-only (for a writable mapping)
     /// reference is [`Error::MapRefused`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for no reference or too many, [`Error::Os`] when gntdev
+    /// refuses the references (`ENOMEM` past its `limit`), [`Error::MapRefused`] when Xen
+    /// refuses to map them.
+    #[doc(alias(
+        "xengnttab_map_grant_ref",
+        "xengnttab_map_grant_refs",
+        "IOCTL_GNTDEV_MAP_GRANT_REF"
+    ))]
     pub fn map(
         &self,
         domid: DomId,
@@ -139,6 +155,7 @@ impl Gntdev {
     ///
     /// To repeat the same copies, prepare them once with [`CopyBatch`] and
     /// use [`copy_batch`](Self::copy_batch).
+    #[doc(alias("xengnttab_grant_copy", "IOCTL_GNTDEV_GRANT_COPY"))]
     pub fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), Error> {
         self.copy_batch(&mut CopyBatch::new(segments)?)
     }

@@ -12,9 +12,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use nix::errno::Errno;
 use nix::libc;
 
-/// `_IOC(_IOC_NONE, 'G', nr, size)`: direction 0, so only the size, type and number.
+/// `_IOC(_IOC_NONE, 'G', nr, size)`: gntdev's and gntalloc's ioctl type is `'G'`.
 const fn ioc_none(nr: u8, size: usize) -> libc::c_ulong {
-    ((size as libc::c_ulong) << 16) | ((b'G' as libc::c_ulong) << 8) | nr as libc::c_ulong
+    xen_hypercall::ioctl::ioc_none(b'G', nr, size)
 }
 
 /// `struct ioctl_gntdev_grant_ref`: `{u32 domid; u32 ref}`.
