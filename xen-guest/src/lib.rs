@@ -2,7 +2,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "control", feature = "fdt"))]
 extern crate alloc;
 
 #[cfg(feature = "control")]
