@@ -17,6 +17,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-rust-store",
     "xen-rust-ctrl",
     "xen-rust-guest",
+    "xen-rust-vchan",
     "xen-rust",
 ];
 
@@ -33,6 +34,7 @@ const PUBLISHED_CRATES: &[&str] = &[
     "xen-rust-store",
     "xen-rust-ctrl",
     "xen-rust-guest",
+    "xen-rust-vchan",
     "xen-rust",
 ];
 
@@ -52,6 +54,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-rust-store",
     "xen-rust-ctrl",
     "xen-rust-guest",
+    "xen-rust-vchan",
     "xen-testbed-protocol",
 ];
 
