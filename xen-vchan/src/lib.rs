@@ -9,6 +9,9 @@ extern crate std;
 mod endpoint;
 mod error;
 mod layout;
+#[cfg(all(feature = "linux", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
+pub mod linux;
 
 pub use endpoint::{Endpoint, PeerState, Role, Shared, Step};
 pub use error::{Corruption, Error};
