@@ -16,7 +16,7 @@ use xen_testbed::verdict::DomuExpectation;
 use xen_testbed::{Arch, Dom0Run, Testbed, initramfs::Preamble};
 
 const USAGE: &str = "\
-usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl [--rounds N] [--iterations N] [...]";
+usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl|vchan [--rounds N] [--iterations N] [...]";
 
 /// The static libraries of Debian's `libxen-dev` the C peers link.
 const LIBXEN_DIR: &str = "/usr/lib/x86_64-linux-gnu";
@@ -30,6 +30,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         "grant" => crate::bench_grant::run(options),
         "console" => crate::bench_console::run(options),
         "ctrl" => crate::bench_ctrl::run(options),
+        "vchan" => crate::bench_vchan::run(options),
         _ => Err(format!("unknown benchmark `{what}`\n{USAGE}")),
     }
 }

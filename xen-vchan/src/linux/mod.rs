@@ -28,10 +28,15 @@ use std::vec::Vec;
 use xen_evtchn::EventChannel;
 pub use xen_evtchn::linux::EvtchnDevice;
 use xen_grant::GrantRef;
-use xen_grant::linux::{Gntalloc, Gntdev, Mapping, Share, UnmapNotify};
-use xen_hypercall::{DomId, Port};
+use xen_grant::linux::{Mapping, Share, UnmapNotify};
+pub use xen_hypercall::DomId;
+use xen_hypercall::Port;
 use xen_shared::SharedMem;
-use xen_store::{Access, Client as StoreClient, Perm, Store};
+use xen_store::{Access, Perm, Store};
+
+pub use xen_grant::linux::{Gntalloc, Gntdev};
+/// A blocking xenstore connection to the local daemon (`StoreClient::open()`).
+pub type StoreClient = xen_store::Client<xen_store::unix::Local>;
 
 use crate::layout::{CLI_LIVE, SRV_LIVE};
 use crate::{Endpoint, Orders, PeerState, Shared, Step};
@@ -172,7 +177,7 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
     pub fn server<T>(
         gntalloc: &'d Gntalloc,
         evtchn: E,
-        mut store: StoreClient<T>,
+        mut store: xen_store::Client<T>,
         client: DomId,
         path: &str,
         read_min: usize,
@@ -234,7 +239,7 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
 
     /// Writes `ring-ref` and `event-channel` under `path`, readable by `client` only.
     fn publish<T>(
-        store: &mut StoreClient<T>,
+        store: &mut xen_store::Client<T>,
         client: DomId,
         path: &str,
         ring_ref: GrantRef,
