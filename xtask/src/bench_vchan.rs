@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::bench::{Bench, CProgram, Report, Samples};
+use crate::bench::{Bench, Report, Samples};
 use xen_testbed::initramfs::Preamble;
 
 const USAGE: &str = "usage: cargo xtask bench vchan [--rounds N] [--mib M]";
@@ -29,22 +29,6 @@ const CASES: &[&str] = &[
 /// The write sizes timed.
 const CHUNKS: &[&str] = &["64", "4096", "65536"];
 
-/// The C peer.
-pub(crate) const PEER: CProgram = CProgram {
-    source: "tests/dom0/libxenvchan_peer.c",
-    header: "libxenvchan.h",
-    name: "libxenvchan-peer",
-    link: &[
-        "-lxenvchan",
-        "-lxengnttab",
-        "-lxenevtchn",
-        "-lxenstore",
-        "-lxentoolcore",
-        "-lxentoollog",
-        "-lpthread",
-    ],
-};
-
 pub(crate) fn run(options: &[String]) -> crate::Result {
     let mut mib = [8u64];
     let (rounds, _) =
@@ -53,7 +37,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     Bench {
         name: "vchan",
         driver: ("xen-dom0-tests", "xen-dom0-tests"),
-        peer: Some(PEER),
+        peer: Some(xen_testbed::c_program::LIBXENVCHAN_PEER),
         preamble: Preamble::Toolstack { fault: None },
         commands: vec!["vchan".into(), format!("vchan bench {rounds} {mib}")],
         cases: CASES,
