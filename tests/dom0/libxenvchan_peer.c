@@ -10,6 +10,9 @@
  * writes of CHUNK bytes, then closes. DIE_AFTER > 0: exits without closing once that many
  * bytes moved (in the receive phase if RECV > 0, else in the send phase), as a crash would.
  * Prints one line: `libxenvchan-peer: ok recv=N send=M recv_ns=T send_ns=U`, or why it failed.
+ *
+ * ping-server and ping-client (same arguments): RECV round trips of one byte, the client
+ * sending first and timing them; prints `libxenvchan-peer: ok rounds=N ns=T`.
  */
 #include <libxenvchan.h>
 #include <stddef.h>
@@ -62,7 +65,8 @@ int main(int argc, char **argv)
                         "RECV SEND CHUNK DIE_AFTER\n");
         return 2;
     }
-    int server = strcmp(argv[1], "server") == 0;
+    int ping = strncmp(argv[1], "ping-", 5) == 0;
+    int server = strcmp(argv[1], ping ? "ping-server" : "server") == 0;
     int domid = (int)number(argv[2]);
     const char *path = argv[3];
     size_t read_min = number(argv[4]), write_min = number(argv[5]);
@@ -88,6 +92,24 @@ int main(int argc, char **argv)
     ctrl->blocking = 1;
     printf("libxenvchan-peer: open\n");
     fflush(stdout);
+
+    if (ping) {
+        uint8_t byte = 0;
+        uint64_t begin = now_ns();
+        for (uint64_t round = 0; round < recv_total; round++) {
+            if (!server && libxenvchan_send(ctrl, &byte, 1) != 1)
+                return 1;
+            if (libxenvchan_recv(ctrl, &byte, 1) != 1)
+                return 1;
+            if (server && libxenvchan_send(ctrl, &byte, 1) != 1)
+                return 1;
+        }
+        printf("libxenvchan-peer: ok rounds=%llu ns=%llu\n", (unsigned long long)recv_total,
+               (unsigned long long)(now_ns() - begin));
+        fflush(stdout);
+        libxenvchan_close(ctrl);
+        return 0;
+    }
 
     uint64_t start = now_ns();
     uint64_t got = 0;

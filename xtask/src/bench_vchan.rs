@@ -26,8 +26,10 @@ const CASES: &[&str] = &[
     "bench_vchan",
 ];
 
-/// The write sizes timed.
-const CHUNKS: &[&str] = &["64", "4096", "65536"];
+/// The throughput measures (MB/s, higher is better).
+const WRITES: &[&str] = &["write_64", "write_4096", "write_65536"];
+/// The latency measure (µs per round trip, lower is better).
+const RTT: &str = "rtt_1";
 
 pub(crate) fn run(options: &[String]) -> crate::Result {
     let mut mib = [8u64];
@@ -52,47 +54,55 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     )
 }
 
-/// Parses `bench-run impl=<impl> chunk=<bytes> bytes=<n> ns=<total>` into MB/s.
+/// Parses `bench-run impl=<impl> measure=write_<chunk> bytes=<n> ns=<total>` into MB/s and
+/// `bench-run impl=<impl> measure=rtt_1 rounds=<n> ns=<total>` into µs per round trip.
 fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples<f64>> {
-    Samples::parse(lines, "chunk", |run| {
+    Samples::parse(lines, "measure", |run| {
         let ns = run.number("ns")?;
         if ns <= 0.0 {
             return Err(format!("no time in a sample of {}", run.text("impl")?));
         }
-        Ok(run.number("bytes")? * 1e3 / ns)
+        if run.text("measure")? == RTT {
+            Ok(ns / 1e3 / run.number("rounds")?)
+        } else {
+            Ok(run.number("bytes")? * 1e3 / ns)
+        }
     })
 }
 
-/// The table, the target (ours >= 1.0x libxenvchan's throughput) and the machine lines.
+/// The table, the targets (ours >= 1.0x libxenvchan's throughput, <= 1.0x its round trip)
+/// and the machine lines.
 fn report(samples: &Samples<f64>) -> crate::Result<String> {
     use std::fmt::Write;
     let mut report = Report::default();
     let _ = writeln!(
         report.table,
-        "{:<8} {:>10} {:>16} {:>10}",
-        "write", "ours MB/s", "libxenvchan MB/s", "ours/libx"
+        "{:<12} {:>10} {:>16} {:>10}",
+        "measure", "ours", "libxenvchan", "ours/libx"
     );
-    for chunk in CHUNKS {
-        let ours = samples.median("ours", chunk, |&v| v)?;
-        let libx = samples.median("libxenvchan", chunk, |&v| v)?;
+    for measure in WRITES.iter().chain([&RTT]) {
+        let ours = samples.median("ours", measure, |&v| v)?;
+        let libx = samples.median("libxenvchan", measure, |&v| v)?;
         let ratio = ours / libx;
+        let rtt = *measure == RTT;
+        let (unit, key) = if rtt { ("us", "us") } else { ("MB/s", "mbps") };
         let _ = writeln!(
             report.table,
-            "{chunk:<8} {ours:>10.1} {libx:>16.1} {ratio:>10.3}"
+            "{measure:<12} {ours:>10.1} {libx:>16.1} {ratio:>10.3}   ({unit})"
         );
         let _ = writeln!(
             report.machine,
-            "bench vchan write_{chunk} ours_mbps={ours:.1} libxenvchan_mbps={libx:.1} ratio_libxenvchan={ratio:.3}"
+            "bench vchan {measure} ours_{key}={ours:.1} libxenvchan_{key}={libx:.1} ratio_libxenvchan={ratio:.3}"
         );
-        if ratio < 1.0 {
+        if (rtt && ratio > 1.0) || (!rtt && ratio < 1.0) {
             report
                 .missed
-                .push(format!("write_{chunk}: ours/libxenvchan {ratio:.3} < 1.0"));
+                .push(format!("{measure}: ours/libxenvchan {ratio:.3}"));
         }
     }
     Ok(report.finish(
-        "target",
-        ": ours >= 1.0x libxenvchan's throughput at every size",
+        "targets",
+        ": ours >= 1.0x libxenvchan's throughput at every size, <= 1.0x its round trip",
     ))
 }
 
@@ -101,24 +111,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn medians_in_mb_per_second() {
+    fn medians_in_mb_per_second_and_microseconds() {
         let mut lines = Vec::new();
         for (ours, libx) in [(1000, 2000), (4000, 2000), (1100, 1000)] {
-            for chunk in CHUNKS {
+            for measure in WRITES {
                 lines.push(format!(
-                    "bench-run impl=ours chunk={chunk} bytes=1000000 ns={ours}000"
+                    "bench-run impl=ours measure={measure} bytes=1000000 ns={ours}000"
                 ));
                 lines.push(format!(
-                    "bench-run impl=libxenvchan chunk={chunk} bytes=1000000 ns={libx}000"
+                    "bench-run impl=libxenvchan measure={measure} bytes=1000000 ns={libx}000"
                 ));
             }
+            lines.push(format!(
+                "bench-run impl=ours measure=rtt_1 rounds=100 ns={ours}000"
+            ));
+            lines.push(format!(
+                "bench-run impl=libxenvchan measure=rtt_1 rounds=100 ns={libx}000"
+            ));
         }
         let report = report(&parse_samples(lines.iter().map(String::as_str)).unwrap()).unwrap();
         // 1 MB in 1.1 ms is 909.1 MB/s; libxenvchan's median 2 ms is 500 MB/s.
         assert!(report.contains(
             "bench vchan write_64 ours_mbps=909.1 libxenvchan_mbps=500.0 ratio_libxenvchan=1.818\n"
         ));
-        assert!(report.contains("target met"));
-        assert!(parse_samples(["bench-run impl=ours chunk=64 bytes=5 ns=0"].into_iter()).is_err());
+        // The medians: 1.1 ms for 100 round trips is 11 us each, libxenvchan's 2 ms 20 us.
+        assert!(report.contains(
+            "bench vchan rtt_1 ours_us=11.0 libxenvchan_us=20.0 ratio_libxenvchan=0.550\n"
+        ));
+        assert!(report.contains("targets met"));
+        assert!(
+            parse_samples(["bench-run impl=ours measure=write_64 bytes=5 ns=0"].into_iter())
+                .is_err()
+        );
     }
 }

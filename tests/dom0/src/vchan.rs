@@ -6,7 +6,8 @@
 //! (`tests/dom0/libxenvchan_peer.c`). Needs the toolstack preamble (xenstored).
 //!
 //! `bench` times one-way throughput, ours (two threads) and libxenvchan's (two processes), for
-//! 64-byte, 4-KiB and 64-KiB writes, and prints `XENTEST OUT bench-run` lines.
+//! 64-byte, 4-KiB and 64-KiB writes, and the round trip of a 1-byte ping-pong, and prints
+//! `XENTEST OUT bench-run` lines.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -327,21 +328,64 @@ fn c_server_exits_mid_stream() -> Result<(), String> {
     }
 }
 
-/// Our server and our client on tokio, both directions at once through split halves.
+/// Our server and our client on tokio, both directions at once: each end split into a read
+/// half and a write half, the four in tasks of their own on a multi-threaded runtime, so a
+/// read and a write of one channel wait for its one port at the same time.
 fn rust_to_rust_tokio() -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
     use xen_evtchn::tokio::TokioEventChannel;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    type Half<'d> = Vchan<'d, TokioEventChannel>;
+
+    async fn write(mut half: WriteHalf<Half<'static>>) -> Result<WriteHalf<Half<'static>>, String> {
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 5000];
+        while sent < TOTAL {
+            let len = buf.len().min((TOTAL - sent) as usize);
+            for (i, byte) in buf[..len].iter_mut().enumerate() {
+                *byte = pattern(sent + i as u64);
+            }
+            half.write_all(&buf[..len])
+                .await
+                .map_err(|e| e.to_string())?;
+            sent += len as u64;
+        }
+        Ok(half)
+    }
+
+    async fn read(mut half: ReadHalf<Half<'static>>) -> Result<ReadHalf<Half<'static>>, String> {
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 7000];
+        while got < TOTAL {
+            let n = half.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("end of stream after {got} bytes"));
+            }
+            if let Some(i) = (0..n).find(|&i| buf[i] != pattern(got + i as u64)) {
+                return Err(format!("byte {} differs", got + i as u64));
+            }
+            got += n as u64;
+        }
+        Ok(half)
+    }
+
+    async fn joined<T>(task: tokio::task::JoinHandle<Result<T, String>>) -> Result<T, String> {
+        task.await.map_err(|e| format!("task: {e}"))?
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // The tasks need 'static channels: the devices live until the program ends.
+    let gntalloc: &'static Gntalloc =
+        Box::leak(Box::new(Gntalloc::open().map_err(|e| e.to_string())?));
+    let gntdev: &'static Gntdev = Box::leak(Box::new(Gntdev::open().map_err(|e| e.to_string())?));
     runtime.block_on(async {
         let path = path();
-        let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
-        let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
         let server = Vchan::server(
-            &gntalloc,
+            gntalloc,
             TokioEventChannel::open().map_err(|e| e.to_string())?,
             store()?,
             DomId(0),
@@ -351,7 +395,7 @@ fn rust_to_rust_tokio() -> Result<(), String> {
         )
         .map_err(|e| format!("server: {e}"))?;
         let client = Vchan::client(
-            &gntdev,
+            gntdev,
             TokioEventChannel::open().map_err(|e| e.to_string())?,
             &mut store()?,
             DomId(0),
@@ -360,44 +404,16 @@ fn rust_to_rust_tokio() -> Result<(), String> {
         .map_err(|e| format!("client: {e}"))?;
         let (server_rx, server_tx) = tokio::io::split(server);
         let (client_rx, client_tx) = tokio::io::split(client);
-        let write = |mut half: tokio::io::WriteHalf<_>| async move {
-            let mut sent = 0u64;
-            let mut buf = vec![0u8; 5000];
-            while sent < TOTAL {
-                let len = buf.len().min((TOTAL - sent) as usize);
-                for (i, byte) in buf[..len].iter_mut().enumerate() {
-                    *byte = pattern(sent + i as u64);
-                }
-                half.write_all(&buf[..len]).await.map_err(|e| e.to_string())?;
-                sent += len as u64;
-            }
-            Ok::<_, String>(half)
-        };
-        let read = |mut half: tokio::io::ReadHalf<_>| async move {
-            let mut got = 0u64;
-            let mut buf = vec![0u8; 7000];
-            while got < TOTAL {
-                let n = half.read(&mut buf).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err(format!("end of stream after {got} bytes"));
-                }
-                if let Some(i) = (0..n).find(|&i| buf[i] != pattern(got + i as u64)) {
-                    return Err(format!("byte {} differs", got + i as u64));
-                }
-                got += n as u64;
-            }
-            Ok::<_, String>(half)
-        };
         let started = Instant::now();
         let (a, b, c, d) = tokio::join!(
-            write(server_tx),
-            read(client_rx),
-            write(client_tx),
-            read(server_rx)
+            joined(tokio::spawn(write(server_tx))),
+            joined(tokio::spawn(read(client_rx))),
+            joined(tokio::spawn(write(client_tx))),
+            joined(tokio::spawn(read(server_rx)))
         );
         let (server_tx, client_rx, client_tx, server_rx) = (a?, b?, c?, d?);
         println!(
-            "XENTEST OUT vchan our server <-> our client on tokio: {TOTAL} bytes each way at once in {:.2} s",
+            "XENTEST OUT vchan our server <-> our client on tokio (four tasks): {TOTAL} bytes each way at once in {:.2} s",
             started.elapsed().as_secs_f64()
         );
         // The server closes: the client reads the end of the stream.
@@ -418,8 +434,9 @@ fn rust_to_rust_tokio() -> Result<(), String> {
 }
 
 /// `bench [ROUNDS] [MIB]`: one-way throughput, ours and libxenvchan's, for 64 B, 4 KiB and
-/// 64 KiB writes through 64 KiB rings; one `bench-run impl=… chunk=… bytes=… ns=…` line per
-/// sample, then the case `bench_vchan`.
+/// 64 KiB writes through 64 KiB rings (`bench-run impl=… measure=write_<chunk> bytes=… ns=…`),
+/// and 1-byte ping-pong round trips (`bench-run impl=… measure=rtt_1 rounds=… ns=…`); one line
+/// per sample, then the case `bench_vchan`.
 fn bench(args: &[String]) -> ExitCode {
     let number =
         |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
@@ -434,12 +451,21 @@ fn bench(args: &[String]) -> ExitCode {
                     mib << 20
                 };
                 let ours = bench_ours(chunk, total)?;
-                println!("XENTEST OUT bench-run impl=ours chunk={chunk} bytes={total} ns={ours}");
+                println!(
+                    "XENTEST OUT bench-run impl=ours measure=write_{chunk} bytes={total} ns={ours}"
+                );
                 let theirs = bench_libxenvchan(chunk, total)?;
                 println!(
-                    "XENTEST OUT bench-run impl=libxenvchan chunk={chunk} bytes={total} ns={theirs}"
+                    "XENTEST OUT bench-run impl=libxenvchan measure=write_{chunk} bytes={total} ns={theirs}"
                 );
             }
+            let trips = 2000;
+            let ours = ping_ours(trips)?;
+            println!("XENTEST OUT bench-run impl=ours measure=rtt_1 rounds={trips} ns={ours}");
+            let theirs = ping_libxenvchan(trips)?;
+            println!(
+                "XENTEST OUT bench-run impl=libxenvchan measure=rtt_1 rounds={trips} ns={theirs}"
+            );
         }
         Ok(())
     })();
@@ -522,4 +548,66 @@ fn bench_libxenvchan(chunk: usize, total: u64) -> Result<u64, String> {
         .find_map(|field| field.strip_prefix("recv_ns="))
         .and_then(|ns| ns.parse().ok())
         .ok_or_else(|| format!("no recv_ns in {line:?}"))
+}
+
+/// Our client sending one byte and our server (another thread) sending it back, `trips`
+/// times: the client's time, in ns.
+fn ping_ours(trips: u64) -> Result<u64, String> {
+    let path = path();
+    let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+    let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut server = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), &path, 1024, 2048)
+        .map_err(|e| format!("server: {e}"))?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut client = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
+        .map_err(|e| format!("client: {e}"))?;
+    std::thread::scope(|s| {
+        let echo = s.spawn(move || -> Result<(), String> {
+            let mut byte = [0u8];
+            for _ in 0..trips {
+                server.recv(&mut byte).map_err(|e| e.to_string())?;
+                server.send(&byte).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        let started = Instant::now();
+        let mut byte = [0u8];
+        for _ in 0..trips {
+            client.send(&byte).map_err(|e| e.to_string())?;
+            client.recv(&mut byte).map_err(|e| e.to_string())?;
+        }
+        let ns = started.elapsed().as_nanos() as u64;
+        echo.join()
+            .map_err(|_| "the echo thread panicked".to_string())??;
+        Ok(ns)
+    })
+}
+
+/// The same between libxenvchan's client and server: the client's time, in ns.
+fn ping_libxenvchan(trips: u64) -> Result<u64, String> {
+    let path = path();
+    let args = |role: &str| -> Vec<String> {
+        [
+            role,
+            "0",
+            &path,
+            "1024",
+            "2048",
+            &trips.to_string(),
+            "0",
+            "1",
+            "0",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let (server, server_out) = peer(&args("ping-server"))?;
+    let (client, client_out) = peer(&args("ping-client"))?;
+    let line = finish(client, client_out, true)?;
+    finish(server, server_out, true)?;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("ns="))
+        .and_then(|ns| ns.parse().ok())
+        .ok_or_else(|| format!("no ns in {line:?}"))
 }
