@@ -134,7 +134,7 @@ fn finish(
 }
 
 /// Writes `total` bytes of the pattern in writes of up to `chunk` bytes.
-fn send<E: xen_evtchn::EventChannel>(
+fn send<E: xen_vchan::linux::Sleep>(
     vchan: &mut Vchan<'_, E>,
     total: u64,
     chunk: usize,
@@ -157,7 +157,7 @@ fn send<E: xen_evtchn::EventChannel>(
 
 /// Reads until the end of the stream or `limit` bytes, checking each against the pattern;
 /// returns how many arrived.
-fn receive<E: xen_evtchn::EventChannel>(
+fn receive<E: xen_vchan::linux::Sleep>(
     vchan: &mut Vchan<'_, E>,
     limit: u64,
 ) -> Result<u64, String> {

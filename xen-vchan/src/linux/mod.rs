@@ -393,56 +393,6 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
         Ok(step)
     }
 
-    /// Waits for the port's next event and re-arms it.
-    fn wait(&self) -> Result<(), Error> {
-        let mut ports = [Port(0)];
-        let count = self.evtchn.wait_pending(&mut ports)?;
-        if count > 0 {
-            self.evtchn.unmask(ports[0])?;
-        }
-        Ok(())
-    }
-
-    /// Runs `op` until it moves bytes or the peer is gone, waiting for events in between.
-    fn blocking(
-        &mut self,
-        mut op: impl FnMut(&mut Endpoint, &Shared<'_>) -> Result<Step, crate::Error>,
-    ) -> Result<Option<usize>, Error> {
-        loop {
-            match self.step(&mut op)? {
-                Step::Moved { bytes, .. } => return Ok(Some(bytes)),
-                Step::Closed => return Ok(None),
-                Step::WouldBlock => self.wait()?,
-            }
-        }
-    }
-
-    /// Reads at least one byte (up to `buf.len()`), waiting for them; 0 once the peer closed
-    /// and every byte it wrote was read.
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        Ok(self.blocking(|ep, mem| ep.read(mem, buf))?.unwrap_or(0))
-    }
-
-    /// Writes at least one byte of `buf` (as many as fit), waiting for room.
-    pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
-        self.blocking(|ep, mem| ep.write(mem, buf))?
-            .ok_or(Error::Closed)
-    }
-
-    /// Reads exactly `buf.len()` bytes, waiting until they are all there (a packet).
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<(), Error> {
-        self.blocking(|ep, mem| ep.recv(mem, buf))?
-            .map(drop)
-            .ok_or(Error::Closed)
-    }
-
-    /// Writes all of `buf` at once, waiting until there is room for it (a packet).
-    pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
-        self.blocking(|ep, mem| ep.send(mem, buf))?
-            .map(drop)
-            .ok_or(Error::Closed)
-    }
-
     /// Reads what is ready without waiting: `Ok(None)` if nothing is (the peer is asked to
     /// signal its next write), `Ok(Some(0))` at the end of the stream.
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
@@ -474,19 +424,93 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
     }
 }
 
+/// An event channel a [`Vchan`] can block on: one fd per channel, whose only port is the
+/// channel's.
+pub trait Sleep: EventChannel {
+    /// Blocks until `port` may have fired, then re-arms it; may return without an event (the
+    /// caller looks at the rings again either way).
+    fn sleep(&self, port: Port) -> Result<(), xen_evtchn::Error> {
+        let mut ports = [port];
+        if self.wait_pending(&mut ports)? > 0 {
+            self.unmask(ports[0])?;
+        }
+        Ok(())
+    }
+}
+
+/// `poll(2)` first, then one read: a blocked channel's event has usually not come yet when it
+/// sleeps, and a read before the poll would be a system call for nothing. An event queued
+/// before the poll makes it return at once, so none is missed; an overflow (`POLLERR`, which
+/// poll reports whatever was asked) is recovered by the read.
+impl Sleep for EvtchnDevice {
+    fn sleep(&self, _port: Port) -> Result<(), xen_evtchn::Error> {
+        self.wait_readable(-1)?;
+        let mut ports = [Port(0)];
+        if self.take_pending(&mut ports)? > 0 {
+            self.unmask(ports[0])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "tokio-1")]
+impl Sleep for xen_evtchn::tokio::TokioEventChannel {}
+
+impl<E: Sleep> Vchan<'_, E> {
+    /// Runs `op` until it moves bytes or the peer is gone, waiting for events in between.
+    fn blocking(
+        &mut self,
+        mut op: impl FnMut(&mut Endpoint, &Shared<'_>) -> Result<Step, crate::Error>,
+    ) -> Result<Option<usize>, Error> {
+        loop {
+            match self.step(&mut op)? {
+                Step::Moved { bytes, .. } => return Ok(Some(bytes)),
+                Step::Closed => return Ok(None),
+                Step::WouldBlock => self.evtchn.sleep(self.port)?,
+            }
+        }
+    }
+
+    /// Reads at least one byte (up to `buf.len()`), waiting for them; 0 once the peer closed
+    /// and every byte it wrote was read.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        Ok(self.blocking(|ep, mem| ep.read(mem, buf))?.unwrap_or(0))
+    }
+
+    /// Writes at least one byte of `buf` (as many as fit), waiting for room.
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
+        self.blocking(|ep, mem| ep.write(mem, buf))?
+            .ok_or(Error::Closed)
+    }
+
+    /// Reads exactly `buf.len()` bytes, waiting until they are all there (a packet).
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        self.blocking(|ep, mem| ep.recv(mem, buf))?
+            .map(drop)
+            .ok_or(Error::Closed)
+    }
+
+    /// Writes all of `buf` at once, waiting until there is room for it (a packet).
+    pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
+        self.blocking(|ep, mem| ep.send(mem, buf))?
+            .map(drop)
+            .ok_or(Error::Closed)
+    }
+}
+
 impl<E: EventChannel> Drop for Vchan<'_, E> {
     fn drop(&mut self) {
         let _ = self.shut();
     }
 }
 
-impl<E: EventChannel> io::Read for Vchan<'_, E> {
+impl<E: Sleep> io::Read for Vchan<'_, E> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(Vchan::read(self, buf)?)
     }
 }
 
-impl<E: EventChannel> io::Write for Vchan<'_, E> {
+impl<E: Sleep> io::Write for Vchan<'_, E> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         Ok(Vchan::write(self, buf)?)
     }
