@@ -22,6 +22,7 @@ const CASES: &[&str] = &[
     "vchan_c_server_rust_client_own_pages",
     "vchan_c_client_exits_mid_stream",
     "vchan_c_server_exits_mid_stream",
+    "vchan_our_server_dies_mid_stream",
     "vchan_rust_to_rust_tokio",
     "bench_vchan",
 ];

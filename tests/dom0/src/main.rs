@@ -28,7 +28,8 @@
 //! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
 //!   notification and exits without unmapping (a child process of `domu`'s grant phase).
 //! - `xen-dom0-tests vchan [bench]` runs xen-vchan against Debian's libxenvchan (`vchan`; needs
-//!   the toolstack and `/bin/libxenvchan-peer`; `list vchan` prints its cases).
+//!   the toolstack and `/bin/libxenvchan-peer`; `list vchan` prints its cases; `vchan-child` is
+//!   the server process one case kills).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
         }
         ["domu-faults", ..] => faults::run(&args[1..]),
         ["vchan", ..] => vchan::run(&args[1..]),
+        ["vchan-child", ..] => vchan::child(&args[1..]),
         ["list", "vchan"] => {
             for (name, _) in vchan::CASES {
                 println!("{name}");

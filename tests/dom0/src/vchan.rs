@@ -47,6 +47,10 @@ pub(crate) const CASES: &[Case] = &[
     }),
     ("vchan_c_client_exits_mid_stream", c_client_exits_mid_stream),
     ("vchan_c_server_exits_mid_stream", c_server_exits_mid_stream),
+    (
+        "vchan_our_server_dies_mid_stream",
+        our_server_dies_mid_stream,
+    ),
     ("vchan_rust_to_rust_tokio", rust_to_rust_tokio),
 ];
 
@@ -325,6 +329,80 @@ fn c_server_exits_mid_stream() -> Result<(), String> {
     match result {
         Err(xen_vchan::linux::Error::Closed) => Ok(()),
         other => Err(format!("writing to a dead server gave {other:?}")),
+    }
+}
+
+/// Our server in a child process that exits without closing after writing 1 MiB and a bit:
+/// the C client reading from it must see the channel end (Linux clears `srv_live` and signals
+/// the port when the child's pages go, as `Vchan::server` asked), not hang.
+fn our_server_dies_mid_stream() -> Result<(), String> {
+    let path = path();
+    let die_after = (1u64 << 20) + 77;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["vchan-child", &path, &die_after.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the child: {e}"))?;
+    let mut child_out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    child_out
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the child: {e}"))?;
+    if line.trim() != "open" {
+        return Err(format!("the child did not open the channel: {line:?}"));
+    }
+    let (peer, out) = peer(&[
+        "client".into(),
+        "0".into(),
+        path.clone(),
+        "0".into(),
+        "0".into(),
+        TOTAL.to_string(),
+        "0".into(),
+        "4096".into(),
+        "0".into(),
+    ])?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let line = finish(peer, out, false)?;
+    let _ = store()?.rm(&path);
+    if !status.success() {
+        return Err(format!("the child failed: {status}"));
+    }
+    // The C peer fails its read (libxenvchan_read returns -1 once srv_live is 0) instead of
+    // receiving all 16 MiB; its exit status says which.
+    if line.starts_with("libxenvchan-peer: ok") {
+        return Err(format!(
+            "the C client read everything from a dead server: {line:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// `vchan-child PATH BYTES`: offers a channel to domain 0 under PATH, prints `open`, writes
+/// BYTES of the pattern, then exits without closing (no destructor runs).
+pub(crate) fn child(args: &[String]) -> ExitCode {
+    let [path, bytes] = args else {
+        eprintln!("usage: xen-dom0-tests vchan-child PATH BYTES");
+        return ExitCode::from(2);
+    };
+    let run = || -> Result<(), String> {
+        let bytes: u64 = bytes.parse().map_err(|e| format!("{bytes}: {e}"))?;
+        let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+        let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+        let mut vchan = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), path, 1024, 1 << 16)
+            .map_err(|e| format!("server: {e}"))?;
+        println!("open");
+        std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
+        send(&mut vchan, bytes, 4096).map_err(|e| format!("send: {e}"))?;
+        std::process::exit(0);
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xen-dom0-tests vchan-child: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
