@@ -62,3 +62,8 @@ pub use xen_ctrl as ctrl;
 #[cfg(feature = "guest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "guest")))]
 pub use xen_guest as guest;
+
+/// Byte streams between domains, wire-compatible with libxenvchan.
+#[cfg(feature = "vchan")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vchan")))]
+pub use xen_vchan as vchan;

@@ -8,18 +8,14 @@
 //! Each `bench_<name>` module keeps only what differs: its programs, options and table.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use xen_testbed::verdict::DomuExpectation;
 use xen_testbed::{Arch, Dom0Run, Testbed, initramfs::Preamble};
 
 const USAGE: &str = "\
-usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl [--rounds N] [--iterations N] [...]";
-
-/// The static libraries of Debian's `libxen-dev` the C peers link.
-const LIBXEN_DIR: &str = "/usr/lib/x86_64-linux-gnu";
+usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl|vchan [--rounds N] [--iterations N] [...]";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
     let (what, options) = args.split_first().ok_or_else(|| USAGE.to_string())?;
@@ -30,6 +26,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         "grant" => crate::bench_grant::run(options),
         "console" => crate::bench_console::run(options),
         "ctrl" => crate::bench_ctrl::run(options),
+        "vchan" => crate::bench_vchan::run(options),
         _ => Err(format!("unknown benchmark `{what}`\n{USAGE}")),
     }
 }
@@ -71,39 +68,11 @@ pub(crate) fn options(
 }
 
 /// A benchmark's C peer, linked statically against Debian's `libxen-dev`.
-pub(crate) struct CProgram {
-    /// The source, relative to the workspace.
-    pub(crate) source: &'static str,
-    /// The `libxen-dev` header it needs (checked first, for a clear error).
-    pub(crate) header: &'static str,
-    /// The binary's name, also its name in the dom0's `/bin`.
-    pub(crate) name: &'static str,
-    /// Linker arguments: libraries and wrappers.
-    pub(crate) link: &'static [&'static str],
-}
+pub(crate) use xen_testbed::c_program::CProgram;
 
 /// Compiles `program` into `<target>/testbed/bench/`, next to the testbed's cache and logs.
 fn build_c_program(testbed: &Testbed, program: &CProgram) -> crate::Result<PathBuf> {
-    let header = Path::new("/usr/include").join(program.header);
-    if !header.exists() || !Path::new(LIBXEN_DIR).join("libxentoolcore.a").exists() {
-        return Err(format!(
-            "{} or the static libraries are missing: install Debian's libxen-dev (`apt-get install libxen-dev`)",
-            header.display()
-        ));
-    }
-    let out_dir = testbed.logs_dir().with_file_name("bench");
-    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    let out = out_dir.join(program.name);
-    let source = crate::workspace_root().join(program.source);
-    crate::run_command(
-        Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
-            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .arg(format!("-L{LIBXEN_DIR}"))
-            .args(program.link),
-    )?;
-    Ok(out)
+    xen_testbed::c_program::build(testbed, program).map_err(|e| e.to_string())
 }
 
 /// One benchmark boot: a Rust driver and a C peer in an x86_64 Linux dom0.

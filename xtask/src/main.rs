@@ -7,6 +7,7 @@ mod bench_evtchn;
 mod bench_grant;
 mod bench_privcmd;
 mod bench_store;
+mod bench_vchan;
 mod gen_sys;
 mod setup;
 mod test;

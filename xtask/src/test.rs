@@ -19,6 +19,7 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-rust-blk",
     "xen-rust-ctrl",
     "xen-rust-guest",
+    "xen-rust-vchan",
     "xen-rust",
 ];
 
@@ -37,6 +38,7 @@ const PUBLISHED_CRATES: &[&str] = &[
     "xen-rust-blk",
     "xen-rust-ctrl",
     "xen-rust-guest",
+    "xen-rust-vchan",
     "xen-rust",
 ];
 
@@ -59,6 +61,7 @@ const MIRI_CRATES: &[&str] = &[
     "xen-rust-store",
     "xen-rust-ctrl",
     "xen-rust-guest",
+    "xen-rust-vchan",
     "xen-testbed-protocol",
 ];
 

@@ -29,6 +29,9 @@
 //!   overflowed; xenstored killed and restarted (last: the daemon's state is lost).
 //! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
 //!   notification and exits without unmapping (a child process of `domu`'s grant phase).
+//! - `xen-dom0-tests vchan [bench]` runs xen-vchan against Debian's libxenvchan (`vchan`; needs
+//!   the toolstack and `/bin/libxenvchan-peer`; `list vchan` prints its cases; `vchan-child` is
+//!   the server process one case kills).
 //! - `xen-dom0-tests exit <code>` ends the QEMU run with `code` (x86_64: `isa-debug-exit`; aarch64:
 //!   semihosting `SYS_EXIT`).
 //!
@@ -51,6 +54,7 @@ mod oracle;
 mod privcmd;
 mod store;
 mod stress;
+mod vchan;
 mod version;
 
 use std::process::ExitCode;
@@ -98,6 +102,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["domu-faults", ..] => faults::run(&args[1..]),
+        ["vchan", ..] => vchan::run(&args[1..]),
+        ["vchan-child", ..] => vchan::child(&args[1..]),
+        ["list", "vchan"] => {
+            for (name, _) in vchan::CASES {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");

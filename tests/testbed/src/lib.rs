@@ -60,6 +60,7 @@
 
 pub mod apt;
 pub mod artifacts;
+pub mod c_program;
 pub mod cpio;
 pub mod demo;
 mod elf;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use xen_testbed_protocol::{INPUT_LINE, INPUT_PROMPT, Log, exchange, parse_log};
 
+use crate::c_program;
 use crate::own_code::{self, OwnCode};
 use crate::release::{RELEASES, Release};
 use crate::verdict::{
@@ -300,6 +301,9 @@ pub const ORACLE_COMMAND: &str = "xen-dom0-tests xl-info";
 pub const ORACLE_CASE: &str = "xen_version_matches_xl_info";
 /// The command that runs the xenstore client's cases against `xenstored` (needs the toolstack).
 pub const STORE_COMMAND: &str = "xen-dom0-tests store";
+/// The command that runs xen-vchan against Debian's libxenvchan (needs the toolstack and the C
+/// peer, [`c_program::LIBXENVCHAN_PEER`], which the scenario ships).
+pub const VCHAN_COMMAND: &str = "xen-dom0-tests vchan";
 /// The command that runs the short concurrency stress and the scale measures (needs the
 /// toolstack; the long one is `cargo xtask bench evtchn --stress`).
 pub const STRESS_COMMAND: &str = "xen-dom0-tests stress";
@@ -399,6 +403,21 @@ pub fn scenarios() -> &'static [Scenario] {
                 Arch::X86_64,
                 &[],
                 240,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::LinuxDom0 {
+                arch: Arch::X86_64,
+                setup: Setup::Toolstack,
+                commands: &[VCHAN_COMMAND],
+            },
+            ..linux(
+                "vchan-dom0",
+                "Linux PV dom0 runs xen-vchan against Debian's libxenvchan (dom0 to itself): both roles, 16 MiB each way, rings in the page and in their own pages, a C peer dying mid-stream, ours on tokio",
+                Arch::X86_64,
+                &[],
+                300,
                 None,
             )
         },
@@ -591,6 +610,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-aarch64",
     "domu-evtchn-soak",
     "dom0-smp-stress",
+    "vchan-dom0",
     "domu-faults",
     "domu-control-pv",
     "domu-control-pvh",
@@ -922,16 +942,28 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                     if commands.contains(&STRESS_COMMAND) {
                         expected.extend(stress_cases);
                     }
+                    let mut binaries = Vec::new();
+                    if commands.contains(&VCHAN_COMMAND) {
+                        // `list vchan` prints the cases of VCHAN_COMMAND.
+                        let out = command_output(
+                            Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS))
+                                .args(["list", "vchan"]),
+                        )?;
+                        expected.extend(String::from_utf8_lossy(&out).lines().map(str::to_string));
+                        let peer = c_program::build(testbed, &c_program::LIBXENVCHAN_PEER)?;
+                        binaries.push((c_program::LIBXENVCHAN_PEER.name.to_string(), peer));
+                    }
                     let dones = commands.iter().filter(runs_tests).count()
                         + usize::from(commands.contains(&ORACLE_COMMAND))
                         + usize::from(commands.contains(&STORE_COMMAND))
-                        + usize::from(commands.contains(&STRESS_COMMAND));
+                        + usize::from(commands.contains(&STRESS_COMMAND))
+                        + usize::from(commands.contains(&VCHAN_COMMAND));
                     testbed.dom0_job(
                         artifacts_of(release, arch),
                         &Dom0Run {
                             name: name.clone(),
                             arch,
-                            binaries: Vec::new(),
+                            binaries,
                             files: Vec::new(),
                             preamble: setup.preamble(),
                             commands: commands.iter().map(|c| c.to_string()).collect(),

@@ -1,0 +1,691 @@
+//! `xen-dom0-tests vchan [bench]`: xen-vchan against Debian's libxenvchan in this dom0 (domain 0
+//! talking to itself): our server with a C client, a C server with our client, each streaming
+//! 16 MiB each way checked byte by byte, with rings inside the shared page and in pages of
+//! their own; a C peer that dies mid-stream; our server and client on tokio; the server's
+//! xenstore directory removed on close. The C peer is `/bin/libxenvchan-peer`
+//! (`tests/dom0/libxenvchan_peer.c`). Needs the toolstack preamble (xenstored).
+//!
+//! `bench` times one-way throughput, ours (two threads) and libxenvchan's (two processes), for
+//! 64-byte, 4-KiB and 64-KiB writes, and the round trip of a 1-byte ping-pong, and prints
+//! `XENTEST OUT bench-run` lines.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use xen_grant::linux::{Gntalloc, Gntdev};
+use xen_hypercall::DomId;
+use xen_store::unix::Local;
+use xen_store::{Client, ErrorKind, Store};
+use xen_testbed_protocol::{Reporter, Stdout};
+use xen_vchan::linux::{EvtchnDevice, Vchan};
+
+/// The C peer's path in dom0.
+const PEER: &str = "/bin/libxenvchan-peer";
+/// Bytes each way in a streaming case.
+const TOTAL: u64 = 16 << 20;
+/// How long a case may take before it counts as hung (a blocking read or write cannot be
+/// interrupted: the watchdog reports the case and ends the program).
+const CASE_TIMEOUT: Duration = Duration::from_secs(150);
+
+type Case = (&'static str, fn() -> Result<(), String>);
+
+/// Every case, in the order they run.
+pub(crate) const CASES: &[Case] = &[
+    ("vchan_rust_server_c_client_in_page", || {
+        rust_server_c_client(1024, 2048, 1000)
+    }),
+    ("vchan_rust_server_c_client_own_pages", || {
+        rust_server_c_client(1 << 16, 1 << 18, 65536)
+    }),
+    ("vchan_c_server_rust_client_in_page", || {
+        c_server_rust_client(2048, 1024, 4096)
+    }),
+    ("vchan_c_server_rust_client_own_pages", || {
+        c_server_rust_client(1 << 20, 1 << 14, 3000)
+    }),
+    ("vchan_c_client_exits_mid_stream", c_client_exits_mid_stream),
+    ("vchan_c_server_exits_mid_stream", c_server_exits_mid_stream),
+    (
+        "vchan_our_server_dies_mid_stream",
+        our_server_dies_mid_stream,
+    ),
+    ("vchan_rust_to_rust_tokio", rust_to_rust_tokio),
+];
+
+/// Byte `i` of the test stream (the C peer's `pattern`).
+fn pattern(i: u64) -> u8 {
+    (i ^ (i >> 8) ^ (i >> 16) ^ 0x5a) as u8
+}
+
+/// A fresh xenstore directory for one channel, under the conventional place.
+fn path() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let port = 7000 + NEXT.fetch_add(1, Ordering::Relaxed);
+    xen_vchan::linux::conventional_path("/local/domain/0", DomId(0), port)
+}
+
+fn store() -> Result<Client<Local>, String> {
+    Ok(Client::new(
+        Local::socket().map_err(|e| format!("xenstored's socket: {e}"))?,
+    ))
+}
+
+/// Runs every case and reports them; `XENTEST DONE` at the end.
+pub(crate) fn run(args: &[String]) -> ExitCode {
+    if args.first().map(String::as_str) == Some("bench") {
+        return bench(&args[1..]);
+    }
+    let mut reporter = Reporter::new(Stdout);
+    for (name, case) in CASES {
+        let watchdog = watchdog(name);
+        reporter.case(name, case());
+        drop(watchdog);
+    }
+    ExitCode::from(reporter.done().exit_code())
+}
+
+/// Reports `name` failed and ends the program if it is still running after [`CASE_TIMEOUT`];
+/// dropping the sender disarms it.
+fn watchdog(name: &'static str) -> std::sync::mpsc::Sender<()> {
+    let (disarm, armed) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(CASE_TIMEOUT) {
+            let mut reporter = Reporter::new(Stdout);
+            reporter.case(name, Err(format!("hung for {CASE_TIMEOUT:?}")));
+            reporter.done();
+            std::process::exit(1);
+        }
+    });
+    disarm
+}
+
+/// Starts the C peer with `args`; returns it once it printed that the channel is open.
+fn peer(args: &[String]) -> Result<(Child, BufReader<std::process::ChildStdout>), String> {
+    let mut child = Command::new(PEER)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {PEER}: {e}"))?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)
+        .map_err(|e| format!("reading the peer: {e}"))?;
+    if line.trim() != "libxenvchan-peer: open" {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        return Err(format!(
+            "the C peer did not open the channel ({status}): {line:?}"
+        ));
+    }
+    Ok((child, out))
+}
+
+/// Waits for the C peer and returns its last line, which must say `ok` if `must_succeed`.
+fn finish(
+    mut child: Child,
+    mut out: BufReader<std::process::ChildStdout>,
+    must_succeed: bool,
+) -> Result<String, String> {
+    let mut line = String::new();
+    out.read_line(&mut line)
+        .map_err(|e| format!("reading the peer: {e}"))?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if must_succeed && (!status.success() || !line.starts_with("libxenvchan-peer: ok")) {
+        return Err(format!("the C peer failed ({status}): {line:?}"));
+    }
+    Ok(line)
+}
+
+/// Writes `total` bytes of the pattern in writes of up to `chunk` bytes.
+fn send<E: xen_vchan::linux::Sleep>(
+    vchan: &mut Vchan<'_, E>,
+    total: u64,
+    chunk: usize,
+) -> Result<(), xen_vchan::linux::Error> {
+    let mut buf = vec![0u8; chunk];
+    let mut sent = 0u64;
+    while sent < total {
+        let len = chunk.min((total - sent) as usize);
+        for (i, byte) in buf[..len].iter_mut().enumerate() {
+            *byte = pattern(sent + i as u64);
+        }
+        let mut done = 0;
+        while done < len {
+            done += vchan.write(&buf[done..len])?;
+        }
+        sent += len as u64;
+    }
+    Ok(())
+}
+
+/// Reads until the end of the stream or `limit` bytes, checking each against the pattern;
+/// returns how many arrived.
+fn receive<E: xen_vchan::linux::Sleep>(
+    vchan: &mut Vchan<'_, E>,
+    limit: u64,
+) -> Result<u64, String> {
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0u64;
+    while got < limit {
+        let want = buf.len().min((limit - got) as usize);
+        let n = vchan
+            .read(&mut buf[..want])
+            .map_err(|e| format!("read after {got} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = (0..n).find(|&i| buf[i] != pattern(got + i as u64)) {
+            return Err(format!("byte {} differs", got + i as u64));
+        }
+        got += n as u64;
+    }
+    Ok(got)
+}
+
+/// Our server, a C client: 16 MiB each way.
+fn rust_server_c_client(read_min: usize, write_min: usize, chunk: usize) -> Result<(), String> {
+    let path = path();
+    let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut vchan = Vchan::server(
+        &gntalloc,
+        evtchn,
+        store()?,
+        DomId(0),
+        &path,
+        read_min,
+        write_min,
+    )
+    .map_err(|e| format!("server: {e}"))?;
+    let orders = vchan.orders();
+    let (child, out) = peer(&[
+        "client".into(),
+        "0".into(),
+        path.clone(),
+        "0".into(),
+        "0".into(),
+        TOTAL.to_string(),
+        TOTAL.to_string(),
+        chunk.to_string(),
+        "0".into(),
+    ])?;
+    let started = Instant::now();
+    send(&mut vchan, TOTAL, chunk).map_err(|e| format!("send: {e}"))?;
+    let got = receive(&mut vchan, TOTAL)?;
+    if got != TOTAL {
+        return Err(format!("received {got} of {TOTAL} bytes"));
+    }
+    let line = finish(child, out, true)?;
+    vchan.close().map_err(|e| format!("close: {e}"))?;
+    match store()?.read(&format!("{path}/ring-ref")) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        other => return Err(format!("{path} left behind after close: {other:?}")),
+    }
+    println!(
+        "XENTEST OUT vchan our server (orders {}/{}) <-> C client: {TOTAL} bytes each way in {:.2} s; {}",
+        orders.left.get(),
+        orders.right.get(),
+        started.elapsed().as_secs_f64(),
+        line.trim()
+    );
+    Ok(())
+}
+
+/// A C server, our client: 16 MiB each way.
+fn c_server_rust_client(read_min: usize, write_min: usize, chunk: usize) -> Result<(), String> {
+    let path = path();
+    let (child, out) = peer(&[
+        "server".into(),
+        "0".into(),
+        path.clone(),
+        read_min.to_string(),
+        write_min.to_string(),
+        TOTAL.to_string(),
+        TOTAL.to_string(),
+        chunk.to_string(),
+        "0".into(),
+    ])?;
+    let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut vchan = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
+        .map_err(|e| format!("client: {e}"))?;
+    let orders = vchan.orders();
+    let started = Instant::now();
+    send(&mut vchan, TOTAL, chunk).map_err(|e| format!("send: {e}"))?;
+    let got = receive(&mut vchan, TOTAL)?;
+    if got != TOTAL {
+        return Err(format!("received {got} of {TOTAL} bytes"));
+    }
+    let line = finish(child, out, true)?;
+    drop(vchan);
+    println!(
+        "XENTEST OUT vchan C server (orders {}/{}) <-> our client: {TOTAL} bytes each way in {:.2} s; {}",
+        orders.left.get(),
+        orders.right.get(),
+        started.elapsed().as_secs_f64(),
+        line.trim()
+    );
+    Ok(())
+}
+
+/// A C client that dies after sending 1 MiB and a bit: our server reads what it sent, then
+/// the end of the stream (Linux clears `cli_live` and signals when the process's mapping goes).
+fn c_client_exits_mid_stream() -> Result<(), String> {
+    let path = path();
+    let die_after = (1 << 20) + 123;
+    let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut vchan = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), &path, 1 << 16, 1024)
+        .map_err(|e| format!("server: {e}"))?;
+    let (child, out) = peer(&[
+        "client".into(),
+        "0".into(),
+        path.clone(),
+        "0".into(),
+        "0".into(),
+        "0".into(),
+        TOTAL.to_string(),
+        "4096".into(),
+        die_after.to_string(),
+    ])?;
+    let got = receive(&mut vchan, TOTAL)?;
+    finish(child, out, false)?;
+    if got < die_after || got >= TOTAL {
+        return Err(format!(
+            "end of stream after {got} bytes; the peer died after {die_after}"
+        ));
+    }
+    if !matches!(vchan.write(b"x"), Err(xen_vchan::linux::Error::Closed)) {
+        return Err("a write to the dead client did not fail with Closed".into());
+    }
+    Ok(())
+}
+
+/// A C server that dies after reading 1 MiB and a bit: our client's blocked write fails with
+/// `Closed` (Linux clears `srv_live` and signals when the server's pages go).
+fn c_server_exits_mid_stream() -> Result<(), String> {
+    let path = path();
+    let die_after = (1 << 20) + 321;
+    let (child, out) = peer(&[
+        "server".into(),
+        "0".into(),
+        path.clone(),
+        "8192".into(),
+        "1024".into(),
+        TOTAL.to_string(),
+        "0".into(),
+        "4096".into(),
+        die_after.to_string(),
+    ])?;
+    let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut vchan = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
+        .map_err(|e| format!("client: {e}"))?;
+    let result = send(&mut vchan, TOTAL, 4096);
+    finish(child, out, false)?;
+    // The dead server could not remove its directory.
+    let _ = store()?.rm(&path);
+    match result {
+        Err(xen_vchan::linux::Error::Closed) => Ok(()),
+        other => Err(format!("writing to a dead server gave {other:?}")),
+    }
+}
+
+/// Our server in a child process that exits without closing after writing 1 MiB and a bit:
+/// the C client reading from it must see the channel end (Linux clears `srv_live` and signals
+/// the port when the child's pages go, as `Vchan::server` asked), not hang.
+fn our_server_dies_mid_stream() -> Result<(), String> {
+    let path = path();
+    let die_after = (1u64 << 20) + 77;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["vchan-child", &path, &die_after.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the child: {e}"))?;
+    let mut child_out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    child_out
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the child: {e}"))?;
+    if line.trim() != "open" {
+        return Err(format!("the child did not open the channel: {line:?}"));
+    }
+    let (peer, out) = peer(&[
+        "client".into(),
+        "0".into(),
+        path.clone(),
+        "0".into(),
+        "0".into(),
+        TOTAL.to_string(),
+        "0".into(),
+        "4096".into(),
+        "0".into(),
+    ])?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let line = finish(peer, out, false)?;
+    let _ = store()?.rm(&path);
+    if !status.success() {
+        return Err(format!("the child failed: {status}"));
+    }
+    // The C peer fails its read (libxenvchan_read returns -1 once srv_live is 0) instead of
+    // receiving all 16 MiB; its exit status says which.
+    if line.starts_with("libxenvchan-peer: ok") {
+        return Err(format!(
+            "the C client read everything from a dead server: {line:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// `vchan-child PATH BYTES`: offers a channel to domain 0 under PATH, prints `open`, writes
+/// BYTES of the pattern, then exits without closing (no destructor runs).
+pub(crate) fn child(args: &[String]) -> ExitCode {
+    let [path, bytes] = args else {
+        eprintln!("usage: xen-dom0-tests vchan-child PATH BYTES");
+        return ExitCode::from(2);
+    };
+    let run = || -> Result<(), String> {
+        let bytes: u64 = bytes.parse().map_err(|e| format!("{bytes}: {e}"))?;
+        let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+        let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+        let mut vchan = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), path, 1024, 1 << 16)
+            .map_err(|e| format!("server: {e}"))?;
+        println!("open");
+        std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
+        send(&mut vchan, bytes, 4096).map_err(|e| format!("send: {e}"))?;
+        std::process::exit(0);
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xen-dom0-tests vchan-child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Our server and our client on tokio, both directions at once: each end split into a read
+/// half and a write half, the four in tasks of their own on a multi-threaded runtime, so a
+/// read and a write of one channel wait for its one port at the same time.
+fn rust_to_rust_tokio() -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+    use xen_evtchn::tokio::TokioEventChannel;
+
+    type Half<'d> = Vchan<'d, TokioEventChannel>;
+
+    async fn write(mut half: WriteHalf<Half<'static>>) -> Result<WriteHalf<Half<'static>>, String> {
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 5000];
+        while sent < TOTAL {
+            let len = buf.len().min((TOTAL - sent) as usize);
+            for (i, byte) in buf[..len].iter_mut().enumerate() {
+                *byte = pattern(sent + i as u64);
+            }
+            half.write_all(&buf[..len])
+                .await
+                .map_err(|e| e.to_string())?;
+            sent += len as u64;
+        }
+        Ok(half)
+    }
+
+    async fn read(mut half: ReadHalf<Half<'static>>) -> Result<ReadHalf<Half<'static>>, String> {
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 7000];
+        while got < TOTAL {
+            let n = half.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("end of stream after {got} bytes"));
+            }
+            if let Some(i) = (0..n).find(|&i| buf[i] != pattern(got + i as u64)) {
+                return Err(format!("byte {} differs", got + i as u64));
+            }
+            got += n as u64;
+        }
+        Ok(half)
+    }
+
+    async fn joined<T>(task: tokio::task::JoinHandle<Result<T, String>>) -> Result<T, String> {
+        task.await.map_err(|e| format!("task: {e}"))?
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The tasks need 'static channels: the devices live until the program ends.
+    let gntalloc: &'static Gntalloc =
+        Box::leak(Box::new(Gntalloc::open().map_err(|e| e.to_string())?));
+    let gntdev: &'static Gntdev = Box::leak(Box::new(Gntdev::open().map_err(|e| e.to_string())?));
+    runtime.block_on(async {
+        let path = path();
+        let server = Vchan::server(
+            gntalloc,
+            TokioEventChannel::open().map_err(|e| e.to_string())?,
+            store()?,
+            DomId(0),
+            &path,
+            1 << 14,
+            1 << 12,
+        )
+        .map_err(|e| format!("server: {e}"))?;
+        let client = Vchan::client(
+            gntdev,
+            TokioEventChannel::open().map_err(|e| e.to_string())?,
+            &mut store()?,
+            DomId(0),
+            &path,
+        )
+        .map_err(|e| format!("client: {e}"))?;
+        let (server_rx, server_tx) = tokio::io::split(server);
+        let (client_rx, client_tx) = tokio::io::split(client);
+        let started = Instant::now();
+        let (a, b, c, d) = tokio::join!(
+            joined(tokio::spawn(write(server_tx))),
+            joined(tokio::spawn(read(client_rx))),
+            joined(tokio::spawn(write(client_tx))),
+            joined(tokio::spawn(read(server_rx)))
+        );
+        let (server_tx, client_rx, client_tx, server_rx) = (a?, b?, c?, d?);
+        println!(
+            "XENTEST OUT vchan our server <-> our client on tokio (four tasks): {TOTAL} bytes each way at once in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        // The server closes: the client reads the end of the stream.
+        let mut server = server_rx.unsplit(server_tx);
+        server.shutdown().await.map_err(|e| e.to_string())?;
+        let mut client = client_rx.unsplit(client_tx);
+        let mut byte = [0u8; 1];
+        match AsyncReadExt::read(&mut client, &mut byte).await {
+            Ok(0) => {}
+            other => return Err(format!("after the server closed, the client read {other:?}")),
+        }
+        drop(server);
+        match store()?.read(&format!("{path}/ring-ref")) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            other => Err(format!("{path} left behind after close: {other:?}")),
+        }
+    })
+}
+
+/// `bench [ROUNDS] [MIB]`: one-way throughput, ours and libxenvchan's, for 64 B, 4 KiB and
+/// 64 KiB writes through 64 KiB rings (`bench-run impl=… measure=write_<chunk> bytes=… ns=…`),
+/// and 1-byte ping-pong round trips (`bench-run impl=… measure=rtt_1 rounds=… ns=…`); one line
+/// per sample, then the case `bench_vchan`.
+fn bench(args: &[String]) -> ExitCode {
+    let number =
+        |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (rounds, mib) = (number(0, 3), number(1, 8));
+    let mut reporter = Reporter::new(Stdout);
+    let result = (|| -> Result<(), String> {
+        for _ in 0..rounds {
+            for chunk in [64usize, 4096, 65536] {
+                let total = if chunk == 64 {
+                    (mib << 20) / 8
+                } else {
+                    mib << 20
+                };
+                let ours = bench_ours(chunk, total)?;
+                println!(
+                    "XENTEST OUT bench-run impl=ours measure=write_{chunk} bytes={total} ns={ours}"
+                );
+                let theirs = bench_libxenvchan(chunk, total)?;
+                println!(
+                    "XENTEST OUT bench-run impl=libxenvchan measure=write_{chunk} bytes={total} ns={theirs}"
+                );
+            }
+            let trips = 2000;
+            let ours = ping_ours(trips)?;
+            println!("XENTEST OUT bench-run impl=ours measure=rtt_1 rounds={trips} ns={ours}");
+            let theirs = ping_libxenvchan(trips)?;
+            println!(
+                "XENTEST OUT bench-run impl=libxenvchan measure=rtt_1 rounds={trips} ns={theirs}"
+            );
+        }
+        Ok(())
+    })();
+    reporter.case("bench_vchan", result);
+    ExitCode::from(reporter.done().exit_code())
+}
+
+/// Our server writing `total` bytes in `chunk`-byte writes to our client in another thread:
+/// the reader's time from the first byte to the last, in ns.
+fn bench_ours(chunk: usize, total: u64) -> Result<u64, String> {
+    let path = path();
+    let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+    let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut server = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), &path, 1024, 1 << 16)
+        .map_err(|e| format!("server: {e}"))?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut client = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
+        .map_err(|e| format!("client: {e}"))?;
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<u64, String> {
+            let mut buf = vec![0u8; chunk];
+            let mut got = 0u64;
+            let mut started = None;
+            while got < total {
+                let n = client.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("end of stream".into());
+                }
+                started.get_or_insert_with(Instant::now);
+                got += n as u64;
+            }
+            Ok(started.map_or(0, |s: Instant| s.elapsed().as_nanos() as u64))
+        });
+        let buf = vec![0x5au8; chunk];
+        let mut sent = 0u64;
+        while sent < total {
+            let len = chunk.min((total - sent) as usize);
+            let mut done = 0;
+            while done < len {
+                done += server.write(&buf[done..len]).map_err(|e| e.to_string())?;
+            }
+            sent += len as u64;
+        }
+        reader
+            .join()
+            .map_err(|_| "the reader panicked".to_string())?
+    })
+}
+
+/// libxenvchan's server writing `total` bytes in `chunk`-byte writes to its client: the
+/// client's receive time, in ns.
+fn bench_libxenvchan(chunk: usize, total: u64) -> Result<u64, String> {
+    let path = path();
+    let (server, server_out) = peer(&[
+        "server".into(),
+        "0".into(),
+        path.clone(),
+        "1024".into(),
+        "65536".into(),
+        "0".into(),
+        total.to_string(),
+        chunk.to_string(),
+        "0".into(),
+    ])?;
+    let (client, client_out) = peer(&[
+        "client".into(),
+        "0".into(),
+        path.clone(),
+        "0".into(),
+        "0".into(),
+        total.to_string(),
+        "0".into(),
+        chunk.to_string(),
+        "0".into(),
+    ])?;
+    let line = finish(client, client_out, true)?;
+    finish(server, server_out, true)?;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("recv_ns="))
+        .and_then(|ns| ns.parse().ok())
+        .ok_or_else(|| format!("no recv_ns in {line:?}"))
+}
+
+/// Our client sending one byte and our server (another thread) sending it back, `trips`
+/// times: the client's time, in ns.
+fn ping_ours(trips: u64) -> Result<u64, String> {
+    let path = path();
+    let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+    let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut server = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), &path, 1024, 2048)
+        .map_err(|e| format!("server: {e}"))?;
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let mut client = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
+        .map_err(|e| format!("client: {e}"))?;
+    std::thread::scope(|s| {
+        let echo = s.spawn(move || -> Result<(), String> {
+            let mut byte = [0u8];
+            for _ in 0..trips {
+                server.recv(&mut byte).map_err(|e| e.to_string())?;
+                server.send(&byte).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        let started = Instant::now();
+        let mut byte = [0u8];
+        for _ in 0..trips {
+            client.send(&byte).map_err(|e| e.to_string())?;
+            client.recv(&mut byte).map_err(|e| e.to_string())?;
+        }
+        let ns = started.elapsed().as_nanos() as u64;
+        echo.join()
+            .map_err(|_| "the echo thread panicked".to_string())??;
+        Ok(ns)
+    })
+}
+
+/// The same between libxenvchan's client and server: the client's time, in ns.
+fn ping_libxenvchan(trips: u64) -> Result<u64, String> {
+    let path = path();
+    let args = |role: &str| -> Vec<String> {
+        [
+            role,
+            "0",
+            &path,
+            "1024",
+            "2048",
+            &trips.to_string(),
+            "0",
+            "1",
+            "0",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let (server, server_out) = peer(&args("ping-server"))?;
+    let (client, client_out) = peer(&args("ping-client"))?;
+    let line = finish(client, client_out, true)?;
+    finish(server, server_out, true)?;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("ns="))
+        .and_then(|ns| ns.parse().ok())
+        .ok_or_else(|| format!("no ns in {line:?}"))
+}

@@ -1,0 +1,145 @@
+//! `AsyncRead` and `AsyncWrite` for a channel over a [`TokioEventChannel`]: no thread, the
+//! channel's one event-channel fd in tokio's reactor.
+//!
+//! # Wake-ups
+//!
+//! A read and a write may wait at once (from two tasks, after `tokio::io::split`), on the
+//! channel's one port, which has one waker slot in the event channel. So each side leaves its
+//! waker here, and the port's waker is [`Wakers`], which wakes both. A side whose
+//! `poll_port` consumes the delivery wakes the other too: each then looks at its ring again,
+//! which is all an event means. Before waiting, a side has asked the peer for the event
+//! (`Endpoint`'s request bits) and looked again; a delivery that comes after that look is
+//! recorded by the event channel until a `poll_port` consumes it, so none is missed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use xen_evtchn::AsyncEventChannel;
+use xen_evtchn::tokio::TokioEventChannel;
+
+use super::{Error, Vchan};
+use crate::Step;
+
+/// The waiting reader's and writer's wakers; woken together by the port.
+#[derive(Debug, Default)]
+pub(super) struct Wakers {
+    slots: Mutex<[Option<Waker>; 2]>,
+}
+
+/// Which side waits.
+#[derive(Clone, Copy)]
+enum Side {
+    Read = 0,
+    Write = 1,
+}
+
+impl Wakers {
+    fn slots(&self) -> std::sync::MutexGuard<'_, [Option<Waker>; 2]> {
+        // A waker swap cannot leave the slots half-changed.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake_all(&self) {
+        let taken = core::mem::take(&mut *self.slots());
+        taken.into_iter().flatten().for_each(Waker::wake);
+    }
+}
+
+impl Wake for Wakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_all();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all();
+    }
+}
+
+impl Vchan<'_, TokioEventChannel> {
+    /// Waits for the port's next delivery on behalf of `side`: `Ready` once one was consumed
+    /// (the other side is woken too), `Pending` with `cx` registered.
+    fn poll_event(&self, side: Side, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.wakers.slots()[side as usize] = Some(cx.waker().clone());
+        let both = Waker::from(self.wakers.clone());
+        match self
+            .evtchn
+            .poll_port(self.port, &mut Context::from_waker(&both))
+        {
+            Poll::Ready(result) => {
+                self.wakers.wake_all();
+                Poll::Ready(result.map_err(Error::from))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Runs `op` until it moves bytes or the peer is gone, or registers for the next event.
+    fn poll_step(
+        &mut self,
+        side: Side,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&mut crate::Endpoint, &crate::Shared<'_>) -> Result<Step, crate::Error>,
+    ) -> Poll<Result<Option<usize>, Error>> {
+        loop {
+            match self.step(&mut op) {
+                Ok(Step::Moved { bytes, .. }) => return Poll::Ready(Ok(Some(bytes))),
+                Ok(Step::Closed) => return Poll::Ready(Ok(None)),
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Step::WouldBlock) => {}
+            }
+            match self.poll_event(side, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl AsyncRead for Vchan<'_, TokioEventChannel> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let unfilled = buf.initialize_unfilled();
+        match this.poll_step(Side::Read, cx, |ep, mem| ep.read(mem, unfilled)) {
+            Poll::Ready(Ok(bytes)) => {
+                buf.advance(bytes.unwrap_or(0));
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Vchan<'_, TokioEventChannel> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.poll_step(Side::Write, cx, |ep, mem| ep.write(mem, buf)) {
+            Poll::Ready(Ok(Some(bytes))) => Poll::Ready(Ok(bytes)),
+            Poll::Ready(Ok(None)) => Poll::Ready(Err(Error::Closed.into())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Written bytes are in the ring already.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Closes the whole channel (vchan has no half-close): as [`Vchan::close`].
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().shut().map_err(io::Error::from))
+    }
+}
