@@ -148,6 +148,7 @@ fn domu_error(error: xen_console::Error<DomuError>) -> DomuError {
         xen_console::Error::Stalled { .. } => {
             DomuError::TimedOut("xenconsoled to drain the console ring")
         }
+        _ => DomuError::Unexpected("console error"),
     }
 }
 
