@@ -53,6 +53,8 @@ pub(crate) struct Spec {
     kernel: String,
     selftest: Option<String>,
     timeout: Duration,
+    /// An xl disk specification (`phy:/dev/loop0,xvda,w,script=...`), set by the block run.
+    pub(crate) disk: Option<String>,
 }
 
 impl Spec {
@@ -72,6 +74,7 @@ impl Spec {
             kernel: String::new(),
             selftest: None,
             timeout: Duration::from_secs(60),
+            disk: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -109,8 +112,12 @@ impl Spec {
         } else {
             format!("type = \"{}\"\n", self.xl_type)
         };
+        let disk = match &self.disk {
+            Some(disk) => format!("disk = [ '{disk}' ]\n"),
+            None => String::new(),
+        };
         format!(
-            "name = \"{}\"\n{xl_type}kernel = \"{}\"\nmemory = {}\nvcpus = 1\n\
+            "name = \"{}\"\n{xl_type}kernel = \"{}\"\nmemory = {}\nvcpus = 1\n{disk}\
              on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"preserve\"\n",
             self.name, self.kernel, self.memory
         )
@@ -164,10 +171,14 @@ impl Domain {
     }
 
     pub(crate) fn read(&self, key: &str) -> Result<String, String> {
-        let path = self.path(key);
+        self.read_path(&self.path(key))
+    }
+
+    /// Reads the absolute xenstore `path` (e.g. a key of the domU's device backends).
+    pub(crate) fn read_path(&self, path: &str) -> Result<String, String> {
         self.store
             .borrow_mut()
-            .read_string(&path)
+            .read_string(path)
             .map_err(|e| format!("read {path}: {e}"))
     }
 

@@ -17,6 +17,9 @@
 //! builds a program that says so.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+#[cfg(all(target_os = "none", feature = "domu"))]
+extern crate alloc;
+
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(all(target_os = "none", not(feature = "domu")))]

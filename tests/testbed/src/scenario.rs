@@ -115,6 +115,8 @@ pub enum Setup {
     Toolstack,
     /// The toolstack, with this shell line run before its first step (a self-test breaking it).
     BrokenToolstack(&'static str),
+    /// The toolstack and Linux's block backend (blkback, the loop device).
+    BlockBackend,
 }
 
 impl Setup {
@@ -125,6 +127,7 @@ impl Setup {
             Setup::BrokenToolstack(fault) => initramfs::Preamble::Toolstack {
                 fault: Some(fault.into()),
             },
+            Setup::BlockBackend => initramfs::Preamble::BlockBackend,
         }
     }
 }
@@ -158,6 +161,8 @@ pub enum DomuRun {
     /// The fault table ([`exchange::FAULTS_DOM0_CASES`]): the domU is destroyed under dom0's
     /// port, mapping and watch, then dom0 alone overflows an evtchn ring and restarts xenstored.
     Faults,
+    /// The block device ([`exchange::blk`]): dom0 serves the domU a disk through Linux's blkback.
+    Block,
 }
 
 impl CrossDomain {
@@ -412,6 +417,34 @@ pub fn scenarios() -> &'static [Scenario] {
             )
         },
         Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pv,
+                selftest: None,
+                run: DomuRun::Block,
+            }),
+            ..cross_domain(
+                "blk-domu-pv",
+                "Linux dom0 serves a PV domU a disk through blkback (a loop device over a file); the domU's frontend finds it over xenstore",
+                GuestKind::Pv,
+                None,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pvh,
+                selftest: None,
+                run: DomuRun::Block,
+            }),
+            ..cross_domain(
+                "blk-domu-pvh",
+                "Linux dom0 serves a PVH domU a disk through blkback (a loop device over a file); the domU's frontend finds it over xenstore",
+                GuestKind::Pvh,
+                None,
+                None,
+            )
+        },
+        Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
             kind: Kind::ControlPlane(GuestKind::Pv),
@@ -545,6 +578,8 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     // `enqueue_timer`), before the stress started (earlier 4.20 runs passed); until that is
     // understood, the stress runs on Xen 4.17 only.
     "domu-faults",
+    "blk-domu-pv",
+    "blk-domu-pvh",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",
@@ -943,6 +978,7 @@ pub fn cross_domain_run(
         DomuRun::Exchange => "domu",
         DomuRun::Soak { .. } => "domu-soak",
         DomuRun::Faults => "domu-faults",
+        DomuRun::Block => "blk-domu",
     };
     let mut command = format!(
         "{DOM0_TESTS} {verb} --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
@@ -963,6 +999,14 @@ pub fn cross_domain_run(
             cases(exchange::DOMU_CASES, exchange::store::DOMU_CASES),
         ),
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
+        DomuRun::Block => (
+            cases(exchange::blk::DOM0_CASES, &[]),
+            cases(exchange::blk::DOMU_CASES, &[]),
+        ),
+    };
+    let setup = match cross.run {
+        DomuRun::Block => Setup::BlockBackend,
+        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults => Setup::Toolstack,
     };
     // The fault table destroys its domU midway: its console is not forwarded, nor judged.
     let domus = if domu_cases.is_empty() {
@@ -979,7 +1023,7 @@ pub fn cross_domain_run(
         arch: cross.domu.arch(),
         binaries: Vec::new(),
         files: vec![(path, kernel.to_path_buf())],
-        preamble: Setup::Toolstack.preamble(),
+        preamble: setup.preamble(),
         commands: vec![command],
         expected_cases: dom0_cases,
         expected_dones: 1,

@@ -15,7 +15,11 @@
 //!
 //! Before draining its console, the domU runs the xenstore steps (`store_cases`):
 //! a watch on a key dom0 changes, and xenstored's typed refusals outside its home.
+//!
+//! When dom0 wrote `data/blk` (the block-device run), the domU runs the steps of
+//! its disk instead (`blk`).
 
+mod blk;
 mod console_bulk;
 mod console_ring;
 mod evtchn_port;
@@ -217,9 +221,12 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
         self_test(events, store);
     }
     let mut reporter = Reporter::new(RingConsole(events));
-    match (store.as_mut().ok().and_then(soak::requested), store) {
-        (Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
-        (_, mut store) => {
+    let disk = store.as_mut().ok().and_then(blk::requested);
+    let soak = store.as_mut().ok().and_then(soak::requested);
+    match (disk, soak, store) {
+        (Some(_sectors), _, Ok(mut store)) => blk::run(&mut reporter, &mut store),
+        (None, Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
+        (_, _, mut store) => {
             exchange(
                 platform,
                 events,
