@@ -25,6 +25,7 @@ mod console_ring;
 mod evtchn_port;
 mod grant;
 mod grant_phase;
+mod heap;
 mod soak;
 mod store_cases;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
