@@ -369,6 +369,11 @@ where
         &self.mem
     }
 
+    /// Gives the memory back (to end its grants once the back end unmapped it).
+    pub fn into_memory(self) -> M {
+        self.mem
+    }
+
     /// Reads and validates `rsp_prod`: a response takes the slot of a request the back end
     /// consumed, so there are at most as many as requests pushed and not yet answered (tighter
     /// than Linux's `RING_RESPONSE_PROD_OVERFLOW`, which allows the ring's size, and which an
@@ -504,6 +509,11 @@ where
     /// The memory the ring lives in.
     pub fn memory(&self) -> &M {
         &self.mem
+    }
+
+    /// Gives the memory back.
+    pub fn into_memory(self) -> M {
+        self.mem
     }
 
     /// Reads and validates `req_prod`: the front end may fill a slot once it consumed the

@@ -371,6 +371,11 @@ impl Connection {
         }
     }
 
+    /// Whether watch `id` is set on this connection.
+    pub fn is_watching(&self, id: WatchId) -> bool {
+        self.watches.contains_key(&id)
+    }
+
     /// The oldest buffered event of watch `id`.
     pub fn next_event_of(&mut self, id: WatchId) -> Option<WatchEvent> {
         let queue = self.watches.get_mut(&id)?;

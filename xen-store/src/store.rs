@@ -216,6 +216,20 @@ where
         }
     }
 
+    /// The next event of watch `id`, blocking until one arrives; events of other watches
+    /// that arrive meanwhile stay queued for their own callers.
+    pub fn next_event_of(&mut self, id: WatchId) -> Result<WatchEvent, Error> {
+        if !self.conn.is_watching(id) {
+            return Err(Error::InvalidInput("no such watch"));
+        }
+        loop {
+            if let Some(event) = self.conn.next_event_of(id) {
+                return Ok(event);
+            }
+            self.receive()?;
+        }
+    }
+
     /// A watch event already received, if any (never blocks).
     pub fn try_next_event(&mut self) -> Option<WatchEvent> {
         self.conn.next_event()

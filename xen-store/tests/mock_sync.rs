@@ -181,6 +181,23 @@ fn watches_fire_first_then_on_changes() {
 }
 
 #[test]
+fn next_event_of_waits_for_its_watch_and_keeps_the_others_events() {
+    let store = MockStore::new();
+    let mut xs = dom0(&store);
+    let a = xs.watch("/a").unwrap();
+    let b = xs.watch("/b").unwrap();
+    // Both fired once when set; take b's first: a's stays queued.
+    assert_eq!(xs.next_event_of(b).unwrap().path, "/b");
+    assert_eq!(xs.next_event_of(a).unwrap().path, "/a");
+    store.write_as_dom0("/a/x", b"1");
+    store.write_as_dom0("/b/y", b"1");
+    assert_eq!(xs.next_event_of(b).unwrap().path, "/b/y");
+    assert_eq!(xs.next_event().unwrap().path, "/a/x");
+    xs.unwatch(a).unwrap();
+    assert!(matches!(xs.next_event_of(a), Err(Error::InvalidInput(_))));
+}
+
+#[test]
 fn hostile_replies_are_typed_errors() {
     let store = MockStore::new();
     let conn = store.connect(DomId(0));

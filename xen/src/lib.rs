@@ -43,6 +43,16 @@ pub use xen_console as console;
 #[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub use xen_store as store;
 
+/// The xenbus device layer of PV drivers: device states, negotiation, teardown.
+#[cfg(feature = "bus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+pub use xen_bus as bus;
+
+/// The PV block frontend.
+#[cfg(feature = "blk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blk")))]
+pub use xen_blk as blk;
+
 /// Domain control of a toolstack domain: list, pause, destroy domains; the host's facts.
 #[cfg(feature = "ctrl")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ctrl")))]

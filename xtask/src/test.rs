@@ -15,6 +15,8 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-rust-console",
     "xen-rust-grant",
     "xen-rust-store",
+    "xen-rust-bus",
+    "xen-rust-blk",
     "xen-rust-ctrl",
     "xen-rust",
 ];
@@ -30,6 +32,8 @@ const PUBLISHED_CRATES: &[&str] = &[
     "xen-rust-console",
     "xen-rust-grant",
     "xen-rust-store",
+    "xen-rust-bus",
+    "xen-rust-blk",
     "xen-rust-ctrl",
     "xen-rust",
 ];
@@ -48,6 +52,8 @@ const MIRI_CRATES: &[&str] = &[
     "xen-rust-console",
     "xen-rust-grant",
     "xen-rust-store",
+    "xen-rust-bus",
+    "xen-rust-blk",
     "xen-rust-ctrl",
     "xen-testbed-protocol",
 ];

@@ -1,0 +1,1076 @@
+//! The block frontend: connects to a backend through xenbus, then issues requests over the
+//! shared ring, many in flight.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use embedded_io::{Read, Write};
+use xen_bus::{Deadline, Device, DevicePage, GrantedPages, Publication, XenbusState};
+use xen_evtchn::EventChannel;
+use xen_grant::GrantTable;
+use xen_hypercall::{Port, XenHypercall};
+use xen_shared::{FrontRing, InFlight, PAGE_SIZE};
+use xen_store::{Client, Store};
+
+use crate::abi::{self, Request, Response, RingRequest, Segment};
+use crate::{Error, IoError, ProtocolError};
+
+/// Requests in flight at most: the entries of a one-page ring.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// The `protocol` the frontend announces: its native ABI (`public/io/protocols.h`).
+#[cfg(target_arch = "x86_64")]
+const PROTOCOL: &str = "x86_64-abi";
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+const PROTOCOL: &str = "arm-abi";
+
+/// The disk as the backend describes it (its xenstore directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// `sectors`: the disk's size in 512-byte sectors (the unit of every sector number: this
+    /// frontend does not offer `feature-large-sector-size`).
+    pub sectors: u64,
+    /// `sector-size`: the logical block size in bytes (a power of two, 512 to 4096); every
+    /// request's offset and length are multiples of it.
+    pub sector_size: u32,
+    /// `physical-sector-size` (`sector-size` if absent).
+    pub physical_sector_size: u32,
+    /// `info`: the `VDISK_*` flags.
+    pub info: u32,
+    /// Whether writes are refused: `VDISK_READONLY` in `info`, or `mode` `r`.
+    pub read_only: bool,
+    /// `feature-flush-cache`: [`Frontend::submit_flush`] is offered.
+    pub flush: bool,
+    /// `feature-discard`, with its parameters.
+    pub discard: Option<Discard>,
+    /// `feature-max-indirect-segments` (0 if absent).
+    pub max_indirect_segments: u32,
+}
+
+impl Geometry {
+    /// The disk's size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.sectors * abi::SECTOR_SIZE as u64
+    }
+}
+
+/// How the backend discards (`feature-discard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discard {
+    /// `discard-granularity` in bytes (`sector-size` if absent).
+    pub granularity: u32,
+    /// `discard-alignment` in bytes.
+    pub alignment: u32,
+    /// `discard-secure`: secure discards are honoured.
+    pub secure: bool,
+}
+
+/// Names a request from submission to completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u32);
+
+impl RequestId {
+    /// The id in the ring (`blkif_request.id`).
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// What a request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Reads into the request's pages.
+    Read,
+    /// Writes the request's pages.
+    Write,
+    /// Flushes the disk's cache.
+    Flush,
+    /// Discards sectors.
+    Discard,
+}
+
+/// A request in flight: what the response is checked against, and the pages it holds.
+struct Pending<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage> {
+    operation: Operation,
+    /// The `operation` the response carries: the request's, or for an indirect request its
+    /// `indirect_op` (as Linux's blkback answers; `BLKIF_OP_INDIRECT` is accepted too).
+    ring_op: u8,
+    indirect: bool,
+    len: usize,
+    data: GrantedPages<'t, H, P>,
+    /// The pages holding an indirect request's segments.
+    segments: GrantedPages<'t, H, P>,
+}
+
+/// A block frontend (Linux's xen-blkfront, in Rust): `no_std`, over any xenstore transport,
+/// this domain's grant table and an event channel.
+///
+/// Two ways to use it. Blocking: [`read`](Self::read), [`write`](Self::write),
+/// [`flush`](Self::flush), [`discard`](Self::discard), each given a `sleep` closure that waits
+/// for an event on [`port`](Self::port) (or returns at once) and returns `false` when the
+/// caller's deadline passed. Polled: `submit_*` queue requests (up to [`MAX_IN_FLIGHT`], and
+/// as many data pages as the pool holds), [`kick`](Self::kick) publishes them, and
+/// [`poll`](Self::poll) takes completions; before sleeping on the port, call
+/// [`prepare_to_wait`](Self::prepare_to_wait): `false` means a response published from then on
+/// comes with an event.
+///
+/// Data moves through the frontend's own pages (given at [`connect`](Self::connect)), granted
+/// to the backend for each request and ended when its response comes, once the backend has
+/// unmapped them: the caller's buffers are never shared with the backend. A request is checked
+/// (alignment to the disk's sector size, range, read-only, features) before anything is
+/// granted. A backend breaking the protocol (an impossible ring index, an unknown or repeated
+/// id, a mismatched operation) is [`Error::Protocol`]: the frontend stops.
+///
+/// Close it with [`close`](Self::close). Dropped instead, its grants are ended or, where the
+/// backend still maps them, leaked (counted by the grant table); its port stays bound.
+pub struct Frontend<'t, H, P, E>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+{
+    device: Device,
+    table: &'t GrantTable<H>,
+    events: &'t E,
+    port: Port,
+    ring: FrontRing<RingRequest, Response, GrantedPages<'t, H, P>>,
+    geometry: Geometry,
+    handle: u16,
+    pending: InFlight<Pending<'t, H, P>, MAX_IN_FLIGHT>,
+    /// Free data pages.
+    pool: Vec<P>,
+    /// Pages of answered requests that the backend still maps.
+    lingering: Vec<GrantedPages<'t, H, P>>,
+    broken: Option<ProtocolError>,
+}
+
+impl<'t, H, P, E> Frontend<'t, H, P, E>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+    E: EventChannel,
+{
+    /// Connects the frontend whose xenstore directory is `path` (e.g. `device/vbd/768`):
+    /// waits for the backend's `InitWait`, grants it `ring_page` and allocates a port for it,
+    /// publishes `ring-ref`, `event-channel` and `protocol` with state `Initialised` in one
+    /// transaction, waits for the backend's `Connected`, reads the [`Geometry`], and goes
+    /// `Connected`.
+    ///
+    /// `data_pages` are the frontend's buffers: a request of `n` bytes holds `n / 4096`
+    /// (rounded up) of them while in flight, so they bound how much is in flight (32 requests of
+    /// 44 KiB take 352). `deadline` bounds each wait for the backend.
+    #[allow(clippy::too_many_arguments)]
+    pub fn connect<T: Read + Write>(
+        client: &mut Client<T>,
+        path: &str,
+        table: &'t GrantTable<H>,
+        events: &'t E,
+        ring_page: P,
+        data_pages: Vec<P>,
+        deadline: &mut impl Deadline,
+    ) -> Result<Self, Error>
+    where
+        T::Error: 'static,
+    {
+        let device = Device::frontend(client, path)?;
+        device.wait_for_peer_ready(client, XenbusState::InitWait, deadline)?;
+        let backend = device.peer_id();
+        let ring_pages = GrantedPages::grant(table, backend, [ring_page], false)
+            .map_err(|refused| refused.error)?;
+        let ring = FrontRing::init(ring_pages, 0).map_err(|_| {
+            Error::Bus(xen_bus::Error::InvalidInput(
+                "a blkif ring needs a 4096-byte page",
+            ))
+        })?;
+        let port = events.alloc_unbound_raw(backend)?;
+        let handle = device_handle(client, &device)?;
+        let mut this = Self {
+            device,
+            table,
+            events,
+            port,
+            ring,
+            geometry: Geometry {
+                sectors: 0,
+                sector_size: abi::SECTOR_SIZE as u32,
+                physical_sector_size: abi::SECTOR_SIZE as u32,
+                info: 0,
+                read_only: true,
+                flush: false,
+                discard: None,
+                max_indirect_segments: 0,
+            },
+            handle,
+            pending: InFlight::new(),
+            pool: data_pages,
+            lingering: Vec::new(),
+            broken: None,
+        };
+        match this.negotiate(client, deadline) {
+            Ok(()) => Ok(this),
+            Err(error) => {
+                // The port is ours to close; the ring's grants end when dropped (or are leaked
+                // if the backend maps the ring already).
+                let _ = this.events.unbind_raw(this.port);
+                Err(error)
+            }
+        }
+    }
+
+    fn negotiate<T: Read + Write>(
+        &mut self,
+        client: &mut Client<T>,
+        deadline: &mut impl Deadline,
+    ) -> Result<(), Error>
+    where
+        T::Error: 'static,
+    {
+        let publication = Publication::new()
+            .ring_refs(self.ring.memory().refs())?
+            .event_channel(self.port)
+            .value("protocol", PROTOCOL);
+        self.device
+            .publish(client, &publication, XenbusState::Initialised)?;
+        self.device
+            .wait_for_peer_ready(client, XenbusState::Connected, deadline)?;
+        self.geometry = read_geometry(client, &self.device)?;
+        self.device.switch_state(client, XenbusState::Connected)?;
+        Ok(())
+    }
+
+    /// The disk's geometry and the backend's features.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The xenbus device (to watch the backend's state, e.g. for `Closing`).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The event channel's port: the backend signals it when it published responses.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// Requests submitted and not yet taken by [`poll`](Self::poll).
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Data pages free for new requests.
+    pub fn free_pages(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The most bytes one request carries: 11 pages ([`abi::MAX_SEGMENTS`]), or with
+    /// `feature-max-indirect-segments` that many pages (at most 8 pages of segments, 4096).
+    pub fn max_request_len(&self) -> usize {
+        self.max_segments() * PAGE_SIZE
+    }
+
+    fn max_segments(&self) -> usize {
+        let indirect = self.geometry.max_indirect_segments as usize;
+        indirect.clamp(
+            abi::MAX_SEGMENTS,
+            abi::MAX_INDIRECT_PAGES * abi::SEGMENTS_PER_INDIRECT_PAGE,
+        )
+    }
+
+    /// The pages a request of `len` bytes takes: its data, and for more than
+    /// [`abi::MAX_SEGMENTS`] the indirect pages listing them.
+    fn pages_for(len: usize) -> (usize, usize) {
+        let data = len.div_ceil(PAGE_SIZE);
+        let segments = if data > abi::MAX_SEGMENTS {
+            data.div_ceil(abi::SEGMENTS_PER_INDIRECT_PAGE)
+        } else {
+            0
+        };
+        (data, segments)
+    }
+
+    /// Whether a request of `len` bytes could be submitted now (a ring slot, an id and enough
+    /// free pages).
+    pub fn can_submit(&self, len: usize) -> bool {
+        let (data, segments) = Self::pages_for(len);
+        self.broken.is_none() && self.has_slot() && data + segments <= self.pool.len()
+    }
+
+    /// Checks a data request before anything is granted.
+    fn check(&self, sector: u64, len: usize, write: bool) -> Result<(), Error> {
+        let g = &self.geometry;
+        let sector_size = g.sector_size as usize;
+        let aligned = len > 0
+            && len % sector_size == 0
+            && sector % (sector_size / abi::SECTOR_SIZE) as u64 == 0;
+        if !aligned {
+            return Err(Error::Unaligned {
+                sector,
+                len,
+                sector_size: g.sector_size,
+            });
+        }
+        let end = sector.checked_add((len / abi::SECTOR_SIZE) as u64);
+        if end.is_none_or(|end| end > g.sectors) {
+            return Err(Error::OutOfRange {
+                sector,
+                len,
+                sectors: g.sectors,
+            });
+        }
+        if len > self.max_request_len() {
+            return Err(Error::TooLong {
+                len,
+                max: self.max_request_len(),
+            });
+        }
+        if write && g.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    fn usable(&self) -> Result<(), Error> {
+        match self.broken {
+            Some(error) => Err(Error::Protocol(error)),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a read of `len` bytes from `sector` (512-byte units); its completion holds the
+    /// data. `len` and the offset are multiples of the sector size; `len` at most
+    /// [`max_request_len`](Self::max_request_len). [`Error::Busy`] if no slot or not enough
+    /// free pages: take completions first.
+    pub fn submit_read(&mut self, sector: u64, len: usize) -> Result<RequestId, Error> {
+        self.usable()?;
+        self.check(sector, len, false)?;
+        self.submit_data(Operation::Read, sector, len, |_| Ok(()))
+    }
+
+    /// Queues a write of `data` at `sector` (512-byte units), as for
+    /// [`submit_read`](Self::submit_read). The data is copied into the frontend's pages.
+    pub fn submit_write(&mut self, sector: u64, data: &[u8]) -> Result<RequestId, Error> {
+        self.usable()?;
+        self.check(sector, data.len(), true)?;
+        self.submit_data(Operation::Write, sector, data.len(), |pages| {
+            for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
+                let mem = pages[i].mem();
+                if mem.write(0, chunk).is_err() {
+                    return Err(Error::Bus(xen_bus::Error::InvalidInput(
+                        "a data page's view is shorter than a page",
+                    )));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Queues a flush of the disk's cache (`BLKIF_OP_FLUSH_DISKCACHE`, no data); only if the
+    /// backend offers `feature-flush-cache`.
+    pub fn submit_flush(&mut self) -> Result<RequestId, Error> {
+        self.usable()?;
+        if !self.geometry.flush {
+            return Err(Error::Unsupported("feature-flush-cache"));
+        }
+        self.submit_data(Operation::Flush, 0, 0, |_| Ok(()))
+    }
+
+    /// Queues a discard of `sectors` 512-byte sectors from `sector` (secure if `secure` and the
+    /// backend offers `discard-secure`); only if the backend offers `feature-discard`.
+    pub fn submit_discard(
+        &mut self,
+        sector: u64,
+        sectors: u64,
+        secure: bool,
+    ) -> Result<RequestId, Error> {
+        self.usable()?;
+        let Some(discard) = self.geometry.discard else {
+            return Err(Error::Unsupported("feature-discard"));
+        };
+        let len = usize::try_from(sectors)
+            .ok()
+            .and_then(|s| s.checked_mul(abi::SECTOR_SIZE))
+            .ok_or(Error::OutOfRange {
+                sector,
+                len: usize::MAX,
+                sectors: self.geometry.sectors,
+            })?;
+        // Range, alignment and read-only as for a write of that length (not its size limit).
+        let g = &self.geometry;
+        let sector_size = g.sector_size as usize;
+        if len == 0
+            || len % sector_size != 0
+            || sector % (sector_size / abi::SECTOR_SIZE) as u64 != 0
+        {
+            return Err(Error::Unaligned {
+                sector,
+                len,
+                sector_size: g.sector_size,
+            });
+        }
+        if sector
+            .checked_add(sectors)
+            .is_none_or(|end| end > g.sectors)
+        {
+            return Err(Error::OutOfRange {
+                sector,
+                len,
+                sectors: g.sectors,
+            });
+        }
+        if g.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if !self.has_slot() {
+            return Err(Error::Busy);
+        }
+        let pending = Pending {
+            operation: Operation::Discard,
+            ring_op: abi::OP_DISCARD,
+            indirect: false,
+            len: 0,
+            data: GrantedPages::empty(),
+            segments: GrantedPages::empty(),
+        };
+        let id = self.pending.insert(pending).map_err(|_| Error::Busy)?;
+        let request = abi::DiscardRequest {
+            operation: abi::OP_DISCARD,
+            flag: if secure && discard.secure {
+                abi::DISCARD_SECURE
+            } else {
+                0
+            },
+            handle: self.handle,
+            id: id.into(),
+            sector_number: sector,
+            nr_sectors: sectors,
+            ..Default::default()
+        };
+        self.start(id, &RingRequest::new(&request))
+    }
+
+    fn has_slot(&self) -> bool {
+        !self.ring.is_full() && self.pending.len() < MAX_IN_FLIGHT
+    }
+
+    /// Takes pages for `len` bytes, fills them with `fill`, grants them, and queues the
+    /// request (indirect beyond [`abi::MAX_SEGMENTS`] pages).
+    fn submit_data(
+        &mut self,
+        operation: Operation,
+        sector: u64,
+        len: usize,
+        fill: impl FnOnce(&[P]) -> Result<(), Error>,
+    ) -> Result<RequestId, Error> {
+        let (count, segment_count) = Self::pages_for(len);
+        if !self.can_submit(len) {
+            return Err(Error::Busy);
+        }
+        let pages = self.pool.split_off(self.pool.len() - count);
+        if let Err(error) = fill(&pages) {
+            self.pool.extend(pages);
+            return Err(error);
+        }
+        let (ring_op, readonly) = match operation {
+            Operation::Read => (abi::OP_READ, false),
+            Operation::Write => (abi::OP_WRITE, true),
+            Operation::Flush | Operation::Discard => (abi::OP_FLUSH_DISKCACHE, true),
+        };
+        let backend = self.device.peer_id();
+        let data = match GrantedPages::grant(self.table, backend, pages, readonly) {
+            Ok(data) => data,
+            Err(refused) => {
+                self.pool.extend(refused.pages);
+                return Err(Error::Bus(refused.error));
+            }
+        };
+        let segs = data.refs().enumerate().map(|(i, gref)| {
+            let bytes = (len - i * PAGE_SIZE).min(PAGE_SIZE);
+            Segment {
+                gref: gref.0,
+                first_sect: 0,
+                last_sect: (bytes / abi::SECTOR_SIZE - 1) as u8,
+                _pad: [0; 2],
+            }
+        });
+        let mut segments = GrantedPages::empty();
+        let request = if segment_count == 0 {
+            let mut request = Request {
+                operation: ring_op,
+                nr_segments: count as u8,
+                handle: self.handle,
+                sector_number: sector,
+                ..Default::default()
+            };
+            for (slot, seg) in request.seg.iter_mut().zip(segs) {
+                *slot = seg;
+            }
+            RingRequest::new(&request)
+        } else {
+            let lists = self.pool.split_off(self.pool.len() - segment_count);
+            for (i, seg) in segs.enumerate() {
+                let page = &lists[i / abi::SEGMENTS_PER_INDIRECT_PAGE];
+                let at = i % abi::SEGMENTS_PER_INDIRECT_PAGE * size_of::<Segment>();
+                // A `DevicePage` view is a page (a shorter one fails the backend's request).
+                let _ = page.mem().write(at, zerocopy::IntoBytes::as_bytes(&seg));
+            }
+            segments = match GrantedPages::grant(self.table, backend, lists, true) {
+                Ok(segments) => segments,
+                Err(refused) => {
+                    self.pool.extend(refused.pages);
+                    self.release(data);
+                    return Err(Error::Bus(refused.error));
+                }
+            };
+            let mut request = abi::IndirectRequest {
+                operation: abi::OP_INDIRECT,
+                indirect_op: ring_op,
+                nr_segments: count as u16,
+                sector_number: sector,
+                handle: self.handle,
+                ..Default::default()
+            };
+            for (slot, gref) in request.indirect_grefs.iter_mut().zip(segments.refs()) {
+                *slot = gref.0;
+            }
+            RingRequest::new(&request)
+        };
+        let pending = Pending {
+            operation,
+            ring_op,
+            indirect: segment_count > 0,
+            len,
+            data,
+            segments,
+        };
+        let id = match self.pending.insert(pending) {
+            Ok(id) => id,
+            Err(pending) => {
+                self.release(pending.data);
+                self.release(pending.segments);
+                return Err(Error::Busy);
+            }
+        };
+        // The id sits at offset 8 in every request kind.
+        let mut request = request;
+        request.set_id(id.into());
+        self.start(id, &request)
+    }
+
+    /// Puts the request recorded under `id` in the ring.
+    fn start(&mut self, id: u32, request: &RingRequest) -> Result<RequestId, Error> {
+        if let Err(error) = self.ring.start_request(request) {
+            if let Ok(pending) = self.pending.remove(id.into()) {
+                self.release(pending.data);
+                self.release(pending.segments);
+            }
+            return Err(Error::Protocol(ProtocolError::Ring(error)));
+        }
+        Ok(RequestId(id))
+    }
+
+    /// Ends the grants of `data` (pages back to the pool), or keeps them lingering while the
+    /// backend maps them.
+    fn release(&mut self, data: GrantedPages<'t, H, P>) -> bool {
+        match data.end() {
+            Ok(pages) => {
+                self.pool.extend(pages);
+                true
+            }
+            Err(still) => {
+                self.lingering.push(still);
+                false
+            }
+        }
+    }
+
+    /// Publishes the queued requests, and notifies the backend if it asked for it.
+    pub fn kick(&mut self) -> Result<(), Error> {
+        self.usable()?;
+        let notify = self
+            .ring
+            .push_requests()
+            .map_err(|e| self.break_with(e.into()))?;
+        if notify {
+            self.events.notify(self.port)?;
+        }
+        Ok(())
+    }
+
+    fn break_with(&mut self, error: ProtocolError) -> Error {
+        self.broken.get_or_insert(error);
+        Error::Protocol(error)
+    }
+
+    /// Takes the next completed request, if any: its pages are ungranted (or, if the backend
+    /// still maps them, kept back and the request failed with [`IoError::StillMapped`]).
+    pub fn poll(&mut self) -> Result<Option<Completion<'_, P>>, Error> {
+        self.usable()?;
+        if !self.lingering.is_empty() {
+            for data in core::mem::take(&mut self.lingering) {
+                self.release(data);
+            }
+        }
+        let rsp = match self.ring.next_response() {
+            Ok(Some(rsp)) => rsp,
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(self.break_with(error.into())),
+        };
+        let pending = match self.pending.remove(rsp.id) {
+            Ok(pending) => pending,
+            Err(unknown) => return Err(self.break_with(ProtocolError::UnknownId(unknown.0))),
+        };
+        let echoed = rsp.operation == pending.ring_op
+            || (pending.indirect && rsp.operation == abi::OP_INDIRECT);
+        if !echoed {
+            let error = ProtocolError::WrongOperation {
+                id: rsp.id,
+                expected: pending.ring_op,
+                got: rsp.operation,
+            };
+            // The request is over either way: its pages are ended once unmapped.
+            self.release(pending.data);
+            self.release(pending.segments);
+            return Err(self.break_with(error));
+        }
+        let mut result = match rsp.status {
+            abi::RSP_OKAY => Ok(()),
+            abi::RSP_ERROR => Err(IoError::Failed),
+            abi::RSP_EOPNOTSUPP => Err(IoError::NotSupported),
+            other => Err(IoError::BadStatus(other)),
+        };
+        if !self.release(pending.segments) {
+            result = Err(IoError::StillMapped);
+        }
+        let pages = match pending.data.end() {
+            Ok(pages) => pages,
+            Err(still) => {
+                self.lingering.push(still);
+                result = Err(IoError::StillMapped);
+                Vec::new()
+            }
+        };
+        Ok(Some(Completion {
+            id: RequestId(rsp.id as u32),
+            operation: pending.operation,
+            result,
+            len: if pages.is_empty() { 0 } else { pending.len },
+            pages,
+            pool: &mut self.pool,
+        }))
+    }
+
+    /// Before sleeping on the port: whether responses are waiting (then poll, do not sleep);
+    /// if none, asks the backend for an event at the next one and checks again
+    /// (`RING_FINAL_CHECK_FOR_RESPONSES`). `false`: sleeping is safe, the next response comes
+    /// with an event.
+    pub fn prepare_to_wait(&mut self) -> Result<bool, Error> {
+        self.usable()?;
+        self.ring
+            .final_check_for_responses()
+            .map_err(|e| self.break_with(e.into()))
+    }
+
+    /// Reads `buf.len()` bytes from `sector` (512-byte units), in as many requests as it
+    /// takes, many in flight. Needs no request in flight before ([`Error::RequestsInFlight`]).
+    /// `sleep` waits for an event on [`port`](Self::port) (or returns at once) and returns
+    /// `false` to give up ([`Error::TimedOut`]; the requests then stay in flight).
+    pub fn read(
+        &mut self,
+        sector: u64,
+        buf: &mut [u8],
+        sleep: &mut impl FnMut() -> bool,
+    ) -> Result<(), Error> {
+        self.check_range(sector, buf.len(), false)?;
+        let len = buf.len();
+        self.run_chunks(
+            sector,
+            len,
+            sleep,
+            |this, sector, range| this.submit_read(sector, range.len()),
+            |range, completion| completion.copy_to(0, &mut buf[range]),
+        )
+    }
+
+    /// Writes `data` at `sector` (512-byte units), as [`read`](Self::read) reads.
+    pub fn write(
+        &mut self,
+        sector: u64,
+        data: &[u8],
+        sleep: &mut impl FnMut() -> bool,
+    ) -> Result<(), Error> {
+        self.check_range(sector, data.len(), true)?;
+        self.run_chunks(
+            sector,
+            data.len(),
+            sleep,
+            |this, sector, range| this.submit_write(sector, &data[range]),
+            |_, _| Ok(()),
+        )
+    }
+
+    /// Flushes the disk's cache (see [`submit_flush`](Self::submit_flush)), waiting as
+    /// [`read`](Self::read) does.
+    pub fn flush(&mut self, sleep: &mut impl FnMut() -> bool) -> Result<(), Error> {
+        self.one(sleep, Self::submit_flush)
+    }
+
+    /// Discards sectors (see [`submit_discard`](Self::submit_discard)), waiting as
+    /// [`read`](Self::read) does.
+    pub fn discard(
+        &mut self,
+        sector: u64,
+        sectors: u64,
+        secure: bool,
+        sleep: &mut impl FnMut() -> bool,
+    ) -> Result<(), Error> {
+        self.one(sleep, |this| this.submit_discard(sector, sectors, secure))
+    }
+
+    /// The checks of a request of the whole length (but for its size limit), before any is
+    /// submitted.
+    fn check_range(&self, sector: u64, len: usize, write: bool) -> Result<(), Error> {
+        self.usable()?;
+        if self.in_flight() > 0 {
+            return Err(Error::RequestsInFlight);
+        }
+        match self.check(sector, len, write) {
+            Err(Error::TooLong { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn one(
+        &mut self,
+        sleep: &mut impl FnMut() -> bool,
+        submit: impl FnOnce(&mut Self) -> Result<RequestId, Error>,
+    ) -> Result<(), Error> {
+        if self.in_flight() > 0 {
+            return Err(Error::RequestsInFlight);
+        }
+        submit(self)?;
+        self.kick()?;
+        let mut result = Ok(());
+        self.wait_all(sleep, |_, completion| {
+            if let Err(error) = completion.result() {
+                result = Err(Error::Io(error));
+            }
+            Ok(())
+        })?;
+        result
+    }
+
+    /// Submits `len` bytes from `sector` in chunks of at most a request each, keeping as many
+    /// in flight as the ring and pool allow; `done(range, completion)` takes each completion.
+    fn run_chunks(
+        &mut self,
+        sector: u64,
+        len: usize,
+        sleep: &mut impl FnMut() -> bool,
+        mut submit: impl FnMut(&mut Self, u64, core::ops::Range<usize>) -> Result<RequestId, Error>,
+        mut done: impl FnMut(core::ops::Range<usize>, &Completion<'_, P>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        // The longest request whose data and segment pages the whole pool holds.
+        let mut chunk = self.max_request_len().min(self.pool.len() * PAGE_SIZE);
+        while chunk > 0 && {
+            let (data, segments) = Self::pages_for(chunk);
+            data + segments > self.pool.len()
+        } {
+            chunk -= PAGE_SIZE;
+        }
+        if chunk == 0 {
+            return Err(Error::Busy);
+        }
+        // Each chunk's range, by request id.
+        let mut ranges: [Option<core::ops::Range<usize>>; MAX_IN_FLIGHT] =
+            core::array::from_fn(|_| None);
+        let mut next = 0;
+        let mut first_error = None;
+        while next < len || self.in_flight() > 0 {
+            // Submit what fits.
+            let mut submitted = false;
+            while next < len && first_error.is_none() {
+                let n = chunk.min(len - next);
+                if !self.can_submit(n) {
+                    break;
+                }
+                let at = sector + (next / abi::SECTOR_SIZE) as u64;
+                let id = submit(self, at, next..next + n)?;
+                ranges[id.0 as usize] = Some(next..next + n);
+                next += n;
+                submitted = true;
+            }
+            if submitted {
+                self.kick()?;
+            } else if next < len && self.in_flight() == 0 && first_error.is_none() {
+                // Nothing in flight to wait for, and the next chunk does not fit.
+                return Err(Error::Busy);
+            }
+            // Take what completed.
+            let mut any = false;
+            while let Some(completion) = self.poll()? {
+                any = true;
+                let range = ranges[completion.id().0 as usize].take().unwrap_or(0..0);
+                let outcome = completion
+                    .result()
+                    .map_err(Error::Io)
+                    .and_then(|()| done(range, &completion));
+                if let Err(error) = outcome {
+                    first_error.get_or_insert(error);
+                }
+            }
+            if first_error.is_some() && self.in_flight() == 0 {
+                break;
+            }
+            if !any && self.in_flight() > 0 && !self.prepare_to_wait()? && !sleep() {
+                return Err(Error::TimedOut);
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until nothing is in flight, handing each completion to `done`.
+    fn wait_all(
+        &mut self,
+        sleep: &mut impl FnMut() -> bool,
+        mut done: impl FnMut(RequestId, &Completion<'_, P>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        while self.in_flight() > 0 {
+            let mut any = false;
+            while let Some(completion) = self.poll()? {
+                any = true;
+                done(completion.id(), &completion)?;
+            }
+            if !any && self.in_flight() > 0 && !self.prepare_to_wait()? && !sleep() {
+                return Err(Error::TimedOut);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the device: `Closing`; then, once the backend has unmapped them, ends the grants
+    /// of the ring and of every request (answered or not), closes the port, and goes
+    /// `Closed` (see [`Device::close`]). Gives back every page, ring page included.
+    ///
+    /// If `deadline` passes first, the grants still mapped are leaked (never reused; counted by
+    /// the grant table), the port is closed, and the error is returned.
+    pub fn close<T: Read + Write>(
+        self,
+        client: &mut Client<T>,
+        deadline: &mut impl Deadline,
+    ) -> Result<Vec<P>, Error>
+    where
+        T::Error: 'static,
+    {
+        let Self {
+            device,
+            events,
+            port,
+            ring,
+            mut pending,
+            mut pool,
+            lingering,
+            ..
+        } = self;
+        let mut held = lingering;
+        held.push(ring.into_memory());
+        for id in 0..MAX_IN_FLIGHT as u64 {
+            if let Ok(request) = pending.remove(id) {
+                held.push(request.data);
+                held.push(request.segments);
+            }
+        }
+        let mut port_open = true;
+        let closed = {
+            // Ends what the backend unmapped; once all is, closes the port (before `Closed`).
+            let mut release = || {
+                for data in core::mem::take(&mut held) {
+                    match data.end() {
+                        Ok(pages) => pool.extend(pages),
+                        Err(still) => held.push(still),
+                    }
+                }
+                if !held.is_empty() {
+                    return false;
+                }
+                if port_open {
+                    port_open = false;
+                    let _ = events.unbind_raw(port);
+                }
+                true
+            };
+            device.close(client, &mut release, deadline)
+        };
+        // Timed out: what is still mapped is leaked when `held` drops; the port is closed.
+        if port_open {
+            let _ = events.unbind_raw(port);
+        }
+        closed?;
+        Ok(pool)
+    }
+}
+
+impl<H, P, E> fmt::Debug for Frontend<'_, H, P, E>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frontend")
+            .field("device", &self.device)
+            .field("port", &self.port)
+            .field("geometry", &self.geometry)
+            .field("in_flight", &self.pending.len())
+            .field("free_pages", &self.pool.len())
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A completed request: its outcome and, for a read, its data. Dropping it gives its pages
+/// back to the frontend.
+pub struct Completion<'a, P> {
+    id: RequestId,
+    operation: Operation,
+    result: Result<(), IoError>,
+    len: usize,
+    pages: Vec<P>,
+    pool: &'a mut Vec<P>,
+}
+
+impl<P: DevicePage> Completion<'_, P> {
+    /// The request's id, as `submit_*` returned it.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// The request's operation.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The backend's answer.
+    pub fn result(&self) -> Result<(), IoError> {
+        self.result
+    }
+
+    /// The request's length in bytes (0 if its pages are kept back: [`IoError::StillMapped`]).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it carries no data.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the request's bytes `offset..offset + dst.len()` into `dst` (for a read: the
+    /// data read).
+    pub fn copy_to(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        let end = offset.checked_add(dst.len()).filter(|&end| end <= self.len);
+        if end.is_none() {
+            return Err(Error::TooLong {
+                len: offset.saturating_add(dst.len()),
+                max: self.len,
+            });
+        }
+        let mut done = 0;
+        while done < dst.len() {
+            let at = offset + done;
+            let n = (PAGE_SIZE - at % PAGE_SIZE).min(dst.len() - done);
+            self.pages[at / PAGE_SIZE]
+                .mem()
+                .read(at % PAGE_SIZE, &mut dst[done..done + n])
+                .map_err(|_| {
+                    Error::Bus(xen_bus::Error::InvalidInput(
+                        "a data page's view is shorter than a page",
+                    ))
+                })?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl<P> Drop for Completion<'_, P> {
+    fn drop(&mut self) {
+        self.pool.append(&mut self.pages);
+    }
+}
+
+impl<P> fmt::Debug for Completion<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("id", &self.id)
+            .field("operation", &self.operation)
+            .field("result", &self.result)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `blkif_vdev_t handle`: the frontend's `virtual-device` number, or the last component of its
+/// path (as Linux's blkfront takes it), 0 if neither is a number (the backend does not use it).
+fn device_handle(store: &mut impl Store, device: &Device) -> Result<u16, Error> {
+    let from_key = store
+        .read(&alloc::format!("{}/virtual-device", device.path()))
+        .ok()
+        .and_then(|v| core::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok());
+    let from_path = device
+        .path()
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.parse::<u32>().ok());
+    Ok(from_key.or(from_path).unwrap_or(0) as u16)
+}
+
+/// The backend's description of the disk.
+fn read_geometry(store: &mut impl Store, device: &Device) -> Result<Geometry, Error> {
+    let number = |store: &mut _, key| device.read_peer_u64(store, key);
+    let sectors = number(store, "sectors")?.ok_or(xen_bus::Error::Missing {
+        path: alloc::format!("{}/sectors", device.peer_path()),
+    })?;
+    let sector_size = number(store, "sector-size")?.unwrap_or(abi::SECTOR_SIZE as u64);
+    let bad = |key, value, why| Error::BadGeometry { key, value, why };
+    let sector_size = u32::try_from(sector_size)
+        .ok()
+        .filter(|s| s.is_power_of_two() && (512..=PAGE_SIZE as u32).contains(s))
+        .ok_or(bad(
+            "sector-size",
+            sector_size,
+            "not a power of two from 512 to 4096",
+        ))?;
+    if sectors.checked_mul(abi::SECTOR_SIZE as u64).is_none() {
+        return Err(bad("sectors", sectors, "larger than 2^64 bytes"));
+    }
+    let physical = number(store, "physical-sector-size")?.unwrap_or(sector_size.into());
+    let info = number(store, "info")?.unwrap_or(0);
+    let info = u32::try_from(info).map_err(|_| bad("info", info, "not a u32"))?;
+    let mode_read_only = device
+        .read_peer(store, "mode")?
+        .is_some_and(|mode| mode.trim_ascii() == b"r");
+    let discard = if device.peer_feature(store, "discard")? {
+        let granularity = number(store, "discard-granularity")?.unwrap_or(sector_size.into());
+        let alignment = number(store, "discard-alignment")?.unwrap_or(0);
+        Some(Discard {
+            granularity: u32::try_from(granularity).unwrap_or(u32::MAX),
+            alignment: u32::try_from(alignment).unwrap_or(0),
+            secure: number(store, "discard-secure")?.is_some_and(|v| v != 0),
+        })
+    } else {
+        None
+    };
+    let indirect = number(store, "feature-max-indirect-segments")?.unwrap_or(0);
+    Ok(Geometry {
+        sectors,
+        sector_size,
+        physical_sector_size: u32::try_from(physical).unwrap_or(sector_size),
+        info,
+        read_only: info & abi::VDISK_READONLY != 0 || mode_read_only,
+        flush: device.peer_feature(store, "flush-cache")?,
+        discard,
+        max_indirect_segments: u32::try_from(indirect).unwrap_or(u32::MAX),
+    })
+}
