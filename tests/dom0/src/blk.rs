@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use xen_testbed_protocol::bulk;
 use xen_testbed_protocol::exchange::{self, blk};
 use xen_testbed_protocol::{Reporter, Stdout};
 
@@ -22,8 +23,11 @@ const LOOP_DEVICE: &str = "/dev/loop0";
 const HOTPLUG_SCRIPT: &str = "/tmp/xentest-block-hotplug";
 /// Where the script records each `remove` (the backend path, a line each).
 const REMOVED_LOG: &str = "/tmp/xentest-hotplug-removed";
-/// How long dom0 waits for libxl to remove the backend directory of a domain that is gone.
-const REMOVED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dom0 waits for the domU to write, read back and report the whole disk.
+const WRITTEN_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long libxl waits for a device's backend to close before it gives up
+/// (`LIBXL_DESTROY_TIMEOUT`, 10 s), less a second.
+const LIBXL_GIVES_UP: Duration = Duration::from_secs(9);
 
 /// libxl runs it as `<script> add|remove` with `XENBUS_PATH=backend/vbd/<domid>/<devid>`:
 /// `add` names the device of `params` to blkback as `major:minor` in hex (blkback waits for
@@ -170,28 +174,98 @@ fn run_with(steps: &mut Steps, domain: &Domain, device: &str) {
         ));
         domain.write(blk::CHECKED, "1")
     });
-    powered_off(steps, domain);
-    steps.step("blk_backend_removed", |out| {
-        let start = Instant::now();
-        while domain.read_path(&backend).is_ok() {
-            if start.elapsed() > REMOVED_TIMEOUT {
-                return Err(format!(
-                    "{backend} still there {} s after the domain is gone",
-                    REMOVED_TIMEOUT.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let removed = fs::read_to_string(REMOVED_LOG).unwrap_or_default();
-        let relative = backend.trim_start_matches("/local/domain/0/");
-        if !removed.lines().any(|line| line == relative) {
+    steps.step("blk_backing_holds_domu_pattern", |out| {
+        let written = domain.wait_for_value(blk::WRITTEN, WRITTEN_TIMEOUT, |_| true)?;
+        let (bytes, digest) = bulk::parse_written(&written)
+            .ok_or_else(|| format!("{} = {written:?}: not <bytes> <digest>", blk::WRITTEN))?;
+        let disk = fs::read(BACKING_FILE).map_err(|e| format!("{BACKING_FILE}: {e}"))?;
+        if bytes != disk.len() as u64 {
             return Err(format!(
-                "the hotplug script's remove never ran for {relative} (it recorded {removed:?})"
+                "the domU read back {bytes} bytes, the backing file holds {}",
+                disk.len()
+            ));
+        }
+        if let Some(at) = blk::first_mismatch(&disk, blk::DOMU_SEED, 0) {
+            return Err(format!(
+                "byte {at} (sector {}) of {BACKING_FILE} is {:#04x}, the domU's pattern has {:#04x}",
+                at / blk::SECTOR_SIZE as u64,
+                disk[at as usize],
+                blk::pattern_byte(blk::DOMU_SEED, at)
+            ));
+        }
+        let mut ours = bulk::Digest::new();
+        ours.update(&disk);
+        if ours.value() != digest {
+            return Err(format!(
+                "the backing file's digest is {:016x}, the domU read back {digest:016x}",
+                ours.value()
             ));
         }
         out.out(format_args!(
-            "{backend} removed and the hotplug script's remove ran"
+            "{BACKING_FILE}: {bytes} bytes of the domU's pattern, digest {digest:016x} as the domU read back"
         ));
         Ok(())
     });
+    steps.step("blk_detach", |out| {
+        let domid = domain.domid.to_string();
+        let start = Instant::now();
+        let detached = run_tool("xl", &["block-detach", &domid, blk::VDEV]);
+        let took = start.elapsed();
+        if let Err(error) = detached {
+            let state = |path: String| {
+                domain
+                    .read_path(&format!("{path}/state"))
+                    .unwrap_or_else(|e| e)
+            };
+            return Err(format!(
+                "{error} (after {:.1} s; backend state {}, frontend state {})",
+                took.as_secs_f64(),
+                state(backend.clone()),
+                state(format!(
+                    "/local/domain/{}/device/vbd/{}",
+                    domain.domid,
+                    blk::DEVID
+                ))
+            ));
+        }
+        // libxl waits up to 10 s for the backend to close, then gives up.
+        if took >= LIBXL_GIVES_UP {
+            return Err(format!(
+                "xl block-detach took {:.1} s: libxl waited for the backend to close until it gave up",
+                took.as_secs_f64()
+            ));
+        }
+        let list = run_tool("xl", &["block-list", &domid])?;
+        // A header line, then one line per disk.
+        if let Some(disk) = list.lines().skip(1).find(|line| !line.trim().is_empty()) {
+            return Err(format!("xl block-list still lists {disk:?}"));
+        }
+        if domain.read_path(&backend).is_ok() {
+            return Err(format!("{backend} is still there"));
+        }
+        let frontend = format!("device/vbd/{}", blk::DEVID);
+        if domain.read(&frontend).is_ok() {
+            return Err(format!("the domU's {frontend} is still there"));
+        }
+        hotplug_removed(&backend)?;
+        out.out(format_args!(
+            "xl block-detach took {} ms; xl block-list is empty, both directories are gone, the script's remove ran",
+            took.as_millis()
+        ));
+        Ok(())
+    });
+    powered_off(steps, domain);
+}
+
+/// Whether the hotplug script's `remove` ran for the backend directory `backend`.
+fn hotplug_removed(backend: &str) -> Result<(), String> {
+    let removed = fs::read_to_string(REMOVED_LOG).unwrap_or_default();
+    let relative = backend.trim_start_matches("/local/domain/0/");
+    if removed.lines().any(|line| line == relative) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the hotplug script's remove never ran for {relative} (it recorded {removed:?})"
+        ))
+    }
 }

@@ -267,11 +267,25 @@ impl Domain {
         value: &str,
         timeout: Duration,
     ) -> Result<(), String> {
+        self.wait_for_value(key, timeout, |v| v == value).map(drop)
+    }
+
+    /// Waits as [`wait_for_key`](Self::wait_for_key) does until `key` holds a value `accept`
+    /// accepts; returns it.
+    pub(crate) fn wait_for_value(
+        &self,
+        key: &str,
+        timeout: Duration,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let start = Instant::now();
         let mut changed = true;
         loop {
-            if changed && self.read(key).is_ok_and(|v| v == value) {
-                return Ok(());
+            if changed {
+                match self.read(key) {
+                    Ok(value) if accept(&value) => return Ok(value),
+                    _ => {}
+                }
             }
             if let Some(reason) = self.shutdown_reason() {
                 let preserved = if reason == SHUTDOWN_CRASH {

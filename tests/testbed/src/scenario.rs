@@ -422,9 +422,10 @@ pub fn scenarios() -> &'static [Scenario] {
                 selftest: None,
                 run: DomuRun::Block,
             }),
+            timeout: Duration::from_secs(180),
             ..cross_domain(
                 "blk-domu-pv",
-                "Linux dom0 serves a PV domU a disk through blkback (a loop device over a file); the domU's frontend finds it over xenstore",
+                "Linux dom0 serves a PV domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
                 GuestKind::Pv,
                 None,
                 None,
@@ -436,10 +437,26 @@ pub fn scenarios() -> &'static [Scenario] {
                 selftest: None,
                 run: DomuRun::Block,
             }),
+            timeout: Duration::from_secs(180),
             ..cross_domain(
                 "blk-domu-pvh",
-                "Linux dom0 serves a PVH domU a disk through blkback (a loop device over a file); the domU's frontend finds it over xenstore",
+                "Linux dom0 serves a PVH domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
                 GuestKind::Pvh,
+                None,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Aarch64,
+                selftest: None,
+                run: DomuRun::Block,
+            }),
+            timeout: Duration::from_secs(180),
+            ..cross_domain(
+                "blk-domu-aarch64",
+                "Linux dom0 on Xen arm64 serves an aarch64 domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
+                GuestKind::Aarch64,
                 None,
                 None,
             )
@@ -580,6 +597,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-faults",
     "blk-domu-pv",
     "blk-domu-pvh",
+    "blk-domu-aarch64",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",

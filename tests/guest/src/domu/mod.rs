@@ -225,7 +225,9 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
     let disk = store.as_mut().ok().and_then(blk::requested);
     let soak = store.as_mut().ok().and_then(soak::requested);
     match (disk, soak, store) {
-        (Some(_sectors), _, Ok(mut store)) => blk::run(&mut reporter, &mut store),
+        (Some(sectors), _, Ok(mut store)) => {
+            blk::run(platform, events, &mut reporter, &mut store, sectors)
+        }
         (None, Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
         (_, _, mut store) => {
             exchange(

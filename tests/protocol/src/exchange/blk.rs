@@ -12,8 +12,20 @@
 //!    and waits for [`CHECKED`].
 //! 3. dom0 waits for [`READY`](super::READY), checks the backend directory (what the hotplug
 //!    script and libxl wrote) against the path the domU saw, and writes [`CHECKED`] = `1`.
-//! 4. The domU drains its console and powers off; once it is gone, dom0 checks that libxl removed
-//!    the backend directory and ran the script's `remove`.
+//! 4. The domU's frontend connects (xen-blk), checks the geometry against [`BLK`], reads the
+//!    whole disk and checks dom0's pattern, writes the pattern of [`DOMU_SEED`] over the whole
+//!    disk with many requests in flight, discards its first 64 KiB (they read as zeros: the
+//!    loop device punches a hole in its file) and writes them again, flushes, reads the disk
+//!    back and checks it, checks that
+//!    unaligned and out-of-range requests are refused with typed errors, and writes
+//!    [`WRITTEN`] = `<bytes> <digest>` (what it read back: [`crate::bulk::Digest`], 16 hex
+//!    digits). It then waits, idle, for the backend to close.
+//! 5. dom0 waits for [`WRITTEN`], checks that its backing file holds the domU's pattern (Linux's
+//!    blkback wrote it) with the domU's digest, and detaches the disk (`xl block-detach`).
+//! 6. The domU's frontend sees the backend closing, ends its grants once blkback unmapped them,
+//!    closes its port, goes Closed (libxl then removes both directories), checks that nothing
+//!    is left granted or bound, drains its console and powers off. dom0 checks that `xl
+//!    block-list` is empty, the backend directory is gone and the script's `remove` ran.
 
 /// Written by dom0 before unpausing the domU: the disk's size in 512-byte sectors (decimal). The
 /// domU runs the block steps instead of the exchange.
@@ -22,6 +34,8 @@ pub const BLK: &str = "data/blk";
 pub const SEEN_BACKEND: &str = "data/blk-backend";
 /// `1` once dom0 checked the backend the domU found: the domU may go.
 pub const CHECKED: &str = "data/blk-checked";
+/// `<bytes> <digest>` of the disk the domU read back after writing its pattern.
+pub const WRITTEN: &str = "data/blk-written";
 /// The disk's name in the domU's xl config.
 pub const VDEV: &str = "xvda";
 /// The device id of [`VDEV`] (`202 << 8`: the first Xen virtual disk), naming the frontend
@@ -33,11 +47,25 @@ pub const SECTORS: u64 = 8192;
 pub const SECTOR_SIZE: usize = 512;
 /// The seed of the pattern dom0 fills the disk with before the domU starts.
 pub const DOM0_SEED: u8 = 0xd0;
+/// The seed of the pattern the domU writes over the whole disk.
+pub const DOMU_SEED: u8 = 0x0d;
 /// How long the domU waits for the backend.
 pub const WAIT_SECONDS: u64 = 20;
 
 /// The domU's cases, in the order it reports them.
-pub const DOMU_CASES: &[&str] = &["blk_vbd_found", "blk_backend_init_wait", "console_flushed"];
+pub const DOMU_CASES: &[&str] = &[
+    "blk_vbd_found",
+    "blk_backend_init_wait",
+    "blk_connected",
+    "blk_read_dom0_pattern",
+    "blk_write_pattern",
+    "blk_discard",
+    "blk_flush",
+    "blk_read_back",
+    "blk_bad_requests_refused",
+    "blk_closed_on_detach",
+    "console_flushed",
+];
 
 /// dom0's cases, in the order it reports them.
 pub const DOM0_CASES: &[&str] = &[
@@ -45,8 +73,9 @@ pub const DOM0_CASES: &[&str] = &[
     "xl_create",
     "domu_ready",
     "blk_backend_attached",
+    "blk_backing_holds_domu_pattern",
+    "blk_detach",
     "domu_powered_off",
-    "blk_backend_removed",
 ];
 
 /// Byte `offset` of the disk filled with the pattern of `seed`: each sector starts with its
@@ -100,7 +129,8 @@ mod tests {
             }
         }
         assert_eq!(DEVID, 202 << 8);
-        for key in [BLK, SEEN_BACKEND, CHECKED] {
+        assert_ne!(DOM0_SEED, DOMU_SEED);
+        for key in [BLK, SEEN_BACKEND, CHECKED, WRITTEN] {
             assert!(key.starts_with(super::super::DATA), "{key}");
         }
     }
