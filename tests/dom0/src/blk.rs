@@ -24,7 +24,7 @@ const HOTPLUG_SCRIPT: &str = "/tmp/xentest-block-hotplug";
 /// Where the script records each `remove` (the backend path, a line each).
 const REMOVED_LOG: &str = "/tmp/xentest-hotplug-removed";
 /// How long dom0 waits for the domU to write, read back and report the whole disk.
-const WRITTEN_TIMEOUT: Duration = Duration::from_secs(90);
+const WRITTEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long libxl waits for a device's backend to close before it gives up
 /// (`LIBXL_DESTROY_TIMEOUT`, 10 s), less a second.
 const LIBXL_GIVES_UP: Duration = Duration::from_secs(9);

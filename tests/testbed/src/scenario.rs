@@ -422,7 +422,6 @@ pub fn scenarios() -> &'static [Scenario] {
                 selftest: None,
                 run: DomuRun::Block,
             }),
-            timeout: Duration::from_secs(180),
             ..cross_domain(
                 "blk-domu-pv",
                 "Linux dom0 serves a PV domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
@@ -437,7 +436,6 @@ pub fn scenarios() -> &'static [Scenario] {
                 selftest: None,
                 run: DomuRun::Block,
             }),
-            timeout: Duration::from_secs(180),
             ..cross_domain(
                 "blk-domu-pvh",
                 "Linux dom0 serves a PVH domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
@@ -452,7 +450,6 @@ pub fn scenarios() -> &'static [Scenario] {
                 selftest: None,
                 run: DomuRun::Block,
             }),
-            timeout: Duration::from_secs(180),
             ..cross_domain(
                 "blk-domu-aarch64",
                 "Linux dom0 on Xen arm64 serves an aarch64 domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
