@@ -25,9 +25,6 @@ const HOTPLUG_SCRIPT: &str = "/tmp/xentest-block-hotplug";
 const REMOVED_LOG: &str = "/tmp/xentest-hotplug-removed";
 /// How long dom0 waits for the domU to write, read back and report the whole disk.
 const WRITTEN_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long libxl waits for a device's backend to close before it gives up
-/// (`LIBXL_DESTROY_TIMEOUT`, 10 s), less a second.
-const LIBXL_GIVES_UP: Duration = Duration::from_secs(9);
 
 /// libxl runs it as `<script> add|remove` with `XENBUS_PATH=backend/vbd/<domid>/<devid>`:
 /// `add` names the device of `params` to blkback as `major:minor` in hex (blkback waits for
@@ -209,6 +206,7 @@ fn run_with(steps: &mut Steps, domain: &Domain, device: &str) {
     steps.step("blk_detach", |out| {
         let domid = domain.domid.to_string();
         let start = Instant::now();
+        // libxl waits up to 10 s for the backend to close, then fails.
         let detached = run_tool("xl", &["block-detach", &domid, blk::VDEV]);
         let took = start.elapsed();
         if let Err(error) = detached {
@@ -226,13 +224,6 @@ fn run_with(steps: &mut Steps, domain: &Domain, device: &str) {
                     domain.domid,
                     blk::DEVID
                 ))
-            ));
-        }
-        // libxl waits up to 10 s for the backend to close, then gives up.
-        if took >= LIBXL_GIVES_UP {
-            return Err(format!(
-                "xl block-detach took {:.1} s: libxl waited for the backend to close until it gave up",
-                took.as_secs_f64()
             ));
         }
         let list = run_tool("xl", &["block-list", &domid])?;
