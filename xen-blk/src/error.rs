@@ -15,10 +15,6 @@ pub enum IoError {
     /// A status `public/io/blkif.h` does not define (a failure).
     #[error("the backend answered with unknown status {0}")]
     BadStatus(i16),
-    /// The backend answered but still has a data page mapped: its pages stay granted (and out
-    /// of the pool) until it unmaps them, and what they hold cannot be trusted.
-    #[error("the backend answered but still maps the request's pages")]
-    StillMapped,
 }
 
 /// The backend broke the protocol: the frontend stops (every later call fails with this) and
@@ -54,7 +50,7 @@ pub enum Error {
     /// An event channel operation failed.
     #[error("event channel: {0}")]
     Event(#[from] xen_evtchn::Error),
-    /// Granting a page failed (no free reference: wait for completions).
+    /// Granting a page failed (no free reference).
     #[error("grant: {0}")]
     Grant(#[from] xen_grant::Error),
     /// The backend published a geometry this frontend cannot use.

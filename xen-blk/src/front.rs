@@ -9,7 +9,7 @@ use xen_bus::{Deadline, Device, DevicePage, GrantedPages, Publication, XenbusSta
 use xen_evtchn::EventChannel;
 use xen_grant::GrantTable;
 use xen_hypercall::{Port, XenHypercall};
-use xen_shared::{FrontRing, InFlight, PAGE_SIZE};
+use xen_shared::{FrontRing, InFlight, PAGE_SIZE, RingMemory};
 use xen_store::{Client, Store};
 
 use crate::abi::{self, Request, Response, RingRequest, Segment};
@@ -115,10 +115,10 @@ struct Pending<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage>
 /// comes with an event.
 ///
 /// Data moves through the frontend's own pages (given at [`connect`](Self::connect)), granted
-/// to the backend for each request and ended when its response comes, once the backend has
+/// to the backend once, at connect, and kept granted (`feature-persistent`: Linux's blkback
+/// then maps each once, not per request), ended at [`close`](Self::close) once the backend has
 /// unmapped them: the caller's buffers are never shared with the backend. A request is checked
-/// (alignment to the disk's sector size, range, read-only, features) before anything is
-/// granted. A backend breaking the protocol (an impossible ring index, an unknown or repeated
+/// (alignment to the disk's sector size, range, read-only, features) before it takes a page. A backend breaking the protocol (an impossible ring index, an unknown or repeated
 /// id, a mismatched operation) is [`Error::Protocol`]: the frontend stops.
 ///
 /// Close it with [`close`](Self::close). Dropped instead, its grants are ended or, where the
@@ -129,17 +129,14 @@ where
     P: DevicePage,
 {
     device: Device,
-    table: &'t GrantTable<H>,
     events: &'t E,
     port: Port,
     ring: FrontRing<RingRequest, Response, GrantedPages<'t, H, P>>,
     geometry: Geometry,
     handle: u16,
     pending: InFlight<Pending<'t, H, P>, MAX_IN_FLIGHT>,
-    /// Free data pages.
-    pool: Vec<P>,
-    /// Pages of answered requests that the backend still maps.
-    lingering: Vec<GrantedPages<'t, H, P>>,
+    /// Free data pages, granted to the backend once, at connect (`feature-persistent`).
+    pool: GrantedPages<'t, H, P>,
     broken: Option<ProtocolError>,
 }
 
@@ -150,14 +147,16 @@ where
     E: EventChannel,
 {
     /// Connects the frontend whose xenstore directory is `path` (e.g. `device/vbd/768`):
-    /// waits for the backend's `InitWait`, grants it `ring_page` and allocates a port for it,
-    /// publishes `ring-ref`, `event-channel` and `protocol` with state `Initialised` in one
-    /// transaction, waits for the backend's `Connected`, reads the [`Geometry`], and goes
-    /// `Connected`.
+    /// waits for the backend's `InitWait`, grants it `ring_page` and the `data_pages`, allocates
+    /// a port for it, publishes `ring-ref`, `event-channel`, `protocol` and
+    /// `feature-persistent` with state `Initialised` in one transaction, waits for the backend's
+    /// `Connected`, reads the [`Geometry`], and goes `Connected`.
     ///
-    /// `data_pages` are the frontend's buffers: a request of `n` bytes holds `n / 4096`
-    /// (rounded up) of them while in flight, so they bound how much is in flight (32 requests of
-    /// 44 KiB take 352). `deadline` bounds each wait for the backend.
+    /// `data_pages` are the frontend's buffers, each granted for the frontend's life (one grant
+    /// reference each: a one-frame grant table has 504 to give): a request of `n` bytes holds
+    /// `n / 4096` (rounded up) of them while in flight, and an indirect one a page of segments
+    /// too, so they bound how much is in flight (32 requests of 44 KiB take 352). `deadline`
+    /// bounds each wait for the backend.
     #[allow(clippy::too_many_arguments)]
     pub fn connect<T: Read + Write>(
         client: &mut Client<T>,
@@ -181,11 +180,12 @@ where
                 "a blkif ring needs a 4096-byte page",
             ))
         })?;
+        let pool = GrantedPages::grant(table, backend, data_pages, false)
+            .map_err(|refused| refused.error)?;
         let port = events.alloc_unbound_raw(backend)?;
         let handle = device_handle(client, &device)?;
         let mut this = Self {
             device,
-            table,
             events,
             port,
             ring,
@@ -201,8 +201,7 @@ where
             },
             handle,
             pending: InFlight::new(),
-            pool: data_pages,
-            lingering: Vec::new(),
+            pool,
             broken: None,
         };
         match this.negotiate(client, deadline) {
@@ -227,7 +226,8 @@ where
         let publication = Publication::new()
             .ring_refs(self.ring.memory().refs())?
             .event_channel(self.port)
-            .value("protocol", PROTOCOL);
+            .value("protocol", PROTOCOL)
+            .value("feature-persistent", 1);
         self.device
             .publish(client, &publication, XenbusState::Initialised)?;
         self.device
@@ -352,15 +352,11 @@ where
         self.usable()?;
         self.check(sector, data.len(), true)?;
         self.submit_data(Operation::Write, sector, data.len(), |pages| {
-            for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
-                let mem = pages[i].mem();
-                if mem.write(0, chunk).is_err() {
-                    return Err(Error::Bus(xen_bus::Error::InvalidInput(
-                        "a data page's view is shorter than a page",
-                    )));
-                }
-            }
-            Ok(())
+            pages.write(0, data).map_err(|_| {
+                Error::Bus(xen_bus::Error::InvalidInput(
+                    "a data page's view is shorter than a page",
+                ))
+            })
         })
     }
 
@@ -452,36 +448,34 @@ where
         !self.ring.is_full() && self.pending.len() < MAX_IN_FLIGHT
     }
 
-    /// Takes pages for `len` bytes, fills them with `fill`, grants them, and queues the
+    /// Takes pages for `len` bytes from the pool, fills them with `fill`, and queues the
     /// request (indirect beyond [`abi::MAX_SEGMENTS`] pages).
     fn submit_data(
         &mut self,
         operation: Operation,
         sector: u64,
         len: usize,
-        fill: impl FnOnce(&[P]) -> Result<(), Error>,
+        fill: impl FnOnce(&GrantedPages<'t, H, P>) -> Result<(), Error>,
     ) -> Result<RequestId, Error> {
         let (count, segment_count) = Self::pages_for(len);
         if !self.can_submit(len) {
             return Err(Error::Busy);
         }
-        let pages = self.pool.split_off(self.pool.len() - count);
-        if let Err(error) = fill(&pages) {
-            self.pool.extend(pages);
+        let (Some(mut data), Some(mut segments)) = (
+            self.pool.take_last(count),
+            self.pool.take_last(segment_count),
+        ) else {
+            return Err(Error::Busy);
+        };
+        if let Err(error) = fill(&data) {
+            self.pool.append(&mut data);
+            self.pool.append(&mut segments);
             return Err(error);
         }
-        let (ring_op, readonly) = match operation {
-            Operation::Read => (abi::OP_READ, false),
-            Operation::Write => (abi::OP_WRITE, true),
-            Operation::Flush | Operation::Discard => (abi::OP_FLUSH_DISKCACHE, true),
-        };
-        let backend = self.device.peer_id();
-        let data = match GrantedPages::grant(self.table, backend, pages, readonly) {
-            Ok(data) => data,
-            Err(refused) => {
-                self.pool.extend(refused.pages);
-                return Err(Error::Bus(refused.error));
-            }
+        let ring_op = match operation {
+            Operation::Read => abi::OP_READ,
+            Operation::Write => abi::OP_WRITE,
+            Operation::Flush | Operation::Discard => abi::OP_FLUSH_DISKCACHE,
         };
         let segs = data.refs().enumerate().map(|(i, gref)| {
             let bytes = (len - i * PAGE_SIZE).min(PAGE_SIZE);
@@ -492,7 +486,6 @@ where
                 _pad: [0; 2],
             }
         });
-        let mut segments = GrantedPages::empty();
         let request = if segment_count == 0 {
             let mut request = Request {
                 operation: ring_op,
@@ -506,21 +499,16 @@ where
             }
             RingRequest::new(&request)
         } else {
-            let lists = self.pool.split_off(self.pool.len() - segment_count);
             for (i, seg) in segs.enumerate() {
-                let page = &lists[i / abi::SEGMENTS_PER_INDIRECT_PAGE];
-                let at = i % abi::SEGMENTS_PER_INDIRECT_PAGE * size_of::<Segment>();
+                let at = i * size_of::<Segment>();
+                let page = segments.page(at / PAGE_SIZE);
                 // A `DevicePage` view is a page (a shorter one fails the backend's request).
-                let _ = page.mem().write(at, zerocopy::IntoBytes::as_bytes(&seg));
-            }
-            segments = match GrantedPages::grant(self.table, backend, lists, true) {
-                Ok(segments) => segments,
-                Err(refused) => {
-                    self.pool.extend(refused.pages);
-                    self.release(data);
-                    return Err(Error::Bus(refused.error));
+                if let Some(page) = page {
+                    let _ = page
+                        .mem()
+                        .write(at % PAGE_SIZE, zerocopy::IntoBytes::as_bytes(&seg));
                 }
-            };
+            }
             let mut request = abi::IndirectRequest {
                 operation: abi::OP_INDIRECT,
                 indirect_op: ring_op,
@@ -545,8 +533,7 @@ where
         let id = match self.pending.insert(pending) {
             Ok(id) => id,
             Err(pending) => {
-                self.release(pending.data);
-                self.release(pending.segments);
+                self.give_back(pending);
                 return Err(Error::Busy);
             }
         };
@@ -560,27 +547,17 @@ where
     fn start(&mut self, id: u32, request: &RingRequest) -> Result<RequestId, Error> {
         if let Err(error) = self.ring.start_request(request) {
             if let Ok(pending) = self.pending.remove(id.into()) {
-                self.release(pending.data);
-                self.release(pending.segments);
+                self.give_back(pending);
             }
             return Err(Error::Protocol(ProtocolError::Ring(error)));
         }
         Ok(RequestId(id))
     }
 
-    /// Ends the grants of `data` (pages back to the pool), or keeps them lingering while the
-    /// backend maps them.
-    fn release(&mut self, data: GrantedPages<'t, H, P>) -> bool {
-        match data.end() {
-            Ok(pages) => {
-                self.pool.extend(pages);
-                true
-            }
-            Err(still) => {
-                self.lingering.push(still);
-                false
-            }
-        }
+    /// Returns a request's pages to the pool (they stay granted).
+    fn give_back(&mut self, mut pending: Pending<'t, H, P>) {
+        self.pool.append(&mut pending.data);
+        self.pool.append(&mut pending.segments);
     }
 
     /// Publishes the queued requests, and notifies the backend if it asked for it.
@@ -601,21 +578,15 @@ where
         Error::Protocol(error)
     }
 
-    /// Takes the next completed request, if any: its pages are ungranted (or, if the backend
-    /// still maps them, kept back and the request failed with [`IoError::StillMapped`]).
-    pub fn poll(&mut self) -> Result<Option<Completion<'_, P>>, Error> {
+    /// Takes the next completed request, if any.
+    pub fn poll(&mut self) -> Result<Option<Completion<'_, 't, H, P>>, Error> {
         self.usable()?;
-        if !self.lingering.is_empty() {
-            for data in core::mem::take(&mut self.lingering) {
-                self.release(data);
-            }
-        }
         let rsp = match self.ring.next_response() {
             Ok(Some(rsp)) => rsp,
             Ok(None) => return Ok(None),
             Err(error) => return Err(self.break_with(error.into())),
         };
-        let pending = match self.pending.remove(rsp.id) {
+        let mut pending = match self.pending.remove(rsp.id) {
             Ok(pending) => pending,
             Err(unknown) => return Err(self.break_with(ProtocolError::UnknownId(unknown.0))),
         };
@@ -627,34 +598,22 @@ where
                 expected: pending.ring_op,
                 got: rsp.operation,
             };
-            // The request is over either way: its pages are ended once unmapped.
-            self.release(pending.data);
-            self.release(pending.segments);
+            self.give_back(pending);
             return Err(self.break_with(error));
         }
-        let mut result = match rsp.status {
+        let result = match rsp.status {
             abi::RSP_OKAY => Ok(()),
             abi::RSP_ERROR => Err(IoError::Failed),
             abi::RSP_EOPNOTSUPP => Err(IoError::NotSupported),
             other => Err(IoError::BadStatus(other)),
         };
-        if !self.release(pending.segments) {
-            result = Err(IoError::StillMapped);
-        }
-        let pages = match pending.data.end() {
-            Ok(pages) => pages,
-            Err(still) => {
-                self.lingering.push(still);
-                result = Err(IoError::StillMapped);
-                Vec::new()
-            }
-        };
+        self.pool.append(&mut pending.segments);
         Ok(Some(Completion {
             id: RequestId(rsp.id as u32),
             operation: pending.operation,
             result,
-            len: if pages.is_empty() { 0 } else { pending.len },
-            pages,
+            len: pending.len,
+            pages: pending.data,
             pool: &mut self.pool,
         }))
     }
@@ -767,7 +726,7 @@ where
         len: usize,
         sleep: &mut impl FnMut() -> bool,
         mut submit: impl FnMut(&mut Self, u64, core::ops::Range<usize>) -> Result<RequestId, Error>,
-        mut done: impl FnMut(core::ops::Range<usize>, &Completion<'_, P>) -> Result<(), Error>,
+        mut done: impl FnMut(core::ops::Range<usize>, &Completion<'_, 't, H, P>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         // The longest request whose data and segment pages the whole pool holds.
         let mut chunk = self.max_request_len().min(self.pool.len() * PAGE_SIZE);
@@ -835,7 +794,7 @@ where
     fn wait_all(
         &mut self,
         sleep: &mut impl FnMut() -> bool,
-        mut done: impl FnMut(RequestId, &Completion<'_, P>) -> Result<(), Error>,
+        mut done: impl FnMut(RequestId, &Completion<'_, 't, H, P>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         while self.in_flight() > 0 {
             let mut any = false;
@@ -870,29 +829,25 @@ where
             port,
             ring,
             mut pending,
-            mut pool,
-            lingering,
+            pool,
             ..
         } = self;
-        let mut held = lingering;
-        held.push(ring.into_memory());
+        let mut held = Vec::from([ring.into_memory(), pool]);
         for id in 0..MAX_IN_FLIGHT as u64 {
             if let Ok(request) = pending.remove(id) {
                 held.push(request.data);
                 held.push(request.segments);
             }
         }
+        let mut pool = Vec::new();
         let mut port_open = true;
         let closed = {
             // Ends what the backend unmapped; once all is, closes the port (before `Closed`).
             let mut release = || {
-                for data in core::mem::take(&mut held) {
-                    match data.end() {
-                        Ok(pages) => pool.extend(pages),
-                        Err(still) => held.push(still),
-                    }
+                for data in &mut held {
+                    pool.extend(data.end_unmapped());
                 }
-                if !held.is_empty() {
+                if held.iter().any(|data| !data.is_empty()) {
                     return false;
                 }
                 if port_open {
@@ -931,16 +886,24 @@ where
 
 /// A completed request: its outcome and, for a read, its data. Dropping it gives its pages
 /// back to the frontend.
-pub struct Completion<'a, P> {
+pub struct Completion<'a, 't, H, P>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+{
     id: RequestId,
     operation: Operation,
     result: Result<(), IoError>,
     len: usize,
-    pages: Vec<P>,
-    pool: &'a mut Vec<P>,
+    pages: GrantedPages<'t, H, P>,
+    pool: &'a mut GrantedPages<'t, H, P>,
 }
 
-impl<P: DevicePage> Completion<'_, P> {
+impl<H, P> Completion<'_, '_, H, P>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+{
     /// The request's id, as `submit_*` returned it.
     pub fn id(&self) -> RequestId {
         self.id
@@ -956,7 +919,7 @@ impl<P: DevicePage> Completion<'_, P> {
         self.result
     }
 
-    /// The request's length in bytes (0 if its pages are kept back: [`IoError::StillMapped`]).
+    /// The request's length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -976,31 +939,29 @@ impl<P: DevicePage> Completion<'_, P> {
                 max: self.len,
             });
         }
-        let mut done = 0;
-        while done < dst.len() {
-            let at = offset + done;
-            let n = (PAGE_SIZE - at % PAGE_SIZE).min(dst.len() - done);
-            self.pages[at / PAGE_SIZE]
-                .mem()
-                .read(at % PAGE_SIZE, &mut dst[done..done + n])
-                .map_err(|_| {
-                    Error::Bus(xen_bus::Error::InvalidInput(
-                        "a data page's view is shorter than a page",
-                    ))
-                })?;
-            done += n;
-        }
-        Ok(())
+        self.pages.read(offset, dst).map_err(|_| {
+            Error::Bus(xen_bus::Error::InvalidInput(
+                "a data page's view is shorter than a page",
+            ))
+        })
     }
 }
 
-impl<P> Drop for Completion<'_, P> {
+impl<H, P> Drop for Completion<'_, '_, H, P>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+{
     fn drop(&mut self) {
         self.pool.append(&mut self.pages);
     }
 }
 
-impl<P> fmt::Debug for Completion<'_, P> {
+impl<H, P> fmt::Debug for Completion<'_, '_, H, P>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Completion")
             .field("id", &self.id)

@@ -79,6 +79,20 @@ impl<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage> GrantedPa
         Self { grants: Vec::new() }
     }
 
+    /// Moves the last `count` pages (with their grants) out into a set of their own: to lend
+    /// pages granted once (persistently) to one request. `None` if there are fewer.
+    pub fn take_last(&mut self, count: usize) -> Option<Self> {
+        let at = self.grants.len().checked_sub(count)?;
+        Some(Self {
+            grants: self.grants.split_off(at),
+        })
+    }
+
+    /// Moves every page of `other` (with its grant) to the end of these.
+    pub fn append(&mut self, other: &mut Self) {
+        self.grants.append(&mut other.grants);
+    }
+
     /// How many pages.
     pub fn len(&self) -> usize {
         self.grants.len()
@@ -120,6 +134,19 @@ impl<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage> GrantedPa
         } else {
             Err(Self { grants: kept })
         }
+    }
+
+    /// Ends the grant of every page the peer no longer maps and gives those pages back; the
+    /// others stay here, granted (call again once the peer unmapped them).
+    pub fn end_unmapped(&mut self) -> Vec<P> {
+        let mut pages = Vec::new();
+        for grant in core::mem::take(&mut self.grants) {
+            match grant.end() {
+                Ok(page) => pages.push(page),
+                Err(still) => self.grants.push(still.0),
+            }
+        }
+        pages
     }
 
     /// The page holding byte `offset` of the span, and the offset in it.

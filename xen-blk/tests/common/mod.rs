@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use xen_blk::abi::{self, Request, Response, RingRequest};
@@ -204,6 +204,8 @@ pub(crate) struct Env {
     /// The backend stops serving (and goes through its disconnect) once this is set, or when
     /// the frontend goes `Closing`.
     pub(crate) stop: AtomicBool,
+    /// Where the backend maps the next data page (each mapping its own place: some are kept).
+    next_slot: AtomicU64,
 }
 
 impl Env {
@@ -237,6 +239,7 @@ impl Env {
             ram: Mutex::new(ram),
             served: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            next_slot: AtomicU64::new(0x2000_0000),
         }
     }
 
@@ -413,7 +416,7 @@ impl Env {
                         &self.dom0,
                         DOMU,
                         GrantRef(gref),
-                        self.slot(0x3000_0000),
+                        self.slot(self.next_slot.fetch_add(4096, Ordering::Relaxed)),
                         true,
                     )
                     .unwrap();
@@ -428,12 +431,12 @@ impl Env {
                 let mut ram = self.ram.lock().unwrap();
                 let mut at = sector as usize * 512;
                 let mut status = abi::RSP_OKAY;
-                for (i, seg) in segs.iter().enumerate() {
+                for seg in &segs {
                     let map = MappedGrant::map(
                         &self.dom0,
                         DOMU,
                         GrantRef(seg.gref),
-                        self.slot(0x2000_0000 + 4096 * i as u64),
+                        self.slot(self.next_slot.fetch_add(4096, Ordering::Relaxed)),
                         op == abi::OP_WRITE,
                     );
                     let Ok(map) = map else {
