@@ -57,6 +57,8 @@ pub(crate) struct Spec {
     pub(crate) cmdline: Option<String>,
     /// xl's `on_reboot`: `destroy`, or `restart` for a run that reboots the domU.
     pub(crate) on_reboot: &'static str,
+    /// An xl disk specification (`phy:/dev/loop0,xvda,w,script=...`), set by the block run.
+    pub(crate) disk: Option<String>,
 }
 
 impl Spec {
@@ -78,6 +80,7 @@ impl Spec {
             timeout: Duration::from_secs(60),
             cmdline: None,
             on_reboot: "destroy",
+            disk: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -119,8 +122,12 @@ impl Spec {
             .cmdline
             .as_ref()
             .map_or(String::new(), |line| format!("extra = \"{line}\"\n"));
+        let disk = match &self.disk {
+            Some(disk) => format!("disk = [ '{disk}' ]\n"),
+            None => String::new(),
+        };
         format!(
-            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{extra}memory = {}\nvcpus = 1\n\
+            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{extra}memory = {}\nvcpus = 1\n{disk}\
              on_poweroff = \"destroy\"\non_reboot = \"{}\"\non_crash = \"preserve\"\n",
             self.name, self.kernel, self.memory, self.on_reboot
         )
@@ -179,10 +186,14 @@ impl Domain {
     }
 
     pub(crate) fn read(&self, key: &str) -> Result<String, String> {
-        let path = self.path(key);
+        self.read_path(&self.path(key))
+    }
+
+    /// Reads the absolute xenstore `path` (e.g. a key of the domU's device backends).
+    pub(crate) fn read_path(&self, path: &str) -> Result<String, String> {
         self.store
             .borrow_mut()
-            .read_string(&path)
+            .read_string(path)
             .map_err(|e| format!("read {path}: {e}"))
     }
 
@@ -269,11 +280,25 @@ impl Domain {
         value: &str,
         timeout: Duration,
     ) -> Result<(), String> {
+        self.wait_for_value(key, timeout, |v| v == value).map(drop)
+    }
+
+    /// Waits as [`wait_for_key`](Self::wait_for_key) does until `key` holds a value `accept`
+    /// accepts; returns it.
+    pub(crate) fn wait_for_value(
+        &self,
+        key: &str,
+        timeout: Duration,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let start = Instant::now();
         let mut changed = true;
         loop {
-            if changed && self.read(key).is_ok_and(|v| v == value) {
-                return Ok(());
+            if changed {
+                match self.read(key) {
+                    Ok(value) if accept(&value) => return Ok(value),
+                    _ => {}
+                }
             }
             if let Some(reason) = self.shutdown_reason() {
                 let preserved = if reason == SHUTDOWN_CRASH {

@@ -27,6 +27,9 @@
 //! - `xen-dom0-tests domu-faults <domu options>` creates a domU and runs the fault table with it
 //!   (`faults`): the domU destroyed under dom0's port, mapping and watch; the evtchn ring
 //!   overflowed; xenstored killed and restarted (last: the daemon's state is lost).
+//! - `xen-dom0-tests blk-domu <domu options>` serves a domU it creates a disk through Linux's
+//!   blkback and checks what the domU's frontend did with it (`blk`; needs the block backend's
+//!   modules loaded).
 //! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
 //!   notification and exits without unmapping (a child process of `domu`'s grant phase).
 //! - `xen-dom0-tests vchan [bench]` runs xen-vchan against Debian's libxenvchan (`vchan`; needs
@@ -37,6 +40,7 @@
 //!
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
+mod blk;
 mod console;
 mod console_domu;
 mod ctrl;
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        ["blk-domu", ..] => blk::run(&args[1..]),
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");

@@ -17,8 +17,8 @@
 //! builds a program that says so.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-// The PVH domU copies its command line to its heap (which its xenstore client's buffers use).
-#[cfg(all(target_os = "none", feature = "domu", feature = "pvh"))]
+// The domU has a heap (its xenstore client's buffers, the block run's requests).
+#[cfg(all(target_os = "none", feature = "domu"))]
 extern crate alloc;
 
 #[cfg(target_os = "none")]

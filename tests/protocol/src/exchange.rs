@@ -26,6 +26,7 @@
 
 pub mod store;
 
+pub mod blk;
 pub mod grant;
 
 /// The domU's data directory (a domU may write under it).

@@ -22,6 +22,20 @@ pub const XEN_MODULES: &[&str] = &[
     "xenfs",
 ];
 
+/// Linux's block backend, loaded only by the dom0s that serve a disk to a domU
+/// ([`crate::initramfs::Preamble::BlockBackend`]): blkback and the loop device that backs its
+/// disk with a file.
+pub const BLOCK_BACKEND_MODULES: &[&str] = &["xen-blkback", "loop"];
+
+/// The kernel package's members kept: the image and the directories holding the modules above
+/// (`{modules}`: the release's modules directory).
+const KERNEL_MEMBERS: &[&str] = &[
+    "./boot/vmlinuz-*",
+    "./{modules}/*/kernel/drivers/xen/*",
+    "./{modules}/*/kernel/drivers/block/loop.ko*",
+    "./{modules}/*/kernel/drivers/block/xen-blkback/*",
+];
+
 /// The cached artifacts of one architecture.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
@@ -33,6 +47,9 @@ pub struct Artifacts {
     pub kernel: PathBuf,
     /// The kernel modules to load, dependencies first.
     pub modules: Vec<PathBuf>,
+    /// The block backend's modules ([`BLOCK_BACKEND_MODULES`]), dependencies first, not in
+    /// `modules`.
+    pub block_backend_modules: Vec<PathBuf>,
     /// The static busybox binary.
     pub busybox: PathBuf,
     /// `package=version` of everything above.
@@ -75,43 +92,53 @@ pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<A
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
 
     let pattern = format!("./boot/xen-{}-*", release.xen);
-    let xen_dir = unpacked(apt, &dir, &packages.xen, arch, &[&pattern], |root| {
-        let out = root.join("xen");
-        match arch {
-            Arch::X86_64 => {
-                // The package ships a gzip'd 32-bit multiboot ELF; QEMU's -kernel wants it plain.
-                let compressed = root.join(&hypervisor);
-                let plain = command_output(Command::new("gzip").arg("-dc").arg(&compressed))?;
-                fs::write(&out, plain).map_err(|e| Error::io(&out, e))
-            }
-            Arch::Aarch64 => rename(&root.join(&hypervisor), &out),
-        }
-    })?;
-    let modules = format!("./{}/*/kernel/drivers/xen/*", release.modules_dir());
-    let kernel_dir = unpacked(
+    let xen_dir = unpacked(
         apt,
         &dir,
-        &packages.kernel,
+        &packages.xen,
         arch,
-        &["./boot/vmlinuz-*", &modules],
-        |root| unpack_kernel(root, arch),
+        &[pattern.as_str()],
+        |root| {
+            let out = root.join("xen");
+            match arch {
+                Arch::X86_64 => {
+                    // The package ships a gzip'd 32-bit multiboot ELF; QEMU's -kernel wants it plain.
+                    let compressed = root.join(&hypervisor);
+                    let plain = command_output(Command::new("gzip").arg("-dc").arg(&compressed))?;
+                    fs::write(&out, plain).map_err(|e| Error::io(&out, e))
+                }
+                Arch::Aarch64 => rename(&root.join(&hypervisor), &out),
+            }
+        },
     )?;
+    let members: Vec<String> = KERNEL_MEMBERS
+        .iter()
+        .map(|member| member.replace("{modules}", release.modules_dir()))
+        .collect();
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+    let kernel_dir = unpacked(apt, &dir, &packages.kernel, arch, &members, |root| {
+        unpack_kernel(root, arch)
+    })?;
     let busybox = release.busybox_file();
     let busybox_dir = unpacked(
         apt,
         &dir,
         &packages.busybox,
         arch,
-        &[&format!("./{busybox}")],
+        &[format!("./{busybox}").as_str()],
         |root| rename(&root.join(busybox), &root.join("busybox")),
     )?;
 
-    let order = fs::read_to_string(kernel_dir.join("modules.order"))
-        .map_err(|e| Error::io(&kernel_dir, e))?;
-    let modules = order
-        .lines()
-        .map(|name| kernel_dir.join(format!("{name}.ko")))
-        .collect();
+    let listed = |order: &str| -> Result<Vec<PathBuf>> {
+        let path = kernel_dir.join(order);
+        Ok(fs::read_to_string(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .lines()
+            .map(|name| kernel_dir.join(format!("{name}.ko")))
+            .collect())
+    };
+    let modules = listed(MODULES_ORDER)?;
+    let block_backend_modules = listed(BLOCK_BACKEND_ORDER)?;
     let kernel = match arch {
         // Xen takes ~3 s to decompress the XZ bzImage under TCG: boot the ELF inside it.
         Arch::X86_64 => uncompressed_kernel(&kernel_dir)?,
@@ -122,6 +149,7 @@ pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<A
         xen: xen_dir.join("xen"),
         kernel,
         modules,
+        block_backend_modules,
         busybox: busybox_dir.join("busybox"),
         versions: [&packages.xen, &packages.kernel, &packages.busybox]
             .iter()
@@ -234,7 +262,8 @@ pub(crate) fn candidate_versions(apt: &Apt, packages: &[String]) -> Result<Vec<S
 }
 
 /// The directory holding `package` at `version`, unpacked and post-processed by `finish`, downloading
-/// it first if the cache does not hold that version.
+/// it first if the cache does not hold that version with those `patterns` (its stamp records both:
+/// a changed list of members unpacks the package again).
 fn unpacked(
     apt: &Apt,
     cache: &Path,
@@ -245,7 +274,8 @@ fn unpacked(
 ) -> Result<PathBuf> {
     let dir = cache.join(format!("{name}_{}", version.replace(':', "%3a")));
     let stamp = dir.join(".complete");
-    if stamp.exists() {
+    let recorded = format!("{name}={version}\n{}\n", patterns.join("\n"));
+    if fs::read_to_string(&stamp).is_ok_and(|text| text == recorded) {
         return Ok(dir);
     }
     if dir.exists() {
@@ -268,7 +298,7 @@ fn unpacked(
     extract(&deb, &dir, patterns)?;
     fs::remove_dir_all(&download).map_err(|e| Error::io(&download, e))?;
     finish(&dir)?;
-    fs::write(&stamp, format!("{name}={version}\n")).map_err(|e| Error::io(&stamp, e))?;
+    fs::write(&stamp, recorded).map_err(|e| Error::io(&stamp, e))?;
     Ok(dir)
 }
 
@@ -376,8 +406,9 @@ fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
     image.get(start..start.checked_add(u32_at(0x24c)?)?)
 }
 
-/// Keeps the kernel image and the Xen modules (with their dependencies) of an unpacked kernel package,
-/// writes `modules.order` (load order, dependencies first), and removes the rest.
+/// Keeps the kernel image, the Xen modules and the block backend's (with their dependencies) of an
+/// unpacked kernel package, writes their load orders ([`MODULES_ORDER`], [`BLOCK_BACKEND_ORDER`]:
+/// dependencies first), and removes the rest.
 fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
     let boot = root.join("boot");
     let image = fs::read_dir(&boot)
@@ -393,16 +424,26 @@ fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
     // Every module we unpacked, by its kernel name (`-` and `_` are the same to the kernel).
     let mut available = BTreeMap::new();
     collect_modules(root, &mut available)?;
-    let mut order = Vec::new();
-    for wanted in XEN_MODULES {
-        add_with_dependencies(&module_key(wanted), &available, &mut order, 0)?;
-    }
-    let mut order_file = String::new();
-    for key in &order {
-        let (name, path) = &available[key];
-        rename(path, &root.join(format!("{name}.ko")))?;
-        order_file.push_str(name);
-        order_file.push('\n');
+    let mut loaded = Vec::new();
+    for (wanted, order_name) in [
+        (XEN_MODULES, MODULES_ORDER),
+        (BLOCK_BACKEND_MODULES, BLOCK_BACKEND_ORDER),
+    ] {
+        // Each list loads after those before it: what they loaded is not loaded again.
+        let mut order = loaded.clone();
+        for module in wanted {
+            add_with_dependencies(&module_key(module), &available, &mut order, 0)?;
+        }
+        let mut order_file = String::new();
+        for key in &order[loaded.len()..] {
+            let (name, path) = &available[key];
+            rename(path, &root.join(format!("{name}.ko")))?;
+            order_file.push_str(name);
+            order_file.push('\n');
+        }
+        let order_path = root.join(order_name);
+        fs::write(&order_path, order_file).map_err(|e| Error::io(&order_path, e))?;
+        loaded = order;
     }
     for leftover in ["lib", "usr", "boot"] {
         let path = root.join(leftover);
@@ -410,9 +451,13 @@ fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
             fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         }
     }
-    let order_path = root.join("modules.order");
-    fs::write(&order_path, order_file).map_err(|e| Error::io(&order_path, e))
+    Ok(())
 }
+
+/// The file of an unpacked kernel listing [`XEN_MODULES`] and their dependencies, in load order.
+const MODULES_ORDER: &str = "modules.order";
+/// The file listing [`BLOCK_BACKEND_MODULES`] and the dependencies not in [`MODULES_ORDER`].
+const BLOCK_BACKEND_ORDER: &str = "block-backend-modules.order";
 
 fn module_key(name: &str) -> String {
     name.replace('-', "_")
@@ -459,7 +504,7 @@ fn add_with_dependencies(
     }
     let (_, path) = available.get(key).ok_or_else(|| {
         Error::new(format!(
-            "kernel module {key} is not under drivers/xen in the kernel package"
+            "kernel module {key} is not among the kernel package's members kept (KERNEL_MEMBERS)"
         ))
     })?;
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;

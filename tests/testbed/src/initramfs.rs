@@ -41,6 +41,25 @@ pub enum Preamble {
         /// Breaks a step on purpose (self-tests only).
         fault: Option<String>,
     },
+    /// The toolstack, and Linux's block backend loaded after the Xen modules
+    /// ([`crate::artifacts::BLOCK_BACKEND_MODULES`]: blkback and the loop device), for a dom0
+    /// that serves a disk to a domU.
+    BlockBackend,
+}
+
+impl Preamble {
+    /// Whether `/init` starts Debian's toolstack.
+    pub fn starts_toolstack(&self) -> bool {
+        !matches!(self, Preamble::Modules)
+    }
+
+    /// The shell line that breaks a toolstack step on purpose.
+    fn fault(&self) -> Option<&str> {
+        match self {
+            Preamble::Toolstack { fault } => fault.as_deref(),
+            Preamble::Modules | Preamble::BlockBackend => None,
+        }
+    }
 }
 
 /// Everything the initramfs holds besides busybox and the modules.
@@ -78,7 +97,11 @@ pub fn build(artifacts: &Artifacts, contents: &Contents<'_>) -> Result<Vec<u8>> 
     cpio.file("bin/busybox", 0o755, &read(&artifacts.busybox)?);
     cpio.symlink("bin/sh", "busybox");
     let mut modules = Vec::new();
-    for module in &artifacts.modules {
+    let block_backend = match contents.preamble {
+        Preamble::BlockBackend => artifacts.block_backend_modules.as_slice(),
+        Preamble::Modules | Preamble::Toolstack { .. } => &[],
+    };
+    for module in artifacts.modules.iter().chain(block_backend) {
         let name = module
             .file_name()
             .and_then(|n| n.to_str())
@@ -94,12 +117,12 @@ pub fn build(artifacts: &Artifacts, contents: &Contents<'_>) -> Result<Vec<u8>> 
         add_parents(&mut cpio, &mut made, path);
         cpio.file(path, 0o755, &read(host)?);
     }
-    let toolstack = match (&contents.preamble, contents.toolstack) {
-        (Preamble::Toolstack { .. }, Some(toolstack)) => Some(toolstack),
-        (Preamble::Toolstack { .. }, None) => {
+    let toolstack = match (contents.preamble.starts_toolstack(), contents.toolstack) {
+        (true, Some(toolstack)) => Some(toolstack),
+        (true, None) => {
             return Err(Error::new("the toolstack preamble needs the toolstack"));
         }
-        (Preamble::Modules, _) => None,
+        (false, _) => None,
     };
     if let Some(toolstack) = toolstack {
         for (path, host) in &toolstack.files {
@@ -198,8 +221,8 @@ pub fn init_script(
         ));
     }
     script.push_str("mount -t xenfs xenfs /proc/xen 2>/dev/null\n");
-    if let Preamble::Toolstack { fault } = preamble {
-        script.push_str(&toolstack_preamble(bin_dir, fault.as_deref()));
+    if preamble.starts_toolstack() {
+        script.push_str(&toolstack_preamble(bin_dir, preamble.fault()));
     }
     script.push_str("status=0\n");
     for command in commands {
@@ -268,6 +291,7 @@ mod tests {
             Preamble::Toolstack {
                 fault: Some("rm -r /var/run/xenstored".into()),
             },
+            Preamble::BlockBackend,
         ] {
             let script = init_script(
                 &["m.ko".into()],

@@ -348,9 +348,10 @@ impl Testbed {
                 self.static_binary(run.arch, scenario::DOM0_TESTS),
             ));
         }
-        let toolstack = match run.preamble {
-            initramfs::Preamble::Toolstack { .. } => Some(self.toolstack(run.arch)?),
-            initramfs::Preamble::Modules => None,
+        let toolstack = if run.preamble.starts_toolstack() {
+            Some(self.toolstack(run.arch)?)
+        } else {
+            None
         };
         let image = initramfs::build(
             artifacts,

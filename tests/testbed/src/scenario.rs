@@ -118,6 +118,8 @@ pub enum Setup {
     Toolstack,
     /// The toolstack, with this shell line run before its first step (a self-test breaking it).
     BrokenToolstack(&'static str),
+    /// The toolstack and Linux's block backend (blkback, the loop device).
+    BlockBackend,
 }
 
 impl Setup {
@@ -128,6 +130,7 @@ impl Setup {
             Setup::BrokenToolstack(fault) => initramfs::Preamble::Toolstack {
                 fault: Some(fault.into()),
             },
+            Setup::BlockBackend => initramfs::Preamble::BlockBackend,
         }
     }
 }
@@ -164,6 +167,8 @@ pub enum DomuRun {
     /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl reboot`, then `xl shutdown`, of a
     /// domU that answers through `xen-guest`'s control module.
     Control,
+    /// The block device ([`exchange::blk`]): dom0 serves the domU a disk through Linux's blkback.
+    Block,
 }
 
 impl CrossDomain {
@@ -452,6 +457,20 @@ pub fn scenarios() -> &'static [Scenario] {
         },
         Scenario {
             kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pv,
+                selftest: None,
+                run: DomuRun::Block,
+            }),
+            ..cross_domain(
+                "blk-domu-pv",
+                "Linux dom0 serves a PV domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
+                GuestKind::Pv,
+                None,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
                 domu: GuestKind::Pvh,
                 selftest: None,
                 run: DomuRun::Control,
@@ -467,6 +486,20 @@ pub fn scenarios() -> &'static [Scenario] {
         },
         Scenario {
             kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Pvh,
+                selftest: None,
+                run: DomuRun::Block,
+            }),
+            ..cross_domain(
+                "blk-domu-pvh",
+                "Linux dom0 serves a PVH domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
+                GuestKind::Pvh,
+                None,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
                 domu: GuestKind::Aarch64,
                 selftest: None,
                 run: DomuRun::Control,
@@ -475,6 +508,20 @@ pub fn scenarios() -> &'static [Scenario] {
             ..cross_domain(
                 "domu-control-aarch64",
                 "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle)",
+                GuestKind::Aarch64,
+                None,
+                None,
+            )
+        },
+        Scenario {
+            kind: Kind::CrossDomain(CrossDomain {
+                domu: GuestKind::Aarch64,
+                selftest: None,
+                run: DomuRun::Block,
+            }),
+            ..cross_domain(
+                "blk-domu-aarch64",
+                "Linux dom0 on Xen arm64 serves an aarch64 domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
                 GuestKind::Aarch64,
                 None,
                 None,
@@ -615,6 +662,9 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "domu-control-pv",
     "domu-control-pvh",
     "domu-control-aarch64",
+    "blk-domu-pv",
+    "blk-domu-pvh",
+    "blk-domu-aarch64",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",
@@ -1076,6 +1126,7 @@ pub fn cross_domain_run(
         DomuRun::Soak { .. } => "domu-soak",
         DomuRun::Faults => "domu-faults",
         DomuRun::Control => "domu-control",
+        DomuRun::Block => "blk-domu",
     };
     let mut command = format!(
         "{DOM0_TESTS} {verb} --name {domu} --type {xl_type} --memory {memory} --kernel {path}"
@@ -1098,6 +1149,16 @@ pub fn cross_domain_run(
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
         // dom0 judges from xl's side; the domU's console (two boots) is forwarded, not judged.
         DomuRun::Control => (cases(exchange::CONTROL_DOM0_CASES, &[]), Vec::new()),
+        DomuRun::Block => (
+            cases(exchange::blk::DOM0_CASES, &[]),
+            cases(exchange::blk::DOMU_CASES, &[]),
+        ),
+    };
+    let setup = match cross.run {
+        DomuRun::Block => Setup::BlockBackend,
+        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults | DomuRun::Control => {
+            Setup::Toolstack
+        }
     };
     // The fault table destroys its domU midway: its console is not forwarded, nor judged.
     let domus = if domu_cases.is_empty() {
@@ -1114,7 +1175,7 @@ pub fn cross_domain_run(
         arch: cross.domu.arch(),
         binaries: Vec::new(),
         files: vec![(path, kernel.to_path_buf())],
-        preamble: Setup::Toolstack.preamble(),
+        preamble: setup.preamble(),
         commands: vec![command],
         expected_cases: dom0_cases,
         expected_dones: 1,

@@ -15,13 +15,18 @@
 //!
 //! Before draining its console, the domU runs the xenstore steps (`store_cases`):
 //! a watch on a key dom0 changes, and xenstored's typed refusals outside its home.
+//!
+//! When dom0 wrote `data/blk` (the block-device run), the domU runs the steps of
+//! its disk instead (`blk`).
 
+mod blk;
 mod console_bulk;
 mod console_ring;
 mod control;
 mod evtchn_port;
 mod grant;
 mod grant_phase;
+mod heap;
 mod soak;
 mod store_cases;
 #[cfg(any(feature = "pvh", target_arch = "aarch64"))]
@@ -228,9 +233,14 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
             Err(_) => crash(h),
         }
     }
-    match (store.as_mut().ok().and_then(soak::requested), store) {
-        (Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
-        (_, mut store) => {
+    let disk = store.as_mut().ok().and_then(blk::requested);
+    let soak = store.as_mut().ok().and_then(soak::requested);
+    match (disk, soak, store) {
+        (Some(sectors), _, Ok(mut store)) => {
+            blk::run(platform, events, &mut reporter, &mut store, sectors)
+        }
+        (None, Some(asked), Ok(mut store)) => soak::run(asked, events, &mut reporter, &mut store),
+        (_, _, mut store) => {
             exchange(
                 platform,
                 events,

@@ -1,11 +1,8 @@
 //! The domU's xenstore connection: the project's `xen-store` client over this domain's ring
-//! (`xen-shared`'s byte ring), the event channel as its doorbell, and a small heap for the
-//! client's buffers.
+//! (`xen-shared`'s byte ring), the event channel as its doorbell; the client's buffers come from
+//! the domU's heap (`heap`).
 
-use core::alloc::Layout;
-use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use xen_hypercall::{Error, Port, XenHypercall};
 use xen_shared::SharedMem;
@@ -19,52 +16,6 @@ const WAIT_NS: u64 = 5_000_000_000;
 
 /// The size of the xenstore page.
 const PAGE_SIZE: usize = 4096;
-
-/// The client's heap: a bump allocator over a static arena (the domU makes a few dozen
-/// requests; nothing is ever returned to it).
-struct Bump {
-    arena: UnsafeCell<[u8; ARENA_SIZE]>,
-    used: AtomicUsize,
-}
-
-const ARENA_SIZE: usize = 256 * 1024;
-
-// SAFETY: `used` is only advanced atomically, so every allocation gets its own bytes.
-unsafe impl Sync for Bump {}
-
-// SAFETY: `alloc` returns a block of `layout.size()` bytes aligned to `layout.align()`, inside
-// the arena, that no other allocation overlaps (the atomic `used` hands each range out once),
-// or null when the arena is exhausted; `dealloc` does nothing, which is allowed.
-unsafe impl core::alloc::GlobalAlloc for Bump {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let base = self.arena.get().cast::<u8>();
-        let mut used = self.used.load(Ordering::Relaxed);
-        loop {
-            let start = (base as usize + used).next_multiple_of(layout.align()) - base as usize;
-            let Some(end) = start
-                .checked_add(layout.size())
-                .filter(|&e| e <= ARENA_SIZE)
-            else {
-                return core::ptr::null_mut();
-            };
-            match self
-                .used
-                .compare_exchange(used, end, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return base.wrapping_add(start),
-                Err(now) => used = now,
-            }
-        }
-    }
-
-    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
-}
-
-#[global_allocator]
-static HEAP: Bump = Bump {
-    arena: UnsafeCell::new([0; ARENA_SIZE]),
-    used: AtomicUsize::new(0),
-};
 
 /// The store's event channel: notify sends on it, wait sleeps in `SCHEDOP_poll` until an
 /// event or the deadline of the current request.
