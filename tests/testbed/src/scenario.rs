@@ -300,6 +300,25 @@ const fn cross_domain(
     }
 }
 
+/// A cross-domain scenario whose domU does `run` rather than the exchange.
+const fn domu_run(
+    name: &'static str,
+    about: &'static str,
+    domu: GuestKind,
+    run: DomuRun,
+    timeout: u64,
+) -> Scenario {
+    Scenario {
+        kind: Kind::CrossDomain(CrossDomain {
+            domu,
+            selftest: None,
+            run,
+        }),
+        timeout: Duration::from_secs(timeout),
+        ..cross_domain(name, about, domu, None, None)
+    }
+}
+
 /// The command that runs the `xl info` oracle case ([`ORACLE_CASE`]) in a dom0 with the toolstack.
 pub const ORACLE_COMMAND: &str = "xen-dom0-tests xl-info";
 /// The `xl info` oracle case.
@@ -426,107 +445,55 @@ pub fn scenarios() -> &'static [Scenario] {
                 None,
             )
         },
-        Scenario {
-            kind: Kind::CrossDomain(CrossDomain {
-                domu: GuestKind::Pv,
-                selftest: None,
-                run: DomuRun::Faults,
-            }),
-            ..cross_domain(
-                "domu-faults",
-                "the fault table: a PV domU destroyed under dom0's port, grant mapping and watch; an evtchn ring overflowed; xenstored killed and restarted",
-                GuestKind::Pv,
-                None,
-                None,
-            )
-        },
-        Scenario {
-            kind: Kind::CrossDomain(CrossDomain {
-                domu: GuestKind::Pv,
-                selftest: None,
-                run: DomuRun::Control,
-            }),
-            timeout: Duration::from_secs(180),
-            ..cross_domain(
-                "domu-control-pv",
-                "xl reboot and xl shutdown of a freestanding PV domU, which advertises and answers them through xen-guest (xl's log the oracle)",
-                GuestKind::Pv,
-                None,
-                None,
-            )
-        },
-        Scenario {
-            kind: Kind::CrossDomain(CrossDomain {
-                domu: GuestKind::Pv,
-                selftest: None,
-                run: DomuRun::Block,
-            }),
-            ..cross_domain(
-                "blk-domu-pv",
-                "Linux dom0 serves a PV domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
-                GuestKind::Pv,
-                None,
-                None,
-            )
-        },
-        Scenario {
-            kind: Kind::CrossDomain(CrossDomain {
-                domu: GuestKind::Pvh,
-                selftest: None,
-                run: DomuRun::Control,
-            }),
-            timeout: Duration::from_secs(180),
-            ..cross_domain(
-                "domu-control-pvh",
-                "xl reboot and xl shutdown of a freestanding PVH domU, which reads its command line from hvm_start_info and answers through xen-guest (xl's log the oracle)",
-                GuestKind::Pvh,
-                None,
-                None,
-            )
-        },
-        Scenario {
-            kind: Kind::CrossDomain(CrossDomain {
-                domu: GuestKind::Pvh,
-                selftest: None,
-                run: DomuRun::Block,
-            }),
-            ..cross_domain(
-                "blk-domu-pvh",
-                "Linux dom0 serves a PVH domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
-                GuestKind::Pvh,
-                None,
-                None,
-            )
-        },
-        Scenario {
-            kind: Kind::CrossDomain(CrossDomain {
-                domu: GuestKind::Aarch64,
-                selftest: None,
-                run: DomuRun::Control,
-            }),
-            timeout: Duration::from_secs(180),
-            ..cross_domain(
-                "domu-control-aarch64",
-                "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle)",
-                GuestKind::Aarch64,
-                None,
-                None,
-            )
-        },
-        Scenario {
-            kind: Kind::CrossDomain(CrossDomain {
-                domu: GuestKind::Aarch64,
-                selftest: None,
-                run: DomuRun::Block,
-            }),
-            ..cross_domain(
-                "blk-domu-aarch64",
-                "Linux dom0 on Xen arm64 serves an aarch64 domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
-                GuestKind::Aarch64,
-                None,
-                None,
-            )
-        },
+        domu_run(
+            "domu-faults",
+            "the fault table: a PV domU destroyed under dom0's port, grant mapping and watch; an evtchn ring overflowed; xenstored killed and restarted",
+            GuestKind::Pv,
+            DomuRun::Faults,
+            120,
+        ),
+        domu_run(
+            "domu-control-pv",
+            "xl reboot and xl shutdown of a freestanding PV domU, which advertises and answers them through xen-guest (xl's log the oracle)",
+            GuestKind::Pv,
+            DomuRun::Control,
+            180,
+        ),
+        domu_run(
+            "blk-domu-pv",
+            "Linux dom0 serves a PV domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
+            GuestKind::Pv,
+            DomuRun::Block,
+            120,
+        ),
+        domu_run(
+            "domu-control-pvh",
+            "xl reboot and xl shutdown of a freestanding PVH domU, which reads its command line from hvm_start_info and answers through xen-guest (xl's log the oracle)",
+            GuestKind::Pvh,
+            DomuRun::Control,
+            180,
+        ),
+        domu_run(
+            "blk-domu-pvh",
+            "Linux dom0 serves a PVH domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
+            GuestKind::Pvh,
+            DomuRun::Block,
+            120,
+        ),
+        domu_run(
+            "domu-control-aarch64",
+            "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle)",
+            GuestKind::Aarch64,
+            DomuRun::Control,
+            180,
+        ),
+        domu_run(
+            "blk-domu-aarch64",
+            "Linux dom0 on Xen arm64 serves an aarch64 domU a 4 MiB disk through blkback (a loop device over a file): xen-blk's frontend reads dom0's pattern, writes its own (dom0 checks the file), flushes, closes on xl block-detach",
+            GuestKind::Aarch64,
+            DomuRun::Block,
+            120,
+        ),
         Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
