@@ -15,7 +15,7 @@ use xen_testbed::verdict::DomuExpectation;
 use xen_testbed::{Arch, Dom0Run, Testbed, initramfs::Preamble};
 
 const USAGE: &str = "\
-usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl|vchan [--rounds N] [--iterations N] [...]";
+usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl|vchan|blk [--rounds N] [--iterations N] [...]";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
     let (what, options) = args.split_first().ok_or_else(|| USAGE.to_string())?;
@@ -27,6 +27,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         "console" => crate::bench_console::run(options),
         "ctrl" => crate::bench_ctrl::run(options),
         "vchan" => crate::bench_vchan::run(options),
+        "blk" => crate::bench_blk::run(options),
         _ => Err(format!("unknown benchmark `{what}`\n{USAGE}")),
     }
 }
@@ -95,6 +96,8 @@ pub(crate) struct Bench {
     pub(crate) files: Vec<(String, PathBuf)>,
     /// The domUs the driver creates, judged with the run.
     pub(crate) domus: Vec<DomuExpectation>,
+    /// dom0's memory in MiB (`None`: the testbed's default).
+    pub(crate) dom0_memory_mib: Option<u32>,
 }
 
 impl Bench {
@@ -134,6 +137,7 @@ impl Bench {
                 timeout: self.timeout,
                 // The benchmarks time one thread against one C peer.
                 vcpus: 1,
+                dom0_memory_mib: self.dom0_memory_mib,
                 domus: self.domus,
             })
             .map_err(|e| e.to_string())?;

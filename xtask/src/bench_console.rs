@@ -59,6 +59,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
             label: "domu".into(),
             cases: vec!["console_ring_bench".into()],
         }],
+        dom0_memory_mib: None,
     }
     .run(
         &format!(

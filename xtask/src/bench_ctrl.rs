@@ -69,6 +69,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         timeout: Duration::from_secs(240 + rounds * iterations / 10),
         files: vec![(path, kernel)],
         domus: Vec::new(),
+        dom0_memory_mib: None,
     }
     .run(
         &format!(

@@ -82,6 +82,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         timeout: Duration::from_secs(300 + rounds * iterations / 50 + trips / 100 + cycles / 50),
         files: Vec::new(),
         domus: Vec::new(),
+        dom0_memory_mib: None,
     }
     .run(
         &format!("evtchn benchmark: {rounds} rounds, {iterations} round trips per sample"),
@@ -160,6 +161,7 @@ fn stress(rounds: u64, cycles: u64) -> crate::Result {
         expected_dones: 1,
         timeout,
         vcpus: 2,
+        dom0_memory_mib: None,
         domus: Vec::new(),
     };
     let outcome = testbed.boot_linux_dom0(&run).map_err(|e| e.to_string())?;

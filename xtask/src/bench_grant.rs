@@ -48,6 +48,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         timeout: Duration::from_secs(180 + rounds * iterations / 20),
         files: Vec::new(),
         domus: Vec::new(),
+        dom0_memory_mib: None,
     }
     .run(
         &format!(

@@ -46,6 +46,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         timeout: Duration::from_secs(120 + rounds * iterations / 100),
         files: Vec::new(),
         domus: Vec::new(),
+        dom0_memory_mib: None,
     }
     .run(
         &format!(

@@ -66,6 +66,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         timeout: Duration::from_secs(180 + operations * 5 / 1000),
         files: Vec::new(),
         domus: Vec::new(),
+        dom0_memory_mib: None,
     }
     .run(
         &format!(

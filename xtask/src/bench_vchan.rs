@@ -47,6 +47,7 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         timeout: Duration::from_secs(600 + rounds * mib * 30),
         files: Vec::new(),
         domus: Vec::new(),
+        dom0_memory_mib: None,
     }
     .run(
         &format!("vchan benchmark: {rounds} rounds of {mib} MiB (1/8 of it for 64-byte writes) per implementation and write size"),

@@ -1,6 +1,7 @@
 //! Project commands, run as `cargo xtask <command>`.
 
 mod bench;
+mod bench_blk;
 mod bench_console;
 mod bench_ctrl;
 mod bench_evtchn;
@@ -32,6 +33,7 @@ commands:
   bench grant             benchmark xen-grant against libxengnttab, inside the testbed
   bench evtchn            benchmark xen-evtchn against libxenevtchn, and soak it, inside the testbed
   bench store             benchmark the xenstore client against libxenstore, inside the testbed
+  bench blk               benchmark Linux's blkfront against dom0's direct reads of a blkback disk, inside the testbed
   bench console           benchmark Xen's log reader against xl dmesg and a domU's console ring, inside the testbed
 ";
 

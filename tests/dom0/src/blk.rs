@@ -16,11 +16,11 @@ use crate::domu::{ConsoleForwarder, Domain, READY_TIMEOUT, Spec, Steps, powered_
 use crate::run_tool;
 
 /// The file backing the disk, in dom0's tmpfs.
-const BACKING_FILE: &str = "/tmp/xentest-disk.img";
+pub(crate) const BACKING_FILE: &str = "/tmp/xentest-disk.img";
 /// The loop device over it.
-const LOOP_DEVICE: &str = "/dev/loop0";
+pub(crate) const LOOP_DEVICE: &str = "/dev/loop0";
 /// The hotplug script libxl runs for the disk.
-const HOTPLUG_SCRIPT: &str = "/tmp/xentest-block-hotplug";
+pub(crate) const HOTPLUG_SCRIPT: &str = "/tmp/xentest-block-hotplug";
 /// Where the script records each `remove` (the backend path, a line each).
 const REMOVED_LOG: &str = "/tmp/xentest-hotplug-removed";
 /// How long dom0 waits for the domU to write, read back and report the whole disk.
@@ -29,7 +29,7 @@ const WRITTEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// libxl runs it as `<script> add|remove` with `XENBUS_PATH=backend/vbd/<domid>/<devid>`:
 /// `add` names the device of `params` to blkback as `major:minor` in hex (blkback waits for
 /// `physical-device`) and reports success in `hotplug-status`; `remove` only records the call.
-fn hotplug_script() -> String {
+pub(crate) fn hotplug_script() -> String {
     format!(
         "#!/bin/sh\n\
          case \"$1\" in\n\

@@ -59,6 +59,8 @@ pub(crate) struct Spec {
     pub(crate) on_reboot: &'static str,
     /// An xl disk specification (`phy:/dev/loop0,xvda,w,script=...`), set by the block run.
     pub(crate) disk: Option<String>,
+    /// xl's `ramdisk` (a Linux domU's initramfs), if any.
+    ramdisk: Option<String>,
 }
 
 impl Spec {
@@ -81,6 +83,7 @@ impl Spec {
             cmdline: None,
             on_reboot: "destroy",
             disk: None,
+            ramdisk: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -93,6 +96,8 @@ impl Spec {
                 "--type" => spec.xl_type = value,
                 "--memory" => spec.memory = value.parse().map_err(|e| format!("--memory: {e}"))?,
                 "--kernel" => spec.kernel = value,
+                "--ramdisk" => spec.ramdisk = Some(value),
+                "--cmdline" => spec.cmdline = Some(value),
                 "--selftest" => spec.selftest = Some(value),
                 "--timeout" => {
                     spec.timeout =
@@ -122,12 +127,16 @@ impl Spec {
             .cmdline
             .as_ref()
             .map_or(String::new(), |line| format!("extra = \"{line}\"\n"));
+        let ramdisk = self
+            .ramdisk
+            .as_ref()
+            .map_or(String::new(), |path| format!("ramdisk = \"{path}\"\n"));
         let disk = match &self.disk {
             Some(disk) => format!("disk = [ '{disk}' ]\n"),
             None => String::new(),
         };
         format!(
-            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{extra}memory = {}\nvcpus = 1\n{disk}\
+            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{ramdisk}{extra}memory = {}\nvcpus = 1\n{disk}\
              on_poweroff = \"destroy\"\non_reboot = \"{}\"\non_crash = \"preserve\"\n",
             self.name, self.kernel, self.memory, self.on_reboot
         )

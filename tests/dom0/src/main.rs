@@ -41,6 +41,7 @@
 //! `XENTEST_SELFTEST=fail|panic|skip|hang` breaks the run on purpose, for the harness's self-tests.
 
 mod blk;
+mod blk_bench;
 mod console;
 mod console_domu;
 mod ctrl;
@@ -115,6 +116,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["blk-domu", ..] => blk::run(&args[1..]),
+        ["blk-bench", ..] => blk_bench::run(&args[1..]),
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");

@@ -27,6 +27,10 @@ pub const XEN_MODULES: &[&str] = &[
 /// disk with a file.
 pub const BLOCK_BACKEND_MODULES: &[&str] = &["xen-blkback", "loop"];
 
+/// The modules of a Linux domU ([`crate::linux_domu`]) beyond [`XEN_MODULES`]: its block
+/// frontend.
+pub const LINUX_DOMU_MODULES: &[&str] = &["xen-blkfront"];
+
 /// The kernel package's members kept: the image and the directories holding the modules above
 /// (`{modules}`: the release's modules directory).
 const KERNEL_MEMBERS: &[&str] = &[
@@ -34,6 +38,7 @@ const KERNEL_MEMBERS: &[&str] = &[
     "./{modules}/*/kernel/drivers/xen/*",
     "./{modules}/*/kernel/drivers/block/loop.ko*",
     "./{modules}/*/kernel/drivers/block/xen-blkback/*",
+    "./{modules}/*/kernel/drivers/block/xen-blkfront.ko*",
 ];
 
 /// The cached artifacts of one architecture.
@@ -45,11 +50,15 @@ pub struct Artifacts {
     pub xen: PathBuf,
     /// The Linux dom0 kernel.
     pub kernel: PathBuf,
+    /// The kernel package's image as shipped (a compressed bzImage on x86_64), for a Linux domU.
+    pub kernel_image: PathBuf,
     /// The kernel modules to load, dependencies first.
     pub modules: Vec<PathBuf>,
     /// The block backend's modules ([`BLOCK_BACKEND_MODULES`]), dependencies first, not in
     /// `modules`.
     pub block_backend_modules: Vec<PathBuf>,
+    /// A Linux domU's modules ([`LINUX_DOMU_MODULES`]), dependencies first, not in `modules`.
+    pub linux_domu_modules: Vec<PathBuf>,
     /// The static busybox binary.
     pub busybox: PathBuf,
     /// `package=version` of everything above.
@@ -139,6 +148,7 @@ pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<A
     };
     let modules = listed(MODULES_ORDER)?;
     let block_backend_modules = listed(BLOCK_BACKEND_ORDER)?;
+    let linux_domu_modules = listed(LINUX_DOMU_ORDER)?;
     let kernel = match arch {
         // Xen takes ~3 s to decompress the XZ bzImage under TCG: boot the ELF inside it.
         Arch::X86_64 => uncompressed_kernel(&kernel_dir)?,
@@ -148,8 +158,10 @@ pub fn fetch(cache: &Path, release: &Release, apt: &Apt, arch: Arch) -> Result<A
         arch,
         xen: xen_dir.join("xen"),
         kernel,
+        kernel_image: kernel_dir.join("vmlinuz"),
         modules,
         block_backend_modules,
+        linux_domu_modules,
         busybox: busybox_dir.join("busybox"),
         versions: [&packages.xen, &packages.kernel, &packages.busybox]
             .iter()
@@ -425,11 +437,17 @@ fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
     let mut available = BTreeMap::new();
     collect_modules(root, &mut available)?;
     let mut loaded = Vec::new();
-    for (wanted, order_name) in [
-        (XEN_MODULES, MODULES_ORDER),
-        (BLOCK_BACKEND_MODULES, BLOCK_BACKEND_ORDER),
+    let mut xen_count = 0;
+    for (wanted, order_name, after_xen) in [
+        (XEN_MODULES, MODULES_ORDER, false),
+        (BLOCK_BACKEND_MODULES, BLOCK_BACKEND_ORDER, false),
+        (LINUX_DOMU_MODULES, LINUX_DOMU_ORDER, true),
     ] {
-        // Each list loads after those before it: what they loaded is not loaded again.
+        // Each list loads after those before it (a domU's only after the Xen modules): what they
+        // loaded is not loaded again.
+        if after_xen {
+            loaded.truncate(xen_count);
+        }
         let mut order = loaded.clone();
         for module in wanted {
             add_with_dependencies(&module_key(module), &available, &mut order, 0)?;
@@ -437,12 +455,19 @@ fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
         let mut order_file = String::new();
         for key in &order[loaded.len()..] {
             let (name, path) = &available[key];
-            rename(path, &root.join(format!("{name}.ko")))?;
+            let kept = root.join(format!("{name}.ko"));
+            // A dependency of two lists was moved for the first.
+            if !kept.exists() {
+                rename(path, &kept)?;
+            }
             order_file.push_str(name);
             order_file.push('\n');
         }
         let order_path = root.join(order_name);
         fs::write(&order_path, order_file).map_err(|e| Error::io(&order_path, e))?;
+        if order_name == MODULES_ORDER {
+            xen_count = order.len();
+        }
         loaded = order;
     }
     for leftover in ["lib", "usr", "boot"] {
@@ -458,6 +483,8 @@ fn unpack_kernel(root: &Path, arch: Arch) -> Result<()> {
 const MODULES_ORDER: &str = "modules.order";
 /// The file listing [`BLOCK_BACKEND_MODULES`] and the dependencies not in [`MODULES_ORDER`].
 const BLOCK_BACKEND_ORDER: &str = "block-backend-modules.order";
+/// The file listing [`LINUX_DOMU_MODULES`] and the dependencies not in [`MODULES_ORDER`].
+const LINUX_DOMU_ORDER: &str = "linux-domu-modules.order";
 
 fn module_key(name: &str) -> String {
     name.replace('-', "_")

@@ -26,6 +26,7 @@
 //!     expected_dones: 1,
 //!     timeout: Duration::from_secs(120),
 //!     vcpus: 1,
+//!     dom0_memory_mib: None,
 //!     domus: vec![],
 //! })?;
 //! for row in outcome.log.outputs() {
@@ -65,6 +66,7 @@ pub mod cpio;
 pub mod demo;
 mod elf;
 pub mod initramfs;
+pub mod linux_domu;
 pub mod own_code;
 pub mod qemu;
 pub mod release;
@@ -182,6 +184,9 @@ pub struct Dom0Run {
     pub timeout: Duration,
     /// dom0's vCPUs (1 unless a scenario needs more: each costs boot time under TCG).
     pub vcpus: u32,
+    /// dom0's memory in MiB (`None`: the smallest that boots it; a Linux domU needs
+    /// [`linux_domu::DOM0_MEMORY_MIB`]). x86_64 only.
+    pub dom0_memory_mib: Option<u32>,
     /// The domUs whose forwarded consoles are judged with the run: name and expected cases.
     pub domus: Vec<verdict::DomuExpectation>,
 }
@@ -374,6 +379,7 @@ impl Testbed {
                 kernel: &artifacts.kernel,
                 initramfs: &path,
                 vcpus: run.vcpus,
+                dom0_memory_mib: run.dom0_memory_mib,
             },
         )?;
         Ok(scenario::Job {

@@ -46,6 +46,8 @@ pub enum Guest<'a> {
         initramfs: &'a Path,
         /// dom0's vCPUs (QEMU's CPUs and Xen's `dom0_max_vcpus`).
         vcpus: u32,
+        /// dom0's memory in MiB (`None`: the default), x86_64 only.
+        dom0_memory_mib: Option<u32>,
     },
     /// A freestanding x86_64 PV dom0 (ELF).
     Pv(&'a Path),
@@ -116,14 +118,18 @@ pub fn command(arch: Arch, xen: &Path, guest: &Guest<'_>) -> Result<Command> {
         (
             Arch::X86_64,
             Guest::LinuxDom0 {
-                kernel, initramfs, ..
+                kernel,
+                initramfs,
+                dom0_memory_mib,
+                ..
             },
         ) => {
             // The smallest that boots the kernel (128M: "Domain 0 allocation is too small"), with
-            // room left for a domU.
-            qemu.args(["-m", "384", "-append"]);
+            // 192M left for domUs.
+            let dom0 = dom0_memory_mib.unwrap_or(192);
+            qemu.args(["-m", &(dom0 + 192).to_string(), "-append"]);
             qemu.arg(format!(
-                "{XEN_X86_CMDLINE} dom0_max_vcpus={vcpus} dom0_mem=192M,max:192M"
+                "{XEN_X86_CMDLINE} dom0_max_vcpus={vcpus} dom0_mem={dom0}M,max:{dom0}M"
             ));
             qemu.arg("-initrd").arg(format!(
                 "{} {LINUX_CMDLINE},{}",

@@ -988,6 +988,7 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                             expected_dones: dones,
                             timeout: scenario.timeout,
                             vcpus: scenario.dom0_vcpus,
+                            dom0_memory_mib: None,
                             domus: Vec::new(),
                         },
                     )
@@ -1148,6 +1149,7 @@ pub fn cross_domain_run(
         expected_dones: 1,
         timeout,
         vcpus: 1,
+        dom0_memory_mib: None,
         domus,
     }
 }
@@ -1187,6 +1189,7 @@ pub fn control_plane_run(
         expected_dones: 1,
         timeout,
         vcpus: 1,
+        dom0_memory_mib: None,
         domus: Vec::new(),
     }
 }

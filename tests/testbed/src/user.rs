@@ -120,6 +120,7 @@ impl Testbed {
             expected_dones: 0,
             timeout: QEMU_TIMEOUT,
             vcpus: 1,
+            dom0_memory_mib: None,
             domus: Vec::new(),
         };
         let mut started = false;
@@ -172,6 +173,7 @@ impl Testbed {
             expected_dones: 0,
             timeout: QEMU_TIMEOUT.max(domu_timeout + Duration::from_secs(120)),
             vcpus: 1,
+            dom0_memory_mib: None,
             domus: Vec::new(),
         };
         let outcome = self.boot_streaming(&run, &mut |line| {

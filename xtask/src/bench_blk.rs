@@ -1,0 +1,213 @@
+//! `cargo xtask bench blk`: sequential reads and writes of a disk served by Linux's blkback, by
+//! Linux's own xen-blkfront in a Linux PV domU (Debian's kernel, busybox `dd` with O_DIRECT) and
+//! by dom0 reading the backing loop device directly (the upper bound), in one boot of an x86_64
+//! dom0. Prints `bench blk <measure> linux_mbps=… dom0_mbps=… ratio_dom0=…` lines.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use xen_testbed::initramfs::Preamble;
+use xen_testbed::verdict::DomuExpectation;
+use xen_testbed::{Arch, linux_domu};
+
+use crate::bench::{Bench, Report, Samples};
+
+const USAGE: &str = "\
+usage: cargo xtask bench blk [--rounds N] [--mib N]
+
+Boots Xen with a Linux dom0 (x86_64) serving a loop device over an N MiB file (default 32) through
+Linux's blkback. dom0 reads the device with O_DIRECT at 4 KiB and 64 KiB; a Linux PV domU
+(Debian's kernel, xen-blkfront) reads and writes it with busybox `dd` O_DIRECT at 4 KiB and 64 KiB,
+one `dd` (queue depth 1) and 32 `dd`s over disjoint 32nds of the disk at once (queue depth 32).
+N rounds (default 3), medians.";
+
+/// The measures: name, request size, parallel `dd`s, write.
+const MEASURES: [(&str, u64, u64, bool); 8] = [
+    ("read_4k_qd1", 4096, 1, false),
+    ("read_64k_qd1", 65536, 1, false),
+    ("write_4k_qd1", 4096, 1, true),
+    ("write_64k_qd1", 65536, 1, true),
+    ("read_4k_qd32", 4096, 32, false),
+    ("read_64k_qd32", 65536, 32, false),
+    ("write_4k_qd32", 4096, 32, true),
+    ("write_64k_qd32", 65536, 32, true),
+];
+
+/// The domU's device (xl's vdev in `xen-dom0-tests blk-bench`).
+const DEVICE: &str = "/dev/xvda";
+/// The domU's name.
+const DOMU: &str = "linux-blk-bench";
+
+pub(crate) fn run(options: &[String]) -> crate::Result {
+    let mut mib = [32];
+    let (rounds, _) = crate::bench::options(options, (3, 1), USAGE, &mut [("--mib", &mut mib)])?;
+    let [mib] = mib;
+    if mib % 32 != 0 || mib > 64 {
+        return Err(format!(
+            "--mib {mib}: a multiple of 32, at most 64\n{USAGE}"
+        ));
+    }
+    let testbed = crate::testbed::testbed();
+    let artifacts = testbed.fetch(Arch::X86_64).map_err(|e| e.to_string())?;
+    let domu = linux_domu::build(
+        &artifacts,
+        &testbed.cache_dir().with_file_name("bench"),
+        DOMU,
+        &domu_script(rounds, mib),
+    )
+    .map_err(|e| e.to_string())?;
+    let (kernel, ramdisk) = ("/lib/xentest/linux-kernel", "/lib/xentest/linux-initramfs");
+    Bench {
+        name: "blk",
+        driver: ("xen-dom0-tests", "xen-dom0-tests"),
+        peer: None,
+        preamble: Preamble::BlockBackend,
+        commands: vec![format!(
+            "blk-bench {rounds} {mib} --name {DOMU} --type pv --memory {} --kernel {kernel} \
+             --ramdisk {ramdisk} --cmdline '{}'",
+            linux_domu::MEMORY_MIB,
+            linux_domu::CMDLINE
+        )],
+        cases: &["blk_bench_dom0", "blk_bench_linux"],
+        timeout: Duration::from_secs(180 + rounds * mib * 3),
+        files: vec![(kernel.into(), domu.kernel), (ramdisk.into(), domu.ramdisk)],
+        domus: Vec::<DomuExpectation>::new(),
+        dom0_memory_mib: Some(linux_domu::DOM0_MEMORY_MIB),
+    }
+    .run(
+        &format!("block benchmark: {rounds} rounds over a {mib} MiB disk"),
+        "; software-emulated, on a shared machine",
+        |lines| report(&parse_samples(lines.iter().copied())?),
+    )
+}
+
+/// The Linux domU's script: waits for its disk, then `rounds` times each of [`MEASURES`],
+/// printing `blkbench <measure> <bytes> <start> <end>` (`/proc/uptime`) per run.
+fn domu_script(rounds: u64, mib: u64) -> String {
+    let bytes = mib << 20;
+    let mut script = format!(
+        "i=0; while [ ! -b {DEVICE} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+         uptime_now() {{ read now _ < /proc/uptime; echo $now; }}\n\
+         timed() {{ measure=$1; shift; start=$(uptime_now); \"$@\" || echo \"blkbench-failed $measure\"; \
+         echo \"blkbench $measure {bytes} $start $(uptime_now)\"; }}\n"
+    );
+    for (name, size, parallel, write) in MEASURES {
+        let count = bytes / size / parallel;
+        let (input, output, flag, offset) = if write {
+            ("/dev/zero", DEVICE, "oflag=direct", "seek")
+        } else {
+            (DEVICE, "/dev/null", "iflag=direct", "skip")
+        };
+        let _ = writeln!(
+            script,
+            "run_{name}() {{ for j in $(seq 0 {}); do dd if={input} of={output} bs={size} \
+             count={count} {offset}=$((j*{count})) {flag} 2>/dev/null & done; wait; }}",
+            parallel - 1
+        );
+    }
+    let _ = writeln!(script, "for round in $(seq {rounds}); do");
+    for (name, ..) in MEASURES {
+        let _ = writeln!(script, "  timed {name} run_{name}");
+    }
+    script.push_str("done\n");
+    script
+}
+
+/// One sample: ns and bytes.
+type Sample = (f64, f64);
+
+/// Parses `bench-run impl=<impl> measure=<measure> iterations=1 ns=<ns> bytes=<n>`.
+fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples<Sample>> {
+    Samples::parse(lines, "measure", |run| {
+        Ok((run.per_iteration("ns")?, run.number("bytes")?))
+    })
+}
+
+/// MB/s of the median sample of `implementation` on `measure`.
+fn mbps(samples: &Samples<Sample>, implementation: &str, measure: &str) -> crate::Result<f64> {
+    let rates: Vec<f64> = samples
+        .of(implementation, measure)?
+        .iter()
+        .map(|(ns, bytes)| bytes / (ns / 1e9) / 1e6)
+        .collect();
+    let mut rates = rates;
+    rates.sort_by(f64::total_cmp);
+    let mid = rates.len() / 2;
+    Ok(if rates.len() % 2 == 1 {
+        rates[mid]
+    } else {
+        (rates[mid - 1] + rates[mid]) / 2.0
+    })
+}
+
+/// The table, the machine-readable lines (Linux's blkfront against dom0's direct reads where dom0
+/// measured the same size).
+fn report(samples: &Samples<Sample>) -> crate::Result<String> {
+    let mut report = Report::default();
+    for (name, ..) in MEASURES {
+        let linux = mbps(samples, "linux", name)?;
+        let dom0 = samples
+            .of("dom0", name)
+            .ok()
+            .map(|_| mbps(samples, "dom0", name))
+            .transpose()?;
+        match dom0 {
+            Some(dom0) => {
+                let ratio = linux / dom0;
+                let _ = writeln!(
+                    report.table,
+                    "{name}: Linux blkfront {linux:.1} MB/s, dom0 direct {dom0:.1} MB/s, \
+                     blkfront/dom0 {ratio:.3}"
+                );
+                let _ = writeln!(
+                    report.machine,
+                    "bench blk {name} linux_mbps={linux:.1} dom0_mbps={dom0:.1} ratio_dom0={ratio:.3}"
+                );
+            }
+            None => {
+                let _ = writeln!(report.table, "{name}: Linux blkfront {linux:.1} MB/s");
+                let _ = writeln!(report.machine, "bench blk {name} linux_mbps={linux:.1}");
+            }
+        }
+    }
+    Ok(report.finish("no target (the Rust frontend is not timed yet)", ""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_ratios() {
+        let mut lines = Vec::new();
+        for (name, ..) in MEASURES {
+            for ns in [1_000_000_000, 2_000_000_000, 4_000_000_000u64] {
+                lines.push(format!(
+                    "bench-run impl=linux measure={name} iterations=1 ns={ns} bytes=8000000"
+                ));
+            }
+        }
+        lines.push(
+            "bench-run impl=dom0 measure=read_4k_qd1 iterations=1 ns=1000000000 bytes=8000000"
+                .into(),
+        );
+        let report = report(&parse_samples(lines.iter().map(String::as_str)).unwrap()).unwrap();
+        assert!(
+            report
+                .contains("bench blk read_4k_qd1 linux_mbps=4.0 dom0_mbps=8.0 ratio_dom0=0.500\n")
+        );
+        assert!(report.contains("bench blk write_64k_qd32 linux_mbps=4.0\n"));
+    }
+
+    #[test]
+    fn the_domu_script_splits_the_disk_among_the_parallel_dds() {
+        let script = domu_script(2, 32);
+        assert!(script.contains(
+            "run_read_4k_qd32() { for j in $(seq 0 31); do dd if=/dev/xvda of=/dev/null bs=4096 \
+             count=256 skip=$((j*256)) iflag=direct"
+        ));
+        assert!(
+            script.contains("for round in $(seq 2); do\n  timed read_4k_qd1 run_read_4k_qd1\n")
+        );
+    }
+}
