@@ -1,42 +1,49 @@
-//! `xen-dom0-tests blk-bench <rounds> <MiB> <domU options>`: the dom0 half of `cargo xtask bench
-//! blk`. A loop device over a `<MiB>` file in dom0's tmpfs is read sequentially by dom0 itself
-//! with O_DIRECT (busybox `dd`, the upper bound), then served by Linux's blkback to a Linux domU
-//! (the options name its kernel and initramfs) whose `/init` times its own `dd` runs through
-//! xen-blkfront and prints a line per run on its console:
-//! `blkbench <measure> <bytes> <start> <end>` (`/proc/uptime` seconds). Each sample becomes
-//! `XENTEST OUT bench-run impl=<dom0|linux> measure=<measure> iterations=1 ns=<ns> bytes=<n>`;
-//! the cases are `blk_bench_dom0` and `blk_bench_linux`.
+//! `xen-dom0-tests blk-bench <rounds> <MiB> <Rust domU options> -- <Linux domU options>`: the
+//! dom0 half of `cargo xtask bench blk`. A loop device over a `<MiB>` file in dom0's tmpfs is
+//! read sequentially by dom0 itself with O_DIRECT (busybox `dd`, the upper bound), then served
+//! by Linux's blkback to the freestanding Rust domU (xen-blk's frontend, [`blk::BENCH`]) and
+//! then to a Linux domU (the options name its kernel and initramfs) whose `/init` times its own
+//! `dd` runs through xen-blkfront. Both print a [`blk::BENCH_RESULT`] line per run on their
+//! console. Each sample becomes `XENTEST OUT bench-run impl=<dom0|ours|linux>
+//! measure=<measure> iterations=1 ns=<ns> bytes=<n>`; the cases are `blk_bench_dom0`,
+//! `blk_bench_ours` and `blk_bench_linux`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use xen_testbed_protocol::exchange::blk;
 use xen_testbed_protocol::{Reporter, Stdout};
 
 use crate::blk::{BACKING_FILE, HOTPLUG_SCRIPT, LOOP_DEVICE, hotplug_script};
-use crate::domu::{ConsoleLog, Domain, Spec, Steps};
+use crate::domu::{ConsoleForwarder, ConsoleLog, Domain, Spec, Steps};
 use crate::run_tool;
 
 /// The request sizes dom0 reads with.
 const BLOCK_SIZES: [(&str, u64); 2] = [("4k", 4096), ("64k", 65536)];
-/// The prefix of the Linux domU's result lines.
-const RESULT: &str = "blkbench ";
+/// What the Linux domU prints when one of its `dd`s failed.
+const LINUX_FAILED: &str = "blkbench-failed";
 
 /// `blk-bench`: exits with failure if a case failed.
 pub(crate) fn run(args: &[String]) -> ExitCode {
-    let usage = "usage: blk-bench <rounds> <MiB> <domU options>";
+    let usage = "usage: blk-bench <rounds> <MiB> <Rust domU options> -- <Linux domU options>";
     let parsed = match args {
-        [rounds, mib, domu @ ..] => rounds
+        [rounds, mib, domus @ ..] => rounds
             .parse::<u32>()
             .ok()
             .zip(mib.parse::<u64>().ok())
             .filter(|&(r, m)| r > 0 && m > 0)
+            .zip(domus.iter().position(|a| a == "--"))
             .ok_or_else(|| usage.to_string())
-            .and_then(|numbers| Ok((numbers, Spec::parse(domu)?))),
+            .and_then(|(numbers, split)| {
+                let ours = Spec::parse(&domus[..split])?;
+                let linux = Spec::parse(&domus[split + 1..])?;
+                Ok((numbers, ours, linux))
+            }),
         _ => Err(usage.into()),
     };
-    let ((rounds, mib), mut spec) = match parsed {
+    let ((rounds, mib), mut ours, mut linux) = match parsed {
         Ok(parsed) => parsed,
         Err(error) => {
             eprintln!("xen-dom0-tests blk-bench: {error}");
@@ -48,6 +55,10 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         failed: None,
     };
     let bytes = mib << 20;
+    let disk = format!("phy:{LOOP_DEVICE},{},w,script={HOTPLUG_SCRIPT}", blk::VDEV);
+    ours.disk = Some(disk.clone());
+    linux.disk = Some(disk);
+    let timeout = run_timeout(rounds, mib);
     steps.step("blk_bench_dom0", |out| {
         make_backing(bytes)?;
         for _ in 0..rounds {
@@ -72,45 +83,84 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         }
         Ok(())
     });
-    spec.disk = Some(format!("phy:{LOOP_DEVICE},xvda,w,script={HOTPLUG_SCRIPT}"));
+    steps.step("blk_bench_ours", |out| {
+        let domain = Domain::create(&ours)?;
+        domain.write(blk::BLK, &(bytes / blk::SECTOR_SIZE as u64).to_string())?;
+        domain.write(blk::BENCH, &rounds.to_string())?;
+        // Nothing to check before it connects.
+        domain.write(blk::CHECKED, "1")?;
+        let forwarder = ConsoleForwarder::start(&domain.name);
+        let benched = domain
+            .unpause()
+            .and_then(|()| domain.wait_for_value(blk::BENCHED, timeout, |_| true))
+            .and_then(|_| {
+                run_tool(
+                    "xl",
+                    &["block-detach", &domain.domid.to_string(), blk::VDEV],
+                )
+            })
+            .and_then(|_| domain.wait_gone(timeout));
+        forwarder.finish();
+        let text = console(&domain)?;
+        match benched {
+            Ok(0) => report(out, "ours", &text),
+            Ok(reason) => Err(format!("the Rust domU stopped with reason {reason}")),
+            Err(error) => Err(format!("{error}: {}", domain.destroy())),
+        }
+    });
     steps.step("blk_bench_linux", |out| {
-        let domain = Domain::create(&spec)?;
+        let domain = Domain::create(&linux)?;
         domain.unpause()?;
-        let reason = domain.wait_gone(spec_timeout(rounds, mib));
-        let mut log = ConsoleLog::new(&domain.name);
-        log.read_new()?;
-        let text = String::from_utf8_lossy(&log.bytes);
+        let reason = domain.wait_gone(timeout);
+        let text = console(&domain)?;
         let reason = reason.map_err(|e| format!("{e}; its console:\n{text}"))?;
         if reason != 0 {
             return Err(format!(
                 "the Linux domU stopped with reason {reason}; its console:\n{text}"
             ));
         }
-        let mut samples = 0;
-        for line in text.lines() {
-            let Some(result) = line.trim().strip_prefix(RESULT) else {
-                continue;
-            };
-            let (measure, bytes, ns) =
-                parse_result(result).ok_or_else(|| format!("the Linux domU printed {line:?}"))?;
-            out.out(format_args!(
-                "bench-run impl=linux measure={measure} iterations=1 ns={ns} bytes={bytes}"
-            ));
-            samples += 1;
-        }
-        if samples == 0 {
+        if text.contains(LINUX_FAILED) {
             return Err(format!(
-                "the Linux domU timed nothing; its console:\n{text}"
+                "a dd of the Linux domU failed; its console:\n{text}"
             ));
         }
-        Ok(())
+        report(out, "linux", &text)
     });
     ExitCode::from(steps.reporter.done().exit_code())
 }
 
-/// How long the Linux domU may run: its boot, then `rounds` of 8 passes over `mib` MiB at no
+/// What xenconsoled logged of `domain`'s console.
+fn console(domain: &Domain) -> Result<String, String> {
+    let mut log = ConsoleLog::new(&domain.name);
+    log.read_new()?;
+    Ok(String::from_utf8_lossy(&log.bytes).into_owned())
+}
+
+/// A `bench-run` line of `implementation` per [`blk::BENCH_RESULT`] line of `console`.
+fn report(out: &mut Reporter<Stdout>, implementation: &str, console: &str) -> Result<(), String> {
+    let mut samples = 0;
+    for line in console.lines() {
+        let Some(at) = line.find(blk::BENCH_RESULT) else {
+            continue;
+        };
+        let (measure, bytes, ns) = parse_result(&line[at + blk::BENCH_RESULT.len()..])
+            .ok_or_else(|| format!("the {implementation} domU printed {line:?}"))?;
+        out.out(format_args!(
+            "bench-run impl={implementation} measure={measure} iterations=1 ns={ns} bytes={bytes}"
+        ));
+        samples += 1;
+    }
+    if samples == 0 {
+        return Err(format!(
+            "the {implementation} domU timed nothing; its console:\n{console}"
+        ));
+    }
+    Ok(())
+}
+
+/// How long a benchmarked domU may run: its boot, then `rounds` of 8 passes over `mib` MiB at no
 /// less than 0.5 MiB/s.
-fn spec_timeout(rounds: u32, mib: u64) -> Duration {
+fn run_timeout(rounds: u32, mib: u64) -> Duration {
     Duration::from_secs(60 + u64::from(rounds) * 8 * mib * 2)
 }
 

@@ -40,8 +40,9 @@ const CLOSE_NS: u64 = 8_000_000_000;
 const PASS_NS: u64 = 60_000_000_000;
 /// XenbusStateInitWait (`public/io/xenbus.h`): the backend waits for the frontend.
 const INIT_WAIT: &[u8] = b"2";
-/// The frontend's data pages: 32 requests of 4 KiB in flight (a full ring), or 11 of 44 KiB.
-const DATA_PAGES: usize = 128;
+/// The frontend's data pages: a full ring (32 requests) of 64 KiB, each 16 data pages and an
+/// indirect page.
+const DATA_PAGES: usize = 32 * 17;
 /// The bytes each request of the write pass carries: one page, so the ring fills up.
 const WRITE_REQUEST: usize = PAGE_SIZE;
 /// The bytes the read passes read at a time.
@@ -100,6 +101,13 @@ pub(crate) fn requested<H: XenHypercall<Error = Error> + Copy>(
 ) -> Option<u64> {
     let mut value = [0; 24];
     let value = store.read(blk::BLK, &mut value).ok()?;
+    core::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The rounds dom0 asked for in [`blk::BENCH`], if any.
+fn bench_rounds<H: XenHypercall<Error = Error> + Copy>(store: &mut XenStore<H>) -> Option<u32> {
+    let mut value = [0; 12];
+    let value = store.read(blk::BENCH, &mut value).ok()?;
     core::str::from_utf8(value).ok()?.parse().ok()
 }
 
@@ -171,6 +179,17 @@ pub(crate) fn run<P: Platform>(
         port: frontend.port(),
     };
     let bytes = sectors * blk::SECTOR_SIZE as u64;
+    if let Some(rounds) = bench_rounds(store) {
+        let bench = io.bench(r, &mut frontend, bytes, rounds).and_then(|()| {
+            store
+                .client(REQUEST_NS)
+                .write(blk::BENCHED, b"1")
+                .map_err(failed("write"))
+        });
+        r.case("blk_bench", bench);
+        let closed = close_on_detach(events, &table, frontend, store);
+        return r.case("blk_closed_on_detach", closed.map(drop));
+    }
     let read = io.read_pass(&mut frontend, blk::DOM0_SEED, bytes);
     if let Ok((ns, _)) = &read {
         r.out(format_args!(
@@ -283,6 +302,87 @@ struct Io<'c, H: XenHypercall<Error = Error> + Copy> {
 }
 
 impl<H: XenHypercall<Error = Error> + Copy> Io<'_, H> {
+    /// `rounds` of [`blk::BENCH_MEASURES`] over the disk's `bytes`, a
+    /// [`blk::BENCH_RESULT`] line each.
+    fn bench(
+        &mut self,
+        r: &mut Reporter<RingConsole<H>>,
+        frontend: &mut Front<'_, H>,
+        bytes: u64,
+        rounds: u32,
+    ) -> CaseResult {
+        for _ in 0..rounds {
+            for (measure, size, depth, write) in blk::BENCH_MEASURES {
+                let start = self.events.now();
+                self.pass(frontend, bytes, size, depth, write)
+                    .map_err(|e| Fail::new(format_args!("{measure}: {e}")))?;
+                let end = self.events.now();
+                r.out(format_args!(
+                    "{}{measure} {bytes} {}.{:09} {}.{:09}",
+                    blk::BENCH_RESULT,
+                    start / 1_000_000_000,
+                    start % 1_000_000_000,
+                    end / 1_000_000_000,
+                    end % 1_000_000_000
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One sequential pass over the disk's `bytes` in `size`-byte requests, at most `depth` in
+    /// flight: a read copies each completion out, a write copies its data in.
+    fn pass(
+        &mut self,
+        frontend: &mut Front<'_, H>,
+        bytes: u64,
+        size: usize,
+        depth: usize,
+        write: bool,
+    ) -> CaseResult {
+        let err = |what: &str, e: xen_blk::Error| Fail::new(format_args!("{what}: {e}"));
+        let mut buf = vec![0; size];
+        blk::fill(&mut buf, blk::DOMU_SEED, 0);
+        let deadline = self.events.deadline(PASS_NS);
+        let mut offset = 0;
+        while offset < bytes || frontend.in_flight() > 0 {
+            while offset < bytes && frontend.in_flight() < depth && frontend.can_submit(size) {
+                let sector = offset / blk::SECTOR_SIZE as u64;
+                if write {
+                    frontend.submit_write(sector, &buf)
+                } else {
+                    frontend.submit_read(sector, size)
+                }
+                .map_err(|e| err("submit", e))?;
+                offset += size as u64;
+            }
+            frontend.kick().map_err(|e| err("kick", e))?;
+            let mut completed = false;
+            while let Some(completion) = frontend.poll().map_err(|e| err("poll", e))? {
+                completion
+                    .result()
+                    .map_err(|e| Fail::new(format_args!("a request failed: {e}")))?;
+                if !write {
+                    completion
+                        .copy_to(0, &mut buf)
+                        .map_err(|e| err("copy", e))?;
+                }
+                completed = true;
+            }
+            if !completed
+                && !frontend.prepare_to_wait().map_err(|e| err("prepare", e))?
+                && !self.sleep(deadline)
+            {
+                fail!(
+                    "no response within {} s, {} in flight",
+                    PASS_NS / 1_000_000_000,
+                    frontend.in_flight()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Sleeps until an event on the frontend's port; `false` once `deadline` passed.
     fn sleep(&self, deadline: u64) -> bool {
         self.events

@@ -30,6 +30,38 @@
 /// Written by dom0 before unpausing the domU: the disk's size in 512-byte sectors (decimal). The
 /// domU runs the block steps instead of the exchange.
 pub const BLK: &str = "data/blk";
+/// Written by dom0 with [`BLK`] for `cargo xtask bench blk`: the rounds of [`BENCH_MEASURES`]
+/// the domU times once connected, instead of steps 4 and 5; it prints a [`BENCH_RESULT`] line
+/// per run, writes [`BENCHED`] = `1` and waits, idle, for the backend to close (step 6).
+pub const BENCH: &str = "data/blk-bench";
+/// `1` once the domU timed every run of [`BENCH`].
+pub const BENCHED: &str = "data/blk-benched";
+/// What starts a timed run's line on a benchmarked domU's console (the Rust one's, and the
+/// Linux one's of `cargo xtask bench blk`): `blkbench <measure> <bytes> <start> <end>`, the
+/// times in seconds (decimal).
+pub const BENCH_RESULT: &str = "blkbench ";
+/// The benchmark's measures: name, request size in bytes, requests in flight at most, write.
+/// Each is a sequential pass over the whole disk.
+pub const BENCH_MEASURES: [(&str, usize, usize, bool); 8] = [
+    ("read_4k_qd1", 4096, 1, false),
+    ("read_64k_qd1", 65536, 1, false),
+    ("write_4k_qd1", 4096, 1, true),
+    ("write_64k_qd1", 65536, 1, true),
+    ("read_4k_qd32", 4096, 32, false),
+    ("read_64k_qd32", 65536, 32, false),
+    ("write_4k_qd32", 4096, 32, true),
+    ("write_64k_qd32", 65536, 32, true),
+];
+/// The domU's cases when benchmarked ([`BENCH`]).
+pub const BENCH_DOMU_CASES: &[&str] = &[
+    "blk_vbd_found",
+    "blk_backend_init_wait",
+    "blk_connected",
+    "blk_bench",
+    "blk_closed_on_detach",
+    "console_flushed",
+];
+
 /// The backend path the domU read from its frontend directory.
 pub const SEEN_BACKEND: &str = "data/blk-backend";
 /// `1` once dom0 checked the backend the domU found: the domU may go.
