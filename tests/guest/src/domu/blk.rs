@@ -40,9 +40,11 @@ const CLOSE_NS: u64 = 8_000_000_000;
 const PASS_NS: u64 = 60_000_000_000;
 /// XenbusStateInitWait (`public/io/xenbus.h`): the backend waits for the frontend.
 const INIT_WAIT: &[u8] = b"2";
-/// The frontend's data pages: a full ring (32 requests) of 64 KiB, each 16 data pages and an
-/// indirect page.
-const DATA_PAGES: usize = 32 * 17;
+/// The frontend's data pages, all granted at connect: as many as the one grant-table frame
+/// this domain maps holds beside the ring (512 entries, 8 reserved for the toolstack): 28
+/// requests of 64 KiB in flight (16 data pages and an indirect page each), or a full ring (32)
+/// of up to 56 KiB.
+const DATA_PAGES: usize = 28 * 17;
 /// The bytes each request of the write pass carries: one page, so the ring fills up.
 const WRITE_REQUEST: usize = PAGE_SIZE;
 /// The bytes the read passes read at a time.
