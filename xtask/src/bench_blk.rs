@@ -68,7 +68,9 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
             linux_domu::CMDLINE
         )],
         cases: &["blk_bench_dom0", "blk_bench_ours", "blk_bench_linux"],
-        timeout: Duration::from_secs(180 + rounds * mib * 3),
+        // dom0's boot and reads, then each domU's run as long as dom0 gives it (its
+        // `run_timeout`), so that dom0 reports a domU that overran.
+        timeout: Duration::from_secs(120 + 2 * (30 + rounds * mib * 2)),
         files: vec![
             (ours_kernel, ours),
             (kernel.into(), domu.kernel),
@@ -218,6 +220,33 @@ mod tests {
             )
         );
         assert!(report.contains("target met"));
+    }
+
+    #[test]
+    fn slower_at_depth_32_misses_the_target() {
+        let mut lines = Vec::new();
+        for (name, _, depth, _) in BENCH_MEASURES {
+            let ours = if depth > 1 {
+                3_000_000_000u64
+            } else {
+                1_000_000_000
+            };
+            lines.push(format!(
+                "bench-run impl=ours measure={name} iterations=1 ns={ours} bytes=8000000"
+            ));
+            lines.push(format!(
+                "bench-run impl=linux measure={name} iterations=1 ns=2000000000 bytes=8000000"
+            ));
+        }
+        let report = report(&parse_samples(lines.iter().map(String::as_str)).unwrap()).unwrap();
+        assert!(report.contains("target missed: read_4k_qd32: ours/Linux 0.667 < 1.0;"));
+        assert!(!report.contains("read_4k_qd1: ours/Linux 2.000 <"));
+        lines.retain(|line| !line.contains("impl=linux measure=write_64k_qd32"));
+        assert!(report_of(&lines).is_err());
+    }
+
+    fn report_of(lines: &[String]) -> crate::Result<String> {
+        report(&parse_samples(lines.iter().map(String::as_str))?)
     }
 
     #[test]
