@@ -189,7 +189,7 @@ fn parse_result(result: &str) -> Option<(&str, u64, u64)> {
     if fields.next().is_some() || end < start {
         return None;
     }
-    Some((measure, bytes, ((end - start) * 1e9) as u64))
+    Some((measure, bytes, ((end - start) * 1e9).round() as u64))
 }
 
 /// A `bytes`-long zeroed file, the loop device over it and the hotplug script.
@@ -227,6 +227,8 @@ mod tests {
             parse_result("read_4k_qd1 1048576 10.50 12.75"),
             Some(("read_4k_qd1", 1048576, 2_250_000_000))
         );
+        // Decimal seconds are not exact in binary: rounded, not truncated.
+        assert_eq!(parse_result("w 1 1.13 4.65"), Some(("w", 1, 3_520_000_000)));
         assert_eq!(parse_result("read_4k_qd1 1048576 12.75 10.50"), None);
         assert_eq!(parse_result("read_4k_qd1 x 1 2"), None);
         assert_eq!(parse_result("read_4k_qd1 1 1 2 3"), None);
