@@ -228,7 +228,7 @@ mod tests {
             Some(("read_4k_qd1", 1048576, 2_250_000_000))
         );
         // Decimal seconds are not exact in binary: rounded, not truncated.
-        assert_eq!(parse_result("w 1 1.13 4.65"), Some(("w", 1, 3_520_000_000)));
+        assert_eq!(parse_result("w 1 1.00 4.02"), Some(("w", 1, 3_020_000_000)));
         assert_eq!(parse_result("read_4k_qd1 1048576 12.75 10.50"), None);
         assert_eq!(parse_result("read_4k_qd1 x 1 2"), None);
         assert_eq!(parse_result("read_4k_qd1 1 1 2 3"), None);
