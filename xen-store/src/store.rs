@@ -220,12 +220,7 @@ where
 
     /// The next watch event, blocking until one arrives.
     pub fn next_event(&mut self) -> Result<WatchEvent, Error> {
-        loop {
-            if let Some(event) = self.conn.next_event() {
-                return Ok(event);
-            }
-            self.receive()?;
-        }
+        self.receive_until(Connection::next_event)
     }
 
     /// The next event of watch `id`, blocking until one arrives; events of other watches
@@ -234,8 +229,16 @@ where
         if !self.conn.is_watching(id) {
             return Err(Error::InvalidInput("no such watch"));
         }
+        self.receive_until(|conn| conn.next_event_of(id))
+    }
+
+    /// Receives until `take` finds an event among those buffered.
+    fn receive_until(
+        &mut self,
+        mut take: impl FnMut(&mut Connection) -> Option<WatchEvent>,
+    ) -> Result<WatchEvent, Error> {
         loop {
-            if let Some(event) = self.conn.next_event_of(id) {
+            if let Some(event) = take(&mut self.conn) {
                 return Ok(event);
             }
             self.receive()?;
