@@ -297,6 +297,18 @@ where
 
     /// Checks a data request before anything is granted.
     fn check(&self, sector: u64, len: usize, write: bool) -> Result<(), Error> {
+        self.check_extent(sector, len)?;
+        if len > self.max_request_len() {
+            return Err(Error::TooLong {
+                len,
+                max: self.max_request_len(),
+            });
+        }
+        self.check_writable(write)
+    }
+
+    /// Whether `len` bytes from `sector` are aligned to the disk's sector size and on the disk.
+    fn check_extent(&self, sector: u64, len: usize) -> Result<(), Error> {
         let g = &self.geometry;
         let sector_size = g.sector_size as usize;
         let aligned = len > 0
@@ -317,13 +329,11 @@ where
                 sectors: g.sectors,
             });
         }
-        if len > self.max_request_len() {
-            return Err(Error::TooLong {
-                len,
-                max: self.max_request_len(),
-            });
-        }
-        if write && g.read_only {
+        Ok(())
+    }
+
+    fn check_writable(&self, write: bool) -> Result<(), Error> {
+        if write && self.geometry.read_only {
             return Err(Error::ReadOnly);
         }
         Ok(())
@@ -391,31 +401,8 @@ where
                 sectors: self.geometry.sectors,
             })?;
         // Range, alignment and read-only as for a write of that length (not its size limit).
-        let g = &self.geometry;
-        let sector_size = g.sector_size as usize;
-        if len == 0
-            || len % sector_size != 0
-            || sector % (sector_size / abi::SECTOR_SIZE) as u64 != 0
-        {
-            return Err(Error::Unaligned {
-                sector,
-                len,
-                sector_size: g.sector_size,
-            });
-        }
-        if sector
-            .checked_add(sectors)
-            .is_none_or(|end| end > g.sectors)
-        {
-            return Err(Error::OutOfRange {
-                sector,
-                len,
-                sectors: g.sectors,
-            });
-        }
-        if g.read_only {
-            return Err(Error::ReadOnly);
-        }
+        self.check_extent(sector, len)?;
+        self.check_writable(true)?;
         if !self.has_slot() {
             return Err(Error::Busy);
         }
@@ -692,10 +679,8 @@ where
         if self.in_flight() > 0 {
             return Err(Error::RequestsInFlight);
         }
-        match self.check(sector, len, write) {
-            Err(Error::TooLong { .. }) => Ok(()),
-            other => other,
-        }
+        self.check_extent(sector, len)?;
+        self.check_writable(write)
     }
 
     fn one(
