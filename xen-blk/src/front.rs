@@ -150,7 +150,9 @@ where
     /// waits for the backend's `InitWait`, grants it `ring_page` and the `data_pages`, allocates
     /// a port for it, publishes `ring-ref`, `event-channel`, `protocol` and
     /// `feature-persistent` with state `Initialised` in one transaction, waits for the backend's
-    /// `Connected`, reads the [`Geometry`], and goes `Connected`.
+    /// `Connected`, reads the [`Geometry`], and goes `Connected`. If a step after the grants
+    /// fails, the device is closed as by [`close`](Self::close) (within what is left of
+    /// `deadline`) before the error is returned.
     ///
     /// `data_pages` are the frontend's buffers, each granted for the frontend's life (one grant
     /// reference each: a one-frame grant table has 504 to give): a request of `n` bytes holds
@@ -207,9 +209,11 @@ where
         match this.negotiate(client, deadline) {
             Ok(()) => Ok(this),
             Err(error) => {
-                // The port is ours to close; the ring's grants end when dropped (or are leaked
-                // if the backend maps the ring already).
-                let _ = this.events.unbind_raw(this.port);
+                // The backend may map the ring already (blkback does once the frontend is
+                // `Initialised`): close as `close` does, so that it unmaps and the grants end
+                // rather than leak. That close's own failure (e.g. the deadline already passed:
+                // then what is still mapped is leaked, the port closed) is secondary to `error`.
+                let _ = this.close(client, deadline);
                 Err(error)
             }
         }
