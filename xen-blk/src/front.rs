@@ -798,9 +798,10 @@ where
         Ok(())
     }
 
-    /// Closes the device: `Closing`; then, once the backend has unmapped them, ends the grants
-    /// of the ring and of every request (answered or not), closes the port, and goes
-    /// `Closed` (see [`Device::close`]). Gives back every page, ring page included.
+    /// Closes the device: `Closing`, then `Closed` once the backend is closing too; then, once
+    /// the backend has unmapped them, ends the grants of the ring and of every request
+    /// (answered or not), and closes the port (see [`Device::close`]). Gives back every page,
+    /// ring page included.
     ///
     /// If `deadline` passes first, the grants still mapped are leaked (never reused; counted by
     /// the grant table), the port is closed, and the error is returned.
@@ -831,7 +832,7 @@ where
         let mut pool = Vec::new();
         let mut port_open = true;
         let closed = {
-            // Ends what the backend unmapped; once all is, closes the port (before `Closed`).
+            // Ends what the backend unmapped; once all is, closes the port.
             let mut release = || {
                 for data in &mut held {
                     pool.extend(data.end_unmapped());
