@@ -371,16 +371,25 @@ impl<H: XenHypercall<Error = Error> + Copy> Io<'_, H> {
                 }
                 completed = true;
             }
-            if !completed
-                && !frontend.prepare_to_wait().map_err(|e| err("prepare", e))?
-                && !self.sleep(deadline)
-            {
-                fail!(
-                    "no response within {} s, {} in flight",
-                    PASS_NS / 1_000_000_000,
-                    frontend.in_flight()
-                );
+            if !completed {
+                self.await_response(frontend, deadline)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Waits for a response: sleeps on the port unless `prepare_to_wait` finds one waiting
+    /// (when it finds none, the backend signals the next one it publishes).
+    fn await_response(&self, frontend: &mut Front<'_, H>, deadline: u64) -> CaseResult {
+        let waiting = frontend
+            .prepare_to_wait()
+            .map_err(|e| Fail::new(format_args!("prepare: {e}")))?;
+        if !waiting && !self.sleep(deadline) {
+            fail!(
+                "no response within {} s, {} in flight",
+                PASS_NS / 1_000_000_000,
+                frontend.in_flight()
+            );
         }
         Ok(())
     }
@@ -458,15 +467,8 @@ impl<H: XenHypercall<Error = Error> + Copy> Io<'_, H> {
                     .map_err(|e| Fail::new(format_args!("a write failed: {e}")))?;
                 completed = true;
             }
-            if !completed
-                && !frontend.prepare_to_wait().map_err(|e| err("prepare", e))?
-                && !self.sleep(deadline)
-            {
-                fail!(
-                    "no response within {} s, {} in flight",
-                    PASS_NS / 1_000_000_000,
-                    frontend.in_flight()
-                );
+            if !completed {
+                self.await_response(frontend, deadline)?;
             }
         }
         pass.ns = self.events.now() - start;
