@@ -101,15 +101,21 @@ fn take_pages<P: Platform>(platform: &P) -> Result<(DiskPage, Vec<DiskPage>), Fa
 pub(crate) fn requested<H: XenHypercall<Error = Error> + Copy>(
     store: &mut XenStore<H>,
 ) -> Option<u64> {
-    let mut value = [0; 24];
-    let value = store.read(blk::BLK, &mut value).ok()?;
-    core::str::from_utf8(value).ok()?.parse().ok()
+    read_number(store, blk::BLK)
 }
 
 /// The rounds dom0 asked for in [`blk::BENCH`], if any.
 fn bench_rounds<H: XenHypercall<Error = Error> + Copy>(store: &mut XenStore<H>) -> Option<u32> {
-    let mut value = [0; 12];
-    let value = store.read(blk::BENCH, &mut value).ok()?;
+    read_number(store, blk::BENCH)
+}
+
+/// The decimal number in `path`, if it is there and one.
+fn read_number<H: XenHypercall<Error = Error> + Copy, T: core::str::FromStr>(
+    store: &mut XenStore<H>,
+    path: &str,
+) -> Option<T> {
+    let mut value = [0; 24];
+    let value = store.read(path, &mut value).ok()?;
     core::str::from_utf8(value).ok()?.parse().ok()
 }
 
