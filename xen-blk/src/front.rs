@@ -150,7 +150,9 @@ where
     /// waits for the backend's `InitWait`, grants it `ring_page` and the `data_pages`, allocates
     /// a port for it, publishes `ring-ref`, `event-channel`, `protocol` and
     /// `feature-persistent` with state `Initialised` in one transaction, waits for the backend's
-    /// `Connected`, reads the [`Geometry`], and goes `Connected`.
+    /// `Connected`, reads the [`Geometry`], and goes `Connected`. If a step after the grants
+    /// fails, the device is closed as by [`close`](Self::close) (within what is left of
+    /// `deadline`) before the error is returned.
     ///
     /// `data_pages` are the frontend's buffers, each granted for the frontend's life (one grant
     /// reference each: a one-frame grant table has 504 to give): a request of `n` bytes holds
@@ -207,9 +209,11 @@ where
         match this.negotiate(client, deadline) {
             Ok(()) => Ok(this),
             Err(error) => {
-                // The port is ours to close; the ring's grants end when dropped (or are leaked
-                // if the backend maps the ring already).
-                let _ = this.events.unbind_raw(this.port);
+                // The backend may map the ring already (blkback does once the frontend is
+                // `Initialised`): close as `close` does, so that it unmaps and the grants end
+                // rather than leak. That close's own failure (e.g. the deadline already passed:
+                // then what is still mapped is leaked, the port closed) is secondary to `error`.
+                let _ = this.close(client, deadline);
                 Err(error)
             }
         }
@@ -297,6 +301,18 @@ where
 
     /// Checks a data request before anything is granted.
     fn check(&self, sector: u64, len: usize, write: bool) -> Result<(), Error> {
+        self.check_extent(sector, len)?;
+        if len > self.max_request_len() {
+            return Err(Error::TooLong {
+                len,
+                max: self.max_request_len(),
+            });
+        }
+        self.check_writable(write)
+    }
+
+    /// Whether `len` bytes from `sector` are aligned to the disk's sector size and on the disk.
+    fn check_extent(&self, sector: u64, len: usize) -> Result<(), Error> {
         let g = &self.geometry;
         let sector_size = g.sector_size as usize;
         let aligned = len > 0
@@ -317,13 +333,11 @@ where
                 sectors: g.sectors,
             });
         }
-        if len > self.max_request_len() {
-            return Err(Error::TooLong {
-                len,
-                max: self.max_request_len(),
-            });
-        }
-        if write && g.read_only {
+        Ok(())
+    }
+
+    fn check_writable(&self, write: bool) -> Result<(), Error> {
+        if write && self.geometry.read_only {
             return Err(Error::ReadOnly);
         }
         Ok(())
@@ -391,31 +405,8 @@ where
                 sectors: self.geometry.sectors,
             })?;
         // Range, alignment and read-only as for a write of that length (not its size limit).
-        let g = &self.geometry;
-        let sector_size = g.sector_size as usize;
-        if len == 0
-            || len % sector_size != 0
-            || sector % (sector_size / abi::SECTOR_SIZE) as u64 != 0
-        {
-            return Err(Error::Unaligned {
-                sector,
-                len,
-                sector_size: g.sector_size,
-            });
-        }
-        if sector
-            .checked_add(sectors)
-            .is_none_or(|end| end > g.sectors)
-        {
-            return Err(Error::OutOfRange {
-                sector,
-                len,
-                sectors: g.sectors,
-            });
-        }
-        if g.read_only {
-            return Err(Error::ReadOnly);
-        }
+        self.check_extent(sector, len)?;
+        self.check_writable(true)?;
         if !self.has_slot() {
             return Err(Error::Busy);
         }
@@ -692,10 +683,8 @@ where
         if self.in_flight() > 0 {
             return Err(Error::RequestsInFlight);
         }
-        match self.check(sector, len, write) {
-            Err(Error::TooLong { .. }) => Ok(()),
-            other => other,
-        }
+        self.check_extent(sector, len)?;
+        self.check_writable(write)
     }
 
     fn one(
@@ -809,9 +798,10 @@ where
         Ok(())
     }
 
-    /// Closes the device: `Closing`; then, once the backend has unmapped them, ends the grants
-    /// of the ring and of every request (answered or not), closes the port, and goes
-    /// `Closed` (see [`Device::close`]). Gives back every page, ring page included.
+    /// Closes the device: `Closing`, then `Closed` once the backend is closing too; then, once
+    /// the backend has unmapped them, ends the grants of the ring and of every request
+    /// (answered or not), and closes the port (see [`Device::close`]). Gives back every page,
+    /// ring page included.
     ///
     /// If `deadline` passes first, the grants still mapped are leaked (never reused; counted by
     /// the grant table), the port is closed, and the error is returned.
@@ -842,7 +832,7 @@ where
         let mut pool = Vec::new();
         let mut port_open = true;
         let closed = {
-            // Ends what the backend unmapped; once all is, closes the port (before `Closed`).
+            // Ends what the backend unmapped; once all is, closes the port.
             let mut release = || {
                 for data in &mut held {
                     pool.extend(data.end_unmapped());

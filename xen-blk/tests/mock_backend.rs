@@ -505,3 +505,49 @@ fn a_random_backend_gets_typed_errors_and_every_page_back() {
         );
     }
 }
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
+fn a_failed_connect_closes_the_device_and_ends_every_grant() {
+    // The backend maps the ring and goes `Connected`; its `sector-size` then fails the
+    // frontend's connect.
+    let env = Env::new(Disk {
+        sector_size: 1000,
+        ..Disk::default()
+    });
+    let state = std::thread::scope(|s| {
+        let backend = s.spawn(|| env.run_backend());
+        let mut xs = env.client();
+        let error = Frontend::connect(
+            &mut xs,
+            common::FRONT,
+            &env.table,
+            &env.events,
+            Page::new(&env.domu),
+            env.pages(4),
+            &mut Attempts(1000),
+        )
+        .unwrap_err();
+        assert!(matches!(error, Error::BadGeometry { .. }), "{error:?}");
+        let path = format!("{}/state", common::FRONT);
+        let state = xs.read(&path).unwrap();
+        // A frontend left `Initialised` would keep the backend serving: close for it, so that
+        // the backend ends and the test reports instead of hanging.
+        if state != b"6" {
+            xs.write(&path, b"5").unwrap();
+            xs.write(&path, b"6").unwrap();
+        }
+        backend.join().unwrap();
+        state
+    });
+    assert_eq!(state, b"6", "the frontend is Closed");
+    assert_eq!(env.table.leaked(), 0, "no grant is left to the backend");
+    assert_eq!(
+        env.events.closed.lock().unwrap().len(),
+        1,
+        "the port is closed"
+    );
+}

@@ -120,19 +120,12 @@ impl<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage> GrantedPa
 
     /// Ends every grant and gives the pages back; if the peer still has some mapped, ends the
     /// others (their pages are dropped) and gives back those still granted.
-    pub fn end(self) -> Result<Vec<P>, Self> {
-        let mut pages = Vec::with_capacity(self.grants.len());
-        let mut kept = Vec::new();
-        for grant in self.grants {
-            match grant.end() {
-                Ok(page) => pages.push(page),
-                Err(still) => kept.push(still.0),
-            }
-        }
-        if kept.is_empty() {
+    pub fn end(mut self) -> Result<Vec<P>, Self> {
+        let pages = self.end_unmapped();
+        if self.is_empty() {
             Ok(pages)
         } else {
-            Err(Self { grants: kept })
+            Err(self)
         }
     }
 

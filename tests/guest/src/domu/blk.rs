@@ -101,15 +101,21 @@ fn take_pages<P: Platform>(platform: &P) -> Result<(DiskPage, Vec<DiskPage>), Fa
 pub(crate) fn requested<H: XenHypercall<Error = Error> + Copy>(
     store: &mut XenStore<H>,
 ) -> Option<u64> {
-    let mut value = [0; 24];
-    let value = store.read(blk::BLK, &mut value).ok()?;
-    core::str::from_utf8(value).ok()?.parse().ok()
+    read_number(store, blk::BLK)
 }
 
 /// The rounds dom0 asked for in [`blk::BENCH`], if any.
 fn bench_rounds<H: XenHypercall<Error = Error> + Copy>(store: &mut XenStore<H>) -> Option<u32> {
-    let mut value = [0; 12];
-    let value = store.read(blk::BENCH, &mut value).ok()?;
+    read_number(store, blk::BENCH)
+}
+
+/// The decimal number in `path`, if it is there and one.
+fn read_number<H: XenHypercall<Error = Error> + Copy, T: core::str::FromStr>(
+    store: &mut XenStore<H>,
+    path: &str,
+) -> Option<T> {
+    let mut value = [0; 24];
+    let value = store.read(path, &mut value).ok()?;
     core::str::from_utf8(value).ok()?.parse().ok()
 }
 
@@ -371,16 +377,25 @@ impl<H: XenHypercall<Error = Error> + Copy> Io<'_, H> {
                 }
                 completed = true;
             }
-            if !completed
-                && !frontend.prepare_to_wait().map_err(|e| err("prepare", e))?
-                && !self.sleep(deadline)
-            {
-                fail!(
-                    "no response within {} s, {} in flight",
-                    PASS_NS / 1_000_000_000,
-                    frontend.in_flight()
-                );
+            if !completed {
+                self.await_response(frontend, deadline)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Waits for a response: sleeps on the port unless `prepare_to_wait` finds one waiting
+    /// (when it finds none, the backend signals the next one it publishes).
+    fn await_response(&self, frontend: &mut Front<'_, H>, deadline: u64) -> CaseResult {
+        let waiting = frontend
+            .prepare_to_wait()
+            .map_err(|e| Fail::new(format_args!("prepare: {e}")))?;
+        if !waiting && !self.sleep(deadline) {
+            fail!(
+                "no response within {} s, {} in flight",
+                PASS_NS / 1_000_000_000,
+                frontend.in_flight()
+            );
         }
         Ok(())
     }
@@ -458,15 +473,8 @@ impl<H: XenHypercall<Error = Error> + Copy> Io<'_, H> {
                     .map_err(|e| Fail::new(format_args!("a write failed: {e}")))?;
                 completed = true;
             }
-            if !completed
-                && !frontend.prepare_to_wait().map_err(|e| err("prepare", e))?
-                && !self.sleep(deadline)
-            {
-                fail!(
-                    "no response within {} s, {} in flight",
-                    PASS_NS / 1_000_000_000,
-                    frontend.in_flight()
-                );
+            if !completed {
+                self.await_response(frontend, deadline)?;
             }
         }
         pass.ns = self.events.now() - start;
