@@ -824,6 +824,19 @@ pub fn select(options: &Options) -> Result<Vec<ScenarioRun>> {
     Ok(selected)
 }
 
+/// The cases `xen-dom0-tests` prints for each of its runs (`list`, `list store`, ...).
+#[derive(Debug, Clone, Default)]
+struct Dom0Cases {
+    /// The default run's.
+    default: Vec<String>,
+    /// [`STORE_COMMAND`]'s.
+    store: Vec<String>,
+    /// [`STRESS_COMMAND`]'s.
+    stress: Vec<String>,
+    /// [`VCHAN_COMMAND`]'s.
+    vchan: Vec<String>,
+}
+
 /// Builds, boots and judges `selected`, printing cargo-test style lines and a final
 /// `N passed, N failed` line.
 pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summary> {
@@ -878,9 +891,9 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
             .find(|(a, _)| *a == arch)
             .map_or(Ok(()), |(_, built)| built.clone())
     };
-    // The dom0 program's case list, from the x86_64 build run on the host (`list` touches no Xen).
-    let dom0_cases: Result<(Vec<String>, Vec<String>, Vec<String>)> = if linux_arches.is_empty() {
-        Ok((Vec::new(), Vec::new(), Vec::new()))
+    // The dom0 program's case lists, from the x86_64 build run on the host (`list` touches no Xen).
+    let dom0_cases: Result<Dom0Cases> = if linux_arches.is_empty() {
+        Ok(Dom0Cases::default())
     } else {
         dom0_built(Arch::X86_64)
             .and_then(|()| {
@@ -891,8 +904,6 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                 }
             })
             .and_then(|()| {
-                // `list` prints the default run's cases, `list store` those of STORE_COMMAND,
-                // `list stress` those of STRESS_COMMAND.
                 let list = |args: &[&str]| -> Result<Vec<String>> {
                     let out = command_output(
                         Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS)).args(args),
@@ -902,13 +913,16 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         .map(str::to_string)
                         .collect())
                 };
-                Ok((
-                    list(&["list"])?,
-                    list(&["list", "store"])?,
-                    list(&["list", "stress"])?,
-                ))
+                Ok(Dom0Cases {
+                    default: list(&["list"])?,
+                    store: list(&["list", "store"])?,
+                    stress: list(&["list", "stress"])?,
+                    vchan: list(&["list", "vchan"])?,
+                })
             })
     };
+    // The libxenvchan peer, built for the first scenario that runs VCHAN_COMMAND.
+    let mut vchan_peer: Option<Result<PathBuf>> = None;
     let mut guests = GuestBuilds::default();
 
     let mut jobs: Vec<(ScenarioRun, Result<Work>)> = Vec::new();
@@ -920,64 +934,61 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
         let qemu_job = match scenario.kind {
             Kind::LinuxDom0 {
                 setup, commands, ..
-            } => dom0_built(arch).and(dom0_cases.clone()).and_then(
-                |(cases, store_cases, stress_cases)| {
-                    // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
-                    let runs_tests =
-                        |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
-                    let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
-                        cases
-                    } else {
-                        Vec::new()
-                    };
-                    // The runner compares the log ring this case prints with the serial line.
-                    if expected.iter().any(|c| c == "console_log_snapshot") {
-                        expected.push(XEN_LOG_CASE.into());
-                    }
-                    if commands.contains(&ORACLE_COMMAND) {
-                        expected.push(ORACLE_CASE.into());
-                    }
-                    if commands.contains(&STORE_COMMAND) {
-                        expected.extend(store_cases);
-                    }
-                    if commands.contains(&STRESS_COMMAND) {
-                        expected.extend(stress_cases);
-                    }
-                    let mut binaries = Vec::new();
-                    if commands.contains(&VCHAN_COMMAND) {
-                        // `list vchan` prints the cases of VCHAN_COMMAND.
-                        let out = command_output(
-                            Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS))
-                                .args(["list", "vchan"]),
-                        )?;
-                        expected.extend(String::from_utf8_lossy(&out).lines().map(str::to_string));
-                        let peer = c_program::build(testbed, &c_program::LIBXENVCHAN_PEER)?;
-                        binaries.push((c_program::LIBXENVCHAN_PEER.name.to_string(), peer));
-                    }
-                    let dones = commands.iter().filter(runs_tests).count()
-                        + usize::from(commands.contains(&ORACLE_COMMAND))
-                        + usize::from(commands.contains(&STORE_COMMAND))
-                        + usize::from(commands.contains(&STRESS_COMMAND))
-                        + usize::from(commands.contains(&VCHAN_COMMAND));
-                    testbed.dom0_job(
-                        artifacts_of(release, arch),
-                        &Dom0Run {
-                            name: name.clone(),
-                            arch,
-                            binaries,
-                            files: Vec::new(),
-                            preamble: setup.preamble(),
-                            commands: commands.iter().map(|c| c.to_string()).collect(),
-                            expected_cases: expected,
-                            expected_dones: dones,
-                            timeout: scenario.timeout,
-                            vcpus: scenario.dom0_vcpus,
-                            dom0_memory_mib: None,
-                            domus: Vec::new(),
-                        },
-                    )
-                },
-            ),
+            } => dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
+                // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
+                let runs_tests =
+                    |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
+                let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
+                    cases.default
+                } else {
+                    Vec::new()
+                };
+                // The runner compares the log ring this case prints with the serial line.
+                if expected.iter().any(|c| c == "console_log_snapshot") {
+                    expected.push(XEN_LOG_CASE.into());
+                }
+                if commands.contains(&ORACLE_COMMAND) {
+                    expected.push(ORACLE_CASE.into());
+                }
+                if commands.contains(&STORE_COMMAND) {
+                    expected.extend(cases.store);
+                }
+                if commands.contains(&STRESS_COMMAND) {
+                    expected.extend(cases.stress);
+                }
+                let mut binaries = Vec::new();
+                if commands.contains(&VCHAN_COMMAND) {
+                    expected.extend(cases.vchan);
+                    let peer = vchan_peer
+                        .get_or_insert_with(|| {
+                            c_program::build(testbed, &c_program::LIBXENVCHAN_PEER)
+                        })
+                        .clone()?;
+                    binaries.push((c_program::LIBXENVCHAN_PEER.name.to_string(), peer));
+                }
+                let dones = commands.iter().filter(runs_tests).count()
+                    + usize::from(commands.contains(&ORACLE_COMMAND))
+                    + usize::from(commands.contains(&STORE_COMMAND))
+                    + usize::from(commands.contains(&STRESS_COMMAND))
+                    + usize::from(commands.contains(&VCHAN_COMMAND));
+                testbed.dom0_job(
+                    artifacts_of(release, arch),
+                    &Dom0Run {
+                        name: name.clone(),
+                        arch,
+                        binaries,
+                        files: Vec::new(),
+                        preamble: setup.preamble(),
+                        commands: commands.iter().map(|c| c.to_string()).collect(),
+                        expected_cases: expected,
+                        expected_dones: dones,
+                        timeout: scenario.timeout,
+                        vcpus: scenario.dom0_vcpus,
+                        dom0_memory_mib: None,
+                        domus: Vec::new(),
+                    },
+                )
+            }),
             Kind::Guest(kind) => guests
                 .image(testbed, kind, Flavour::Dom0)
                 .and_then(|image| {
