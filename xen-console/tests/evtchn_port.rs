@@ -18,7 +18,12 @@ fn channel() -> (MockPlatform, Channel) {
 }
 
 /// A loopback pair of `ch`: `a` allocated, `b` bound to it (pending, as Xen marks it).
-fn loopback(ch: &Channel) -> (BoundPort<&Channel>, BoundPort<&Channel>) {
+fn loopback<const N: usize>(
+    ch: &RawEventChannel<MockDomain, N>,
+) -> (
+    BoundPort<&RawEventChannel<MockDomain, N>>,
+    BoundPort<&RawEventChannel<MockDomain, N>>,
+) {
     let a = ch.alloc_unbound(DomId::SELF).unwrap();
     let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
     (a, b)
@@ -94,8 +99,7 @@ fn one_slot() -> (MockPlatform, RawEventChannel<MockDomain, 1>) {
 #[test]
 fn a_completed_async_wait_releases_its_registration() {
     let (_platform, ch) = one_slot();
-    let a = ch.alloc_unbound(DomId::SELF).unwrap();
-    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (a, b) = loopback(&ch);
     let mut port = EvtchnPort::new(b);
     let mut cx = Context::from_waker(Waker::noop());
     assert!(
@@ -117,8 +121,7 @@ fn a_completed_async_wait_releases_its_registration() {
 #[test]
 fn a_port_given_back_during_an_async_wait_releases_its_registration() {
     let (_platform, ch) = one_slot();
-    let a = ch.alloc_unbound(DomId::SELF).unwrap();
-    let b = ch.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (a, b) = loopback(&ch);
     let mut port = EvtchnPort::new(b);
     let mut cx = Context::from_waker(Waker::noop());
     assert!(

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
+use xen_evtchn::linux::EvtchnDevice;
 use xen_evtchn::mock::EvtchnDriver;
-use xen_evtchn::{DomId, EventChannel, Port};
+use xen_evtchn::{BoundPort, DomId, EventChannel, Port};
 
 /// A bind on another thread while `channel` unbinds a port: just after Xen
 /// closed it, before the unbind returns. Xen hands the lowest free port out
@@ -85,16 +86,22 @@ fn a_port_pending_at_bind_is_not_handed_out_before_it_is_recorded() {
     assert!(driver.is_enabled(b), "left masked");
 }
 
+/// A port of `device` and one bound to it, with the bind's pending event read (`b` masked).
+fn drained_loopback(device: &EvtchnDevice) -> (BoundPort<&EvtchnDevice>, BoundPort<&EvtchnDevice>) {
+    let a = device.alloc_unbound(DomId::SELF).unwrap();
+    let b = device.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let mut ports = [Port::new(0); 8];
+    assert_eq!(device.take_pending(&mut ports).unwrap(), 1);
+    (a, b)
+}
+
 /// An unmask of a batch that holds a port not bound here re-arms the others,
 /// and names that port.
 #[test]
 fn unmask_all_re_arms_the_bound_ports_of_a_batch_with_an_unbound_one() {
     let driver = EvtchnDriver::new();
     let device = driver.device();
-    let a = device.alloc_unbound(DomId::SELF).unwrap();
-    let b = device.bind_interdomain(DomId::SELF, a.port()).unwrap();
-    let mut ports = [Port::new(0); 8];
-    assert_eq!(device.take_pending(&mut ports).unwrap(), 1);
+    let (_a, b) = drained_loopback(&device);
     assert!(!driver.is_enabled(b.port()));
     let stranger = Port::new(b.port().raw() + 10);
     assert_eq!(
@@ -111,10 +118,8 @@ fn unmask_all_re_arms_the_bound_ports_of_a_batch_with_an_unbound_one() {
 fn a_port_queued_during_a_read_is_returned_by_take_pending() {
     let driver = EvtchnDriver::new();
     let device = driver.device();
-    let a = device.alloc_unbound(DomId::SELF).unwrap();
-    let b = device.bind_interdomain(DomId::SELF, a.port()).unwrap();
+    let (a, b) = drained_loopback(&device);
     let mut ports = [Port::new(0); 8];
-    assert_eq!(device.take_pending(&mut ports).unwrap(), 1);
     b.unmask().unwrap();
     // `a` fires while the read copies `b`: the ring is not empty then, so the
     // driver wakes nobody; only a further read finds it.

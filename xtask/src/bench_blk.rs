@@ -136,20 +136,10 @@ fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samp
     })
 }
 
-/// MB/s of the median sample of `implementation` on `measure`.
+/// The median MB/s of `implementation` on `measure`.
 fn mbps(samples: &Samples<Sample>, implementation: &str, measure: &str) -> crate::Result<f64> {
-    let rates: Vec<f64> = samples
-        .of(implementation, measure)?
-        .iter()
-        .map(|(ns, bytes)| bytes / (ns / 1e9) / 1e6)
-        .collect();
-    let mut rates = rates;
-    rates.sort_by(f64::total_cmp);
-    let mid = rates.len() / 2;
-    Ok(if rates.len() % 2 == 1 {
-        rates[mid]
-    } else {
-        (rates[mid - 1] + rates[mid]) / 2.0
+    samples.median(implementation, measure, |(ns, bytes)| {
+        bytes / (ns / 1e9) / 1e6
     })
 }
 

@@ -23,24 +23,14 @@ const NO_STD_CRATES: &[&str] = &[
     "xen-rust",
 ];
 
-/// The crates published on crates.io (the others are `publish = false`).
-const PUBLISHED_CRATES: &[&str] = &[
-    "xen-rust-sys",
-    "xen-rust-hypercall",
-    "xen-rust-hypercall-native",
-    "xen-rust-hypercall-privcmd",
-    "xen-rust-shared",
-    "xen-rust-evtchn",
-    "xen-rust-console",
-    "xen-rust-grant",
-    "xen-rust-store",
-    "xen-rust-bus",
-    "xen-rust-blk",
-    "xen-rust-ctrl",
-    "xen-rust-guest",
-    "xen-rust-vchan",
-    "xen-rust",
-];
+/// The published crates that need `std` (every `no_std` crate is published too; the others are
+/// `publish = false`).
+const STD_PUBLISHED_CRATES: &[&str] = &["xen-rust-hypercall-privcmd"];
+
+/// The crates published on crates.io.
+fn published_crates() -> Vec<&'static str> {
+    [NO_STD_CRATES, STD_PUBLISHED_CRATES].concat()
+}
 
 /// The freestanding targets every `no_std` crate must build for.
 const NO_STD_TARGETS: &[&str] = &["x86_64-unknown-none", "aarch64-unknown-none"];
@@ -217,7 +207,7 @@ fn features() -> crate::Result {
             .args(["hack", "clippy", "--feature-powerset", "--depth", "2"])
             // `default` is empty in every crate.
             .args(["--no-dev-deps", "--exclude-features", "mock,default"])
-            .args(package_args(PUBLISHED_CRATES))
+            .args(package_args(&published_crates()))
             .args(["--", "-D", "warnings"]),
     )
 }
@@ -230,7 +220,7 @@ fn rustdoc() -> crate::Result {
     )?;
     // With default features, as a user's `cargo doc` builds them: one crate at a time, so that
     // no other crate's dependency turns features on.
-    for package in PUBLISHED_CRATES {
+    for package in published_crates() {
         run_command(
             cargo()
                 .args(["doc", "--no-deps", "--package", package])

@@ -273,7 +273,9 @@ fn destroy(name: &str) -> Result<(), String> {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(format!("xl destroy: {status}")),
             Ok(None) if start.elapsed() > Duration::from_secs(20) => {
+                // Reaped, so that no zombie is left behind.
                 let _ = child.kill();
+                let _ = child.wait();
                 return Err("xl destroy hung for 20 s".into());
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),

@@ -614,7 +614,9 @@ async fn evtchn_waiters(privcmd: &Privcmd, sizes: Sizes, extra: Extra) -> Counts
         }
     }
     for notifier in notifiers {
-        let _ = notifier.join();
+        if notifier.join().is_err() {
+            shared.problem("a notifier thread panicked".into());
+        }
     }
     for &(a, b) in &pairs {
         for port in [b, a] {

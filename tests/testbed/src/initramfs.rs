@@ -87,28 +87,18 @@ pub fn build(artifacts: &Artifacts, contents: &Contents<'_>) -> Result<Vec<u8>> 
             "the initramfs needs /bin/{EXIT_HELPER} to exit QEMU"
         )));
     }
-    let mut cpio = Cpio::new();
-    for dir in DIRS {
-        cpio.dir(dir);
-    }
-    // The kernel opens /dev/console for init's stdio before anything is mounted.
-    cpio.char_device("dev/console", 0o600, 5, 1);
-    let read = |path: &PathBuf| fs::read(path).map_err(|e| Error::io(path, e));
-    cpio.file("bin/busybox", 0o755, &read(&artifacts.busybox)?);
-    cpio.symlink("bin/sh", "busybox");
-    let mut modules = Vec::new();
     let block_backend = match contents.preamble {
         Preamble::BlockBackend => artifacts.block_backend_modules.as_slice(),
         Preamble::Modules | Preamble::Toolstack { .. } => &[],
     };
-    for module in artifacts.modules.iter().chain(block_backend) {
-        let name = module
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::new(format!("bad module path {}", module.display())))?;
-        cpio.file(&format!("lib/modules/{name}"), 0o644, &read(module)?);
-        modules.push(name.to_string());
-    }
+    let mut cpio = Cpio::new();
+    let modules = busybox_and_modules(
+        &mut cpio,
+        DIRS,
+        artifacts,
+        artifacts.modules.iter().chain(block_backend),
+    )?;
+    let read = |path: &PathBuf| fs::read(path).map_err(|e| Error::io(path, e));
     for (name, path) in binaries {
         cpio.file(&format!("bin/{name}"), 0o755, &read(path)?);
     }
@@ -148,6 +138,46 @@ pub fn build(artifacts: &Artifacts, contents: &Contents<'_>) -> Result<Vec<u8>> 
         .as_bytes(),
     );
     Ok(cpio.finish())
+}
+
+/// Adds `dirs`, `/dev/console`, busybox as `/bin/sh` and each of `modules` in `/lib/modules`
+/// (`dirs` must hold `bin` and `lib/modules`); returns the modules' file names, in order, for
+/// [`insmod_lines`].
+pub(crate) fn busybox_and_modules<'m>(
+    cpio: &mut Cpio,
+    dirs: &[&str],
+    artifacts: &Artifacts,
+    modules: impl IntoIterator<Item = &'m PathBuf>,
+) -> Result<Vec<String>> {
+    for dir in dirs {
+        cpio.dir(dir);
+    }
+    // The kernel opens /dev/console for init's stdio before anything is mounted.
+    cpio.char_device("dev/console", 0o600, 5, 1);
+    let read = |path: &PathBuf| fs::read(path).map_err(|e| Error::io(path, e));
+    cpio.file("bin/busybox", 0o755, &read(&artifacts.busybox)?);
+    cpio.symlink("bin/sh", "busybox");
+    let mut names = Vec::new();
+    for module in modules {
+        let name = module
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::new(format!("bad module path {}", module.display())))?;
+        cpio.file(&format!("lib/modules/{name}"), 0o644, &read(module)?);
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+/// The shell lines that load `modules` from `/lib/modules` in order, each printing
+/// `<failure>insmod <module> failed` if it cannot be loaded.
+pub(crate) fn insmod_lines(modules: &[String], failure: &str) -> String {
+    modules
+        .iter()
+        .map(|module| {
+            format!("insmod /lib/modules/{module} || echo '{failure}insmod {module} failed'\n")
+        })
+        .collect()
 }
 
 /// Adds the directories above `path` that are not in `made` yet.
@@ -215,11 +245,7 @@ pub fn init_script(
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n",
     );
-    for module in modules {
-        script.push_str(&format!(
-            "insmod /lib/modules/{module} || echo 'XENTEST PANIC init: insmod {module} failed'\n"
-        ));
-    }
+    script.push_str(&insmod_lines(modules, "XENTEST PANIC init: "));
     script.push_str("mount -t xenfs xenfs /proc/xen 2>/dev/null\n");
     if preamble.starts_toolstack() {
         script.push_str(&toolstack_preamble(bin_dir, preamble.fault()));

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::artifacts::Artifacts;
 use crate::cpio::Cpio;
+use crate::initramfs;
 use crate::{Error, Result};
 
 /// The memory a Linux PV domU boots in (MiB).
@@ -36,27 +37,16 @@ pub fn build(
     name: &str,
     script: &str,
 ) -> Result<LinuxDomu> {
-    let read = |path: &PathBuf| fs::read(path).map_err(|e| Error::io(path, e));
     let mut cpio = Cpio::new();
-    for dir in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
-        cpio.dir(dir);
-    }
-    cpio.char_device("dev/console", 0o600, 5, 1);
-    cpio.file("bin/busybox", 0o755, &read(&artifacts.busybox)?);
-    cpio.symlink("bin/sh", "busybox");
-    let mut modules = Vec::new();
-    for module in artifacts
-        .modules
-        .iter()
-        .chain(&artifacts.linux_domu_modules)
-    {
-        let file = module
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::new(format!("bad module path {}", module.display())))?;
-        cpio.file(&format!("lib/modules/{file}"), 0o644, &read(module)?);
-        modules.push(file.to_string());
-    }
+    let modules = initramfs::busybox_and_modules(
+        &mut cpio,
+        &["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"],
+        artifacts,
+        artifacts
+            .modules
+            .iter()
+            .chain(&artifacts.linux_domu_modules),
+    )?;
     cpio.file("init", 0o755, init_script(&modules, script).as_bytes());
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let ramdisk = dir.join(format!("{name}.cpio"));
@@ -82,11 +72,7 @@ fn init_script(modules: &[String], script: &str) -> String {
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n",
     );
-    for module in modules {
-        init.push_str(&format!(
-            "insmod /lib/modules/{module} || echo 'linux-domu: insmod {module} failed'\n"
-        ));
-    }
+    init.push_str(&initramfs::insmod_lines(modules, "linux-domu: "));
     init.push_str("mkdir -p /proc/xen\nmount -t xenfs xenfs /proc/xen\n");
     init.push_str(script);
     init.push_str("\nexec busybox poweroff -f\n");

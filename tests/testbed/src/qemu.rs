@@ -210,14 +210,15 @@ pub struct SerialInput {
 }
 
 /// Runs `qemu` with its serial output in `log`, killing its process group after `timeout`.
-pub fn run(qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
-    run_streaming(qemu, log, timeout, None, &mut |_| {})
+pub fn run(mut qemu: Command, log: &Path, timeout: Duration) -> Result<Run> {
+    run_streaming(&mut qemu, log, timeout, None, &mut |_| {})
 }
 
 /// [`run`], typing `input` into the serial line (QEMU's stdin) when asked, and calling `on_line`
-/// with each complete line of the log (raw bytes, without the newline) while QEMU runs.
+/// with each complete line of the log (raw bytes, without the newline) while QEMU runs. `qemu`
+/// can be run again after.
 pub fn run_streaming(
-    mut qemu: Command,
+    qemu: &mut Command,
     log: &Path,
     timeout: Duration,
     input: Option<&SerialInput>,
@@ -349,5 +350,30 @@ mod tests {
         kill_group(leader.id());
         let status = leader.wait().unwrap();
         assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    }
+
+    #[test]
+    fn a_command_runs_again_with_its_arguments_and_environment() {
+        let dir = std::env::temp_dir().join(format!("xen-testbed-qemu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo \"run $WORD\""])
+            .env("WORD", "again");
+        for boot in ["first", "second"] {
+            let log = dir.join(format!("{boot}.log"));
+            let mut lines = Vec::new();
+            let run = run_streaming(
+                &mut command,
+                &log,
+                Duration::from_secs(10),
+                None,
+                &mut |l| lines.push(l.to_vec()),
+            )
+            .unwrap();
+            assert_eq!(run.exit, Exit::Status(0));
+            assert!(lines.iter().any(|l| l == b"run again"), "{boot}: {lines:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -731,7 +731,7 @@ impl Job {
 
     /// [`Job::run`], handing each serial line to `on_line` while QEMU runs.
     pub(crate) fn run_streaming(
-        self,
+        mut self,
         testbed: &Testbed,
         on_line: &mut dyn FnMut(&[u8]),
     ) -> Result<Outcome> {
@@ -742,7 +742,7 @@ impl Job {
         let (run, log, domus) = loop {
             boots_left -= 1;
             let run = qemu::run_streaming(
-                copy_command(&self.command),
+                &mut self.command,
                 &log_path,
                 self.timeout,
                 self.input.as_ref(),
@@ -774,22 +774,6 @@ impl Job {
             run,
         })
     }
-}
-
-/// A copy of `command`: program, arguments, environment and directory.
-fn copy_command(command: &Command) -> Command {
-    let mut copy = Command::new(command.get_program());
-    copy.args(command.get_args());
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(value) => copy.env(key, value),
-            None => copy.env_remove(key),
-        };
-    }
-    if let Some(dir) = command.get_current_dir() {
-        copy.current_dir(dir);
-    }
-    copy
 }
 
 /// Xen's line announcing dom0's death, if dom0 died before its payload printed any protocol
@@ -838,6 +822,19 @@ pub fn select(options: &Options) -> Result<Vec<ScenarioRun>> {
         }
     }
     Ok(selected)
+}
+
+/// The cases `xen-dom0-tests` prints for each of its runs (`list`, `list store`, ...).
+#[derive(Debug, Clone, Default)]
+struct Dom0Cases {
+    /// The default run's.
+    default: Vec<String>,
+    /// [`STORE_COMMAND`]'s.
+    store: Vec<String>,
+    /// [`STRESS_COMMAND`]'s.
+    stress: Vec<String>,
+    /// [`VCHAN_COMMAND`]'s.
+    vchan: Vec<String>,
 }
 
 /// Builds, boots and judges `selected`, printing cargo-test style lines and a final
@@ -894,9 +891,9 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
             .find(|(a, _)| *a == arch)
             .map_or(Ok(()), |(_, built)| built.clone())
     };
-    // The dom0 program's case list, from the x86_64 build run on the host (`list` touches no Xen).
-    let dom0_cases: Result<(Vec<String>, Vec<String>, Vec<String>)> = if linux_arches.is_empty() {
-        Ok((Vec::new(), Vec::new(), Vec::new()))
+    // The dom0 program's case lists, from the x86_64 build run on the host (`list` touches no Xen).
+    let dom0_cases: Result<Dom0Cases> = if linux_arches.is_empty() {
+        Ok(Dom0Cases::default())
     } else {
         dom0_built(Arch::X86_64)
             .and_then(|()| {
@@ -907,8 +904,6 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                 }
             })
             .and_then(|()| {
-                // `list` prints the default run's cases, `list store` those of STORE_COMMAND,
-                // `list stress` those of STRESS_COMMAND.
                 let list = |args: &[&str]| -> Result<Vec<String>> {
                     let out = command_output(
                         Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS)).args(args),
@@ -918,13 +913,16 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         .map(str::to_string)
                         .collect())
                 };
-                Ok((
-                    list(&["list"])?,
-                    list(&["list", "store"])?,
-                    list(&["list", "stress"])?,
-                ))
+                Ok(Dom0Cases {
+                    default: list(&["list"])?,
+                    store: list(&["list", "store"])?,
+                    stress: list(&["list", "stress"])?,
+                    vchan: list(&["list", "vchan"])?,
+                })
             })
     };
+    // The libxenvchan peer, built for the first scenario that runs VCHAN_COMMAND.
+    let mut vchan_peer: Option<Result<PathBuf>> = None;
     let mut guests = GuestBuilds::default();
 
     let mut jobs: Vec<(ScenarioRun, Result<Work>)> = Vec::new();
@@ -936,64 +934,61 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
         let qemu_job = match scenario.kind {
             Kind::LinuxDom0 {
                 setup, commands, ..
-            } => dom0_built(arch).and(dom0_cases.clone()).and_then(
-                |(cases, store_cases, stress_cases)| {
-                    // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
-                    let runs_tests =
-                        |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
-                    let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
-                        cases
-                    } else {
-                        Vec::new()
-                    };
-                    // The runner compares the log ring this case prints with the serial line.
-                    if expected.iter().any(|c| c == "console_log_snapshot") {
-                        expected.push(XEN_LOG_CASE.into());
-                    }
-                    if commands.contains(&ORACLE_COMMAND) {
-                        expected.push(ORACLE_CASE.into());
-                    }
-                    if commands.contains(&STORE_COMMAND) {
-                        expected.extend(store_cases);
-                    }
-                    if commands.contains(&STRESS_COMMAND) {
-                        expected.extend(stress_cases);
-                    }
-                    let mut binaries = Vec::new();
-                    if commands.contains(&VCHAN_COMMAND) {
-                        // `list vchan` prints the cases of VCHAN_COMMAND.
-                        let out = command_output(
-                            Command::new(testbed.static_binary(Arch::X86_64, DOM0_TESTS))
-                                .args(["list", "vchan"]),
-                        )?;
-                        expected.extend(String::from_utf8_lossy(&out).lines().map(str::to_string));
-                        let peer = c_program::build(testbed, &c_program::LIBXENVCHAN_PEER)?;
-                        binaries.push((c_program::LIBXENVCHAN_PEER.name.to_string(), peer));
-                    }
-                    let dones = commands.iter().filter(runs_tests).count()
-                        + usize::from(commands.contains(&ORACLE_COMMAND))
-                        + usize::from(commands.contains(&STORE_COMMAND))
-                        + usize::from(commands.contains(&STRESS_COMMAND))
-                        + usize::from(commands.contains(&VCHAN_COMMAND));
-                    testbed.dom0_job(
-                        artifacts_of(release, arch),
-                        &Dom0Run {
-                            name: name.clone(),
-                            arch,
-                            binaries,
-                            files: Vec::new(),
-                            preamble: setup.preamble(),
-                            commands: commands.iter().map(|c| c.to_string()).collect(),
-                            expected_cases: expected,
-                            expected_dones: dones,
-                            timeout: scenario.timeout,
-                            vcpus: scenario.dom0_vcpus,
-                            dom0_memory_mib: None,
-                            domus: Vec::new(),
-                        },
-                    )
-                },
-            ),
+            } => dom0_built(arch).and(dom0_cases.clone()).and_then(|cases| {
+                // `xen-dom0-tests`, maybe behind environment variables, runs the listed cases.
+                let runs_tests =
+                    |c: &&&str| **c == DOM0_TESTS || c.ends_with(&format!(" {DOM0_TESTS}"));
+                let mut expected: Vec<String> = if commands.iter().any(|c| runs_tests(&c)) {
+                    cases.default
+                } else {
+                    Vec::new()
+                };
+                // The runner compares the log ring this case prints with the serial line.
+                if expected.iter().any(|c| c == "console_log_snapshot") {
+                    expected.push(XEN_LOG_CASE.into());
+                }
+                if commands.contains(&ORACLE_COMMAND) {
+                    expected.push(ORACLE_CASE.into());
+                }
+                if commands.contains(&STORE_COMMAND) {
+                    expected.extend(cases.store);
+                }
+                if commands.contains(&STRESS_COMMAND) {
+                    expected.extend(cases.stress);
+                }
+                let mut binaries = Vec::new();
+                if commands.contains(&VCHAN_COMMAND) {
+                    expected.extend(cases.vchan);
+                    let peer = vchan_peer
+                        .get_or_insert_with(|| {
+                            c_program::build(testbed, &c_program::LIBXENVCHAN_PEER)
+                        })
+                        .clone()?;
+                    binaries.push((c_program::LIBXENVCHAN_PEER.name.to_string(), peer));
+                }
+                let dones = commands.iter().filter(runs_tests).count()
+                    + usize::from(commands.contains(&ORACLE_COMMAND))
+                    + usize::from(commands.contains(&STORE_COMMAND))
+                    + usize::from(commands.contains(&STRESS_COMMAND))
+                    + usize::from(commands.contains(&VCHAN_COMMAND));
+                testbed.dom0_job(
+                    artifacts_of(release, arch),
+                    &Dom0Run {
+                        name: name.clone(),
+                        arch,
+                        binaries,
+                        files: Vec::new(),
+                        preamble: setup.preamble(),
+                        commands: commands.iter().map(|c| c.to_string()).collect(),
+                        expected_cases: expected,
+                        expected_dones: dones,
+                        timeout: scenario.timeout,
+                        vcpus: scenario.dom0_vcpus,
+                        dom0_memory_mib: None,
+                        domus: Vec::new(),
+                    },
+                )
+            }),
             Kind::Guest(kind) => guests
                 .image(testbed, kind, Flavour::Dom0)
                 .and_then(|image| {
@@ -1405,24 +1400,6 @@ mod tests {
         assert_eq!(died_before_payload(&after_payload), None);
         let alive = parse_log(b"(XEN) Xen version 4.20\nLinux version 6.12\n");
         assert_eq!(died_before_payload(&alive), None);
-    }
-
-    #[test]
-    fn a_copied_command_keeps_arguments_environment_and_directory() {
-        let mut command = Command::new("qemu-system-x86_64");
-        command
-            .args(["-smp", "2"])
-            .env("A", "1")
-            .env_remove("B")
-            .current_dir("/");
-        let copy = copy_command(&command);
-        assert_eq!(copy.get_program(), "qemu-system-x86_64");
-        assert_eq!(copy.get_args().collect::<Vec<_>>(), ["-smp", "2"]);
-        assert_eq!(
-            copy.get_envs().collect::<Vec<_>>(),
-            command.get_envs().collect::<Vec<_>>()
-        );
-        assert_eq!(copy.get_current_dir(), Some(std::path::Path::new("/")));
     }
 
     fn names(options: &Options) -> Vec<String> {
