@@ -21,9 +21,7 @@ use crate::run_tool;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long xl may take to carry out a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// `SHUTDOWN_poweroff` and `SHUTDOWN_reboot` (`public/sched.h`).
-const SHUTDOWN_POWEROFF: u32 = 0;
-const SHUTDOWN_REBOOT: u32 = 1;
+use xen_sys::{SHUTDOWN_poweroff, SHUTDOWN_reboot};
 
 /// `domu-control`: exits with failure if a case failed.
 pub(crate) fn run(args: &[String]) -> ExitCode {
@@ -70,7 +68,8 @@ fn lifecycle(steps: &mut Steps, first: &Domain) {
         }
         // libxl makes the feature nodes empty, for the guest to fill: not advertised, this
         // one stays so.
-        let suspend = first.read("control/feature-suspend").unwrap_or_default();
+        // libxl makes the node, so failing to read it is a failure, not "not advertised".
+        let suspend = first.read("control/feature-suspend")?;
         if !suspend.is_empty() {
             return Err(format!(
                 "control/feature-suspend is {suspend:?}, though the domU cannot suspend"
@@ -85,7 +84,7 @@ fn lifecycle(steps: &mut Steps, first: &Domain) {
         let start = Instant::now();
         run_tool("xl", &["reboot", &first.name])?;
         let reason = first.wait_gone(REQUEST_TIMEOUT)?;
-        if reason != SHUTDOWN_REBOOT {
+        if reason != SHUTDOWN_reboot {
             return Err(format!("xl reboot: the domU {}", describe_reason(reason)));
         }
         // xl restarts it under a new domid.
@@ -124,7 +123,7 @@ fn lifecycle(steps: &mut Steps, first: &Domain) {
         let start = Instant::now();
         run_tool("xl", &["shutdown", "-w", &second.name])?;
         match second.wait_gone(REQUEST_TIMEOUT)? {
-            SHUTDOWN_POWEROFF => {
+            reason if reason == SHUTDOWN_poweroff => {
                 out.out(format_args!(
                     "xl shutdown -w: domid {} powered off after {:.1} s",
                     second.domid,
