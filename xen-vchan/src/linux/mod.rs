@@ -283,12 +283,13 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
         let ring_ref = GrantRef(non_zero(store, "ring-ref")?);
         let remote_port = Port(non_zero(store, "event-channel")?);
         let port = evtchn.bind_interdomain_raw(server, remote_port)?;
-        match Self::map(gntdev, &evtchn, port, server, ring_ref) {
-            Ok((pages, endpoint)) => {
-                // The server may be waiting for this client.
-                evtchn.notify(port)?;
-                Ok(Self::new(endpoint, pages, None, port, evtchn))
-            }
+        let mapped = Self::map(gntdev, &evtchn, port, server, ring_ref).and_then(|connected| {
+            // The server may be waiting for this client.
+            evtchn.notify(port)?;
+            Ok(connected)
+        });
+        match mapped {
+            Ok((pages, endpoint)) => Ok(Self::new(endpoint, pages, None, port, evtchn)),
             Err(e) => {
                 let _ = evtchn.unbind_raw(port);
                 Err(e)
