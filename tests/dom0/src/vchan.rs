@@ -101,10 +101,30 @@ fn watchdog(name: &'static str) -> std::sync::mpsc::Sender<()> {
     disarm
 }
 
-/// Starts the C peer with `args`; returns it once it printed that the channel is open.
-fn peer(args: &[String]) -> Result<(Child, BufReader<std::process::ChildStdout>), String> {
+/// Starts the C peer as `role` of domain 0's channel under `path` with rings of at least
+/// `(read_min, write_min)` bytes (a server's), receiving `recv` bytes then sending `send` in
+/// `chunk`-byte writes, exiting without closing after `die_after` bytes if not 0 (the usage in
+/// `tests/dom0/libxenvchan_peer.c`); returns it once it printed that the channel is open.
+fn c_peer(
+    role: &str,
+    path: &str,
+    (read_min, write_min): (usize, usize),
+    recv: u64,
+    send: u64,
+    chunk: usize,
+    die_after: u64,
+) -> Result<(Child, BufReader<std::process::ChildStdout>), String> {
+    let numbers = [
+        read_min as u64,
+        write_min as u64,
+        recv,
+        send,
+        chunk as u64,
+        die_after,
+    ];
     let mut child = Command::new(PEER)
-        .args(args)
+        .args([role, "0", path])
+        .args(numbers.map(|n| n.to_string()))
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {PEER}: {e}"))?;
@@ -183,45 +203,63 @@ fn receive<E: xen_vchan::linux::Sleep>(
     Ok(got)
 }
 
+/// Our server of a channel for domain 0 under `path` (see [`Vchan::server`]).
+fn our_server<'d>(
+    gntalloc: &'d Gntalloc,
+    path: &str,
+    read_min: usize,
+    write_min: usize,
+) -> Result<Vchan<'d, EvtchnDevice>, String> {
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    Vchan::server(
+        gntalloc,
+        evtchn,
+        store()?,
+        DomId(0),
+        path,
+        read_min,
+        write_min,
+    )
+    .map_err(|e| format!("server: {e}"))
+}
+
+/// Our client of domain 0's channel under `path`.
+fn our_client<'d>(gntdev: &'d Gntdev, path: &str) -> Result<Vchan<'d, EvtchnDevice>, String> {
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    Vchan::client(gntdev, evtchn, &mut store()?, DomId(0), path).map_err(|e| format!("client: {e}"))
+}
+
+/// Sends [`TOTAL`] bytes of the pattern in `chunk`-byte writes, then receives [`TOTAL`]
+/// bytes, checking each.
+fn exchange(vchan: &mut Vchan<'_, EvtchnDevice>, chunk: usize) -> Result<(), String> {
+    send(vchan, TOTAL, chunk).map_err(|e| format!("send: {e}"))?;
+    let got = receive(vchan, TOTAL)?;
+    if got != TOTAL {
+        return Err(format!("received {got} of {TOTAL} bytes"));
+    }
+    Ok(())
+}
+
+/// Checks that the server's xenstore directory `path` is gone (a server removes it on close).
+fn check_removed(path: &str) -> Result<(), String> {
+    match store()?.read(&format!("{path}/ring-ref")) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => Err(format!("{path} left behind after close: {other:?}")),
+    }
+}
+
 /// Our server, a C client: 16 MiB each way.
 fn rust_server_c_client(read_min: usize, write_min: usize, chunk: usize) -> Result<(), String> {
     let path = path();
     let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut vchan = Vchan::server(
-        &gntalloc,
-        evtchn,
-        store()?,
-        DomId(0),
-        &path,
-        read_min,
-        write_min,
-    )
-    .map_err(|e| format!("server: {e}"))?;
+    let mut vchan = our_server(&gntalloc, &path, read_min, write_min)?;
     let orders = vchan.orders();
-    let (child, out) = peer(&[
-        "client".into(),
-        "0".into(),
-        path.clone(),
-        "0".into(),
-        "0".into(),
-        TOTAL.to_string(),
-        TOTAL.to_string(),
-        chunk.to_string(),
-        "0".into(),
-    ])?;
+    let (child, out) = c_peer("client", &path, (0, 0), TOTAL, TOTAL, chunk, 0)?;
     let started = Instant::now();
-    send(&mut vchan, TOTAL, chunk).map_err(|e| format!("send: {e}"))?;
-    let got = receive(&mut vchan, TOTAL)?;
-    if got != TOTAL {
-        return Err(format!("received {got} of {TOTAL} bytes"));
-    }
+    exchange(&mut vchan, chunk)?;
     let line = finish(child, out, true)?;
     vchan.close().map_err(|e| format!("close: {e}"))?;
-    match store()?.read(&format!("{path}/ring-ref")) {
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        other => return Err(format!("{path} left behind after close: {other:?}")),
-    }
+    check_removed(&path)?;
     println!(
         "XENTEST OUT vchan our server (orders {}/{}) <-> C client: {TOTAL} bytes each way in {:.2} s; {}",
         orders.left.get(),
@@ -235,28 +273,20 @@ fn rust_server_c_client(read_min: usize, write_min: usize, chunk: usize) -> Resu
 /// A C server, our client: 16 MiB each way.
 fn c_server_rust_client(read_min: usize, write_min: usize, chunk: usize) -> Result<(), String> {
     let path = path();
-    let (child, out) = peer(&[
-        "server".into(),
-        "0".into(),
-        path.clone(),
-        read_min.to_string(),
-        write_min.to_string(),
-        TOTAL.to_string(),
-        TOTAL.to_string(),
-        chunk.to_string(),
-        "0".into(),
-    ])?;
+    let (child, out) = c_peer(
+        "server",
+        &path,
+        (read_min, write_min),
+        TOTAL,
+        TOTAL,
+        chunk,
+        0,
+    )?;
     let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut vchan = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
-        .map_err(|e| format!("client: {e}"))?;
+    let mut vchan = our_client(&gntdev, &path)?;
     let orders = vchan.orders();
     let started = Instant::now();
-    send(&mut vchan, TOTAL, chunk).map_err(|e| format!("send: {e}"))?;
-    let got = receive(&mut vchan, TOTAL)?;
-    if got != TOTAL {
-        return Err(format!("received {got} of {TOTAL} bytes"));
-    }
+    exchange(&mut vchan, chunk)?;
     let line = finish(child, out, true)?;
     drop(vchan);
     println!(
@@ -275,20 +305,8 @@ fn c_client_exits_mid_stream() -> Result<(), String> {
     let path = path();
     let die_after = (1 << 20) + 123;
     let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut vchan = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), &path, 1 << 16, 1024)
-        .map_err(|e| format!("server: {e}"))?;
-    let (child, out) = peer(&[
-        "client".into(),
-        "0".into(),
-        path.clone(),
-        "0".into(),
-        "0".into(),
-        "0".into(),
-        TOTAL.to_string(),
-        "4096".into(),
-        die_after.to_string(),
-    ])?;
+    let mut vchan = our_server(&gntalloc, &path, 1 << 16, 1024)?;
+    let (child, out) = c_peer("client", &path, (0, 0), 0, TOTAL, 4096, die_after)?;
     let got = receive(&mut vchan, TOTAL)?;
     finish(child, out, false)?;
     if got < die_after || got >= TOTAL {
@@ -307,21 +325,9 @@ fn c_client_exits_mid_stream() -> Result<(), String> {
 fn c_server_exits_mid_stream() -> Result<(), String> {
     let path = path();
     let die_after = (1 << 20) + 321;
-    let (child, out) = peer(&[
-        "server".into(),
-        "0".into(),
-        path.clone(),
-        "8192".into(),
-        "1024".into(),
-        TOTAL.to_string(),
-        "0".into(),
-        "4096".into(),
-        die_after.to_string(),
-    ])?;
+    let (child, out) = c_peer("server", &path, (8192, 1024), TOTAL, 0, 4096, die_after)?;
     let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut vchan = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
-        .map_err(|e| format!("client: {e}"))?;
+    let mut vchan = our_client(&gntdev, &path)?;
     let result = send(&mut vchan, TOTAL, 4096);
     finish(child, out, false)?;
     // The dead server could not remove its directory.
@@ -352,17 +358,7 @@ fn our_server_dies_mid_stream() -> Result<(), String> {
     if line.trim() != "open" {
         return Err(format!("the child did not open the channel: {line:?}"));
     }
-    let (peer, out) = peer(&[
-        "client".into(),
-        "0".into(),
-        path.clone(),
-        "0".into(),
-        "0".into(),
-        TOTAL.to_string(),
-        "0".into(),
-        "4096".into(),
-        "0".into(),
-    ])?;
+    let (peer, out) = c_peer("client", &path, (0, 0), TOTAL, 0, 4096, 0)?;
     let status = child.wait().map_err(|e| e.to_string())?;
     let line = finish(peer, out, false)?;
     let _ = store()?.rm(&path);
@@ -389,9 +385,7 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
     let run = || -> Result<(), String> {
         let bytes: u64 = bytes.parse().map_err(|e| format!("{bytes}: {e}"))?;
         let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
-        let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-        let mut vchan = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), path, 1024, 1 << 16)
-            .map_err(|e| format!("server: {e}"))?;
+        let mut vchan = our_server(&gntalloc, path, 1024, 1 << 16)?;
         println!("open");
         std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
         send(&mut vchan, bytes, 4096).map_err(|e| format!("send: {e}"))?;
@@ -504,10 +498,7 @@ fn rust_to_rust_tokio() -> Result<(), String> {
             other => return Err(format!("after the server closed, the client read {other:?}")),
         }
         drop(server);
-        match store()?.read(&format!("{path}/ring-ref")) {
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            other => Err(format!("{path} left behind after close: {other:?}")),
-        }
+        check_removed(&path)
     })
 }
 
@@ -557,12 +548,8 @@ fn bench_ours(chunk: usize, total: u64) -> Result<u64, String> {
     let path = path();
     let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
     let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut server = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), &path, 1024, 1 << 16)
-        .map_err(|e| format!("server: {e}"))?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut client = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
-        .map_err(|e| format!("client: {e}"))?;
+    let mut server = our_server(&gntalloc, &path, 1024, 1 << 16)?;
+    let mut client = our_client(&gntdev, &path)?;
     std::thread::scope(|s| {
         let reader = s.spawn(move || -> Result<u64, String> {
             let mut buf = vec![0u8; chunk];
@@ -598,28 +585,8 @@ fn bench_ours(chunk: usize, total: u64) -> Result<u64, String> {
 /// client's receive time, in ns.
 fn bench_libxenvchan(chunk: usize, total: u64) -> Result<u64, String> {
     let path = path();
-    let (server, server_out) = peer(&[
-        "server".into(),
-        "0".into(),
-        path.clone(),
-        "1024".into(),
-        "65536".into(),
-        "0".into(),
-        total.to_string(),
-        chunk.to_string(),
-        "0".into(),
-    ])?;
-    let (client, client_out) = peer(&[
-        "client".into(),
-        "0".into(),
-        path.clone(),
-        "0".into(),
-        "0".into(),
-        total.to_string(),
-        "0".into(),
-        chunk.to_string(),
-        "0".into(),
-    ])?;
+    let (server, server_out) = c_peer("server", &path, (1024, 65536), 0, total, chunk, 0)?;
+    let (client, client_out) = c_peer("client", &path, (0, 0), total, 0, chunk, 0)?;
     let line = finish(client, client_out, true)?;
     finish(server, server_out, true)?;
     line.split_whitespace()
@@ -634,12 +601,8 @@ fn ping_ours(trips: u64) -> Result<u64, String> {
     let path = path();
     let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
     let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut server = Vchan::server(&gntalloc, evtchn, store()?, DomId(0), &path, 1024, 2048)
-        .map_err(|e| format!("server: {e}"))?;
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    let mut client = Vchan::client(&gntdev, evtchn, &mut store()?, DomId(0), &path)
-        .map_err(|e| format!("client: {e}"))?;
+    let mut server = our_server(&gntalloc, &path, 1024, 2048)?;
+    let mut client = our_client(&gntdev, &path)?;
     std::thread::scope(|s| {
         let echo = s.spawn(move || -> Result<(), String> {
             let mut byte = [0u8];
@@ -665,23 +628,9 @@ fn ping_ours(trips: u64) -> Result<u64, String> {
 /// The same between libxenvchan's client and server: the client's time, in ns.
 fn ping_libxenvchan(trips: u64) -> Result<u64, String> {
     let path = path();
-    let args = |role: &str| -> Vec<String> {
-        [
-            role,
-            "0",
-            &path,
-            "1024",
-            "2048",
-            &trips.to_string(),
-            "0",
-            "1",
-            "0",
-        ]
-        .map(str::to_string)
-        .to_vec()
-    };
-    let (server, server_out) = peer(&args("ping-server"))?;
-    let (client, client_out) = peer(&args("ping-client"))?;
+    let ping = |role| c_peer(role, &path, (1024, 2048), trips, 0, 1, 0);
+    let (server, server_out) = ping("ping-server")?;
+    let (client, client_out) = ping("ping-client")?;
     let line = finish(client, client_out, true)?;
     finish(server, server_out, true)?;
     line.split_whitespace()

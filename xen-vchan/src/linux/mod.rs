@@ -18,6 +18,7 @@
 #[cfg(feature = "tokio-1")]
 mod tokio;
 
+use core::num::NonZeroU32;
 use std::boxed::Box;
 use std::format;
 use std::io;
@@ -57,8 +58,9 @@ pub enum Error {
     /// Xenstore.
     #[error("xenstore: {0}")]
     Store(#[from] xen_store::Error),
-    /// A xenstore key that should hold a non-zero number does not.
-    #[error("xenstore key {path} holds {value:?}, not a non-zero number")]
+    /// A xenstore key does not hold the number it should: a non-zero one for the channel's
+    /// keys, a domain id for `domid`.
+    #[error("xenstore key {path} holds {value:?}, not the number it should")]
     BadKey {
         /// The key.
         path: String,
@@ -156,13 +158,14 @@ impl<E: EventChannel> core::fmt::Debug for Vchan<'_, E> {
     }
 }
 
-/// Reads the number in xenstore key `path`; 0 or not a number is [`Error::BadKey`].
-fn read_number(store: &mut impl Store, path: String) -> Result<u32, Error> {
+/// Reads the number in xenstore key `path`; what does not parse as an `N` is
+/// [`Error::BadKey`].
+fn read_number<N: core::str::FromStr>(store: &mut impl Store, path: String) -> Result<N, Error> {
     let value = store.read_string(&path)?;
-    match value.trim().parse::<u32>() {
-        Ok(n) if n != 0 => Ok(n),
-        _ => Err(Error::BadKey { path, value }),
-    }
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::BadKey { path, value })
 }
 
 impl<'d, E: EventChannel> Vchan<'d, E> {
@@ -249,15 +252,7 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
         T: embedded_io::Read + embedded_io::Write,
         T::Error: 'static,
     {
-        let own = read_number(store, "domid".to_string()).or_else(|e| match e {
-            // dom0's `domid` key is written by xen-init-dom0; 0 is a valid value here.
-            Error::BadKey { value, .. } if value.trim() == "0" => Ok(0),
-            e => Err(e),
-        })?;
-        let own = DomId(u16::try_from(own).map_err(|_| Error::BadKey {
-            path: "domid".to_string(),
-            value: own.to_string(),
-        })?);
+        let own = DomId(read_number(store, "domid".to_string())?);
         let perms = [
             Perm::new(own, Access::None),
             Perm::new(client, Access::Read),
@@ -282,15 +277,19 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
         server: DomId,
         path: &str,
     ) -> Result<Self, Error> {
-        let ring_ref = GrantRef(read_number(store, format!("{path}/ring-ref"))?);
-        let remote_port = Port(read_number(store, format!("{path}/event-channel"))?);
+        let non_zero = |store: &mut _, key| {
+            read_number::<NonZeroU32>(store, format!("{path}/{key}")).map(NonZeroU32::get)
+        };
+        let ring_ref = GrantRef(non_zero(store, "ring-ref")?);
+        let remote_port = Port(non_zero(store, "event-channel")?);
         let port = evtchn.bind_interdomain_raw(server, remote_port)?;
-        match Self::map(gntdev, &evtchn, port, server, ring_ref) {
-            Ok((pages, endpoint)) => {
-                // The server may be waiting for this client.
-                evtchn.notify(port)?;
-                Ok(Self::new(endpoint, pages, None, port, evtchn))
-            }
+        let mapped = Self::map(gntdev, &evtchn, port, server, ring_ref).and_then(|connected| {
+            // The server may be waiting for this client.
+            evtchn.notify(port)?;
+            Ok(connected)
+        });
+        match mapped {
+            Ok((pages, endpoint)) => Ok(Self::new(endpoint, pages, None, port, evtchn)),
             Err(e) => {
                 let _ = evtchn.unbind_raw(port);
                 Err(e)

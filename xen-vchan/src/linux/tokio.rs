@@ -6,8 +6,8 @@
 //! A read and a write may wait at once (from two tasks, after `tokio::io::split`), on the
 //! channel's one port, which has one waker slot in the event channel. So each side leaves its
 //! waker here, and the port's waker is [`Wakers`], which wakes both. A side whose
-//! `poll_port` consumes the delivery wakes the other too: each then looks at its ring again,
-//! which is all an event means. Before waiting, a side has asked the peer for the event
+//! `poll_port` consumes the delivery wakes the other: each then looks at its ring again
+//! (the consumer at once), which is all an event means. Before waiting, a side has asked the peer for the event
 //! (`Endpoint`'s request bits) and looked again; a delivery that comes after that look is
 //! recorded by the event channel until a `poll_port` consumes it, so none is missed.
 
@@ -42,6 +42,20 @@ impl Wakers {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `side` consumed the port's delivery and looks at its ring again now: forgets its waker
+    /// (waking its own task would only poll it once more for nothing) and wakes the other
+    /// side, which may have waited for that delivery.
+    fn consumed_by(&self, side: Side) {
+        let other = {
+            let mut slots = self.slots();
+            slots[side as usize] = None;
+            slots[1 - side as usize].take()
+        };
+        if let Some(waker) = other {
+            waker.wake();
+        }
+    }
+
     fn wake_all(&self) {
         let taken = core::mem::take(&mut *self.slots());
         taken.into_iter().flatten().for_each(Waker::wake);
@@ -60,7 +74,7 @@ impl Wake for Wakers {
 
 impl Vchan<'_, TokioEventChannel> {
     /// Waits for the port's next delivery on behalf of `side`: `Ready` once one was consumed
-    /// (the other side is woken too), `Pending` with `cx` registered.
+    /// (the other side is woken), `Pending` with `cx` registered.
     fn poll_event(&self, side: Side, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.wakers.slots()[side as usize] = Some(cx.waker().clone());
         let both = Waker::from(self.wakers.clone());
@@ -69,7 +83,7 @@ impl Vchan<'_, TokioEventChannel> {
             .poll_port(self.port, &mut Context::from_waker(&both))
         {
             Poll::Ready(result) => {
-                self.wakers.wake_all();
+                self.wakers.consumed_by(side);
                 Poll::Ready(result.map_err(Error::from))
             }
             Poll::Pending => Poll::Pending,
