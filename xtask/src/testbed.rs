@@ -1,14 +1,17 @@
 //! `cargo xtask testbed` and `cargo xtask demo`: thin wrappers over the `xen-testbed` runner.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use xen_testbed::qemu::Exit;
 use xen_testbed::release::{self, RELEASES};
 use xen_testbed::scenario::{Options, runs, select};
+use xen_testbed::user::DOM0_PROGRAM_TIMEOUT;
 use xen_testbed::{Testbed, run_scenarios};
 
 const USAGE: &str = "\
 usage: cargo xtask testbed [-v] [--list] [--self-test] [--release XEN] [SCENARIO[@XEN]...]
-       cargo xtask testbed [-v] run [--release XEN] --dom0 <static binary> [-- ARGS...]
+       cargo xtask testbed [-v] run [--release XEN] --dom0 <static binary> [--timeout SECONDS] [-- ARGS...]
        cargo xtask testbed run [--release XEN] --domu <kernel> [--type pv|pvh] [--memory MIB] [--timeout SECONDS]
 
 Boots Debian's Xen under QEMU for each scenario (all by default) and runs its payload. Each
@@ -23,11 +26,14 @@ scenario name selects it on each of its releases.
 `run` boots a Linux dom0 with Debian's toolstack up (xenstored, xenconsoled, xl) for the
 architecture of the binary or kernel, on Xen 4.17 unless `--release` says otherwise, and
 streams its output:
-  --dom0  runs the static Linux program in dom0; exits with its exit status
+  --dom0  runs the static Linux program in dom0; exits with its exit status, or 124 if it is
+          still running at the timeout (default 180 s, plus 120 s for booting; QEMU is stopped)
   --domu  creates the kernel as a domU with xl (an x86_64 ELF: PV by default, or PVH; an arm64
           Image) and streams its console until it is gone; exits 0 after a poweroff, 1 after a
           crash, 2 after another shutdown reason, 3 if it never ran, 124 after the timeout
-          (default 60 s; the domU is destroyed)";
+          (default 60 s; the domU is destroyed)
+Each run has its own log (printed at the end) and initramfs, so runs from one checkout can
+run at the same time.";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
     let (verbose, args) = match args {
@@ -94,21 +100,39 @@ fn run_user_code(testbed: &Testbed, args: &[String]) -> crate::Result {
     };
     let code = match args {
         [flag, binary, rest @ ..] if flag == "--dom0" => {
+            let (timeout, rest) = match rest {
+                [option, value, rest @ ..] if option == "--timeout" => (
+                    Duration::from_secs(value.parse().map_err(|e| format!("--timeout: {e}"))?),
+                    rest,
+                ),
+                rest => (DOM0_PROGRAM_TIMEOUT, rest),
+            };
             let program_args = match rest {
                 [] => &[][..],
                 [dashes, program_args @ ..] if dashes == "--" => program_args,
                 _ => return Err(format!("arguments for the program go after `--`\n{USAGE}")),
             };
             let (outcome, status) = testbed
-                .run_dom0_program(&PathBuf::from(binary), program_args, &mut print)
+                .run_dom0_program(&PathBuf::from(binary), program_args, timeout, &mut print)
                 .map_err(|e| e.to_string())?;
-            match status {
-                Some(status) => status,
-                None => {
+            let wall = outcome.run.wall.as_secs_f64();
+            let log = outcome.log_path.display();
+            match (status, outcome.run.exit) {
+                (Some(status), _) => {
+                    eprintln!("testbed: exit status {status} (QEMU {wall:.1} s; log {log})");
+                    status
+                }
+                (None, Exit::TimedOut(after)) => {
+                    eprintln!(
+                        "testbed: still running after {} s, QEMU stopped (log {log})",
+                        after.as_secs()
+                    );
+                    124
+                }
+                (None, _) => {
                     return Err(format!(
-                        "the program never finished: {:?} (log: {})",
-                        outcome.verdict.problems,
-                        outcome.log_path.display()
+                        "the program never finished: {:?} (log: {log})",
+                        outcome.verdict.problems
                     ));
                 }
             }
@@ -136,7 +160,7 @@ fn run_user_code(testbed: &Testbed, args: &[String]) -> crate::Result {
                     &PathBuf::from(kernel),
                     &xl_type,
                     memory,
-                    std::time::Duration::from_secs(timeout),
+                    Duration::from_secs(timeout),
                     &mut print,
                 )
                 .map_err(|e| e.to_string())?;

@@ -264,6 +264,11 @@ impl Testbed {
         self.target_dir.join("testbed/work")
     }
 
+    /// Where the initramfs of the dom0 run named `run_name` is written.
+    pub(crate) fn initramfs_path(&self, run_name: &str) -> PathBuf {
+        self.work_dir().join(format!("{run_name}.cpio"))
+    }
+
     /// A `cargo` command for the workspace and target directory.
     pub fn cargo(&self) -> Command {
         let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -370,7 +375,7 @@ impl Testbed {
         )?;
         let work = self.work_dir();
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-        let path = work.join(format!("{}.cpio", run.name));
+        let path = self.initramfs_path(&run.name);
         std::fs::write(&path, image).map_err(|e| Error::io(&path, e))?;
         let command = qemu::command(
             run.arch,

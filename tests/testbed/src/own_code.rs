@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::user::DomuEnd;
+use crate::user::{DOM0_PROGRAM_TIMEOUT, DomuEnd};
 use crate::verdict::{CaseResult, Verdict};
 use crate::{Arch, Error, Outcome, Result, Testbed, check_rust_target};
 
@@ -115,10 +115,14 @@ pub(crate) fn run(testbed: &Testbed, code: OwnCode, binary: &std::path::Path) ->
 /// Runs the built program as `cargo xtask testbed run --dom0 <binary> -- 7` does, and judges it.
 fn run_dom0_program(testbed: &Testbed, binary: &std::path::Path) -> Result<Outcome> {
     let mut printed = Vec::new();
-    let (mut outcome, status) =
-        testbed.run_dom0_program(binary, &[STATUS.to_string()], &mut |line| {
+    let (mut outcome, status) = testbed.run_dom0_program(
+        binary,
+        &[STATUS.to_string()],
+        DOM0_PROGRAM_TIMEOUT,
+        &mut |line| {
             printed.push(line.to_string());
-        })?;
+        },
+    )?;
     let greeting = printed.iter().find(|line| line.starts_with(GREETING));
     let checks = [
         (

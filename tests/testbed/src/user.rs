@@ -2,6 +2,7 @@
 //! kernel created as a domU, with Debian's toolstack up; the output is streamed while it runs.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use xen_testbed_protocol::exchange::{self, split_forwarded};
@@ -15,8 +16,21 @@ use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, elf};
 const EXIT_STATUS: &str = "exit-status";
 /// The domU's name in xl.
 pub const USER_DOMU: &str = "user-domu";
-/// QEMU's limit for a user run (the domU's own limit is `domu_timeout`).
+/// QEMU's limit for a user run is the user's limit plus this, for booting Xen, dom0 and the
+/// toolstack.
+const BOOT_ALLOWANCE: Duration = Duration::from_secs(120);
+/// The shortest QEMU limit of a user's domU run.
 const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a user's dom0 program may run unless told (`--timeout`).
+pub const DOM0_PROGRAM_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A name for one user run (its log and initramfs) that no other run uses at the same time,
+/// from this process or another one started from the same checkout.
+fn unique_run_name(kind: &str, arch: Arch) -> String {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    format!("{kind}-{arch}-{}-{run}", std::process::id())
+}
 
 /// How a user's domU ended, as `cargo xtask testbed run --domu` reports it in its exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +84,13 @@ fn is_system_line(line: &str) -> bool {
 impl Testbed {
     /// Boots the Linux dom0 of `binary`'s architecture (read from its ELF header) with the
     /// toolstack up and runs `binary args...` in it, handing each line it prints to `print` while it
-    /// runs. Returns the outcome and the program's exit status (`None`: it never finished).
+    /// runs. QEMU is stopped `timeout` plus two minutes (for the boot) after it started.
+    /// Returns the outcome and the program's exit status (`None`: it never finished).
     pub fn run_dom0_program(
         &self,
         binary: &Path,
         args: &[String],
+        timeout: Duration,
         print: &mut dyn FnMut(&str),
     ) -> Result<(Outcome, Option<i32>)> {
         let bytes = std::fs::read(binary).map_err(|e| Error::io(binary, e))?;
@@ -110,7 +126,7 @@ impl Testbed {
             "{command}; status=$?; echo \"XENTEST OUT {EXIT_STATUS} $status\"; exit $status"
         );
         let run = Dom0Run {
-            name: format!("run-{arch}"),
+            name: unique_run_name("run", arch),
             arch,
             binaries: vec![(name, binary.to_path_buf())],
             files: Vec::new(),
@@ -118,7 +134,7 @@ impl Testbed {
             commands: vec![command],
             expected_cases: Vec::new(),
             expected_dones: 0,
-            timeout: QEMU_TIMEOUT,
+            timeout: timeout + BOOT_ALLOWANCE,
             vcpus: 1,
             dom0_memory_mib: None,
             domus: Vec::new(),
@@ -159,7 +175,7 @@ impl Testbed {
         let arch = kernel_arch(kernel)?;
         let path = format!("/lib/xentest/{USER_DOMU}");
         let run = Dom0Run {
-            name: format!("run-domu-{arch}"),
+            name: unique_run_name("run-domu", arch),
             arch,
             binaries: Vec::new(),
             files: vec![(path.clone(), kernel.to_path_buf())],
@@ -171,7 +187,7 @@ impl Testbed {
             )],
             expected_cases: Vec::new(),
             expected_dones: 0,
-            timeout: QEMU_TIMEOUT.max(domu_timeout + Duration::from_secs(120)),
+            timeout: QEMU_TIMEOUT.max(domu_timeout + BOOT_ALLOWANCE),
             vcpus: 1,
             dom0_memory_mib: None,
             domus: Vec::new(),
@@ -197,12 +213,15 @@ impl Testbed {
         Ok((outcome, end))
     }
 
-    /// Builds the exit helper, boots `run` and streams its cleaned serial lines to `on_line`.
+    /// Builds the exit helper, boots `run` and streams its cleaned serial lines to `on_line`;
+    /// removes the run's initramfs afterwards (its name is used once).
     fn boot_streaming(&self, run: &Dom0Run, on_line: &mut dyn FnMut(&str)) -> Result<Outcome> {
         self.build_static(DOM0_TESTS, &[run.arch])?;
         let artifacts = self.fetch(run.arch)?;
         let job = self.dom0_job(&artifacts, run)?;
-        job.run_streaming(self, &mut |raw| on_line(&clean_line(raw)))
+        let outcome = job.run_streaming(self, &mut |raw| on_line(&clean_line(raw)));
+        let _ = std::fs::remove_file(self.initramfs_path(&run.name));
+        outcome
     }
 }
 
@@ -231,6 +250,14 @@ mod tests {
         assert!(is_system_line("[   12.345678] xen: something"));
         assert!(!is_system_line("hello [1] world"));
         assert!(!is_system_line("[not a time] user text"));
+    }
+
+    #[test]
+    fn concurrent_runs_get_their_own_names() {
+        let first = unique_run_name("run", Arch::X86_64);
+        let second = unique_run_name("run", Arch::X86_64);
+        assert_ne!(first, second);
+        assert!(first.contains(&std::process::id().to_string()), "{first}");
     }
 
     #[test]
