@@ -176,8 +176,16 @@ impl EvtchnDevice {
         Ok(port)
     }
 
-    /// Restricts this fd to domain `domid`: binding to other domains fails with
-    /// `EPERM` from then on (for a device-model or backend process). One way.
+    /// Restricts this fd to domain `domid` (for a device-model or backend
+    /// process), `IOCTL_EVTCHN_RESTRICT_DOMID`. One way: from then on Linux's
+    /// driver refuses, with `EACCES`, an interdomain bind to another domain, a
+    /// VIRQ bind and an unbound-port allocation; ports bound before keep working.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] with the driver's errno: `EACCES` if this fd is already
+    /// restricted, `EINVAL` if `domid` is domain 0 or a reserved id
+    /// (`DOMID_FIRST_RESERVED` and above).
     pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
         let mut arg = sys::RestrictDomid { domid: domid.raw() };
         self.ioctl(&sys::RESTRICT_DOMID, &mut arg).map(drop)
@@ -273,7 +281,15 @@ impl EvtchnDevice {
     }
 
     /// Waits until the fd is readable or in error (overflow), or `timeout_ms`
-    /// passes (`-1`: no limit).
+    /// passes (negative: no limit).
+    ///
+    /// `Ok(())` does not say which: it is also returned when the timeout
+    /// passed and when a signal interrupted the wait. The caller reads the
+    /// ports next, which finds none after a timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if `poll(2)` fails other than by `EINTR`.
     pub fn wait_readable(&self, timeout_ms: i32) -> Result<(), Error> {
         let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
