@@ -32,6 +32,9 @@ pub const PORTS: u32 = 16;
 const PENDING_WORD: usize = core::mem::offset_of!(xen_sys::shared_info, evtchn_pending) / 8;
 const MASK_WORD: usize = core::mem::offset_of!(xen_sys::shared_info, evtchn_mask) / 8;
 const UPCALL_PENDING: usize = core::mem::offset_of!(xen_sys::vcpu_info, evtchn_upcall_pending);
+/// Only x86's `vcpu_info` has an upcall mask (Arm's has `pad0` there: its guests mask the
+/// event interrupt in the GIC, which the mock does not model).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 const UPCALL_MASK: usize = core::mem::offset_of!(xen_sys::vcpu_info, evtchn_upcall_mask);
 const SEL_WORD: usize = (core::mem::offset_of!(xen_sys::shared_info, vcpu_info)
     + core::mem::offset_of!(xen_sys::vcpu_info, evtchn_pending_sel))
@@ -75,9 +78,12 @@ impl DomainPage {
         self.byte(UPCALL_PENDING)
     }
 
-    /// vCPU 0's `evtchn_upcall_mask`.
-    fn upcall_mask(&self) -> &AtomicU8 {
-        self.byte(UPCALL_MASK)
+    /// Whether vCPU 0's `evtchn_upcall_mask` is set (never, off x86).
+    fn upcall_masked(&self) -> bool {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        return self.byte(UPCALL_MASK).load(Ordering::SeqCst) != 0;
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        false
     }
 
     /// Byte `offset` of the page (inside its first word).
@@ -91,8 +97,7 @@ impl DomainPage {
     /// Xen's `local_events_need_delivery` for a PV vCPU 0: an upcall is
     /// pending and not masked (`SCHEDOP_poll` then returns at once).
     fn events_need_delivery(&self) -> bool {
-        self.upcall_pending().load(Ordering::SeqCst) != 0
-            && self.upcall_mask().load(Ordering::SeqCst) == 0
+        self.upcall_pending().load(Ordering::SeqCst) != 0 && !self.upcall_masked()
     }
 
     fn sel(&self) -> &AtomicU64 {

@@ -35,6 +35,19 @@ fn published_crates() -> Vec<&'static str> {
 /// The freestanding targets every `no_std` crate must build for.
 const NO_STD_TARGETS: &[&str] = &["x86_64-unknown-none", "aarch64-unknown-none"];
 
+/// The crates with a `mock` feature, linted with all their features and tests for
+/// [`MOCK_ARM_TARGET`] as well: a mock reads the ABI layout of the target it is built for.
+const MOCK_CRATES: &[&str] = &[
+    "xen-rust-hypercall",
+    "xen-rust-evtchn",
+    "xen-rust-store",
+    "xen-rust-ctrl",
+    "xen-rust",
+];
+
+/// The Arm target the mocks are linted for (the workspace's own target is x86_64).
+const MOCK_ARM_TARGET: &str = "aarch64-unknown-linux-gnu";
+
 /// The crates Miri runs: those whose tests need no inline assembly, device ioctls
 /// or subprocesses (the privcmd backend's pool takes heap pages under Miri).
 /// Not `xen-rust-bus` and `xen-rust-blk`: they forbid unsafe code, the shared-memory, ring and
@@ -122,7 +135,18 @@ fn clippy() -> crate::Result {
                 .args(deny),
         )?;
     }
-    Ok(())
+    run_command(
+        cargo()
+            .args([
+                "clippy",
+                "--target",
+                MOCK_ARM_TARGET,
+                "--all-targets",
+                "--all-features",
+            ])
+            .args(package_args(MOCK_CRATES))
+            .args(deny),
+    )
 }
 
 fn tests() -> crate::Result {
