@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use core::sync::atomic::Ordering::AcqRel;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use xen_hypercall::Port;
+use xen_hypercall::{Errno, Port};
 
 use crate::linux::{EvtchnDevice, READ_BATCH};
 use crate::sync::{AtomicBool, Mutex, MutexGuard, TryLockError};
@@ -84,7 +84,7 @@ impl<R: Readiness> Core<R> {
         let signal = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(
             |errno| Error::Os {
                 operation: "eventfd",
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             },
         )?;
         let signal = Arc::new(signal);
@@ -158,7 +158,7 @@ impl<R: Readiness> Core<R> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(errno) => Err(Error::Os {
                 operation: "poll",
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             }),
         }
     }

@@ -1,6 +1,6 @@
 //! The one error type of every event-channel backend.
 
-use xen_hypercall::{ErrorKind, Port};
+use xen_hypercall::{Errno, ErrorKind, Port};
 
 /// Why an event-channel operation failed. [`Error::kind`] gives the broad category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -10,12 +10,12 @@ pub enum Error {
     #[error(transparent)]
     Hypercall(#[from] xen_hypercall::Error),
     /// A system call on the event-channel device failed with this `errno`.
-    #[error("{operation} on the event-channel device failed: {}", xen_hypercall::Errno::from_raw(*.errno))]
+    #[error("{operation} on the event-channel device failed: {errno}")]
     Os {
         /// What was being done, e.g. `"IOCTL_EVTCHN_NOTIFY"`.
         operation: &'static str,
-        /// The OS's `errno` value.
-        errno: i32,
+        /// The OS's `errno`.
+        errno: Errno,
     },
     /// The event-channel device is missing: not on Xen, or the module is not loaded.
     #[error("{device} is missing: load the xen-evtchn kernel module (`modprobe xen-evtchn`)")]
@@ -53,7 +53,7 @@ impl Error {
     pub const fn kind(&self) -> ErrorKind {
         match self {
             Self::Hypercall(e) => e.kind(),
-            Self::Os { errno, .. } => os_kind(*errno),
+            Self::Os { errno, .. } => errno.kind(),
             Self::DeviceMissing { .. } => ErrorKind::NotOnXen,
             Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Self::PortOutOfRange(_) | Self::NotBound(_) | Self::NothingToWaitFor => {
@@ -65,7 +65,7 @@ impl Error {
     }
 
     /// The OS `errno`, for a failed system call.
-    pub const fn os_errno(&self) -> Option<i32> {
+    pub const fn os_errno(&self) -> Option<Errno> {
         match self {
             Self::Os { errno, .. } => Some(*errno),
             _ => None,
@@ -81,26 +81,9 @@ impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Hypercall(e) => e.into(),
-            Error::Os { errno, .. } => Self::from_raw_os_error(errno),
+            Error::Os { errno, .. } => Self::from_raw_os_error(errno.raw()),
             e => Self::new(e.kind().into(), e),
         }
-    }
-}
-
-/// Linux's errno values the event-channel driver returns (asm-generic/errno*.h,
-/// the same numbers as Xen's `public/errno.h`), by category.
-const fn os_kind(errno: i32) -> ErrorKind {
-    match errno {
-        1 | 13 => ErrorKind::PermissionDenied,       // EPERM, EACCES
-        2 | 3 | 6 | 19 | 107 => ErrorKind::NotFound, // ENOENT, ESRCH, ENXIO, ENODEV, ENOTCONN
-        9 | 14 | 22 | 27 => ErrorKind::InvalidInput, // EBADF, EFAULT, EINVAL, EFBIG
-        25 | 38 | 95 => ErrorKind::Unsupported,      // ENOTTY, ENOSYS, EOPNOTSUPP
-        12 | 23 | 24 | 28 => ErrorKind::OutOfMemory, // ENOMEM, ENFILE, EMFILE, ENOSPC
-        11 => ErrorKind::WouldBlock,                 // EAGAIN
-        16 => ErrorKind::Busy,                       // EBUSY
-        17 => ErrorKind::AlreadyExists,              // EEXIST
-        4 => ErrorKind::Interrupted,                 // EINTR
-        _ => ErrorKind::Other,
     }
 }
 
@@ -113,7 +96,7 @@ mod tests {
     fn os_errors_print_the_errno_name() {
         let e = Error::Os {
             operation: "IOCTL_EVTCHN_RESTRICT_DOMID",
-            errno: 13,
+            errno: Errno::EACCES,
         };
         assert_eq!(
             e.to_string(),
@@ -126,7 +109,7 @@ mod tests {
     fn io_errors_keep_the_errno() {
         let os = Error::Os {
             operation: "poll",
-            errno: 4,
+            errno: Errno::EINTR,
         };
         assert_eq!(std::io::Error::from(os).raw_os_error(), Some(4));
         let xen = Error::Hypercall(xen_hypercall::Errno::ESRCH.into());

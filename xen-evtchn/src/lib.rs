@@ -32,4 +32,4 @@ pub use channel::{AsyncEventChannel, EventChannel, Events, WaitPort, WaiterTicke
 pub use error::Error;
 pub use freestanding::{RawEventChannel, SharedInfo};
 pub use port::BoundPort;
-pub use xen_hypercall::{DomId, ErrorKind, Port, Virq};
+pub use xen_hypercall::{DomId, Errno, ErrorKind, Port, Virq};

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use xen_hypercall::{DomId, Port, Virq};
+use xen_hypercall::{DomId, Errno, Port, Virq};
 
 use crate::demux::{Core, Readiness};
 use crate::linux::EvtchnDevice;
@@ -71,7 +71,7 @@ impl Readiness for FdReadiness {
         self.wait = None;
         Poll::Ready(result.map_err(|e| Error::Os {
             operation: "waiting for the fd",
-            errno: e.raw_os_error().unwrap_or(0),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
         }))
     }
 }
@@ -102,7 +102,7 @@ impl TokioEventChannel {
                 match error.raw_os_error() {
                     Some(errno) => Error::Os {
                         operation: "registering with tokio",
-                        errno,
+                        errno: Errno::from_raw(errno),
                     },
                     None => Error::Unsupported("AsyncFd needs a tokio runtime with IO enabled"),
                 }

@@ -1,7 +1,7 @@
 //! The errors of this crate.
 
-use xen_hypercall::DomId;
 use xen_hypercall::grant_table::{GrantRef, GrantStatus};
+use xen_hypercall::{DomId, Errno};
 
 /// Why a grant operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,26 +45,26 @@ pub enum Error {
     /// A Linux device call failed.
     #[cfg(feature = "linux")]
     #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
-    #[error("{operation} failed: {}", xen_hypercall::Errno::from_raw(*.errno as i32))]
+    #[error("{operation} failed: {errno}")]
     Os {
         /// What was being done, e.g. `"open /dev/xen/gntdev"`.
         operation: &'static str,
         /// The OS error.
-        errno: nix::errno::Errno,
+        errno: Errno,
     },
     /// Xen refused to map a grant (gntdev reports it when the pages are
     /// mapped into the process): a wrong, revoked or read-only reference, or
     /// a domain that did not grant it to this one.
     #[cfg(feature = "linux")]
     #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
-    #[error("mapping {gref} of domain {domid} failed: {}", xen_hypercall::Errno::from_raw(*.errno as i32))]
+    #[error("mapping {gref} of domain {domid} failed: {errno}")]
     MapRefused {
         /// The granting domain.
         domid: DomId,
         /// The first reference of the mapping.
         gref: GrantRef,
         /// What gntdev's mmap returned.
-        errno: nix::errno::Errno,
+        errno: Errno,
     },
 }
 
@@ -78,11 +78,17 @@ impl From<Error> for std::io::Error {
             Error::Xen(e) => e.into(),
             #[cfg(feature = "linux")]
             Error::Os { errno, .. } | Error::MapRefused { errno, .. } => {
-                Self::from_raw_os_error(errno as i32)
+                Self::from_raw_os_error(errno.raw())
             }
             e => Self::new(e.kind().into(), e),
         }
     }
+}
+
+/// A Linux errno as this crate's errors hold it (the numbers are Xen's, see [`Errno`]).
+#[cfg(feature = "linux")]
+pub(crate) fn os_errno(errno: nix::errno::Errno) -> Errno {
+    Errno::from_raw(errno as i32)
 }
 
 impl Error {
@@ -99,7 +105,7 @@ impl Error {
             Self::StillInUse(_) => ErrorKind::Busy,
             Self::Copy { status, .. } => status.kind(),
             #[cfg(feature = "linux")]
-            Self::Os { .. } => ErrorKind::Other,
+            Self::Os { errno, .. } => errno.kind(),
             #[cfg(feature = "linux")]
             Self::MapRefused { .. } => ErrorKind::PermissionDenied,
         }
@@ -115,7 +121,7 @@ mod tests {
     fn os_errors_print_the_errno_name_and_keep_it_in_io() {
         let e = Error::Os {
             operation: "IOCTL_GNTALLOC_ALLOC_GREF",
-            errno: nix::errno::Errno::ENOSPC,
+            errno: Errno::ENOSPC,
         };
         assert_eq!(
             e.to_string(),

@@ -17,7 +17,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use nix::errno::Errno as OsErrno;
-use xen_hypercall::{Error, HypercallData, XenConstBuffer, XenMutBuffer};
+use xen_hypercall::{Errno, Error, HypercallData, XenConstBuffer, XenMutBuffer};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::sys::{self, BufferSource};
@@ -101,7 +101,7 @@ impl Pool {
     pub(crate) fn new(hypercall_dev: Option<OwnedFd>) -> Result<Self, Error> {
         sys::watch_forks().map_err(|errno| Error::Os {
             operation: "pthread_atfork",
-            errno: errno as i32,
+            errno: Errno::from_raw(errno as i32),
         })?;
         Ok(Self {
             hypercall_dev,
@@ -201,7 +201,7 @@ impl Pool {
                 OsErrno::ENOMEM | OsErrno::EAGAIN => Error::OutOfMemory { bytes },
                 errno => Error::Os {
                     operation: "mmap of locked anonymous memory",
-                    errno: errno as i32,
+                    errno: Errno::from_raw(errno as i32),
                 },
             });
         }
@@ -221,7 +221,7 @@ impl Pool {
             OsErrno::ENOMEM | OsErrno::EINVAL => Error::OutOfMemory { bytes },
             errno => Error::Os {
                 operation: "mmap of /dev/xen/hypercall",
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             },
         })
     }

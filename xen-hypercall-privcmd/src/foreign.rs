@@ -76,7 +76,7 @@ impl ForeignMapping {
             .ok_or(Error::Xen(Errno::EINVAL))?;
         let base = sys::map_privcmd(privcmd.as_fd(), len).map_err(|errno| Error::Os {
             operation: "mmap of /dev/xen/privcmd",
-            errno: errno as i32,
+            errno: Errno::from_raw(errno as i32),
         })?;
         Ok(Self {
             base,
@@ -334,7 +334,7 @@ impl Privcmd {
             }
             _ => Error::Os {
                 operation,
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             },
         }
     }

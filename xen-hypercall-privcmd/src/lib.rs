@@ -124,7 +124,7 @@ fn open_error(errno: OsErrno, device: &'static str, root: &Path) -> Error {
         OsErrno::EACCES | OsErrno::EPERM => Error::PermissionDenied { device },
         errno => Error::Os {
             operation: "open of /dev/xen/privcmd",
-            errno: errno as i32,
+            errno: Errno::from_raw(errno as i32),
         },
     }
 }
@@ -142,7 +142,7 @@ fn hypercall_device_error(errno: OsErrno) -> Error {
         },
         errno => Error::Os {
             operation: "open of /dev/xen/hypercall",
-            errno: errno as i32,
+            errno: Errno::from_raw(errno as i32),
         },
     }
 }
@@ -172,7 +172,7 @@ fn hypercall_error(errno: OsErrno, restricted: u32) -> Error {
         _ if xen.name().is_some() => Error::Xen(xen),
         _ => Error::Os {
             operation: "IOCTL_PRIVCMD_HYPERCALL",
-            errno: errno as i32,
+            errno: Errno::from_raw(errno as i32),
         },
     }
 }
@@ -207,7 +207,7 @@ impl Privcmd {
         unsafe { sys::privcmd_restrict(self.fd.as_raw_fd(), &domid) }.map_err(|errno| {
             Error::Os {
                 operation: "IOCTL_PRIVCMD_RESTRICT",
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             }
         })?;
         self.restricted.store(u32::from(domid), Ordering::Relaxed);

@@ -250,7 +250,7 @@ fn a_refusing_device_gives_an_error_not_other_memory() {
         err,
         Error::Os {
             operation: "mmap of /dev/xen/hypercall",
-            errno: OsErrno::EACCES as i32
+            errno: Errno::EACCES
         }
     );
     // One refused mmap, nothing cached to trim, so no second attempt.
@@ -325,7 +325,7 @@ fn errnos_xen_does_not_have_are_os_errors() {
             hypercall_error(errno, UNRESTRICTED),
             Error::Os {
                 operation: "IOCTL_PRIVCMD_HYPERCALL",
-                errno: errno as i32
+                errno: Errno::from_raw(errno as i32)
             }
         );
     }

@@ -111,13 +111,22 @@ impl Errno {
         self.0
     }
 
-    /// The broad category of this code.
+    /// The broad category of this code, Xen's or the OS's (where Linux's devices return codes
+    /// Xen's header lacks, they are placed too: `ENOTTY`, `EFBIG`).
     pub const fn kind(self) -> ErrorKind {
+        /// Linux's `ENOTTY`: the ioctl is unknown to this kernel.
+        const ENOTTY: Errno = Errno(25);
+        /// Linux's `EFBIG`: e.g. the event-channel device's ring overflowed.
+        const EFBIG: Errno = Errno(27);
         match self {
             Self::EPERM | Self::EACCES => ErrorKind::PermissionDenied,
-            Self::ENOENT | Self::ESRCH | Self::ENXIO | Self::ENODEV | Self::ENODATA => {
-                ErrorKind::NotFound
-            }
+            // ENOTCONN: e.g. a port not bound through the event-channel device.
+            Self::ENOENT
+            | Self::ESRCH
+            | Self::ENXIO
+            | Self::ENODEV
+            | Self::ENODATA
+            | Self::ENOTCONN => ErrorKind::NotFound,
             Self::EINVAL
             | Self::EBADF
             | Self::E2BIG
@@ -127,8 +136,9 @@ impl Errno {
             | Self::ENAMETOOLONG
             | Self::EOVERFLOW
             | Self::EMSGSIZE
-            | Self::EILSEQ => ErrorKind::InvalidInput,
-            Self::ENOSYS | Self::EOPNOTSUPP => ErrorKind::Unsupported,
+            | Self::EILSEQ
+            | EFBIG => ErrorKind::InvalidInput,
+            Self::ENOSYS | Self::EOPNOTSUPP | ENOTTY => ErrorKind::Unsupported,
             Self::ENOMEM | Self::ENOSPC | Self::ENOBUFS | Self::ENFILE | Self::EMFILE => {
                 ErrorKind::OutOfMemory
             }
@@ -232,12 +242,12 @@ pub enum Error {
         domid: u16,
     },
     /// An operating-system call failed with this `errno`.
-    #[error("{operation} failed: {}", Errno::from_raw(*.errno))]
+    #[error("{operation} failed: {errno}")]
     Os {
         /// What was being done, e.g. `"mmap of /dev/xen/hypercall"`.
         operation: &'static str,
-        /// The OS's `errno` value.
-        errno: i32,
+        /// The OS's `errno` (Linux's numbers are Xen's, see [`Errno`]).
+        errno: Errno,
     },
     /// Memory that Xen may access could not be obtained.
     #[error("could not allocate a {bytes}-byte hypercall buffer")]
@@ -261,7 +271,7 @@ impl Error {
             Self::Grant(status) => status.kind(),
             Self::NotOnXen(_) | Self::DriverNotLoaded { .. } => ErrorKind::NotOnXen,
             Self::PermissionDenied { .. } | Self::Restricted { .. } => ErrorKind::PermissionDenied,
-            Self::Os { .. } => ErrorKind::Other,
+            Self::Os { errno, .. } => errno.kind(),
             Self::OutOfMemory { .. } => ErrorKind::OutOfMemory,
             Self::InvalidInput(_) => ErrorKind::InvalidInput,
             Self::Unsupported(_) => ErrorKind::Unsupported,
@@ -305,7 +315,7 @@ impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Xen(errno) => Self::from_raw_os_error(errno.raw()),
-            Error::Os { errno, .. } => Self::from_raw_os_error(errno),
+            Error::Os { errno, .. } => Self::from_raw_os_error(errno.raw()),
             e => Self::new(e.kind().into(), e),
         }
     }
@@ -340,12 +350,25 @@ mod tests {
         assert_eq!(Errno::from_raw(4000).to_string(), "error code 4000");
         let os = Error::Os {
             operation: "IOCTL_PRIVCMD_HYPERCALL",
-            errno: 13,
+            errno: Errno::EACCES,
         };
         assert_eq!(
             os.to_string(),
             "IOCTL_PRIVCMD_HYPERCALL failed: permission denied (EACCES)"
         );
+    }
+
+    #[test]
+    fn os_errors_have_their_errnos_kind() {
+        let os = |errno| Error::Os {
+            operation: "ioctl",
+            errno: Errno::from_raw(errno),
+        };
+        assert_eq!(os(13).kind(), ErrorKind::PermissionDenied);
+        assert_eq!(os(107).kind(), ErrorKind::NotFound); // ENOTCONN
+        assert_eq!(os(25).kind(), ErrorKind::Unsupported); // ENOTTY
+        assert_eq!(os(27).kind(), ErrorKind::InvalidInput); // EFBIG
+        assert_eq!(os(4000).kind(), ErrorKind::Other);
     }
 
     #[cfg(feature = "std")]
@@ -355,7 +378,7 @@ mod tests {
         assert_eq!(io.raw_os_error(), Some(28));
         let os = Error::Os {
             operation: "mmap",
-            errno: 12,
+            errno: Errno::ENOMEM,
         };
         assert_eq!(std::io::Error::from(os).raw_os_error(), Some(12));
         let io = std::io::Error::from(Error::InvalidInput("bad"));

@@ -320,7 +320,9 @@ fn bad_input(_: &Privcmd) -> Result<(), String> {
     let (a, _b) = pair(&other)?;
     // A port of another fd: the driver's ENOTCONN.
     match dev.notify(a.port()) {
-        Err(e) if e.os_errno() == Some(107) && e.kind() == ErrorKind::NotFound => {}
+        Err(e)
+            if e.os_errno() == Some(xen_evtchn::Errno::ENOTCONN)
+                && e.kind() == ErrorKind::NotFound => {}
         r => return Err(format!("notify of a foreign port: {r:?}")),
     }
     // A port beyond every ABI: refused before the driver (which says ENOTCONN).
@@ -615,7 +617,7 @@ fn tokio_error_only_wake(_: &Privcmd) -> Result<(), String> {
             "poll",
             nix::poll::poll(&mut fds, PollTimeout::ZERO).map_err(|errno| Error::Os {
                 operation: "poll",
-                errno: errno as i32,
+                errno: xen_evtchn::Errno::from_raw(errno as i32),
             }),
         )?;
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());

@@ -13,7 +13,7 @@ use std::vec::Vec;
 use nix::errno::Errno as OsErrno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use xen_hypercall::{DomId, Port, Virq};
+use xen_hypercall::{DomId, Errno, Port, Virq};
 use zerocopy::IntoBytes;
 
 use self::sys::Ioctl;
@@ -95,7 +95,7 @@ impl EvtchnDevice {
                 libc::EACCES | libc::EPERM => Error::PermissionDenied { device: path },
                 errno => Error::Os {
                     operation: "open",
-                    errno,
+                    errno: Errno::from_raw(errno),
                 },
             })?;
         Ok(Self {
@@ -155,11 +155,11 @@ impl EvtchnDevice {
     fn ioctl<T: 'static>(&self, ioctl: &Ioctl<T>, arg: &mut T) -> Result<u32, Error> {
         let ret = self.sys_ioctl(ioctl, arg).map_err(|errno| Error::Os {
             operation: ioctl.name,
-            errno: errno as i32,
+            errno: Errno::from_raw(errno as i32),
         })?;
         u32::try_from(ret).map_err(|_| Error::Os {
             operation: ioctl.name,
-            errno: libc::ERANGE,
+            errno: Errno::ERANGE,
         })
     }
 
@@ -207,9 +207,13 @@ impl EvtchnDevice {
                 state.bound.insert(port);
                 Ok(port)
             }
-            Err(Error::Os { errno, .. }) if errno == libc::ENOSYS || errno == libc::ENOTTY => Err(
-                Error::Unsupported("IOCTL_EVTCHN_BIND_STATIC (this kernel predates it)"),
-            ),
+            Err(Error::Os { errno, .. })
+                if errno == Errno::ENOSYS || errno.raw() == libc::ENOTTY =>
+            {
+                Err(Error::Unsupported(
+                    "IOCTL_EVTCHN_BIND_STATIC (this kernel predates it)",
+                ))
+            }
             Err(e) => Err(e),
         }
     }
@@ -231,7 +235,7 @@ impl EvtchnDevice {
         for chunk in ports.chunks(READ_BATCH) {
             self.sys_write(chunk).map_err(|errno| Error::Os {
                 operation: "write (unmask)",
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             })?;
         }
         Ok(())
@@ -275,7 +279,7 @@ impl EvtchnDevice {
             }
             Err(errno) => Err(Error::Os {
                 operation: "read",
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             }),
         }
     }
@@ -297,7 +301,7 @@ impl EvtchnDevice {
             Ok(_) | Err(OsErrno::EINTR) => Ok(()),
             Err(errno) => Err(Error::Os {
                 operation: "poll",
-                errno: errno as i32,
+                errno: Errno::from_raw(errno as i32),
             }),
         }
     }

@@ -7,6 +7,7 @@ use xen_shared::SharedMem;
 
 use super::sys;
 use super::{Leaks, Pages, UnmapNotify, open_device, set_unmap_notify};
+use crate::error::os_errno;
 use crate::{Error, GrantRef};
 
 /// The gntalloc device path.
@@ -81,7 +82,7 @@ impl Gntalloc {
         if count > DEFAULT_LIMIT && count > limit() {
             return Err(Error::Os {
                 operation: "IOCTL_GNTALLOC_ALLOC_GREF",
-                errno: nix::errno::Errno::ENOSPC,
+                errno: xen_hypercall::Errno::ENOSPC,
             });
         }
         let count32 = u32::try_from(count).map_err(|_| Error::InvalidInput("too many pages"))?;
@@ -116,7 +117,7 @@ impl Gntalloc {
         }
         .map_err(|errno| Error::Os {
             operation: "IOCTL_GNTALLOC_ALLOC_GREF",
-            errno,
+            errno: os_errno(errno),
         })?;
         let index = arg[1];
         let grefs = (0..count)
@@ -133,7 +134,7 @@ impl Gntalloc {
             self.leaks.count(self.dealloc(index, count32));
             Error::Os {
                 operation: "mmap of /dev/xen/gntalloc",
-                errno,
+                errno: os_errno(errno),
             }
         })?;
         Ok(Share {
@@ -155,7 +156,7 @@ impl Gntalloc {
             .map(drop)
             .map_err(|errno| Error::Os {
                 operation: "IOCTL_GNTALLOC_DEALLOC_GREF",
-                errno,
+                errno: os_errno(errno),
             })
     }
 }
@@ -238,7 +239,7 @@ mod tests {
             refused,
             Error::Os {
                 operation: "IOCTL_GNTALLOC_ALLOC_GREF",
-                errno: nix::errno::Errno::ENOSPC,
+                errno: xen_hypercall::Errno::ENOSPC,
             }
         );
     }

@@ -8,6 +8,7 @@ use xen_shared::{ReadOnlyMem, SharedMem};
 
 use super::sys::{self, GrantRefArg};
 use super::{Leaks, Pages, UnmapNotify, open_device, set_unmap_notify};
+use crate::error::os_errno;
 use crate::{Error, GrantRef, GrantStatus, PAGE_SIZE};
 
 /// The gntdev device path.
@@ -92,7 +93,7 @@ impl Gntdev {
         }
         .map_err(|errno| Error::Os {
             operation: "IOCTL_GNTDEV_MAP_GRANT_REF",
-            errno,
+            errno: os_errno(errno),
         })?;
         let index = u64::from(arg[1].domid) | u64::from(arg[1].gref) << 32;
         match Pages::map(&self.fd, index, grefs.len(), !readonly) {
@@ -107,7 +108,7 @@ impl Gntdev {
                 Err(Error::MapRefused {
                     domid,
                     gref: first,
-                    errno,
+                    errno: os_errno(errno),
                 })
             }
         }
@@ -128,7 +129,7 @@ impl Gntdev {
             .map(drop)
             .map_err(|errno| Error::Os {
                 operation: "IOCTL_GNTDEV_UNMAP_GRANT_REF",
-                errno,
+                errno: os_errno(errno),
             })
     }
 
@@ -143,7 +144,7 @@ impl Gntdev {
             Ok(_) | Err(nix::errno::Errno::ENOTTY) => Ok(()),
             Err(errno) => Err(Error::Os {
                 operation: "IOCTL_GNTDEV_SET_MAX_GRANTS",
-                errno,
+                errno: os_errno(errno),
             }),
         }
     }
@@ -179,7 +180,7 @@ impl Gntdev {
         unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTDEV_GRANT_COPY, &mut arg) }.map_err(
             |errno| Error::Os {
                 operation: "IOCTL_GNTDEV_GRANT_COPY",
-                errno,
+                errno: os_errno(errno),
             },
         )?;
         match raw.iter().position(|s| s.status != 0) {
@@ -308,7 +309,7 @@ impl Mapping<'_> {
         }
         .map_err(|errno| Error::Os {
             operation: "IOCTL_GNTDEV_GET_OFFSET_FOR_VADDR",
-            errno,
+            errno: os_errno(errno),
         })?;
         Ok((arg.offset, arg.count))
     }

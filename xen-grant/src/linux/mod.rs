@@ -26,6 +26,7 @@ pub use self::gntalloc::{GNTALLOC_DEVICE, Gntalloc, Share};
 pub use self::gntdev::{
     CopyBatch, CopyDest, CopySegment, CopySource, GNTDEV_DEVICE, Gntdev, Mapping,
 };
+use crate::error::os_errno;
 use crate::{Error, PAGE_SIZE};
 
 /// Opens a Xen device read-write and close-on-exec.
@@ -38,7 +39,7 @@ fn open_device(path: &'static str) -> Result<OwnedFd, Error> {
         .map(OwnedFd::from)
         .map_err(|e| Error::Os {
             operation: path,
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            errno: xen_hypercall::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })
 }
 
@@ -104,7 +105,7 @@ fn set_unmap_notify(
         .map(drop)
         .map_err(|errno| Error::Os {
             operation: "SET_UNMAP_NOTIFY",
-            errno,
+            errno: os_errno(errno),
         })
 }
 
