@@ -41,6 +41,10 @@ pub struct ConsoleRing<M, C> {
 impl<M: RingMemory + Clone, C> ConsoleRing<M, C> {
     /// The console in `mem` (the 3088-byte layout before Xen 4.21), signalled through
     /// `channel`.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if `mem` is too small for the console layout (or misaligned).
     pub fn new(mem: M, channel: C) -> Result<Self, LayoutError> {
         Ok(Self {
             out: Producer::new(mem.clone(), RingLayout::CONSOLE_OUT)?,
@@ -136,6 +140,12 @@ fn polled<C: AsyncWait>(
 impl<M: RingMemory, C: Notify + Wait> ConsoleRing<M, C> {
     /// Writes at least one byte of a non-empty `buf`, waiting while the ring is full; returns
     /// how many were written (a partial write under backpressure).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// channel's wait or notify fails, [`Error::TimedOut`] when the channel's deadline passes
+    /// while waiting.
     pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error<C::Error>> {
         loop {
             let n = self.try_write(buf)?;
@@ -147,6 +157,12 @@ impl<M: RingMemory, C: Notify + Wait> ConsoleRing<M, C> {
     }
 
     /// Writes all of `buf`, waiting for room as needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// channel's wait or notify fails, [`Error::TimedOut`] when the channel's deadline passes
+    /// while waiting.
     pub fn write_all(&mut self, mut buf: &[u8]) -> Result<(), Error<C::Error>> {
         while !buf.is_empty() {
             let n = self.write(buf)?;
@@ -169,6 +185,12 @@ impl<M: RingMemory, C: Notify + Wait> ConsoleRing<M, C> {
     }
 
     /// Reads at least one byte into a non-empty `buf`, waiting for input.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// channel's wait or notify fails, [`Error::TimedOut`] when the channel's deadline passes
+    /// while waiting.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error<C::Error>> {
         loop {
             let n = self.try_read(buf)?;

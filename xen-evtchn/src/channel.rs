@@ -24,22 +24,58 @@ use crate::{BoundPort, Error};
 /// bound port is reported once). A notification is never lost.
 pub trait EventChannel {
     /// Allocates a port that domain `remote` may bind to.
+    ///
+    /// # Errors
+    ///
+    /// Xen's `EVTCHNOP_alloc_unbound` code as [`Error::Hypercall`] or, through
+    /// Linux's device, [`Error::Os`]: `ESRCH` for no domain `remote`, `ENOSPC`
+    /// when no port is free; `EACCES` from a restricted Linux fd.
     #[doc(alias("xenevtchn_bind_unbound_port", "EVTCHNOP_alloc_unbound"))]
     fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, Error>;
     /// Connects a new local port to `remote_port`, an unbound port of `remote`
     /// that allows this domain. The new port starts pending.
+    ///
+    /// # Errors
+    ///
+    /// Xen's `EVTCHNOP_bind_interdomain` code as [`Error::Hypercall`] or
+    /// [`Error::Os`]: `EINVAL` when `remote_port` is not an unbound port of
+    /// `remote` offered to this domain, `ESRCH` for no domain `remote`; `EACCES`
+    /// from a Linux fd restricted to another domain.
     #[doc(alias("xenevtchn_bind_interdomain", "EVTCHNOP_bind_interdomain"))]
     fn bind_interdomain_raw(&self, remote: DomId, remote_port: Port) -> Result<Port, Error>;
     /// Binds a new port to the virtual interrupt `virq` (on vCPU 0).
+    ///
+    /// # Errors
+    ///
+    /// Xen's `EVTCHNOP_bind_virq` code as [`Error::Hypercall`] or [`Error::Os`]:
+    /// `EINVAL` for an unknown `virq`, `EEXIST` when it is already bound on
+    /// vCPU 0; `EACCES` from a restricted Linux fd.
     #[doc(alias("xenevtchn_bind_virq", "EVTCHNOP_bind_virq"))]
     fn bind_virq_raw(&self, virq: Virq) -> Result<Port, Error>;
     /// Unbinds (closes) `port`, which this handle bound.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PortOutOfRange`] or [`Error::NotBound`] for a port this handle
+    /// did not bind (or already unbound); the device's or Xen's
+    /// `EVTCHNOP_close` error otherwise, the port then still bound here.
     #[doc(alias("xenevtchn_unbind", "EVTCHNOP_close"))]
     fn unbind_raw(&self, port: Port) -> Result<(), Error>;
     /// Signals the other end of `port`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PortOutOfRange`] for a port beyond the ABI; a port this handle
+    /// did not bind: [`Error::NotBound`] (freestanding) or [`Error::Os`] with
+    /// `ENOTCONN` (Linux's driver); Xen's `EVTCHNOP_send` code otherwise.
     #[doc(alias("xenevtchn_notify", "EVTCHNOP_send"))]
     fn notify(&self, port: Port) -> Result<(), Error>;
     /// Re-arms `port` after [`take_pending`](Self::take_pending) reported it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PortOutOfRange`] or [`Error::NotBound`] for a port this handle
+    /// did not bind; the device's or Xen's error for the unmask itself.
     #[doc(alias("xenevtchn_unmask", "EVTCHNOP_unmask"))]
     fn unmask(&self, port: Port) -> Result<(), Error>;
     /// Re-arms several ports, in as few calls as the backend allows.
@@ -66,6 +102,10 @@ pub trait EventChannel {
         Ok(BoundPort::from_raw(self, port))
     }
     /// Connects to `remote_port` of domain `remote`; unbound on drop.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind_interdomain_raw`](Self::bind_interdomain_raw).
     #[doc(alias("xenevtchn_bind_interdomain", "EVTCHNOP_bind_interdomain"))]
     fn bind_interdomain(
         &self,
@@ -76,6 +116,10 @@ pub trait EventChannel {
         Ok(BoundPort::from_raw(self, port))
     }
     /// Binds to the virtual interrupt `virq`; unbound on drop.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind_virq_raw`](Self::bind_virq_raw).
     #[doc(alias("xenevtchn_bind_virq", "EVTCHNOP_bind_virq"))]
     fn bind_virq(&self, virq: Virq) -> Result<BoundPort<&Self>, Error> {
         let port = self.bind_virq_raw(virq)?;

@@ -49,11 +49,19 @@ where
     }
 
     /// Signals the other end.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventChannel::notify`].
     pub fn notify(&self) -> Result<(), Error> {
         self.channel().notify(self.port)
     }
 
     /// Re-arms the port after [`EventChannel::take_pending`] reported it.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventChannel::unmask`].
     pub fn unmask(&self) -> Result<(), Error> {
         self.channel().unmask(self.port)
     }
@@ -67,6 +75,10 @@ where
     }
 
     /// Unbinds the port, returning the error dropping would ignore.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventChannel::unbind_raw`]; the port then stays bound to the channel.
     pub fn close(mut self) -> Result<(), Error> {
         self.owned = false;
         self.channel.unbind_raw(self.port)

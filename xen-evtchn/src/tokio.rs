@@ -78,11 +78,21 @@ impl Readiness for FdReadiness {
 
 impl TokioEventChannel {
     /// Opens `/dev/xen/evtchn` and registers it with the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`EvtchnDevice::open`] and [`new`](Self::new).
     pub fn open() -> Result<Self, Error> {
         Self::new(EvtchnDevice::open()?)
     }
 
     /// Wraps an open device; registers it for readable and error readiness.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] outside a tokio runtime or in one without IO
+    /// enabled; [`Error::Os`] if the runtime cannot register the fd or the
+    /// waiters' eventfd cannot be made.
     pub fn new(device: EvtchnDevice) -> Result<Self, Error> {
         // `register_with_interest` panics outside a runtime: refuse first.
         if tokio::runtime::Handle::try_current().is_err() {

@@ -16,3 +16,5 @@ pub use table::{
     StillInUse,
 };
 pub use xen_hypercall::grant_table::{GrantRef, GrantStatus};
+/// The domain id and errno types of the hypercall layer, which this crate's API uses.
+pub use xen_hypercall::{DomId, Errno};

@@ -90,7 +90,9 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
     /// domain asks Xen (an unbound event channel port for itself, its status,
     /// its close): three more hypercalls per map.
     ///
-    /// Xen refuses, as [`Error::Xen`] holding `Error::Grant(status)`, a
+    /// # Errors
+    ///
+    /// [`Error::BadDomain`] and [`Error::OwnDomain`] as above. Xen refuses, as [`Error::Xen`] holding `Error::Grant(status)`, a
     /// reference past the granter's table (`GNTST_bad_gntref`), an entry that
     /// does not grant this domain access, or writable access to a read-only
     /// grant (`GNTST_general_error`), a domain that does not exist

@@ -223,9 +223,13 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
     /// `gnttab_grant_foreign_access`: the frame and domain are written first,
     /// then the flags, with release ordering.
     ///
-    /// Fails, giving the page back, when no reference is free, when `domid`
-    /// is not a domain (`DOMID_SELF` and the other reserved ids never match a
-    /// mapper), or when the frame does not fit a version-1 entry (32 bits).
+    /// # Errors
+    ///
+    /// Each gives the page back: [`Error::NoFreeReference`] when no reference
+    /// is free, [`Error::BadDomain`] when `domid` is not a domain (`DOMID_SELF`
+    /// and the other reserved ids never match a mapper), and
+    /// [`Error::FrameTooLarge`] when the frame does not fit a version-1 entry
+    /// (32 bits).
     pub fn grant_access<P: GrantPage>(
         &self,
         domid: DomId,

@@ -314,6 +314,10 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `dst.len()` bytes starting at `offset` out of the shared memory.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the bytes do not all lie in this view; nothing is copied.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
         self.words.read(offset, dst)
     }
@@ -322,6 +326,10 @@ impl<'a> SharedMem<'a> {
     ///
     /// Bytes that share a word with bytes outside `offset..offset + src.len()` are cleared,
     /// then set: a reader racing with the write may see them zero in between.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the bytes do not all lie in this view; nothing is copied.
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), AccessError> {
         self.words.write(offset, src)
     }
@@ -409,6 +417,10 @@ impl<'a> ReadOnlyMem<'a> {
     }
 
     /// Copies `dst.len()` bytes starting at `offset` out of the shared memory.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the bytes do not all lie in this view; nothing is copied.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
         self.words.read(offset, dst)
     }

@@ -281,6 +281,11 @@ pub struct Producer<M> {
 
 impl<M: RingMemory> Producer<M> {
     /// Produces into the direction `layout` of `mem`, after checking the layout fits.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if the size is not a power of two, the data array or an index lies
+    /// outside `mem` or is misaligned, or the array and the indices overlap.
     pub fn new(mem: M, layout: RingLayout) -> Result<Self, LayoutError> {
         Ok(Self {
             ring: Ring::new(mem, layout)?,
@@ -291,6 +296,12 @@ impl<M: RingMemory> Producer<M> {
     ///
     /// `Ok(0)` means the ring is full (or `src` is empty) and nothing changed; notify the peer
     /// only after a non-zero result.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the peer's consumer index claims more free space than the
+    /// ring has; nothing is written. [`RingError::Access`] only from a [`RingMemory`] that
+    /// changed size.
     pub fn write(&mut self, src: &[u8]) -> Result<usize, RingError> {
         let ix = self.ring.indices(false)?;
         let n = src.len().min((self.ring.layout.size - ix.used) as usize);
@@ -340,6 +351,11 @@ pub struct Consumer<M> {
 
 impl<M: RingMemory> Consumer<M> {
     /// Consumes from the direction `layout` of `mem`, after checking the layout fits.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if the size is not a power of two, the data array or an index lies
+    /// outside `mem` or is misaligned, or the array and the indices overlap.
     pub fn new(mem: M, layout: RingLayout) -> Result<Self, LayoutError> {
         Ok(Self {
             ring: Ring::new(mem, layout)?,
@@ -350,6 +366,12 @@ impl<M: RingMemory> Consumer<M> {
     ///
     /// `Ok(0)` means the ring is empty (or `dst` is) and nothing changed; notify the peer only
     /// after a non-zero result.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the peer's producer index claims more bytes than the ring
+    /// holds; nothing is consumed. [`RingError::Access`] only from a [`RingMemory`] that
+    /// changed size.
     pub fn read(&mut self, dst: &mut [u8]) -> Result<usize, RingError> {
         let n = self.copy_out(dst)?;
         if n.moved == 0 {

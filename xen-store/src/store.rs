@@ -40,23 +40,44 @@ pub trait Store {
     }
 
     /// The node's value as UTF-8 text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
+    /// [`Error::InvalidInput`] if the value is not UTF-8.
     fn read_string(&mut self, path: &str) -> Result<String, Error> {
         self.run(op::read_string(path)?)
     }
 
     /// Sets the node's value, creating it and missing parents.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not write the node or create it under its parent), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
     #[doc(alias("xs_write"))]
     fn write(&mut self, path: &str, value: &[u8]) -> Result<(), Error> {
         self.run(op::write(path, value)?)
     }
 
     /// Creates the node (and parents) if missing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not create it), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
     #[doc(alias("xs_mkdir"))]
     fn mkdir(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::mkdir(path)?)
     }
 
     /// Removes the node and everything below it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: the parent does not exist, `EACCES`: not writable by this domain), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
     #[doc(alias("xs_rm"))]
     fn rm(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::rm(path)?)
@@ -64,6 +85,11 @@ pub trait Store {
 
     /// The names of the node's children, however many: `DIRECTORY`, and `DIRECTORY_PART`
     /// when they do not fit in one reply (`E2BIG`), restarted if the node changes meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
     #[doc(alias("xs_directory"))]
     fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
         match self.run(op::directory(path)?) {
@@ -80,16 +106,31 @@ pub trait Store {
     }
 
     /// The node's permissions, owner first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
     fn get_perms(&mut self, path: &str) -> Result<Vec<Perm>, Error> {
         self.run(op::get_perms(path)?)
     }
 
     /// Replaces the node's permissions (owner first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, a permission error when this domain
+    /// may not change them), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
     fn set_perms(&mut self, path: &str, perms: &[Perm]) -> Result<(), Error> {
         self.run(op::set_perms(path, perms)?)
     }
 
     /// The home of a domain (`/local/domain/<domid>`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code, or a transport or protocol error.
     fn get_domain_path(&mut self, domid: DomId) -> Result<String, Error> {
         self.run(op::get_domain_path(domid)?)
     }
@@ -195,6 +236,11 @@ where
 
     /// Watches `path` (and everything below it; or a special path such as `@releaseDomain`).
     /// The daemon fires the watch once right away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`E2BIG`: this domain has too many watches), [`Error::Path`] for a path xenstore would
+    /// refuse, or a transport or protocol error.
     #[doc(alias("xs_watch"))]
     pub fn watch(&mut self, path: &str) -> Result<WatchId, Error> {
         crate::path::check_watch(path)?;
@@ -251,6 +297,11 @@ where
     }
 
     /// Starts a transaction; it aborts when dropped without [`Transaction::commit`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOSPC`: too many open transactions), or a
+    /// transport or protocol error.
     #[doc(alias("xs_transaction_start"))]
     pub fn transaction(&mut self) -> Result<Transaction<'_, T>, Error> {
         let id = self.run(op::transaction_start()?)?;

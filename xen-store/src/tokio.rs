@@ -313,6 +313,11 @@ impl AsyncClient {
 
     #[cfg(not(loom))]
     /// Connects to the daemon's socket (`XENSTORED_PATH` overrides it).
+    ///
+    /// # Errors
+    ///
+    /// The socket's connect error (`NotFound` when no daemon runs here, e.g. in a domU: use
+    /// [`AsyncClient::xenbus`] there).
     pub async fn connect() -> io::Result<Self> {
         let path = crate::unix::socket_path();
         Ok(Self::new(tokio::net::UnixStream::connect(path).await?))

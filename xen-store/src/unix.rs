@@ -178,6 +178,11 @@ impl Local {
 
     /// The socket if the daemon's is reachable, otherwise the kernel's device (as
     /// libxenstore's `xs_open` does).
+    ///
+    /// # Errors
+    ///
+    /// The device's open error when neither can be opened (`NotFound` off Xen,
+    /// `PermissionDenied` when not root).
     pub fn open() -> io::Result<Self> {
         Self::socket().or_else(|_| Self::xenbus())
     }
@@ -224,6 +229,10 @@ pub(crate) fn first_message(bytes: &[u8]) -> &[u8] {
 impl Client<Local> {
     /// Connects to xenstore: the daemon's socket, or `/dev/xen/xenbus` (whose shorter
     /// payload limit it then applies, see [`Client::set_payload_max`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Local::open`].
     pub fn open() -> io::Result<Self> {
         Local::open().map(Self::from_local)
     }
