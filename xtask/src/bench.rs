@@ -110,6 +110,18 @@ impl Bench {
         note: &str,
         report: impl FnOnce(&[&str]) -> crate::Result<String>,
     ) -> crate::Result {
+        // The benchmarks time one thread against one C peer.
+        self.run_on(1, summary, note, report)
+    }
+
+    /// [`Bench::run`] on a dom0 of `vcpus` vCPUs.
+    pub(crate) fn run_on(
+        self,
+        vcpus: u32,
+        summary: &str,
+        note: &str,
+        report: impl FnOnce(&[&str]) -> crate::Result<String>,
+    ) -> crate::Result {
         let testbed = crate::testbed::testbed();
         let started = Instant::now();
         let (package, binary) = self.driver;
@@ -135,8 +147,7 @@ impl Bench {
                 expected_cases: self.cases.iter().map(|&case| case.into()).collect(),
                 expected_dones: self.commands.len(),
                 timeout: self.timeout,
-                // The benchmarks time one thread against one C peer.
-                vcpus: 1,
+                vcpus,
                 dom0_memory_mib: self.dom0_memory_mib,
                 domus: self.domus,
             })

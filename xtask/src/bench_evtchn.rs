@@ -137,52 +137,31 @@ fn domu_soak(trips: u64, cycles: u64) -> crate::Result {
 /// rounds per waiter and `cycles` bind/unbind cycles per measure.
 fn stress(rounds: u64, cycles: u64) -> crate::Result {
     use xen_testbed::initramfs::Preamble;
-    use xen_testbed::{Arch, Dom0Run};
-    use xen_testbed_protocol::stress::{CASES, SCALE_PREFIX, STRESS_PREFIX};
+    use xen_testbed_protocol::stress::CASES;
 
-    let testbed = crate::testbed::testbed();
-    let started = std::time::Instant::now();
-    testbed
-        .build_static("xen-dom0-tests", &[Arch::X86_64])
-        .map_err(|e| e.to_string())?;
     // Measured: 64 waiters move about 1500 events a second under TCG; a cycle takes a few ms.
     let timeout = Duration::from_secs(300 + rounds * 64 * 3 / 500 + cycles / 20);
-    let run = Dom0Run {
-        name: "bench-evtchn-stress-x86_64".into(),
-        arch: Arch::X86_64,
-        binaries: Vec::new(),
-        files: Vec::new(),
+    Bench {
+        name: "evtchn-stress",
+        driver: ("xen-dom0-tests", "xen-dom0-tests"),
+        peer: None,
         preamble: Preamble::Toolstack { fault: None },
         commands: vec![format!(
-            "xen-dom0-tests stress --rounds {rounds} --cycles {cycles} --samples 2000 --store-rounds {}",
+            "stress --rounds {rounds} --cycles {cycles} --samples 2000 --store-rounds {}",
             rounds.min(500)
         )],
-        expected_cases: CASES.iter().map(|case| case.to_string()).collect(),
-        expected_dones: 1,
+        cases: CASES,
         timeout,
-        vcpus: 2,
-        dom0_memory_mib: None,
+        files: Vec::new(),
         domus: Vec::new(),
-    };
-    let outcome = testbed.boot_linux_dom0(&run).map_err(|e| e.to_string())?;
-    for line in outcome.log.outputs() {
-        if line.starts_with(STRESS_PREFIX) || line.starts_with(SCALE_PREFIX) {
-            println!("{line}");
-        }
+        dom0_memory_mib: None,
     }
-    if !outcome.verdict.passed() {
-        return Err(format!(
-            "the stress failed: {:?} (log: {})",
-            outcome.verdict.failures(),
-            outcome.log_path.display()
-        ));
-    }
-    println!(
-        "evtchn stress: {rounds} rounds per waiter, {cycles} bind/unbind cycles, passed (QEMU {:.1} s, whole command {:.1} s)",
-        outcome.run.wall.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    .run_on(
+        2,
+        &format!("evtchn stress: {rounds} rounds per waiter, {cycles} bind/unbind cycles, passed"),
+        "",
+        |_| Ok(String::new()),
+    )
 }
 
 /// One sample: ns per iteration and read calls.

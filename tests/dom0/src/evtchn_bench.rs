@@ -66,15 +66,12 @@ fn print_sample(
     );
 }
 
-/// Page faults (minor and major) of this process so far.
+/// Page faults (minor and major) of this process so far (0 if `getrusage` fails).
 fn faults() -> i64 {
-    let mut usage = std::mem::MaybeUninit::<nix::libc::rusage>::zeroed();
-    // SAFETY: getrusage writes one `struct rusage` to the pointer, which is
-    // valid for it; a failure leaves the zeroed value.
-    unsafe { nix::libc::getrusage(nix::libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    // SAFETY: zeroed or written by getrusage: every field an integer.
-    let usage = unsafe { usage.assume_init() };
-    usage.ru_minflt + usage.ru_majflt
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |usage| {
+        usage.minor_page_faults() + usage.major_page_faults()
+    })
 }
 
 /// `evtchn-bench <c program> [rounds] [iterations]`.
