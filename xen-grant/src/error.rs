@@ -1,7 +1,9 @@
 //! The errors of this crate.
 
 use xen_hypercall::grant_table::{GrantRef, GrantStatus};
-use xen_hypercall::{DomId, Errno};
+use xen_hypercall::DomId;
+#[cfg(feature = "linux")]
+use xen_hypercall::Errno;
 
 /// Why a grant operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
