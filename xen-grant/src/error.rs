@@ -1,9 +1,9 @@
 //! The errors of this crate.
 
-use xen_hypercall::grant_table::{GrantRef, GrantStatus};
 use xen_hypercall::DomId;
 #[cfg(feature = "linux")]
 use xen_hypercall::Errno;
+use xen_hypercall::grant_table::{GrantRef, GrantStatus};
 
 /// Why a grant operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -22,8 +22,11 @@ pub trait ConsoleOps: XenHypercall {
     /// `CONSOLEIO_write`: writes `bytes` to Xen's console, in chunks of at most
     /// [`CONSOLE_CHUNK`] bytes.
     ///
-    /// Fails with `XEN_EPERM` in a domain that is not allowed to use it. If a
-    /// chunk fails, the earlier chunks have been written.
+    /// # Errors
+    ///
+    /// `XEN_EPERM` in a domain that is not allowed to use it, or the backend's
+    /// error making the buffer. If a chunk fails, the earlier chunks have been
+    /// written.
     fn console_write(&self, bytes: &[u8]) -> Result<(), Self::Error> {
         for chunk in bytes.chunks(CONSOLE_CHUNK) {
             let buf = self.make_const_buffer(chunk)?;
@@ -50,7 +53,9 @@ pub trait ConsoleOps: XenHypercall {
     /// (`0` when there is none). Does not block: it stops at the first chunk
     /// Xen does not fill.
     ///
-    /// Fails with `XEN_EPERM` in a domain that is not the console domain. If a
+    /// # Errors
+    ///
+    /// `XEN_EPERM` in a domain that is not the console domain. If a
     /// later chunk fails after bytes were read, those bytes are returned (Xen
     /// has consumed them) and the error is left for the next call.
     fn console_read(&self, buf: &mut [u8]) -> Result<usize, Self::Error> {

@@ -142,6 +142,11 @@ where
 pub trait EventChannelOps: XenHypercall {
     /// `EVTCHNOP_alloc_unbound`: allocates a port in `dom` that `remote_dom`
     /// may bind to with [`evtchn_bind_interdomain`](Self::evtchn_bind_interdomain).
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_ESRCH` for no domain `dom`, `XEN_EPERM` for another domain the caller
+    /// may not act on, `XEN_ENOSPC` when `dom` has no free port.
     #[doc(alias("EVTCHNOP_alloc_unbound"))]
     fn evtchn_alloc_unbound(&self, dom: DomId, remote_dom: DomId) -> Result<Port, Self::Error> {
         let mut arg = xen_sys::evtchn_alloc_unbound::new_zeroed();
@@ -158,6 +163,12 @@ pub trait EventChannelOps: XenHypercall {
     ///
     /// Xen marks the new local port pending, since events sent to the unbound
     /// remote port may have been lost.
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_EINVAL` when `remote_port` is not an unbound port of `remote_dom` that
+    /// allows this domain, `XEN_ESRCH` for no domain `remote_dom`, `XEN_ENOSPC` when this domain
+    /// has no free port.
     #[doc(alias("EVTCHNOP_bind_interdomain"))]
     fn evtchn_bind_interdomain(
         &self,
@@ -176,6 +187,11 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_bind_virq`: binds a new port to `virq` on `vcpu` (`0` for a
     /// global VIRQ). `XEN_EEXIST` if the VIRQ is already bound on that vCPU.
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_EINVAL` for an unknown VIRQ or a global one on a vCPU other than 0,
+    /// `XEN_ENOENT` for no vCPU `vcpu`, `XEN_EEXIST` if the VIRQ is already bound on it.
     #[doc(alias("EVTCHNOP_bind_virq"))]
     fn evtchn_bind_virq(&self, virq: Virq, vcpu: u32) -> Result<Port, Self::Error> {
         let mut arg = xen_sys::evtchn_bind_virq::new_zeroed();
@@ -188,6 +204,10 @@ pub trait EventChannelOps: XenHypercall {
     }
 
     /// `EVTCHNOP_bind_ipi`: allocates a port that signals `vcpu` of this domain.
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_ENOENT` for no vCPU `vcpu`, `XEN_ENOSPC` when no port is free.
     fn evtchn_bind_ipi(&self, vcpu: u32) -> Result<Port, Self::Error> {
         let mut arg = xen_sys::evtchn_bind_ipi::new_zeroed();
         arg.vcpu = vcpu;
@@ -199,6 +219,11 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_bind_vcpu`: makes `port` notify `vcpu`. Not allowed for IPI
     /// and per-vCPU VIRQ ports (`XEN_EINVAL`).
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_EINVAL` for a port this domain does not have or may not move,
+    /// `XEN_ENOENT` for no vCPU `vcpu`.
     fn evtchn_bind_vcpu(&self, port: Port, vcpu: u32) -> Result<(), Self::Error> {
         let mut arg = xen_sys::evtchn_bind_vcpu::new_zeroed();
         arg.port = port.0;
@@ -211,6 +236,10 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_close`: closes `port`. An interdomain peer's port becomes
     /// unbound, allowing this domain to bind again.
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_EINVAL` for a port this domain does not have.
     #[doc(alias("EVTCHNOP_close"))]
     fn evtchn_close(&self, port: Port) -> Result<(), Self::Error> {
         let mut arg = xen_sys::evtchn_close::new_zeroed();
@@ -223,6 +252,10 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_send`: signals the other end of `port` (the remote port of an
     /// interdomain channel, this domain's vCPU for an IPI port).
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_EINVAL` for a port this domain does not have.
     #[doc(alias("EVTCHNOP_send"))]
     fn evtchn_send(&self, port: Port) -> Result<(), Self::Error> {
         let mut arg = xen_sys::evtchn_send::new_zeroed();
@@ -234,6 +267,11 @@ pub trait EventChannelOps: XenHypercall {
     }
 
     /// `EVTCHNOP_status`: what `port` of domain `dom` is connected to.
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_ESRCH` for no domain `dom`, `XEN_EPERM` for another domain the caller
+    /// may not inspect, `XEN_EINVAL` for a port `dom` does not have.
     fn evtchn_status(&self, dom: DomId, port: Port) -> Result<ChannelStatus, Self::Error> {
         let mut words = StatusWords::new_zeroed();
         let bytes = words.as_mut_bytes();
@@ -251,6 +289,10 @@ pub trait EventChannelOps: XenHypercall {
 
     /// `EVTCHNOP_unmask`: clears `port`'s mask bit and, if it is pending,
     /// delivers the event.
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_EINVAL` for a port this domain does not have.
     fn evtchn_unmask(&self, port: Port) -> Result<(), Self::Error> {
         let mut arg = xen_sys::evtchn_unmask::new_zeroed();
         arg.port = port.0;
@@ -261,6 +303,11 @@ pub trait EventChannelOps: XenHypercall {
     }
 
     /// `EVTCHNOP_reset`: closes every port of `dom`.
+    ///
+    /// # Errors
+    ///
+    /// Xen's code: `XEN_ESRCH` for no domain `dom`, `XEN_EPERM` for another domain the caller
+    /// may not act on.
     fn evtchn_reset(&self, dom: DomId) -> Result<(), Self::Error> {
         let mut arg = xen_sys::evtchn_reset::new_zeroed();
         arg.dom = dom.0;
