@@ -155,8 +155,11 @@ where
     /// policy, `EACCES` refutes it, and an XSM denial cannot be mistaken for either. Every
     /// `EACCES` after the probe is therefore the policy's: [`Error::Denied`].
     ///
-    /// Errors: [`Error::UnknownInterface`] when Xen refuses every known version,
-    /// [`Error::Hypercall`] when the backend fails.
+    /// # Errors
+    ///
+    /// [`Error::UnknownInterface`] when Xen speaks no domctl version this crate knows,
+    /// [`Error::Xen`] for another refusal of the probe, [`Error::Hypercall`] when the backend
+    /// fails.
     pub fn interface(&self) -> Result<Interface, Error> {
         match self.abi.load(Ordering::Relaxed) {
             1 => return Ok(Interface { abi: Abi::Xen4_17 }),
@@ -211,8 +214,11 @@ where
 
     /// `XEN_DOMCTL_getdomaininfo`: domain `domid`.
     ///
-    /// Errors: [`Error::NoSuchDomain`], [`Error::Denied`], and those of
-    /// [`interface`](Self::interface).
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for no domain `domid`, [`Error::Denied`] when Xen's policy
+    /// refuses the caller (not a toolstack domain), [`Error::UnknownInterface`] when Xen speaks
+    /// no domctl version this crate knows, [`Error::Hypercall`] when the backend fails.
     pub fn domain_info(&self, domid: DomId) -> Result<DomainInfo, Error> {
         // Reserved ids are never domains (Xen 4.17 answers EINVAL for them, later ESRCH).
         if domid.0 >= DomId::FIRST_RESERVED.0 {
@@ -235,6 +241,13 @@ where
 
     /// `XEN_DOMCTL_pausedomain`: stops scheduling domain `domid` until as many
     /// [`unpause_domain`](Self::unpause_domain)s. A domain cannot pause itself (`EINVAL`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for no domain `domid`, [`Error::Denied`] when Xen's policy
+    /// refuses the caller (not a toolstack domain), [`Error::UnknownInterface`] when Xen speaks
+    /// no domctl version this crate knows, [`Error::Hypercall`] when the backend fails.
+    /// [`Error::Xen`] with `EINVAL` for this domain itself.
     pub fn pause_domain(&self, domid: DomId) -> Result<(), Error> {
         let cmd = with_abi!(Abi::Xen4_17, sys::XEN_DOMCTL_pausedomain);
         self.domctl(cmd, domid, |_| {}, |_, _| ())
@@ -242,6 +255,13 @@ where
 
     /// `XEN_DOMCTL_unpausedomain`: undoes one [`pause_domain`](Self::pause_domain); `EINVAL`
     /// when the toolstack has not paused it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for no domain `domid`, [`Error::Denied`] when Xen's policy
+    /// refuses the caller (not a toolstack domain), [`Error::UnknownInterface`] when Xen speaks
+    /// no domctl version this crate knows, [`Error::Hypercall`] when the backend fails.
+    /// [`Error::Xen`] with `EINVAL` for a domain that is not paused.
     pub fn unpause_domain(&self, domid: DomId) -> Result<(), Error> {
         let cmd = with_abi!(Abi::Xen4_17, sys::XEN_DOMCTL_unpausedomain);
         self.domctl(cmd, domid, |_| {}, |_, _| ())
@@ -250,6 +270,12 @@ where
     /// `XEN_DOMCTL_destroydomain`: kills domain `domid` and frees its memory. The toolstack's
     /// other state about it (xenstore, backends) is the caller's to clean up, as `xl destroy`
     /// does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for no domain `domid`, [`Error::Denied`] when Xen's policy
+    /// refuses the caller (not a toolstack domain), [`Error::UnknownInterface`] when Xen speaks
+    /// no domctl version this crate knows, [`Error::Hypercall`] when the backend fails.
     pub fn destroy_domain(&self, domid: DomId) -> Result<(), Error> {
         let cmd = with_abi!(Abi::Xen4_17, sys::XEN_DOMCTL_destroydomain);
         self.domctl(cmd, domid, |_| {}, |_, _| ())
@@ -257,6 +283,12 @@ where
 
     /// `XEN_DOMCTL_max_mem`: the most memory domain `domid` may hold, in KiB (Xen rounds down
     /// to pages).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for no domain `domid`, [`Error::Denied`] when Xen's policy
+    /// refuses the caller (not a toolstack domain), [`Error::UnknownInterface`] when Xen speaks
+    /// no domctl version this crate knows, [`Error::Hypercall`] when the backend fails.
     pub fn set_max_mem(&self, domid: DomId, max_kib: u64) -> Result<(), Error> {
         let cmd = with_abi!(Abi::Xen4_17, sys::XEN_DOMCTL_max_mem);
         self.domctl(
@@ -269,6 +301,14 @@ where
 
     /// `XEN_DOMCTL_getvcpuinfo`: vCPU `vcpu` of domain `domid`; `EINVAL` for a vCPU id beyond
     /// the domain's, `ESRCH` (as [`Error::Xen`]) for one not created.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for no domain `domid`, [`Error::Denied`] when Xen's policy
+    /// refuses the caller (not a toolstack domain), [`Error::UnknownInterface`] when Xen speaks
+    /// no domctl version this crate knows, [`Error::Hypercall`] when the backend fails.
+    /// [`Error::Xen`] with `EINVAL` for a `vcpu` beyond the domain's maximum, `ESRCH` for one
+    /// it has not created.
     pub fn vcpu_info(&self, domid: DomId, vcpu: u32) -> Result<VcpuInfo, Error> {
         let cmd = with_abi!(Abi::Xen4_17, sys::XEN_DOMCTL_getvcpuinfo);
         let info = self.domctl(
@@ -289,6 +329,12 @@ where
     }
 
     /// `XEN_SYSCTL_physinfo`: the host's CPUs, memory and capabilities.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Denied`] when Xen's policy refuses the caller, [`Error::UnknownInterface`]
+    /// when Xen speaks no interface version this crate knows, [`Error::Hypercall`] when the
+    /// backend fails.
     pub fn physinfo(&self) -> Result<PhysInfo, Error> {
         let abi = self.interface()?.abi;
         with_abi!(abi, {
@@ -321,6 +367,12 @@ where
     /// `XEN_SYSCTL_getdomaininfolist`: the domains with ids from `first` up, in id order, into
     /// `out`; returns how many were written. Fewer than `out.len()` means there are no more;
     /// otherwise continue from the last one's id + 1. [`domains`](Self::domains) does that.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Denied`] when Xen's policy refuses the caller, [`Error::UnknownInterface`]
+    /// when Xen speaks no interface version this crate knows, [`Error::Hypercall`] when the
+    /// backend fails.
     pub fn domain_list(&self, first: DomId, out: &mut [DomainInfo]) -> Result<usize, Error> {
         let abi = self.interface()?.abi;
         let mut written = 0;
