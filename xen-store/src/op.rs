@@ -164,11 +164,21 @@ pub(crate) fn parse_tx_id(payload: Vec<u8>) -> Result<u32, Error> {
 }
 
 /// `READ`: the node's value (any bytes).
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn read(path: &str) -> Result<Op<Vec<u8>>, Error> {
     path_op(MsgType::READ, path, parse_value)
 }
 
 /// `READ` of a text value: the node's value as UTF-8 (`InvalidInput` if it is not).
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn read_string(path: &str) -> Result<Op<String>, Error> {
     path_op(MsgType::READ, path, parse_text)
 }
@@ -178,6 +188,11 @@ fn parse_text(payload: Vec<u8>) -> Result<String, Error> {
 }
 
 /// `WRITE`: sets the node's value, creating it and missing parents.
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn write(path: &str, value: &[u8]) -> Result<Op<()>, Error> {
     path::check(path)?;
     let mut payload = strings(&[path.as_bytes()]);
@@ -186,17 +201,32 @@ pub fn write(path: &str, value: &[u8]) -> Result<Op<()>, Error> {
 }
 
 /// `MKDIR`: creates the node (and parents) if missing.
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn mkdir(path: &str) -> Result<Op<()>, Error> {
     path_op(MsgType::MKDIR, path, parse_ok)
 }
 
 /// `RM`: removes the node and everything below it.
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn rm(path: &str) -> Result<Op<()>, Error> {
     path_op(MsgType::RM, path, parse_ok)
 }
 
 /// `DIRECTORY`: the children's names. Fails with `E2BIG` when they do not fit in one reply
 /// (see [`directory_part`]).
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn directory(path: &str) -> Result<Op<Vec<String>>, Error> {
     path_op(MsgType::DIRECTORY, path, parse_list)
 }
@@ -256,6 +286,11 @@ fn parse_directory_part(payload: Vec<u8>) -> Result<DirectoryPart, Error> {
 }
 
 /// `DIRECTORY_PART`: the children's names from byte `offset` of the whole list.
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn directory_part(path: &str, offset: usize) -> Result<Op<DirectoryPart>, Error> {
     path::check(path)?;
     let mut offset_text = Vec::new();
@@ -322,11 +357,21 @@ impl<'p> DirectoryParts<'p> {
 }
 
 /// `GET_PERMS`: the node's permission list, owner first.
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::RequestTooLong`] for a request
+/// past the payload limit.
 pub fn get_perms(path: &str) -> Result<Op<Vec<Perm>>, Error> {
     path_op(MsgType::GET_PERMS, path, parse_perms)
 }
 
 /// `SET_PERMS`: replaces the node's permission list (owner first; at least one entry).
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::InvalidInput`] for an empty
+/// list, [`Error::RequestTooLong`] for a request past the payload limit.
 pub fn set_perms(path: &str, perms: &[Perm]) -> Result<Op<()>, Error> {
     path::check(path)?;
     if perms.is_empty() {
@@ -340,11 +385,21 @@ pub fn set_perms(path: &str, perms: &[Perm]) -> Result<Op<()>, Error> {
 }
 
 /// `WATCH`: events for `path` and below will carry `token`.
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::InvalidInput`] for an empty
+/// token or one holding a NUL, [`Error::RequestTooLong`] for a request past the payload limit.
 pub fn watch(path: &str, token: &str) -> Result<Op<()>, Error> {
     watch_op(MsgType::WATCH, path, token)
 }
 
 /// `UNWATCH`: removes the watch registered with the same path and token.
+///
+/// # Errors
+///
+/// [`Error::Path`] for a path xenstore would refuse, [`Error::InvalidInput`] for an empty
+/// token or one holding a NUL, [`Error::RequestTooLong`] for a request past the payload limit.
 pub fn unwatch(path: &str, token: &str) -> Result<Op<()>, Error> {
     watch_op(MsgType::UNWATCH, path, token)
 }
@@ -413,6 +468,11 @@ pub fn reset_watches() -> Result<Op<()>, Error> {
 }
 
 /// `CONTROL`: a daemon-specific command (`["check"]`, `["log", "on"]`); the raw reply.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for no command or an argument holding a NUL, [`Error::RequestTooLong`]
+/// for arguments past the payload limit.
 pub fn control(args: &[&str]) -> Result<Op<Vec<u8>>, Error> {
     if args.is_empty() {
         return Err(Error::InvalidInput("CONTROL needs a command"));
