@@ -61,6 +61,8 @@ pub(crate) struct Spec {
     pub(crate) disk: Option<String>,
     /// xl's `ramdisk` (a Linux domU's initramfs), if any.
     ramdisk: Option<String>,
+    /// xl's `cpuid` (a Linux PVH domU under TCG needs `host,rdtscp=0`), if any.
+    cpuid: Option<String>,
 }
 
 impl Spec {
@@ -84,6 +86,7 @@ impl Spec {
             on_reboot: "destroy",
             disk: None,
             ramdisk: None,
+            cpuid: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -98,6 +101,7 @@ impl Spec {
                 "--kernel" => spec.kernel = value,
                 "--ramdisk" => spec.ramdisk = Some(value),
                 "--cmdline" => spec.cmdline = Some(value),
+                "--cpuid" => spec.cpuid = Some(value),
                 "--selftest" => spec.selftest = Some(value),
                 "--timeout" => {
                     spec.timeout =
@@ -131,12 +135,16 @@ impl Spec {
             .ramdisk
             .as_ref()
             .map_or(String::new(), |path| format!("ramdisk = \"{path}\"\n"));
+        let cpuid = self
+            .cpuid
+            .as_ref()
+            .map_or(String::new(), |line| format!("cpuid = \"{line}\"\n"));
         let disk = match &self.disk {
             Some(disk) => format!("disk = [ '{disk}' ]\n"),
             None => String::new(),
         };
         format!(
-            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{ramdisk}{extra}memory = {}\nvcpus = 1\n{disk}\
+            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{ramdisk}{extra}{cpuid}memory = {}\nvcpus = 1\n{disk}\
              on_poweroff = \"destroy\"\non_reboot = \"{}\"\non_crash = \"preserve\"\n",
             self.name, self.kernel, self.memory, self.on_reboot
         )

@@ -17,6 +17,10 @@
 //! - `xen-dom0-tests dmesg` prints Xen's log as `xl dmesg` does; `xen-dom0-tests console-bench
 //!   <log rounds> <ring rounds> <bytes> <domU options>` times it against `xl dmesg` and a domU's console ring
 //!   (`cargo xtask bench console`).
+//! - `xen-dom0-tests linux-domu-peer <domu options>` creates a Linux domU (`--ramdisk`,
+//!   `--cmdline`, `--cpuid`) whose `/init` runs `xen-dom0-tests linux-domu`: the two exercise
+//!   xen-store, xen-evtchn, xen-grant's gntalloc and privcmd in the domU against dom0
+//!   (`linux_domu`).
 //! - `xen-dom0-tests domu-control <domu options>` reboots (`xl reboot`) and shuts down
 //!   (`xl shutdown`) a domU it creates, which answers through `xen-guest`'s control module;
 //! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
@@ -55,6 +59,7 @@ mod exit;
 mod faults;
 mod foreign;
 mod grant;
+mod linux_domu;
 mod oracle;
 mod privcmd;
 mod store;
@@ -132,6 +137,8 @@ fn main() -> ExitCode {
         ["console-bench", ..] => console_domu::bench(&args[1..]),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
+        ["linux-domu"] => linux_domu::domu(),
+        ["linux-domu-peer", ..] => linux_domu::dom0(&args[1..]),
         ["domu-soak", ..] => domu_soak::soak(&args[1..]),
         ["domu-control", ..] => domu_control::run(&args[1..]),
         ["ctrl-domu", ..] => ctrl::domu(&args[1..]),

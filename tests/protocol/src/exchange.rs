@@ -28,6 +28,7 @@ pub mod store;
 
 pub mod blk;
 pub mod grant;
+pub mod linux;
 
 /// The domU's data directory (a domU may write under it).
 pub const DATA: &str = "data";

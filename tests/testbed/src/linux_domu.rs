@@ -29,12 +29,79 @@ pub struct LinuxDomu {
     pub ramdisk: PathBuf,
 }
 
+/// The domU's type in xl: PV, or PVH (x86_64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `type = "pv"`.
+    Pv,
+    /// `type = "pvh"`, with [`PVH_CPUID`].
+    Pvh,
+}
+
+impl Mode {
+    /// xl's `type`.
+    pub fn xl_type(self) -> &'static str {
+        match self {
+            Mode::Pv => "pv",
+            Mode::Pvh => "pvh",
+        }
+    }
+}
+
+/// xl's `cpuid` for a Linux PVH domU: under TCG, Linux's first RDTSCP crashes it (Xen cannot
+/// emulate the instruction) unless the CPUID leaf hides it.
+pub const PVH_CPUID: &str = "host,rdtscp=0";
+/// Where dom0 holds the kernel of a Linux domU.
+pub const KERNEL_IN_DOM0: &str = "/lib/xentest/linux-kernel";
+
+/// Where dom0 holds the initramfs of Linux domU `name`.
+pub fn ramdisk_in_dom0(name: &str) -> String {
+    format!("/lib/xentest/{name}.cpio")
+}
+
+/// The `xen-dom0-tests` domU options (`run-domu`, `linux-domu-peer`) that create Linux domU
+/// `name` from [`KERNEL_IN_DOM0`] and [`ramdisk_in_dom0`]`(name)`, with [`MEMORY_MIB`].
+pub fn domu_options(name: &str, mode: Mode) -> String {
+    let mut options = format!(
+        "--name {name} --type {} --memory {MEMORY_MIB} --kernel {KERNEL_IN_DOM0} --ramdisk {} --cmdline '{CMDLINE}'",
+        mode.xl_type(),
+        ramdisk_in_dom0(name)
+    );
+    if mode == Mode::Pvh {
+        options.push_str(&format!(" --cpuid {PVH_CPUID}"));
+    }
+    options
+}
+
+impl LinuxDomu {
+    /// The files dom0 needs to create domU `name` with [`domu_options`]: the kernel and the
+    /// initramfs (path in dom0, path on the host).
+    pub fn files_in_dom0(&self, name: &str) -> Vec<(String, PathBuf)> {
+        vec![
+            (KERNEL_IN_DOM0.into(), self.kernel.clone()),
+            (ramdisk_in_dom0(name), self.ramdisk.clone()),
+        ]
+    }
+}
+
 /// Writes `<dir>/<name>.cpio`: busybox, the Xen and domU modules of `artifacts` and an `/init`
 /// that loads them, mounts xenfs, runs `script` (shell lines) and powers the domU off.
 pub fn build(
     artifacts: &Artifacts,
     dir: &std::path::Path,
     name: &str,
+    script: &str,
+) -> Result<LinuxDomu> {
+    build_with_programs(artifacts, dir, name, &[], script)
+}
+
+/// As [`build`], with `programs` (name in `/bin`, host path: static executables) in the
+/// initramfs for `script` to run.
+pub fn build_with_programs(
+    artifacts: &Artifacts,
+    dir: &std::path::Path,
+    name: &str,
+    programs: &[(String, PathBuf)],
     script: &str,
 ) -> Result<LinuxDomu> {
     let mut cpio = Cpio::new();
@@ -47,6 +114,10 @@ pub fn build(
             .iter()
             .chain(&artifacts.linux_domu_modules),
     )?;
+    for (program, path) in programs {
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        cpio.file(&format!("bin/{program}"), 0o755, &bytes);
+    }
     cpio.file("init", 0o755, init_script(&modules, script).as_bytes());
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let ramdisk = dir.join(format!("{name}.cpio"));
@@ -82,6 +153,14 @@ fn init_script(modules: &[String], script: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pvh_domu_hides_rdtscp_and_a_pv_one_sets_no_cpuid() {
+        let pvh = domu_options("d", Mode::Pvh);
+        assert!(pvh.contains("--type pvh ") && pvh.ends_with(" --cpuid host,rdtscp=0"));
+        assert!(!domu_options("d", Mode::Pv).contains("--cpuid"));
+        assert!(domu_options("d", Mode::Pv).contains("--ramdisk /lib/xentest/d.cpio"));
+    }
 
     #[test]
     fn init_loads_the_modules_in_order_runs_the_script_and_powers_off() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use xen_testbed_protocol::{INPUT_LINE, INPUT_PROMPT, Log, exchange, parse_log};
 
 use crate::c_program;
+use crate::linux_domu;
 use crate::own_code::{self, OwnCode};
 use crate::release::{RELEASES, Release};
 use crate::verdict::{
@@ -210,6 +211,10 @@ pub enum Kind {
     CrossDomain(CrossDomain),
     /// Code built outside the workspace, run as `cargo xtask testbed run` runs it.
     OwnCode(OwnCode),
+    /// A Linux dom0 and a Linux domU (Debian's kernel, [`crate::linux_domu`]) running
+    /// `xen-dom0-tests linux-domu` against dom0's `linux-domu-peer`
+    /// ([`exchange::linux`]).
+    LinuxDomu(linux_domu::Mode),
     /// A Linux dom0 with the toolstack steers a freestanding domU through `xen-ctrl` and maps
     /// its memory (`xen-dom0-tests ctrl-domu`, cases [`CTRL_DOMU_CASES`]).
     ControlPlane(GuestKind),
@@ -222,7 +227,7 @@ impl Kind {
             Kind::LinuxDom0 { arch, .. } => arch,
             Kind::Guest(kind) => kind.arch(),
             Kind::CrossDomain(cross) => cross.domu.arch(),
-            Kind::OwnCode(_) => Arch::X86_64,
+            Kind::OwnCode(_) | Kind::LinuxDomu(_) => Arch::X86_64,
             Kind::ControlPlane(domu) => domu.arch(),
         }
     }
@@ -495,6 +500,22 @@ pub fn scenarios() -> &'static [Scenario] {
             120,
         ),
         Scenario {
+            name: "linux-domu-pv",
+            about: "Linux dom0 creates a Linux PV domU (Debian's kernel, busybox initramfs) running xen-dom0-tests linux-domu: xen-store over /dev/xen/xenbus (own home, dom0's refused, a watch), xen-evtchn device and tokio ping-pong with dom0, a gntalloc page dom0 maps, privcmd allowed and refused",
+            kind: Kind::LinuxDomu(linux_domu::Mode::Pv),
+            timeout: Duration::from_secs(180),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
+        Scenario {
+            name: "linux-domu-pvh",
+            about: "the same with a Linux PVH domU",
+            kind: Kind::LinuxDomu(linux_domu::Mode::Pvh),
+            timeout: Duration::from_secs(180),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
+        Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
             kind: Kind::ControlPlane(GuestKind::Pv),
@@ -634,6 +655,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "blk-domu-aarch64",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
+    "linux-domu-pv",
     "pv64",
     "pvh",
     "aarch64",
@@ -1022,6 +1044,16 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                     run.vcpus = scenario.dom0_vcpus;
                     testbed.dom0_job(artifacts_of(release, arch), &run)
                 }),
+            Kind::LinuxDomu(mode) => dom0_built(arch).and_then(|()| {
+                let run = linux_domu_run(
+                    testbed,
+                    artifacts_of(release, arch),
+                    &name,
+                    mode,
+                    scenario.timeout,
+                )?;
+                testbed.dom0_job(artifacts_of(release, arch), &run)
+            }),
             Kind::ControlPlane(domu) => dom0_built(arch)
                 .and_then(|()| guests.image(testbed, domu, Flavour::Domu))
                 .and_then(|kernel| {
@@ -1147,6 +1179,59 @@ pub fn cross_domain_run(
         dom0_memory_mib: None,
         domus,
     }
+}
+
+/// The domU of a [`Kind::LinuxDomu`] scenario (xl's name).
+pub fn linux_domu_name(mode: linux_domu::Mode) -> String {
+    format!("linux-domu-{}", mode.xl_type())
+}
+
+/// The dom0 run of a [`Kind::LinuxDomu`] scenario: the toolstack, the Linux domU's kernel and
+/// an initramfs whose `/init` runs `xen-dom0-tests linux-domu` (then announces its poweroff),
+/// and `xen-dom0-tests linux-domu-peer` creating it; both sides' cases from
+/// [`exchange::linux`]. `xen-dom0-tests` must be built for x86_64.
+pub fn linux_domu_run(
+    testbed: &Testbed,
+    artifacts: &crate::artifacts::Artifacts,
+    name: &str,
+    mode: linux_domu::Mode,
+    timeout: Duration,
+) -> Result<Dom0Run> {
+    let domu = linux_domu_name(mode);
+    let built = linux_domu::build_with_programs(
+        artifacts,
+        &testbed.work_dir(),
+        name,
+        &[(
+            DOM0_TESTS.into(),
+            testbed.static_binary(Arch::X86_64, DOM0_TESTS),
+        )],
+        &format!(
+            "{DOM0_TESTS} linux-domu\necho '{}SHUTDOWN poweroff'",
+            xen_testbed_protocol::MARKER
+        ),
+    )?;
+    Ok(Dom0Run {
+        name: name.into(),
+        arch: Arch::X86_64,
+        binaries: Vec::new(),
+        files: built.files_in_dom0(&domu),
+        preamble: Setup::Toolstack.preamble(),
+        commands: vec![format!(
+            "{DOM0_TESTS} linux-domu-peer {}",
+            linux_domu::domu_options(&domu, mode)
+        )],
+        expected_cases: cases(exchange::linux::DOM0_CASES, &[]),
+        expected_dones: 1,
+        timeout,
+        vcpus: 1,
+        dom0_memory_mib: Some(linux_domu::DOM0_MEMORY_MIB),
+        domus: vec![DomuExpectation {
+            name: domu,
+            label: "domu".into(),
+            cases: cases(exchange::linux::DOMU_CASES, &[]),
+        }],
+    })
 }
 
 /// The cases of `xen-dom0-tests ctrl-domu` (tests/dom0/src/ctrl.rs, `DOMU_CASES`), in order.
