@@ -55,7 +55,11 @@ impl DomuStore {
     fn wait_poke(&mut self, want: &str) -> Result<(), String> {
         let id = self.poke.ok_or("no watch on the poke key")?;
         loop {
-            if self.client.read_string(linux::POKE).is_ok_and(|v| v == want) {
+            if self
+                .client
+                .read_string(linux::POKE)
+                .is_ok_and(|v| v == want)
+            {
                 return Ok(());
             }
             self.client
@@ -174,7 +178,10 @@ pub(crate) fn domu() -> ExitCode {
     steps.step("linux_domu_privcmd_refused", |out| {
         let h = Privcmd::open().map_err(|e| format!("open privcmd: {e}"))?;
         expect_xen_eperm("XENVER_build_id", h.build_id())?;
-        expect_xen_eperm("sysctl readconsole", h.readconsole(&mut [0; 64], None, false))?;
+        expect_xen_eperm(
+            "sysctl readconsole",
+            h.readconsole(&mut [0; 64], None, false),
+        )?;
         let dom0_port: u32 = store
             .read(linux::DOM0_PORT)?
             .parse()
@@ -188,7 +195,9 @@ pub(crate) fn domu() -> ExitCode {
             .commandline()
             .map_err(|e| format!("XENVER_commandline: {e:?}"))?;
         if line.to_str() != Ok("<denied>") {
-            return Err(format!("XENVER_commandline: {line:?}, expected \"<denied>\""));
+            return Err(format!(
+                "XENVER_commandline: {line:?}, expected \"<denied>\""
+            ));
         }
         out.out(format_args!(
             "build_id, readconsole, dom0's port status: EPERM; commandline: <denied>"
@@ -349,7 +358,9 @@ fn dom0_steps(steps: &mut Steps, domain: &Domain) {
         if domid.trim_end() != domain.domid.to_string() {
             return Err(format!("the domU read its domid as {domid:?}"));
         }
-        out.out(format_args!("xenstore-read agrees with what the domU wrote"));
+        out.out(format_args!(
+            "xenstore-read agrees with what the domU wrote"
+        ));
         Ok(())
     });
     steps.step("linux_domu_watch_poked", |_| {
@@ -372,7 +383,9 @@ fn dom0_steps(steps: &mut Steps, domain: &Domain) {
         let seen = domain.wait_for_value(linux::XEN_VERSION, WAIT, |_| true)?;
         let want = std::env::var("XENTEST_XEN_VERSION").map_err(|_| "XENTEST_XEN_VERSION unset")?;
         if seen != want {
-            return Err(format!("the domU's xen_version is {seen}, dom0's Xen is {want}"));
+            return Err(format!(
+                "the domU's xen_version is {seen}, dom0's Xen is {want}"
+            ));
         }
         Ok(())
     });
@@ -417,7 +430,9 @@ fn dom0_steps(steps: &mut Steps, domain: &Domain) {
         match GrantMapping::map(domain.domid, reference) {
             Ok(mapping) => {
                 let _ = mapping.unmap();
-                Err(format!("grant ref {reference} still maps after the domU released it"))
+                Err(format!(
+                    "grant ref {reference} still maps after the domU released it"
+                ))
             }
             Err(error) => {
                 out.out(format_args!("mapping it again fails: {error}"));

@@ -107,7 +107,19 @@ pub fn build_with_programs(
     let mut cpio = Cpio::new();
     let modules = initramfs::busybox_and_modules(
         &mut cpio,
-        &["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"],
+        &[
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "lib",
+            "lib/modules",
+        ],
         artifacts,
         artifacts
             .modules
@@ -128,14 +140,22 @@ pub fn build_with_programs(
     })
 }
 
+/// Options `/init` loads modules with (module file name, options). Linux refuses every
+/// hypercall made through a domU's privcmd (it restricts the device to the domain named at the
+/// domU's xenstore `target`, which only a device model's stub domain has) unless the module is
+/// loaded `unrestricted` (ignored on a locked-down kernel, which this one is not): then Xen
+/// judges each hypercall, as it does a freestanding domU's.
+const MODULE_OPTIONS: &[(&str, &str)] = &[("xen-privcmd.ko", "unrestricted=1")];
+
 /// The domU's `/init`. Linux runs `/sbin/poweroff` when Xen asks it to stop, and busybox's
-/// own only signals PID 1 (which a shell ignores): both are made `busybox poweroff -f`.
+/// own only signals PID 1 (which a shell ignores): both are made `busybox poweroff -f`
+/// (replacing the links `--install` made).
 fn init_script(modules: &[String], script: &str) -> String {
     let mut init = String::from(
         "#!/bin/sh\n\
-         export PATH=/bin:/sbin\n\
+         export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n\
          /bin/busybox --install -s\n\
-         mkdir -p /sbin\n\
+         rm -f /sbin/poweroff /sbin/reboot\n\
          printf '#!/bin/sh\\nexec busybox poweroff -f\\n' > /sbin/poweroff\n\
          printf '#!/bin/sh\\nexec busybox reboot -f\\n' > /sbin/reboot\n\
          chmod 755 /sbin/poweroff /sbin/reboot\n\
@@ -143,7 +163,18 @@ fn init_script(modules: &[String], script: &str) -> String {
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n",
     );
-    init.push_str(&initramfs::insmod_lines(modules, "linux-domu: "));
+    for line in initramfs::insmod_lines(modules, "linux-domu: ").lines() {
+        let options = MODULE_OPTIONS.iter().find_map(|(module, options)| {
+            line.starts_with(&format!("insmod /lib/modules/{module}"))
+                .then_some(options)
+        });
+        match options {
+            // `insmod <path> <options> || echo ...`
+            Some(options) => init.push_str(&line.replacen(" ||", &format!(" {options} ||"), 1)),
+            None => init.push_str(line),
+        }
+        init.push('\n');
+    }
     init.push_str("mkdir -p /proc/xen\nmount -t xenfs xenfs /proc/xen\n");
     init.push_str(script);
     init.push_str("\nexec busybox poweroff -f\n");
@@ -170,5 +201,12 @@ mod tests {
         let hi = init.find("echo hi").unwrap();
         assert!(a < b && b < hi);
         assert!(init.ends_with("echo hi\nexec busybox poweroff -f\n"));
+    }
+
+    #[test]
+    fn privcmd_is_loaded_unrestricted_and_the_other_modules_without_options() {
+        let init = init_script(&["xen-privcmd.ko".into(), "xenfs.ko".into()], "");
+        assert!(init.contains("insmod /lib/modules/xen-privcmd.ko unrestricted=1 || echo"));
+        assert!(init.contains("insmod /lib/modules/xenfs.ko || echo"));
     }
 }
