@@ -319,6 +319,7 @@ pub(crate) fn dom0(args: &[String]) -> ExitCode {
         reporter: Reporter::new(Stdout),
         failed: None,
     };
+    let created = std::time::Instant::now();
     let domain = steps.step("linux_domu_created", |out| {
         let domain = Domain::create(&spec)?;
         domain.unpause()?;
@@ -335,17 +336,25 @@ pub(crate) fn dom0(args: &[String]) -> ExitCode {
         return finish(steps);
     };
     let forwarder = ConsoleForwarder::start(&domain.name);
-    dom0_steps(&mut steps, &domain);
+    dom0_steps(&mut steps, &domain, created);
     powered_off(&mut steps, &domain);
     forwarder.finish();
+    steps.reporter.out(format_args!(
+        "the Linux domU's run took {:.1} s from xl create to its poweroff",
+        created.elapsed().as_secs_f64()
+    ));
     finish(steps)
 }
 
 /// dom0's steps between the domU's creation and its poweroff.
-fn dom0_steps(steps: &mut Steps, domain: &Domain) {
+fn dom0_steps(steps: &mut Steps, domain: &Domain, created: std::time::Instant) {
     steps.step("linux_domu_ready", |out| {
         domain.wait_for_key(linux::READY, "1", BOOT_TIMEOUT)?;
-        out.out(format_args!("the domU's program wrote {}", linux::READY));
+        out.out(format_args!(
+            "the domU's program wrote {} {:.1} s after xl create began",
+            linux::READY,
+            created.elapsed().as_secs_f64()
+        ));
         Ok(())
     });
     steps.step("linux_domu_store_oracle", |out| {
