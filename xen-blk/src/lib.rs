@@ -8,6 +8,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod abi;
+pub mod back;
 mod error;
 mod front;
 
