@@ -275,27 +275,37 @@ impl BlockBackend {
         })
     }
 
-    /// Finishes a detach once the [`Connection`] is closed: switches to `Closing`, then to
-    /// `Closed` once the frontend closes too (or `deadline` passes: the frontend's ring is
-    /// already unmapped, so it cannot hold this backend up).
-    pub fn close<T: Read + Write>(
+    /// Detaches the frontend, in Linux's blkback order: switches to `Closing` (the frontend's
+    /// blkfront stops queueing and closes), keeps serving while it waits for the frontend to
+    /// close (`Closing`, `Closed` or gone; or `deadline`), then calls `release`, which stops
+    /// the serving loop and [closes](Connection::close) the connection (the ring unmapped, the
+    /// port closed), and switches to `Closed` last. Returns the frontend's state as last seen
+    /// and what `release` returned. `release` runs even if the wait failed. The directories
+    /// are the toolstack's to remove after ([`remove_vbd`]).
+    pub fn detach<T: Read + Write, R>(
         &self,
         client: &mut Client<T>,
+        release: impl FnOnce() -> R,
         deadline: &mut impl Deadline,
-    ) -> Result<XenbusState, BackendError>
+    ) -> Result<(XenbusState, R), BackendError>
     where
         T::Error: 'static,
     {
-        self.device.switch_state(client, XenbusState::Closing)?;
-        let waited = self
-            .device
-            .wait_for_peer(client, XenbusState::is_closing, deadline);
+        let closing = self.device.switch_state(client, XenbusState::Closing);
+        let waited = closing.and_then(|()| {
+            match self
+                .device
+                .wait_for_peer(client, XenbusState::is_closing, deadline)
+            {
+                // A frontend that does not close cannot hold the backend up.
+                Err(xen_bus::Error::TimedOut { last }) => Ok(last),
+                other => other,
+            }
+        });
+        let released = release();
+        let waited = waited?;
         self.device.switch_state(client, XenbusState::Closed)?;
-        match waited {
-            Ok(state) => Ok(state),
-            Err(xen_bus::Error::TimedOut { last }) => Ok(last),
-            Err(e) => Err(e.into()),
-        }
+        Ok((waited, released))
     }
 }
 
