@@ -84,12 +84,17 @@ pub enum BackendError {
     File(#[from] std::io::Error),
 }
 
+/// The backend class [`add_vbd`] files a userspace backend under: `qdisk`, QEMU's, so that
+/// Linux's blkback (which takes every device under `backend/vbd`) leaves it alone. The frontend
+/// does not care: it follows its `backend` key.
+pub const USERSPACE_CLASS: &str = "qdisk";
+
 /// The frontend and backend directories of one virtual block device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VbdPaths {
     /// `/local/domain/<domid>/device/vbd/<devid>`.
     pub frontend: String,
-    /// `/local/domain/<backend>/backend/vbd/<domid>/<devid>`.
+    /// `/local/domain/<backend>/backend/<class>/<domid>/<devid>`.
     pub backend: String,
 }
 
@@ -97,10 +102,13 @@ pub struct VbdPaths {
 /// (`backend`, `backend-id`, `state` Initialising, `virtual-device`, `device-type`; owned by
 /// the guest, readable by the backend) and the backend directory (`frontend`, `frontend-id`,
 /// `state` Initialising, `online`, `mode`, `dev`, `type`; owned by the backend, readable by the
-/// guest). The guest's xenbus sees a new device under `device/vbd` and probes it. `devid` is
-/// the virtual device number (`202 << 8 | 16` is `xvdb`); `vdev` its name (`xvdb`).
+/// guest). The guest's xenbus sees a new device under `device/vbd` and probes it. The backend
+/// directory is under `backend/<class>`: `vbd` for Linux's blkback, [`USERSPACE_CLASS`] for
+/// this crate's backend (Linux's blkback would take a `vbd` too, in a dom0 that loaded it).
+/// `devid` is the virtual device number (`202 << 8 | 16` is `xvdb`); `vdev` its name (`xvdb`).
 pub fn add_vbd<T: Read + Write>(
     client: &mut Client<T>,
+    class: &str,
     frontend_id: DomId,
     backend_id: DomId,
     devid: u32,
@@ -114,7 +122,7 @@ where
     let back_home = client.get_domain_path(backend_id)?;
     let paths = VbdPaths {
         frontend: format!("{front_home}/device/vbd/{devid}"),
-        backend: format!("{back_home}/backend/vbd/{}/{devid}", frontend_id.0),
+        backend: format!("{back_home}/backend/{class}/{}/{devid}", frontend_id.0),
     };
     let front_perms = [
         Perm::new(frontend_id, Access::None),

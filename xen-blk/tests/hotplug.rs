@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 
-use xen_blk::linux::{BlockBackend, MAX_RING_PAGE_ORDER, add_vbd, remove_vbd};
+use xen_blk::linux::{BlockBackend, MAX_RING_PAGE_ORDER, USERSPACE_CLASS, add_vbd, remove_vbd};
 use xen_bus::XenbusState;
 use xen_hypercall::DomId;
 use xen_store::mock::MockStore;
@@ -18,9 +18,18 @@ fn hot_plug_writes_both_directories_with_the_toolstacks_permissions() {
     let store = MockStore::new();
     let mut dom0 = Client::new(store.connect(DomId(0)));
     let mut guest = Client::new(store.connect(GUEST));
-    let paths = add_vbd(&mut dom0, GUEST, DomId(0), XVDB, "xvdb", false).unwrap();
+    let paths = add_vbd(
+        &mut dom0,
+        USERSPACE_CLASS,
+        GUEST,
+        DomId(0),
+        XVDB,
+        "xvdb",
+        false,
+    )
+    .unwrap();
     assert_eq!(paths.frontend, "/local/domain/5/device/vbd/51728");
-    assert_eq!(paths.backend, "/local/domain/0/backend/vbd/5/51728");
+    assert_eq!(paths.backend, "/local/domain/0/backend/qdisk/5/51728");
     let front = |key: &str| format!("{}/{key}", paths.frontend);
     let back = |key: &str| format!("{}/{key}", paths.backend);
     // The guest finds its backend, may write its own state and read, not write, the backend's.

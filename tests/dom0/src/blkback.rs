@@ -14,7 +14,7 @@ use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
 use xen_blk::linux::{
-    BlockBackend, Released, VbdPaths, add_vbd, remove_vbd, ring_pages_mapped,
+    BlockBackend, Released, USERSPACE_CLASS, VbdPaths, add_vbd, remove_vbd, ring_pages_mapped,
 };
 use xen_bus::XenbusState;
 use xen_evtchn::linux::EvtchnDevice;
@@ -103,7 +103,9 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         let line = format!("{PATTERN}\n");
         let pattern = line.as_bytes().iter().cycle();
         if let Some(at) = head.iter().zip(pattern).position(|(a, b)| a != b) {
-            return Err(format!("the backing file differs from the pattern at byte {at}"));
+            return Err(format!(
+                "the backing file differs from the pattern at byte {at}"
+            ));
         }
         out.out(format_args!(
             "the domU wrote, read back and compared {PATTERN_BYTES} bytes; the file holds them"
@@ -225,8 +227,16 @@ impl Attached {
     /// borrows them.
     fn new(domid: DomId) -> Result<Self, String> {
         let mut xs = store()?;
-        let paths = add_vbd(&mut xs, domid, DomId(0), DEVID, VDEV, false)
-            .map_err(|e| format!("hot-plug: {e}"))?;
+        let paths = add_vbd(
+            &mut xs,
+            USERSPACE_CLASS,
+            domid,
+            DomId(0),
+            DEVID,
+            VDEV,
+            false,
+        )
+        .map_err(|e| format!("hot-plug: {e}"))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -241,7 +251,9 @@ impl Attached {
             let mut xs = store()?;
             let start = Instant::now();
             let mut connection = backend
-                .connect(&mut xs, gntdev, evtchn, &mut || start.elapsed() > STEP_TIMEOUT)
+                .connect(&mut xs, gntdev, evtchn, &mut || {
+                    start.elapsed() > STEP_TIMEOUT
+                })
                 .map_err(|e| format!("connect: {e}"))?;
             let served = connection.serve_until(stop);
             let closed = connection.close();
@@ -378,7 +390,10 @@ impl Console {
                 }
             }
             if start.elapsed() > timeout {
-                return Err(format!("the domU did not finish its runs within {} s", timeout.as_secs()));
+                return Err(format!(
+                    "the domU did not finish its runs within {} s",
+                    timeout.as_secs()
+                ));
             }
             sleep(Duration::from_millis(50));
         }
@@ -407,8 +422,8 @@ fn bench(
     run_tool("xl", &["block-detach", &domid_text, KERNEL_VDEV])?;
     let (_, released) = ours.detach()?;
     for values in &lines {
-        let (backend, measure, bytes, ns) = blkback::parse_bench(values)
-            .ok_or_else(|| format!("the domU printed `{values}`"))?;
+        let (backend, measure, bytes, ns) =
+            blkback::parse_bench(values).ok_or_else(|| format!("the domU printed `{values}`"))?;
         out.out(format_args!(
             "bench-run impl={backend} measure={measure} iterations=1 ns={ns} bytes={bytes}"
         ));

@@ -109,7 +109,9 @@ pub fn domu_script(bench_rounds: u32) -> std::string::String {
     use std::format;
     let dev = format!("/dev/{VDEV}");
     let mut s = format!(
-        "say() {{ echo \"{PREFIX}$*\"; }}\n\
+        // `/init`'s `busybox --install` leaves out the applets that live in `/usr`.
+        "mkdir -p /usr/bin /usr/sbin && busybox --install -s 2>/dev/null\n\
+         say() {{ echo \"{PREFIX}$*\"; }}\n\
          come() {{ i=0; while [ ! -b /dev/$1 ] && [ $i -lt {WAIT_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; [ -b /dev/$1 ]; }}\n\
          go() {{ i=0; while [ -b /dev/$1 ] && [ $i -lt {WAIT_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; [ ! -b /dev/$1 ]; }}\n\
          seen() {{ if come {VDEV}; then say {seen} $(cat /sys/block/{VDEV}/size); else say {seen} missing; fi; }}\n\
