@@ -3,6 +3,7 @@
 //! in dom0 (`xen-dom0-tests blkback`). One boot holds every case: attach, pattern, filesystem,
 //! detach idle, detach during reads, and with `bench_rounds` the benchmark against blkback.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use xen_testbed_protocol::exchange::blkback;
@@ -32,43 +33,68 @@ pub const DOM0_CASES: &[&str] = &[
 /// The benchmark's case.
 pub const BENCH_CASE: &str = "blkback_bench";
 
-/// The boot of run `name` on `artifacts` (x86_64): builds the domU's initramfs next to the
-/// testbed's cache.
-pub fn dom0_run(
+/// dom0's cases when benchmarking.
+pub const BENCH_DOM0_CASES: &[&str] = &[
+    "blkback_domu_started",
+    "blkback_attach_connects",
+    "blkback_pattern_round_trip",
+    "blkback_filesystem",
+    "blkback_detach_idle",
+    "blkback_detach_in_flight",
+    BENCH_CASE,
+    "blkback_domu_done",
+];
+
+/// The Linux domU's boot files for dom0 (absolute path in dom0, host path), its initramfs
+/// running [`blkback::domu_script`]`(bench_rounds)`, built next to the testbed's cache.
+pub fn domu_files(
     testbed: &Testbed,
     artifacts: &Artifacts,
     name: &str,
     bench_rounds: u32,
-    timeout: Duration,
-) -> Result<Dom0Run> {
+) -> Result<Vec<(String, PathBuf)>> {
     let domu = linux_domu::build(
         artifacts,
         &testbed.cache_dir().with_file_name("blkback"),
         name,
         &blkback::domu_script(bench_rounds),
     )?;
+    Ok(vec![
+        (KERNEL.into(), domu.kernel),
+        (RAMDISK.into(), domu.ramdisk),
+    ])
+}
+
+/// `xen-dom0-tests`' arguments.
+pub fn arguments(bench_rounds: u32) -> String {
     let bench = if bench_rounds > 0 {
         format!("{} {bench_rounds} ", blkback::BENCH_ROUNDS)
     } else {
         String::new()
     };
-    let mut cases: Vec<String> = DOM0_CASES.iter().map(|c| c.to_string()).collect();
-    if bench_rounds > 0 {
-        cases.insert(cases.len() - 1, BENCH_CASE.into());
-    }
+    format!(
+        "blkback {bench}--name {DOMU} --type pv --memory {} --kernel {KERNEL} \
+         --ramdisk {RAMDISK} --cmdline '{}'",
+        linux_domu::MEMORY_MIB,
+        linux_domu::CMDLINE
+    )
+}
+
+/// The boot of scenario run `name` on `artifacts` (x86_64), without the benchmark.
+pub fn dom0_run(
+    testbed: &Testbed,
+    artifacts: &Artifacts,
+    name: &str,
+    timeout: Duration,
+) -> Result<Dom0Run> {
     Ok(Dom0Run {
         name: name.into(),
         arch: Arch::X86_64,
         binaries: Vec::new(),
-        files: vec![(KERNEL.into(), domu.kernel), (RAMDISK.into(), domu.ramdisk)],
+        files: domu_files(testbed, artifacts, name, 0)?,
         preamble: Preamble::BlockBackend,
-        commands: vec![format!(
-            "{DOM0_TESTS} blkback {bench}--name {DOMU} --type pv --memory {} --kernel {KERNEL} \
-             --ramdisk {RAMDISK} --cmdline '{}'",
-            linux_domu::MEMORY_MIB,
-            linux_domu::CMDLINE
-        )],
-        expected_cases: cases,
+        commands: vec![format!("{DOM0_TESTS} {}", arguments(0))],
+        expected_cases: DOM0_CASES.iter().map(|c| c.to_string()).collect(),
         expected_dones: 1,
         timeout,
         vcpus: 1,

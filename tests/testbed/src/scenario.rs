@@ -1049,7 +1049,6 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         testbed,
                         artifacts_of(release, arch),
                         &name,
-                        0,
                         scenario.timeout,
                     )
                 })
