@@ -79,9 +79,9 @@ pub enum BackendError {
     /// The frontend's ring indices are impossible: it is disconnected.
     #[error("frontend broke the ring: {0}")]
     Ring(#[from] ReqRingError),
-    /// The backing file failed.
-    #[error("backing file: {0}")]
-    File(#[from] std::io::Error),
+    /// The backing file (or an OS transport) failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// The backend class [`add_vbd`] files a userspace backend under: `qdisk`, QEMU's, so that
