@@ -5,11 +5,13 @@
 //!
 //! Validation follows what Linux's blkback refuses (`dispatch_rw_block_io`,
 //! `xen_vbd_translate`), made exact: an operation this backend does not offer, no segment
-//! for a read or write, more than [`MAX_SEGMENTS`], a segment whose `first_sect..=last_sect`
-//! is empty or leaves its page, a range that overflows or ends past the disk, a write to a
-//! read-only disk. Each is answered with `BLKIF_RSP_ERROR` (`BLKIF_RSP_EOPNOTSUPP` for an
-//! operation not offered) and never reaches the [`BlockIo`]. A grant the frontend never made is
-//! the [`BlockIo`]'s to find (Xen refuses the copy or map): it fails that request alone. Ring
+//! for a read or write, more than [`MAX_SEGMENTS`] (or [`MAX_INDIRECT_SEGMENTS`] in an indirect
+//! request, whose `indirect_op` must be a read or a write), a segment whose
+//! `first_sect..=last_sect` is empty or leaves its page, a range that overflows or ends past the
+//! disk, a write to a read-only disk. Each is answered with `BLKIF_RSP_ERROR`
+//! (`BLKIF_RSP_EOPNOTSUPP` for an operation not offered) and never reaches the [`BlockIo`]. A
+//! grant the frontend never made is the [`BlockIo`]'s to find (Xen refuses the copy or map):
+//! it fails that request alone. Ring
 //! indices the frontend could not have produced are a [`ReqRingError`]: the caller disconnects.
 
 use xen_grant::GrantRef;
@@ -17,9 +19,12 @@ use xen_shared::ReqRingError;
 use xen_shared::req_ring::{BackRing, ShapeError};
 use xen_shared::ring::RingMemory;
 
+use alloc::vec::Vec;
+
 use crate::abi::{
-    MAX_SEGMENTS, OP_FLUSH_DISKCACHE, OP_READ, OP_WRITE, RSP_EOPNOTSUPP, RSP_ERROR, RSP_OKAY,
-    Request, RingRequest, SECTOR_SIZE,
+    IndirectRequest, MAX_INDIRECT_PAGES, MAX_SEGMENTS, OP_FLUSH_DISKCACHE, OP_INDIRECT, OP_READ,
+    OP_WRITE, RSP_EOPNOTSUPP, RSP_ERROR, RSP_OKAY, Request, RingRequest, SECTOR_SIZE,
+    SEGMENTS_PER_INDIRECT_PAGE, Segment,
 };
 
 /// Sectors (of [`SECTOR_SIZE`]) in one 4 KiB page: a segment's `last_sect` is below this.
@@ -27,6 +32,13 @@ const SECTORS_PER_PAGE: u8 = (4096 / SECTOR_SIZE) as u8;
 
 /// The most requests handed to [`BlockIo::perform`] at once.
 pub const BATCH: usize = 32;
+
+/// The most segments of an indirect request (`feature-max-indirect-segments`): 256 KiB. Linux's
+/// blkfront uses at most 32 unless told otherwise (its `max_indirect_segments`).
+pub const MAX_INDIRECT_SEGMENTS: usize = 64;
+
+const _: () =
+    assert!(MAX_INDIRECT_SEGMENTS.div_ceil(SEGMENTS_PER_INDIRECT_PAGE) <= MAX_INDIRECT_PAGES);
 
 /// The disk a backend serves, as the frontend is told it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +80,7 @@ pub struct Checked {
     operation: u8,
     kind: Kind,
     sector: u64,
-    segments: [DataSegment; MAX_SEGMENTS],
+    segments: [DataSegment; MAX_INDIRECT_SEGMENTS],
     count: u8,
     len: u32,
 }
@@ -79,7 +91,8 @@ impl Checked {
         self.id
     }
 
-    /// The request's `operation` byte, echoed in the response.
+    /// The operation the response carries: the request's `operation`, or an indirect
+    /// request's `indirect_op` (as Linux's blkback answers, and blkfront expects).
     pub fn operation(&self) -> u8 {
         self.operation
     }
@@ -130,14 +143,21 @@ pub enum Refusal {
     /// A read or write with no segment.
     #[error("a read or write with no segment")]
     NoSegment,
-    /// More segments than a request holds.
-    #[error("{0} segments, at most {MAX_SEGMENTS}")]
-    TooManySegments(u8),
+    /// More segments than a request holds ([`MAX_SEGMENTS`], or [`MAX_INDIRECT_SEGMENTS`]
+    /// for an indirect one).
+    #[error("{0} segments, more than a request may hold")]
+    TooManySegments(u16),
+    /// An indirect request whose `indirect_op` is neither read nor write.
+    #[error("indirect operation {0} is not a read or a write")]
+    BadIndirectOperation(u8),
+    /// An indirect request's segment pages could not be read (a grant refused).
+    #[error("the indirect segment pages are not readable")]
+    IndirectUnreadable,
     /// A segment whose sectors are empty or leave the page.
     #[error("segment {index} covers sectors {first}..={last} of a page of 8")]
     BadSegment {
         /// The segment's index.
-        index: u8,
+        index: u16,
         /// Its `first_sect`.
         first: u8,
         /// Its `last_sect`.
@@ -168,32 +188,72 @@ impl Refusal {
     }
 }
 
-/// Validates one request slot against `disk`.
-pub fn check(slot: &RingRequest, disk: &Disk) -> Result<Checked, Refusal> {
-    let kind = match slot.operation() {
+/// Validates one request slot against `disk`. An indirect request's segments are read with
+/// `indirect` (the pages' grant references, the descriptors to fill; `false` if a page could
+/// not be read) once its header passed, then checked as a direct request's.
+pub fn check(
+    slot: &RingRequest,
+    disk: &Disk,
+    indirect: impl FnOnce(&[GrantRef], &mut [Segment]) -> bool,
+) -> Result<Checked, Refusal> {
+    let mut descriptors = [Segment::default(); MAX_INDIRECT_SEGMENTS];
+    let (operation, id, sector, descriptors) = match slot.operation() {
+        OP_INDIRECT => {
+            let request: IndirectRequest = slot.get();
+            let operation = request.indirect_op;
+            if operation != OP_READ && operation != OP_WRITE {
+                return Err(Refusal::BadIndirectOperation(operation));
+            }
+            let count = usize::from(request.nr_segments);
+            if count == 0 {
+                return Err(Refusal::NoSegment);
+            }
+            if count > MAX_INDIRECT_SEGMENTS {
+                return Err(Refusal::TooManySegments(request.nr_segments));
+            }
+            let pages = count.div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
+            let grefs = request.indirect_grefs.map(GrantRef);
+            if !indirect(&grefs[..pages], &mut descriptors[..count]) {
+                return Err(Refusal::IndirectUnreadable);
+            }
+            (
+                operation,
+                request.id,
+                request.sector_number,
+                &descriptors[..count],
+            )
+        }
+        operation => {
+            let request: Request = slot.get();
+            let count = usize::from(request.nr_segments);
+            if count > MAX_SEGMENTS {
+                return Err(Refusal::TooManySegments(count as u16));
+            }
+            descriptors[..count].copy_from_slice(&request.seg[..count]);
+            (
+                operation,
+                request.id,
+                request.sector_number,
+                &descriptors[..count],
+            )
+        }
+    };
+    let kind = match operation {
         OP_READ => Kind::Read,
         OP_WRITE => Kind::Write,
         OP_FLUSH_DISKCACHE => Kind::Flush,
         other => return Err(Refusal::Unsupported(other)),
     };
-    let request: Request = slot.get();
-    let count = request.nr_segments;
-    if usize::from(count) > MAX_SEGMENTS {
-        return Err(Refusal::TooManySegments(count));
-    }
-    if count == 0 && kind != Kind::Flush {
+    if descriptors.is_empty() && kind != Kind::Flush {
         return Err(Refusal::NoSegment);
     }
     let mut segments = Checked::EMPTY.segments;
     let mut sectors = 0u64;
-    for (index, (seg, out)) in request.seg.iter().zip(&mut segments).enumerate() {
-        if index == usize::from(count) {
-            break;
-        }
+    for (index, (seg, out)) in descriptors.iter().zip(&mut segments).enumerate() {
         let (first, last) = (seg.first_sect, seg.last_sect);
         if first > last || last >= SECTORS_PER_PAGE {
             return Err(Refusal::BadSegment {
-                index: index as u8,
+                index: index as u16,
                 first,
                 last,
             });
@@ -206,7 +266,6 @@ pub fn check(slot: &RingRequest, disk: &Disk) -> Result<Checked, Refusal> {
         };
         sectors += u64::from(n);
     }
-    let sector = request.sector_number;
     let out_of_range = Refusal::OutOfRange {
         sector,
         count: sectors,
@@ -224,13 +283,13 @@ pub fn check(slot: &RingRequest, disk: &Disk) -> Result<Checked, Refusal> {
         return Err(Refusal::ReadOnly);
     }
     Ok(Checked {
-        id: request.id,
-        operation: slot.operation(),
+        id,
+        operation,
         kind,
         // So that `offset` is a byte on the disk for every checked request.
         sector: if sectors == 0 { 0 } else { sector },
         segments,
-        count,
+        count: descriptors.len() as u8,
         len: (sectors * SECTOR_SIZE as u64) as u32,
     })
 }
@@ -244,6 +303,10 @@ pub trait BlockIo {
     /// requests together if it does not care which lands first (blkif has no ordering between
     /// requests in flight).
     fn perform(&mut self, requests: &[Checked], statuses: &mut [i16]);
+
+    /// Copies an indirect request's segment descriptors (`out.len()` of them, 512 per page) out
+    /// of the frontend's pages `grefs`; `false` if a page could not be read (a grant refused).
+    fn read_indirect(&mut self, grefs: &[GrantRef], out: &mut [Segment]) -> bool;
 }
 
 /// How many requests a backend answered, by outcome.
@@ -263,6 +326,8 @@ pub struct Backend<M> {
     ring: BackRing<RingRequest, crate::abi::Response, M>,
     disk: Disk,
     counts: Counts,
+    /// The valid requests of one batch (kept to reuse its allocation).
+    batch: Vec<Checked>,
 }
 
 impl<M: RingMemory> Backend<M> {
@@ -272,6 +337,7 @@ impl<M: RingMemory> Backend<M> {
             ring: BackRing::init(mem, order)?,
             disk,
             counts: Counts::default(),
+            batch: Vec::with_capacity(BATCH),
         })
     }
 
@@ -315,11 +381,11 @@ impl<M: RingMemory> Backend<M> {
     /// Takes up to [`BATCH`] requests and answers them; `Ok(true)` if the ring ran dry
     /// before the batch was full.
     fn serve_batch(&mut self, io: &mut impl BlockIo) -> Result<bool, ReqRingError> {
-        let mut valid = [Checked::EMPTY; BATCH];
-        let mut taken = 0;
+        let mut valid = core::mem::take(&mut self.batch);
+        valid.clear();
         let mut dry = false;
         let mut error = None;
-        while taken < BATCH {
+        while valid.len() < BATCH {
             let slot = match self.ring.next_request() {
                 Ok(Some(slot)) => slot,
                 Ok(None) => {
@@ -331,23 +397,25 @@ impl<M: RingMemory> Backend<M> {
                     break;
                 }
             };
-            match check(&slot, &self.disk) {
-                Ok(checked) => {
-                    valid[taken] = checked;
-                    taken += 1;
-                }
+            match check(&slot, &self.disk, |grefs, out| io.read_indirect(grefs, out)) {
+                Ok(checked) => valid.push(checked),
                 Err(refusal) => {
                     self.counts.refused += 1;
-                    self.respond(slot.id(), slot.operation(), refusal.status())?;
+                    let operation = match slot.operation() {
+                        OP_INDIRECT => slot.get::<IndirectRequest>().indirect_op,
+                        operation => operation,
+                    };
+                    self.respond(slot.id(), operation, refusal.status())?;
                 }
             }
         }
-        let valid = &valid[..taken];
         let mut statuses = [RSP_ERROR; BATCH];
+        let statuses = &mut statuses[..valid.len()];
         if !valid.is_empty() {
-            io.perform(valid, &mut statuses[..taken]);
+            io.perform(&valid, statuses);
         }
-        for (request, &status) in valid.iter().zip(&statuses) {
+        let mut result = Ok(());
+        for (request, &status) in valid.iter().zip(statuses.iter()) {
             // Anything but success is a failure to the frontend.
             let status = if status == RSP_OKAY {
                 self.counts.done += 1;
@@ -356,8 +424,10 @@ impl<M: RingMemory> Backend<M> {
                 self.counts.failed += 1;
                 RSP_ERROR
             };
-            self.respond(request.id, request.operation, status)?;
+            result = result.and(self.respond(request.id, request.operation, status));
         }
+        self.batch = valid;
+        result?;
         match error {
             Some(e) => Err(e),
             None => Ok(dry),
@@ -385,7 +455,7 @@ impl Checked {
             gref: GrantRef(0),
             offset: 0,
             len: 0,
-        }; MAX_SEGMENTS],
+        }; MAX_INDIRECT_SEGMENTS],
         count: 0,
         len: 0,
     };

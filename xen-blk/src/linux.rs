@@ -26,9 +26,11 @@ use xen_shared::ring::RingMemory;
 use xen_shared::{AccessError, ReqRingError, SharedMem};
 use xen_store::{Access, Perm};
 use xen_store::{Client, Store};
+use zerocopy::IntoBytes;
 
+use crate::abi::Segment;
 use crate::abi::{RSP_OKAY, SECTOR_SIZE, VDISK_READONLY};
-use crate::back::{Backend, BlockIo, Checked, Counts, Disk, Kind};
+use crate::back::{Backend, BlockIo, Checked, Counts, Disk, Kind, MAX_INDIRECT_SEGMENTS};
 
 /// The largest ring this backend maps: 2^4 pages (`max-ring-page-order`, as Linux's blkback).
 pub const MAX_RING_PAGE_ORDER: u8 = 4;
@@ -200,6 +202,7 @@ impl BlockBackend {
         let sectors = file.metadata()?.len() / SECTOR_SIZE as u64;
         let features = Publication::new()
             .value("feature-flush-cache", 1)
+            .value("feature-max-indirect-segments", MAX_INDIRECT_SEGMENTS)
             .value("max-ring-page-order", MAX_RING_PAGE_ORDER);
         device.publish(client, &features, XenbusState::InitWait)?;
         Ok(Self {
@@ -547,6 +550,25 @@ impl FileIo<'_> {
 }
 
 impl BlockIo for FileIo<'_> {
+    fn read_indirect(&mut self, grefs: &[GrantRef], out: &mut [Segment]) -> bool {
+        let bytes = out.as_mut_bytes();
+        let mut segments: Vec<CopySegment<'_>> = bytes
+            .chunks_mut(xen_grant::PAGE_SIZE)
+            .zip(grefs)
+            .map(|(chunk, &gref)| CopySegment {
+                len: chunk.len() as u16,
+                source: CopySource::Grant {
+                    domid: self.domid,
+                    gref,
+                    offset: 0,
+                },
+                dest: CopyDest::Local(chunk),
+            })
+            .collect();
+        let pages = segments.len();
+        pages == grefs.len() && self.copy(&mut segments).into_iter().all(|ok| ok)
+    }
+
     fn perform(&mut self, requests: &[Checked], statuses: &mut [i16]) {
         let total = requests.iter().map(Checked::len).sum();
         let mut buf = core::mem::take(&mut self.buf);

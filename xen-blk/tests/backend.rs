@@ -9,12 +9,14 @@ mod support {
 
 use std::sync::atomic::Ordering;
 
-use support::hostile_front::{Chaos, MemIo, REQ_EVENT, REQ_PROD, hostile_run, request};
+use support::hostile_front::{
+    Chaos, MemIo, REQ_EVENT, REQ_PROD, descriptors, hostile_run, indirect, request,
+};
 use xen_blk::abi::{
     MAX_SEGMENTS, OP_DISCARD, OP_FLUSH_DISKCACHE, OP_INDIRECT, OP_READ, OP_WRITE, OP_WRITE_BARRIER,
     RSP_EOPNOTSUPP, RSP_ERROR, RSP_OKAY, Request, Response, RingRequest, Segment,
 };
-use xen_blk::back::{BATCH, Backend, Counts, Disk};
+use xen_blk::back::{BATCH, Backend, Counts, Disk, MAX_INDIRECT_SEGMENTS};
 use xen_shared::{FrontRing, ReqRingError, RingMemory, SharedMem, SharedPage};
 
 const DISK: Disk = Disk {
@@ -103,7 +105,6 @@ fn every_malformed_request_is_answered_with_an_error_and_never_performed() {
             RSP_EOPNOTSUPP,
         ),
         (request(OP_DISCARD, 2, 0, &[]), RSP_EOPNOTSUPP),
-        (request(OP_INDIRECT, 9, 0, &[]), RSP_EOPNOTSUPP),
         (request(200, 10, 0, &[]), RSP_EOPNOTSUPP),
         (RingRequest::new(&too_many), RSP_ERROR),
         (request(OP_READ, 4, 0, &[]), RSP_ERROR),
@@ -248,6 +249,90 @@ fn an_impossible_req_prod_is_an_error_after_answering_what_came_before() {
         .unwrap();
     assert!(back.serve(&mut io).is_err());
     assert_eq!(io.performed, 1);
+}
+
+#[test]
+fn indirect_requests_carry_many_segments_and_are_answered_with_their_indirect_op() {
+    let page = SharedPage::new();
+    let mut front = FrontRing::init(page.mem(), 0).unwrap();
+    let disk = Disk {
+        sectors: 256,
+        ..DISK
+    };
+    let mut back = Backend::new(page.mem(), 0, disk).unwrap();
+    let mut io = MemIo::new(disk.sectors);
+    // 20 whole pages: grants 100..120, written as 20 x 8 sectors from sector 0.
+    for g in 100..120u32 {
+        io.grants.insert(g, [g as u8; 4096]);
+    }
+    let segs: Vec<_> = (100..120u32).map(|g| (g, 0, 7)).collect();
+    descriptors(&mut io, 7, &segs);
+    let rsp = exchange(
+        &mut front,
+        &mut back,
+        &mut io,
+        &[indirect(OP_WRITE, 1, 0, 20, &[7])],
+    );
+    assert_eq!(
+        (rsp[0].id, rsp[0].operation, rsp[0].status),
+        (1, OP_WRITE, RSP_OKAY)
+    );
+    for (i, g) in (100..120u32).enumerate() {
+        assert!(
+            io.disk[i * 4096..(i + 1) * 4096]
+                .iter()
+                .all(|&b| b == g as u8)
+        );
+    }
+    // Read back sectors 8..=15 (page 101's bytes) into page 200's sectors 0..=7.
+    io.grants.insert(200, [0; 4096]);
+    descriptors(&mut io, 8, &[(200, 0, 7)]);
+    let rsp = exchange(
+        &mut front,
+        &mut back,
+        &mut io,
+        &[indirect(OP_READ, 2, 8, 1, &[8])],
+    );
+    assert_eq!((rsp[0].operation, rsp[0].status), (OP_READ, RSP_OKAY));
+    assert!(io.grants[&200].iter().all(|&b| b == 101));
+}
+
+#[test]
+fn malformed_indirect_requests_are_refused_with_their_indirect_op() {
+    let page = SharedPage::new();
+    let mut front = FrontRing::init(page.mem(), 0).unwrap();
+    let mut back = Backend::new(page.mem(), 0, DISK).unwrap();
+    let mut io = MemIo::new(DISK.sectors);
+    io.grants.insert(1, [0; 4096]);
+    descriptors(&mut io, 7, &[(1, 0, 7), (1, 3, 2)]);
+    descriptors(&mut io, 8, &[(1, 0, 7); 9]);
+    let max = MAX_INDIRECT_SEGMENTS as u16;
+    let cases = [
+        // A flush or anything else is not an indirect operation.
+        (
+            indirect(OP_FLUSH_DISKCACHE, 1, 0, 1, &[7]),
+            OP_FLUSH_DISKCACHE,
+        ),
+        (indirect(OP_INDIRECT, 2, 0, 1, &[7]), OP_INDIRECT),
+        (indirect(OP_READ, 3, 0, 0, &[7]), OP_READ),
+        (indirect(OP_READ, 4, 0, max + 1, &[7]), OP_READ),
+        // The descriptor page is a grant never made.
+        (indirect(OP_READ, 5, 0, 1, &[99]), OP_READ),
+        // Its second segment is empty.
+        (indirect(OP_WRITE, 6, 0, 2, &[7]), OP_WRITE),
+        // 9 pages from sector 0 end past the disk's 64 sectors.
+        (indirect(OP_READ, 7, 0, 9, &[8]), OP_READ),
+    ];
+    let slots: Vec<_> = cases.iter().map(|(r, _)| *r).collect();
+    let rsp = exchange(&mut front, &mut back, &mut io, &slots);
+    for ((slot, operation), rsp) in cases.iter().zip(&rsp) {
+        assert_eq!(
+            (rsp.id, rsp.operation, rsp.status),
+            (slot.id(), *operation, RSP_ERROR)
+        );
+    }
+    assert_eq!(io.performed, 0);
+    assert_eq!(back.counts().refused, cases.len() as u64);
 }
 
 /// A tiny deterministic generator (xorshift64*), so the hostile runs repeat.

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use xen_blk::abi::{
-    MAX_SEGMENTS, OP_FLUSH_DISKCACHE, OP_READ, OP_WRITE, RSP_OKAY, Request, RingRequest,
-    SECTOR_SIZE, Segment,
+    IndirectRequest, MAX_SEGMENTS, OP_FLUSH_DISKCACHE, OP_INDIRECT, OP_READ, OP_WRITE, RSP_OKAY,
+    Request, RingRequest, SECTOR_SIZE, Segment,
 };
-use xen_blk::back::{BATCH, Backend, BlockIo, Checked, Disk, Kind};
+use xen_blk::back::{BATCH, Backend, BlockIo, Checked, Disk, Kind, MAX_INDIRECT_SEGMENTS};
+use xen_grant::GrantRef;
 use xen_shared::{ReqRingError, RingMemory, SharedPage};
 use zerocopy::IntoBytes;
 
@@ -75,6 +76,52 @@ impl BlockIo for MemIo {
             *status = RSP_OKAY;
         }
     }
+
+    fn read_indirect(&mut self, grefs: &[GrantRef], out: &mut [Segment]) -> bool {
+        assert!(!grefs.is_empty() && out.len() <= grefs.len() * 512);
+        for (chunk, gref) in out.as_mut_bytes().chunks_mut(4096).zip(grefs) {
+            let Some(page) = self.grants.get(&gref.0) else {
+                return false;
+            };
+            chunk.copy_from_slice(&page[..chunk.len()]);
+        }
+        true
+    }
+}
+
+/// An indirect request: `operation` as `indirect_op`, the segment descriptors in the pages
+/// `grefs`, `count` of them.
+pub(crate) fn indirect(
+    operation: u8,
+    id: u64,
+    sector: u64,
+    count: u16,
+    grefs: &[u32],
+) -> RingRequest {
+    let mut request = IndirectRequest {
+        operation: OP_INDIRECT,
+        indirect_op: operation,
+        nr_segments: count,
+        id,
+        sector_number: sector,
+        ..Default::default()
+    };
+    request.indirect_grefs[..grefs.len()].copy_from_slice(grefs);
+    RingRequest::new(&request)
+}
+
+/// Writes `segs` (`(gref, first_sect, last_sect)`) as descriptors into page `gref` of `io`.
+pub(crate) fn descriptors(io: &mut MemIo, gref: u32, segs: &[(u32, u8, u8)]) {
+    let page = io.grants.entry(gref).or_insert([0; 4096]);
+    for (i, &(g, first_sect, last_sect)) in segs.iter().enumerate() {
+        let seg = Segment {
+            gref: g,
+            first_sect,
+            last_sect,
+            _pad: [0; 2],
+        };
+        page[i * 8..i * 8 + 8].copy_from_slice(seg.as_bytes());
+    }
 }
 
 /// A request slot: `segs` are `(gref, first_sect, last_sect)`.
@@ -135,6 +182,12 @@ pub(crate) fn hostile_run(chaos: &mut impl Chaos) -> Outcome {
     for gref in 0..4 {
         io.grants.insert(gref, [gref as u8; 4096]);
     }
+    // Page 3 holds valid descriptors (whole pages of grants 0 to 3), the others bytes that read
+    // as descriptors naming grants never made, or empty or out-of-page sectors.
+    let valid: Vec<_> = (0..MAX_INDIRECT_SEGMENTS as u32)
+        .map(|i| (i % 4, 0, 7))
+        .collect();
+    descriptors(&mut io, 3, &valid);
     let mut outcome = Outcome::default();
     let (mut req_prod, mut rsp_seen) = (0u32, 0u32);
     for _ in 0..(chaos.below(6) + 1) {
@@ -161,9 +214,21 @@ pub(crate) fn hostile_run(chaos: &mut impl Chaos) -> Outcome {
                     _pad: [0; 2],
                 };
             }
+            let slot_bytes = if chaos.below(5) == 0 {
+                let grefs = [0, 1, 2, 3, 4, 5].map(|_| chaos.below(6) as u32);
+                let count = chaos.below(MAX_INDIRECT_SEGMENTS as u64 + 3) as u16;
+                indirect(
+                    request.operation,
+                    request.id,
+                    request.sector_number,
+                    count,
+                    &grefs,
+                )
+            } else {
+                RingRequest::new(&request)
+            };
             let slot = 64 + (req_prod.wrapping_add(i) % 32) as usize * 112;
-            mem.write(slot, RingRequest::new(&request).as_bytes())
-                .unwrap();
+            mem.write(slot, slot_bytes.as_bytes()).unwrap();
         }
         req_prod = req_prod.wrapping_add(count);
         let published = if chaos.below(10) == 0 {
