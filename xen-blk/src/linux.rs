@@ -226,6 +226,9 @@ impl BlockBackend {
     /// (`ring-ref`, or `ring-page-order` and `ring-ref<i>`), binds its `event-channel`,
     /// publishes the geometry (`sectors`, `sector-size`, `info`) and switches to `Connected`.
     /// Every mapping and binding made is released again if a later step fails.
+    ///
+    /// `evtchn` must be this connection's alone: [`Connection::serve_until`] takes every port
+    /// pending on it, so another user's events would be lost (open one per connection).
     pub fn connect<'d, T: Read + Write>(
         &'d self,
         client: &mut Client<T>,
