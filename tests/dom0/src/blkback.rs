@@ -112,6 +112,8 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         ));
         Ok(())
     });
+    // While the domU makes its filesystem.
+    steps.step("blkback_hostile_frontend", hostile);
     steps.step("blkback_filesystem", |out| {
         let magic = console.wait(Mark::Filesystem, STEP_TIMEOUT)?;
         expect(magic.clone(), "53 ef")?;
@@ -431,6 +433,205 @@ fn bench(
     out.out(format_args!(
         "{} timed runs; ours answered {:?}",
         lines.len(),
+        released.counts
+    ));
+    Ok(())
+}
+
+/// The hostile frontend's device number (`xvdh`), in dom0's own `device/vbd`.
+const HOSTILE_DEVID: u32 = 202 << 8 | 112;
+/// The file its backend serves (1 MiB).
+const HOSTILE_FILE: &str = "/tmp/xentest-blkback-hostile.img";
+
+/// A hostile frontend in dom0 itself (its ring and data page granted to dom0 with gntalloc, its
+/// port unbound for dom0), served by a second backend while the domU's disk is in use: each
+/// malformed request is answered with an error (a grant never made by Xen's refusal), a valid
+/// one still works, and a `req_prod` beyond the ring makes its backend disconnect it. Its
+/// ring page and port are released; the domU's stay.
+fn hostile(out: &mut Reporter<Stdout>) -> Result<(), String> {
+    use xen_blk::abi::{
+        OP_READ, OP_WRITE, RSP_EOPNOTSUPP, RSP_ERROR, RSP_OKAY, Request, Response, RingRequest,
+        Segment,
+    };
+    use xen_blk::linux::BackendError;
+    use xen_evtchn::EventChannel;
+    use xen_grant::linux::Gntalloc;
+    use xen_shared::{FrontRing, RingMemory};
+
+    fs::write(HOSTILE_FILE, vec![0u8; 1 << 20]).map_err(|e| format!("{HOSTILE_FILE}: {e}"))?;
+    let mapped_before = ring_pages_mapped();
+    let gntalloc = Gntalloc::open().map_err(|e| format!("gntalloc: {e}"))?;
+    let share = gntalloc
+        .share(DomId(0), 2, false)
+        .map_err(|e| format!("gntalloc: {e}"))?;
+    let (ring_ref, data_ref) = (share.grefs()[0], share.grefs()[1]);
+    let ring_mem = share.mem().subslice(0, 4096).map_err(|e| e.to_string())?;
+    let mut front =
+        FrontRing::<RingRequest, Response, _>::init(ring_mem, 0).map_err(|e| e.to_string())?;
+    let front_evtchn = EvtchnDevice::open().map_err(|e| format!("evtchn: {e}"))?;
+    let front_port = front_evtchn
+        .alloc_unbound(DomId(0))
+        .map_err(|e| format!("alloc_unbound: {e}"))?;
+
+    let mut xs = store()?;
+    let paths = add_vbd(
+        &mut xs,
+        USERSPACE_CLASS,
+        DomId(0),
+        DomId(0),
+        HOSTILE_DEVID,
+        "xvdh",
+        false,
+    )
+    .map_err(|e| format!("hot-plug: {e}"))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(HOSTILE_FILE)
+        .map_err(|e| format!("{HOSTILE_FILE}: {e}"))?;
+    let backend = BlockBackend::new(&mut xs, &paths.backend, file, false)
+        .map_err(|e| format!("backend: {e}"))?;
+    // The frontend publishes its ring as blkfront does.
+    for (key, value) in [
+        ("ring-ref", ring_ref.0.to_string()),
+        ("event-channel", front_port.port().0.to_string()),
+        ("state", XenbusState::Initialised.as_u32().to_string()),
+    ] {
+        xs.write(&format!("{}/{key}", paths.frontend), value.as_bytes())
+            .map_err(|e| format!("{key}: {e}"))?;
+    }
+    let (gntdev, evtchn) = (
+        Gntdev::open().map_err(|e| format!("gntdev: {e}"))?,
+        EvtchnDevice::open().map_err(|e| format!("evtchn: {e}"))?,
+    );
+    let stop = AtomicBool::new(false);
+    let segment = |gref: u32, first_sect: u8, last_sect: u8| Segment {
+        gref,
+        first_sect,
+        last_sect,
+        _pad: [0; 2],
+    };
+    let request = |operation: u8, id: u64, sector: u64, nr_segments: u8, seg: Segment| {
+        RingRequest::new(&Request {
+            operation,
+            nr_segments,
+            id,
+            sector_number: sector,
+            seg: [seg; 11],
+            ..Default::default()
+        })
+    };
+    let data = segment(data_ref.0, 0, 7);
+    let cases = [
+        ("12 segments", request(OP_READ, 1, 0, 12, data), RSP_ERROR),
+        (
+            "a read past the disk",
+            request(OP_READ, 2, 2048, 1, data),
+            RSP_ERROR,
+        ),
+        (
+            "an empty segment",
+            request(OP_WRITE, 3, 0, 1, segment(data_ref.0, 5, 4)),
+            RSP_ERROR,
+        ),
+        (
+            "a grant never made",
+            request(OP_WRITE, 4, 0, 1, segment(0x7fff_fff0, 0, 7)),
+            RSP_ERROR,
+        ),
+        (
+            "an unknown operation",
+            request(200, 5, 0, 1, data),
+            RSP_EOPNOTSUPP,
+        ),
+        ("a valid read", request(OP_READ, 6, 0, 1, data), RSP_OKAY),
+    ];
+    let (served, released) = std::thread::scope(|scope| -> Result<_, String> {
+        let server = scope.spawn(|| -> Result<(Result<(), BackendError>, Released), String> {
+            let mut xs = store()?;
+            let start = Instant::now();
+            let mut connection = backend
+                .connect(&mut xs, &gntdev, &evtchn, &mut || {
+                    start.elapsed() > STEP_TIMEOUT
+                })
+                .map_err(|e| format!("connect: {e}"))?;
+            let served = connection.serve_until(&stop);
+            let released = connection.close().map_err(|e| format!("close: {e}"))?;
+            Ok((served, released))
+        });
+        let result = (|| -> Result<(), String> {
+            let start = Instant::now();
+            while backend.device().state(&mut xs).map_err(|e| e.to_string())?
+                != XenbusState::Connected
+            {
+                if start.elapsed() > STEP_TIMEOUT {
+                    return Err("its backend never connected".into());
+                }
+                sleep(Duration::from_millis(20));
+            }
+            for (what, slot, status) in &cases {
+                front.start_request(slot).map_err(|e| e.to_string())?;
+                front.push_requests().map_err(|e| e.to_string())?;
+                front_port.notify().map_err(|e| e.to_string())?;
+                let start = Instant::now();
+                let response = loop {
+                    if let Some(response) = front.next_response().map_err(|e| e.to_string())? {
+                        break response;
+                    }
+                    if start.elapsed() > Duration::from_secs(5) {
+                        return Err(format!("{what}: no response"));
+                    }
+                    sleep(Duration::from_millis(5));
+                };
+                if (response.id, response.status) != (slot.id(), *status) {
+                    return Err(format!(
+                        "{what}: answered {response:?}, not status {status}"
+                    ));
+                }
+            }
+            // `req_prod` one past what the ring could hold.
+            let rsp_prod = ring_mem
+                .load_index(8, Ordering::SeqCst)
+                .map_err(|e| e.to_string())?;
+            ring_mem
+                .store_index(0, rsp_prod.wrapping_add(33), Ordering::SeqCst)
+                .map_err(|e| e.to_string())?;
+            front_port.notify().map_err(|e| e.to_string())
+        })();
+        if result.is_err() {
+            stop.store(true, Ordering::Release);
+        }
+        let joined = server
+            .join()
+            .map_err(|_| "the serving thread panicked".to_string())?;
+        result?;
+        joined
+    })?;
+    if !matches!(served, Err(BackendError::Ring(_))) {
+        return Err(format!(
+            "the backend did not disconnect a ring beyond its size: {served:?}"
+        ));
+    }
+    xs.write(&format!("{}/state", paths.frontend), b"6")
+        .map_err(|e| e.to_string())?;
+    let (_, ()) = backend
+        .detach(&mut xs, || (), &mut || true)
+        .map_err(|e| format!("detach: {e}"))?;
+    remove_vbd(&mut xs, &paths).map_err(|e| format!("remove: {e}"))?;
+    let mapped = ring_pages_mapped();
+    if mapped != mapped_before || !evtchn.bound_ports().is_empty() || gntdev.leaked() != 0 {
+        return Err(format!(
+            "after the disconnect: {mapped} ring page(s) mapped (the domU's {mapped_before}), ports {:?}, {} leaked",
+            evtchn.bound_ports(),
+            gntdev.leaked()
+        ));
+    }
+    out.out(format_args!(
+        "{} malformed requests answered with errors, a valid one served, then {}; released {} ring page, port {}; {:?}",
+        cases.len() - 1,
+        served.unwrap_err(),
+        released.ring_pages,
+        released.port.0,
         released.counts
     ));
     Ok(())
