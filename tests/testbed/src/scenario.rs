@@ -500,7 +500,7 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         Scenario {
             name: "blkback-linux-pv",
-            about: "Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged 32 MiB file with xen-blk's userspace backend: dd pattern and cmp, mke2fs, detach idle and during reads (ring pages and ports counted back to zero)",
+            about: "Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged 32 MiB file with xen-blk's userspace backend: dd pattern and cmp, mke2fs, a hostile frontend in dom0 disconnected meanwhile, detach idle and during reads (ring pages and ports counted back to zero)",
             kind: Kind::UserspaceBlockBackend,
             timeout: Duration::from_secs(240),
             must_fail: None,

@@ -12,17 +12,21 @@
 //! 3. The domU sees `/dev/`[`VDEV`] ([`Mark::Seen`] with its sectors), writes [`PATTERN`]
 //!    repeated over the first [`PATTERN_BYTES`] with O_DIRECT, reads them back and compares
 //!    ([`Mark::Pattern`]): dom0 checks its file holds the pattern.
-//! 4. The domU makes an ext2 filesystem on the disk with busybox `mke2fs` and reads its
+//! 4. Meanwhile dom0 plays a hostile frontend of its own (its ring and a data page granted to
+//!    itself), served by a second backend: malformed requests are answered with errors, a
+//!    valid one is served, a `req_prod` beyond the ring disconnects it, and its ring page and
+//!    port are released while the domU's disk stays served.
+//! 5. The domU makes an ext2 filesystem on the disk with busybox `mke2fs` and reads its
 //!    superblock's magic back through the disk ([`Mark::Filesystem`]); dom0 finds the same
 //!    magic in its file. (The domU kernel's ext2/ext4 module is not in its initramfs, so the
 //!    filesystem is not mounted.)
-//! 5. Detach while idle: dom0's backend goes Closing, blkfront closes, dom0 unmaps the ring,
+//! 6. Detach while idle: dom0's backend goes Closing, blkfront closes, dom0 unmaps the ring,
 //!    closes its port, goes Closed and removes both directories; the domU sees the disk gone
 //!    ([`Mark::Gone`]).
-//! 6. dom0 hot-plugs the disk again; the domU sees it ([`Mark::Seen`]), starts reading it in a
+//! 7. dom0 hot-plugs the disk again; the domU sees it ([`Mark::Seen`]), starts reading it in a
 //!    loop ([`Mark::Reading`]) and dom0 detaches it during the reads; the loop ends on an I/O
 //!    error or the disk's removal ([`Mark::ReadEnded`]), and the domU sees it gone.
-//! 7. With [`BENCH_ROUNDS`] given (`cargo xtask bench blkback`): dom0 hot-plugs the file again
+//! 8. With [`BENCH_ROUNDS`] given (`cargo xtask bench blkback`): dom0 hot-plugs the file again
 //!    as [`VDEV`] and, through Linux's blkback, a loop device over the same file as
 //!    [`KERNEL_VDEV`]; the domU times [`BENCH_MEASURES`] on each ([`Mark::Bench`] lines) and
 //!    says [`Mark::Benched`].
