@@ -64,6 +64,7 @@
 
 pub mod apt;
 pub mod artifacts;
+pub mod blkback;
 pub mod c_program;
 pub mod cpio;
 pub mod demo;
