@@ -1,4 +1,4 @@
-//! The userspace block backend's run ([`exchange::blkback`]): a Linux PV domU (the release's own
+//! The userspace block backend's run ([`blkback`]): a Linux PV domU (the release's own
 //! kernel, [`linux_domu`]) whose xen-blkfront is served a hot-plugged disk by xen-blk's backend
 //! in dom0 (`xen-dom0-tests blkback`). One boot holds every case: attach, pattern, filesystem,
 //! detach idle, detach during reads, and with `bench_rounds` the benchmark against blkback.
