@@ -96,6 +96,8 @@ pub struct ControlWatches {
     pub shutdown: WatchId,
     /// The watch on [`SYSRQ_NODE`].
     pub sysrq: WatchId,
+    /// What the guest advertised.
+    pub features: Features,
 }
 
 impl ControlWatches {
@@ -113,7 +115,31 @@ impl ControlWatches {
                 return Err(e);
             }
         };
-        Ok(Self { shutdown, sysrq })
+        Ok(Self {
+            shutdown,
+            sysrq,
+            features,
+        })
+    }
+
+    /// Takes the pending shutdown request as [`take_shutdown`] does, but leaves a suspend
+    /// request in place, unacknowledged, when the guest did not advertise
+    /// [`Features::SUSPEND`]: xl does not read `feature-suspend` before it asks, so this is
+    /// how the guest refuses. xl then gives up after its timeout (60 s in libxl's
+    /// `libxl__domain_pvcontrol`), clears the node itself ("guest didn't acknowledge suspend,
+    /// cancelling request") and fails the save; the guest runs on.
+    pub fn take_shutdown<T: Read + Write>(
+        &self,
+        client: &mut Client<T>,
+    ) -> Result<Option<ShutdownRequest>, Error>
+    where
+        T::Error: 'static,
+    {
+        let suspend = self.features.contains(Features::SUSPEND);
+        take(client, SHUTDOWN_NODE, |text| {
+            suspend || ShutdownRequest::parse(text) != ShutdownRequest::Suspend
+        })
+        .map(|text| text.map(|t| ShutdownRequest::parse(&t)))
     }
 
     /// Whether `watch` is the shutdown node's.
@@ -144,7 +170,7 @@ pub fn take_shutdown<T: Read + Write>(
 where
     T::Error: 'static,
 {
-    take(client, SHUTDOWN_NODE).map(|text| text.map(|t| ShutdownRequest::parse(&t)))
+    take(client, SHUTDOWN_NODE, |_| true).map(|text| text.map(|t| ShutdownRequest::parse(&t)))
 }
 
 /// Takes the pending sysrq key, if any, as [`take_shutdown`] does.
@@ -152,11 +178,15 @@ pub fn take_sysrq<T: Read + Write>(client: &mut Client<T>) -> Result<Option<u8>,
 where
     T::Error: 'static,
 {
-    take(client, SYSRQ_NODE).map(|text| text.and_then(|t| t.bytes().next()))
+    take(client, SYSRQ_NODE, |_| true).map(|text| text.and_then(|t| t.bytes().next()))
 }
 
-/// Reads `node` and, when it holds a request, clears it, in one transaction.
-fn take<T: Read + Write>(client: &mut Client<T>, node: &str) -> Result<Option<String>, Error>
+/// Reads `node` and, when it holds a request that `accept` takes, clears it, in one transaction.
+fn take<T: Read + Write>(
+    client: &mut Client<T>,
+    node: &str,
+    accept: impl Fn(&str) -> bool,
+) -> Result<Option<String>, Error>
 where
     T::Error: 'static,
 {
@@ -168,10 +198,11 @@ where
         };
         // Up to a NUL, if the writer left one (Linux's `xenbus_read` strings have none).
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-        if end == 0 {
+        let text = String::from_utf8_lossy(&text[..end]);
+        if end == 0 || !accept(&text) {
             return Ok(None);
         }
         tx.write(node, b"")?;
-        Ok(Some(String::from_utf8_lossy(&text[..end]).into_owned()))
+        Ok(Some(text.into_owned()))
     })
 }

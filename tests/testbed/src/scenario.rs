@@ -1111,7 +1111,14 @@ pub fn cross_domain_run(
         ),
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
         // dom0 judges from xl's side; the domU's console (two boots) is forwarded, not judged.
-        DomuRun::Control => (cases(exchange::CONTROL_DOM0_CASES, &[]), Vec::new()),
+        DomuRun::Control => {
+            // x86 PVH suspends; the others do not advertise it, and xl's save fails.
+            let suspend = match cross.domu {
+                GuestKind::Pvh => exchange::suspend::DOM0_CASES,
+                GuestKind::Pv | GuestKind::Aarch64 => exchange::suspend::REFUSED_DOM0_CASES,
+            };
+            (cases(exchange::CONTROL_DOM0_CASES, suspend), Vec::new())
+        }
         DomuRun::Block => (
             cases(exchange::blk::DOM0_CASES, &[]),
             cases(exchange::blk::DOMU_CASES, &[]),
@@ -1144,7 +1151,9 @@ pub fn cross_domain_run(
         expected_dones: 1,
         timeout,
         vcpus: 1,
-        dom0_memory_mib: None,
+        // `xl save` writes the PVH domU's 32 MiB to dom0's /tmp (its RAM).
+        dom0_memory_mib: (cross.run == DomuRun::Control && cross.domu == GuestKind::Pvh)
+            .then_some(384),
         domus,
     }
 }
