@@ -1112,10 +1112,10 @@ pub fn cross_domain_run(
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
         // dom0 judges from xl's side; the domU's console (two boots) is forwarded, not judged.
         DomuRun::Control => {
-            // x86 PVH suspends; the others do not advertise it, and xl's save fails.
+            // x86 domUs suspend; Xen cannot save an Arm domain, and xl's save fails.
             let suspend = match cross.domu {
-                GuestKind::Pvh => exchange::suspend::DOM0_CASES,
-                GuestKind::Pv | GuestKind::Aarch64 => exchange::suspend::REFUSED_DOM0_CASES,
+                GuestKind::Pv | GuestKind::Pvh => exchange::suspend::DOM0_CASES,
+                GuestKind::Aarch64 => exchange::suspend::REFUSED_DOM0_CASES,
             };
             (cases(exchange::CONTROL_DOM0_CASES, suspend), Vec::new())
         }
@@ -1151,8 +1151,8 @@ pub fn cross_domain_run(
         expected_dones: 1,
         timeout,
         vcpus: 1,
-        // `xl save` writes the PVH domU's 32 MiB to dom0's /tmp (its RAM).
-        dom0_memory_mib: (cross.run == DomuRun::Control && cross.domu == GuestKind::Pvh)
+        // `xl save` writes the domU's memory to dom0's /tmp (its RAM).
+        dom0_memory_mib: (cross.run == DomuRun::Control && cross.domu.arch() == Arch::X86_64)
             .then_some(384),
         domus,
     }
