@@ -2,11 +2,14 @@
 //! `xl sysrq` write the guest's `control/shutdown` or `control/sysrq` node, and wait for the
 //! guest to acknowledge by clearing it ("guest didn't acknowledge control request" otherwise).
 //!
-//! A guest advertises what it handles ([`advertise`]: `control/feature-poweroff` and friends;
-//! libxl refuses a suspend the guest does not advertise, and for an HVM or PVH guest without
-//! the features falls back to ACPI), watches the nodes, and on each event takes the request
-//! ([`take_shutdown`], [`take_sysrq`]): read and cleared in one transaction, as Linux's
-//! `drivers/xen/manage.c` does, so a request is acted on once even if the watch fires again.
+//! A guest advertises what it handles ([`advertise`]: `control/feature-poweroff` and friends),
+//! watches the nodes, and on each event takes the request ([`ControlWatches::take_shutdown`],
+//! [`take_sysrq`]): read and cleared in one transaction, as Linux's `drivers/xen/manage.c`
+//! does, so a request is acted on once even if the watch fires again. xl reads no feature node
+//! before it asks for a suspend (libxl's `domain_suspend_callback_common`): a guest refuses one
+//! by leaving it unacknowledged, which `ControlWatches::take_shutdown` does when `SUSPEND` was
+//! not advertised, and libxl cancels the save after 60 s. The README says what survives a
+//! suspend and how each crate's objects are re-created after a resume in a new domain.
 
 use alloc::string::String;
 
@@ -122,10 +125,10 @@ impl ControlWatches {
         })
     }
 
-    /// Takes the pending shutdown request as [`take_shutdown`] does, but leaves a suspend
-    /// request in place, unacknowledged, when the guest did not advertise
-    /// [`Features::SUSPEND`]: xl does not read `feature-suspend` before it asks, so this is
-    /// how the guest refuses. xl then gives up after its timeout (60 s in libxl's
+    /// Takes the pending shutdown request as [`take_shutdown`](crate::control::take_shutdown)
+    /// does, but leaves a suspend request in place, unacknowledged, when the guest did not
+    /// advertise [`Features::SUSPEND`]: xl does not read `feature-suspend` before it asks, so
+    /// this is how the guest refuses. xl then gives up after its timeout (60 s in libxl's
     /// `libxl__domain_pvcontrol`), clears the node itself ("guest didn't acknowledge suspend,
     /// cancelling request") and fails the save; the guest runs on.
     pub fn take_shutdown<T: Read + Write>(

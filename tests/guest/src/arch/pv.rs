@@ -231,7 +231,9 @@ mod domu {
     use xen_hypercall::prelude::*;
     use xen_hypercall::sched::SuspendOutcome;
     use xen_hypercall_native::PvHypercall;
-    use xen_sys::{arch_shared_info, shared_info, start_info};
+    use xen_sys::{
+        arch_shared_info, shared_info, start_info, start_info__bindgen_ty_1__bindgen_ty_1,
+    };
 
     use super::{RawMemory, SHARED_INFO_SLOT, backend, map_machine_frame, map_shared_info};
     use crate::domu::{DomuError, Platform, RingPage};
@@ -347,14 +349,21 @@ mod domu {
             &self,
             convert: impl Fn(&Self, u64) -> Result<u64, DomuError>,
         ) -> Result<(), DomuError> {
-            // SAFETY: `page` is the start_info page, mapped writable in the initial mapping;
-            // only this program and the toolstack (while the domain is suspended) write it,
-            // and Rust holds no reference to it (`StartInfo` is a copy).
-            unsafe {
-                let store = &raw mut (*self.page).store_mfn;
-                store.write_volatile(convert(self, store.read_volatile())?);
-                let console = &raw mut (*self.page).console.domU.mfn;
-                console.write_volatile(convert(self, console.read_volatile())?);
+            // The domU console's frame is the first field of the `console` union.
+            const _: () = assert!(offset_of!(start_info__bindgen_ty_1__bindgen_ty_1, mfn) == 0);
+            for offset in [
+                offset_of!(start_info, store_mfn),
+                offset_of!(start_info, console),
+            ] {
+                let field = self.page.cast::<u8>().wrapping_add(offset).cast::<u64>();
+                // SAFETY: an aligned `xen_pfn_t` field of the start_info page, mapped readable
+                // and writable in the initial mapping; only this program and the toolstack
+                // (while the domain is suspended) write it, and Rust holds no reference to it
+                // (`StartInfo` is a copy).
+                let frame = unsafe { field.read_volatile() };
+                let frame = convert(self, frame)?;
+                // SAFETY: as for the read.
+                unsafe { field.write_volatile(frame) };
             }
             Ok(())
         }

@@ -54,7 +54,10 @@ fn fill_pattern() {
     let base = PATTERN_MEMORY.as_mut_ptr().cast::<u8>();
     for offset in 0..65536 {
         // SAFETY: inside the static, which Rust reaches only through raw pointers.
-        unsafe { base.add(offset).write_volatile(pattern_byte(offset)) };
+        unsafe {
+            base.wrapping_add(offset)
+                .write_volatile(pattern_byte(offset))
+        };
     }
 }
 
@@ -62,7 +65,9 @@ fn fill_pattern() {
 fn pattern_damage() -> Option<usize> {
     let base = PATTERN_MEMORY.as_mut_ptr().cast::<u8>();
     // SAFETY: as in `fill_pattern`.
-    (0..65536).find(|&offset| unsafe { base.add(offset).read_volatile() } != pattern_byte(offset))
+    (0..65536).find(
+        |&offset| unsafe { base.wrapping_add(offset).read_volatile() } != pattern_byte(offset),
+    )
 }
 
 /// Runs the lifecycle: never returns (the domain shuts down, reboots or crashes).
@@ -111,7 +116,7 @@ fn share<'t, P: Platform>(
     for (offset, &byte) in exchange::DOMU_TEXT.as_bytes().iter().enumerate() {
         // SAFETY: inside the 4096-byte static, which Rust reaches only through raw pointers;
         // volatile, since dom0 may map it once granted.
-        unsafe { page.add(offset).write_volatile(byte) };
+        unsafe { page.wrapping_add(offset).write_volatile(byte) };
     }
     let frame = u64::from(platform.frame_of(page)?);
     let grant = table
