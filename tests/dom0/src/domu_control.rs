@@ -27,13 +27,27 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 use xen_sys::{SHUTDOWN_poweroff, SHUTDOWN_reboot};
 
-/// `domu-control`: exits with failure if a case failed.
-pub(crate) fn run(args: &[String]) -> ExitCode {
-    let mut spec = match Spec::parse_for("domu-control", args) {
+/// `domu-control`, or with `advertise_suspend` false `domu-control-no-suspend` (the domU is told
+/// not to advertise `feature-suspend`): exits with failure if a case failed.
+pub(crate) fn run(args: &[String], advertise_suspend: bool) -> ExitCode {
+    let verb = if advertise_suspend {
+        "domu-control"
+    } else {
+        "domu-control-no-suspend"
+    };
+    let mut spec = match Spec::parse_for(verb, args) {
         Ok(spec) => spec,
         Err(usage) => return usage,
     };
-    spec.cmdline = Some(exchange::CONTROL_CMDLINE.into());
+    spec.cmdline = Some(if advertise_suspend {
+        exchange::CONTROL_CMDLINE.into()
+    } else {
+        format!(
+            "{} {}",
+            exchange::CONTROL_CMDLINE,
+            exchange::suspend::NO_SUSPEND_CMDLINE
+        )
+    });
     spec.on_reboot = "restart";
     let mut steps = Steps {
         reporter: Reporter::new(Stdout),
@@ -318,7 +332,13 @@ fn refused(steps: &mut Steps, domain: &Domain) {
         }
         domain.write(PING, "refused")?;
         domain.wait_for_key(PONG, "refused", ANSWER_TIMEOUT)?;
-        let reason = error.lines().last().unwrap_or_default().to_string();
+        // x86: the request went unacknowledged; Arm: no save at all.
+        let Some(reason) = ["didn't acknowledge suspend", "command not implemented"]
+            .into_iter()
+            .find(|reason| error.contains(reason))
+        else {
+            return Err(format!("xl save failed for another reason: {error}"));
+        };
         out.out(format_args!(
             "xl save failed after {:.1} s ({reason}); the domU runs on",
             start.elapsed().as_secs_f64()

@@ -17,8 +17,10 @@
 //! - `xen-dom0-tests dmesg` prints Xen's log as `xl dmesg` does; `xen-dom0-tests console-bench
 //!   <log rounds> <ring rounds> <bytes> <domU options>` times it against `xl dmesg` and a domU's console ring
 //!   (`cargo xtask bench console`).
-//! - `xen-dom0-tests domu-control <domu options>` reboots (`xl reboot`) and shuts down
-//!   (`xl shutdown`) a domU it creates, which answers through `xen-guest`'s control module;
+//! - `xen-dom0-tests domu-control <domu options>` saves and restores (`xl save -c`, `xl save`,
+//!   `xl restore`), reboots (`xl reboot`) and shuts down (`xl shutdown`) a domU it creates,
+//!   which answers through `xen-guest`'s control module; `domu-control-no-suspend` tells the
+//!   domU not to advertise `feature-suspend`, and `xl save` must fail;
 //! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
 //!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
 //! - `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] [--store-rounds R]`
@@ -133,7 +135,8 @@ fn main() -> ExitCode {
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
         ["domu-soak", ..] => domu_soak::soak(&args[1..]),
-        ["domu-control", ..] => domu_control::run(&args[1..]),
+        ["domu-control", ..] => domu_control::run(&args[1..], true),
+        ["domu-control-no-suspend", ..] => domu_control::run(&args[1..], false),
         ["ctrl-domu", ..] => ctrl::domu(&args[1..]),
         ["grant-notify-child", rest @ ..] => domu::grant_notify_child(rest),
         ["exit", code] => match code.parse::<u8>() {

@@ -146,6 +146,11 @@ pub mod suspend {
     /// What the domU writes on its console after each resume (dom0 looks for it in the log).
     pub const CONSOLE_MARK: &str = "control: resumed, console reconnected";
 
+    /// On the domU's command line beside [`CONTROL_CMDLINE`](crate::exchange::CONTROL_CMDLINE):
+    /// the domU does not advertise `feature-suspend`, though it could suspend (the run where
+    /// xl's suspend request is refused).
+    pub const NO_SUSPEND_CMDLINE: &str = "xentest=no-suspend";
+
     /// dom0's suspend cases, after `control_features_advertised`.
     pub const DOM0_CASES: &[&str] = &[
         "suspend_exchange_before",

@@ -16,7 +16,9 @@ use xen_guest::control::{self, ControlWatches, Features, ShutdownRequest};
 use xen_hypercall::Error;
 use xen_hypercall::prelude::*;
 use xen_hypercall::sched::SuspendOutcome;
-use xen_testbed_protocol::exchange::suspend::{CONSOLE_MARK, PATTERN, PING, PONG, SUSPENDED};
+use xen_testbed_protocol::exchange::suspend::{
+    CONSOLE_MARK, NO_SUSPEND_CMDLINE, PATTERN, PING, PONG, SUSPENDED,
+};
 use xen_testbed_protocol::{Reporter, exchange};
 
 use super::console_ring::{self, RingConsole};
@@ -33,9 +35,11 @@ const REQUEST_WAIT_NS: u64 = 300_000_000_000;
 
 /// Whether the command line asks for this run.
 pub(crate) fn requested(cmdline: &[u8]) -> bool {
-    cmdline
-        .split(|&b| b == b' ')
-        .any(|word| word == exchange::CONTROL_CMDLINE.as_bytes())
+    has_word(cmdline, exchange::CONTROL_CMDLINE)
+}
+
+fn has_word(cmdline: &[u8], word: &str) -> bool {
+    cmdline.split(|&b| b == b' ').any(|w| w == word.as_bytes())
 }
 
 /// The page granted to dom0 in this run.
@@ -147,7 +151,7 @@ fn serve<P: Platform>(
     store: &mut XenStore<P::Hypercall>,
 ) -> Result<ShutdownReason, Fail> {
     let mut features = Features::POWEROFF | Features::REBOOT;
-    if platform.can_suspend() {
+    if platform.can_suspend() && !has_word(platform.cmdline(), NO_SUSPEND_CMDLINE) {
         features |= Features::SUSPEND;
     }
     let xs = store.client(REQUEST_NS);
