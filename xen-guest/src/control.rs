@@ -125,10 +125,10 @@ impl ControlWatches {
         })
     }
 
-    /// Takes the pending shutdown request as [`take_shutdown`](crate::control::take_shutdown)
-    /// does, but leaves a suspend request in place, unacknowledged, when the guest did not
-    /// advertise [`Features::SUSPEND`]: xl does not read `feature-suspend` before it asks, so
-    /// this is how the guest refuses. xl then gives up after its timeout (60 s in libxl's
+    /// Takes the pending shutdown request as [`take_shutdown`] does, but leaves a suspend
+    /// request in place, unacknowledged, when the guest did not advertise
+    /// [`Features::SUSPEND`]: xl does not read `feature-suspend` before it asks, so this is how
+    /// the guest refuses. xl then gives up after its timeout (60 s in libxl's
     /// `libxl__domain_pvcontrol`), clears the node itself ("guest didn't acknowledge suspend,
     /// cancelling request") and fails the save; the guest runs on.
     pub fn take_shutdown<T: Read + Write>(

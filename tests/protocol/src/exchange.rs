@@ -126,13 +126,14 @@ pub const CONTROL_DOM0_CASES: &[&str] = &[
     "control_xl_shutdown",
 ];
 
-/// The suspend cases of the lifecycle run, with a domU that advertises `feature-suspend` (x86
-/// PVH): dom0 binds the domU's port ([`EVTCHN_PORT`](crate::exchange::EVTCHN_PORT)) and maps its page ([`GRANT_REF`](crate::exchange::GRANT_REF), holding
-/// [`DOMU_TEXT`](crate::exchange::DOMU_TEXT)); each of dom0's events is answered at once, and each value dom0 writes at
-/// [`PING`](crate::exchange::suspend::PING) is copied to [`PONG`](crate::exchange::suspend::PONG) (a watch). Then `xl save -c` (the domU carries on in place:
-/// [`SUSPENDED`](crate::exchange::suspend::SUSPENDED) = `cancelled 1`, the same port, page and watch work), `xl save` and `xl
-/// restore` (`resumed 2`: a new port and reference are published, dom0 binds and maps them, the
-/// watch and console work again, [`PATTERN`](crate::exchange::suspend::PATTERN) says whether the domU's memory survived).
+/// The suspend cases of the lifecycle run, with a domU that advertises `feature-suspend` (x86 PV
+/// and PVH): dom0 binds the domU's port ([`EVTCHN_PORT`]) and maps its page ([`GRANT_REF`],
+/// holding [`DOMU_TEXT`]); each of dom0's events is answered at once, and each value dom0 writes
+/// at [`suspend::PING`] is copied to [`suspend::PONG`] (a watch). Then `xl save -c` (the domU
+/// carries on in place: [`suspend::SUSPENDED`] = `cancelled 1`, the same port, page and watch
+/// work), `xl save` and `xl restore` (`resumed 2`: a new port and reference are published, dom0
+/// binds and maps them, the watch and console work again, [`suspend::PATTERN`] says whether the
+/// domU's memory survived).
 pub mod suspend {
     /// Written by dom0, watched by the domU, which copies each value to [`PONG`].
     pub const PING: &str = "data/ping";

@@ -224,16 +224,14 @@ pub(crate) fn panic_console() -> Console<'static, PvHypercall> {
 #[cfg(feature = "domu")]
 mod domu {
     use core::cell::Cell;
-    use core::mem::offset_of;
+    use core::ptr::NonNull;
 
-    use xen_guest::pv::{Console, StartInfo};
+    use xen_guest::pv::{Console, StartInfo, convert_ring_frames};
     use xen_hypercall::Error;
     use xen_hypercall::prelude::*;
     use xen_hypercall::sched::SuspendOutcome;
     use xen_hypercall_native::PvHypercall;
-    use xen_sys::{
-        arch_shared_info, shared_info, start_info, start_info__bindgen_ty_1__bindgen_ty_1,
-    };
+    use xen_sys::{shared_info, start_info};
 
     use super::{RawMemory, SHARED_INFO_SLOT, backend, map_machine_frame, map_shared_info};
     use crate::domu::{DomuError, Platform, RingPage};
@@ -253,15 +251,6 @@ mod domu {
         grant_frame: Cell<u64>,
         /// The command line, copied at boot.
         cmdline: &'static [u8],
-    }
-
-    /// The field of `shared_info.arch` at `offset` (within `arch_shared_info`).
-    fn arch_field(offset: usize) -> *mut u64 {
-        SHARED_INFO_SLOT
-            .as_mut_ptr()
-            .cast::<u8>()
-            .wrapping_add(offset_of!(shared_info, arch) + offset)
-            .cast()
     }
 
     impl PvDomu {
@@ -319,53 +308,32 @@ mod domu {
             Ok(unsafe { map_machine_frame(&self.h, slot, own) }?)
         }
 
-        /// Publishes the physical-to-machine list where the save reads it (`shared_info.arch`:
-        /// the list's virtual address, the page table root that maps it, the number of pages),
-        /// as Linux's `xen_setup_mfn_list_list` does for a linear list.
+        /// Publishes the physical-to-machine list where the save reads it (xen-guest's
+        /// `P2mPublication`: this domU keeps the domain builder's page tables).
         fn publish_p2m(&self) -> Result<(), DomuError> {
             let info = self.info.get();
-            if info.mfn_list() % 4096 != 0 {
-                return Err(DomuError::Unexpected("the P2M list is not page-aligned"));
-            }
             let root = self.mfn_of_pfn(info.page_tables().0 >> 12)?;
-            for (field, value) in [
-                (offset_of!(arch_shared_info, max_pfn), info.nr_pages()),
-                (offset_of!(arch_shared_info, p2m_cr3), root << 12),
-                (offset_of!(arch_shared_info, p2m_vaddr), info.mfn_list()),
-                (offset_of!(arch_shared_info, p2m_generation), 0),
-            ] {
-                // SAFETY: inside the shared info page, mapped at the slot; the arch fields are
-                // the guest's to write (Xen only reads them, for the toolstack); volatile, as
-                // the page is shared with Xen.
-                unsafe { arch_field(field).write_volatile(value) };
-            }
+            let publication = info
+                .p2m_publication(root)
+                .ok_or(DomuError::Unexpected("the P2M list is not page-aligned"))?;
+            let shared = NonNull::new(SHARED_INFO_SLOT.as_mut_ptr().cast::<shared_info>())
+                .ok_or(DomuError::Unexpected("shared info at null"))?;
+            // SAFETY: the slot maps the shared info page (mapped before this is called), which
+            // Rust reaches only through raw pointers and `SharedInfo`'s atomics.
+            unsafe { publication.write(shared) };
             Ok(())
         }
 
-        /// Writes the start_info page's ring frames: `convert` maps each (machine to
-        /// pseudo-physical before the save, which the restore turns back; and back after a
-        /// cancelled suspend).
+        /// Writes the start_info page's ring frames with `convert` (xen-guest's
+        /// `convert_ring_frames`).
         fn convert_rings(
             &self,
             convert: impl Fn(&Self, u64) -> Result<u64, DomuError>,
         ) -> Result<(), DomuError> {
-            // The domU console's frame is the first field of the `console` union.
-            const _: () = assert!(offset_of!(start_info__bindgen_ty_1__bindgen_ty_1, mfn) == 0);
-            for offset in [
-                offset_of!(start_info, store_mfn),
-                offset_of!(start_info, console),
-            ] {
-                let field = self.page.cast::<u8>().wrapping_add(offset).cast::<u64>();
-                // SAFETY: an aligned `xen_pfn_t` field of the start_info page, mapped readable
-                // and writable in the initial mapping; only this program and the toolstack
-                // (while the domain is suspended) write it, and Rust holds no reference to it
-                // (`StartInfo` is a copy).
-                let frame = unsafe { field.read_volatile() };
-                let frame = convert(self, frame)?;
-                // SAFETY: as for the read.
-                unsafe { field.write_volatile(frame) };
-            }
-            Ok(())
+            let page = NonNull::new(self.page).ok_or(DomuError::Unexpected("no start_info"))?;
+            // SAFETY: `page` is the start_info page, mapped writable in the initial mapping;
+            // Rust holds no reference to it (`StartInfo` is a copy).
+            unsafe { convert_ring_frames(page, |frame| convert(self, frame)) }
         }
 
         /// What a cancelled (or failed) suspend undoes: the ring frames and Xen's mappings.
