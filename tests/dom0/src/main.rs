@@ -32,6 +32,10 @@
 //! - `xen-dom0-tests blk-domu <domu options>` serves a domU it creates a disk through Linux's
 //!   blkback and checks what the domU's frontend did with it (`blk`; needs the block backend's
 //!   modules loaded).
+//! - `xen-dom0-tests blkback [--bench ROUNDS] <Linux domU options>` serves a Linux domU it
+//!   creates a hot-plugged disk with xen-blk's userspace backend and checks what its
+//!   xen-blkfront did with it, detaching it idle and during reads (`blkback`; `--bench` also
+//!   times it against Linux's blkback: `cargo xtask bench blkback`).
 //! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
 //!   notification and exits without unmapping (a child process of `domu`'s grant phase).
 //! - `xen-dom0-tests vchan [bench]` runs xen-vchan against Debian's libxenvchan (`vchan`; needs
@@ -44,6 +48,7 @@
 
 mod blk;
 mod blk_bench;
+mod blkback;
 mod console;
 mod console_domu;
 mod ctrl;
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
         }
         ["blk-domu", ..] => blk::run(&args[1..]),
         ["blk-bench", ..] => blk_bench::run(&args[1..]),
+        ["blkback", ..] => blkback::run(&args[1..]),
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");

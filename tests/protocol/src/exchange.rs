@@ -27,6 +27,7 @@
 pub mod store;
 
 pub mod blk;
+pub mod blkback;
 pub mod grant;
 
 /// The domU's data directory (a domU may write under it).

@@ -218,6 +218,9 @@ pub enum Kind {
     /// A Linux dom0 with the toolstack steers a freestanding domU through `xen-ctrl` and maps
     /// its memory (`xen-dom0-tests ctrl-domu`, cases [`CTRL_DOMU_CASES`]).
     ControlPlane(GuestKind),
+    /// A Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged disk with xen-blk's
+    /// userspace backend (`xen-dom0-tests blkback`, [`crate::blkback`]); x86_64.
+    UserspaceBlockBackend,
 }
 
 impl Kind {
@@ -229,6 +232,7 @@ impl Kind {
             Kind::CrossDomain(cross) => cross.domu.arch(),
             Kind::OwnCode(_) => Arch::X86_64,
             Kind::ControlPlane(domu) => domu.arch(),
+            Kind::UserspaceBlockBackend => Arch::X86_64,
         }
     }
 
@@ -507,6 +511,14 @@ pub fn scenarios() -> &'static [Scenario] {
             120,
         ),
         Scenario {
+            name: "blkback-linux-pv",
+            about: "Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged 32 MiB file with xen-blk's userspace backend: dd pattern and cmp, mke2fs, a hostile frontend in dom0 disconnected meanwhile, detach idle and during reads (ring pages and ports counted back to zero)",
+            kind: Kind::UserspaceBlockBackend,
+            timeout: Duration::from_secs(240),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
+        Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
             kind: Kind::ControlPlane(GuestKind::Pv),
@@ -644,6 +656,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "blk-domu-pv",
     "blk-domu-pvh",
     "blk-domu-aarch64",
+    "blkback-linux-pv",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",
@@ -1042,6 +1055,16 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         &control_plane_run(&name, domu, &kernel, scenario.timeout),
                     )
                 }),
+            Kind::UserspaceBlockBackend => dom0_built(arch)
+                .and_then(|()| {
+                    crate::blkback::dom0_run(
+                        testbed,
+                        artifacts_of(release, arch),
+                        &name,
+                        scenario.timeout,
+                    )
+                })
+                .and_then(|run| testbed.dom0_job(artifacts_of(release, arch), &run)),
             Kind::OwnCode(code) => {
                 let built = dom0_built(arch).and_then(|()| own_code::build(testbed, code));
                 jobs.push((*run, built.map(|binary| Work::OwnCode(code, binary))));
