@@ -21,8 +21,10 @@
 //!   `--cmdline`, `--cpuid`) whose `/init` runs `xen-dom0-tests linux-domu`: the two exercise
 //!   xen-store, xen-evtchn, xen-grant's gntalloc and privcmd in the domU against dom0
 //!   (`linux_domu`).
-//! - `xen-dom0-tests domu-control <domu options>` reboots (`xl reboot`) and shuts down
-//!   (`xl shutdown`) a domU it creates, which answers through `xen-guest`'s control module;
+//! - `xen-dom0-tests domu-control <domu options>` saves and restores (`xl save -c`, `xl save`,
+//!   `xl restore`), reboots (`xl reboot`) and shuts down (`xl shutdown`) a domU it creates,
+//!   which answers through `xen-guest`'s control module; `domu-control-no-suspend` tells the
+//!   domU not to advertise `feature-suspend`, and `xl save` must fail;
 //! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
 //!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
 //! - `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] [--store-rounds R]`
@@ -146,7 +148,8 @@ fn main() -> ExitCode {
         ["linux-domu"] => linux_domu::domu(),
         ["linux-domu-peer", ..] => linux_domu::dom0(&args[1..]),
         ["domu-soak", ..] => domu_soak::soak(&args[1..]),
-        ["domu-control", ..] => domu_control::run(&args[1..]),
+        ["domu-control", ..] => domu_control::run(&args[1..], true),
+        ["domu-control-no-suspend", ..] => domu_control::run(&args[1..], false),
         ["ctrl-domu", ..] => ctrl::domu(&args[1..]),
         ["grant-notify-child", rest @ ..] => domu::grant_notify_child(rest),
         ["exit", code] => match code.parse::<u8>() {

@@ -165,9 +165,14 @@ pub enum DomuRun {
     /// The fault table ([`exchange::FAULTS_DOM0_CASES`]): the domU is destroyed under dom0's
     /// port, mapping and watch, then dom0 alone overflows an evtchn ring and restarts xenstored.
     Faults,
-    /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl reboot`, then `xl shutdown`, of a
-    /// domU that answers through `xen-guest`'s control module.
-    Control,
+    /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl save -c`, `xl save` and `xl
+    /// restore` ([`exchange::suspend`]), `xl reboot`, then `xl shutdown`, of a domU that answers
+    /// through `xen-guest`'s control module.
+    Control {
+        /// Whether the domU advertises `feature-suspend` where it can suspend (else `xl save`
+        /// must fail: [`exchange::suspend::REFUSED_DOM0_CASES`]).
+        suspend: bool,
+    },
     /// The block device ([`exchange::blk`]): dom0 serves the domU a disk through Linux's blkback.
     Block,
 }
@@ -463,10 +468,17 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-pv",
-            "xl reboot and xl shutdown of a freestanding PV domU, which advertises and answers them through xen-guest (xl's log the oracle)",
+            "xl save -c, xl save, xl restore, xl reboot and xl shutdown of a freestanding PV domU in the middle of an exchange with dom0, which advertises and answers them through xen-guest (xl's log and the exchange the oracles)",
             GuestKind::Pv,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
+        ),
+        domu_run(
+            "domu-control-no-suspend-pv",
+            "xl save of a freestanding PV domU that does not advertise feature-suspend: xl asks all the same, the domU leaves the request unacknowledged, xl cancels after its 60 s and the domU runs on",
+            GuestKind::Pv,
+            DomuRun::Control { suspend: false },
+            240,
         ),
         domu_run(
             "blk-domu-pv",
@@ -477,9 +489,9 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-pvh",
-            "xl reboot and xl shutdown of a freestanding PVH domU, which reads its command line from hvm_start_info and answers through xen-guest (xl's log the oracle)",
+            "xl save -c, xl save, xl restore, xl reboot and xl shutdown of a freestanding PVH domU in the middle of an exchange with dom0; it reads its command line from hvm_start_info and answers through xen-guest (xl's log and the exchange the oracles)",
             GuestKind::Pvh,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
         ),
         domu_run(
@@ -491,9 +503,9 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-aarch64",
-            "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle)",
+            "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle); xl save fails (Xen cannot save an Arm domain)",
             GuestKind::Aarch64,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
         ),
         domu_run(
@@ -1148,7 +1160,8 @@ pub fn cross_domain_run(
         DomuRun::Exchange => "domu",
         DomuRun::Soak { .. } => "domu-soak",
         DomuRun::Faults => "domu-faults",
-        DomuRun::Control => "domu-control",
+        DomuRun::Control { suspend: true } => "domu-control",
+        DomuRun::Control { suspend: false } => "domu-control-no-suspend",
         DomuRun::Block => "blk-domu",
     };
     let mut command = format!(
@@ -1171,7 +1184,14 @@ pub fn cross_domain_run(
         ),
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
         // dom0 judges from xl's side; the domU's console (two boots) is forwarded, not judged.
-        DomuRun::Control => (cases(exchange::CONTROL_DOM0_CASES, &[]), Vec::new()),
+        DomuRun::Control { suspend } => {
+            // x86 domUs suspend; Xen cannot save an Arm domain, and xl's save fails.
+            let suspend = match cross.domu {
+                GuestKind::Pv | GuestKind::Pvh if suspend => exchange::suspend::DOM0_CASES,
+                _ => exchange::suspend::REFUSED_DOM0_CASES,
+            };
+            (cases(exchange::CONTROL_DOM0_CASES, suspend), Vec::new())
+        }
         DomuRun::Block => (
             cases(exchange::blk::DOM0_CASES, &[]),
             cases(exchange::blk::DOMU_CASES, &[]),
@@ -1179,7 +1199,7 @@ pub fn cross_domain_run(
     };
     let setup = match cross.run {
         DomuRun::Block => Setup::BlockBackend,
-        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults | DomuRun::Control => {
+        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults | DomuRun::Control { .. } => {
             Setup::Toolstack
         }
     };
@@ -1204,7 +1224,10 @@ pub fn cross_domain_run(
         expected_dones: 1,
         timeout,
         vcpus: 1,
-        dom0_memory_mib: None,
+        // `xl save` writes the domU's memory to dom0's /tmp (its RAM).
+        dom0_memory_mib: (cross.run == DomuRun::Control { suspend: true }
+            && cross.domu.arch() == Arch::X86_64)
+            .then_some(384),
         domus,
     }
 }
