@@ -39,6 +39,14 @@ pub enum AccessError {
         /// The alignment the value needs.
         align: usize,
     },
+    /// A write to memory mapped read-only.
+    #[error("{len} bytes at offset {offset} are read-only")]
+    ReadOnly {
+        /// The first byte to write, relative to the region.
+        offset: usize,
+        /// How many bytes.
+        len: usize,
+    },
 }
 
 /// The words under a view and the view's bytes among them: what [`SharedMem`] and

@@ -28,7 +28,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use xen_shared::ring::{ConsumerCursor, CursorError, ProducerCursor, RingLayout, RingMemory};
-use xen_shared::{AccessError, PAGE_SIZE, SharedMem};
+use xen_shared::{AccessError, PAGE_SIZE, ReadOnlyMem, SharedMem};
 
 use crate::layout::*;
 use crate::{Corruption, Error, Order, Orders};
@@ -51,19 +51,68 @@ pub struct Shared<'a> {
     /// The shared page, `struct vchan_interface`.
     pub page: SharedMem<'a>,
     /// The left ring's pages (client to server), for an order of 12 or more.
-    pub left: SharedMem<'a>,
+    pub left: RingPages<'a>,
     /// The right ring's pages (server to client), for an order of 12 or more.
-    pub right: SharedMem<'a>,
+    pub right: RingPages<'a>,
 }
 
 impl<'a> Shared<'a> {
     /// The memory of a channel whose rings both live in `page`.
     pub fn in_page(page: SharedMem<'a>) -> Self {
-        let empty = SharedMem::from_words(&[]);
+        let empty = RingPages::from(SharedMem::from_words(&[]));
         Self {
             page,
             left: empty,
             right: empty,
+        }
+    }
+}
+
+/// The pages of a ring of order 12 or more: writable, or read-only for the ring an end only
+/// reads (libxenvchan's client maps its read ring so; a write to them is
+/// [`AccessError::ReadOnly`]).
+#[derive(Clone, Copy, Debug)]
+pub enum RingPages<'a> {
+    /// Pages this end may write.
+    Writable(SharedMem<'a>),
+    /// Pages this end may only read.
+    ReadOnly(ReadOnlyMem<'a>),
+}
+
+impl<'a> From<SharedMem<'a>> for RingPages<'a> {
+    fn from(mem: SharedMem<'a>) -> Self {
+        Self::Writable(mem)
+    }
+}
+
+impl<'a> From<ReadOnlyMem<'a>> for RingPages<'a> {
+    fn from(mem: ReadOnlyMem<'a>) -> Self {
+        Self::ReadOnly(mem)
+    }
+}
+
+impl RingPages<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Writable(mem) => mem.len(),
+            Self::ReadOnly(mem) => mem.len(),
+        }
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
+        match self {
+            Self::Writable(mem) => mem.read(offset, dst),
+            Self::ReadOnly(mem) => mem.read(offset, dst),
+        }
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) -> Result<(), AccessError> {
+        match self {
+            Self::Writable(mem) => mem.write(offset, src),
+            Self::ReadOnly(_) => Err(AccessError::ReadOnly {
+                offset,
+                len: src.len(),
+            }),
         }
     }
 }
@@ -102,21 +151,33 @@ pub enum Step {
 #[derive(Clone, Copy, Debug)]
 struct RingMem<'a> {
     page: SharedMem<'a>,
-    data: SharedMem<'a>,
+    data: RingPages<'a>,
 }
 
 impl<'a> RingMem<'a> {
     /// The view and offset for `len` bytes at `offset`: wholly in the page or wholly after it.
-    fn locate(&self, offset: usize, len: usize) -> Result<(SharedMem<'a>, usize), AccessError> {
+    fn locate(&self, offset: usize, len: usize) -> Result<(RingPages<'a>, usize), AccessError> {
         let out = AccessError::OutOfBounds {
             offset,
             len,
             size: RingMemory::len(self),
         };
         match offset.checked_add(len) {
-            Some(end) if end <= PAGE_SIZE => Ok((self.page, offset)),
+            Some(end) if end <= PAGE_SIZE => Ok((self.page.into(), offset)),
             Some(_) if offset >= PAGE_SIZE => Ok((self.data, offset - PAGE_SIZE)),
             _ => Err(out),
+        }
+    }
+
+    /// The index word at `offset`, in the page (vchan's indices all are).
+    fn index(&self, offset: usize) -> Result<&'a AtomicU32, AccessError> {
+        match offset.checked_add(4) {
+            Some(end) if end <= PAGE_SIZE => self.page.atomic::<AtomicU32>(offset),
+            _ => Err(AccessError::OutOfBounds {
+                offset,
+                len: 4,
+                size: PAGE_SIZE,
+            }),
         }
     }
 }
@@ -126,12 +187,10 @@ impl RingMemory for RingMem<'_> {
         PAGE_SIZE + self.data.len()
     }
     fn load_index(&self, offset: usize, order: Ordering) -> Result<u32, AccessError> {
-        let (mem, at) = self.locate(offset, 4)?;
-        Ok(mem.atomic::<AtomicU32>(at)?.load(order))
+        Ok(self.index(offset)?.load(order))
     }
     fn store_index(&self, offset: usize, value: u32, order: Ordering) -> Result<(), AccessError> {
-        let (mem, at) = self.locate(offset, 4)?;
-        mem.atomic::<AtomicU32>(at)?.store(value, order);
+        self.index(offset)?.store(value, order);
         Ok(())
     }
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
@@ -336,12 +395,12 @@ impl Endpoint {
     fn ring<'a>(
         page: SharedMem<'a>,
         order: Order,
-        data: SharedMem<'a>,
+        data: RingPages<'a>,
         cons: usize,
         prod: usize,
     ) -> (RingMem<'a>, RingLayout) {
         let (data, offset) = match order.in_page_offset() {
-            Some(offset) => (SharedMem::from_words(&[]), offset),
+            Some(offset) => (SharedMem::from_words(&[]).into(), offset),
             None => (data, PAGE_SIZE),
         };
         let layout = RingLayout {

@@ -15,6 +15,6 @@ pub mod linux;
 #[cfg(all(feature = "tokio-1", target_os = "linux"))]
 mod sync;
 
-pub use endpoint::{Endpoint, PeerState, Role, Shared, Step};
+pub use endpoint::{Endpoint, PeerState, RingPages, Role, Shared, Step};
 pub use error::{Corruption, Error};
 pub use layout::{Order, Orders};
