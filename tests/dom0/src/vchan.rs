@@ -498,15 +498,15 @@ fn rust_to_rust_tokio() -> Result<(), String> {
             started.elapsed().as_secs_f64()
         );
         // The server closes: the client reads the end of the stream.
-        let mut server = server_rx.unsplit(server_tx);
-        server.shutdown().await.map_err(|e| e.to_string())?;
+        // The server closes on the blocking pool (its xenstore removal blocks).
+        let server = server_rx.unsplit(server_tx);
+        server.close_async().await.map_err(|e| e.to_string())?;
         let mut client = client_rx.unsplit(client_tx);
         let mut byte = [0u8; 1];
         match AsyncReadExt::read(&mut client, &mut byte).await {
             Ok(0) => {}
             other => return Err(format!("after the server closed, the client read {other:?}")),
         }
-        drop(server);
         check_removed(&path)
     })
 }

@@ -97,6 +97,22 @@ fn poll_delivery<R>(
     }
 }
 
+impl Vchan<'static, TokioEventChannel> {
+    /// Closes the channel as [`close`](Vchan::close) does, on tokio's blocking pool: the
+    /// server's xenstore removal is blocking I/O, which must not stall a runtime's worker
+    /// (`poll_shutdown` and dropping the channel do it where they run). Needs a runtime.
+    ///
+    /// If the runtime shuts down before the task runs, the task drops the channel, which
+    /// closes it as `Drop` does (errors ignored), and this returns `Ok`.
+    pub async fn close_async(self) -> Result<(), Error> {
+        match ::tokio::task::spawn_blocking(move || self.close()).await {
+            Ok(closed) => closed,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 impl Vchan<'_, TokioEventChannel> {
     /// Waits for the port's next delivery on behalf of `side` ([`poll_delivery`]).
     fn poll_event(&self, side: Side, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -167,7 +183,8 @@ impl AsyncWrite for Vchan<'_, TokioEventChannel> {
         Poll::Ready(Ok(()))
     }
 
-    /// Closes the whole channel (vchan has no half-close): as [`Vchan::close`].
+    /// Closes the whole channel (vchan has no half-close): as [`Vchan::close`], blocking the
+    /// task for the server's xenstore removal ([`Vchan::close_async`] does not).
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(self.get_mut().shut().map_err(io::Error::from))
     }
