@@ -13,7 +13,7 @@ use xen_shared::{FrontRing, InFlight, PAGE_SIZE, RingMemory};
 use xen_store::{Client, Store};
 
 use crate::abi::{self, Request, Response, RingRequest, Segment};
-use crate::{Error, IoError, ProtocolError};
+use crate::{ConnectError, Error, IoError, ProtocolError};
 
 /// Requests in flight at most: the entries of a one-page ring.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -152,7 +152,9 @@ where
     /// `feature-persistent` with state `Initialised` in one transaction, waits for the backend's
     /// `Connected`, reads the [`Geometry`], and goes `Connected`. If a step after the grants
     /// fails, the device is closed as by [`close`](Self::close) (within what is left of
-    /// `deadline`) before the error is returned.
+    /// `deadline`) before the error is returned. A failure gives the pages back
+    /// ([`ConnectError::pages`]: all of them, but for any the backend still maps when that
+    /// close gives up).
     ///
     /// `data_pages` are the frontend's buffers, each granted for the frontend's life (one grant
     /// reference each: a one-frame grant table has 504 to give): a request of `n` bytes holds
@@ -168,24 +170,66 @@ where
         ring_page: P,
         data_pages: Vec<P>,
         deadline: &mut impl Deadline,
-    ) -> Result<Self, Error>
+    ) -> Result<Self, ConnectError<P>>
     where
         T::Error: 'static,
     {
-        let device = Device::frontend(client, path)?;
-        device.wait_for_peer_ready(client, XenbusState::InitWait, deadline)?;
-        let backend = device.peer_id();
-        let ring_pages = GrantedPages::grant(table, backend, [ring_page], false)
-            .map_err(|refused| refused.error)?;
-        let ring = FrontRing::init(ring_pages, 0).map_err(|_| {
-            Error::Bus(xen_bus::Error::InvalidInput(
+        let refused = |error: Error, mut pages: Vec<P>, more: Vec<P>| {
+            pages.extend(more);
+            ConnectError { error, pages }
+        };
+        if ring_page.mem().len() < PAGE_SIZE {
+            let error = Error::Bus(xen_bus::Error::InvalidInput(
                 "a blkif ring needs a 4096-byte page",
-            ))
-        })?;
-        let pool = GrantedPages::grant(table, backend, data_pages, false)
-            .map_err(|refused| refused.error)?;
-        let port = events.alloc_unbound_raw(backend)?;
-        let handle = device_handle(client, &device)?;
+            ));
+            return Err(refused(error, Vec::from([ring_page]), data_pages));
+        }
+        let device = match Device::frontend(client, path).and_then(|device| {
+            device.wait_for_peer_ready(client, XenbusState::InitWait, deadline)?;
+            Ok(device)
+        }) {
+            Ok(device) => device,
+            Err(error) => return Err(refused(error.into(), Vec::from([ring_page]), data_pages)),
+        };
+        let backend = device.peer_id();
+        let ring_pages = match GrantedPages::grant(table, backend, [ring_page], false) {
+            Ok(pages) => pages,
+            Err(grant) => return Err(refused(grant.error.into(), grant.pages, data_pages)),
+        };
+        // The page is a whole one (checked above): the ring fits.
+        let ring = match FrontRing::init(ring_pages, 0) {
+            Ok(ring) => ring,
+            Err(_) => {
+                let error = Error::Bus(xen_bus::Error::InvalidInput(
+                    "a blkif ring needs a 4096-byte page",
+                ));
+                return Err(refused(error, Vec::new(), data_pages));
+            }
+        };
+        let pool = match GrantedPages::grant(table, backend, data_pages, false) {
+            Ok(pool) => pool,
+            Err(grant) => {
+                let ring_pages = end_unpublished([ring.into_memory()]);
+                return Err(refused(grant.error.into(), ring_pages, grant.pages));
+            }
+        };
+        let port_and_handle = events
+            .alloc_unbound_raw(backend)
+            .map_err(Error::from)
+            .and_then(|port| match device_handle(client, &device) {
+                Ok(handle) => Ok((port, handle)),
+                Err(error) => {
+                    let _ = events.unbind_raw(port);
+                    Err(error)
+                }
+            });
+        let (port, handle) = match port_and_handle {
+            Ok(both) => both,
+            Err(error) => {
+                let pages = end_unpublished([ring.into_memory(), pool]);
+                return Err(refused(error, pages, Vec::new()));
+            }
+        };
         let mut this = Self {
             device,
             events,
@@ -213,8 +257,8 @@ where
                 // `Initialised`): close as `close` does, so that it unmaps and the grants end
                 // rather than leak. That close's own failure (e.g. the deadline already passed:
                 // then what is still mapped is leaked, the port closed) is secondary to `error`.
-                let _ = this.close(client, deadline);
-                Err(error)
+                let pages = this.close(client, deadline).unwrap_or_default();
+                Err(refused(error, pages, Vec::new()))
             }
         }
     }
@@ -962,19 +1006,50 @@ where
     }
 }
 
-/// `blkif_vdev_t handle`: the frontend's `virtual-device` number, or the last component of its
-/// path (as Linux's blkfront takes it), 0 if neither is a number (the backend does not use it).
+/// `blkif_vdev_t handle`: the frontend's `virtual-device` number, or if absent the last
+/// component of its path (as Linux's blkfront takes it), 0 if that is no number either (the
+/// backend does not use it); truncated to 16 bits as C's cast does (an extended device number
+/// is wider). A failed read of `virtual-device` other than its absence, or a value that is no
+/// decimal number, is an error.
 fn device_handle(store: &mut impl Store, device: &Device) -> Result<u16, Error> {
-    let from_key = store
-        .read(&alloc::format!("{}/virtual-device", device.path()))
-        .ok()
-        .and_then(|v| core::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok());
-    let from_path = device
-        .path()
-        .rsplit('/')
-        .next()
-        .and_then(|last| last.parse::<u32>().ok());
-    Ok(from_key.or(from_path).unwrap_or(0) as u16)
+    let path = alloc::format!("{}/virtual-device", device.path());
+    let from_key = match store.read(&path) {
+        Ok(value) => Some(
+            core::str::from_utf8(&value)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                .ok_or_else(|| xen_bus::Error::BadValue {
+                    value: alloc::string::String::from_utf8_lossy(&value[..value.len().min(64)])
+                        .into_owned(),
+                    path,
+                    expected: "a decimal device number",
+                })?,
+        ),
+        Err(error) if error.kind() == xen_store::ErrorKind::NotFound => None,
+        Err(error) => return Err(Error::Bus(error.into())),
+    };
+    let from_path = || {
+        device
+            .path()
+            .rsplit('/')
+            .next()
+            .and_then(|last| last.parse::<u32>().ok())
+    };
+    Ok(from_key.or_else(from_path).unwrap_or(0) as u16)
+}
+
+/// Ends the grants of pages not yet published to the backend and gives the pages back (one it
+/// mapped all the same, by guessing its reference, stays granted, leaked).
+fn end_unpublished<'t, H, P>(sets: impl IntoIterator<Item = GrantedPages<'t, H, P>>) -> Vec<P>
+where
+    H: XenHypercall<Error = xen_hypercall::Error> + 't,
+    P: DevicePage,
+{
+    let mut pages = Vec::new();
+    for mut set in sets {
+        pages.extend(set.end_unmapped());
+    }
+    pages
 }
 
 /// The backend's description of the disk.
@@ -1024,4 +1099,76 @@ fn read_geometry(store: &mut impl Store, device: &Device) -> Result<Geometry, Er
         discard,
         max_indirect_segments: u32::try_from(indirect).unwrap_or(u32::MAX),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use xen_store::mock::{MockConnection, MockStore};
+    use xen_store::{Client, DomId, Errno, ErrorKind, Store};
+
+    use super::*;
+
+    const FRONT: &str = "/local/domain/1/device/vbd/768";
+
+    /// A store whose reads of `virtual-device` fail with `EACCES`.
+    struct Unreadable(Client<MockConnection>);
+
+    impl Store for Unreadable {
+        fn run<R>(&mut self, op: xen_store::op::Op<R>) -> Result<R, xen_store::Error> {
+            self.0.run(op)
+        }
+
+        fn read(&mut self, path: &str) -> Result<Vec<u8>, xen_store::Error> {
+            if path.ends_with("/virtual-device") {
+                return Err(xen_store::Error::Xen(Errno::EACCES));
+            }
+            self.0.read(path)
+        }
+    }
+
+    /// A frontend directory holding `virtual-device` = `value` (absent if `None`).
+    fn directory(value: Option<&[u8]>) -> (Client<MockConnection>, Device) {
+        let store = MockStore::new();
+        store.write_as_dom0(
+            &alloc::format!("{FRONT}/backend"),
+            b"/local/domain/0/backend/vbd/1/768",
+        );
+        store.write_as_dom0(&alloc::format!("{FRONT}/backend-id"), b"0");
+        if let Some(value) = value {
+            store.write_as_dom0(&alloc::format!("{FRONT}/virtual-device"), value);
+        }
+        let mut client = Client::new(store.connect(DomId(0)));
+        let device = Device::frontend(&mut client, FRONT).unwrap();
+        (client, device)
+    }
+
+    #[test]
+    fn the_handle_is_virtual_device_or_the_paths_last_component() {
+        let (mut client, device) = directory(Some(b"51712"));
+        assert_eq!(device_handle(&mut client, &device).unwrap(), 51712);
+        let (mut client, device) = directory(None);
+        assert_eq!(device_handle(&mut client, &device).unwrap(), 768);
+    }
+
+    #[test]
+    fn a_failed_read_of_virtual_device_is_an_error() {
+        let (client, device) = directory(Some(b"51712"));
+        let error = device_handle(&mut Unreadable(client), &device).unwrap_err();
+        assert!(
+            matches!(&error, Error::Bus(xen_bus::Error::Store(e)) if e.kind() == ErrorKind::PermissionDenied),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_virtual_device_that_is_no_number_is_an_error() {
+        let (mut client, device) = directory(Some(b"xvda"));
+        let error = device_handle(&mut client, &device).unwrap_err();
+        assert!(
+            matches!(&error, Error::Bus(xen_bus::Error::BadValue { .. })),
+            "{error:?}"
+        );
+    }
 }

@@ -11,6 +11,6 @@ pub mod abi;
 mod error;
 mod front;
 
-pub use error::{Error, IoError, ProtocolError};
+pub use error::{ConnectError, Error, IoError, ProtocolError};
 pub use front::{Completion, Discard, Frontend, Geometry, MAX_IN_FLIGHT, Operation, RequestId};
 pub use xen_bus::{Deadline, DevicePage};

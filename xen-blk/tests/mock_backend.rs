@@ -531,7 +531,15 @@ fn a_failed_connect_closes_the_device_and_ends_every_grant() {
             &mut Attempts(1000),
         )
         .unwrap_err();
-        assert!(matches!(error, Error::BadGeometry { .. }), "{error:?}");
+        assert!(
+            matches!(error.error, Error::BadGeometry { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.pages.len(),
+            5,
+            "every page comes back, the ring's too"
+        );
         let path = format!("{}/state", common::FRONT);
         let state = xs.read(&path).unwrap();
         // A frontend left `Initialised` would keep the backend serving: close for it, so that
@@ -550,4 +558,46 @@ fn a_failed_connect_closes_the_device_and_ends_every_grant() {
         1,
         "the port is closed"
     );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "grants a table's worth of pages")]
+fn a_failed_grant_gives_every_page_back() {
+    // More data pages than the one-frame grant table has references: the ring's grant
+    // succeeds, the data pages' fails.
+    let env = Env::new(Disk::default());
+    env.store
+        .write_as_dom0(&format!("{}/state", common::BACK), b"2");
+    let too_many = env.table.entries() as usize;
+    let error = Frontend::connect(
+        &mut env.client(),
+        common::FRONT,
+        &env.table,
+        &env.events,
+        Page::new(&env.domu),
+        env.pages(too_many),
+        &mut Attempts(1000),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error.error, Error::Bus(xen_bus::Error::Grant(_))),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.pages.len(),
+        too_many + 1,
+        "the ring's and the data pages"
+    );
+    assert_eq!(env.table.leaked(), 0);
+    // Every reference is free again: the pages can be granted anew.
+    let refs = (env.table.entries() - 8) as usize;
+    let again = xen_bus::GrantedPages::grant(
+        &env.table,
+        xen_evtchn::DomId(0),
+        error.pages.into_iter().take(refs),
+        false,
+    )
+    .unwrap();
+    assert_eq!(again.len(), refs);
+    assert_eq!(again.end().map(|pages| pages.len()).ok(), Some(refs));
 }
