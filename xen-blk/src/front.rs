@@ -1,12 +1,15 @@
 //! The block frontend: connects to a backend through xenbus, then issues requests over the
 //! shared ring, many in flight.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
+use core::pin::{Pin, pin};
+use core::task::{Context, Poll, Waker};
 
 use embedded_io::{Read, Write};
 use xen_bus::{Deadline, Device, DevicePage, GrantedPages, Publication, XenbusState};
-use xen_evtchn::EventChannel;
+use xen_evtchn::{AsyncEventChannel, EventChannel};
 use xen_grant::GrantTable;
 use xen_hypercall::{Port, XenHypercall};
 use xen_shared::{FrontRing, InFlight, PAGE_SIZE, RingMemory};
@@ -674,15 +677,7 @@ where
         buf: &mut [u8],
         sleep: &mut impl FnMut() -> bool,
     ) -> Result<(), Error> {
-        self.check_range(sector, buf.len(), false)?;
-        let len = buf.len();
-        self.run_chunks(
-            sector,
-            len,
-            sleep,
-            |this, sector, range| this.submit_read(sector, range.len()),
-            |range, completion| completion.copy_to(0, &mut buf[range]),
-        )
+        now(self.read_with(sector, buf, &mut Wait::Sleep(sleep)))
     }
 
     /// Writes `data` at `sector` (512-byte units), as [`read`](Self::read) reads.
@@ -692,20 +687,13 @@ where
         data: &[u8],
         sleep: &mut impl FnMut() -> bool,
     ) -> Result<(), Error> {
-        self.check_range(sector, data.len(), true)?;
-        self.run_chunks(
-            sector,
-            data.len(),
-            sleep,
-            |this, sector, range| this.submit_write(sector, &data[range]),
-            |_, _| Ok(()),
-        )
+        now(self.write_with(sector, data, &mut Wait::Sleep(sleep)))
     }
 
     /// Flushes the disk's cache (see [`submit_flush`](Self::submit_flush)), waiting as
     /// [`read`](Self::read) does.
     pub fn flush(&mut self, sleep: &mut impl FnMut() -> bool) -> Result<(), Error> {
-        self.one(sleep, Self::submit_flush)
+        now(self.one(&mut Wait::Sleep(sleep), Self::submit_flush))
     }
 
     /// Discards sectors (see [`submit_discard`](Self::submit_discard)), waiting as
@@ -717,7 +705,44 @@ where
         secure: bool,
         sleep: &mut impl FnMut() -> bool,
     ) -> Result<(), Error> {
-        self.one(sleep, |this| this.submit_discard(sector, sectors, secure))
+        now(self.one(&mut Wait::Sleep(sleep), |this| {
+            this.submit_discard(sector, sectors, secure)
+        }))
+    }
+
+    async fn read_with(
+        &mut self,
+        sector: u64,
+        buf: &mut [u8],
+        wait: &mut Wait<'_, '_>,
+    ) -> Result<(), Error> {
+        self.check_range(sector, buf.len(), false)?;
+        let len = buf.len();
+        self.run_chunks(
+            sector,
+            len,
+            wait,
+            |this, sector, range| this.submit_read(sector, range.len()),
+            |range, completion| completion.copy_to(0, &mut buf[range]),
+        )
+        .await
+    }
+
+    async fn write_with(
+        &mut self,
+        sector: u64,
+        data: &[u8],
+        wait: &mut Wait<'_, '_>,
+    ) -> Result<(), Error> {
+        self.check_range(sector, data.len(), true)?;
+        self.run_chunks(
+            sector,
+            data.len(),
+            wait,
+            |this, sector, range| this.submit_write(sector, &data[range]),
+            |_, _| Ok(()),
+        )
+        .await
     }
 
     /// The checks of a request of the whole length (but for its size limit), before any is
@@ -731,9 +756,9 @@ where
         self.check_writable(write)
     }
 
-    fn one(
+    async fn one(
         &mut self,
-        sleep: &mut impl FnMut() -> bool,
+        wait: &mut Wait<'_, '_>,
         submit: impl FnOnce(&mut Self) -> Result<RequestId, Error>,
     ) -> Result<(), Error> {
         if self.in_flight() > 0 {
@@ -742,22 +767,28 @@ where
         submit(self)?;
         self.kick()?;
         let mut result = Ok(());
-        self.wait_all(sleep, |_, completion| {
-            if let Err(error) = completion.result() {
-                result = Err(Error::Io(error));
+        while self.in_flight() > 0 {
+            let mut any = false;
+            while let Some(completion) = self.poll()? {
+                any = true;
+                if let Err(error) = completion.result() {
+                    result = Err(Error::Io(error));
+                }
             }
-            Ok(())
-        })?;
+            if !any && self.in_flight() > 0 {
+                self.wait_for_response(wait).await?;
+            }
+        }
         result
     }
 
     /// Submits `len` bytes from `sector` in chunks of at most a request each, keeping as many
     /// in flight as the ring and pool allow; `done(range, completion)` takes each completion.
-    fn run_chunks(
+    async fn run_chunks(
         &mut self,
         sector: u64,
         len: usize,
-        sleep: &mut impl FnMut() -> bool,
+        wait: &mut Wait<'_, '_>,
         mut submit: impl FnMut(&mut Self, u64, core::ops::Range<usize>) -> Result<RequestId, Error>,
         mut done: impl FnMut(core::ops::Range<usize>, &Completion<'_, 't, H, P>) -> Result<(), Error>,
     ) -> Result<(), Error> {
@@ -813,8 +844,8 @@ where
             if first_error.is_some() && self.in_flight() == 0 {
                 break;
             }
-            if !any && self.in_flight() > 0 && !self.prepare_to_wait()? && !sleep() {
-                return Err(Error::TimedOut);
+            if !any && self.in_flight() > 0 {
+                self.wait_for_response(wait).await?;
             }
         }
         match first_error {
@@ -823,23 +854,24 @@ where
         }
     }
 
-    /// Waits until nothing is in flight, handing each completion to `done`.
-    fn wait_all(
-        &mut self,
-        sleep: &mut impl FnMut() -> bool,
-        mut done: impl FnMut(RequestId, &Completion<'_, 't, H, P>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        while self.in_flight() > 0 {
-            let mut any = false;
-            while let Some(completion) = self.poll()? {
-                any = true;
-                done(completion.id(), &completion)?;
+    /// Waits (with requests in flight and none answered) until a response may be waiting:
+    /// [`prepare_to_wait`](Self::prepare_to_wait), then, if that found none, the wait.
+    async fn wait_for_response(&mut self, wait: &mut Wait<'_, '_>) -> Result<(), Error> {
+        match wait {
+            Wait::Sleep(sleep) => {
+                if !self.prepare_to_wait()? && !sleep() {
+                    return Err(Error::TimedOut);
+                }
+                Ok(())
             }
-            if !any && self.in_flight() > 0 && !self.prepare_to_wait()? && !sleep() {
-                return Err(Error::TimedOut);
+            // Each event consumed, look again: an event may come for a response taken already.
+            Wait::Port(port_event) => {
+                while !self.prepare_to_wait()? {
+                    port_event().await?;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Closes the device: `Closing`, then `Closed` once the backend is closing too; then, once
@@ -898,6 +930,79 @@ where
         }
         closed?;
         Ok(pool)
+    }
+}
+
+/// The async API: the blocking calls' work, awaiting the port instead of sleeping.
+///
+/// Who wakes whom: before a task waits, [`prepare_to_wait`](Frontend::prepare_to_wait) sets
+/// `rsp_event` past the last response taken and reads `rsp_prod` again after a full barrier
+/// (`RING_FINAL_CHECK_FOR_RESPONSES`); a response the backend pushes after that read finds
+/// `rsp_event` reached and notifies the port (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`). The
+/// event channel keeps that delivery pending until a poll of the port consumes it, and wakes
+/// the task's waker registered by [`AsyncEventChannel::wait_port`] (an upcall, or the
+/// executor's poll of the port): a response published while the task is not yet registered
+/// is found by the registration's own check of the pending bit. Each event consumed, the
+/// task looks at the ring again, so an event for a response already taken only costs a look.
+///
+/// A future dropped before it completes leaves its requests in flight, as a blocking call
+/// that timed out does: [`poll`](Frontend::poll) takes them.
+impl<'t, H, P, E> Frontend<'t, H, P, E>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+    E: AsyncEventChannel,
+{
+    /// [`read`](Self::read), awaiting the port.
+    pub async fn read_async(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.read_with(sector, buf, &mut Wait::Port(&port_event))
+            .await
+    }
+
+    /// [`write`](Self::write), awaiting the port.
+    pub async fn write_async(&mut self, sector: u64, data: &[u8]) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.write_with(sector, data, &mut Wait::Port(&port_event))
+            .await
+    }
+
+    /// [`flush`](Self::flush), awaiting the port.
+    pub async fn flush_async(&mut self) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.one(&mut Wait::Port(&port_event), Self::submit_flush)
+            .await
+    }
+
+    /// [`discard`](Self::discard), awaiting the port.
+    pub async fn discard_async(
+        &mut self,
+        sector: u64,
+        sectors: u64,
+        secure: bool,
+    ) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.one(&mut Wait::Port(&port_event), |this| {
+            this.submit_discard(sector, sectors, secure)
+        })
+        .await
+    }
+
+    /// The next completion of the polled API ([`submit_read`](Self::submit_read), ...),
+    /// awaiting the port until one is answered; `None` if nothing is in flight. Call
+    /// [`kick`](Self::kick) first.
+    pub async fn next_completion(&mut self) -> Result<Option<Completion<'_, 't, H, P>>, Error> {
+        if self.in_flight() == 0 {
+            return Ok(None);
+        }
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.wait_for_response(&mut Wait::Port(&port_event)).await?;
+        self.poll()
     }
 }
 
@@ -1003,6 +1108,32 @@ where
             .field("result", &self.result)
             .field("len", &self.len)
             .finish_non_exhaustive()
+    }
+}
+
+/// How a call that runs requests waits for the backend's responses.
+enum Wait<'w, 'e> {
+    /// The blocking caller's `sleep` (see [`Frontend::read`]).
+    Sleep(&'w mut dyn FnMut() -> bool),
+    /// A future of the next event on the port (from an [`AsyncEventChannel`]).
+    Port(&'w dyn Fn() -> PortEvent<'e>),
+}
+
+/// [`AsyncEventChannel::wait_port`]'s future, boxed so that [`Wait`] needs no bound on the
+/// event channel.
+type PortEvent<'w> = Pin<Box<dyn Future<Output = Result<(), xen_evtchn::Error>> + 'w>>;
+
+/// The outcome of a future that never waits: one run with [`Wait::Sleep`], whose every await
+/// is ready at once (the sleeping is done inside `sleep`).
+fn now<T>(future: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(result) => result,
+        // Not reached: nothing in a `Wait::Sleep` run returns `Pending`.
+        Poll::Pending => Err(Error::TimedOut),
     }
 }
 

@@ -601,3 +601,76 @@ fn a_failed_grant_gives_every_page_back() {
     assert_eq!(again.len(), refs);
     assert_eq!(again.end().map(|pages| pages.len()).ok(), Some(refs));
 }
+
+/// Runs `future` on this thread, parking between polls until its waker unparks it: a wake-up
+/// that never comes (a lost event) fails the test instead of hanging it.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        let parked = Instant::now();
+        std::thread::park_timeout(Duration::from_secs(10));
+        assert!(
+            parked.elapsed() < Duration::from_secs(10),
+            "pending and never woken: an event was lost"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
+fn the_async_api_is_woken_by_the_backends_events() {
+    let env = Env::new(Disk {
+        indirect: 32,
+        ..Disk::default()
+    });
+    with_frontend(&env, |front| {
+        let len = env.disk.sectors as usize * 512;
+        let data = pattern(len, 7);
+        block_on(front.write_async(0, &data)).unwrap();
+        let mut back = vec![0; len];
+        block_on(front.read_async(0, &mut back)).unwrap();
+        assert!(back == data, "the disk reads back as written");
+        block_on(front.flush_async()).unwrap();
+        block_on(front.discard_async(8, 8, false)).unwrap();
+        assert!(
+            env.ram.lock().unwrap()[8 * 512..16 * 512]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        // The polled API's completions, awaited.
+        for i in 0..8 {
+            front.submit_read(i * 8, 4096).unwrap();
+        }
+        front.kick().unwrap();
+        let mut completed = 0;
+        while let Some(completion) = block_on(front.next_completion()).unwrap() {
+            assert_eq!(completion.result(), Ok(()));
+            completed += 1;
+        }
+        assert_eq!(completed, 8);
+        assert!(block_on(front.next_completion()).unwrap().is_none());
+        // The waits ended on the backend's events, not by polling around them.
+        assert!(env.events.signalled.load(Ordering::Relaxed) > 0);
+        assert!(
+            env.events.delivery.lock().unwrap().1.is_none(),
+            "no waker is left registered"
+        );
+    });
+}
