@@ -335,12 +335,16 @@ impl Domain {
 }
 
 /// The reason code of xl's `Domain <domid> has shut down, reason code <n> 0x<n>` line for `domid`.
+/// A suspend is not an end, and is skipped: after `xl save -c` the domain runs on (and may shut
+/// down later, a line of its own), after `xl save` xl destroys it.
 fn shutdown_reason_in(log: &str, domid: u32) -> Option<u32> {
     let prefix = format!("Domain {domid} has shut down, reason code ");
-    log.lines().find_map(|line| {
-        let rest = line.strip_prefix(&prefix)?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .find(|&reason| reason != SHUTDOWN_SUSPEND)
 }
 
 /// Connects to xenstored's socket.
@@ -418,6 +422,8 @@ impl Drop for Watch {
 
 /// `SHUTDOWN_crash` (Xen's `public/sched.h`).
 const SHUTDOWN_CRASH: u32 = 3;
+/// `SHUTDOWN_suspend`.
+const SHUTDOWN_SUSPEND: u32 = 2;
 
 /// A `SHUTDOWN_*` code as the domU's fate, e.g. "crashed".
 pub(crate) fn describe_reason(reason: u32) -> String {
@@ -774,5 +780,13 @@ mod tests {
         assert_eq!(shutdown_reason_in(log, 4), Some(0));
         assert_eq!(shutdown_reason_in(log, 13), None);
         assert_eq!(shutdown_reason_in(log, 5), None);
+    }
+
+    #[test]
+    fn a_suspend_for_a_checkpoint_is_not_an_end() {
+        let log = "Domain 6 has shut down, reason code 2 0x2\n\
+                   Domain 6 has shut down, reason code 0 0x0\n";
+        assert_eq!(shutdown_reason_in(log, 6), Some(0));
+        assert_eq!(shutdown_reason_in(&log[..42], 6), None);
     }
 }

@@ -61,6 +61,7 @@
 
 pub mod apt;
 pub mod artifacts;
+pub mod blkback;
 pub mod c_program;
 pub mod cpio;
 pub mod demo;

@@ -164,9 +164,14 @@ pub enum DomuRun {
     /// The fault table ([`exchange::FAULTS_DOM0_CASES`]): the domU is destroyed under dom0's
     /// port, mapping and watch, then dom0 alone overflows an evtchn ring and restarts xenstored.
     Faults,
-    /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl reboot`, then `xl shutdown`, of a
-    /// domU that answers through `xen-guest`'s control module.
-    Control,
+    /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl save -c`, `xl save` and `xl
+    /// restore` ([`exchange::suspend`]), `xl reboot`, then `xl shutdown`, of a domU that answers
+    /// through `xen-guest`'s control module.
+    Control {
+        /// Whether the domU advertises `feature-suspend` where it can suspend (else `xl save`
+        /// must fail: [`exchange::suspend::REFUSED_DOM0_CASES`]).
+        suspend: bool,
+    },
     /// The block device ([`exchange::blk`]): dom0 serves the domU a disk through Linux's blkback.
     Block,
 }
@@ -213,6 +218,9 @@ pub enum Kind {
     /// A Linux dom0 with the toolstack steers a freestanding domU through `xen-ctrl` and maps
     /// its memory (`xen-dom0-tests ctrl-domu`, cases [`CTRL_DOMU_CASES`]).
     ControlPlane(GuestKind),
+    /// A Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged disk with xen-blk's
+    /// userspace backend (`xen-dom0-tests blkback`, [`crate::blkback`]); x86_64.
+    UserspaceBlockBackend,
 }
 
 impl Kind {
@@ -224,6 +232,7 @@ impl Kind {
             Kind::CrossDomain(cross) => cross.domu.arch(),
             Kind::OwnCode(_) => Arch::X86_64,
             Kind::ControlPlane(domu) => domu.arch(),
+            Kind::UserspaceBlockBackend => Arch::X86_64,
         }
     }
 
@@ -454,10 +463,17 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-pv",
-            "xl reboot and xl shutdown of a freestanding PV domU, which advertises and answers them through xen-guest (xl's log the oracle)",
+            "xl save -c, xl save, xl restore, xl reboot and xl shutdown of a freestanding PV domU in the middle of an exchange with dom0, which advertises and answers them through xen-guest (xl's log and the exchange the oracles)",
             GuestKind::Pv,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
+        ),
+        domu_run(
+            "domu-control-no-suspend-pv",
+            "xl save of a freestanding PV domU that does not advertise feature-suspend: xl asks all the same, the domU leaves the request unacknowledged, xl cancels after its 60 s and the domU runs on",
+            GuestKind::Pv,
+            DomuRun::Control { suspend: false },
+            240,
         ),
         domu_run(
             "blk-domu-pv",
@@ -468,9 +484,9 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-pvh",
-            "xl reboot and xl shutdown of a freestanding PVH domU, which reads its command line from hvm_start_info and answers through xen-guest (xl's log the oracle)",
+            "xl save -c, xl save, xl restore, xl reboot and xl shutdown of a freestanding PVH domU in the middle of an exchange with dom0; it reads its command line from hvm_start_info and answers through xen-guest (xl's log and the exchange the oracles)",
             GuestKind::Pvh,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
         ),
         domu_run(
@@ -482,9 +498,9 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-aarch64",
-            "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle)",
+            "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle); xl save fails (Xen cannot save an Arm domain)",
             GuestKind::Aarch64,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
         ),
         domu_run(
@@ -494,6 +510,14 @@ pub fn scenarios() -> &'static [Scenario] {
             DomuRun::Block,
             120,
         ),
+        Scenario {
+            name: "blkback-linux-pv",
+            about: "Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged 32 MiB file with xen-blk's userspace backend: dd pattern and cmp, mke2fs, a hostile frontend in dom0 disconnected meanwhile, detach idle and during reads (ring pages and ports counted back to zero)",
+            kind: Kind::UserspaceBlockBackend,
+            timeout: Duration::from_secs(240),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
         Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
@@ -632,6 +656,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "blk-domu-pv",
     "blk-domu-pvh",
     "blk-domu-aarch64",
+    "blkback-linux-pv",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",
@@ -1030,6 +1055,16 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         &control_plane_run(&name, domu, &kernel, scenario.timeout),
                     )
                 }),
+            Kind::UserspaceBlockBackend => dom0_built(arch)
+                .and_then(|()| {
+                    crate::blkback::dom0_run(
+                        testbed,
+                        artifacts_of(release, arch),
+                        &name,
+                        scenario.timeout,
+                    )
+                })
+                .and_then(|run| testbed.dom0_job(artifacts_of(release, arch), &run)),
             Kind::OwnCode(code) => {
                 let built = dom0_built(arch).and_then(|()| own_code::build(testbed, code));
                 jobs.push((*run, built.map(|binary| Work::OwnCode(code, binary))));
@@ -1088,7 +1123,8 @@ pub fn cross_domain_run(
         DomuRun::Exchange => "domu",
         DomuRun::Soak { .. } => "domu-soak",
         DomuRun::Faults => "domu-faults",
-        DomuRun::Control => "domu-control",
+        DomuRun::Control { suspend: true } => "domu-control",
+        DomuRun::Control { suspend: false } => "domu-control-no-suspend",
         DomuRun::Block => "blk-domu",
     };
     let mut command = format!(
@@ -1111,7 +1147,14 @@ pub fn cross_domain_run(
         ),
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
         // dom0 judges from xl's side; the domU's console (two boots) is forwarded, not judged.
-        DomuRun::Control => (cases(exchange::CONTROL_DOM0_CASES, &[]), Vec::new()),
+        DomuRun::Control { suspend } => {
+            // x86 domUs suspend; Xen cannot save an Arm domain, and xl's save fails.
+            let suspend = match cross.domu {
+                GuestKind::Pv | GuestKind::Pvh if suspend => exchange::suspend::DOM0_CASES,
+                _ => exchange::suspend::REFUSED_DOM0_CASES,
+            };
+            (cases(exchange::CONTROL_DOM0_CASES, suspend), Vec::new())
+        }
         DomuRun::Block => (
             cases(exchange::blk::DOM0_CASES, &[]),
             cases(exchange::blk::DOMU_CASES, &[]),
@@ -1119,7 +1162,7 @@ pub fn cross_domain_run(
     };
     let setup = match cross.run {
         DomuRun::Block => Setup::BlockBackend,
-        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults | DomuRun::Control => {
+        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults | DomuRun::Control { .. } => {
             Setup::Toolstack
         }
     };
@@ -1144,7 +1187,10 @@ pub fn cross_domain_run(
         expected_dones: 1,
         timeout,
         vcpus: 1,
-        dom0_memory_mib: None,
+        // `xl save` writes the domU's memory to dom0's /tmp (its RAM).
+        dom0_memory_mib: (cross.run == DomuRun::Control { suspend: true }
+            && cross.domu.arch() == Arch::X86_64)
+            .then_some(384),
         domus,
     }
 }

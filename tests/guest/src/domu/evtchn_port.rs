@@ -26,10 +26,15 @@ fn evtchn_error(error: xen_evtchn::Error) -> DomuError {
 impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
     /// The channel over this domain's backend and shared info page.
     pub(crate) fn channel(&self) -> Channel<H> {
+        RawEventChannel::new(self.h, self.evtchn_shared_info())
+    }
+
+    /// The shared info page as xen-evtchn takes it.
+    pub(crate) fn evtchn_shared_info(&self) -> xen_evtchn::SharedInfo {
         let page = NonNull::new(self.shared.page().cast_mut()).unwrap_or(NonNull::dangling());
         // SAFETY: the domain's shared info page, mapped for the program's life
         // and accessed only atomically (the guest's `SharedInfo` contract).
-        RawEventChannel::new(self.h, unsafe { xen_evtchn::SharedInfo::new(page) })
+        unsafe { xen_evtchn::SharedInfo::new(page) }
     }
 
     /// Allocates a port dom0 may bind to.
