@@ -15,6 +15,6 @@ mod front;
 #[cfg_attr(docsrs, doc(cfg(feature = "linux")))]
 pub mod linux;
 
-pub use error::{Error, IoError, ProtocolError};
+pub use error::{ConnectError, Error, IoError, ProtocolError};
 pub use front::{Completion, Discard, Frontend, Geometry, MAX_IN_FLIGHT, Operation, RequestId};
 pub use xen_bus::{Deadline, DevicePage};
