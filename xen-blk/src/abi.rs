@@ -1,52 +1,64 @@
 //! `public/io/blkif.h`: the block protocol's requests and responses, as laid out in the ring.
 //!
-//! Written by hand with explicit padding (zerocopy needs padding-free types) and checked
-//! against the header's layout at compile time. The layout here is that of x86_64 and of
-//! Arm (32- and 64-bit), where `uint64_t` is 8-byte aligned: `id` at offset 8. (An x86_32
-//! guest lays `blkif_request` out with `id` at 4; Linux's blkback converts with
-//! `blkif_x86_32_request`. This crate does not build for x86_32.)
+//! The constants are xen-sys's, generated from Xen's header (`cargo xtask gen-sys`, whose
+//! layouts xen-sys's tests compare with a C compiler's). The structs are those of xen-sys
+//! under this crate's names, with padding fields named and `Default` (zeroed): each one's
+//! size, alignment and every field's offset are checked at compile time to be the generated
+//! type's, and [`From`] converts between the two. The layout is that of x86_64 and of Arm,
+//! where `uint64_t` is 8-byte aligned: `id` at offset 8. (An x86_32 guest lays
+//! `blkif_request` out with `id` at 4; Linux's blkback converts with `blkif_x86_32_request`.
+//! This crate does not build for x86_32.)
 
+use xen_sys as sys;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
-compile_error!("blkif's layout is checked for x86_64, aarch64 and arm only");
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("blkif's layout is generated for x86_64 and aarch64 only");
+
+/// A generated constant as the type the ring's field holds (checked to fit at compile time).
+macro_rules! narrow {
+    ($value:expr, $ty:ty) => {{
+        const { assert!($value as i64 >= <$ty>::MIN as i64 && $value as i64 <= <$ty>::MAX as i64) };
+        $value as $ty
+    }};
+}
 
 /// `BLKIF_OP_READ`: read from the device into the segments.
-pub const OP_READ: u8 = 0;
+pub const OP_READ: u8 = narrow!(sys::BLKIF_OP_READ, u8);
 /// `BLKIF_OP_WRITE`: write the segments to the device.
-pub const OP_WRITE: u8 = 1;
+pub const OP_WRITE: u8 = narrow!(sys::BLKIF_OP_WRITE, u8);
 /// `BLKIF_OP_WRITE_BARRIER` (`feature-barrier`).
-pub const OP_WRITE_BARRIER: u8 = 2;
+pub const OP_WRITE_BARRIER: u8 = narrow!(sys::BLKIF_OP_WRITE_BARRIER, u8);
 /// `BLKIF_OP_FLUSH_DISKCACHE` (`feature-flush-cache`): a flush, with or without segments.
-pub const OP_FLUSH_DISKCACHE: u8 = 3;
+pub const OP_FLUSH_DISKCACHE: u8 = narrow!(sys::BLKIF_OP_FLUSH_DISKCACHE, u8);
 /// `BLKIF_OP_DISCARD` (`feature-discard`), in a [`DiscardRequest`].
-pub const OP_DISCARD: u8 = 5;
+pub const OP_DISCARD: u8 = narrow!(sys::BLKIF_OP_DISCARD, u8);
 /// `BLKIF_OP_INDIRECT` (`feature-max-indirect-segments`), in an [`IndirectRequest`].
-pub const OP_INDIRECT: u8 = 6;
+pub const OP_INDIRECT: u8 = narrow!(sys::BLKIF_OP_INDIRECT, u8);
 
 /// `BLKIF_MAX_SEGMENTS_PER_REQUEST`.
-pub const MAX_SEGMENTS: usize = 11;
+pub const MAX_SEGMENTS: usize = sys::BLKIF_MAX_SEGMENTS_PER_REQUEST as usize;
 /// `BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST`.
-pub const MAX_INDIRECT_PAGES: usize = 8;
+pub const MAX_INDIRECT_PAGES: usize = sys::BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST as usize;
 /// Segments per indirect page: `PAGE_SIZE / sizeof(struct blkif_request_segment)`.
 pub const SEGMENTS_PER_INDIRECT_PAGE: usize = 4096 / size_of::<Segment>();
 
 /// `BLKIF_RSP_OKAY`.
-pub const RSP_OKAY: i16 = 0;
+pub const RSP_OKAY: i16 = narrow!(sys::BLKIF_RSP_OKAY, i16);
 /// `BLKIF_RSP_ERROR`: the operation failed (`-EIO`).
-pub const RSP_ERROR: i16 = -1;
+pub const RSP_ERROR: i16 = narrow!(sys::BLKIF_RSP_ERROR, i16);
 /// `BLKIF_RSP_EOPNOTSUPP`: the operation is not supported.
-pub const RSP_EOPNOTSUPP: i16 = -2;
+pub const RSP_EOPNOTSUPP: i16 = narrow!(sys::BLKIF_RSP_EOPNOTSUPP, i16);
 
 /// `BLKIF_DISCARD_SECURE`: a discard that must make the data unrecoverable (`discard-secure`).
-pub const DISCARD_SECURE: u8 = 1;
+pub const DISCARD_SECURE: u8 = narrow!(sys::BLKIF_DISCARD_SECURE, u8);
 
 /// `VDISK_CDROM` in `info`.
-pub const VDISK_CDROM: u32 = 0x1;
+pub const VDISK_CDROM: u32 = sys::VDISK_CDROM;
 /// `VDISK_REMOVABLE` in `info`.
-pub const VDISK_REMOVABLE: u32 = 0x2;
+pub const VDISK_REMOVABLE: u32 = sys::VDISK_REMOVABLE;
 /// `VDISK_READONLY` in `info`.
-pub const VDISK_READONLY: u32 = 0x4;
+pub const VDISK_READONLY: u32 = sys::VDISK_READONLY;
 
 /// The unit of `sector_number`, `first_sect` and `last_sect` (and of `sectors` as Linux's
 /// blkback writes it) unless the frontend offers `feature-large-sector-size`, which this
@@ -211,35 +223,72 @@ impl core::fmt::Debug for RingRequest {
     }
 }
 
-// The header's layout (`public/io/blkif.h`, x86_64 and Arm).
+/// `$ours` has `$generated`'s size and alignment, and each named field its offset; and the two
+/// convert into each other (bytes for bytes).
+macro_rules! same_layout {
+    ($ours:ty, $generated:ty, [$($field:ident),*]) => {
+        const _: () = {
+            use core::mem::offset_of;
+            assert!(size_of::<$ours>() == size_of::<$generated>());
+            assert!(align_of::<$ours>() == align_of::<$generated>());
+            $(assert!(offset_of!($ours, $field) == offset_of!($generated, $field));)*
+        };
+
+        impl From<$generated> for $ours {
+            fn from(c: $generated) -> Self {
+                zerocopy::transmute!(c)
+            }
+        }
+
+        impl From<$ours> for $generated {
+            fn from(ours: $ours) -> Self {
+                zerocopy::transmute!(ours)
+            }
+        }
+    };
+}
+
+same_layout!(
+    Segment,
+    sys::blkif_request_segment,
+    [gref, first_sect, last_sect]
+);
+same_layout!(
+    Request,
+    sys::blkif_request,
+    [operation, nr_segments, handle, id, sector_number, seg]
+);
+same_layout!(
+    DiscardRequest,
+    sys::blkif_request_discard,
+    [operation, flag, handle, id, sector_number, nr_sectors]
+);
+same_layout!(
+    IndirectRequest,
+    sys::blkif_request_indirect,
+    [
+        operation,
+        indirect_op,
+        nr_segments,
+        id,
+        sector_number,
+        handle,
+        indirect_grefs
+    ]
+);
+same_layout!(Response, sys::blkif_response, [id, operation, status]);
+
 const _: () = {
     use core::mem::offset_of;
-    assert!(size_of::<Segment>() == 8 && align_of::<Segment>() == 4);
-    assert!(offset_of!(Segment, first_sect) == 4 && offset_of!(Segment, last_sect) == 5);
-
-    assert!(size_of::<Request>() == 112 && align_of::<Request>() == 8);
-    assert!(offset_of!(Request, nr_segments) == 1 && offset_of!(Request, handle) == 2);
-    assert!(offset_of!(Request, id) == 8 && offset_of!(Request, sector_number) == 16);
-    assert!(offset_of!(Request, seg) == 24);
-
-    assert!(size_of::<DiscardRequest>() == 32);
-    assert!(offset_of!(DiscardRequest, flag) == 1 && offset_of!(DiscardRequest, id) == 8);
-    assert!(offset_of!(DiscardRequest, nr_sectors) == 24);
-
-    assert!(size_of::<IndirectRequest>() == 64 && align_of::<IndirectRequest>() == 8);
-    assert!(offset_of!(IndirectRequest, nr_segments) == 2);
-    assert!(offset_of!(IndirectRequest, id) == 8);
-    assert!(offset_of!(IndirectRequest, sector_number) == 16);
-    assert!(offset_of!(IndirectRequest, handle) == 24);
-    assert!(offset_of!(IndirectRequest, indirect_grefs) == 28);
-
-    assert!(size_of::<Response>() == 16 && align_of::<Response>() == 8);
-    assert!(offset_of!(Response, operation) == 8 && offset_of!(Response, status) == 10);
-
-    assert!(size_of::<RingRequest>() == 112 && align_of::<RingRequest>() == 8);
+    // A ring slot is a `union blkif_sring_entry`'s size: the largest request.
+    assert!(size_of::<RingRequest>() == size_of::<sys::blkif_sring_entry>());
+    assert!(align_of::<RingRequest>() == align_of::<sys::blkif_sring_entry>());
     // `RingRequest::id`.
+    assert!(offset_of!(Request, id) == 8);
     assert!(offset_of!(DiscardRequest, id) == 8 && offset_of!(IndirectRequest, id) == 8);
-    // 32 entries of 112 bytes in one page after the 64-byte header (`__CONST_RING_SIZE`).
+    // The ring's entries start where the generated shared page's do, and 32 of 112 bytes fit
+    // one page (`__CONST_RING_SIZE`).
+    assert!(offset_of!(sys::blkif_sring, ring) == 64);
     assert!(
         xen_shared::req_ring::ring_entries(
             xen_shared::req_ring::entry_size::<RingRequest, Response>(),

@@ -113,3 +113,41 @@ pub enum Error {
     #[error("timed out waiting for the backend")]
     TimedOut,
 }
+
+/// [`Frontend::connect`](crate::Frontend::connect) failed: why, and the pages it was given
+/// back (the ring page and the data pages, in no particular order), but for any the backend
+/// still mapped when the deadline passed: those stay granted, leaked (counted by the grant
+/// table).
+pub struct ConnectError<P> {
+    /// Why.
+    pub error: Error,
+    /// The pages given back.
+    pub pages: alloc::vec::Vec<P>,
+}
+
+impl<P> core::fmt::Debug for ConnectError<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ConnectError")
+            .field("error", &self.error)
+            .field("pages", &self.pages.len())
+            .finish()
+    }
+}
+
+impl<P> core::fmt::Display for ConnectError<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<P> core::error::Error for ConnectError<P> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl<P> From<ConnectError<P>> for Error {
+    fn from(error: ConnectError<P>) -> Self {
+        error.error
+    }
+}

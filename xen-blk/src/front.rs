@@ -1,19 +1,22 @@
 //! The block frontend: connects to a backend through xenbus, then issues requests over the
 //! shared ring, many in flight.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
+use core::pin::{Pin, pin};
+use core::task::{Context, Poll, Waker};
 
 use embedded_io::{Read, Write};
 use xen_bus::{Deadline, Device, DevicePage, GrantedPages, Publication, XenbusState};
-use xen_evtchn::EventChannel;
+use xen_evtchn::{AsyncEventChannel, EventChannel};
 use xen_grant::GrantTable;
 use xen_hypercall::{Port, XenHypercall};
 use xen_shared::{FrontRing, InFlight, PAGE_SIZE, RingMemory};
 use xen_store::{Client, Store};
 
 use crate::abi::{self, Request, Response, RingRequest, Segment};
-use crate::{Error, IoError, ProtocolError};
+use crate::{ConnectError, Error, IoError, ProtocolError};
 
 /// Requests in flight at most: the entries of a one-page ring.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -152,7 +155,9 @@ where
     /// `feature-persistent` with state `Initialised` in one transaction, waits for the backend's
     /// `Connected`, reads the [`Geometry`], and goes `Connected`. If a step after the grants
     /// fails, the device is closed as by [`close`](Self::close) (within what is left of
-    /// `deadline`) before the error is returned.
+    /// `deadline`) before the error is returned. A failure gives the pages back
+    /// ([`ConnectError::pages`]: all of them, but for any the backend still maps when that
+    /// close gives up).
     ///
     /// `data_pages` are the frontend's buffers, each granted for the frontend's life (one grant
     /// reference each: a one-frame grant table has 504 to give): a request of `n` bytes holds
@@ -168,24 +173,66 @@ where
         ring_page: P,
         data_pages: Vec<P>,
         deadline: &mut impl Deadline,
-    ) -> Result<Self, Error>
+    ) -> Result<Self, ConnectError<P>>
     where
         T::Error: 'static,
     {
-        let device = Device::frontend(client, path)?;
-        device.wait_for_peer_ready(client, XenbusState::InitWait, deadline)?;
-        let backend = device.peer_id();
-        let ring_pages = GrantedPages::grant(table, backend, [ring_page], false)
-            .map_err(|refused| refused.error)?;
-        let ring = FrontRing::init(ring_pages, 0).map_err(|_| {
-            Error::Bus(xen_bus::Error::InvalidInput(
+        let refused = |error: Error, mut pages: Vec<P>, more: Vec<P>| {
+            pages.extend(more);
+            ConnectError { error, pages }
+        };
+        if ring_page.mem().len() < PAGE_SIZE {
+            let error = Error::Bus(xen_bus::Error::InvalidInput(
                 "a blkif ring needs a 4096-byte page",
-            ))
-        })?;
-        let pool = GrantedPages::grant(table, backend, data_pages, false)
-            .map_err(|refused| refused.error)?;
-        let port = events.alloc_unbound_raw(backend)?;
-        let handle = device_handle(client, &device)?;
+            ));
+            return Err(refused(error, Vec::from([ring_page]), data_pages));
+        }
+        let device = match Device::frontend(client, path).and_then(|device| {
+            device.wait_for_peer_ready(client, XenbusState::InitWait, deadline)?;
+            Ok(device)
+        }) {
+            Ok(device) => device,
+            Err(error) => return Err(refused(error.into(), Vec::from([ring_page]), data_pages)),
+        };
+        let backend = device.peer_id();
+        let ring_pages = match GrantedPages::grant(table, backend, [ring_page], false) {
+            Ok(pages) => pages,
+            Err(grant) => return Err(refused(grant.error.into(), grant.pages, data_pages)),
+        };
+        // The page is a whole one (checked above): the ring fits.
+        let ring = match FrontRing::init(ring_pages, 0) {
+            Ok(ring) => ring,
+            Err(_) => {
+                let error = Error::Bus(xen_bus::Error::InvalidInput(
+                    "a blkif ring needs a 4096-byte page",
+                ));
+                return Err(refused(error, Vec::new(), data_pages));
+            }
+        };
+        let pool = match GrantedPages::grant(table, backend, data_pages, false) {
+            Ok(pool) => pool,
+            Err(grant) => {
+                let ring_pages = end_unpublished([ring.into_memory()]);
+                return Err(refused(grant.error.into(), ring_pages, grant.pages));
+            }
+        };
+        let port_and_handle = events
+            .alloc_unbound_raw(backend)
+            .map_err(Error::from)
+            .and_then(|port| match device_handle(client, &device) {
+                Ok(handle) => Ok((port, handle)),
+                Err(error) => {
+                    let _ = events.unbind_raw(port);
+                    Err(error)
+                }
+            });
+        let (port, handle) = match port_and_handle {
+            Ok(both) => both,
+            Err(error) => {
+                let pages = end_unpublished([ring.into_memory(), pool]);
+                return Err(refused(error, pages, Vec::new()));
+            }
+        };
         let mut this = Self {
             device,
             events,
@@ -213,8 +260,8 @@ where
                 // `Initialised`): close as `close` does, so that it unmaps and the grants end
                 // rather than leak. That close's own failure (e.g. the deadline already passed:
                 // then what is still mapped is leaked, the port closed) is secondary to `error`.
-                let _ = this.close(client, deadline);
-                Err(error)
+                let pages = this.close(client, deadline).unwrap_or_default();
+                Err(refused(error, pages, Vec::new()))
             }
         }
     }
@@ -630,15 +677,7 @@ where
         buf: &mut [u8],
         sleep: &mut impl FnMut() -> bool,
     ) -> Result<(), Error> {
-        self.check_range(sector, buf.len(), false)?;
-        let len = buf.len();
-        self.run_chunks(
-            sector,
-            len,
-            sleep,
-            |this, sector, range| this.submit_read(sector, range.len()),
-            |range, completion| completion.copy_to(0, &mut buf[range]),
-        )
+        now(self.read_with(sector, buf, &mut Wait::Sleep(sleep)))
     }
 
     /// Writes `data` at `sector` (512-byte units), as [`read`](Self::read) reads.
@@ -648,20 +687,13 @@ where
         data: &[u8],
         sleep: &mut impl FnMut() -> bool,
     ) -> Result<(), Error> {
-        self.check_range(sector, data.len(), true)?;
-        self.run_chunks(
-            sector,
-            data.len(),
-            sleep,
-            |this, sector, range| this.submit_write(sector, &data[range]),
-            |_, _| Ok(()),
-        )
+        now(self.write_with(sector, data, &mut Wait::Sleep(sleep)))
     }
 
     /// Flushes the disk's cache (see [`submit_flush`](Self::submit_flush)), waiting as
     /// [`read`](Self::read) does.
     pub fn flush(&mut self, sleep: &mut impl FnMut() -> bool) -> Result<(), Error> {
-        self.one(sleep, Self::submit_flush)
+        now(self.one(&mut Wait::Sleep(sleep), Self::submit_flush))
     }
 
     /// Discards sectors (see [`submit_discard`](Self::submit_discard)), waiting as
@@ -673,7 +705,44 @@ where
         secure: bool,
         sleep: &mut impl FnMut() -> bool,
     ) -> Result<(), Error> {
-        self.one(sleep, |this| this.submit_discard(sector, sectors, secure))
+        now(self.one(&mut Wait::Sleep(sleep), |this| {
+            this.submit_discard(sector, sectors, secure)
+        }))
+    }
+
+    async fn read_with(
+        &mut self,
+        sector: u64,
+        buf: &mut [u8],
+        wait: &mut Wait<'_, '_>,
+    ) -> Result<(), Error> {
+        self.check_range(sector, buf.len(), false)?;
+        let len = buf.len();
+        self.run_chunks(
+            sector,
+            len,
+            wait,
+            |this, sector, range| this.submit_read(sector, range.len()),
+            |range, completion| completion.copy_to(0, &mut buf[range]),
+        )
+        .await
+    }
+
+    async fn write_with(
+        &mut self,
+        sector: u64,
+        data: &[u8],
+        wait: &mut Wait<'_, '_>,
+    ) -> Result<(), Error> {
+        self.check_range(sector, data.len(), true)?;
+        self.run_chunks(
+            sector,
+            data.len(),
+            wait,
+            |this, sector, range| this.submit_write(sector, &data[range]),
+            |_, _| Ok(()),
+        )
+        .await
     }
 
     /// The checks of a request of the whole length (but for its size limit), before any is
@@ -687,9 +756,9 @@ where
         self.check_writable(write)
     }
 
-    fn one(
+    async fn one(
         &mut self,
-        sleep: &mut impl FnMut() -> bool,
+        wait: &mut Wait<'_, '_>,
         submit: impl FnOnce(&mut Self) -> Result<RequestId, Error>,
     ) -> Result<(), Error> {
         if self.in_flight() > 0 {
@@ -698,22 +767,28 @@ where
         submit(self)?;
         self.kick()?;
         let mut result = Ok(());
-        self.wait_all(sleep, |_, completion| {
-            if let Err(error) = completion.result() {
-                result = Err(Error::Io(error));
+        while self.in_flight() > 0 {
+            let mut any = false;
+            while let Some(completion) = self.poll()? {
+                any = true;
+                if let Err(error) = completion.result() {
+                    result = Err(Error::Io(error));
+                }
             }
-            Ok(())
-        })?;
+            if !any && self.in_flight() > 0 {
+                self.wait_for_response(wait).await?;
+            }
+        }
         result
     }
 
     /// Submits `len` bytes from `sector` in chunks of at most a request each, keeping as many
     /// in flight as the ring and pool allow; `done(range, completion)` takes each completion.
-    fn run_chunks(
+    async fn run_chunks(
         &mut self,
         sector: u64,
         len: usize,
-        sleep: &mut impl FnMut() -> bool,
+        wait: &mut Wait<'_, '_>,
         mut submit: impl FnMut(&mut Self, u64, core::ops::Range<usize>) -> Result<RequestId, Error>,
         mut done: impl FnMut(core::ops::Range<usize>, &Completion<'_, 't, H, P>) -> Result<(), Error>,
     ) -> Result<(), Error> {
@@ -769,8 +844,8 @@ where
             if first_error.is_some() && self.in_flight() == 0 {
                 break;
             }
-            if !any && self.in_flight() > 0 && !self.prepare_to_wait()? && !sleep() {
-                return Err(Error::TimedOut);
+            if !any && self.in_flight() > 0 {
+                self.wait_for_response(wait).await?;
             }
         }
         match first_error {
@@ -779,23 +854,24 @@ where
         }
     }
 
-    /// Waits until nothing is in flight, handing each completion to `done`.
-    fn wait_all(
-        &mut self,
-        sleep: &mut impl FnMut() -> bool,
-        mut done: impl FnMut(RequestId, &Completion<'_, 't, H, P>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        while self.in_flight() > 0 {
-            let mut any = false;
-            while let Some(completion) = self.poll()? {
-                any = true;
-                done(completion.id(), &completion)?;
+    /// Waits (with requests in flight and none answered) until a response may be waiting:
+    /// [`prepare_to_wait`](Self::prepare_to_wait), then, if that found none, the wait.
+    async fn wait_for_response(&mut self, wait: &mut Wait<'_, '_>) -> Result<(), Error> {
+        match wait {
+            Wait::Sleep(sleep) => {
+                if !self.prepare_to_wait()? && !sleep() {
+                    return Err(Error::TimedOut);
+                }
+                Ok(())
             }
-            if !any && self.in_flight() > 0 && !self.prepare_to_wait()? && !sleep() {
-                return Err(Error::TimedOut);
+            // Each event consumed, look again: an event may come for a response taken already.
+            Wait::Port(port_event) => {
+                while !self.prepare_to_wait()? {
+                    port_event().await?;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Closes the device: `Closing`, then `Closed` once the backend is closing too; then, once
@@ -854,6 +930,79 @@ where
         }
         closed?;
         Ok(pool)
+    }
+}
+
+/// The async API: the blocking calls' work, awaiting the port instead of sleeping.
+///
+/// Who wakes whom: before a task waits, [`prepare_to_wait`](Frontend::prepare_to_wait) sets
+/// `rsp_event` past the last response taken and reads `rsp_prod` again after a full barrier
+/// (`RING_FINAL_CHECK_FOR_RESPONSES`); a response the backend pushes after that read finds
+/// `rsp_event` reached and notifies the port (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`). The
+/// event channel keeps that delivery pending until a poll of the port consumes it, and wakes
+/// the task's waker registered by [`AsyncEventChannel::wait_port`] (an upcall, or the
+/// executor's poll of the port): a response published while the task is not yet registered
+/// is found by the registration's own check of the pending bit. Each event consumed, the
+/// task looks at the ring again, so an event for a response already taken only costs a look.
+///
+/// A future dropped before it completes leaves its requests in flight, as a blocking call
+/// that timed out does: [`poll`](Frontend::poll) takes them.
+impl<'t, H, P, E> Frontend<'t, H, P, E>
+where
+    H: XenHypercall<Error = xen_hypercall::Error>,
+    P: DevicePage,
+    E: AsyncEventChannel,
+{
+    /// [`read`](Self::read), awaiting the port.
+    pub async fn read_async(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.read_with(sector, buf, &mut Wait::Port(&port_event))
+            .await
+    }
+
+    /// [`write`](Self::write), awaiting the port.
+    pub async fn write_async(&mut self, sector: u64, data: &[u8]) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.write_with(sector, data, &mut Wait::Port(&port_event))
+            .await
+    }
+
+    /// [`flush`](Self::flush), awaiting the port.
+    pub async fn flush_async(&mut self) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.one(&mut Wait::Port(&port_event), Self::submit_flush)
+            .await
+    }
+
+    /// [`discard`](Self::discard), awaiting the port.
+    pub async fn discard_async(
+        &mut self,
+        sector: u64,
+        sectors: u64,
+        secure: bool,
+    ) -> Result<(), Error> {
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.one(&mut Wait::Port(&port_event), |this| {
+            this.submit_discard(sector, sectors, secure)
+        })
+        .await
+    }
+
+    /// The next completion of the polled API ([`submit_read`](Self::submit_read), ...),
+    /// awaiting the port until one is answered; `None` if nothing is in flight. Call
+    /// [`kick`](Self::kick) first.
+    pub async fn next_completion(&mut self) -> Result<Option<Completion<'_, 't, H, P>>, Error> {
+        if self.in_flight() == 0 {
+            return Ok(None);
+        }
+        let (events, port) = (self.events, self.port);
+        let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
+        self.wait_for_response(&mut Wait::Port(&port_event)).await?;
+        self.poll()
     }
 }
 
@@ -962,19 +1111,76 @@ where
     }
 }
 
-/// `blkif_vdev_t handle`: the frontend's `virtual-device` number, or the last component of its
-/// path (as Linux's blkfront takes it), 0 if neither is a number (the backend does not use it).
+/// How a call that runs requests waits for the backend's responses.
+enum Wait<'w, 'e> {
+    /// The blocking caller's `sleep` (see [`Frontend::read`]).
+    Sleep(&'w mut dyn FnMut() -> bool),
+    /// A future of the next event on the port (from an [`AsyncEventChannel`]).
+    Port(&'w dyn Fn() -> PortEvent<'e>),
+}
+
+/// [`AsyncEventChannel::wait_port`]'s future, boxed so that [`Wait`] needs no bound on the
+/// event channel.
+type PortEvent<'w> = Pin<Box<dyn Future<Output = Result<(), xen_evtchn::Error>> + 'w>>;
+
+/// The outcome of a future that never waits: one run with [`Wait::Sleep`], whose every await
+/// is ready at once (the sleeping is done inside `sleep`).
+fn now<T>(future: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(result) => result,
+        // Not reached: nothing in a `Wait::Sleep` run returns `Pending`.
+        Poll::Pending => Err(Error::TimedOut),
+    }
+}
+
+/// `blkif_vdev_t handle`: the frontend's `virtual-device` number, or if absent the last
+/// component of its path (as Linux's blkfront takes it), 0 if that is no number either (the
+/// backend does not use it); truncated to 16 bits as C's cast does (an extended device number
+/// is wider). A failed read of `virtual-device` other than its absence, or a value that is no
+/// decimal number, is an error.
 fn device_handle(store: &mut impl Store, device: &Device) -> Result<u16, Error> {
-    let from_key = store
-        .read(&alloc::format!("{}/virtual-device", device.path()))
-        .ok()
-        .and_then(|v| core::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok());
-    let from_path = device
-        .path()
-        .rsplit('/')
-        .next()
-        .and_then(|last| last.parse::<u32>().ok());
-    Ok(from_key.or(from_path).unwrap_or(0) as u16)
+    let path = alloc::format!("{}/virtual-device", device.path());
+    let from_key = match store.read(&path) {
+        Ok(value) => Some(
+            core::str::from_utf8(&value)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                .ok_or_else(|| xen_bus::Error::BadValue {
+                    value: alloc::string::String::from_utf8_lossy(&value[..value.len().min(64)])
+                        .into_owned(),
+                    path,
+                    expected: "a decimal device number",
+                })?,
+        ),
+        Err(error) if error.kind() == xen_store::ErrorKind::NotFound => None,
+        Err(error) => return Err(Error::Bus(error.into())),
+    };
+    let from_path = || {
+        device
+            .path()
+            .rsplit('/')
+            .next()
+            .and_then(|last| last.parse::<u32>().ok())
+    };
+    Ok(from_key.or_else(from_path).unwrap_or(0) as u16)
+}
+
+/// Ends the grants of pages not yet published to the backend and gives the pages back (one it
+/// mapped all the same, by guessing its reference, stays granted, leaked).
+fn end_unpublished<'t, H, P>(sets: impl IntoIterator<Item = GrantedPages<'t, H, P>>) -> Vec<P>
+where
+    H: XenHypercall<Error = xen_hypercall::Error> + 't,
+    P: DevicePage,
+{
+    let mut pages = Vec::new();
+    for mut set in sets {
+        pages.extend(set.end_unmapped());
+    }
+    pages
 }
 
 /// The backend's description of the disk.
@@ -1024,4 +1230,76 @@ fn read_geometry(store: &mut impl Store, device: &Device) -> Result<Geometry, Er
         discard,
         max_indirect_segments: u32::try_from(indirect).unwrap_or(u32::MAX),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use xen_store::mock::{MockConnection, MockStore};
+    use xen_store::{Client, DomId, Errno, ErrorKind, Store};
+
+    use super::*;
+
+    const FRONT: &str = "/local/domain/1/device/vbd/768";
+
+    /// A store whose reads of `virtual-device` fail with `EACCES`.
+    struct Unreadable(Client<MockConnection>);
+
+    impl Store for Unreadable {
+        fn run<R>(&mut self, op: xen_store::op::Op<R>) -> Result<R, xen_store::Error> {
+            self.0.run(op)
+        }
+
+        fn read(&mut self, path: &str) -> Result<Vec<u8>, xen_store::Error> {
+            if path.ends_with("/virtual-device") {
+                return Err(xen_store::Error::Xen(Errno::EACCES));
+            }
+            self.0.read(path)
+        }
+    }
+
+    /// A frontend directory holding `virtual-device` = `value` (absent if `None`).
+    fn directory(value: Option<&[u8]>) -> (Client<MockConnection>, Device) {
+        let store = MockStore::new();
+        store.write_as_dom0(
+            &alloc::format!("{FRONT}/backend"),
+            b"/local/domain/0/backend/vbd/1/768",
+        );
+        store.write_as_dom0(&alloc::format!("{FRONT}/backend-id"), b"0");
+        if let Some(value) = value {
+            store.write_as_dom0(&alloc::format!("{FRONT}/virtual-device"), value);
+        }
+        let mut client = Client::new(store.connect(DomId(0)));
+        let device = Device::frontend(&mut client, FRONT).unwrap();
+        (client, device)
+    }
+
+    #[test]
+    fn the_handle_is_virtual_device_or_the_paths_last_component() {
+        let (mut client, device) = directory(Some(b"51712"));
+        assert_eq!(device_handle(&mut client, &device).unwrap(), 51712);
+        let (mut client, device) = directory(None);
+        assert_eq!(device_handle(&mut client, &device).unwrap(), 768);
+    }
+
+    #[test]
+    fn a_failed_read_of_virtual_device_is_an_error() {
+        let (client, device) = directory(Some(b"51712"));
+        let error = device_handle(&mut Unreadable(client), &device).unwrap_err();
+        assert!(
+            matches!(&error, Error::Bus(xen_bus::Error::Store(e)) if e.kind() == ErrorKind::PermissionDenied),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_virtual_device_that_is_no_number_is_an_error() {
+        let (mut client, device) = directory(Some(b"xvda"));
+        let error = device_handle(&mut client, &device).unwrap_err();
+        assert!(
+            matches!(&error, Error::Bus(xen_bus::Error::BadValue { .. })),
+            "{error:?}"
+        );
+    }
 }

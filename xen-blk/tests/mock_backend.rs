@@ -531,7 +531,15 @@ fn a_failed_connect_closes_the_device_and_ends_every_grant() {
             &mut Attempts(1000),
         )
         .unwrap_err();
-        assert!(matches!(error, Error::BadGeometry { .. }), "{error:?}");
+        assert!(
+            matches!(error.error, Error::BadGeometry { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.pages.len(),
+            5,
+            "every page comes back, the ring's too"
+        );
         let path = format!("{}/state", common::FRONT);
         let state = xs.read(&path).unwrap();
         // A frontend left `Initialised` would keep the backend serving: close for it, so that
@@ -550,4 +558,119 @@ fn a_failed_connect_closes_the_device_and_ends_every_grant() {
         1,
         "the port is closed"
     );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "grants a table's worth of pages")]
+fn a_failed_grant_gives_every_page_back() {
+    // More data pages than the one-frame grant table has references: the ring's grant
+    // succeeds, the data pages' fails.
+    let env = Env::new(Disk::default());
+    env.store
+        .write_as_dom0(&format!("{}/state", common::BACK), b"2");
+    let too_many = env.table.entries() as usize;
+    let error = Frontend::connect(
+        &mut env.client(),
+        common::FRONT,
+        &env.table,
+        &env.events,
+        Page::new(&env.domu),
+        env.pages(too_many),
+        &mut Attempts(1000),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error.error, Error::Bus(xen_bus::Error::Grant(_))),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.pages.len(),
+        too_many + 1,
+        "the ring's and the data pages"
+    );
+    assert_eq!(env.table.leaked(), 0);
+    // Every reference is free again: the pages can be granted anew.
+    let refs = (env.table.entries() - 8) as usize;
+    let again = xen_bus::GrantedPages::grant(
+        &env.table,
+        xen_evtchn::DomId(0),
+        error.pages.into_iter().take(refs),
+        false,
+    )
+    .unwrap();
+    assert_eq!(again.len(), refs);
+    assert_eq!(again.end().map(|pages| pages.len()).ok(), Some(refs));
+}
+
+/// Runs `future` on this thread, parking between polls until its waker unparks it: a wake-up
+/// that never comes (a lost event) fails the test instead of hanging it.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        let parked = Instant::now();
+        std::thread::park_timeout(Duration::from_secs(10));
+        assert!(
+            parked.elapsed() < Duration::from_secs(10),
+            "pending and never woken: an event was lost"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "a connection takes minutes under Miri; three tests cover the stack"
+)]
+fn the_async_api_is_woken_by_the_backends_events() {
+    let env = Env::new(Disk {
+        indirect: 32,
+        ..Disk::default()
+    });
+    with_frontend(&env, |front| {
+        let len = env.disk.sectors as usize * 512;
+        let data = pattern(len, 7);
+        block_on(front.write_async(0, &data)).unwrap();
+        let mut back = vec![0; len];
+        block_on(front.read_async(0, &mut back)).unwrap();
+        assert!(back == data, "the disk reads back as written");
+        block_on(front.flush_async()).unwrap();
+        block_on(front.discard_async(8, 8, false)).unwrap();
+        assert!(
+            env.ram.lock().unwrap()[8 * 512..16 * 512]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        // The polled API's completions, awaited.
+        for i in 0..8 {
+            front.submit_read(i * 8, 4096).unwrap();
+        }
+        front.kick().unwrap();
+        let mut completed = 0;
+        while let Some(completion) = block_on(front.next_completion()).unwrap() {
+            assert_eq!(completion.result(), Ok(()));
+            completed += 1;
+        }
+        assert_eq!(completed, 8);
+        assert!(block_on(front.next_completion()).unwrap().is_none());
+        // The waits ended on the backend's events, not by polling around them.
+        assert!(env.events.signalled.load(Ordering::Relaxed) > 0);
+        assert!(
+            env.events.delivery.lock().unwrap().1.is_none(),
+            "no waker is left registered"
+        );
+    });
 }

@@ -590,3 +590,28 @@ fn adopt_takes_a_port_bound_elsewhere() {
         Err(Error::PortOutOfRange(Port::new(5000)))
     );
 }
+
+/// After a resume in a new domain the old ports are gone and their numbers may be someone
+/// else's (here the toolstack's new xenstore port): the resumed handle must not close it.
+#[test]
+fn resume_forgets_the_old_domain_s_ports() {
+    let (_platform, xen, mut ch) = one_domain();
+    let old = ch.alloc_unbound_raw(DomId::new(0)).unwrap();
+    // The restore: the new domain has none of the old ports; the toolstack binds its own, which
+    // gets the same number.
+    xen.evtchn_close(old).unwrap();
+    let toolstack = xen
+        .evtchn_alloc_unbound(DomId::SELF, DomId::new(0))
+        .unwrap();
+    assert_eq!(toolstack, old);
+    // SAFETY: the page outlives `ch`, which `one_domain` keeps beside it.
+    ch.resume(unsafe { xen.shared_info() });
+    assert!(matches!(ch.unbind_raw(old), Err(Error::NotBound(p)) if p == old));
+    assert!(matches!(
+        xen.evtchn_status(DomId::SELF, toolstack).unwrap().state,
+        ChannelState::Unbound { .. }
+    ));
+    // The resumed handle binds and waits as before.
+    let fresh = ch.alloc_unbound_raw(DomId::new(0)).unwrap();
+    ch.unbind_raw(fresh).unwrap();
+}

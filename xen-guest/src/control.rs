@@ -2,11 +2,14 @@
 //! `xl sysrq` write the guest's `control/shutdown` or `control/sysrq` node, and wait for the
 //! guest to acknowledge by clearing it ("guest didn't acknowledge control request" otherwise).
 //!
-//! A guest advertises what it handles ([`advertise`]: `control/feature-poweroff` and friends;
-//! libxl refuses a suspend the guest does not advertise, and for an HVM or PVH guest without
-//! the features falls back to ACPI), watches the nodes, and on each event takes the request
-//! ([`take_shutdown`], [`take_sysrq`]): read and cleared in one transaction, as Linux's
-//! `drivers/xen/manage.c` does, so a request is acted on once even if the watch fires again.
+//! A guest advertises what it handles ([`advertise`]: `control/feature-poweroff` and friends),
+//! watches the nodes, and on each event takes the request ([`ControlWatches::take_shutdown`],
+//! [`take_sysrq`]): read and cleared in one transaction, as Linux's `drivers/xen/manage.c`
+//! does, so a request is acted on once even if the watch fires again. xl reads no feature node
+//! before it asks for a suspend (libxl's `domain_suspend_callback_common`): a guest refuses one
+//! by leaving it unacknowledged, which `ControlWatches::take_shutdown` does when `SUSPEND` was
+//! not advertised, and libxl cancels the save after 60 s. The README says what survives a
+//! suspend and how each crate's objects are re-created after a resume in a new domain.
 
 use alloc::string::String;
 
@@ -96,6 +99,8 @@ pub struct ControlWatches {
     pub shutdown: WatchId,
     /// The watch on [`SYSRQ_NODE`].
     pub sysrq: WatchId,
+    /// What the guest advertised.
+    pub features: Features,
 }
 
 impl ControlWatches {
@@ -113,7 +118,31 @@ impl ControlWatches {
                 return Err(e);
             }
         };
-        Ok(Self { shutdown, sysrq })
+        Ok(Self {
+            shutdown,
+            sysrq,
+            features,
+        })
+    }
+
+    /// Takes the pending shutdown request as [`take_shutdown`] does, but leaves a suspend
+    /// request in place, unacknowledged, when the guest did not advertise
+    /// [`Features::SUSPEND`]: xl does not read `feature-suspend` before it asks, so this is how
+    /// the guest refuses. xl then gives up after its timeout (60 s in libxl's
+    /// `libxl__domain_pvcontrol`), clears the node itself ("guest didn't acknowledge suspend,
+    /// cancelling request") and fails the save; the guest runs on.
+    pub fn take_shutdown<T: Read + Write>(
+        &self,
+        client: &mut Client<T>,
+    ) -> Result<Option<ShutdownRequest>, Error>
+    where
+        T::Error: 'static,
+    {
+        let suspend = self.features.contains(Features::SUSPEND);
+        take(client, SHUTDOWN_NODE, |text| {
+            suspend || ShutdownRequest::parse(text) != ShutdownRequest::Suspend
+        })
+        .map(|text| text.map(|t| ShutdownRequest::parse(&t)))
     }
 
     /// Whether `watch` is the shutdown node's.
@@ -144,7 +173,7 @@ pub fn take_shutdown<T: Read + Write>(
 where
     T::Error: 'static,
 {
-    take(client, SHUTDOWN_NODE).map(|text| text.map(|t| ShutdownRequest::parse(&t)))
+    take(client, SHUTDOWN_NODE, |_| true).map(|text| text.map(|t| ShutdownRequest::parse(&t)))
 }
 
 /// Takes the pending sysrq key, if any, as [`take_shutdown`] does.
@@ -152,11 +181,15 @@ pub fn take_sysrq<T: Read + Write>(client: &mut Client<T>) -> Result<Option<u8>,
 where
     T::Error: 'static,
 {
-    take(client, SYSRQ_NODE).map(|text| text.and_then(|t| t.bytes().next()))
+    take(client, SYSRQ_NODE, |_| true).map(|text| text.and_then(|t| t.bytes().next()))
 }
 
-/// Reads `node` and, when it holds a request, clears it, in one transaction.
-fn take<T: Read + Write>(client: &mut Client<T>, node: &str) -> Result<Option<String>, Error>
+/// Reads `node` and, when it holds a request that `accept` takes, clears it, in one transaction.
+fn take<T: Read + Write>(
+    client: &mut Client<T>,
+    node: &str,
+    accept: impl Fn(&str) -> bool,
+) -> Result<Option<String>, Error>
 where
     T::Error: 'static,
 {
@@ -168,10 +201,11 @@ where
         };
         // Up to a NUL, if the writer left one (Linux's `xenbus_read` strings have none).
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-        if end == 0 {
+        let text = String::from_utf8_lossy(&text[..end]);
+        if end == 0 || !accept(&text) {
             return Ok(None);
         }
         tx.write(node, b"")?;
-        Ok(Some(String::from_utf8_lossy(&text[..end]).into_owned()))
+        Ok(Some(text.into_owned()))
     })
 }

@@ -5,6 +5,8 @@
 //! [`StartInfo`] is a copy of that page, checked once: every accessor reads the copy, so nothing
 //! the guest later does to the page (or reuses it for) changes what was checked.
 
+use core::mem::offset_of;
+
 use xen_hypercall::Port;
 use xen_sys::start_info;
 use zerocopy::IntoBytes;
@@ -190,4 +192,97 @@ impl StartInfo {
             .contains(StartFlags::VIRTUAL_P2M_FOR_TOOLS)
             .then_some((self.raw.first_p2m_pfn, self.raw.nr_p2m_frames))
     }
+}
+
+/// Where the toolstack's save finds a PV guest's physical-to-machine list: the three fields of
+/// `shared_info.arch` a guest writes for it (as Linux's `xen_setup_mfn_list_list` does for a
+/// linear list). libxenguest's save reads them before it asks the guest to suspend (`map_p2m`:
+/// "Bad mfn 0 for p2m frame list list" when they are not there), and a restore copies the old
+/// ones into the new domain: publish them at boot and again after each resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct P2mPublication {
+    /// `arch.max_pfn`: how many pages the list covers.
+    pub max_pfn: u64,
+    /// `arch.p2m_cr3`: the page table root that maps the list, as a `cr3` value.
+    pub p2m_cr3: u64,
+    /// `arch.p2m_vaddr`: the list's virtual address.
+    pub p2m_vaddr: u64,
+}
+
+impl StartInfo {
+    /// The list the domain builder left ([`mfn_list`](Self::mfn_list), [`nr_pages`](Self::nr_pages)
+    /// entries), mapped by the page tables whose root is machine frame `root_mfn` (the frame of
+    /// [`page_tables`](Self::page_tables)'s first page while the guest keeps the builder's
+    /// tables). `None` if the list does not start on a page: the save reads whole pages.
+    pub fn p2m_publication(&self, root_mfn: u64) -> Option<P2mPublication> {
+        (self.raw.mfn_list % 4096 == 0).then_some(P2mPublication {
+            max_pfn: self.raw.nr_pages,
+            p2m_cr3: root_mfn << 12,
+            p2m_vaddr: self.raw.mfn_list,
+        })
+    }
+}
+
+impl P2mPublication {
+    /// Writes the fields into `shared_info.arch`, with `p2m_generation` 0.
+    ///
+    /// # Safety
+    ///
+    /// `shared_info` points to this domain's mapped shared info page, which no Rust reference
+    /// covers (Xen writes it too): the fields are written with volatile stores.
+    pub unsafe fn write(&self, shared_info: core::ptr::NonNull<xen_sys::shared_info>) {
+        use xen_sys::arch_shared_info as Arch;
+        let arch = shared_info
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(offset_of!(xen_sys::shared_info, arch));
+        for (offset, value) in [
+            (offset_of!(Arch, max_pfn), self.max_pfn),
+            (offset_of!(Arch, p2m_cr3), self.p2m_cr3),
+            (offset_of!(Arch, p2m_vaddr), self.p2m_vaddr),
+            (offset_of!(Arch, p2m_generation), 0),
+        ] {
+            let field = arch.wrapping_add(offset).cast::<u64>();
+            // SAFETY: the caller's contract: an aligned `unsigned long` (64 bits here) of the
+            // mapped, writable shared info page, which the guest owns (Xen only hands it to the
+            // toolstack) and no Rust reference covers.
+            unsafe { field.write_volatile(value) };
+        }
+    }
+}
+
+/// Rewrites the xenstore and console ring frames of the `start_info` page at `page` with
+/// `convert`: before `SCHEDOP_shutdown(suspend)` from machine to pseudo-physical frames (the
+/// restore's `process_start_info` reads pseudo-physical ones and writes the new machine frames,
+/// ports and shared info frame), and back after a cancelled suspend. Stops at the first frame
+/// `convert` refuses, leaving the later one unchanged.
+///
+/// # Safety
+///
+/// `page` points to this domain's `start_info` page, mapped readable and writable, which no
+/// Rust reference covers ([`StartInfo`] is a copy).
+pub unsafe fn convert_ring_frames<E>(
+    page: core::ptr::NonNull<start_info>,
+    mut convert: impl FnMut(u64) -> Result<u64, E>,
+) -> Result<(), E> {
+    // The domU console's frame is the first member of the `console` union.
+    const _: () = assert!(offset_of!(xen_sys::start_info__bindgen_ty_1__bindgen_ty_1, mfn) == 0);
+    for offset in [
+        offset_of!(start_info, store_mfn),
+        offset_of!(start_info, console),
+    ] {
+        let field = page
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(offset)
+            .cast::<u64>();
+        // SAFETY: an aligned `xen_pfn_t` of the mapped start_info page, which no Rust
+        // reference covers (caller); volatile, as the toolstack writes the page while the
+        // domain is suspended.
+        let frame = unsafe { field.read_volatile() };
+        let frame = convert(frame)?;
+        // SAFETY: as for the read.
+        unsafe { field.write_volatile(frame) };
+    }
+    Ok(())
 }

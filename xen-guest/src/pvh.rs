@@ -15,6 +15,36 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::BootInfoError;
 
+/// Emits the ELF note that makes an x86_64 kernel bootable as PVH: `XEN_ELFNOTE_PHYS32_ENTRY`
+/// (`public/elfnote.h`), the 32-bit physical address where Xen or the domain builder enters it,
+/// in protected mode with paging off and `ebx` the physical address of `hvm_start_info`.
+///
+/// `entry` names the entry point, an assembly symbol at a physical address below 4 GiB. The
+/// note goes into section `.note.Xen`, which the kernel's linker script must keep and put in a
+/// `PT_NOTE` segment (`.note.Xen : { KEEP(*(.note.Xen)) } :text :note`).
+///
+/// ```ignore
+/// // A freestanding kernel (not a host program: the note holds a 32-bit absolute address).
+/// xen_guest::pvh_elf_note!("pvh_start");
+/// core::arch::global_asm!(".code32", "pvh_start:", /* ... */);
+/// ```
+#[macro_export]
+macro_rules! pvh_elf_note {
+    ($entry:literal) => {
+        ::core::arch::global_asm!(
+            ".pushsection .note.Xen, \"a\", @note",
+            ".balign 4",
+            // namesz, descsz, type (XEN_ELFNOTE_PHYS32_ENTRY)
+            ".long 4",
+            ".long 4",
+            ".long 18",
+            ".asciz \"Xen\"",
+            ::core::concat!(".long ", $entry),
+            ".popsection",
+        );
+    };
+}
+
 /// `hvm_start_info.magic` (`XEN_HVM_START_MAGIC_VALUE`, `"xEn3"` with the top bit of the last
 /// byte set).
 pub const MAGIC: u32 = xen_sys::XEN_HVM_START_MAGIC_VALUE;

@@ -290,3 +290,53 @@ fn identity_mapped_memory_reads_only_inside_its_range() {
     // A start_info that would run past the range is refused, not read.
     assert!(HvmStartInfo::read(memory, base + 32).is_err());
 }
+
+#[test]
+fn the_p2m_is_published_where_the_save_reads_it() {
+    let mut raw = start_info(xen_guest::pv::MAGIC);
+    raw.nr_pages = 4096;
+    raw.mfn_list = 0x80_0000;
+    let info = StartInfo::new(raw).unwrap();
+    let publication = info.p2m_publication(0x1234).unwrap();
+    assert_eq!(
+        publication,
+        xen_guest::pv::P2mPublication {
+            max_pfn: 4096,
+            p2m_cr3: 0x123_4000,
+            p2m_vaddr: 0x80_0000
+        }
+    );
+    let mut shared = xen_sys::shared_info::new_zeroed();
+    shared.arch.p2m_generation = 7;
+    // SAFETY: a local shared info, no reference to it alive during the call.
+    unsafe { publication.write(core::ptr::NonNull::from(&mut shared)) };
+    assert_eq!(
+        (
+            shared.arch.max_pfn,
+            shared.arch.p2m_cr3,
+            shared.arch.p2m_vaddr,
+            shared.arch.p2m_generation
+        ),
+        (4096, 0x123_4000, 0x80_0000, 0)
+    );
+    raw.mfn_list += 8;
+    assert_eq!(StartInfo::new(raw).unwrap().p2m_publication(0x1234), None);
+}
+
+#[test]
+fn the_ring_frames_are_converted_and_a_refusal_stops_there() {
+    let mut raw = start_info(xen_guest::pv::MAGIC);
+    raw.store_mfn = 0x42;
+    raw.console.domU.mfn = 0x43;
+    let page = core::ptr::NonNull::from(&mut raw);
+    // SAFETY: a local start_info, no reference to it alive during the calls.
+    unsafe { xen_guest::pv::convert_ring_frames(page, |mfn| Ok::<_, ()>(mfn + 0x100)) }.unwrap();
+    // SAFETY: as above.
+    let refused = unsafe {
+        xen_guest::pv::convert_ring_frames(page, |mfn| if mfn == 0x142 { Err(mfn) } else { Ok(0) })
+    };
+    assert_eq!(refused, Err(0x142));
+    // SAFETY: the union member the test wrote.
+    let console = unsafe { raw.console.domU.mfn };
+    assert_eq!((raw.store_mfn, console), (0x142, 0x143));
+}

@@ -99,3 +99,34 @@ fn each_request_maps_to_its_shutdown_reason() {
     );
     assert_eq!(ShutdownRequest::parse("crash").reason(), None);
 }
+
+#[test]
+fn a_suspend_not_advertised_is_left_unacknowledged_for_xl_to_cancel() {
+    let store = MockStore::new();
+    let mut xs = guest(&store);
+    let watches = ControlWatches::new(&mut xs, Features::POWEROFF).unwrap();
+    let mut dom0 = Client::new(store.connect(DomId(0)));
+    dom0.write("/local/domain/7/control/shutdown", b"suspend")
+        .unwrap();
+    assert_eq!(watches.take_shutdown(&mut xs).unwrap(), None);
+    assert_eq!(
+        dom0.read("/local/domain/7/control/shutdown").unwrap(),
+        b"suspend"
+    );
+    // xl cancels by clearing it; a request the guest handles is taken as before.
+    dom0.write("/local/domain/7/control/shutdown", b"poweroff")
+        .unwrap();
+    assert_eq!(
+        watches.take_shutdown(&mut xs).unwrap(),
+        Some(ShutdownRequest::Poweroff)
+    );
+    // Advertised, a suspend is taken and acknowledged.
+    let suspending = ControlWatches::new(&mut xs, Features::SUSPEND).unwrap();
+    dom0.write("/local/domain/7/control/shutdown", b"suspend")
+        .unwrap();
+    assert_eq!(
+        suspending.take_shutdown(&mut xs).unwrap(),
+        Some(ShutdownRequest::Suspend)
+    );
+    assert_eq!(dom0.read("/local/domain/7/control/shutdown").unwrap(), b"");
+}

@@ -12,4 +12,7 @@ pub mod ring;
 
 pub use mem::{AccessError, PAGE_SIZE, ReadOnlyMem, SharedAtomic, SharedMem, SharedPage};
 pub use req_ring::{BackRing, FrontRing, InFlight, ReqRingError, ShapeError, UnknownId};
-pub use ring::{Consumer, LayoutError, Producer, RingError, RingLayout, RingMemory};
+pub use ring::{
+    Consumer, ConsumerCursor, CursorError, LayoutError, Producer, ProducerCursor, RingError,
+    RingLayout, RingMemory,
+};

@@ -39,6 +39,14 @@ pub enum AccessError {
         /// The alignment the value needs.
         align: usize,
     },
+    /// A write to memory mapped read-only.
+    #[error("{len} bytes at offset {offset} are read-only")]
+    ReadOnly {
+        /// The first byte to write, relative to the region.
+        offset: usize,
+        /// How many bytes.
+        len: usize,
+    },
 }
 
 /// The words under a view and the view's bytes among them: what [`SharedMem`] and
@@ -180,7 +188,27 @@ impl<'a> Words<'a> {
         })
     }
 
+    /// The whole words of `len` bytes at `offset`, if they start and end on word boundaries
+    /// (the common case, copied without splitting words).
+    fn whole_words(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<&'a [AtomicU32]>, AccessError> {
+        let first = self.check(offset, len)?;
+        if first % WORD != 0 || len % WORD != 0 {
+            return Ok(None);
+        }
+        Ok(self.words.get(first / WORD..(first + len) / WORD))
+    }
+
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
+        if let Some(words) = self.whole_words(offset, dst.len())? {
+            for (bytes, word) in dst.chunks_exact_mut(WORD).zip(words) {
+                bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+            }
+            return Ok(());
+        }
         let span = self.span(offset, dst.len())?;
         let (head_len, middle_len) = span.split();
         let (head, rest) = dst.split_at_mut(head_len);
@@ -198,6 +226,13 @@ impl<'a> Words<'a> {
     }
 
     fn write(&self, offset: usize, src: &[u8]) -> Result<(), AccessError> {
+        if let Some(words) = self.whole_words(offset, src.len())? {
+            for (bytes, word) in src.chunks_exact(WORD).zip(words) {
+                let bytes: [u8; WORD] = bytes.try_into().unwrap_or_default();
+                word.store(u32::from_ne_bytes(bytes), Ordering::Relaxed);
+            }
+            return Ok(());
+        }
         let span = self.span(offset, src.len())?;
         let (head_len, middle_len) = span.split();
         let (head, rest) = src.split_at(head_len);

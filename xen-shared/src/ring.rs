@@ -146,6 +146,16 @@ pub enum RingError {
         /// The ring's size.
         size: u32,
     },
+    /// The peer's index moved the wrong way (a [`ProducerCursor`] or [`ConsumerCursor`] look):
+    /// fewer bytes ready to read than were already seen, or more bytes unconsumed than were
+    /// written.
+    #[error("the peer's ring index moved backwards: {now} bytes where {then} were known")]
+    Backwards {
+        /// The count as last known: bytes ready to read (at least), or unconsumed (at most).
+        then: u32,
+        /// The count the peer's index gives now.
+        now: u32,
+    },
     /// The memory refused an access (only a [`RingMemory`] that changed size can cause this).
     #[error(transparent)]
     Access(#[from] AccessError),
@@ -260,16 +270,19 @@ impl<M: RingMemory> Ring<M> {
         Ok(Indices { prod, cons, used })
     }
 
+    fn pieces(&self, index: u32, len: usize) -> [(usize, core::ops::Range<usize>); 2] {
+        self.layout.pieces(index, len)
+    }
+}
+
+impl RingLayout {
     /// The array's two pieces from ring position `index` for `len` bytes (`len <= size`): the
     /// first up to the array's end, the second from its start.
     fn pieces(&self, index: u32, len: usize) -> [(usize, core::ops::Range<usize>); 2] {
-        let size = self.layout.size as usize;
-        let start = (index & (self.layout.size - 1)) as usize;
+        let size = self.size as usize;
+        let start = (index & (self.size - 1)) as usize;
         let first = len.min(size - start);
-        [
-            (self.layout.data + start, 0..first),
-            (self.layout.data, first..len),
-        ]
+        [(self.data + start, 0..first), (self.data, first..len)]
     }
 }
 
@@ -422,6 +435,220 @@ impl<M: RingMemory> Consumer<M> {
 struct CopyOut {
     cons: u32,
     moved: usize,
+}
+
+/// Checks a layout and reads both indices once, for a cursor's start: `(own, peer)`.
+fn start<M: RingMemory + ?Sized>(
+    mem: &M,
+    layout: RingLayout,
+    own: usize,
+    peer: usize,
+) -> Result<(u32, u32), CursorError> {
+    layout.check(mem.len())?;
+    let own = mem.load_index(own, Ordering::Relaxed)?;
+    let peer = mem.load_index(peer, Ordering::Acquire)?;
+    Ok((own, peer))
+}
+
+/// Why a cursor could not start: its layout does not fit the memory, or the indices are
+/// impossible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CursorError {
+    /// The layout does not fit the memory.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The indices read are impossible, or the memory refused the access.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+}
+
+impl From<AccessError> for CursorError {
+    fn from(e: AccessError) -> Self {
+        Self::Ring(e.into())
+    }
+}
+
+/// The producing side of one ring direction for memory lent at each call (an owner that keeps
+/// the memory and the cursor side by side): validated once, then one index read per look.
+///
+/// [`new`](Self::new) checks the layout against the memory and reads both indices once. From
+/// then on the cursor keeps its own index (only this side writes it; what the shared copy
+/// holds is never read again) and the peer's as last seen. [`look`](Self::look) reads the
+/// peer's index once and validates it: the consumer moves forward only, and never past the
+/// producer, so the bytes unconsumed can only shrink between two writes
+/// ([`RingError::Backwards`] otherwise). [`write`](Self::write) reads no index: it fills the
+/// room the last look found.
+///
+/// The memory must be the same at every call (or at least as large): an access beyond it is
+/// [`RingError::Access`], never out of bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerCursor {
+    layout: RingLayout,
+    prod: u32,
+    /// The consumer index as last seen: `prod - cons <= size`.
+    cons: u32,
+}
+
+impl ProducerCursor {
+    /// Starts producing into the direction `layout` of `mem` where its indices stand.
+    pub fn new<M: RingMemory + ?Sized>(mem: &M, layout: RingLayout) -> Result<Self, CursorError> {
+        let (prod, cons) = start(mem, layout, layout.prod, layout.cons)?;
+        let cursor = Self { layout, prod, cons };
+        cursor.unconsumed_at(cons)?;
+        Ok(cursor)
+    }
+
+    /// `prod - cons`, if the ring can hold it.
+    fn unconsumed_at(&self, cons: u32) -> Result<u32, RingError> {
+        let used = self.prod.wrapping_sub(cons);
+        if used > self.layout.size {
+            return Err(RingError::Corrupt {
+                prod: self.prod,
+                cons,
+                size: self.layout.size,
+            });
+        }
+        Ok(used)
+    }
+
+    /// Reads the consumer index once (Acquire: the peer read the bytes it frees before moving
+    /// it), validates it, and returns the bytes written and not yet consumed.
+    pub fn look<M: RingMemory + ?Sized>(&mut self, mem: &M) -> Result<u32, RingError> {
+        let cons = mem.load_index(self.layout.cons, Ordering::Acquire)?;
+        let now = self.unconsumed_at(cons)?;
+        let then = self.unconsumed();
+        if now > then {
+            return Err(RingError::Backwards { then, now });
+        }
+        self.cons = cons;
+        Ok(now)
+    }
+
+    /// Bytes written and not consumed, as of the last look.
+    pub fn unconsumed(&self) -> u32 {
+        self.prod.wrapping_sub(self.cons)
+    }
+
+    /// Room to write, as of the last look.
+    pub fn free(&self) -> u32 {
+        self.layout.size - self.unconsumed()
+    }
+
+    /// Copies as much of `src` as fits the room the last look found and publishes it; returns
+    /// how many bytes were written (`0`: no room, or `src` is empty, and nothing changed).
+    pub fn write<M: RingMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        src: &[u8],
+    ) -> Result<usize, RingError> {
+        let n = src.len().min(self.free() as usize);
+        if n == 0 {
+            return Ok(0);
+        }
+        for (offset, range) in self.layout.pieces(self.prod, n) {
+            if !range.is_empty() {
+                mem.write(offset, &src[range])?;
+            }
+        }
+        // `n <= size <= 2^31`, so the cast is exact.
+        let prod = self.prod.wrapping_add(n as u32);
+        // Release: the bytes above are visible before the index that publishes them.
+        mem.store_index(self.layout.prod, prod, Ordering::Release)?;
+        self.prod = prod;
+        Ok(n)
+    }
+
+    /// The ring's layout.
+    pub fn layout(&self) -> RingLayout {
+        self.layout
+    }
+}
+
+/// The consuming side of one ring direction for memory lent at each call: validated once,
+/// then one index read per look (as [`ProducerCursor`]).
+///
+/// It keeps its own index and the producer's as last seen. [`look`](Self::look) reads the
+/// producer index once: it moves forward only and never more than the ring's size past the
+/// consumer, so the bytes ready to read can only grow between two reads
+/// ([`RingError::Backwards`] otherwise). [`read`](Self::read) reads no index: it takes what
+/// the last look found.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerCursor {
+    layout: RingLayout,
+    cons: u32,
+    /// The producer index as last seen: `prod - cons <= size`.
+    prod: u32,
+}
+
+impl ConsumerCursor {
+    /// Starts consuming from the direction `layout` of `mem` where its indices stand.
+    pub fn new<M: RingMemory + ?Sized>(mem: &M, layout: RingLayout) -> Result<Self, CursorError> {
+        let (cons, prod) = start(mem, layout, layout.cons, layout.prod)?;
+        let cursor = Self { layout, cons, prod };
+        cursor.ready_at(prod)?;
+        Ok(cursor)
+    }
+
+    /// `prod - cons`, if the ring can hold it.
+    fn ready_at(&self, prod: u32) -> Result<u32, RingError> {
+        let used = prod.wrapping_sub(self.cons);
+        if used > self.layout.size {
+            return Err(RingError::Corrupt {
+                prod,
+                cons: self.cons,
+                size: self.layout.size,
+            });
+        }
+        Ok(used)
+    }
+
+    /// Reads the producer index once (Acquire: the bytes it publishes are visible after),
+    /// validates it, and returns the bytes ready to read.
+    pub fn look<M: RingMemory + ?Sized>(&mut self, mem: &M) -> Result<u32, RingError> {
+        let prod = mem.load_index(self.layout.prod, Ordering::Acquire)?;
+        let now = self.ready_at(prod)?;
+        let then = self.ready();
+        if now < then {
+            return Err(RingError::Backwards { then, now });
+        }
+        self.prod = prod;
+        Ok(now)
+    }
+
+    /// Bytes ready to read, as of the last look.
+    pub fn ready(&self) -> u32 {
+        self.prod.wrapping_sub(self.cons)
+    }
+
+    /// Copies up to `dst.len()` of the bytes the last look found and frees their space;
+    /// returns how many (`0`: none were found, or `dst` is empty, and nothing changed).
+    pub fn read<M: RingMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        dst: &mut [u8],
+    ) -> Result<usize, RingError> {
+        let n = dst.len().min(self.ready() as usize);
+        if n == 0 {
+            return Ok(0);
+        }
+        for (offset, range) in self.layout.pieces(self.cons, n) {
+            if !range.is_empty() {
+                mem.read(offset, &mut dst[range])?;
+            }
+        }
+        // `n <= size <= 2^31`, so the cast is exact.
+        let cons = self.cons.wrapping_add(n as u32);
+        // Release: the bytes were copied out before the space is handed back.
+        mem.store_index(self.layout.cons, cons, Ordering::Release)?;
+        self.cons = cons;
+        Ok(n)
+    }
+
+    /// The ring's layout.
+    pub fn layout(&self) -> RingLayout {
+        self.layout
+    }
 }
 
 #[cfg(test)]

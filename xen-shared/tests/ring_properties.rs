@@ -10,9 +10,12 @@ mod support {
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use support::hostile::{Hostile, Outcome, step};
+use support::hostile::{Cursors, Hostile, Outcome, cursor_step, step};
 use support::rng::Rng;
-use xen_shared::{Consumer, Producer, RingError, RingLayout, SharedMem, SharedPage};
+use xen_shared::{
+    Consumer, ConsumerCursor, Producer, ProducerCursor, RingError, RingLayout, SharedMem,
+    SharedPage,
+};
 
 const LAYOUTS: [RingLayout; 4] = [
     RingLayout::CONSOLE_IN,
@@ -119,6 +122,51 @@ fn a_hostile_peer_gets_typed_errors_and_never_an_out_of_bounds_access() {
     for kind in [Outcome::Corrupt, Outcome::Nothing, Outcome::Moved] {
         let count = outcomes.iter().filter(|o| **o == kind).count();
         assert!(count >= floor, "{kind:?}: {count} of {}", outcomes.len());
+    }
+}
+
+/// Cursors (validated once, then one peer index per look) against the hostile peer: each look
+/// reads only the peer's index, refuses a count the ring cannot hold or that moved the wrong
+/// way, and each copy moves what the last look found and nothing beyond.
+#[test]
+fn cursors_against_a_hostile_peer_read_one_index_per_look_and_refuse_regressions() {
+    let mut rng = Rng(4);
+    let mut outcomes = Vec::new();
+    let mut refusals = 0;
+    for round in 0..ROUNDS {
+        let page = SharedPage::new();
+        let mem = page.mem();
+        let layout = LAYOUTS[round % LAYOUTS.len()];
+        let start = rng.index_near(0, layout.size);
+        index(mem, layout.prod).store(start, Ordering::Relaxed);
+        index(mem, layout.cons).store(start, Ordering::Relaxed);
+        let mut cursors = Cursors {
+            tx: ProducerCursor::new(&mem, layout).unwrap(),
+            rx: ConsumerCursor::new(&mem, layout).unwrap(),
+            prod: start,
+            cons: start,
+        };
+        let peer = Hostile::new(mem, layout, Rng(round as u64 + 1000));
+        let mut buf = vec![0x5a; layout.size as usize * 2];
+        for _ in 0..OPS {
+            let len = rng.below(buf.len());
+            let op = rng.next() as u8;
+            match cursor_step(&peer, &mut cursors, op, len, &mut buf) {
+                Some(outcome) => outcomes.push(outcome),
+                None => {
+                    refusals += 1;
+                    break;
+                }
+            }
+        }
+    }
+    // Every kind of outcome happened, or the test proved little.
+    assert!(
+        refusals >= if cfg!(miri) { 1 } else { ROUNDS / 4 },
+        "{refusals} refusals"
+    );
+    for kind in [Outcome::Nothing, Outcome::Moved] {
+        assert!(outcomes.contains(&kind), "no {kind:?}");
     }
 }
 

@@ -372,6 +372,34 @@ impl Connection {
         }
     }
 
+    /// Starts over on a new transport to the daemon, keeping the watches: for a guest that was
+    /// resumed in a new domain (`xl restore`, a migration), whose xenstore ring and event
+    /// channel the restore replaced. What was queued or partly received is dropped; every
+    /// request in flight fails with [`Error::Closed`] (its reply will never come) and a
+    /// transaction it opened is gone with the old connection. The watches keep their ids, their
+    /// tokens and the events already buffered; register each again with
+    /// [`watch_registrations`](Self::watch_registrations).
+    pub fn restart(&mut self) {
+        self.pending.retain(|_, pending| !pending.detached);
+        for pending in self.pending.values_mut() {
+            pending.reply.get_or_insert(Err(Error::Closed));
+        }
+        self.out.clear();
+        self.sent = 0;
+        self.queued.clear();
+        self.front_sent = 0;
+        self.decoder = Decoder::default();
+        self.broken = None;
+    }
+
+    /// The path and token of every watch, for the `WATCH` requests that set them again on a new
+    /// transport (see [`restart`](Self::restart)).
+    pub fn watch_registrations(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.watches
+            .values()
+            .map(|w| (w.path.as_str(), w.token.as_str()))
+    }
+
     /// Whether watch `id` is set on this connection.
     pub fn is_watching(&self, id: WatchId) -> bool {
         self.watches.contains_key(&id)

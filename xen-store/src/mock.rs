@@ -788,8 +788,9 @@ fn writable(tree: &Tree, path: &str, domid: u16) -> Result<(), &'static str> {
     }
 }
 
-/// Sets a node's value, creating it and its missing parents (owned by the writer, as
-/// xenstored does, inheriting the parent's permissions otherwise).
+/// Sets a node's value, creating it and its missing parents with the parent's permissions,
+/// owned by the writer if it is an unprivileged domain (xenstored's `construct_node`: dom0's
+/// new nodes keep the parent's owner, as a toolstack relies on for a guest's directories).
 fn write_node(tree: &mut Tree, path: &str, value: &[u8], domid: u16) -> String {
     let mut missing = Vec::new();
     let mut at = path;
@@ -799,7 +800,7 @@ fn write_node(tree: &mut Tree, path: &str, value: &[u8], domid: u16) -> String {
     }
     let mut perms = tree[at].perms.clone();
     for p in missing.into_iter().rev() {
-        if let Some(first) = perms.first_mut() {
+        if let Some(first) = perms.first_mut().filter(|_| domid != 0) {
             first.domid = DomId(domid);
         }
         tree.insert(

@@ -255,6 +255,34 @@ where
         }
     }
 
+    /// Carries on over `io`, a new transport to the same daemon, after this domain was resumed
+    /// in a new domain (`SCHEDOP_shutdown(suspend)` answered "resumed": `xl restore`, a
+    /// migration), which gave it a fresh xenstore ring and event channel. After a suspend that
+    /// was cancelled (a checkpoint, `xl save -c`) the old transport still works: keep it.
+    ///
+    /// What survives: the client and its watches, with the same [`WatchId`]s; each is set again
+    /// on the daemon, which fires it once, so the caller re-reads what it watches and misses no
+    /// change made while the domain was suspended. What does not: requests in flight (they fail
+    /// with [`Error::Closed`]) and transactions (none can be open here, as a [`Transaction`]
+    /// borrows the client; run [`transact`](Self::transact)'s body again). Fails with the first
+    /// watch the daemon refused; the others are set.
+    #[doc(alias("xs_resume"))]
+    pub fn resume(&mut self, io: T) -> Result<(), Error> {
+        self.io = io;
+        self.conn.restart();
+        let watches: Vec<(String, String)> = self
+            .conn
+            .watch_registrations()
+            .map(|(path, token)| (path.into(), token.into()))
+            .collect();
+        let mut result = Ok(());
+        for (path, token) in watches {
+            let set = op::watch(&path, &token).and_then(|op| self.run(op));
+            result = result.and(set);
+        }
+        result
+    }
+
     /// Removes a watch; its buffered events are dropped.
     pub fn unwatch(&mut self, id: WatchId) -> Result<(), Error> {
         let (path, token) = self

@@ -244,3 +244,25 @@ fn end_of_stream_is_closed() {
     let error = xs.read("/a").unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Protocol, "{error:?}");
 }
+
+#[test]
+fn resume_sets_the_watches_again_on_the_new_transport() {
+    // The first daemon is the domain's before a save, the second its home after the restore.
+    let before = MockStore::new();
+    let mut xs = dom0(&before);
+    let w = xs.watch("/w").unwrap();
+    assert_eq!(xs.next_event().unwrap().path, "/w");
+    let after = MockStore::new();
+    xs.resume(after.connect(DomId(0))).unwrap();
+    assert_eq!(after.watch_count(), 1);
+    // The new daemon fires the watch once when set, under the same id.
+    let first = xs.next_event().unwrap();
+    assert_eq!((first.watch, first.path.as_str()), (w, "/w"));
+    after.write_as_dom0("/w/a", b"1");
+    assert_eq!(xs.next_event_of(w).unwrap().path, "/w/a");
+    // Requests go to the new daemon only.
+    xs.write("/x", b"2").unwrap();
+    assert_eq!(dom0(&after).read("/x").unwrap(), b"2");
+    xs.unwatch(w).unwrap();
+    assert_eq!(after.watch_count(), 0);
+}

@@ -4,7 +4,7 @@
 // 4.17.7+13-g2445b30a44-0+deb12u1 ships them, compiled by libclang for aarch64-unknown-linux-gnu
 // with __XEN_TOOLS__ (so __XEN_INTERFACE_VERSION__ is __XEN_LATEST_INTERFACE_VERSION__).
 // Headers: xen.h errno.h version.h features.h event_channel.h sched.h memory.h physdev.h vcpu.h
-//   grant_table.h hvm/hvm_op.h hvm/params.h io/console.h io/xs_wire.h arch-arm.h
+//   grant_table.h hvm/hvm_op.h hvm/params.h io/blkif.h io/console.h io/xs_wire.h arch-arm.h
 //   sysctl.h (xen_sysctl_readconsole)
 
 /// Xen 4.17's versioned toolstack interfaces (domctl, sysctl).
@@ -138,6 +138,12 @@ pub type xen_hvm_altp2m_view_t = xen_hvm_altp2m_view;
 pub type xen_hvm_altp2m_mem_access_t = xen_hvm_altp2m_mem_access;
 pub type xen_hvm_altp2m_change_gfn_t = xen_hvm_altp2m_change_gfn;
 pub type xen_hvm_altp2m_op_t = xen_hvm_altp2m_op;
+pub type RING_IDX = core::ffi::c_uint;
+pub type blkif_request_t = blkif_request;
+pub type blkif_request_discard_t = blkif_request_discard;
+pub type blkif_request_indirect_t = blkif_request_indirect;
+pub type blkif_response_t = blkif_response;
+pub type blkif_sring_t = blkif_sring;
 pub type XENCONS_RING_IDX = u32;
 pub type XENSTORE_RING_IDX = u32;
 #[repr(C)]
@@ -2691,6 +2697,162 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct blkif_request_segment {
+    pub gref: grant_ref_t,
+    pub first_sect: u8,
+    pub last_sect: u8,
+    pub __bindgen_padding_0: [u8; 2usize],
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_request_segment>() == 8usize);
+    assert!(::core::mem::align_of::<blkif_request_segment>() == 4usize);
+    assert!(::core::mem::offset_of!(blkif_request_segment, gref) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_request_segment, first_sect) == 4usize);
+    assert!(::core::mem::offset_of!(blkif_request_segment, last_sect) == 5usize);
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct blkif_request {
+    pub operation: u8,
+    pub nr_segments: u8,
+    pub handle: u16,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub id: u64,
+    pub sector_number: u64,
+    pub seg: [blkif_request_segment; 11usize],
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_request>() == 112usize);
+    assert!(::core::mem::align_of::<blkif_request>() == 8usize);
+    assert!(::core::mem::offset_of!(blkif_request, operation) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_request, nr_segments) == 1usize);
+    assert!(::core::mem::offset_of!(blkif_request, handle) == 2usize);
+    assert!(::core::mem::offset_of!(blkif_request, id) == 8usize);
+    assert!(::core::mem::offset_of!(blkif_request, sector_number) == 16usize);
+    assert!(::core::mem::offset_of!(blkif_request, seg) == 24usize);
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct blkif_request_discard {
+    pub operation: u8,
+    pub flag: u8,
+    pub handle: u16,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub id: u64,
+    pub sector_number: u64,
+    pub nr_sectors: u64,
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_request_discard>() == 32usize);
+    assert!(::core::mem::align_of::<blkif_request_discard>() == 8usize);
+    assert!(::core::mem::offset_of!(blkif_request_discard, operation) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_request_discard, flag) == 1usize);
+    assert!(::core::mem::offset_of!(blkif_request_discard, handle) == 2usize);
+    assert!(::core::mem::offset_of!(blkif_request_discard, id) == 8usize);
+    assert!(::core::mem::offset_of!(blkif_request_discard, sector_number) == 16usize);
+    assert!(::core::mem::offset_of!(blkif_request_discard, nr_sectors) == 24usize);
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct blkif_request_indirect {
+    pub operation: u8,
+    pub indirect_op: u8,
+    pub nr_segments: u16,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub id: u64,
+    pub sector_number: u64,
+    pub handle: u16,
+    pub __bindgen_padding_1: [u8; 2usize],
+    pub indirect_grefs: [grant_ref_t; 8usize],
+    pub __bindgen_padding_2: [u8; 4usize],
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_request_indirect>() == 64usize);
+    assert!(::core::mem::align_of::<blkif_request_indirect>() == 8usize);
+    assert!(::core::mem::offset_of!(blkif_request_indirect, operation) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_request_indirect, indirect_op) == 1usize);
+    assert!(::core::mem::offset_of!(blkif_request_indirect, nr_segments) == 2usize);
+    assert!(::core::mem::offset_of!(blkif_request_indirect, id) == 8usize);
+    assert!(::core::mem::offset_of!(blkif_request_indirect, sector_number) == 16usize);
+    assert!(::core::mem::offset_of!(blkif_request_indirect, handle) == 24usize);
+    assert!(::core::mem::offset_of!(blkif_request_indirect, indirect_grefs) == 28usize);
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct blkif_response {
+    pub id: u64,
+    pub operation: u8,
+    pub __bindgen_padding_0: u8,
+    pub status: i16,
+    pub __bindgen_padding_1: [u8; 4usize],
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_response>() == 16usize);
+    assert!(::core::mem::align_of::<blkif_response>() == 8usize);
+    assert!(::core::mem::offset_of!(blkif_response, id) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_response, operation) == 8usize);
+    assert!(::core::mem::offset_of!(blkif_response, status) == 10usize);
+};
+#[repr(C)]
+#[derive(Copy, Clone, FromBytes, Immutable, KnownLayout)]
+pub struct blkif_sring {
+    pub req_prod: RING_IDX,
+    pub req_event: RING_IDX,
+    pub rsp_prod: RING_IDX,
+    pub rsp_event: RING_IDX,
+    pub pvt: blkif_sring__bindgen_ty_1,
+    pub __pad: [u8; 44usize],
+    pub ring: [blkif_sring_entry; 1usize],
+}
+impl ::core::fmt::Debug for blkif_sring {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("blkif_sring")
+            .field("req_prod", &self.req_prod)
+            .field("req_event", &self.req_event)
+            .field("rsp_prod", &self.rsp_prod)
+            .field("rsp_event", &self.rsp_event)
+            .field("pvt", &self.pvt)
+            .field("__pad", &self.__pad)
+            .field("ring", &self.ring)
+            .finish()
+    }
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_sring>() == 176usize);
+    assert!(::core::mem::align_of::<blkif_sring>() == 8usize);
+    assert!(::core::mem::offset_of!(blkif_sring, req_prod) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_sring, req_event) == 4usize);
+    assert!(::core::mem::offset_of!(blkif_sring, rsp_prod) == 8usize);
+    assert!(::core::mem::offset_of!(blkif_sring, rsp_event) == 12usize);
+    assert!(::core::mem::offset_of!(blkif_sring, pvt) == 16usize);
+    assert!(::core::mem::offset_of!(blkif_sring, __pad) == 20usize);
+    assert!(::core::mem::offset_of!(blkif_sring, ring) == 64usize);
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct blkif_sring__bindgen_ty_1__bindgen_ty_1 {
+    pub smartpoll_active: u8,
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_sring__bindgen_ty_1__bindgen_ty_1>() == 1usize);
+    assert!(::core::mem::align_of::<blkif_sring__bindgen_ty_1__bindgen_ty_1>() == 1usize);
+    assert!(
+        ::core::mem::offset_of!(blkif_sring__bindgen_ty_1__bindgen_ty_1, smartpoll_active)
+            == 0usize
+    );
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct blkif_sring__bindgen_ty_1__bindgen_ty_2 {
+    pub msg: u8,
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_sring__bindgen_ty_1__bindgen_ty_2>() == 1usize);
+    assert!(::core::mem::align_of::<blkif_sring__bindgen_ty_1__bindgen_ty_2>() == 1usize);
+    assert!(::core::mem::offset_of!(blkif_sring__bindgen_ty_1__bindgen_ty_2, msg) == 0usize);
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct xencons_interface {
     pub in_: [core::ffi::c_char; 1024usize],
     pub out: [core::ffi::c_char; 2048usize],
@@ -3387,6 +3549,22 @@ pub const HVM_PARAM_MCA_CAP: u32 = 38;
 pub const XEN_HVM_MCA_CAP_LMCE: u32 = 1;
 pub const XEN_HVM_MCA_CAP_MASK: u32 = 1;
 pub const HVM_NR_PARAMS: u32 = 39;
+pub const BLKIF_OP_READ: u32 = 0;
+pub const BLKIF_OP_WRITE: u32 = 1;
+pub const BLKIF_OP_WRITE_BARRIER: u32 = 2;
+pub const BLKIF_OP_FLUSH_DISKCACHE: u32 = 3;
+pub const BLKIF_OP_RESERVED_1: u32 = 4;
+pub const BLKIF_OP_DISCARD: u32 = 5;
+pub const BLKIF_OP_INDIRECT: u32 = 6;
+pub const BLKIF_MAX_SEGMENTS_PER_REQUEST: u32 = 11;
+pub const BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST: u32 = 8;
+pub const BLKIF_DISCARD_SECURE: u32 = 1;
+pub const BLKIF_RSP_EOPNOTSUPP: i32 = -2;
+pub const BLKIF_RSP_ERROR: i32 = -1;
+pub const BLKIF_RSP_OKAY: u32 = 0;
+pub const VDISK_CDROM: u32 = 1;
+pub const VDISK_REMOVABLE: u32 = 2;
+pub const VDISK_READONLY: u32 = 4;
 pub const XS_WRITE_NONE: &[u8; 5] = b"NONE\0";
 pub const XS_WRITE_CREATE: &[u8; 7] = b"CREATE\0";
 pub const XS_WRITE_CREATE_EXCL: &[u8; 12] = b"CREATE|EXCL\0";
@@ -4961,6 +5139,43 @@ pub type __guest_handle_xen_hvm_altp2m_op_t = crate::GuestHandle<xen_hvm_altp2m_
 pub type __guest_handle_64_xen_hvm_altp2m_op_t = crate::GuestHandle<xen_hvm_altp2m_op_t>;
 pub type __guest_handle_const_xen_hvm_altp2m_op_t = crate::GuestHandle<xen_hvm_altp2m_op_t>;
 pub type __guest_handle_64_const_xen_hvm_altp2m_op_t = crate::GuestHandle<xen_hvm_altp2m_op_t>;
+#[repr(C)]
+#[derive(Copy, Clone, FromBytes, Immutable, KnownLayout)]
+pub union blkif_sring_entry {
+    pub req: blkif_request,
+    pub rsp: blkif_response,
+}
+impl ::core::fmt::Debug for blkif_sring_entry {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("blkif_sring_entry").finish_non_exhaustive()
+    }
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_sring_entry>() == 112usize);
+    assert!(::core::mem::align_of::<blkif_sring_entry>() == 8usize);
+    assert!(::core::mem::offset_of!(blkif_sring_entry, req) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_sring_entry, rsp) == 0usize);
+};
+#[repr(C)]
+#[derive(Copy, Clone, FromBytes, Immutable, KnownLayout)]
+pub union blkif_sring__bindgen_ty_1 {
+    pub netif: blkif_sring__bindgen_ty_1__bindgen_ty_1,
+    pub tapif_user: blkif_sring__bindgen_ty_1__bindgen_ty_2,
+    pub pvt_pad: [u8; 4usize],
+}
+impl ::core::fmt::Debug for blkif_sring__bindgen_ty_1 {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("blkif_sring__bindgen_ty_1")
+            .finish_non_exhaustive()
+    }
+}
+const _: () = {
+    assert!(::core::mem::size_of::<blkif_sring__bindgen_ty_1>() == 4usize);
+    assert!(::core::mem::align_of::<blkif_sring__bindgen_ty_1>() == 1usize);
+    assert!(::core::mem::offset_of!(blkif_sring__bindgen_ty_1, netif) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_sring__bindgen_ty_1, tapif_user) == 0usize);
+    assert!(::core::mem::offset_of!(blkif_sring__bindgen_ty_1, pvt_pad) == 0usize);
+};
 impl xen_errno {
     pub const XEN_EPERM: xen_errno = xen_errno(1);
     pub const XEN_ENOENT: xen_errno = xen_errno(2);

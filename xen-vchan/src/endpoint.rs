@@ -7,22 +7,28 @@
 //! `cli_notify`. A side that must wait sets a bit in the *peer's* byte (`NOTIFY_WRITE`: "tell me
 //! when you write", `NOTIFY_READ`: "tell me when you read"), then reads the indices again. A
 //! side that moved bytes clears the matching bit of its own byte and, if it was set, sends an
-//! event ([`Step::Moved::notify`]). Both sides put a full fence between the index and the
-//! byte, so either the waiter's second look sees the bytes, or the mover sees the bit: a
-//! wake-up cannot be missed.
+//! event ([`Step::Moved::notify`]). Both are read-modify-writes of the same byte, so one comes
+//! first in that byte's order: if the waiter's, the mover's sees the bit and sends the event;
+//! if the mover's, the waiter's reads what it wrote, and (Release, then Acquire) everything
+//! before it, the index among it: the waiter's second look sees the bytes. A wake-up cannot be
+//! missed, with no fence beside the two read-modify-writes. (libxenvchan puts a full barrier
+//! before each, as well as one between the index and the data where Acquire and Release
+//! suffice; Linux's rings need `virt_mb()` between index and event word because they read
+//! that word with a plain load, not a read-modify-write.)
 //!
 //! # An untrusted peer
 //!
-//! Every index is read once per look and validated by [`xen_shared::ring`]; the peer's orders
-//! and grant list are read once, when the client connects, and kept. On top, the endpoint keeps
-//! bounds of its own: the bytes ready to read can only grow (but by its own reads), the bytes
-//! unconsumed in its write ring can only shrink (but by its own writes). A peer that breaks
-//! either ends the channel with [`Error::Corrupt`], returned by every later call.
+//! Every index is read once per look and validated by a [`ProducerCursor`] or
+//! [`ConsumerCursor`] kept between calls: the bytes ready to read can only grow (but by this
+//! end's reads), the bytes unconsumed in its write ring can only shrink (but by its writes),
+//! and neither exceeds the ring. The peer's orders and grant list are read once, when the
+//! client connects, and kept. A peer that breaks a rule ends the channel with
+//! [`Error::Corrupt`], returned by every later call.
 
-use core::sync::atomic::{AtomicU32, Ordering, fence};
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use xen_shared::ring::{Consumer, Producer, RingLayout, RingMemory};
-use xen_shared::{AccessError, PAGE_SIZE, SharedMem};
+use xen_shared::ring::{ConsumerCursor, CursorError, ProducerCursor, RingLayout, RingMemory};
+use xen_shared::{AccessError, PAGE_SIZE, ReadOnlyMem, SharedMem};
 
 use crate::layout::*;
 use crate::{Corruption, Error, Order, Orders};
@@ -45,19 +51,68 @@ pub struct Shared<'a> {
     /// The shared page, `struct vchan_interface`.
     pub page: SharedMem<'a>,
     /// The left ring's pages (client to server), for an order of 12 or more.
-    pub left: SharedMem<'a>,
+    pub left: RingPages<'a>,
     /// The right ring's pages (server to client), for an order of 12 or more.
-    pub right: SharedMem<'a>,
+    pub right: RingPages<'a>,
 }
 
 impl<'a> Shared<'a> {
     /// The memory of a channel whose rings both live in `page`.
     pub fn in_page(page: SharedMem<'a>) -> Self {
-        let empty = SharedMem::from_words(&[]);
+        let empty = RingPages::from(SharedMem::from_words(&[]));
         Self {
             page,
             left: empty,
             right: empty,
+        }
+    }
+}
+
+/// The pages of a ring of order 12 or more: writable, or read-only for the ring an end only
+/// reads (libxenvchan's client maps its read ring so; a write to them is
+/// [`AccessError::ReadOnly`]).
+#[derive(Clone, Copy, Debug)]
+pub enum RingPages<'a> {
+    /// Pages this end may write.
+    Writable(SharedMem<'a>),
+    /// Pages this end may only read.
+    ReadOnly(ReadOnlyMem<'a>),
+}
+
+impl<'a> From<SharedMem<'a>> for RingPages<'a> {
+    fn from(mem: SharedMem<'a>) -> Self {
+        Self::Writable(mem)
+    }
+}
+
+impl<'a> From<ReadOnlyMem<'a>> for RingPages<'a> {
+    fn from(mem: ReadOnlyMem<'a>) -> Self {
+        Self::ReadOnly(mem)
+    }
+}
+
+impl RingPages<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Writable(mem) => mem.len(),
+            Self::ReadOnly(mem) => mem.len(),
+        }
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
+        match self {
+            Self::Writable(mem) => mem.read(offset, dst),
+            Self::ReadOnly(mem) => mem.read(offset, dst),
+        }
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) -> Result<(), AccessError> {
+        match self {
+            Self::Writable(mem) => mem.write(offset, src),
+            Self::ReadOnly(_) => Err(AccessError::ReadOnly {
+                offset,
+                len: src.len(),
+            }),
         }
     }
 }
@@ -96,21 +151,33 @@ pub enum Step {
 #[derive(Clone, Copy, Debug)]
 struct RingMem<'a> {
     page: SharedMem<'a>,
-    data: SharedMem<'a>,
+    data: RingPages<'a>,
 }
 
 impl<'a> RingMem<'a> {
     /// The view and offset for `len` bytes at `offset`: wholly in the page or wholly after it.
-    fn locate(&self, offset: usize, len: usize) -> Result<(SharedMem<'a>, usize), AccessError> {
+    fn locate(&self, offset: usize, len: usize) -> Result<(RingPages<'a>, usize), AccessError> {
         let out = AccessError::OutOfBounds {
             offset,
             len,
             size: RingMemory::len(self),
         };
         match offset.checked_add(len) {
-            Some(end) if end <= PAGE_SIZE => Ok((self.page, offset)),
+            Some(end) if end <= PAGE_SIZE => Ok((self.page.into(), offset)),
             Some(_) if offset >= PAGE_SIZE => Ok((self.data, offset - PAGE_SIZE)),
             _ => Err(out),
+        }
+    }
+
+    /// The index word at `offset`, in the page (vchan's indices all are).
+    fn index(&self, offset: usize) -> Result<&'a AtomicU32, AccessError> {
+        match offset.checked_add(4) {
+            Some(end) if end <= PAGE_SIZE => self.page.atomic::<AtomicU32>(offset),
+            _ => Err(AccessError::OutOfBounds {
+                offset,
+                len: 4,
+                size: PAGE_SIZE,
+            }),
         }
     }
 }
@@ -120,12 +187,10 @@ impl RingMemory for RingMem<'_> {
         PAGE_SIZE + self.data.len()
     }
     fn load_index(&self, offset: usize, order: Ordering) -> Result<u32, AccessError> {
-        let (mem, at) = self.locate(offset, 4)?;
-        Ok(mem.atomic::<AtomicU32>(at)?.load(order))
+        Ok(self.index(offset)?.load(order))
     }
     fn store_index(&self, offset: usize, value: u32, order: Ordering) -> Result<(), AccessError> {
-        let (mem, at) = self.locate(offset, 4)?;
-        mem.atomic::<AtomicU32>(at)?.store(value, order);
+        self.index(offset)?.store(value, order);
         Ok(())
     }
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
@@ -154,7 +219,7 @@ fn in_lane(lane: usize, value: u8) -> u32 {
 /// Loads one flag byte.
 fn load_flag(page: SharedMem<'_>, offset: usize) -> Result<u8, AccessError> {
     let (word, lane) = flag(page, offset)?;
-    Ok(word.load(Ordering::SeqCst).to_ne_bytes()[lane])
+    Ok(word.load(Ordering::Acquire).to_ne_bytes()[lane])
 }
 
 /// Stores one flag byte with one atomic read-modify-write of its word, so the peer never sees
@@ -171,27 +236,26 @@ fn store_flag(page: SharedMem<'_>, offset: usize, value: u8) -> Result<(), Acces
 /// Sets `bits` in one flag byte (libxenvchan's `__sync_or_and_fetch`).
 fn set_bits(page: SharedMem<'_>, offset: usize, bits: u8) -> Result<(), AccessError> {
     let (word, lane) = flag(page, offset)?;
-    word.fetch_or(in_lane(lane, bits), Ordering::SeqCst);
+    word.fetch_or(in_lane(lane, bits), Ordering::AcqRel);
     Ok(())
 }
 
 /// Clears `bits` in one flag byte; returns whether any of them was set.
 fn take_bits(page: SharedMem<'_>, offset: usize, bits: u8) -> Result<bool, AccessError> {
     let (word, lane) = flag(page, offset)?;
-    let before = word.fetch_and(!in_lane(lane, bits), Ordering::SeqCst);
+    let before = word.fetch_and(!in_lane(lane, bits), Ordering::AcqRel);
     Ok(before.to_ne_bytes()[lane] & bits != 0)
 }
 
-/// One end of a vchan: its role, the rings' orders, and what it knows of the peer's progress.
+/// One end of a vchan: its role, the rings' orders, and where it is in each ring.
 #[derive(Debug)]
 pub struct Endpoint {
     role: Role,
     orders: Orders,
-    /// Bytes ready to read, at least (what was seen, less what was read since).
-    ready_floor: u32,
-    /// Bytes written and not consumed by the peer, at most (what was seen, plus what was
-    /// written since).
-    unconsumed_ceiling: u32,
+    /// The ring this end reads, from its first use on (the indices may be placed before it).
+    rx: Option<ConsumerCursor>,
+    /// The ring this end writes, likewise.
+    tx: Option<ProducerCursor>,
     /// The corruption that ended the channel.
     failed: Option<Error>,
 }
@@ -279,8 +343,8 @@ impl Endpoint {
         Self {
             role,
             orders,
-            ready_floor: 0,
-            unconsumed_ceiling: 0,
+            rx: None,
+            tx: None,
             failed: None,
         }
     }
@@ -327,18 +391,17 @@ impl Endpoint {
         }
     }
 
-    /// The layout of ring `order` whose indices are at `cons` and `prod`, and its memory.
+    /// The memory and layout of ring `order` whose indices are at `cons` and `prod`.
     fn ring<'a>(
-        mem: &Shared<'a>,
+        page: SharedMem<'a>,
         order: Order,
-        data: SharedMem<'a>,
+        data: RingPages<'a>,
         cons: usize,
         prod: usize,
-    ) -> Result<(RingMem<'a>, RingLayout), Error> {
-        let page = mem.page.subslice(0, PAGE_SIZE)?;
+    ) -> (RingMem<'a>, RingLayout) {
         let (data, offset) = match order.in_page_offset() {
-            Some(offset) => (SharedMem::from_words(&[]), offset),
-            None => (data.subslice(0, order.size() as usize)?, PAGE_SIZE),
+            Some(offset) => (SharedMem::from_words(&[]).into(), offset),
+            None => (data, PAGE_SIZE),
         };
         let layout = RingLayout {
             data: offset,
@@ -346,33 +409,77 @@ impl Endpoint {
             cons,
             prod,
         };
-        Ok((RingMem { page, data }, layout))
+        (RingMem { page, data }, layout)
     }
 
-    fn consumer<'a>(&self, mem: &Shared<'a>) -> Result<Consumer<RingMem<'a>>, Error> {
-        let (ring, layout) = match self.role {
-            Role::Server => Self::ring(mem, self.orders.left, mem.left, LEFT_CONS, LEFT_PROD)?,
-            Role::Client => Self::ring(mem, self.orders.right, mem.right, RIGHT_CONS, RIGHT_PROD)?,
-        };
-        Consumer::new(ring, layout).map_err(|_| Error::Memory(Self::too_small(layout)))
-    }
-
-    fn producer<'a>(&self, mem: &Shared<'a>) -> Result<Producer<RingMem<'a>>, Error> {
-        let (ring, layout) = match self.role {
-            Role::Server => Self::ring(mem, self.orders.right, mem.right, RIGHT_CONS, RIGHT_PROD)?,
-            Role::Client => Self::ring(mem, self.orders.left, mem.left, LEFT_CONS, LEFT_PROD)?,
-        };
-        Producer::new(ring, layout).map_err(|_| Error::Memory(Self::too_small(layout)))
-    }
-
-    /// The layout checks cannot fail for vchan's fixed offsets once the views have their size;
-    /// reported as the ring not fitting, should they.
-    fn too_small(layout: RingLayout) -> AccessError {
-        AccessError::OutOfBounds {
-            offset: layout.data,
-            len: layout.size as usize,
-            size: PAGE_SIZE,
+    /// The ring this end reads.
+    fn rx_ring<'a>(&self, mem: &Shared<'a>) -> (RingMem<'a>, RingLayout) {
+        match self.role {
+            Role::Server => Self::ring(mem.page, self.orders.left, mem.left, LEFT_CONS, LEFT_PROD),
+            Role::Client => Self::ring(
+                mem.page,
+                self.orders.right,
+                mem.right,
+                RIGHT_CONS,
+                RIGHT_PROD,
+            ),
         }
+    }
+
+    /// The ring this end writes.
+    fn tx_ring<'a>(&self, mem: &Shared<'a>) -> (RingMem<'a>, RingLayout) {
+        match self.role {
+            Role::Server => Self::ring(
+                mem.page,
+                self.orders.right,
+                mem.right,
+                RIGHT_CONS,
+                RIGHT_PROD,
+            ),
+            Role::Client => Self::ring(mem.page, self.orders.left, mem.left, LEFT_CONS, LEFT_PROD),
+        }
+    }
+
+    /// A cursor's start as an error of this crate: a layout that does not fit (vchan's
+    /// offsets are fixed, so only memory smaller than the orders need) is [`Error::Memory`].
+    fn started<T>(
+        &mut self,
+        layout: RingLayout,
+        start: Result<T, CursorError>,
+    ) -> Result<T, Error> {
+        start.map_err(|e| match e {
+            CursorError::Ring(e) => self.fail(e.into()),
+            _ => Error::Memory(AccessError::OutOfBounds {
+                offset: layout.data,
+                len: layout.size as usize,
+                size: PAGE_SIZE,
+            }),
+        })
+    }
+
+    /// Looks at the ring this end reads: its memory, and its cursor after one look at the
+    /// producer index (the bytes ready are the cursor's `ready()`).
+    fn look_rx<'a>(&mut self, mem: &Shared<'a>) -> Result<(RingMem<'a>, ConsumerCursor), Error> {
+        let (ring, layout) = self.rx_ring(mem);
+        let mut rx = match self.rx {
+            Some(rx) => rx,
+            None => self.started(layout, ConsumerCursor::new(&ring, layout))?,
+        };
+        rx.look(&ring).map_err(|e| self.fail(e.into()))?;
+        self.rx = Some(rx);
+        Ok((ring, rx))
+    }
+
+    /// Looks at the ring this end writes, likewise (the room is the cursor's `free()`).
+    fn look_tx<'a>(&mut self, mem: &Shared<'a>) -> Result<(RingMem<'a>, ProducerCursor), Error> {
+        let (ring, layout) = self.tx_ring(mem);
+        let mut tx = match self.tx {
+            Some(tx) => tx,
+            None => self.started(layout, ProducerCursor::new(&ring, layout))?,
+        };
+        tx.look(&ring).map_err(|e| self.fail(e.into()))?;
+        self.tx = Some(tx);
+        Ok((ring, tx))
     }
 
     /// Records `error` if it is a corruption (it ends the channel), and returns it.
@@ -399,42 +506,17 @@ impl Endpoint {
         }
     }
 
-    /// Bytes ready to read, checked against what was known.
-    fn ready(&mut self, rx: &Consumer<RingMem<'_>>) -> Result<u32, Error> {
-        let now = rx.available().map_err(|e| self.fail(e.into()))? as u32;
-        if now < self.ready_floor {
-            let then = self.ready_floor;
-            return Err(self.fail(Error::Corrupt(Corruption::Backwards { then, now })));
-        }
-        self.ready_floor = now;
-        Ok(now)
-    }
-
-    /// Bytes written and not yet consumed, checked against what was known.
-    fn unconsumed(&mut self, tx: &Producer<RingMem<'_>>) -> Result<u32, Error> {
-        let now = tx.unconsumed().map_err(|e| self.fail(e.into()))? as u32;
-        if now > self.unconsumed_ceiling {
-            let then = self.unconsumed_ceiling;
-            return Err(self.fail(Error::Corrupt(Corruption::Backwards { then, now })));
-        }
-        self.unconsumed_ceiling = now;
-        Ok(now)
-    }
-
-    /// Asks the peer for an event on `bits`, then fences: the caller's next look at the
-    /// indices comes after the request is visible.
+    /// Asks the peer for an event on `bits` (the caller looks at the indices again after:
+    /// see "Notifications" above).
     fn request(&self, mem: &Shared<'_>, bits: u8) -> Result<(), Error> {
         let (_, _, _, peer_requests) = self.bytes();
         set_bits(mem.page, peer_requests, bits)?;
-        fence(Ordering::SeqCst);
         Ok(())
     }
 
     /// After moving bytes: whether the peer asked for an event on `bit` (clearing the request).
     fn should_notify(&self, mem: &Shared<'_>, bit: u8) -> Result<bool, Error> {
         let (_, _, own_requests, _) = self.bytes();
-        // The index store above is visible before the request byte is read.
-        fence(Ordering::SeqCst);
         Ok(take_bits(mem.page, own_requests, bit)?)
     }
 
@@ -466,29 +548,20 @@ impl Endpoint {
         }
         // The peer's state first: bytes it wrote before closing are seen by the look below.
         let state = self.peer_state(mem)?;
-        let mut rx = self.consumer(mem)?;
-        let mut ready = self.ready(&rx)? as usize;
-        if ready < want {
+        let (mut ring, mut rx) = self.look_rx(mem)?;
+        if (rx.ready() as usize) < want {
             self.request(mem, NOTIFY_WRITE)?;
-            ready = self.ready(&rx)? as usize;
+            (ring, rx) = self.look_rx(mem)?;
         }
-        if ready < want {
+        if (rx.ready() as usize) < want {
             return Ok(match state {
                 PeerState::Closed => Step::Closed,
                 PeerState::Open | PeerState::Waiting => Step::WouldBlock,
             });
         }
-        let bytes = rx.read(buf).map_err(|e| self.fail(e.into()))?;
-        if bytes < want {
-            // The producer index went back between two looks.
-            let now = bytes as u32;
-            return Err(self.fail(Error::Corrupt(Corruption::Backwards {
-                then: ready as u32,
-                now,
-            })));
-        }
-        // `bytes <= ready_floor`: the read saw at least what `ready` saw.
-        self.ready_floor = self.ready_floor.saturating_sub(bytes as u32);
+        // At least `want`: what the look found.
+        let bytes = rx.read(&ring, buf).map_err(|e| self.fail(e.into()))?;
+        self.rx = Some(rx);
         let notify = self.should_notify(mem, NOTIFY_READ)?;
         Ok(Step::Moved { bytes, notify })
     }
@@ -523,27 +596,17 @@ impl Endpoint {
                 notify: false,
             });
         }
-        let size = self.write_capacity() as usize;
-        let mut tx = self.producer(mem)?;
-        let mut free = size - self.unconsumed(&tx)? as usize;
-        if free < want {
+        let (mut ring, mut tx) = self.look_tx(mem)?;
+        if (tx.free() as usize) < want {
             self.request(mem, NOTIFY_READ)?;
-            free = size - self.unconsumed(&tx)? as usize;
+            (ring, tx) = self.look_tx(mem)?;
         }
-        if free < want {
+        if (tx.free() as usize) < want {
             return Ok(Step::WouldBlock);
         }
-        let bytes = tx.write(buf).map_err(|e| self.fail(e.into()))?;
-        if bytes < want {
-            // The consumer index went back between two looks.
-            let now = (size - bytes) as u32;
-            return Err(self.fail(Error::Corrupt(Corruption::Backwards {
-                then: (size - free) as u32,
-                now,
-            })));
-        }
-        // The write saw at most `unconsumed_ceiling` unconsumed bytes, then added `bytes`.
-        self.unconsumed_ceiling += bytes as u32;
+        // At least `want`: the room the look found.
+        let bytes = tx.write(&ring, buf).map_err(|e| self.fail(e.into()))?;
+        self.tx = Some(tx);
         let notify = self.should_notify(mem, NOTIFY_WRITE)?;
         Ok(Step::Moved { bytes, notify })
     }
@@ -551,15 +614,13 @@ impl Endpoint {
     /// Bytes ready to read now (without asking for an event).
     pub fn data_ready(&mut self, mem: &Shared<'_>) -> Result<usize, Error> {
         self.check()?;
-        let rx = self.consumer(mem)?;
-        Ok(self.ready(&rx)? as usize)
+        Ok(self.look_rx(mem)?.1.ready() as usize)
     }
 
     /// Room free to write now (without asking for an event).
     pub fn buffer_space(&mut self, mem: &Shared<'_>) -> Result<usize, Error> {
         self.check()?;
-        let tx = self.producer(mem)?;
-        Ok(self.write_capacity() as usize - self.unconsumed(&tx)? as usize)
+        Ok(self.look_tx(mem)?.1.free() as usize)
     }
 
     /// Marks this end closed (its liveness byte 0). Send an event afterwards, so a waiting peer

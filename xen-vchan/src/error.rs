@@ -63,6 +63,9 @@ impl From<RingError> for Error {
     fn from(e: RingError) -> Self {
         match e {
             RingError::Access(access) => Self::Memory(access),
+            RingError::Backwards { then, now } => {
+                Self::Corrupt(Corruption::Backwards { then, now })
+            }
             corrupt => Self::Corrupt(Corruption::Indices(corrupt)),
         }
     }

@@ -7,7 +7,8 @@ mod support;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use support::{Channel, Event, pattern};
-use xen_vchan::{Corruption, Endpoint, Error, Order, Orders, PeerState, Step};
+use xen_shared::AccessError;
+use xen_vchan::{Corruption, Endpoint, Error, Order, Orders, PeerState, RingPages, Shared, Step};
 
 /// Bytes each way in the streaming tests.
 const STREAM: usize = if cfg!(miri) { 6000 } else { 1 << 20 };
@@ -477,4 +478,45 @@ fn random_index_scribbles_give_typed_errors() {
             }
         }
     }
+}
+
+/// The same pages, read-only.
+fn read_only(pages: RingPages<'_>) -> RingPages<'_> {
+    match pages {
+        RingPages::Writable(mem) => RingPages::ReadOnly(mem.read_only()),
+        other => other,
+    }
+}
+
+/// A ring's pages handed in read-only can be read through, and a write to them is a typed
+/// error, not a fault (the Linux client maps the ring it reads so).
+#[test]
+fn read_only_ring_pages_are_read_and_never_written() {
+    let chan = Channel::new(orders(12, 12));
+    let (mut server, mut client) = chan.connect();
+    let mem = chan.shared();
+    // The client reads the right ring through a read-only view.
+    let client_mem = Shared {
+        right: read_only(mem.right),
+        ..mem
+    };
+    assert!(matches!(
+        server.write(&mem, b"hello").unwrap(),
+        Step::Moved { bytes: 5, .. }
+    ));
+    let mut buf = [0u8; 5];
+    assert!(matches!(
+        client.read(&client_mem, &mut buf).unwrap(),
+        Step::Moved { bytes: 5, .. }
+    ));
+    assert_eq!(&buf, b"hello");
+    // Writing into read-only pages: the caller handed in the wrong view.
+    let wrong = Shared {
+        left: read_only(mem.left),
+        ..mem
+    };
+    assert!(matches!(
+        client.write(&wrong, b"x"),
+        Err(Error::Memory(AccessError::ReadOnly { .. }))
+    ));
 }

@@ -15,7 +15,7 @@ use xen_testbed::verdict::DomuExpectation;
 use xen_testbed::{Arch, Dom0Run, Testbed, initramfs::Preamble};
 
 const USAGE: &str = "\
-usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl|vchan|blk [--rounds N] [--iterations N] [...]";
+usage: cargo xtask bench privcmd|evtchn|store|grant|console|ctrl|vchan|blk|blkback [--rounds N] [--iterations N] [...]";
 
 pub(crate) fn run(args: &[String]) -> crate::Result {
     let (what, options) = args.split_first().ok_or_else(|| USAGE.to_string())?;
@@ -28,6 +28,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result {
         "ctrl" => crate::bench_ctrl::run(options),
         "vchan" => crate::bench_vchan::run(options),
         "blk" => crate::bench_blk::run(options),
+        "blkback" => crate::bench_blkback::run(options),
         _ => Err(format!("unknown benchmark `{what}`\n{USAGE}")),
     }
 }

@@ -16,7 +16,7 @@ use xen_testbed_protocol::exchange::blk::{self, BENCH_MEASURES};
 use crate::bench::{Bench, Report, Samples};
 
 const USAGE: &str = "\
-usage: cargo xtask bench blk [--rounds N] [--mib N]
+usage: cargo xtask bench blk [--pvh] [--rounds N] [--mib N]
 
 Boots Xen with a Linux dom0 (x86_64) serving a loop device over an N MiB file (default 32) through
 Linux's blkback. dom0 reads the device with O_DIRECT at 4 KiB and 64 KiB (the upper bound). The
@@ -24,7 +24,8 @@ Rust PV domU (xen-blk's frontend) reads and writes the whole disk sequentially i
 requests, 1 and at most 32 in flight. A Linux PV domU (Debian's kernel, xen-blkfront) does the same
 with busybox `dd` O_DIRECT: one `dd` (queue depth 1), or 32 `dd`s over disjoint 32nds of the disk
 at once (queue depth 32: busybox has no asynchronous I/O). N rounds (default 3), medians; the
-target is ours >= 1.0x Linux's blkfront at depth 32.";
+target is ours >= 1.0x Linux's blkfront at depth 32. --pvh: the Rust domU is PVH (the Linux one
+stays PV).";
 
 /// The Linux domU's device (xl's vdev in `xen-dom0-tests blk-bench`).
 const DEVICE: &str = "/dev/xvda";
@@ -32,8 +33,14 @@ const DEVICE: &str = "/dev/xvda";
 const LINUX_DOMU: &str = "linux-blk-bench";
 
 pub(crate) fn run(options: &[String]) -> crate::Result {
+    let ours_kind = if options.iter().any(|o| o == "--pvh") {
+        GuestKind::Pvh
+    } else {
+        GuestKind::Pv
+    };
+    let options: Vec<String> = options.iter().filter(|o| *o != "--pvh").cloned().collect();
     let mut mib = [32];
-    let (rounds, _) = crate::bench::options(options, (3, 1), USAGE, &mut [("--mib", &mut mib)])?;
+    let (rounds, _) = crate::bench::options(&options, (3, 1), USAGE, &mut [("--mib", &mut mib)])?;
     let [mib] = mib;
     if mib % 32 != 0 || mib > 64 {
         return Err(format!(
@@ -51,9 +58,9 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
     .map_err(|e| e.to_string())?;
     let (kernel, ramdisk) = ("/lib/xentest/linux-kernel", "/lib/xentest/linux-initramfs");
     let ours =
-        scenario::build_guest(&testbed, GuestKind::Pv, Flavour::Domu).map_err(|e| e.to_string())?;
-    let ours_domu = scenario::domu_name(GuestKind::Pv);
-    let (ours_type, ours_memory) = scenario::xl_type_and_memory(GuestKind::Pv);
+        scenario::build_guest(&testbed, ours_kind, Flavour::Domu).map_err(|e| e.to_string())?;
+    let ours_domu = scenario::domu_name(ours_kind);
+    let (ours_type, ours_memory) = scenario::xl_type_and_memory(ours_kind);
     let ours_kernel = format!("/lib/xentest/{ours_domu}");
     Bench {
         name: "blk",

@@ -24,6 +24,8 @@ const CASES: &[&str] = &[
     "vchan_c_server_exits_mid_stream",
     "vchan_our_server_dies_mid_stream",
     "vchan_rust_to_rust_tokio",
+    "vchan_client_maps_its_read_ring_read_only",
+    "vchan_drop_unbinds_a_borrowed_event_channel",
     "bench_vchan",
 ];
 

@@ -52,9 +52,15 @@ const COMMON_HEADERS: &[&str] = &[
     "grant_table.h",
     "hvm/hvm_op.h",
     "hvm/params.h",
+    "io/blkif.h",
     "io/console.h",
     "io/xs_wire.h",
 ];
+
+/// `DEFINE_RING_TYPES`' front and back halves (`blkif_front_ring`, ...): each end's private
+/// indices and a pointer to the shared page in its own memory, no part of the ABI (the shared
+/// page, `<name>_sring`, is).
+const RING_PRIVATE_HALVES: &str = ".*_(front|back)_ring(_t)?";
 
 /// From `sysctl.h` only the hypervisor console ring reader is taken (the rest is toolstack ABI
 /// that changes with `XEN_SYSCTL_INTERFACE_VERSION`).
@@ -472,6 +478,7 @@ fn run_bindgen(arch: &Arch, include_dir: &Path, headers: &[&str]) -> Result<(Str
             "-D__XEN_TOOLS__".into(),
         ])
         .allowlist_file(file_regex)
+        .blocklist_type(RING_PRIVATE_HALVES)
         .allowlist_type(SYSCTL_TYPES)
         .allowlist_var(SYSCTL_VARS)
         .use_core()
@@ -491,7 +498,8 @@ fn run_bindgen(arch: &Arch, include_dir: &Path, headers: &[&str]) -> Result<(Str
     Ok((bindings.to_string(), c_names))
 }
 
-/// Every `struct NAME` / `union NAME` written in the covered headers.
+/// Every `struct NAME` / `union NAME` written in the covered headers, or declared by a
+/// `DEFINE_RING_TYPES` in them.
 fn c_tags(include_dir: &Path, headers: &[&str]) -> Result<BTreeSet<String>> {
     let mut tags = BTreeSet::new();
     for header in headers.iter().copied().chain(["sysctl.h"]) {
@@ -505,6 +513,11 @@ fn c_tags(include_dir: &Path, headers: &[&str]) -> Result<BTreeSet<String>> {
         for pair in words.windows(2) {
             if pair[0] == "struct" || pair[0] == "union" {
                 tags.insert(format!("{} {}", pair[0], pair[1]));
+            }
+            // `DEFINE_RING_TYPES(name, ...)` (io/ring.h) declares the shared page's types.
+            if pair[0] == "DEFINE_RING_TYPES" {
+                tags.insert(format!("struct {}_sring", pair[1]));
+                tags.insert(format!("union {}_sring_entry", pair[1]));
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_blk;
+mod bench_blkback;
 mod bench_console;
 mod bench_ctrl;
 mod bench_evtchn;

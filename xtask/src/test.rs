@@ -71,7 +71,7 @@ const MIRI_CRATES: &[&str] = &[
 /// The crates with loom models: unit tests under `cfg(loom)` (run with
 /// `--lib`), and `tests/loom_*.rs` where the crate has them. Their other unit
 /// tests are built with `cfg(loom)` as well.
-const LOOM_CRATES: &[&str] = &["xen-rust-evtchn", "xen-rust-store"];
+const LOOM_CRATES: &[&str] = &["xen-rust-evtchn", "xen-rust-store", "xen-rust-vchan"];
 
 /// One step of the suite.
 type Step = fn() -> crate::Result;

@@ -7,12 +7,13 @@ use xen_testbed::qemu::Exit;
 use xen_testbed::release::{self, RELEASES};
 use xen_testbed::scenario::{Options, runs, select};
 use xen_testbed::user::DOM0_PROGRAM_TIMEOUT;
-use xen_testbed::{Testbed, run_scenarios};
+use xen_testbed::{Testbed, linux_domu, run_scenarios};
 
 const USAGE: &str = "\
 usage: cargo xtask testbed [-v] [--list] [--self-test] [--release XEN] [SCENARIO[@XEN]...]
        cargo xtask testbed [-v] run [--release XEN] --dom0 <static binary> [--timeout SECONDS] [-- ARGS...]
        cargo xtask testbed run [--release XEN] --domu <kernel> [--type pv|pvh] [--memory MIB] [--timeout SECONDS]
+       cargo xtask testbed run [--release XEN] --domu-linux <static binary> [--type pv|pvh] [--timeout SECONDS] [-- ARGS...]
 
 Boots Debian's Xen under QEMU for each scenario (all by default) and runs its payload. Each
 scenario runs on one or more releases (Xen 4.17 with Linux 6.1 from Debian 12; Xen 4.20 with
@@ -32,6 +33,11 @@ streams its output:
           Image) and streams its console until it is gone; exits 0 after a poweroff, 1 after a
           crash, 2 after another shutdown reason, 3 if it never ran, 124 after the timeout
           (default 60 s; the domU is destroyed)
+  --domu-linux  runs the static x86_64 Linux program in a Linux domU (the release's Debian
+          kernel, PV by default or PVH, 96 MiB, a busybox initramfs with the Xen modules loaded,
+          /dev/xen/{xenbus,evtchn,gntdev,gntalloc,privcmd} and xenfs at /proc/xen) and streams
+          its output from the domU's console; exits with its exit status (the domU's init runs
+          8-14 s after xl create; default timeout 120 s)
 Each run has its own log (printed at the end) and initramfs, so runs from one checkout can
 run at the same time.";
 
@@ -170,6 +176,46 @@ fn run_user_code(testbed: &Testbed, args: &[String]) -> crate::Result {
                 outcome.log_path.display()
             );
             i32::from(end.status())
+        }
+        [flag, binary, rest @ ..] if flag == "--domu-linux" => {
+            let (options, program_args) = match rest.iter().position(|a| a == "--") {
+                Some(at) => (&rest[..at], &rest[at + 1..]),
+                None => (rest, &[][..]),
+            };
+            let mut mode = linux_domu::Mode::Pv;
+            let mut timeout = 120;
+            let mut options = options.iter();
+            while let Some(option) = options.next() {
+                let value = options
+                    .next()
+                    .ok_or_else(|| format!("{option} needs a value\n{USAGE}"))?;
+                match (option.as_str(), value.as_str()) {
+                    ("--type", "pv") => mode = linux_domu::Mode::Pv,
+                    ("--type", "pvh") => mode = linux_domu::Mode::Pvh,
+                    ("--timeout", _) => {
+                        timeout = value.parse().map_err(|e| format!("--timeout: {e}"))?
+                    }
+                    _ => return Err(format!("bad option `{option} {value}`\n{USAGE}")),
+                }
+            }
+            let (outcome, end, status) = testbed
+                .run_domu_linux_program(
+                    &PathBuf::from(binary),
+                    program_args,
+                    mode,
+                    std::time::Duration::from_secs(timeout),
+                    &mut print,
+                )
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "testbed: Linux domU {end:?} (QEMU {:.1} s; log {})",
+                outcome.run.wall.as_secs_f64(),
+                outcome.log_path.display()
+            );
+            match status {
+                Some(status) => status,
+                None => return Err(format!("the program never finished (the domU: {end:?})")),
+            }
         }
         _ => return Err(USAGE.into()),
     };

@@ -32,6 +32,22 @@ impl InterdomainPort {
         Ok(Self { device, local })
     }
 
+    /// Allocates a port that `remote_domain` may bind.
+    pub(crate) fn alloc_unbound(remote_domain: u32) -> Result<Self, String> {
+        let device = EvtchnDevice::open().map_err(|e| format!("open /dev/xen/evtchn: {e}"))?;
+        let domain =
+            u16::try_from(remote_domain).map_err(|_| format!("bad domid {remote_domain}"))?;
+        let local = device
+            .alloc_unbound_raw(DomId::new(domain))
+            .map_err(|e| format!("alloc_unbound (for domain {remote_domain}): {e}"))?;
+        Ok(Self { device, local })
+    }
+
+    /// The local port.
+    pub(crate) fn port(&self) -> Port {
+        self.local
+    }
+
     /// Notifies the remote end.
     pub(crate) fn notify(&self) -> Result<(), String> {
         self.device

@@ -61,6 +61,8 @@ pub(crate) struct Spec {
     pub(crate) disk: Option<String>,
     /// xl's `ramdisk` (a Linux domU's initramfs), if any.
     ramdisk: Option<String>,
+    /// xl's `cpuid` (a Linux PVH domU under TCG needs `host,rdtscp=0`), if any.
+    cpuid: Option<String>,
 }
 
 impl Spec {
@@ -84,6 +86,7 @@ impl Spec {
             on_reboot: "destroy",
             disk: None,
             ramdisk: None,
+            cpuid: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -98,6 +101,7 @@ impl Spec {
                 "--kernel" => spec.kernel = value,
                 "--ramdisk" => spec.ramdisk = Some(value),
                 "--cmdline" => spec.cmdline = Some(value),
+                "--cpuid" => spec.cpuid = Some(value),
                 "--selftest" => spec.selftest = Some(value),
                 "--timeout" => {
                     spec.timeout =
@@ -131,12 +135,16 @@ impl Spec {
             .ramdisk
             .as_ref()
             .map_or(String::new(), |path| format!("ramdisk = \"{path}\"\n"));
+        let cpuid = self
+            .cpuid
+            .as_ref()
+            .map_or(String::new(), |line| format!("cpuid = \"{line}\"\n"));
         let disk = match &self.disk {
             Some(disk) => format!("disk = [ '{disk}' ]\n"),
             None => String::new(),
         };
         format!(
-            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{ramdisk}{extra}memory = {}\nvcpus = 1\n{disk}\
+            "name = \"{}\"\n{xl_type}kernel = \"{}\"\n{ramdisk}{extra}{cpuid}memory = {}\nvcpus = 1\n{disk}\
              on_poweroff = \"destroy\"\non_reboot = \"{}\"\non_crash = \"preserve\"\n",
             self.name, self.kernel, self.memory, self.on_reboot
         )
@@ -335,12 +343,16 @@ impl Domain {
 }
 
 /// The reason code of xl's `Domain <domid> has shut down, reason code <n> 0x<n>` line for `domid`.
+/// A suspend is not an end, and is skipped: after `xl save -c` the domain runs on (and may shut
+/// down later, a line of its own), after `xl save` xl destroys it.
 fn shutdown_reason_in(log: &str, domid: u32) -> Option<u32> {
     let prefix = format!("Domain {domid} has shut down, reason code ");
-    log.lines().find_map(|line| {
-        let rest = line.strip_prefix(&prefix)?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .find(|&reason| reason != SHUTDOWN_SUSPEND)
 }
 
 /// Connects to xenstored's socket.
@@ -418,6 +430,8 @@ impl Drop for Watch {
 
 /// `SHUTDOWN_crash` (Xen's `public/sched.h`).
 const SHUTDOWN_CRASH: u32 = 3;
+/// `SHUTDOWN_suspend`.
+const SHUTDOWN_SUSPEND: u32 = 2;
 
 /// A `SHUTDOWN_*` code as the domU's fate, e.g. "crashed".
 pub(crate) fn describe_reason(reason: u32) -> String {
@@ -774,5 +788,13 @@ mod tests {
         assert_eq!(shutdown_reason_in(log, 4), Some(0));
         assert_eq!(shutdown_reason_in(log, 13), None);
         assert_eq!(shutdown_reason_in(log, 5), None);
+    }
+
+    #[test]
+    fn a_suspend_for_a_checkpoint_is_not_an_end() {
+        let log = "Domain 6 has shut down, reason code 2 0x2\n\
+                   Domain 6 has shut down, reason code 0 0x0\n";
+        assert_eq!(shutdown_reason_in(log, 6), Some(0));
+        assert_eq!(shutdown_reason_in(&log[..42], 6), None);
     }
 }

@@ -17,8 +17,14 @@
 //! - `xen-dom0-tests dmesg` prints Xen's log as `xl dmesg` does; `xen-dom0-tests console-bench
 //!   <log rounds> <ring rounds> <bytes> <domU options>` times it against `xl dmesg` and a domU's console ring
 //!   (`cargo xtask bench console`).
-//! - `xen-dom0-tests domu-control <domu options>` reboots (`xl reboot`) and shuts down
-//!   (`xl shutdown`) a domU it creates, which answers through `xen-guest`'s control module;
+//! - `xen-dom0-tests linux-domu-peer <domu options>` creates a Linux domU (`--ramdisk`,
+//!   `--cmdline`, `--cpuid`) whose `/init` runs `xen-dom0-tests linux-domu`: the two exercise
+//!   xen-store, xen-evtchn, xen-grant's gntalloc and privcmd in the domU against dom0
+//!   (`linux_domu`).
+//! - `xen-dom0-tests domu-control <domu options>` saves and restores (`xl save -c`, `xl save`,
+//!   `xl restore`), reboots (`xl reboot`) and shuts down (`xl shutdown`) a domU it creates,
+//!   which answers through `xen-guest`'s control module; `domu-control-no-suspend` tells the
+//!   domU not to advertise `feature-suspend`, and `xl save` must fail;
 //! - `xen-dom0-tests domu-soak --trips N --cycles M <domu options>` runs the event-channel soak
 //!   with a domU it creates (`cargo xtask bench evtchn --domu-soak`).
 //! - `xen-dom0-tests stress [--rounds N] [--cycles M] [--samples S] [--store-rounds R]`
@@ -30,6 +36,10 @@
 //! - `xen-dom0-tests blk-domu <domu options>` serves a domU it creates a disk through Linux's
 //!   blkback and checks what the domU's frontend did with it (`blk`; needs the block backend's
 //!   modules loaded).
+//! - `xen-dom0-tests blkback [--bench ROUNDS] <Linux domU options>` serves a Linux domU it
+//!   creates a hot-plugged disk with xen-blk's userspace backend and checks what its
+//!   xen-blkfront did with it, detaching it idle and during reads (`blkback`; `--bench` also
+//!   times it against Linux's blkback: `cargo xtask bench blkback`).
 //! - `xen-dom0-tests grant-notify-child <domid> <gref> <port>` maps a domU's page with an unmap
 //!   notification and exits without unmapping (a child process of `domu`'s grant phase).
 //! - `xen-dom0-tests vchan [bench]` runs xen-vchan against Debian's libxenvchan (`vchan`; needs
@@ -42,6 +52,7 @@
 
 mod blk;
 mod blk_bench;
+mod blkback;
 mod console;
 mod console_domu;
 mod ctrl;
@@ -55,6 +66,7 @@ mod exit;
 mod faults;
 mod foreign;
 mod grant;
+mod linux_domu;
 mod oracle;
 mod privcmd;
 mod store;
@@ -117,6 +129,7 @@ fn main() -> ExitCode {
         }
         ["blk-domu", ..] => blk::run(&args[1..]),
         ["blk-bench", ..] => blk_bench::run(&args[1..]),
+        ["blkback", ..] => blkback::run(&args[1..]),
         ["list"] => {
             for (name, _) in cases() {
                 println!("{name}");
@@ -132,8 +145,11 @@ fn main() -> ExitCode {
         ["console-bench", ..] => console_domu::bench(&args[1..]),
         ["domu", ..] => domu::exchange(&args[1..]),
         ["run-domu", ..] => domu::run_user_domu(&args[1..]),
+        ["linux-domu"] => linux_domu::domu(),
+        ["linux-domu-peer", ..] => linux_domu::dom0(&args[1..]),
         ["domu-soak", ..] => domu_soak::soak(&args[1..]),
-        ["domu-control", ..] => domu_control::run(&args[1..]),
+        ["domu-control", ..] => domu_control::run(&args[1..], true),
+        ["domu-control-no-suspend", ..] => domu_control::run(&args[1..], false),
         ["ctrl-domu", ..] => ctrl::domu(&args[1..]),
         ["grant-notify-child", rest @ ..] => domu::grant_notify_child(rest),
         ["exit", code] => match code.parse::<u8>() {

@@ -2,7 +2,8 @@
 //! talking to itself): our server with a C client, a C server with our client, each streaming
 //! 16 MiB each way checked byte by byte, with rings inside the shared page and in pages of
 //! their own; a C peer that dies mid-stream; our server and client on tokio; the server's
-//! xenstore directory removed on close. The C peer is `/bin/libxenvchan-peer`
+//! xenstore directory removed on close; our client's read ring mapped read-only; a dropped
+//! channel's port unbound even when its event channel lives on. The C peer is `/bin/libxenvchan-peer`
 //! (`tests/dom0/libxenvchan_peer.c`). Needs the toolstack preamble (xenstored).
 //!
 //! `bench` times one-way throughput, ours (two threads) and libxenvchan's (two processes), for
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use xen_grant::linux::{Gntalloc, Gntdev};
-use xen_hypercall::DomId;
+use xen_hypercall::{DomId, Port};
 use xen_store::unix::Local;
 use xen_store::{Client, ErrorKind, Store};
 use xen_testbed_protocol::{Reporter, Stdout};
@@ -52,6 +53,14 @@ pub(crate) const CASES: &[Case] = &[
         our_server_dies_mid_stream,
     ),
     ("vchan_rust_to_rust_tokio", rust_to_rust_tokio),
+    (
+        "vchan_client_maps_its_read_ring_read_only",
+        client_maps_its_read_ring_read_only,
+    ),
+    (
+        "vchan_drop_unbinds_a_borrowed_event_channel",
+        drop_unbinds_a_borrowed_event_channel,
+    ),
 ];
 
 /// Byte `i` of the test stream (the C peer's `pattern`).
@@ -489,15 +498,15 @@ fn rust_to_rust_tokio() -> Result<(), String> {
             started.elapsed().as_secs_f64()
         );
         // The server closes: the client reads the end of the stream.
-        let mut server = server_rx.unsplit(server_tx);
-        server.shutdown().await.map_err(|e| e.to_string())?;
+        // The server closes on the blocking pool (its xenstore removal blocks).
+        let server = server_rx.unsplit(server_tx);
+        server.close_async().await.map_err(|e| e.to_string())?;
         let mut client = client_rx.unsplit(client_tx);
         let mut byte = [0u8; 1];
         match AsyncReadExt::read(&mut client, &mut byte).await {
             Ok(0) => {}
             other => return Err(format!("after the server closed, the client read {other:?}")),
         }
-        drop(server);
         check_removed(&path)
     })
 }
@@ -637,4 +646,112 @@ fn ping_libxenvchan(trips: u64) -> Result<u64, String> {
         .find_map(|field| field.strip_prefix("ns="))
         .and_then(|ns| ns.parse().ok())
         .ok_or_else(|| format!("no ns in {line:?}"))
+}
+
+/// The sizes of this process's mappings of gntdev with permissions `perms` (`/proc/self/maps`).
+fn gntdev_mappings(perms: &str) -> Result<Vec<u64>, String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let mut sizes = Vec::new();
+    for line in maps.lines().filter(|l| l.ends_with("/dev/xen/gntdev")) {
+        let mut fields = line.split_whitespace();
+        let (range, p) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let hex = |s| u64::from_str_radix(s, 16).map_err(|e| format!("{line:?}: {e}"));
+        if p == perms {
+            sizes.push(hex(end)? - hex(start)?);
+        }
+    }
+    Ok(sizes)
+}
+
+/// Our client of a C server whose rings have pages of their own maps the ring it reads
+/// read-only, as libxenvchan's client does, and the page and the ring it writes writable.
+fn client_maps_its_read_ring_read_only() -> Result<(), String> {
+    let path = path();
+    let (child, out) = c_peer("server", &path, (1 << 14, 1 << 16), 4, 4, 4, 0)?;
+    let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+    let mut vchan = our_client(&gntdev, &path)?;
+    let read_ring = u64::from(vchan.orders().right.size());
+    let read_only = gntdev_mappings("r--s")?;
+    let writable = gntdev_mappings("rw-s")?;
+    send(&mut vchan, 4, 4).map_err(|e| format!("send: {e}"))?;
+    receive(&mut vchan, 4)?;
+    finish(child, out, true)?;
+    drop(vchan);
+    if read_only != [read_ring] || writable.is_empty() {
+        return Err(format!(
+            "gntdev mappings: read-only {read_only:?} (want [{read_ring}]), writable {writable:?} (want the page and the write ring)"
+        ));
+    }
+    Ok(())
+}
+
+/// An event channel borrowed from a device that outlives the channel: dropping it unbinds
+/// nothing.
+struct Borrowed<'a>(&'a EvtchnDevice);
+
+impl xen_evtchn::EventChannel for Borrowed<'_> {
+    fn alloc_unbound_raw(&self, remote: DomId) -> Result<Port, xen_evtchn::Error> {
+        self.0.alloc_unbound_raw(remote)
+    }
+    fn bind_interdomain_raw(&self, remote: DomId, port: Port) -> Result<Port, xen_evtchn::Error> {
+        self.0.bind_interdomain_raw(remote, port)
+    }
+    fn bind_virq_raw(&self, virq: xen_evtchn::Virq) -> Result<Port, xen_evtchn::Error> {
+        self.0.bind_virq_raw(virq)
+    }
+    fn unbind_raw(&self, port: Port) -> Result<(), xen_evtchn::Error> {
+        self.0.unbind_raw(port)
+    }
+    fn notify(&self, port: Port) -> Result<(), xen_evtchn::Error> {
+        self.0.notify(port)
+    }
+    fn unmask(&self, port: Port) -> Result<(), xen_evtchn::Error> {
+        self.0.unmask(port)
+    }
+    fn take_pending(&self, ports: &mut [Port]) -> Result<usize, xen_evtchn::Error> {
+        self.0.take_pending(ports)
+    }
+    fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, xen_evtchn::Error> {
+        self.0.wait_pending(ports)
+    }
+}
+
+impl xen_vchan::linux::Sleep for Borrowed<'_> {}
+
+/// Our server and client on one event-channel device that outlives them: dropping each
+/// unbinds its port (the device's drop, which would, does not come).
+fn drop_unbinds_a_borrowed_event_channel() -> Result<(), String> {
+    let path = path();
+    let gntalloc = Gntalloc::open().map_err(|e| e.to_string())?;
+    let gntdev = Gntdev::open().map_err(|e| e.to_string())?;
+    let device = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    let server = Vchan::server(
+        &gntalloc,
+        Borrowed(&device),
+        store()?,
+        DomId(0),
+        &path,
+        1024,
+        2048,
+    )
+    .map_err(|e| format!("server: {e}"))?;
+    let mut client = Vchan::client(&gntdev, Borrowed(&device), &mut store()?, DomId(0), &path)
+        .map_err(|e| format!("client: {e}"))?;
+    let ports = [server.port(), client.port()];
+    // Bytes cross (the ring has room: no wait).
+    if client.write(b"ping").map_err(|e| e.to_string())? != 4 {
+        return Err("the client could not write 4 bytes".into());
+    }
+    drop(client);
+    drop(server);
+    let bound: Vec<Port> = ports.into_iter().filter(|&p| device.is_bound(p)).collect();
+    if !bound.is_empty() {
+        return Err(format!(
+            "ports {bound:?} still bound after their channels were dropped"
+        ));
+    }
+    Ok(())
 }

@@ -27,7 +27,9 @@
 pub mod store;
 
 pub mod blk;
+pub mod blkback;
 pub mod grant;
+pub mod linux;
 
 /// The domU's data directory (a domU may write under it).
 pub const DATA: &str = "data";
@@ -125,6 +127,47 @@ pub const CONTROL_DOM0_CASES: &[&str] = &[
     "domu_ready_after_reboot",
     "control_xl_shutdown",
 ];
+
+/// The suspend cases of the lifecycle run, with a domU that advertises `feature-suspend` (x86 PV
+/// and PVH): dom0 binds the domU's port ([`EVTCHN_PORT`]) and maps its page ([`GRANT_REF`],
+/// holding [`DOMU_TEXT`]); each of dom0's events is answered at once, and each value dom0 writes
+/// at [`suspend::PING`] is copied to [`suspend::PONG`] (a watch). Then `xl save -c` (the domU
+/// carries on in place: [`suspend::SUSPENDED`] = `cancelled 1`, the same port, page and watch
+/// work), `xl save` and `xl restore` (`resumed 2`: a new port and reference are published, dom0
+/// binds and maps them, the watch and console work again, [`suspend::PATTERN`] says whether the
+/// domU's memory survived).
+pub mod suspend {
+    /// Written by dom0, watched by the domU, which copies each value to [`PONG`].
+    pub const PING: &str = "data/ping";
+    /// The domU's copy of [`PING`].
+    pub const PONG: &str = "data/pong";
+    /// The outcome of the domU's latest suspend, `cancelled <n>` or `resumed <n>`, `n` counting
+    /// its suspends.
+    pub const SUSPENDED: &str = "data/suspended";
+    /// After a resume: `intact`, or where the domU's memory pattern first differs.
+    pub const PATTERN: &str = "data/pattern";
+    /// What the domU writes on its console after each resume (dom0 looks for it in the log).
+    pub const CONSOLE_MARK: &str = "control: resumed, console reconnected";
+
+    /// On the domU's command line beside [`CONTROL_CMDLINE`](crate::exchange::CONTROL_CMDLINE):
+    /// the domU does not advertise `feature-suspend`, though it could suspend (the run where
+    /// xl's suspend request is refused).
+    pub const NO_SUSPEND_CMDLINE: &str = "xentest=no-suspend";
+
+    /// dom0's suspend cases, after `control_features_advertised`.
+    pub const DOM0_CASES: &[&str] = &[
+        "suspend_exchange_before",
+        "suspend_xl_save_checkpoint",
+        "suspend_exchange_after_checkpoint",
+        "suspend_xl_save",
+        "suspend_xl_restore",
+        "suspend_exchange_after_restore",
+    ];
+
+    /// dom0's case with a domU that does not advertise `feature-suspend`: `xl save` fails and
+    /// the domU runs on.
+    pub const REFUSED_DOM0_CASES: &[&str] = &["suspend_refused"];
+}
 
 /// Written by dom0 before unpausing the domU instead of the exchange above: the event-channel
 /// soak, `<round trips> <bind/unbind cycles>`. The domU publishes [`EVTCHN_PORT`] and [`READY`],

@@ -53,14 +53,18 @@
 //!   style lines; it is what `cargo xtask testbed` calls. A cross-domain scenario
 //!   ([`scenario::CrossDomain`]) judges dom0's cases and the cases of the domU it creates, whose
 //!   console dom0 forwards ([`verdict::split_domains`]).
-//! - [`Testbed::run_dom0_program`] and [`Testbed::run_domu_kernel`] run users' own code
-//!   (`cargo xtask testbed run`), streaming its output.
+//! - A Linux-domU scenario ([`scenario::Kind::LinuxDomu`]) creates a Linux domU
+//!   ([`linux_domu`]) whose `/init` runs the test program there, against dom0's.
+//! - [`Testbed::run_dom0_program`], [`Testbed::run_domu_kernel`] and
+//!   [`Testbed::run_domu_linux_program`] run users' own code (`cargo xtask testbed run`),
+//!   streaming its output.
 //! - [`demo::demo`] is `cargo xtask demo`.
 
 #![forbid(unsafe_code)]
 
 pub mod apt;
 pub mod artifacts;
+pub mod blkback;
 pub mod c_program;
 pub mod cpio;
 pub mod demo;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use xen_testbed_protocol::{INPUT_LINE, INPUT_PROMPT, Log, exchange, parse_log};
 
 use crate::c_program;
+use crate::linux_domu;
 use crate::own_code::{self, OwnCode};
 use crate::release::{RELEASES, Release};
 use crate::verdict::{
@@ -164,9 +165,14 @@ pub enum DomuRun {
     /// The fault table ([`exchange::FAULTS_DOM0_CASES`]): the domU is destroyed under dom0's
     /// port, mapping and watch, then dom0 alone overflows an evtchn ring and restarts xenstored.
     Faults,
-    /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl reboot`, then `xl shutdown`, of a
-    /// domU that answers through `xen-guest`'s control module.
-    Control,
+    /// The lifecycle ([`exchange::CONTROL_DOM0_CASES`]): `xl save -c`, `xl save` and `xl
+    /// restore` ([`exchange::suspend`]), `xl reboot`, then `xl shutdown`, of a domU that answers
+    /// through `xen-guest`'s control module.
+    Control {
+        /// Whether the domU advertises `feature-suspend` where it can suspend (else `xl save`
+        /// must fail: [`exchange::suspend::REFUSED_DOM0_CASES`]).
+        suspend: bool,
+    },
     /// The block device ([`exchange::blk`]): dom0 serves the domU a disk through Linux's blkback.
     Block,
 }
@@ -210,9 +216,16 @@ pub enum Kind {
     CrossDomain(CrossDomain),
     /// Code built outside the workspace, run as `cargo xtask testbed run` runs it.
     OwnCode(OwnCode),
+    /// A Linux dom0 and a Linux domU (Debian's kernel, [`crate::linux_domu`]) running
+    /// `xen-dom0-tests linux-domu` against dom0's `linux-domu-peer`
+    /// ([`exchange::linux`]).
+    LinuxDomu(linux_domu::Mode),
     /// A Linux dom0 with the toolstack steers a freestanding domU through `xen-ctrl` and maps
     /// its memory (`xen-dom0-tests ctrl-domu`, cases [`CTRL_DOMU_CASES`]).
     ControlPlane(GuestKind),
+    /// A Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged disk with xen-blk's
+    /// userspace backend (`xen-dom0-tests blkback`, [`crate::blkback`]); x86_64.
+    UserspaceBlockBackend,
 }
 
 impl Kind {
@@ -222,8 +235,9 @@ impl Kind {
             Kind::LinuxDom0 { arch, .. } => arch,
             Kind::Guest(kind) => kind.arch(),
             Kind::CrossDomain(cross) => cross.domu.arch(),
-            Kind::OwnCode(_) => Arch::X86_64,
+            Kind::OwnCode(_) | Kind::LinuxDomu(_) => Arch::X86_64,
             Kind::ControlPlane(domu) => domu.arch(),
+            Kind::UserspaceBlockBackend => Arch::X86_64,
         }
     }
 
@@ -454,10 +468,17 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-pv",
-            "xl reboot and xl shutdown of a freestanding PV domU, which advertises and answers them through xen-guest (xl's log the oracle)",
+            "xl save -c, xl save, xl restore, xl reboot and xl shutdown of a freestanding PV domU in the middle of an exchange with dom0, which advertises and answers them through xen-guest (xl's log and the exchange the oracles)",
             GuestKind::Pv,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
+        ),
+        domu_run(
+            "domu-control-no-suspend-pv",
+            "xl save of a freestanding PV domU that does not advertise feature-suspend: xl asks all the same, the domU leaves the request unacknowledged, xl cancels after its 60 s and the domU runs on",
+            GuestKind::Pv,
+            DomuRun::Control { suspend: false },
+            240,
         ),
         domu_run(
             "blk-domu-pv",
@@ -468,9 +489,9 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-pvh",
-            "xl reboot and xl shutdown of a freestanding PVH domU, which reads its command line from hvm_start_info and answers through xen-guest (xl's log the oracle)",
+            "xl save -c, xl save, xl restore, xl reboot and xl shutdown of a freestanding PVH domU in the middle of an exchange with dom0; it reads its command line from hvm_start_info and answers through xen-guest (xl's log and the exchange the oracles)",
             GuestKind::Pvh,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
         ),
         domu_run(
@@ -482,9 +503,9 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         domu_run(
             "domu-control-aarch64",
-            "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle)",
+            "xl reboot and xl shutdown of a freestanding aarch64 domU, which reads its command line from the device tree and answers through xen-guest (xl's log the oracle); xl save fails (Xen cannot save an Arm domain)",
             GuestKind::Aarch64,
-            DomuRun::Control,
+            DomuRun::Control { suspend: true },
             180,
         ),
         domu_run(
@@ -494,6 +515,30 @@ pub fn scenarios() -> &'static [Scenario] {
             DomuRun::Block,
             120,
         ),
+        Scenario {
+            name: "linux-domu-pv",
+            about: "Linux dom0 creates a Linux PV domU (Debian's kernel, busybox initramfs) running xen-dom0-tests linux-domu: xen-store over /dev/xen/xenbus (own home, dom0's refused, a watch), xen-evtchn device and tokio ping-pong with dom0, a gntalloc page dom0 maps, privcmd allowed and refused",
+            kind: Kind::LinuxDomu(linux_domu::Mode::Pv),
+            timeout: Duration::from_secs(240),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
+        Scenario {
+            name: "linux-domu-pvh",
+            about: "the same with a Linux PVH domU (xl's cpuid hides RDTSCP, which Xen cannot emulate under TCG)",
+            kind: Kind::LinuxDomu(linux_domu::Mode::Pvh),
+            timeout: Duration::from_secs(240),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
+        Scenario {
+            name: "blkback-linux-pv",
+            about: "Linux dom0 serves a Linux PV domU's xen-blkfront a hot-plugged 32 MiB file with xen-blk's userspace backend: dd pattern and cmp, mke2fs, a hostile frontend in dom0 disconnected meanwhile, detach idle and during reads (ring pages and ports counted back to zero)",
+            kind: Kind::UserspaceBlockBackend,
+            timeout: Duration::from_secs(240),
+            must_fail: None,
+            dom0_vcpus: 1,
+        },
         Scenario {
             name: "ctrl-domu-pv",
             about: "Linux dom0 lists, pauses, unpauses and destroys a PV domU through xen-ctrl (xl list the oracle), maps its console page and its grant table",
@@ -632,6 +677,7 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "blk-domu-pv",
     "blk-domu-pvh",
     "blk-domu-aarch64",
+    "blkback-linux-pv",
     "ctrl-domu-pv",
     "ctrl-domu-aarch64",
     "pv64",
@@ -639,11 +685,17 @@ pub const ON_EVERY_RELEASE: &[&str] = &[
     "aarch64",
 ];
 
+/// The scenarios that run on the last release only: the Linux domU's PVH boot, so that the
+/// Linux-domU cases run once per release (PV on the first), in one boot each.
+pub const ON_LAST_RELEASE: &[&str] = &["linux-domu-pvh"];
+
 impl Scenario {
     /// The releases it runs on.
     pub fn releases(&self) -> &'static [Release] {
         if ON_EVERY_RELEASE.contains(&self.name) {
             RELEASES
+        } else if ON_LAST_RELEASE.contains(&self.name) {
+            &RELEASES[RELEASES.len() - 1..]
         } else {
             &RELEASES[..1]
         }
@@ -1022,6 +1074,16 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                     run.vcpus = scenario.dom0_vcpus;
                     testbed.dom0_job(artifacts_of(release, arch), &run)
                 }),
+            Kind::LinuxDomu(mode) => dom0_built(arch).and_then(|()| {
+                let run = linux_domu_run(
+                    testbed,
+                    artifacts_of(release, arch),
+                    &name,
+                    mode,
+                    scenario.timeout,
+                )?;
+                testbed.dom0_job(artifacts_of(release, arch), &run)
+            }),
             Kind::ControlPlane(domu) => dom0_built(arch)
                 .and_then(|()| guests.image(testbed, domu, Flavour::Domu))
                 .and_then(|kernel| {
@@ -1030,6 +1092,16 @@ pub fn run_scenarios(testbed: &Testbed, selected: &[ScenarioRun]) -> Result<Summ
                         &control_plane_run(&name, domu, &kernel, scenario.timeout),
                     )
                 }),
+            Kind::UserspaceBlockBackend => dom0_built(arch)
+                .and_then(|()| {
+                    crate::blkback::dom0_run(
+                        testbed,
+                        artifacts_of(release, arch),
+                        &name,
+                        scenario.timeout,
+                    )
+                })
+                .and_then(|run| testbed.dom0_job(artifacts_of(release, arch), &run)),
             Kind::OwnCode(code) => {
                 let built = dom0_built(arch).and_then(|()| own_code::build(testbed, code));
                 jobs.push((*run, built.map(|binary| Work::OwnCode(code, binary))));
@@ -1088,7 +1160,8 @@ pub fn cross_domain_run(
         DomuRun::Exchange => "domu",
         DomuRun::Soak { .. } => "domu-soak",
         DomuRun::Faults => "domu-faults",
-        DomuRun::Control => "domu-control",
+        DomuRun::Control { suspend: true } => "domu-control",
+        DomuRun::Control { suspend: false } => "domu-control-no-suspend",
         DomuRun::Block => "blk-domu",
     };
     let mut command = format!(
@@ -1111,7 +1184,14 @@ pub fn cross_domain_run(
         ),
         DomuRun::Faults => (cases(exchange::FAULTS_DOM0_CASES, &[]), Vec::new()),
         // dom0 judges from xl's side; the domU's console (two boots) is forwarded, not judged.
-        DomuRun::Control => (cases(exchange::CONTROL_DOM0_CASES, &[]), Vec::new()),
+        DomuRun::Control { suspend } => {
+            // x86 domUs suspend; Xen cannot save an Arm domain, and xl's save fails.
+            let suspend = match cross.domu {
+                GuestKind::Pv | GuestKind::Pvh if suspend => exchange::suspend::DOM0_CASES,
+                _ => exchange::suspend::REFUSED_DOM0_CASES,
+            };
+            (cases(exchange::CONTROL_DOM0_CASES, suspend), Vec::new())
+        }
         DomuRun::Block => (
             cases(exchange::blk::DOM0_CASES, &[]),
             cases(exchange::blk::DOMU_CASES, &[]),
@@ -1119,7 +1199,7 @@ pub fn cross_domain_run(
     };
     let setup = match cross.run {
         DomuRun::Block => Setup::BlockBackend,
-        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults | DomuRun::Control => {
+        DomuRun::Exchange | DomuRun::Soak { .. } | DomuRun::Faults | DomuRun::Control { .. } => {
             Setup::Toolstack
         }
     };
@@ -1144,9 +1224,65 @@ pub fn cross_domain_run(
         expected_dones: 1,
         timeout,
         vcpus: 1,
-        dom0_memory_mib: None,
+        // `xl save` writes the domU's memory to dom0's /tmp (its RAM).
+        dom0_memory_mib: (cross.run == DomuRun::Control { suspend: true }
+            && cross.domu.arch() == Arch::X86_64)
+            .then_some(384),
         domus,
     }
+}
+
+/// The domU of a [`Kind::LinuxDomu`] scenario (xl's name).
+pub fn linux_domu_name(mode: linux_domu::Mode) -> String {
+    format!("linux-domu-{}", mode.xl_type())
+}
+
+/// The dom0 run of a [`Kind::LinuxDomu`] scenario: the toolstack, the Linux domU's kernel and
+/// an initramfs whose `/init` runs `xen-dom0-tests linux-domu` (then announces its poweroff),
+/// and `xen-dom0-tests linux-domu-peer` creating it; both sides' cases from
+/// [`exchange::linux`]. `xen-dom0-tests` must be built for x86_64.
+pub fn linux_domu_run(
+    testbed: &Testbed,
+    artifacts: &crate::artifacts::Artifacts,
+    name: &str,
+    mode: linux_domu::Mode,
+    timeout: Duration,
+) -> Result<Dom0Run> {
+    let domu = linux_domu_name(mode);
+    let built = linux_domu::build_with_programs(
+        artifacts,
+        &testbed.work_dir(),
+        name,
+        &[(
+            DOM0_TESTS.into(),
+            testbed.static_binary(Arch::X86_64, DOM0_TESTS),
+        )],
+        &format!(
+            "{DOM0_TESTS} linux-domu\necho '{}SHUTDOWN poweroff'",
+            xen_testbed_protocol::MARKER
+        ),
+    )?;
+    Ok(Dom0Run {
+        name: name.into(),
+        arch: Arch::X86_64,
+        binaries: Vec::new(),
+        files: built.files_in_dom0(&domu),
+        preamble: Setup::Toolstack.preamble(),
+        commands: vec![format!(
+            "{DOM0_TESTS} linux-domu-peer {}",
+            linux_domu::domu_options(&domu, mode)
+        )],
+        expected_cases: cases(exchange::linux::DOM0_CASES, &[]),
+        expected_dones: 1,
+        timeout,
+        vcpus: 1,
+        dom0_memory_mib: Some(linux_domu::DOM0_MEMORY_MIB),
+        domus: vec![DomuExpectation {
+            name: domu,
+            label: "domu".into(),
+            cases: cases(exchange::linux::DOMU_CASES, &[]),
+        }],
+    })
 }
 
 /// The cases of `xen-dom0-tests ctrl-domu` (tests/dom0/src/ctrl.rs, `DOMU_CASES`), in order.
@@ -1444,6 +1580,20 @@ mod tests {
         }
         let unique: BTreeSet<&String> = all.iter().collect();
         assert_eq!(unique.len(), all.len());
+    }
+
+    #[test]
+    fn each_release_runs_the_linux_domu_cases_once() {
+        let all = names(&Options::default());
+        for release in RELEASES {
+            let linux_domus = all
+                .iter()
+                .filter(|n| {
+                    n.starts_with("linux-domu-") && n.ends_with(&format!("@{}", release.xen))
+                })
+                .count();
+            assert_eq!(linux_domus, 1, "{}", release.xen);
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Debian's Xen toolstack for a Linux dom0: `xl`, the C `xenstored`, `xenconsoled`, `xen-init-dom0`,
-//! the `xenstore-*` tools, and the shared libraries they load.
+//! `libxl-save-helper`, the `xenstore-*` tools, and the shared libraries they load.
 //!
 //! The packages are downloaded in one batched `apt-get download`, pinned to the versions `apt-cache`
 //! reports, and unpacked into the cache. Which files dom0 gets is computed from the programs'
@@ -48,6 +48,8 @@ pub const PROGRAMS: &[&str] = &[
     "{bin}/xenstored",
     "{bin}/xenconsoled",
     "{bin}/xen-init-dom0",
+    // Run by libxl for `xl save` and `xl restore` (without it: "cannot execute").
+    "{bin}/libxl-save-helper",
     "usr/bin/xenstore",
 ];
 

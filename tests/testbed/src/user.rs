@@ -10,7 +10,7 @@ use xen_testbed_protocol::{Event, clean_line};
 
 use crate::initramfs::{Preamble, shell_quote};
 use crate::scenario::DOM0_TESTS;
-use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, elf};
+use crate::{Arch, Dom0Run, Error, Outcome, Result, Testbed, elf, linux_domu};
 
 /// What dom0 prints after the user's program: `XENTEST OUT exit-status <status>`.
 const EXIT_STATUS: &str = "exit-status";
@@ -93,35 +93,8 @@ impl Testbed {
         timeout: Duration,
         print: &mut dyn FnMut(&str),
     ) -> Result<(Outcome, Option<i32>)> {
-        let bytes = std::fs::read(binary).map_err(|e| Error::io(binary, e))?;
-        let arch = elf::arch(&bytes).ok_or_else(|| {
-            Error::new(format!(
-                "{}: not an x86_64 or aarch64 ELF64 executable",
-                binary.display()
-            ))
-        })?;
-        if let Some(interpreter) = elf::dynamic(&bytes).and_then(|d| d.interpreter) {
-            return Err(Error::new(format!(
-                "{} is dynamically linked (it asks for {interpreter}); dom0 has no C library for it: build it static (RUSTFLAGS='-C target-feature=+crt-static' cargo build --target {})",
-                binary.display(),
-                arch.linux_target()
-            )));
-        }
-        let name = binary
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| {
-                !n.is_empty()
-                    && n.bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b'\'' && b != b'/')
-            })
-            .ok_or_else(|| Error::new(format!("{}: unusable file name", binary.display())))?
-            .to_string();
-        let mut command = shell_quote(&name);
-        for arg in args {
-            command.push(' ');
-            command.push_str(&shell_quote(arg));
-        }
+        let (arch, name) = static_program(binary)?;
+        let command = command_line(&name, args);
         let command = format!(
             "{command}; status=$?; echo \"XENTEST OUT {EXIT_STATUS} $status\"; exit $status"
         );
@@ -197,20 +170,81 @@ impl Testbed {
                 print(console);
             }
         })?;
-        let end = outcome
-            .log
-            .events
-            .iter()
-            .find_map(|event| match event {
-                Event::Out(text) => {
-                    let rest = text.strip_prefix(exchange::DOMU_EXIT)?.trim();
-                    let (name, how) = rest.split_once(' ')?;
-                    (name == USER_DOMU).then(|| DomuEnd::from_report(how.trim()))
-                }
-                _ => None,
-            })
-            .unwrap_or(DomuEnd::NotRun);
+        let end = domu_end(&outcome);
         Ok((outcome, end))
+    }
+
+    /// Boots the x86_64 Linux dom0 with the toolstack up, creates a Linux domU (Debian's kernel
+    /// of the release, [`linux_domu`], PV or PVH) whose `/init` runs the static program `binary
+    /// args...`, and hands each line the program prints on the domU's console to `print` until
+    /// the domU is gone or `domu_timeout` passed. Returns the outcome, how the domU ended and
+    /// the program's exit status (`None`: it never finished).
+    pub fn run_domu_linux_program(
+        &self,
+        binary: &Path,
+        args: &[String],
+        mode: linux_domu::Mode,
+        domu_timeout: Duration,
+        print: &mut dyn FnMut(&str),
+    ) -> Result<(Outcome, DomuEnd, Option<i32>)> {
+        let (arch, name) = static_program(binary)?;
+        if arch != Arch::X86_64 {
+            return Err(Error::new(format!(
+                "{}: a Linux domU runs x86_64 programs",
+                binary.display()
+            )));
+        }
+        let artifacts = self.fetch(arch)?;
+        let run_name = unique_run_name("run-linux-domu", arch);
+        let domu_ramdisk = format!("{run_name}-domu");
+        let domu = linux_domu::build_with_programs(
+            &artifacts,
+            &self.work_dir(),
+            &domu_ramdisk,
+            &[(name.clone(), binary.to_path_buf())],
+            &format!(
+                "{}; echo \"XENTEST OUT {EXIT_STATUS} $?\"",
+                command_line(&name, args)
+            ),
+        )?;
+        let run = Dom0Run {
+            name: run_name,
+            arch,
+            binaries: Vec::new(),
+            files: domu.files_in_dom0(USER_DOMU),
+            preamble: Preamble::Toolstack { fault: None },
+            commands: vec![format!(
+                "{DOM0_TESTS} run-domu {} --timeout {}",
+                linux_domu::domu_options(USER_DOMU, mode),
+                domu_timeout.as_secs()
+            )],
+            expected_cases: Vec::new(),
+            expected_dones: 0,
+            timeout: QEMU_TIMEOUT.max(domu_timeout + BOOT_ALLOWANCE),
+            vcpus: 1,
+            dom0_memory_mib: Some(linux_domu::DOM0_MEMORY_MIB),
+            domus: Vec::new(),
+        };
+        let outcome = self.boot_streaming(&run, &mut |line| {
+            if let Some((USER_DOMU, console)) = split_forwarded(line)
+                && !console.contains(&format!("XENTEST OUT {EXIT_STATUS} "))
+                && !is_system_line(console)
+            {
+                print(console);
+            }
+        });
+        let _ = std::fs::remove_file(self.initramfs_path(&domu_ramdisk));
+        let outcome = outcome?;
+        let end = domu_end(&outcome);
+        let status = outcome
+            .domus
+            .iter()
+            .find(|(n, _)| n == USER_DOMU)
+            .and_then(|(_, log)| {
+                log.outputs()
+                    .find_map(|text| text.strip_prefix(EXIT_STATUS)?.trim().parse::<i32>().ok())
+            });
+        Ok((outcome, end, status))
     }
 
     /// Builds the exit helper, boots `run` and streams its cleaned serial lines to `on_line`;
@@ -223,6 +257,62 @@ impl Testbed {
         let _ = std::fs::remove_file(self.initramfs_path(&run.name));
         outcome
     }
+}
+
+/// The architecture and file name of a user's static program, or why it cannot run.
+fn static_program(binary: &Path) -> Result<(Arch, String)> {
+    let bytes = std::fs::read(binary).map_err(|e| Error::io(binary, e))?;
+    let arch = elf::arch(&bytes).ok_or_else(|| {
+        Error::new(format!(
+            "{}: not an x86_64 or aarch64 ELF64 executable",
+            binary.display()
+        ))
+    })?;
+    if let Some(interpreter) = elf::dynamic(&bytes).and_then(|d| d.interpreter) {
+        return Err(Error::new(format!(
+            "{} is dynamically linked (it asks for {interpreter}); Xen's test domains have no C library for it: build it static (RUSTFLAGS='-C target-feature=+crt-static' cargo build --target {})",
+            binary.display(),
+            arch.linux_target()
+        )));
+    }
+    let name = binary
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'\'' && b != b'/')
+        })
+        .ok_or_else(|| Error::new(format!("{}: unusable file name", binary.display())))?
+        .to_string();
+    Ok((arch, name))
+}
+
+/// The shell line that runs program `name` (on `PATH`) with `args`.
+fn command_line(name: &str, args: &[String]) -> String {
+    let mut command = shell_quote(name);
+    for arg in args {
+        command.push(' ');
+        command.push_str(&shell_quote(arg));
+    }
+    command
+}
+
+/// How the user's domU ended, from dom0's `XENTEST OUT domu-exit <name> <how>` line.
+fn domu_end(outcome: &Outcome) -> DomuEnd {
+    outcome
+        .log
+        .events
+        .iter()
+        .find_map(|event| match event {
+            Event::Out(text) => {
+                let rest = text.strip_prefix(exchange::DOMU_EXIT)?.trim();
+                let (name, how) = rest.split_once(' ')?;
+                (name == USER_DOMU).then(|| DomuEnd::from_report(how.trim()))
+            }
+            _ => None,
+        })
+        .unwrap_or(DomuEnd::NotRun)
 }
 
 /// The architecture of a domU kernel: an x86_64 ELF, or an arm64 Image (magic at 0x38).

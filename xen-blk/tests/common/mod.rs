@@ -8,9 +8,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::task::{Context, Poll, Waker};
 use xen_blk::abi::{self, Request, Response, RingRequest};
 use xen_bus::{Device, DevicePage, XenbusState};
-use xen_evtchn::{DomId, EventChannel, Port, Virq};
+
+use xen_evtchn::{AsyncEventChannel, DomId, EventChannel, Port, Virq};
 use xen_grant::{GrantPage, GrantRef, GrantTable, MapSlot, MappedGrant};
 use xen_hypercall::mock::MockXen;
 use xen_hypercall::prelude::*;
@@ -94,6 +96,41 @@ pub(crate) struct Events {
     pub(crate) allocated: AtomicU32,
     pub(crate) notified: AtomicUsize,
     pub(crate) closed: Mutex<Vec<Port>>,
+    /// The backend's notification of the frontend's port: pending until a poll of the port
+    /// takes it, and the waker of the task waiting for it.
+    pub(crate) delivery: Mutex<(bool, Option<Waker>)>,
+    /// The backend's notifications.
+    pub(crate) signalled: AtomicUsize,
+}
+
+impl Events {
+    /// The backend notifies the port: it stays pending and the waiting task is woken (as an
+    /// event channel's upcall does).
+    pub(crate) fn signal(&self) {
+        self.signalled.fetch_add(1, Ordering::Relaxed);
+        let mut delivery = self.delivery.lock().unwrap();
+        delivery.0 = true;
+        if let Some(waker) = delivery.1.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl AsyncEventChannel for Events {
+    fn poll_port(&self, _: Port, cx: &mut Context<'_>) -> Poll<Result<(), xen_evtchn::Error>> {
+        let mut delivery = self.delivery.lock().unwrap();
+        if std::mem::take(&mut delivery.0) {
+            return Poll::Ready(Ok(()));
+        }
+        delivery.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+    fn poll_any(&self, _: &mut Context<'_>) -> Poll<Result<Port, xen_evtchn::Error>> {
+        unimplemented!()
+    }
+    fn forget_port(&self, _: Port) {
+        self.delivery.lock().unwrap().1 = None;
+    }
 }
 
 impl EventChannel for Events {
@@ -349,13 +386,16 @@ impl Env {
                 ring.start_response(&rsp).unwrap();
                 let random_prod = matches!(d.mode, Mode::Random(_)) && rng.below(16) == 0;
                 if random_prod || matches!(d.mode, Mode::OverflowRspProd(n) if n == count) {
-                    ring.push_responses().unwrap();
+                    if ring.push_responses().unwrap() {
+                        self.events.signal();
+                    }
                     let mem = ring.memory();
                     let prod = mem.atomic::<AtomicU32>(8).unwrap();
                     let by = if random_prod { rng.next() as u32 } else { 5 };
                     prod.fetch_add(by, Ordering::Release);
-                } else {
-                    ring.push_responses().unwrap();
+                } else if ring.push_responses().unwrap() {
+                    // `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: only when the frontend asked.
+                    self.events.signal();
                 }
                 count += 1;
             }

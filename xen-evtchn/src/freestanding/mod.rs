@@ -71,6 +71,28 @@ where
         &self.hypercall
     }
 
+    /// Starts over after this domain was resumed in a new domain
+    /// (`SCHEDOP_shutdown(suspend)` answered "resumed": `xl restore`, a
+    /// migration), with `shared`, its shared info page mapped again.
+    ///
+    /// The new domain has none of the old one's ports: every port this handle
+    /// bound or adopted is forgotten (not closed: its number may already be
+    /// another channel's, such as the new xenstore or console port), so bind
+    /// them again (the peer rebinds its end to the new numbers) and adopt the
+    /// new xenstore and console ports. `&mut self` proves that no
+    /// [`BoundPort`](crate::BoundPort) or [`WaitPort`](crate::WaitPort) of the
+    /// old ports is alive. After a suspend that was cancelled (a checkpoint)
+    /// the domain, its shared info page and its ports are unchanged: do not
+    /// call this.
+    pub fn resume(&mut self, shared: SharedInfo) {
+        self.shared = shared;
+        for word in &self.owned {
+            word.store(0, Ordering::Release);
+        }
+        self.waiters = Waiters::new();
+        self.any = AtomicWaker::new();
+    }
+
     /// `port`'s bit, if this handle bound it.
     fn owned_bit(&self, port: Port) -> Result<Bit, Error> {
         let bit = Bit::of(port)?;

@@ -225,6 +225,14 @@ impl<'s> CopyBatch<'s> {
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
     }
+
+    /// Each segment's status after [`Gntdev::copy_batch`]: Xen tries every segment of a
+    /// batch, so one refused grant leaves the others copied, and this tells which. The kernel
+    /// writes a segment's status only when it fails (`gntdev_copy`), so a status is the first
+    /// failure since the batch was made, `GNTST_okay` (0) if none.
+    pub fn statuses(&self) -> impl ExactSizeIterator<Item = GrantStatus> + '_ {
+        self.raw.iter().map(|s| GrantStatus(s.status))
+    }
 }
 
 impl AsFd for Gntdev {

@@ -1,15 +1,16 @@
 //! The byte ring against a hostile peer driven by the fuzzer's input (the same peer and checks
 //! as the property tests, `tests/support/hostile.rs`): per operation each index is read at most
 //! once, the result agrees with the values read, impossible indices are a typed error, only the
-//! operation's own index is stored, and no access leaves the data array.
+//! operation's own index is stored, and no access leaves the data array. A first byte
+//! with bit 2 set runs the cursors instead (one peer index per look, no regression accepted).
 #![no_main]
 
 #[path = "../../tests/support/hostile.rs"]
 mod hostile;
 
-use hostile::{Chaos, Hostile, step};
+use hostile::{Chaos, Cursors, Hostile, cursor_step, step};
 use libfuzzer_sys::fuzz_target;
-use xen_shared::{Consumer, Producer, RingLayout, SharedPage};
+use xen_shared::{Consumer, ConsumerCursor, Producer, ProducerCursor, RingLayout, SharedPage};
 
 /// The fuzzer's input as the peer's decisions (zeros once it runs out).
 struct Script<'a>(&'a [u8]);
@@ -36,9 +37,27 @@ fuzz_target!(|input: &[u8]| {
     let page = SharedPage::new();
     let layout = LAYOUTS[usize::from(first % 4)];
     let peer = Hostile::new(page.mem(), layout, Script(script));
+    let mut buf = vec![0u8; 2 * layout.size as usize];
+    if first & 4 != 0 {
+        // Cursors, from zeroed indices, until one refuses the peer's index.
+        let mem = page.mem();
+        let mut cursors = Cursors {
+            tx: ProducerCursor::new(&mem, layout).unwrap(),
+            rx: ConsumerCursor::new(&mem, layout).unwrap(),
+            prod: 0,
+            cons: 0,
+        };
+        while !peer.chaos.borrow().0.is_empty() {
+            let op = peer.chaos.borrow_mut().byte();
+            let len = (usize::from(peer.chaos.borrow_mut().byte()) << 4) % buf.len();
+            if cursor_step(&peer, &mut cursors, op, len, &mut buf).is_none() {
+                return;
+            }
+        }
+        return;
+    }
     let mut tx = Producer::new(&peer, layout).unwrap();
     let mut rx = Consumer::new(&peer, layout).unwrap();
-    let mut buf = vec![0u8; 2 * layout.size as usize];
     while !peer.chaos.borrow().0.is_empty() {
         let op = peer.chaos.borrow_mut().byte();
         let len = (usize::from(peer.chaos.borrow_mut().byte()) << 4) % buf.len();

@@ -7,7 +7,10 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use xen_shared::{AccessError, Consumer, Producer, RingError, RingLayout, RingMemory, SharedMem};
+use xen_shared::{
+    AccessError, Consumer, ConsumerCursor, Producer, ProducerCursor, RingError, RingLayout,
+    RingMemory, SharedMem,
+};
 
 /// Where the peer's decisions come from.
 pub(crate) trait Chaos {
@@ -185,6 +188,103 @@ pub(crate) fn step<S: Chaos>(
             } else {
                 Outcome::Moved
             }
+        }
+    }
+}
+
+/// A producer and a consumer cursor on the hostile peer's ring, and their own indices as the
+/// test tracks them (the cursors keep theirs private).
+pub(crate) struct Cursors {
+    pub(crate) tx: ProducerCursor,
+    pub(crate) rx: ConsumerCursor,
+    pub(crate) prod: u32,
+    pub(crate) cons: u32,
+}
+
+/// Runs cursor operation `op % 4` (producer look, write, consumer look, read) for up to `len`
+/// bytes of `buf` and checks it: a look reads the peer's index once and no other, and accepts
+/// it only if the count it gives is possible and moved the allowed way (bytes unconsumed only
+/// shrink, bytes ready only grow); a write or read reads no index, moves what the last look
+/// found, and stores its own index advanced by exactly the count. `None` once a cursor
+/// refused the peer's index (the channel is over).
+pub(crate) fn cursor_step<S: Chaos>(
+    peer: &Hostile<'_, S>,
+    c: &mut Cursors,
+    op: u8,
+    len: usize,
+    buf: &mut [u8],
+) -> Option<Outcome> {
+    peer.loads.set([0, 0]);
+    peer.seen.set([None, None]);
+    peer.stored.set(None);
+    let size = peer.layout.size;
+    match op % 4 {
+        look @ (0 | 2) => {
+            let producer = look == 0;
+            let then = if producer {
+                c.tx.unconsumed()
+            } else {
+                c.rx.ready()
+            };
+            let result = if producer {
+                c.tx.look(peer)
+            } else {
+                c.rx.look(peer)
+            };
+            let [cons, prod] = peer.seen.get();
+            assert_eq!(peer.stored.get(), None);
+            // The peer's index only: the producer's look reads cons, the consumer's prod.
+            let now = if producer {
+                assert_eq!(prod, None, "the producer's look reads only cons");
+                c.prod.wrapping_sub(cons.expect("cons read"))
+            } else {
+                assert_eq!(cons, None, "the consumer's look reads only prod");
+                prod.expect("prod read").wrapping_sub(c.cons)
+            };
+            let allowed = |now: u32| if producer { now <= then } else { now >= then };
+            match result {
+                Err(RingError::Corrupt { size: s, .. }) => {
+                    assert_eq!(s, size);
+                    assert!(now > size);
+                    None
+                }
+                Err(RingError::Backwards { then: t, now: n }) => {
+                    assert_eq!((t, n), (then, now));
+                    assert!(now <= size && !allowed(now));
+                    None
+                }
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(n) => {
+                    assert_eq!(n, now);
+                    assert!(now <= size && allowed(now));
+                    Some(Outcome::Nothing)
+                }
+            }
+        }
+        op => {
+            let producer = op == 1;
+            let room = if producer { c.tx.free() } else { c.rx.ready() };
+            let result = if producer {
+                c.tx.write(peer, &buf[..len])
+            } else {
+                c.rx.read(peer, &mut buf[..len])
+            };
+            assert_eq!(peer.seen.get(), [None, None], "a copy reads no index");
+            let n = result.expect("a copy of what the last look found cannot fail");
+            let (index, own) = if producer {
+                (peer.layout.prod, &mut c.prod)
+            } else {
+                (peer.layout.cons, &mut c.cons)
+            };
+            assert_eq!(n, len.min(room as usize));
+            let expected = (n > 0).then(|| (index, own.wrapping_add(n as u32)));
+            assert_eq!(peer.stored.get(), expected);
+            *own = own.wrapping_add(n as u32);
+            Some(if n == 0 {
+                Outcome::Nothing
+            } else {
+                Outcome::Moved
+            })
         }
     }
 }

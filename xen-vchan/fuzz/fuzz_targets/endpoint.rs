@@ -54,8 +54,8 @@ fuzz_target!(|input: &[u8]| {
     let (left_pages, right_pages) = (words(orders.left), words(orders.right));
     let mem = Shared {
         page: page.mem(),
-        left: SharedMem::from_words(&left_pages),
-        right: SharedMem::from_words(&right_pages),
+        left: SharedMem::from_words(&left_pages).into(),
+        right: SharedMem::from_words(&right_pages).into(),
     };
     let grants = [7u32; 4];
     let mut server = Endpoint::init_server(

@@ -40,7 +40,7 @@ pub use xen_grant::linux::{Gntalloc, Gntdev};
 pub type StoreClient = xen_store::Client<xen_store::unix::Local>;
 
 use crate::layout::{CLI_LIVE, SRV_LIVE};
-use crate::{Endpoint, Orders, PeerState, Shared, Step};
+use crate::{Endpoint, Orders, PeerState, RingPages, Shared, Step};
 
 /// A failed vchan operation on Linux.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +106,18 @@ enum Pages<'d> {
         left: Option<Mapping<'d>>,
         right: Option<Mapping<'d>>,
     },
+    /// Unshared or unmapped (the channel is being dropped).
+    Gone,
 }
 
-/// A writable mapping's view (every mapping here is writable).
+/// A writable mapping's view (the page and the client's write ring are mapped writable).
 fn mapped<'a>(mapping: &'a Mapping<'_>) -> SharedMem<'a> {
     mapping.mem().unwrap_or(SharedMem::from_words(&[]))
+}
+
+/// A ring's writable view, or an empty one for a ring in the page.
+fn writable(mem: Option<SharedMem<'_>>) -> RingPages<'_> {
+    mem.unwrap_or(SharedMem::from_words(&[])).into()
 }
 
 impl Pages<'_> {
@@ -119,14 +126,17 @@ impl Pages<'_> {
         match self {
             Self::Server { page, left, right } => Shared {
                 page: page.mem(),
-                left: left.as_ref().map_or(empty, Share::mem),
-                right: right.as_ref().map_or(empty, Share::mem),
+                left: writable(left.as_ref().map(Share::mem)),
+                right: writable(right.as_ref().map(Share::mem)),
             },
             Self::Client { page, left, right } => Shared {
                 page: mapped(page),
-                left: left.as_ref().map_or(empty, mapped),
-                right: right.as_ref().map_or(empty, mapped),
+                left: writable(left.as_ref().map(mapped)),
+                right: right
+                    .as_ref()
+                    .map_or(RingPages::from(empty), |m| m.read_only().into()),
             },
+            Self::Gone => Shared::in_page(empty),
         }
     }
 }
@@ -134,7 +144,9 @@ impl Pages<'_> {
 /// One end of a vchan on Linux, over the event channel `E`: blocking `std::io::Read` and
 /// `Write`, and with `tokio-1` over a `TokioEventChannel`, `AsyncRead` and `AsyncWrite`.
 ///
-/// Dropping it closes the channel as [`close`](Self::close) does, ignoring errors.
+/// Dropping it closes the channel as [`close`](Self::close) does, ignoring errors (the server's
+/// xenstore removal blocks), unshares or unmaps the pages, and unbinds the port: the event
+/// channel `E` may outlive the channel, so its own drop is not relied on.
 pub struct Vchan<'d, E: EventChannel> {
     endpoint: Endpoint,
     /// Declared before `evtchn`: when the pages go, Linux signals the port (unmap notify),
@@ -315,15 +327,18 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
         let mut grants = vec![0u32; orders.grant_count()];
         Endpoint::peer_grants(mapped(&page), orders, &mut grants)?;
         let (left_grants, right_grants) = grants.split_at(orders.left.pages());
-        let ring = |grants: &[u32]| -> Result<Option<Mapping<'d>>, Error> {
+        let ring = |grants: &[u32], readonly| -> Result<Option<Mapping<'d>>, Error> {
             if grants.is_empty() {
                 return Ok(None);
             }
             let refs: Vec<GrantRef> = grants.iter().map(|&g| GrantRef(g)).collect();
-            Ok(Some(gntdev.map(server, &refs, false)?))
+            Ok(Some(gntdev.map(server, &refs, readonly)?))
         };
-        let left = ring(left_grants)?;
-        let right = ring(right_grants)?;
+        // The ring this end writes, writable; the one it reads, read-only, as libxenvchan's
+        // client maps them (gntdev maps a grant read-only when its first mmap is not
+        // PROT_WRITE: Xen then refuses any writable mapping of those pages by this process).
+        let left = ring(left_grants, false)?;
+        let right = ring(right_grants, true)?;
         let endpoint = Endpoint::connect_client(mapped(&page), orders)?;
         Ok((Pages::Client { page, left, right }, endpoint))
     }
@@ -500,6 +515,10 @@ impl<E: Sleep> Vchan<'_, E> {
 impl<E: EventChannel> Drop for Vchan<'_, E> {
     fn drop(&mut self) {
         let _ = self.shut();
+        // The pages first: when they go, Linux signals the port (the unmap notify, which holds
+        // its own reference to the port, so the unbind below cannot close it before).
+        drop(core::mem::replace(&mut self.pages, Pages::Gone));
+        let _ = self.evtchn.unbind_raw(self.port);
     }
 }
 

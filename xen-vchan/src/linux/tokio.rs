@@ -7,13 +7,17 @@
 //! channel's one port, which has one waker slot in the event channel. So each side leaves its
 //! waker here, and the port's waker is [`Wakers`], which wakes both. A side whose
 //! `poll_port` consumes the delivery wakes the other: each then looks at its ring again
-//! (the consumer at once), which is all an event means. Before waiting, a side has asked the peer for the event
-//! (`Endpoint`'s request bits) and looked again; a delivery that comes after that look is
-//! recorded by the event channel until a `poll_port` consumes it, so none is missed.
+//! (the consumer at once), which is all an event means. Before waiting, a side has asked the
+//! peer for the event (`Endpoint`'s request bits) and looked again; a delivery that comes after
+//! that look is recorded by the event channel until a `poll_port` consumes it, so none is
+//! missed. The two sides' polls never overlap (each needs `&mut Vchan`, so `tokio::io::split`
+//! locks around each), which is what makes a side's look and its registration one step.
+//! The loom models (`loom_models`) check this logic against a port that coalesces deliveries
+//! and keeps one waker.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,6 +26,7 @@ use xen_evtchn::tokio::TokioEventChannel;
 
 use super::{Error, Vchan};
 use crate::Step;
+use crate::sync::{Mutex, MutexGuard};
 
 /// The waiting reader's and writer's wakers; woken together by the port.
 #[derive(Debug, Default)]
@@ -37,7 +42,7 @@ enum Side {
 }
 
 impl Wakers {
-    fn slots(&self) -> std::sync::MutexGuard<'_, [Option<Waker>; 2]> {
+    fn slots(&self) -> MutexGuard<'_, [Option<Waker>; 2]> {
         // A waker swap cannot leave the slots half-changed.
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -72,22 +77,48 @@ impl Wake for Wakers {
     }
 }
 
-impl Vchan<'_, TokioEventChannel> {
-    /// Waits for the port's next delivery on behalf of `side`: `Ready` once one was consumed
-    /// (the other side is woken), `Pending` with `cx` registered.
-    fn poll_event(&self, side: Side, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.wakers.slots()[side as usize] = Some(cx.waker().clone());
-        let both = Waker::from(self.wakers.clone());
-        match self
-            .evtchn
-            .poll_port(self.port, &mut Context::from_waker(&both))
-        {
-            Poll::Ready(result) => {
-                self.wakers.consumed_by(side);
-                Poll::Ready(result.map_err(Error::from))
-            }
-            Poll::Pending => Poll::Pending,
+/// Waits for the port's next delivery on behalf of `side`, `poll_port` polling the port with
+/// the waker it is given: `Ready` once a delivery was consumed (the other side is woken),
+/// `Pending` with `cx` registered in `side`'s slot and the port holding the waker of both.
+fn poll_delivery<R>(
+    wakers: &Arc<Wakers>,
+    side: Side,
+    cx: &mut Context<'_>,
+    poll_port: impl FnOnce(&mut Context<'_>) -> Poll<R>,
+) -> Poll<R> {
+    wakers.slots()[side as usize] = Some(cx.waker().clone());
+    let both = Waker::from(Arc::clone(wakers));
+    match poll_port(&mut Context::from_waker(&both)) {
+        Poll::Ready(result) => {
+            wakers.consumed_by(side);
+            Poll::Ready(result)
         }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl Vchan<'static, TokioEventChannel> {
+    /// Closes the channel as [`close`](Vchan::close) does, on tokio's blocking pool: the
+    /// server's xenstore removal is blocking I/O, which must not stall a runtime's worker
+    /// (`poll_shutdown` and dropping the channel do it where they run). Needs a runtime.
+    ///
+    /// If the runtime shuts down before the task runs, the task drops the channel, which
+    /// closes it as `Drop` does (errors ignored), and this returns `Ok`.
+    pub async fn close_async(self) -> Result<(), Error> {
+        match ::tokio::task::spawn_blocking(move || self.close()).await {
+            Ok(closed) => closed,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Vchan<'_, TokioEventChannel> {
+    /// Waits for the port's next delivery on behalf of `side` ([`poll_delivery`]).
+    fn poll_event(&self, side: Side, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        poll_delivery(&self.wakers, side, cx, |both| {
+            self.evtchn.poll_port(self.port, both).map_err(Error::from)
+        })
     }
 
     /// Runs `op` until it moves bytes or the peer is gone, or registers for the next event.
@@ -152,8 +183,12 @@ impl AsyncWrite for Vchan<'_, TokioEventChannel> {
         Poll::Ready(Ok(()))
     }
 
-    /// Closes the whole channel (vchan has no half-close): as [`Vchan::close`].
+    /// Closes the whole channel (vchan has no half-close): as [`Vchan::close`], blocking the
+    /// task for the server's xenstore removal ([`Vchan::close_async`] does not).
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(self.get_mut().shut().map_err(io::Error::from))
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_models;

@@ -46,8 +46,8 @@ impl Channel {
     pub fn shared(&self) -> Shared<'_> {
         Shared {
             page: self.page.mem(),
-            left: SharedMem::from_words(&self.left),
-            right: SharedMem::from_words(&self.right),
+            left: SharedMem::from_words(&self.left).into(),
+            right: SharedMem::from_words(&self.right).into(),
         }
     }
 

@@ -223,12 +223,17 @@ pub(crate) fn panic_console() -> Console<'static, PvHypercall> {
 /// The domU: rings from start_info, the grant table from `GNTTABOP_setup_table`.
 #[cfg(feature = "domu")]
 mod domu {
-    use xen_guest::pv::{Console, StartInfo};
-    use xen_hypercall::Error;
-    use xen_hypercall_native::PvHypercall;
-    use xen_sys::start_info;
+    use core::cell::Cell;
+    use core::ptr::NonNull;
 
-    use super::{RawMemory, backend, map_machine_frame, map_shared_info};
+    use xen_guest::pv::{Console, StartInfo, convert_ring_frames};
+    use xen_hypercall::Error;
+    use xen_hypercall::prelude::*;
+    use xen_hypercall::sched::SuspendOutcome;
+    use xen_hypercall_native::PvHypercall;
+    use xen_sys::{shared_info, start_info};
+
+    use super::{RawMemory, SHARED_INFO_SLOT, backend, map_machine_frame, map_shared_info};
     use crate::domu::{DomuError, Platform, RingPage};
     use crate::shared_info::SharedInfo;
 
@@ -238,7 +243,14 @@ mod domu {
     /// A PV domU.
     struct PvDomu {
         h: PvHypercall,
-        info: StartInfo,
+        /// The start_info page, which a restore rewrites.
+        page: *mut start_info,
+        /// Its checked copy (taken again after a restore).
+        info: Cell<StartInfo>,
+        /// The machine frame of grant table frame 0 once mapped (0 before).
+        grant_frame: Cell<u64>,
+        /// The command line, copied at boot.
+        cmdline: &'static [u8],
     }
 
     impl PvDomu {
@@ -264,10 +276,10 @@ mod domu {
         /// The machine frame of our pseudo-physical frame `pfn`, from the
         /// physical-to-machine list the domain builder left (start_info `mfn_list`).
         fn mfn_of_pfn(&self, pfn: u64) -> Result<u64, DomuError> {
-            if pfn >= self.info.nr_pages() {
+            if pfn >= self.info.get().nr_pages() {
                 return Err(DomuError::Unexpected("frame beyond the domain's pages"));
             }
-            let list = self.info.mfn_list() as *const u64;
+            let list = self.info.get().mfn_list() as *const u64;
             // SAFETY: `mfn_list` is the virtual address of `nr_pages` `unsigned long`s
             // in the initial mapping (public/xen.h, start_info), and `pfn` <
             // `nr_pages`. Only the domain itself writes it; we never do.
@@ -285,6 +297,60 @@ mod domu {
         }
     }
 
+    impl PvDomu {
+        /// Maps our own frame back under `slot`, a static page over which a frame of Xen's (shared
+        /// info, grant table) was mapped: the save refuses page tables naming frames outside the
+        /// domain's memory.
+        fn unmap_slot(&self, slot: *mut u8) -> Result<(), DomuError> {
+            let own = self.mfn_of_pfn(slot as u64 >> 12)?;
+            // SAFETY: `slot` is a page-aligned static only used through raw pointers; its own
+            // frame is this domain's.
+            Ok(unsafe { map_machine_frame(&self.h, slot, own) }?)
+        }
+
+        /// Publishes the physical-to-machine list where the save reads it (xen-guest's
+        /// `P2mPublication`: this domU keeps the domain builder's page tables).
+        fn publish_p2m(&self) -> Result<(), DomuError> {
+            let info = self.info.get();
+            let root = self.mfn_of_pfn(info.page_tables().0 >> 12)?;
+            let publication = info
+                .p2m_publication(root)
+                .ok_or(DomuError::Unexpected("the P2M list is not page-aligned"))?;
+            let shared = NonNull::new(SHARED_INFO_SLOT.as_mut_ptr().cast::<shared_info>())
+                .ok_or(DomuError::Unexpected("shared info at null"))?;
+            // SAFETY: the slot maps the shared info page (mapped before this is called), which
+            // Rust reaches only through raw pointers and `SharedInfo`'s atomics.
+            unsafe { publication.write(shared) };
+            Ok(())
+        }
+
+        /// Writes the start_info page's ring frames with `convert` (xen-guest's
+        /// `convert_ring_frames`).
+        fn convert_rings(
+            &self,
+            convert: impl Fn(&Self, u64) -> Result<u64, DomuError>,
+        ) -> Result<(), DomuError> {
+            let page = NonNull::new(self.page).ok_or(DomuError::Unexpected("no start_info"))?;
+            // SAFETY: `page` is the start_info page, mapped writable in the initial mapping;
+            // Rust holds no reference to it (`StartInfo` is a copy).
+            unsafe { convert_ring_frames(page, |frame| convert(self, frame)) }
+        }
+
+        /// What a cancelled (or failed) suspend undoes: the ring frames and Xen's mappings.
+        fn undo_suspend(&self) -> Result<(), DomuError> {
+            self.convert_rings(Self::mfn_of_pfn)?;
+            map_shared_info(&self.h, &self.info.get())?;
+            let grant_frame = self.grant_frame.get();
+            if grant_frame != 0 {
+                let slot = GRANT_TABLE_SLOT.as_mut_ptr().cast::<u8>();
+                // SAFETY: as in `map_grant_table`: the same frame, unchanged by a cancelled
+                // suspend.
+                unsafe { map_machine_frame(&self.h, slot, grant_frame) }?;
+            }
+            Ok(())
+        }
+    }
+
     impl Platform for PvDomu {
         type Hypercall = PvHypercall;
 
@@ -293,27 +359,64 @@ mod domu {
         }
 
         fn shared_info(&self) -> Result<SharedInfo, Error> {
-            map_shared_info(&self.h, &self.info)
+            let shared = map_shared_info(&self.h, &self.info.get())?;
+            // The save reads it before it asks the domain to suspend (a restore keeps the old
+            // root there): published at boot and after each resume.
+            self.publish_p2m()
+                .map_err(|_| Error::InvalidInput("the P2M list cannot be published"))?;
+            Ok(shared)
+        }
+
+        fn can_suspend(&self) -> bool {
+            true
+        }
+
+        fn suspend(&self) -> Result<SuspendOutcome, DomuError> {
+            let start_info_mfn = self.mfn_of_pfn(self.page as u64 >> 12)?;
+            self.unmap_slot(SHARED_INFO_SLOT.as_mut_ptr().cast())?;
+            self.unmap_slot(GRANT_TABLE_SLOT.as_mut_ptr().cast())?;
+            self.convert_rings(Self::pfn_of_mfn)?;
+            // SAFETY: `start_info_mfn` is the machine frame of this domain's start_info page,
+            // which Rust reaches only through `page` (raw) and reads again after a restore. The
+            // frames a restore changes are reached through the P2M list, which the restore
+            // rewrites, and the shared info and grant table slots, unmapped above and mapped
+            // again (by the caller after `Resumed`, below after a cancel) before use.
+            let outcome = unsafe { self.h.suspend(start_info_mfn) };
+            match outcome {
+                Ok(SuspendOutcome::Resumed) => {
+                    // SAFETY: as in `pv_main`: the start_info page, rewritten by the restore.
+                    let info = unsafe { StartInfo::from_ptr(self.page) }
+                        .map_err(|_| DomuError::Unexpected("start_info after the restore"))?;
+                    self.info.set(info);
+                    self.grant_frame.set(0);
+                    Ok(SuspendOutcome::Resumed)
+                }
+                other => {
+                    self.undo_suspend()?;
+                    Ok(other?)
+                }
+            }
         }
 
         fn console(&self) -> Result<RingPage, DomuError> {
-            match self.info.console() {
+            match self.info.get().console() {
                 Console::Ring(ring) => self.ring(ring),
                 Console::InitialDomain { .. } => Err(DomuError::Unexpected("no console ring")),
             }
         }
 
         fn store(&self) -> Result<RingPage, DomuError> {
-            let ring = self.info.xenstore();
+            let ring = self.info.get().xenstore();
             self.ring(ring.ok_or(DomuError::Unexpected("no xenstore ring"))?)
         }
 
         fn cmdline(&self) -> &[u8] {
-            self.info.cmdline()
+            self.cmdline
         }
 
         fn map_grant_table(&self) -> Result<*mut u8, DomuError> {
             let mfn = crate::domu::setup_table(&self.h)?;
+            self.grant_frame.set(mfn);
             let slot = GRANT_TABLE_SLOT.as_mut_ptr().cast::<u8>();
             // SAFETY: the slot is a page-aligned static only used through raw
             // pointers; frame 0 of our grant table is ours to map (setup_table).
@@ -330,10 +433,17 @@ mod domu {
 
     pub(super) extern "C" fn pv_main(info: *const start_info) -> ! {
         let h = backend();
+        let info_ptr = info;
         // SAFETY: the domain builder passes the virtual address of the start_info
         // page in rsi (public/xen.h, "start_info"), mapped by the initial page tables.
         match unsafe { StartInfo::from_ptr(info) } {
-            Ok(info) => crate::domu::run(&PvDomu { h, info }),
+            Ok(info) => crate::domu::run(&PvDomu {
+                h,
+                page: info_ptr.cast_mut(),
+                info: Cell::new(info),
+                grant_frame: Cell::new(0),
+                cmdline: alloc::vec::Vec::from(info.cmdline()).leak(),
+            }),
             // No console without it: crash, which xl reports.
             Err(_) => crate::domu::crash(h),
         }

@@ -19,16 +19,9 @@ use xen_hypercall_native::{HypercallPage, HypercallPageFrame, XenCpuid};
 use crate::cases::{self, Console, Expect, Fail, GuestReporter};
 use crate::shared_info::SharedInfo;
 
+xen_guest::pvh_elf_note!("pvh_start");
+
 global_asm!(
-    // XEN_ELFNOTE_PHYS32_ENTRY (18): the 32-bit physical entry point.
-    ".pushsection .note.Xen, \"a\", @note",
-    ".balign 4",
-    ".long 4",
-    ".long 4",
-    ".long 18",
-    ".asciz \"Xen\"",
-    ".long pvh_start",
-    ".popsection",
     ".pushsection .text.entry, \"ax\"",
     ".code32",
     ".global _start",

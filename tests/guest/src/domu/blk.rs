@@ -198,7 +198,7 @@ pub(crate) fn run<P: Platform>(
         let closed = close_on_detach(events, &table, frontend, store);
         return r.case("blk_closed_on_detach", closed.map(drop));
     }
-    let read = io.read_pass(&mut frontend, blk::DOM0_SEED, bytes);
+    let read = io.read_pass(&mut frontend, blk::DOM0_SEED, bytes, false);
     if let Ok((ns, _)) = &read {
         r.out(format_args!(
             "blk read {bytes} bytes of dom0's pattern in {READ_CHUNK}-byte reads: {}",
@@ -229,11 +229,12 @@ pub(crate) fn run<P: Platform>(
         )))
     };
     r.case("blk_flush", flush);
-    let read_back = io.read_pass(&mut frontend, blk::DOMU_SEED, bytes);
+    let read_back = io.read_pass(&mut frontend, blk::DOMU_SEED, bytes, true);
     let digest = read_back.as_ref().ok().map(|(_, digest)| *digest);
     if let Ok((ns, digest)) = &read_back {
         r.out(format_args!(
-            "blk read back {bytes} bytes of the domU's pattern, digest {digest:016x}: {}",
+            "blk read back {bytes} bytes of the domU's pattern (read_async), digest \
+             {digest:016x}: {}",
             rate(bytes, *ns)
         ));
     }
@@ -408,12 +409,15 @@ impl<H: XenHypercall<Error = Error> + Copy> Io<'_, H> {
     }
 
     /// Reads the whole disk, [`READ_CHUNK`] bytes at a time, and checks the pattern of `seed`;
-    /// returns the time taken and the digest of what it read.
+    /// returns the time taken and the digest of what it read. `awaited`: through the async API
+    /// (`read_async`, run by [`Events::block_on`](super::Events::block_on)), else the blocking
+    /// one.
     fn read_pass(
         &mut self,
         frontend: &mut Front<'_, H>,
         seed: u8,
         bytes: u64,
+        awaited: bool,
     ) -> Result<(u64, u64), Fail> {
         let mut buf = vec![0; READ_CHUNK];
         let mut digest = Digest::new();
@@ -423,9 +427,20 @@ impl<H: XenHypercall<Error = Error> + Copy> Io<'_, H> {
         while offset < bytes {
             let n = READ_CHUNK.min((bytes - offset) as usize);
             let sector = offset / blk::SECTOR_SIZE as u64;
-            frontend
-                .read(sector, &mut buf[..n], &mut || self.sleep(deadline))
-                .map_err(|e| Fail::new(format_args!("read at sector {sector}: {e}")))?;
+            let failed = |e: &dyn core::fmt::Display| {
+                Fail::new(format_args!("read at sector {sector}: {e}"))
+            };
+            if awaited {
+                let read = frontend.read_async(sector, &mut buf[..n]);
+                self.events
+                    .block_on(self.channel, deadline, "blkback", read)
+                    .map_err(|e| failed(&e))?
+                    .map_err(|e| failed(&e))?;
+            } else {
+                frontend
+                    .read(sector, &mut buf[..n], &mut || self.sleep(deadline))
+                    .map_err(|e| failed(&e))?;
+            }
             if let Some(at) = blk::first_mismatch(&buf[..n], seed, offset) {
                 fail!(
                     "byte {at} (sector {}) reads {:#04x}, the pattern has {:#04x}",

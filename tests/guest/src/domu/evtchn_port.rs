@@ -26,10 +26,15 @@ fn evtchn_error(error: xen_evtchn::Error) -> DomuError {
 impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
     /// The channel over this domain's backend and shared info page.
     pub(crate) fn channel(&self) -> Channel<H> {
+        RawEventChannel::new(self.h, self.evtchn_shared_info())
+    }
+
+    /// The shared info page as xen-evtchn takes it.
+    pub(crate) fn evtchn_shared_info(&self) -> xen_evtchn::SharedInfo {
         let page = NonNull::new(self.shared.page().cast_mut()).unwrap_or(NonNull::dangling());
         // SAFETY: the domain's shared info page, mapped for the program's life
         // and accessed only atomically (the guest's `SharedInfo` contract).
-        RawEventChannel::new(self.h, unsafe { xen_evtchn::SharedInfo::new(page) })
+        unsafe { xen_evtchn::SharedInfo::new(page) }
     }
 
     /// Allocates a port dom0 may bind to.
@@ -39,8 +44,7 @@ impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
             .map_err(evtchn_error)
     }
 
-    /// Awaits one delivery on `port`: the future is polled, and between
-    /// polls the vCPU sleeps in `SCHEDOP_poll` until an event or `deadline`.
+    /// Awaits one delivery on `port` (see [`block_on`](Self::block_on)).
     pub(crate) fn await_event(
         &self,
         channel: &Channel<H>,
@@ -48,11 +52,25 @@ impl<H: XenHypercall<Error = Error> + Copy> Events<H> {
         deadline: u64,
         what: &'static str,
     ) -> Result<(), DomuError> {
+        self.block_on(channel, deadline, what, channel.wait_port(port))?
+            .map_err(evtchn_error)
+    }
+
+    /// Runs `future`, one that waits only on `channel`'s ports: it is polled, and between
+    /// polls the vCPU sleeps in `SCHEDOP_poll` until an event or `deadline` (each poll of a
+    /// port looks at its pending bit, so no waker is needed).
+    pub(crate) fn block_on<F: Future>(
+        &self,
+        channel: &Channel<H>,
+        deadline: u64,
+        what: &'static str,
+        future: F,
+    ) -> Result<F::Output, DomuError> {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut wait = pin!(channel.wait_port(port));
+        let mut future = pin!(future);
         loop {
-            if let Poll::Ready(result) = wait.as_mut().poll(&mut cx) {
-                return result.map_err(evtchn_error);
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return Ok(output);
             }
             if self.now() >= deadline {
                 return Err(DomuError::TimedOut(what));

@@ -39,7 +39,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use xen_evtchn::EventChannel;
 use xen_hypercall::Error;
 use xen_hypercall::prelude::*;
-use xen_hypercall::sched::Deadline;
+use xen_hypercall::sched::{Deadline, SuspendOutcome};
 use xen_testbed_protocol::exchange::{
     self, DOM0_TEXT, DOM0_TEXT_OFFSET, DOMU_TEXT, SELFTEST_CRASH, SELFTEST_HANG, SELFTEST_SILENT,
 };
@@ -149,6 +149,16 @@ pub(crate) trait Platform {
     /// The frame number a grant entry names for `page`, a page of ours (PV: its
     /// machine frame; PVH and Arm: its guest frame).
     fn frame_of(&self, page: *const u8) -> Result<u32, DomuError>;
+    /// Whether [`suspend`](Self::suspend) works here.
+    fn can_suspend(&self) -> bool {
+        false
+    }
+    /// Prepares what the toolstack's save needs, then `SCHEDOP_shutdown(suspend)`; returns
+    /// once the domain runs again. After `Resumed`, the shared info page, the grant table and
+    /// the rings must be found and mapped again (the methods above) before they are used.
+    fn suspend(&self) -> Result<SuspendOutcome, DomuError> {
+        Err(DomuError::Unexpected("this platform cannot suspend"))
+    }
 }
 
 /// The hypercall backend with the shared info page: waiting for events.
@@ -229,7 +239,7 @@ pub(crate) fn run<P: Platform>(platform: &P) -> ! {
     let mut reporter = Reporter::new(RingConsole(events));
     if control::requested(platform.cmdline()) {
         match &mut store {
-            Ok(store) => control::run(events, &mut reporter, store),
+            Ok(store) => control::run(platform, events, &mut reporter, store),
             Err(_) => crash(h),
         }
     }
@@ -525,6 +535,13 @@ impl<const N: usize> Digits<N> {
 
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+
+    /// `args` formatted, cut at `N` bytes.
+    fn format(args: fmt::Arguments<'_>) -> Self {
+        let mut text = Self::empty();
+        let _ = fmt::Write::write_fmt(&mut text, args);
+        text
     }
 }
 

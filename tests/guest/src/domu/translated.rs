@@ -80,4 +80,36 @@ impl<H: XenHypercall<Error = Error> + Copy> Platform for Translated<H> {
     fn frame_of(&self, page: *const u8) -> Result<u32, DomuError> {
         u32::try_from(page as u64 >> 12).map_err(|_| DomuError::Unexpected("frame above 2^32"))
     }
+
+    // Xen saves and restores x86 guests only: on Arm, libxenguest's save and restore are stubs
+    // failing with ENOSYS (xg_nomigrate.c).
+    #[cfg(target_arch = "x86_64")]
+    fn can_suspend(&self) -> bool {
+        true
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn suspend(&self) -> Result<xen_hypercall::sched::SuspendOutcome, DomuError> {
+        // After a checkpoint, xc_domain_resume sets the result to 1 ("cancelled") only for an
+        // HVM guest whose callback is set (`modify_returncode`, xg_resume.c): without it a
+        // checkpoint would look like a resume in a new domain.
+        // SAFETY: a vector callback lets Xen raise CALLBACK_VECTOR in the local APIC when an
+        // event is pending. It is delivered only while RFLAGS.IF is set, which this domU never
+        // sets (PVH enters with IF clear and the domU runs no `sti`), so no interrupt is ever
+        // taken; no memory is handed to Xen.
+        unsafe {
+            self.h
+                .hvm_set_param(DomId::SELF, HvmParam::CALLBACK_IRQ, CALLBACK_VECTOR)
+        }?;
+        // SAFETY: PVH has no start_info frame to pass (0, ignored). The pages a restore changes
+        // (shared info, grant table frame, rings) are reached only through raw pointers and
+        // atomics, and after `Resumed` the caller maps and finds them again (`Platform`'s
+        // methods) before using them; a checkpoint changes nothing.
+        Ok(unsafe { self.h.suspend(0) }?)
+    }
 }
+
+/// `HVM_PARAM_CALLBACK_IRQ` as a vector (`HVMIRQ_callback_vector`, 2, in bits 56-63, hvm/params.h),
+/// and a vector no exception uses.
+#[cfg(target_arch = "x86_64")]
+const CALLBACK_VECTOR: u64 = (2 << 56) | 0xf3;

@@ -4,6 +4,8 @@
 
 use core::ptr::NonNull;
 
+use xen_hypercall::prelude::SchedOps;
+use xen_hypercall::sched::Deadline;
 use xen_hypercall::{Error, Port, XenHypercall};
 use xen_shared::SharedMem;
 use xen_store::ring::{Doorbell, RingTransport};
@@ -24,6 +26,9 @@ pub(crate) struct Bell<H> {
     events: Events<H>,
     port: Port,
     deadline: u64,
+    /// A port whose every event is answered at once while waiting (the lifecycle run's
+    /// ping-pong with dom0, which runs while the domU waits for xenstore).
+    echo: Option<Port>,
 }
 
 impl<H: XenHypercall<Error = Error> + Copy> Doorbell for Bell<H> {
@@ -34,10 +39,34 @@ impl<H: XenHypercall<Error = Error> + Copy> Doorbell for Bell<H> {
 
     fn wait(&mut self) -> Result<(), embedded_io::ErrorKind> {
         // An event since the ring was last looked at is still pending: taking it returns at
-        // once, so none is lost.
-        self.events
-            .take_event(self.port, self.deadline, "xenstored")
-            .map_err(|_| embedded_io::ErrorKind::TimedOut)
+        // once, so none is lost. The same holds for the echoed port: its pending bit is taken
+        // before each answer, and `SCHEDOP_poll` returns at once while either is pending.
+        let timed_out = |_| embedded_io::ErrorKind::TimedOut;
+        let Some(echo) = self.echo else {
+            return self
+                .events
+                .take_event(self.port, self.deadline, "xenstored")
+                .map_err(timed_out);
+        };
+        loop {
+            if self.events.shared.take_pending(echo) {
+                // A failed answer shows as dom0's timeout.
+                let _ = self.events.notify(echo);
+            }
+            if self.events.shared.take_pending(self.port) {
+                return Ok(());
+            }
+            if self.events.now() >= self.deadline {
+                return Err(embedded_io::ErrorKind::TimedOut);
+            }
+            self.events
+                .h
+                .poll(
+                    &[self.port, echo],
+                    Some(Deadline::from_nanos(self.deadline)),
+                )
+                .map_err(|_| embedded_io::ErrorKind::Other)?;
+        }
     }
 }
 
@@ -63,20 +92,32 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
     /// `store.page` is this domain's xenstore page, mapped for reads and writes
     /// for the rest of the program, and used by Rust only through this value.
     pub(crate) unsafe fn new(events: Events<H>, store: RingPage) -> Result<Self, DomuError> {
-        let page = NonNull::new(store.page).ok_or(DomuError::Unexpected("no xenstore page"))?;
-        // SAFETY: the page is mapped for the program's life and only accessed through this
-        // view (caller); xenstored's side is another domain's; 4096 <= isize::MAX.
-        let mem = unsafe { SharedMem::from_raw_parts(page, PAGE_SIZE) };
-        let bell = Bell {
-            events,
-            port: store.port,
-            deadline: 0,
-        };
-        let transport =
-            RingTransport::new(mem, bell).map_err(|_| DomuError::Unexpected("ring layout"))?;
+        // SAFETY: the caller's contract.
+        let transport = unsafe { transport(events, store, 0) }?;
         Ok(Self {
             client: Client::new(transport),
         })
+    }
+
+    /// Carries the connection over to `store`, the ring and port the restore gave the new
+    /// domain: xen-store's `Client::resume` sets every watch again.
+    ///
+    /// # Safety
+    ///
+    /// As for [`XenStore::new`].
+    pub(crate) unsafe fn resume(
+        &mut self,
+        events: Events<H>,
+        store: RingPage,
+    ) -> Result<(), DomuError> {
+        // SAFETY: the caller's contract.
+        let transport = unsafe { transport(events, store, events.deadline(WAIT_NS)) }?;
+        self.client.resume(transport).map_err(to_domu)
+    }
+
+    /// Answers every event on `port` at once while waiting for xenstored (`None`: stop).
+    pub(crate) fn echo(&mut self, port: Option<Port>) {
+        self.client.get_mut().doorbell().echo = port;
     }
 
     fn start(&mut self) {
@@ -115,6 +156,29 @@ impl<H: XenHypercall<Error = Error> + Copy> XenStore<H> {
         self.start();
         self.client.write(path, value).map_err(to_domu)
     }
+}
+
+/// The ring transport over `store`, its waits giving up at `deadline`.
+///
+/// # Safety
+///
+/// As for [`XenStore::new`].
+unsafe fn transport<H: XenHypercall<Error = Error> + Copy>(
+    events: Events<H>,
+    store: RingPage,
+    deadline: u64,
+) -> Result<Ring<H>, DomuError> {
+    let page = NonNull::new(store.page).ok_or(DomuError::Unexpected("no xenstore page"))?;
+    // SAFETY: the page is mapped for the program's life and only accessed through this
+    // view (caller); xenstored's side is another domain's; 4096 <= isize::MAX.
+    let mem = unsafe { SharedMem::from_raw_parts(page, PAGE_SIZE) };
+    let bell = Bell {
+        events,
+        port: store.port,
+        deadline,
+        echo: None,
+    };
+    RingTransport::new(mem, bell).map_err(|_| DomuError::Unexpected("ring layout"))
 }
 
 fn to_domu(error: xen_store::Error) -> DomuError {

@@ -1,0 +1,99 @@
+//! The Linux domU run (`xen-dom0-tests linux-domu-peer` in dom0, `xen-dom0-tests linux-domu` in
+//! a Linux domU booted from Debian's kernel with a busybox initramfs): the project's crates on the
+//! Linux devices a domU has, against dom0. Keys are relative to the domU's home.
+//!
+//! 1. dom0 creates the domU and unpauses it; its `/init` loads the Xen modules and runs the
+//!    program, which opens `/dev/xen/xenbus` with xen-store, reads its `domid`, writes
+//!    [`WRITTEN`] = [`WRITTEN_TEXT`] and reads it back, is refused dom0's home (`EACCES`), writes
+//!    [`DOMID`] = its domid and [`READY`] = `1`.
+//! 2. dom0 checks both keys with Debian's `xenstore-read` (the oracle).
+//! 3. The domU watches [`POKE`] and, once the watch's first event came, writes [`WATCHING`] =
+//!    `1`; dom0 writes [`POKE`] = [`POKE_TEXT`]; the domU's watch fires and it reads the text.
+//!    From here on the domU waits for dom0 on this watch: dom0 writes [`POKE`] = a step name.
+//! 4. Event channels, once through xen-evtchn's device backend ([`DEVICE_PORT`]), once through
+//!    its tokio backend ([`TOKIO_PORT`]): the domU allocates a port for dom0 and writes it; dom0
+//!    binds it (its port at [`DOM0_PORT`] for the device run), drains the pending event of the
+//!    bind and pokes [`STEP_BOUND`] ([`STEP_BOUND_TOKIO`]); the domU notifies first and the two
+//!    alternate for [`ROUND_TRIPS`] round trips: each side sends and receives as many events, a
+//!    lost one stops the run at a timeout, and none may come after the last.
+//! 5. Between the two, the privcmd backend in the domU: `xen_version` (written to
+//!    [`XEN_VERSION`], which dom0 compares with its own), a `SCHEDOP_yield`, `EVTCHNOP_status` of
+//!    its device port (interdomain with dom0's [`DOM0_PORT`], which dom0 keeps bound until it
+//!    read [`XEN_VERSION`]); and what Xen refuses a domU:
+//!    `XENVER_build_id` and the `readconsole` sysctl (`EPERM`), the status of dom0's port
+//!    (`EPERM`), `XENVER_commandline` (answered `<denied>`, not an error).
+//! 6. The domU shares a page with dom0 through gntalloc, [`DOMU_TEXT`](super::DOMU_TEXT) at its
+//!    start, and writes its reference at [`GRANT_REF`]; dom0 maps it with gntdev, checks the
+//!    text, writes [`DOM0_TEXT`](super::DOM0_TEXT) at [`DOM0_TEXT_OFFSET`](super::DOM0_TEXT_OFFSET)
+//!    and pokes [`STEP_MAPPED`]; the domU reads dom0's text and writes [`GRANT_READ`] = `1`; dom0
+//!    unmaps and pokes [`STEP_UNMAPPED`]; the domU drops the share (nothing leaked) and writes
+//!    [`GRANT_RELEASED`] = `1`; dom0 fails to map the reference again.
+//! 7. The domU reports `DONE` and its `/init` powers it off.
+
+/// Written by the domU once its program runs and its xenstore cases passed.
+pub const READY: &str = "data/linux/ready";
+/// The domU's own write under its home, read back by it and by dom0's `xenstore-read`.
+pub const WRITTEN: &str = "data/linux/written";
+/// What the domU writes at [`WRITTEN`].
+pub const WRITTEN_TEXT: &str = "written by the Linux domU through xen-store";
+/// The domid the domU read from its home (decimal).
+pub const DOMID: &str = "data/linux/domid";
+/// Written by the domU once its watch on [`POKE`] is registered.
+pub const WATCHING: &str = "data/linux/watching";
+/// Written by dom0: [`POKE_TEXT`], then each step's name.
+pub const POKE: &str = "data/linux/poke";
+/// dom0's first write to [`POKE`].
+pub const POKE_TEXT: &str = "dom0 pokes the domU's watch";
+/// The port the domU allocates for dom0 through the device backend (decimal).
+pub const DEVICE_PORT: &str = "data/linux/device-port";
+/// The port the domU allocates for dom0 through the tokio backend (decimal).
+pub const TOKIO_PORT: &str = "data/linux/tokio-port";
+/// dom0's end of the device run's channel (decimal).
+pub const DOM0_PORT: &str = "data/linux/dom0-port";
+/// The Xen version the domU's privcmd backend read (`major.minor`).
+pub const XEN_VERSION: &str = "data/linux/xen-version";
+/// The gntalloc page's reference (decimal).
+pub const GRANT_REF: &str = "data/linux/grant-ref";
+/// Written by the domU once it read dom0's text in the shared page.
+pub const GRANT_READ: &str = "data/linux/grant-read";
+/// Written by the domU once it dropped the share.
+pub const GRANT_RELEASED: &str = "data/linux/grant-released";
+/// Poked by dom0 once it bound the domU's port.
+pub const STEP_BOUND: &str = "bound";
+/// Poked by dom0 once it bound the domU's tokio port.
+pub const STEP_BOUND_TOKIO: &str = "bound-tokio";
+/// Poked by dom0 once it mapped the page and wrote its text.
+pub const STEP_MAPPED: &str = "mapped";
+/// Poked by dom0 once it unmapped the page.
+pub const STEP_UNMAPPED: &str = "unmapped";
+/// The round trips on each channel: each side sends and receives this many events.
+pub const ROUND_TRIPS: u32 = 400;
+/// How long either side waits for the other's next step or event (s).
+pub const WAIT_SECONDS: u64 = 30;
+
+/// The domU's cases, in order.
+pub const DOMU_CASES: &[&str] = &[
+    "linux_domu_store_own_home",
+    "linux_domu_store_dom0_home_eacces",
+    "linux_domu_store_watch_fires",
+    "linux_domu_evtchn_device_ping_pong",
+    "linux_domu_privcmd_allowed",
+    "linux_domu_privcmd_refused",
+    "linux_domu_evtchn_tokio_ping_pong",
+    "linux_domu_gntalloc_share",
+    "linux_domu_gntalloc_released",
+];
+
+/// dom0's cases, in order.
+pub const DOM0_CASES: &[&str] = &[
+    "linux_domu_created",
+    "linux_domu_ready",
+    "linux_domu_store_oracle",
+    "linux_domu_watch_poked",
+    "linux_domu_dom0_evtchn_device",
+    "linux_domu_dom0_xen_version",
+    "linux_domu_dom0_evtchn_tokio",
+    "linux_domu_dom0_gntdev_map",
+    "linux_domu_dom0_grant_gone",
+    "domu_powered_off",
+];
