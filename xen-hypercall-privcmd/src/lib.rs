@@ -164,11 +164,19 @@ fn is_xen_domain(root: &Path) -> bool {
 /// a live local), and the ioctl dispatcher with `ENOTTY`, which Xen's
 /// `errno.h` does not have. So a code Xen defines is Xen's (or the
 /// restriction's), any other is the OS's.
-fn hypercall_error(errno: OsErrno, restricted: u32) -> Error {
+///
+/// An `EPERM` on an fd this process did not restrict is asked about once more
+/// (`refused_by_linux`): Linux restricts a domU's fds by itself.
+fn hypercall_error(
+    errno: OsErrno,
+    restricted: u32,
+    refused_by_linux: impl FnOnce() -> bool,
+) -> Error {
     let xen = Errno::from_raw(errno as i32);
     match (errno, u16::try_from(restricted)) {
         // A restricted privcmd refuses every hypercall with EPERM (XSA-482).
         (OsErrno::EPERM, Ok(domid)) => Error::Restricted { domid },
+        (OsErrno::EPERM, Err(_)) if refused_by_linux() => Error::RestrictedByKernel,
         _ if xen.name().is_some() => Error::Xen(xen),
         _ => Error::Os {
             operation: "IOCTL_PRIVCMD_HYPERCALL",
@@ -243,11 +251,35 @@ impl Privcmd {
         // Xen access memory Rust allows it to; `self.fd` is an open privcmd fd.
         match unsafe { sys::privcmd_hypercall(self.fd.as_fd(), &mut call) } {
             Ok(ret) => xen_hypercall::decode_result(ret),
-            Err(errno) => Err(hypercall_error(
-                errno,
-                self.restricted.load(Ordering::Relaxed),
-            )),
+            Err(errno) => Err(self.hypercall_error(errno)),
         }
+    }
+
+    /// The error of a failed `IOCTL_PRIVCMD_HYPERCALL` on this fd.
+    #[cold]
+    fn hypercall_error(&self, errno: OsErrno) -> Error {
+        hypercall_error(errno, self.restricted.load(Ordering::Relaxed), || {
+            self.refused_by_linux()
+        })
+    }
+
+    /// Whether Linux refuses every hypercall on this fd. In a domU, privcmd opens each fd
+    /// already restricted, to the domain in the domU's xenstore `target` key or to
+    /// `DOMID_IDLE` when there is none (`init_restrict` in `drivers/xen/privcmd.c`, the
+    /// XSA-482 fix, unless the module's `unrestricted` is set), and a restricted fd answers
+    /// every `IOCTL_PRIVCMD_HYPERCALL` with `EPERM`. Xen never refuses `XENVER_version` (XSM's
+    /// dummy policy and FLASK both answer it before any permission check), so an `EPERM` for
+    /// it is Linux's.
+    fn refused_by_linux(&self) -> bool {
+        let mut call = sys::PrivcmdHypercall {
+            op: u64::from(xen_sys::__HYPERVISOR_xen_version),
+            arg: [u64::from(xen_sys::XENVER_version), 0, 0, 0, 0],
+        };
+        // SAFETY: `XENVER_version` takes no buffer: Xen returns the version as the result and
+        // reads or writes no guest memory (`do_xen_version`), so the null argument is never
+        // used; `self.fd` is an open privcmd fd.
+        let result = unsafe { sys::privcmd_hypercall(self.fd.as_fd(), &mut call) };
+        matches!(result, Err(OsErrno::EPERM))
     }
 }
 

@@ -293,28 +293,43 @@ fn a_buffer_live_across_fork_is_null_in_the_child() {
     assert_eq!(value, [70, 8]);
 }
 
+/// What the second question (`XENVER_version` on the same fd) answers.
+const XEN_ANSWERS: fn() -> bool = || false;
+const LINUX_REFUSES: fn() -> bool = || true;
+const NOT_ASKED: fn() -> bool = || panic!("only an EPERM on an unrestricted fd is asked about");
+
 #[test]
 fn hypercall_errors_carry_xen_codes() {
     assert_eq!(
-        hypercall_error(OsErrno::ENOSYS, UNRESTRICTED),
+        hypercall_error(OsErrno::ENOSYS, UNRESTRICTED, NOT_ASKED),
         Error::Xen(Errno::ENOSYS)
     );
     assert_eq!(
-        hypercall_error(OsErrno::EINVAL, UNRESTRICTED),
+        hypercall_error(OsErrno::EINVAL, UNRESTRICTED, NOT_ASKED),
         Error::Xen(Errno::EINVAL)
     );
     assert_eq!(
-        hypercall_error(OsErrno::EPERM, UNRESTRICTED),
+        hypercall_error(OsErrno::EPERM, UNRESTRICTED, XEN_ANSWERS),
         Error::Xen(Errno::EPERM)
     );
     assert_eq!(
-        hypercall_error(OsErrno::EPERM, 3),
+        hypercall_error(OsErrno::EPERM, 3, NOT_ASKED),
         Error::Restricted { domid: 3 }
     );
     assert_eq!(
-        hypercall_error(OsErrno::EINVAL, 3),
+        hypercall_error(OsErrno::EINVAL, 3, NOT_ASKED),
         Error::Xen(Errno::EINVAL)
     );
+}
+
+/// A domU's privcmd refuses every hypercall by itself (XSA-482): an `EPERM` that
+/// `XENVER_version` also gets is Linux's, not Xen's.
+#[test]
+fn an_eperm_linux_gives_every_hypercall_is_the_kernel_s_restriction() {
+    let error = hypercall_error(OsErrno::EPERM, UNRESTRICTED, LINUX_REFUSES);
+    assert_eq!(error, Error::RestrictedByKernel);
+    assert_eq!(error.kind(), xen_hypercall::ErrorKind::PermissionDenied);
+    assert!(error.to_string().contains("unrestricted=1"), "{error}");
 }
 
 /// Linux's own failures of the ioctl are not dressed up as Xen's codes.
@@ -322,7 +337,7 @@ fn hypercall_errors_carry_xen_codes() {
 fn errnos_xen_does_not_have_are_os_errors() {
     for errno in [OsErrno::ENOTTY, OsErrno::EBADFD, OsErrno::ESPIPE] {
         assert_eq!(
-            hypercall_error(errno, UNRESTRICTED),
+            hypercall_error(errno, UNRESTRICTED, NOT_ASKED),
             Error::Os {
                 operation: "IOCTL_PRIVCMD_HYPERCALL",
                 errno: Errno::from_raw(errno as i32)

@@ -241,6 +241,15 @@ pub enum Error {
         /// The domain the interface is restricted to.
         domid: u16,
     },
+    /// Linux refuses every hypercall on this privcmd device by itself: in a domU, privcmd
+    /// restricts each fd to the domU's device-model target, or to no domain when it has none
+    /// (XSA-482), unless `xen-privcmd` was loaded with `unrestricted=1`.
+    #[error(
+        "Linux refuses hypercalls on this privcmd device: in a domU it is restricted to the \
+         domain's device-model target (XSA-482); load xen-privcmd with unrestricted=1 on a \
+         kernel that is not locked down"
+    )]
+    RestrictedByKernel,
     /// An operating-system call failed with this `errno`.
     #[error("{operation} failed: {errno}")]
     Os {
@@ -270,7 +279,9 @@ impl Error {
             Self::Xen(errno) => errno.kind(),
             Self::Grant(status) => status.kind(),
             Self::NotOnXen(_) | Self::DriverNotLoaded { .. } => ErrorKind::NotOnXen,
-            Self::PermissionDenied { .. } | Self::Restricted { .. } => ErrorKind::PermissionDenied,
+            Self::PermissionDenied { .. } | Self::Restricted { .. } | Self::RestrictedByKernel => {
+                ErrorKind::PermissionDenied
+            }
             Self::Os { errno, .. } => errno.kind(),
             Self::OutOfMemory { .. } => ErrorKind::OutOfMemory,
             Self::InvalidInput(_) => ErrorKind::InvalidInput,
