@@ -2,8 +2,8 @@
 //! "xen,xen-<version>", "xen,xen"`), which Xen (dom0) or libxl (domU) writes: the guest-physical
 //! region where the guest maps its grant table, the unused regions it may map foreign pages
 //! into (Xen 4.17 and later: "extended regions"), and the PPI that signals event channels.
-
-use alloc::vec::Vec;
+//!
+//! Nothing here allocates: a kernel without a heap reads the node too.
 
 use fdt::Fdt;
 
@@ -34,10 +34,44 @@ pub struct Hypervisor<'a> {
     pub version: Option<&'a str>,
     /// Where to map the grant table (`reg`'s first range).
     pub grant_table: Region,
-    /// Ranges the guest may use to map foreign or granted pages (`reg`'s other ranges).
-    pub extended_regions: Vec<Region>,
     /// The event-channel interrupt.
     pub event_interrupt: EventInterrupt,
+    /// `reg`'s ranges after the first, still encoded.
+    more_regions: Cells<'a>,
+}
+
+/// `reg` ranges as the device tree encodes them: big-endian cells, an address of
+/// `address_cells` then a size of `size_cells` (each 1 or 2 cells).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cells<'a> {
+    bytes: &'a [u8],
+    address_cells: usize,
+    size_cells: usize,
+}
+
+impl<'a> Cells<'a> {
+    fn regions(self) -> impl Iterator<Item = Region> + 'a {
+        let read = |cells: &[u8]| {
+            cells.chunks_exact(4).fold(0u64, |value, cell| {
+                value << 32 | u64::from(u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]))
+            })
+        };
+        let address_bytes = 4 * self.address_cells;
+        self.bytes
+            .chunks_exact(4 * (self.address_cells + self.size_cells))
+            .map(move |range| Region {
+                base: read(&range[..address_bytes]),
+                size: read(&range[address_bytes..]),
+            })
+    }
+}
+
+impl<'a> Hypervisor<'a> {
+    /// Ranges the guest may use to map foreign or granted pages (`reg`'s ranges after the
+    /// first; empty ones left out).
+    pub fn extended_regions(&self) -> impl Iterator<Item = Region> + 'a {
+        self.more_regions.regions().filter(|r| r.size != 0)
+    }
 }
 
 impl<'a> Hypervisor<'a> {
@@ -49,17 +83,36 @@ impl<'a> Hypervisor<'a> {
         let version = node
             .compatible()
             .and_then(|c| c.all().find_map(|name| name.strip_prefix("xen,xen-")));
-        let mut regions = node
-            .reg()
+        // The node is the root's child: the root's cell sizes encode its `reg`.
+        let sizes = fdt
+            .find_node("/")
+            .ok_or(BootInfoError::DeviceTree("no root node"))?
+            .cell_sizes();
+        let (address_cells, size_cells) = (sizes.address_cells, sizes.size_cells);
+        if !(1..=2).contains(&address_cells) || !(1..=2).contains(&size_cells) {
+            return Err(BootInfoError::DeviceTree(
+                "the root's #address-cells or #size-cells is not 1 or 2",
+            ));
+        }
+        let reg = node
+            .property("reg")
             .ok_or(BootInfoError::DeviceTree("the xen,xen node has no reg"))?
-            .map(|r| Region {
-                base: r.starting_address as u64,
-                size: r.size.unwrap_or(0) as u64,
-            });
+            .value;
+        let range = 4 * (address_cells + size_cells);
+        let mut regions = Cells {
+            bytes: reg,
+            address_cells,
+            size_cells,
+        }
+        .regions();
         let grant_table = regions
             .next()
             .ok_or(BootInfoError::DeviceTree("the xen,xen node's reg is empty"))?;
-        let extended_regions = regions.filter(|r| r.size != 0).collect();
+        let more_regions = Cells {
+            bytes: reg.get(range..).unwrap_or_default(),
+            address_cells,
+            size_cells,
+        };
         let cells = node
             .property("interrupts")
             .ok_or(BootInfoError::DeviceTree(
@@ -86,8 +139,8 @@ impl<'a> Hypervisor<'a> {
         Ok(Self {
             version,
             grant_table,
-            extended_regions,
             event_interrupt,
+            more_regions,
         })
     }
 

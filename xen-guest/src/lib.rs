@@ -2,7 +2,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "control", feature = "fdt"))]
+#[cfg(feature = "control")]
 extern crate alloc;
 
 #[cfg(feature = "control")]

@@ -7,6 +7,11 @@ use xen_guest::dt::{EventInterrupt, Hypervisor, Region};
 /// A flattened device tree (version 17) of a root with two-cell addresses and sizes and one
 /// child node with `props`.
 fn fdt(child: &str, props: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    fdt_with_cells((2, 2), child, props)
+}
+
+/// The same with the root's `#address-cells` and `#size-cells`.
+fn fdt_with_cells(root_cells: (u32, u32), child: &str, props: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut structure = Vec::new();
     let mut strings = Vec::new();
     let word = |out: &mut Vec<u8>, w: u32| out.extend_from_slice(&w.to_be_bytes());
@@ -27,8 +32,12 @@ fn fdt(child: &str, props: &[(&str, Vec<u8>)]) -> Vec<u8> {
     };
     word(&mut structure, 1);
     structure.extend_from_slice(b"\0\0\0\0");
-    prop(&mut structure, "#address-cells", &2u32.to_be_bytes());
-    prop(&mut structure, "#size-cells", &2u32.to_be_bytes());
+    prop(
+        &mut structure,
+        "#address-cells",
+        &root_cells.0.to_be_bytes(),
+    );
+    prop(&mut structure, "#size-cells", &root_cells.1.to_be_bytes());
     word(&mut structure, 1);
     structure.extend_from_slice(child.as_bytes());
     structure.push(0);
@@ -92,7 +101,7 @@ fn a_domu_hypervisor_node_reads_back() {
         }
     );
     assert_eq!(
-        node.extended_regions,
+        node.extended_regions().collect::<Vec<_>>(),
         [Region {
             base: 0x1_0000_0000,
             size: 0x4000_0000
@@ -137,9 +146,55 @@ fn a_node_missing_what_xen_always_writes_is_a_typed_error() {
     let blob = fdt("hypervisor", &[compatible, reg, ppi]);
     let node = Hypervisor::from_blob(&blob).unwrap();
     assert_eq!(node.version, None);
-    assert!(node.extended_regions.is_empty());
+    assert_eq!(node.extended_regions().count(), 0);
     assert!(matches!(
         Hypervisor::from_blob(b"not a device tree"),
+        Err(BootInfoError::DeviceTree(_))
+    ));
+}
+
+/// One-cell addresses and sizes (a 32-bit layout) decode as well; a cell count the node's
+/// ranges cannot use is a typed error, not a panic.
+#[test]
+fn reg_follows_the_root_s_cell_sizes() {
+    let props = |reg: Vec<u8>| {
+        [
+            ("compatible", b"xen,xen\0".to_vec()),
+            ("reg", reg),
+            ("interrupts", cells(&[1, 15, 0xf08])),
+        ]
+    };
+    let blob = fdt_with_cells(
+        (1, 1),
+        "hypervisor",
+        &props(cells(&[0x3800_0000, 0x0100_0000, 0x4000_0000, 0x1000_0000])),
+    );
+    let node = Hypervisor::from_blob(&blob).unwrap();
+    assert_eq!(
+        node.grant_table,
+        Region {
+            base: 0x3800_0000,
+            size: 0x0100_0000
+        }
+    );
+    assert_eq!(
+        node.extended_regions().collect::<Vec<_>>(),
+        [Region {
+            base: 0x4000_0000,
+            size: 0x1000_0000
+        }]
+    );
+    for root_cells in [(3, 2), (2, 0)] {
+        let blob = fdt_with_cells(root_cells, "hypervisor", &props(cells(&[0; 10])));
+        assert!(matches!(
+            Hypervisor::from_blob(&blob),
+            Err(BootInfoError::DeviceTree(_))
+        ));
+    }
+    // A reg shorter than one range.
+    let blob = fdt_with_cells((2, 2), "hypervisor", &props(cells(&[0, 0x3800_0000])));
+    assert!(matches!(
+        Hypervisor::from_blob(&blob),
         Err(BootInfoError::DeviceTree(_))
     ));
 }

@@ -164,23 +164,10 @@ fn from_device_tree() -> Result<Gic, Fail> {
     // code's caller), in identity-mapped RAM this program never writes.
     let fdt = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
         .map_err(|e| Fail::new(format_args!("device tree at {dtb:#x}: {e:?}")))?;
-    let Some(hypervisor) = fdt.find_compatible(&["xen,xen"]) else {
-        fail!("no xen,xen node in the device tree");
-    };
-    let cells = hypervisor
-        .property("interrupts")
-        .map(|p| p.value)
-        .unwrap_or_default();
-    let cell = |i: usize| {
-        cells
-            .get(4 * i..4 * i + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    // <type number flags>: type 1 is a PPI, INTIDs 16..31.
-    let intid = match (cell(0), cell(1)) {
-        (Some(1), Some(number)) if number < 16 => number + 16,
-        other => fail!("hypervisor interrupts {:?}: not a PPI", other),
-    };
+    let intid = xen_guest::dt::Hypervisor::from_fdt(&fdt)
+        .map_err(|e| Fail::new(format_args!("the device tree's hypervisor node: {e}")))?
+        .event_interrupt
+        .intid;
     let Some(gic) = fdt.find_compatible(&["arm,gic-v3"]) else {
         fail!("no arm,gic-v3 node (a GICv2 is not handled)");
     };
