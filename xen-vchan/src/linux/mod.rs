@@ -189,6 +189,13 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
     /// `store` is kept to remove `path` when the channel closes. The client may connect at any
     /// time; reads wait for it, writes fill the ring meanwhile ([`peer_state`](Self::peer_state)
     /// says [`PeerState::Waiting`] until it comes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if a size is more than 1 MiB, [`Error::Evtchn`] if no port can be
+    /// allocated, [`Error::Grant`] if the pages cannot be allocated or shared,
+    /// [`Error::Store`] if publishing the keys fails (e.g. `EACCES` when this domain may not write
+    /// `path`).
     pub fn server<T>(
         gntalloc: &'d Gntalloc,
         evtchn: E,
@@ -282,6 +289,12 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
 
     /// Connects to the channel domain `server` offers under xenstore directory `path`:
     /// libxenvchan's `libxenvchan_client_init`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if a key cannot be read, [`Error::BadKey`] if it holds no non-zero
+    /// number, [`Error::Evtchn`] if the port cannot be bound, [`Error::Grant`] if a page cannot be
+    /// mapped, [`Error::Vchan`] if the server wrote orders vchan does not allow.
     pub fn client(
         gntdev: &'d Gntdev,
         evtchn: E,
@@ -378,16 +391,28 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
     }
 
     /// What the peer's liveness byte says.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel.
     pub fn peer_state(&mut self) -> Result<PeerState, Error> {
         Ok(self.endpoint.peer_state(&self.pages.shared())?)
     }
 
     /// Bytes ready to read now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel.
     pub fn data_ready(&mut self) -> Result<usize, Error> {
         Ok(self.endpoint.data_ready(&self.pages.shared())?)
     }
 
     /// Room to write now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel.
     pub fn buffer_space(&mut self) -> Result<usize, Error> {
         Ok(self.endpoint.buffer_space(&self.pages.shared())?)
     }
@@ -409,6 +434,11 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
 
     /// Reads what is ready without waiting: `Ok(None)` if nothing is (the peer is asked to
     /// signal its next write), `Ok(Some(0))` at the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel, [`Error::Evtchn`] if signalling it
+    /// fails.
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
         Ok(match self.step(|ep, mem| ep.read(mem, buf))? {
             Step::Moved { bytes, .. } => Some(bytes),
@@ -419,6 +449,11 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
 
     /// Closes the channel: marks this end closed, signals the peer, and (the server) removes
     /// its xenstore directory. The pages and the port go when the value is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Evtchn`] if signalling the peer fails, [`Error::Store`] if the server's directory
+    /// cannot be removed.
     pub fn close(mut self) -> Result<(), Error> {
         self.shut()
     }
@@ -487,17 +522,32 @@ impl<E: Sleep> Vchan<'_, E> {
 
     /// Reads at least one byte (up to `buf.len()`), waiting for them; 0 once the peer closed
     /// and every byte it wrote was read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel, [`Error::Evtchn`] if waiting or
+    /// signalling fails.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
         Ok(self.blocking(|ep, mem| ep.read(mem, buf))?.unwrap_or(0))
     }
 
     /// Writes at least one byte of `buf` (as many as fit), waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the peer closed, and those of [`read`](Self::read).
     pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
         self.blocking(|ep, mem| ep.write(mem, buf))?
             .ok_or(Error::Closed)
     }
 
     /// Reads exactly `buf.len()` bytes, waiting until they are all there (a packet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the peer closed before the packet was whole, [`Error::Vchan`]
+    /// ([`crate::Error::PacketTooLarge`]) for a packet larger than the ring, and those of
+    /// [`read`](Self::read).
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<(), Error> {
         self.blocking(|ep, mem| ep.recv(mem, buf))?
             .map(drop)
@@ -505,6 +555,11 @@ impl<E: Sleep> Vchan<'_, E> {
     }
 
     /// Writes all of `buf` at once, waiting until there is room for it (a packet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the peer closed, [`Error::Vchan`] ([`crate::Error::PacketTooLarge`])
+    /// for a packet larger than the ring, and those of [`read`](Self::read).
     pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
         self.blocking(|ep, mem| ep.send(mem, buf))?
             .map(drop)
