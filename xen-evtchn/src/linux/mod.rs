@@ -193,8 +193,13 @@ impl EvtchnDevice {
 
     /// Binds a statically allocated channel (Xen on Arm's dom0less
     /// `xen,evtchn` nodes), `IOCTL_EVTCHN_BIND_STATIC`, and returns `port`.
-    /// [`Error::Unsupported`] on kernels without it (Linux 6.1 lacks it).
     /// Linux does not ask Xen whether the port is static: the caller's word.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on kernels without it (Linux 6.1 lacks it),
+    /// [`Error::PortOutOfRange`] for a port the ABI cannot name, [`Error::Os`] with
+    /// the driver's errno otherwise.
     pub fn bind_static_raw(&self, port: Port) -> Result<Port, Error> {
         let mut arg = sys::PortArg {
             port: check_range(port)?.raw(),
