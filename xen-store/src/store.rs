@@ -176,6 +176,11 @@ where
     }
 
     /// Sends a request (in transaction `tx_id`, 0 for none) without waiting for its reply.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RequestTooLong`] past the connection's payload limit, [`Error::Broken`] if an
+    /// earlier error broke the connection, or a transport error while sending.
     pub fn submit<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
         let ticket = self.queue(op, tx_id)?;
         self.flush()?;
@@ -184,12 +189,22 @@ where
 
     /// Queues a request without sending it: every queued request goes out in one write at the
     /// next [`Client::flush`], [`Client::submit`], or wait for a reply or an event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RequestTooLong`] past the connection's payload limit, [`Error::Broken`] if an
+    /// earlier error broke the connection.
     pub fn queue<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
         self.conn.submit(op, tx_id)
     }
 
     /// Waits for the reply to a submitted request; replies to others that arrive meanwhile
     /// are kept for their own `wait`, watch events for [`Client::next_event`].
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`], e.g. `ENOENT` for a missing node, `EACCES` when
+    /// the permissions forbid it), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn wait<R>(&mut self, ticket: Ticket<R>) -> Result<R, Error> {
         loop {
             if let Some(reply) = self.conn.take_reply(&ticket) {
@@ -200,6 +215,10 @@ where
     }
 
     /// Sends every queued request.
+    ///
+    /// # Errors
+    ///
+    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn flush(&mut self) -> Result<(), Error> {
         while !self.conn.outgoing().is_empty() {
             match self.io.write(self.conn.outgoing()) {
@@ -266,6 +285,10 @@ where
     /// with [`Error::Closed`]) and transactions (none can be open here, as a [`Transaction`]
     /// borrows the client; run [`transact`](Self::transact)'s body again). Fails with the first
     /// watch the daemon refused; the others are set.
+    ///
+    /// # Errors
+    ///
+    /// The first watch the daemon refused ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     #[doc(alias("xs_resume"))]
     pub fn resume(&mut self, io: T) -> Result<(), Error> {
         self.io = io;
@@ -284,6 +307,11 @@ where
     }
 
     /// Removes a watch; its buffered events are dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `id` names no watch of this client, the daemon's refusal
+    /// ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn unwatch(&mut self, id: WatchId) -> Result<(), Error> {
         let (path, token) = self
             .conn
@@ -293,12 +321,20 @@ where
     }
 
     /// The next watch event, blocking until one arrives.
+    ///
+    /// # Errors
+    ///
+    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn next_event(&mut self) -> Result<WatchEvent, Error> {
         self.receive_until(Connection::next_event)
     }
 
     /// The next event of watch `id`, blocking until one arrives; events of other watches
     /// that arrive meanwhile stay queued for their own callers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `id` names no watch of this client, or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn next_event_of(&mut self, id: WatchId) -> Result<WatchEvent, Error> {
         if !self.conn.is_watching(id) {
             return Err(Error::InvalidInput("no such watch"));
@@ -342,6 +378,12 @@ where
 
     /// Runs `body` in a transaction and commits it, running it again from the start when the
     /// daemon reports a conflict (`EAGAIN`), up to [`TRANSACTION_ATTEMPTS`] times.
+    ///
+    /// # Errors
+    ///
+    /// The first error of `body` (the transaction is aborted), those of
+    /// [`transaction`](Self::transaction), and `EAGAIN` ([`ErrorKind::Conflict`]) when every
+    /// attempt met a conflict.
     pub fn transact<R>(
         &mut self,
         mut body: impl FnMut(&mut Transaction<'_, T>) -> Result<R, Error>,
@@ -358,16 +400,30 @@ where
     }
 
     /// Tells the daemon to serve a domain's ring (dom0 only).
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or
+    /// a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn introduce(&mut self, domid: DomId, mfn: u64, port: u32) -> Result<(), Error> {
         self.run(op::introduce(domid, mfn, port)?)
     }
 
     /// Tells the daemon to stop serving a domain (dom0 only).
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or
+    /// a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn release(&mut self, domid: DomId) -> Result<(), Error> {
         self.run(op::release(domid)?)
     }
 
     /// Whether the daemon serves a domain.
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn is_domain_introduced(&mut self, domid: DomId) -> Result<bool, Error> {
         self.run(op::is_domain_introduced(domid)?)
     }
@@ -408,11 +464,20 @@ where
 
     /// Applies the transaction; `EAGAIN` ([`ErrorKind::Conflict`]) means another writer got in
     /// first and nothing was applied.
+    ///
+    /// # Errors
+    ///
+    /// `EAGAIN` ([`ErrorKind::Conflict`]) as above, the daemon's other refusals
+    /// ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn commit(&mut self) -> Result<(), Error> {
         self.end(true)
     }
 
     /// Discards the transaction.
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn abort(&mut self) -> Result<(), Error> {
         self.end(false)
     }
