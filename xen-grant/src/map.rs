@@ -199,6 +199,10 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
 
     /// Copies `dst.len()` bytes at `offset` out of the page (read-only
     /// mappings too).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if the bytes are outside the page.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
         self.read_only()
             .read(offset, dst)
@@ -219,6 +223,11 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
 
     /// Unmaps the page and gives the slot back, empty (for another mapping);
     /// if Xen refuses, fails with the mapping unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`UnmapError`] with Xen's refusal of `GNTTABOP_unmap_grant_ref` and the mapping, still in
+    /// place.
     pub fn unmap(self) -> Result<S, UnmapError<'h, H, S>> {
         match self.unmap_raw() {
             Ok(()) => {
