@@ -604,7 +604,8 @@ impl Endpoint {
     /// # Errors
     ///
     /// [`Error::Corrupt`] if the peer's indices are impossible (the channel is over, and every
-    /// later call returns it), [`Error::Memory`] if `mem` is too short.
+    /// later call returns it), [`Error::Memory`] if `mem` is too short or
+    /// its write ring read-only.
     pub fn write(&mut self, mem: &Shared<'_>, buf: &[u8]) -> Result<Step, Error> {
         self.transmit(mem, buf, 1)
     }
