@@ -92,11 +92,11 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
     ///
     /// # Errors
     ///
-    /// [`Error::BadDomain`] and [`Error::OwnDomain`] as above. Xen refuses, as [`Error::Xen`] holding `Error::Grant(status)`, a
-    /// reference past the granter's table (`GNTST_bad_gntref`), an entry that
-    /// does not grant this domain access, or writable access to a read-only
-    /// grant (`GNTST_general_error`), a domain that does not exist
-    /// (`GNTST_bad_domain`). The slot comes back with the error.
+    /// [`Error::BadDomain`] and [`Error::OwnDomain`] as above. Xen refuses, as [`Error::Xen`]
+    /// holding `Error::Grant(status)`, a reference past the granter's table (`GNTST_bad_gntref`),
+    /// an entry that does not grant this domain access, or writable access to a read-only grant
+    /// (`GNTST_general_error`), a domain that does not exist (`GNTST_bad_domain`). The slot comes
+    /// back with the error.
     pub fn map(
         h: &'h H,
         domid: DomId,
