@@ -344,7 +344,8 @@ impl<M: RingMemory> Producer<M> {
     ///
     /// # Errors
     ///
-    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`] if the memory refuses the access (it changed size).
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn unconsumed(&self) -> Result<usize, RingError> {
         Ok(self.ring.indices(false)?.used as usize)
     }
@@ -353,7 +354,8 @@ impl<M: RingMemory> Producer<M> {
     ///
     /// # Errors
     ///
-    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`] if the memory refuses the access (it changed size).
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn free(&self) -> Result<usize, RingError> {
         let ix = self.ring.indices(false)?;
         Ok((self.ring.layout.size - ix.used) as usize)
@@ -417,7 +419,8 @@ impl<M: RingMemory> Consumer<M> {
     ///
     /// # Errors
     ///
-    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`] if the memory refuses the access (it changed size).
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn peek(&self, dst: &mut [u8]) -> Result<usize, RingError> {
         Ok(self.copy_out(dst)?.moved)
     }
@@ -426,7 +429,8 @@ impl<M: RingMemory> Consumer<M> {
     ///
     /// # Errors
     ///
-    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`] if the memory refuses the access (it changed size).
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn available(&self) -> Result<usize, RingError> {
         Ok(self.ring.indices(true)?.used as usize)
     }
@@ -544,8 +548,9 @@ impl ProducerCursor {
     ///
     /// # Errors
     ///
-    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`] if the memory refuses the access (it changed size).
-    /// [`RingError::Backwards`] if the peer's index moved the wrong way.
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size). [`RingError::Backwards`] if the peer's
+    /// index moved the wrong way.
     pub fn look<M: RingMemory + ?Sized>(&mut self, mem: &M) -> Result<u32, RingError> {
         let cons = mem.load_index(self.layout.cons, Ordering::Acquire)?;
         let now = self.unconsumed_at(cons)?;
@@ -649,8 +654,9 @@ impl ConsumerCursor {
     ///
     /// # Errors
     ///
-    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`] if the memory refuses the access (it changed size).
-    /// [`RingError::Backwards`] if the peer's index moved the wrong way.
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size). [`RingError::Backwards`] if the peer's
+    /// index moved the wrong way.
     pub fn look<M: RingMemory + ?Sized>(&mut self, mem: &M) -> Result<u32, RingError> {
         let prod = mem.load_index(self.layout.prod, Ordering::Acquire)?;
         let now = self.ready_at(prod)?;
