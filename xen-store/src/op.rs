@@ -421,7 +421,8 @@ fn watch_op(ty: MsgType, path: &str, token: &str) -> Result<Op<()>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn transaction_start() -> Result<Op<u32>, Error> {
     Op::new(MsgType::TRANSACTION_START, strings(&[b""]), parse_tx_id)
 }
@@ -430,7 +431,8 @@ pub fn transaction_start() -> Result<Op<u32>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn transaction_end(commit: bool) -> Result<Op<()>, Error> {
     let flag: &[u8] = if commit { b"T" } else { b"F" };
     Op::new(MsgType::TRANSACTION_END, strings(&[flag]), parse_ok)
@@ -440,7 +442,8 @@ pub fn transaction_end(commit: bool) -> Result<Op<()>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn get_domain_path(domid: DomId) -> Result<Op<String>, Error> {
     Op::new(MsgType::GET_DOMAIN_PATH, domid_text(domid), parse_string)
 }
@@ -450,7 +453,8 @@ pub fn get_domain_path(domid: DomId) -> Result<Op<String>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn introduce(domid: DomId, mfn: u64, port: u32) -> Result<Op<()>, Error> {
     let mut payload = domid_text(domid);
     push_decimal(&mut payload, mfn);
@@ -464,7 +468,8 @@ pub fn introduce(domid: DomId, mfn: u64, port: u32) -> Result<Op<()>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn release(domid: DomId) -> Result<Op<()>, Error> {
     Op::new(MsgType::RELEASE, domid_text(domid), parse_ok)
 }
@@ -473,7 +478,8 @@ pub fn release(domid: DomId) -> Result<Op<()>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn is_domain_introduced(domid: DomId) -> Result<Op<bool>, Error> {
     Op::new(MsgType::IS_DOMAIN_INTRODUCED, domid_text(domid), parse_bool)
 }
@@ -482,7 +488,8 @@ pub fn is_domain_introduced(domid: DomId) -> Result<Op<bool>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn resume(domid: DomId) -> Result<Op<()>, Error> {
     Op::new(MsgType::RESUME, domid_text(domid), parse_ok)
 }
@@ -491,7 +498,8 @@ pub fn resume(domid: DomId) -> Result<Op<()>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn set_target(domid: DomId, target: DomId) -> Result<Op<()>, Error> {
     let mut payload = domid_text(domid);
     payload.extend_from_slice(&domid_text(target));
@@ -502,7 +510,8 @@ pub fn set_target(domid: DomId, target: DomId) -> Result<Op<()>, Error> {
 ///
 /// # Errors
 ///
-/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`] guards.
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn reset_watches() -> Result<Op<()>, Error> {
     Op::new(MsgType::RESET_WATCHES, strings(&[b""]), parse_ok)
 }

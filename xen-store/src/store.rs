@@ -43,9 +43,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
-    /// [`Error::InvalidInput`] if the value is not UTF-8.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by
+    /// this domain), [`Error::Path`] for a path xenstore would refuse, or a transport or protocol
+    /// error. [`Error::InvalidInput`] if the value is not UTF-8.
     fn read_string(&mut self, path: &str) -> Result<String, Error> {
         self.run(op::read_string(path)?)
     }
@@ -54,8 +54,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not write the node or create it under its parent), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not write the node or
+    /// create it under its parent), [`Error::Path`] for a path xenstore would refuse, or a
+    /// transport or protocol error.
     #[doc(alias("xs_write"))]
     fn write(&mut self, path: &str, value: &[u8]) -> Result<(), Error> {
         self.run(op::write(path, value)?)
@@ -65,8 +66,8 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not create it), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not create it),
+    /// [`Error::Path`] for a path xenstore would refuse, or a transport or protocol error.
     #[doc(alias("xs_mkdir"))]
     fn mkdir(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::mkdir(path)?)
@@ -76,8 +77,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: the parent does not exist, `EACCES`: not writable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: the parent does not exist, `EACCES`: not
+    /// writable by this domain), [`Error::Path`] for a path xenstore would refuse, or a transport
+    /// or protocol error.
     #[doc(alias("xs_rm"))]
     fn rm(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::rm(path)?)
@@ -88,8 +90,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by
+    /// this domain), [`Error::Path`] for a path xenstore would refuse, or a transport or protocol
+    /// error.
     #[doc(alias("xs_directory"))]
     fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
         match self.run(op::directory(path)?) {
@@ -109,8 +112,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by
+    /// this domain), [`Error::Path`] for a path xenstore would refuse, or a transport or protocol
+    /// error.
     fn get_perms(&mut self, path: &str) -> Result<Vec<Perm>, Error> {
         self.run(op::get_perms(path)?)
     }
@@ -119,9 +123,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, a permission error when this domain
-    /// may not change them), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, a permission error when this
+    /// domain may not change them), [`Error::Path`] for a path xenstore would refuse, or a
+    /// transport or protocol error.
     fn set_perms(&mut self, path: &str, perms: &[Perm]) -> Result<(), Error> {
         self.run(op::set_perms(path, perms)?)
     }
@@ -203,8 +207,9 @@ where
     ///
     /// # Errors
     ///
-    /// The daemon's refusal ([`Error::Xen`], e.g. `ENOENT` for a missing node, `EACCES` when
-    /// the permissions forbid it), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// The daemon's refusal ([`Error::Xen`], e.g. `ENOENT` for a missing node, `EACCES` when the
+    /// permissions forbid it), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn wait<R>(&mut self, ticket: Ticket<R>) -> Result<R, Error> {
         loop {
             if let Some(reply) = self.conn.take_reply(&ticket) {
@@ -218,7 +223,8 @@ where
     ///
     /// # Errors
     ///
-    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`],
+    /// ...).
     pub fn flush(&mut self) -> Result<(), Error> {
         while !self.conn.outgoing().is_empty() {
             match self.io.write(self.conn.outgoing()) {
@@ -258,8 +264,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`E2BIG`: this domain has too many watches), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`E2BIG`: this domain has too many watches),
+    /// [`Error::Path`] for a path xenstore would refuse, or a transport or protocol error.
     #[doc(alias("xs_watch"))]
     pub fn watch(&mut self, path: &str) -> Result<WatchId, Error> {
         crate::path::check_watch(path)?;
@@ -288,7 +294,8 @@ where
     ///
     /// # Errors
     ///
-    /// The first watch the daemon refused ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// The first watch the daemon refused ([`Error::Xen`]), or a transport or protocol error
+    /// ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     #[doc(alias("xs_resume"))]
     pub fn resume(&mut self, io: T) -> Result<(), Error> {
         self.io = io;
@@ -311,7 +318,8 @@ where
     /// # Errors
     ///
     /// [`Error::InvalidInput`] if `id` names no watch of this client, the daemon's refusal
-    /// ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`],
+    /// [`Error::Protocol`], ...).
     pub fn unwatch(&mut self, id: WatchId) -> Result<(), Error> {
         let (path, token) = self
             .conn
@@ -324,7 +332,8 @@ where
     ///
     /// # Errors
     ///
-    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`],
+    /// ...).
     pub fn next_event(&mut self) -> Result<WatchEvent, Error> {
         self.receive_until(Connection::next_event)
     }
@@ -334,7 +343,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] if `id` names no watch of this client, or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// [`Error::InvalidInput`] if `id` names no watch of this client, or a transport or protocol
+    /// error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn next_event_of(&mut self, id: WatchId) -> Result<WatchEvent, Error> {
         if !self.conn.is_watching(id) {
             return Err(Error::InvalidInput("no such watch"));
@@ -403,8 +413,8 @@ where
     ///
     /// # Errors
     ///
-    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or
-    /// a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or a transport
+    /// or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn introduce(&mut self, domid: DomId, mfn: u64, port: u32) -> Result<(), Error> {
         self.run(op::introduce(domid, mfn, port)?)
     }
@@ -413,8 +423,8 @@ where
     ///
     /// # Errors
     ///
-    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or
-    /// a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or a transport
+    /// or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn release(&mut self, domid: DomId) -> Result<(), Error> {
         self.run(op::release(domid)?)
     }
@@ -423,7 +433,8 @@ where
     ///
     /// # Errors
     ///
-    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn is_domain_introduced(&mut self, domid: DomId) -> Result<bool, Error> {
         self.run(op::is_domain_introduced(domid)?)
     }
@@ -467,8 +478,9 @@ where
     ///
     /// # Errors
     ///
-    /// `EAGAIN` ([`ErrorKind::Conflict`]) as above, the daemon's other refusals
-    /// ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// `EAGAIN` ([`ErrorKind::Conflict`]) as above, the daemon's other refusals ([`Error::Xen`]),
+    /// or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`],
+    /// ...).
     pub fn commit(&mut self) -> Result<(), Error> {
         self.end(true)
     }
@@ -477,7 +489,8 @@ where
     ///
     /// # Errors
     ///
-    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn abort(&mut self) -> Result<(), Error> {
         self.end(false)
     }

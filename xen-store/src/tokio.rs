@@ -363,7 +363,8 @@ impl AsyncClient {
     /// # Errors
     ///
     /// [`Error::Xen`] with the daemon's code (`E2BIG`: this domain has too many watches),
-    /// [`Error::Path`] for a path xenstore would refuse, or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// [`Error::Path`] for a path xenstore would refuse, or a transport or protocol error
+    /// ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn watch(&self, path: &str) -> Result<Watch, Error> {
         crate::path::check_watch(path)?;
         let (id, token) = self.inner.lock().conn.add_watch(path);
@@ -381,8 +382,8 @@ impl AsyncClient {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOSPC`: too many open transactions), or
-    /// a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// [`Error::Xen`] with the daemon's code (`ENOSPC`: too many open transactions), or a transport
+    /// or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn transaction(&self) -> Result<AsyncTransaction, Error> {
         let id = self.run_in(op::transaction_start(), 0).await?;
         Ok(AsyncTransaction {
@@ -670,7 +671,8 @@ impl AsyncTransaction {
     ///
     /// # Errors
     ///
-    /// `EAGAIN` as above, the daemon's other refusals ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// `EAGAIN` as above, the daemon's other refusals ([`Error::Xen`]), or a transport or protocol
+    /// error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn commit(mut self) -> Result<(), Error> {
         self.end(true).await
     }
@@ -679,7 +681,8 @@ impl AsyncTransaction {
     ///
     /// # Errors
     ///
-    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn abort(mut self) -> Result<(), Error> {
         self.end(false).await
     }
