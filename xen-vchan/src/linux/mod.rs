@@ -10,9 +10,9 @@
 //! clears `cli_live` and signals if it dies), reads the orders and grants once, maps the rings,
 //! marks itself live and signals.
 //!
-//! Blocking reads and writes wait in `poll(2)` on the channel's event-channel fd: give each
-//! channel an event channel of its own (an [`EvtchnDevice`] per channel), or a waiter may take
-//! another channel's event. With feature `tokio-1`, a channel over a
+//! Blocking reads and writes wait in a blocking `read(2)` of the channel's event-channel fd:
+//! give each channel an event channel of its own (an [`EvtchnDevice`] per channel), or a waiter
+//! may take another channel's event. With feature `tokio-1`, a channel over a
 //! [`TokioEventChannel`](xen_evtchn::tokio::TokioEventChannel) is `AsyncRead + AsyncWrite`.
 
 #[cfg(feature = "tokio-1")]
@@ -487,15 +487,16 @@ pub trait Sleep: EventChannel {
     }
 }
 
-/// `poll(2)` first, then one read: a blocked channel's event has usually not come yet when it
-/// sleeps, and a read before the poll would be a system call for nothing. An event queued
-/// before the poll makes it return at once, so none is missed; an overflow (`POLLERR`, which
-/// poll reports whatever was asked) is recovered by the read.
+/// Two system calls per sleep, as libxenvchan's: one blocking read of the fd (made blocking the
+/// first time: the device is the channel's alone), then the unmask of the port it returns. The
+/// driver masks a port when it queues it, so every port read needs that unmask; the peer's
+/// signal wakes the read (`evtchn_interrupt` wakes the reader when it queues into an empty
+/// ring), and one queued before the read is found by it, so none is missed.
 impl Sleep for EvtchnDevice {
-    fn sleep(&self, _port: Port) -> Result<(), xen_evtchn::Error> {
-        self.wait_readable(-1)?;
-        let mut ports = [Port(0)];
-        if self.take_pending(&mut ports)? > 0 {
+    fn sleep(&self, port: Port) -> Result<(), xen_evtchn::Error> {
+        self.set_blocking()?;
+        let mut ports = [port];
+        if self.wait_pending(&mut ports)? > 0 {
             self.unmask(ports[0])?;
         }
         Ok(())
