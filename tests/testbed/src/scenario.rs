@@ -517,7 +517,7 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         Scenario {
             name: "linux-domu-pv",
-            about: "Linux dom0 creates a Linux PV domU (Debian's kernel, busybox initramfs) running xen-dom0-tests linux-domu: xen-store over /dev/xen/xenbus (own home, dom0's refused, a watch), xen-evtchn device and tokio ping-pong with dom0, a gntalloc page dom0 maps, privcmd allowed and refused",
+            about: "Linux dom0 creates a Linux PV domU (Debian's kernel, busybox initramfs) running xen-dom0-tests linux-domu: xen-store over /dev/xen/xenbus (own home, dom0's refused, a watch), xen-evtchn device and tokio ping-pong with dom0, a gntalloc page dom0 maps, privcmd allowed and refused; xen-vchan's server in dom0 against libxenvchan's client in the domU (4 MiB each way, rings in the page; a C client exiting mid-stream)",
             kind: Kind::LinuxDomu(linux_domu::Mode::Pv),
             timeout: Duration::from_secs(240),
             must_fail: None,
@@ -1238,7 +1238,8 @@ pub fn linux_domu_name(mode: linux_domu::Mode) -> String {
 }
 
 /// The dom0 run of a [`Kind::LinuxDomu`] scenario: the toolstack, the Linux domU's kernel and
-/// an initramfs whose `/init` runs `xen-dom0-tests linux-domu` (then announces its poweroff),
+/// an initramfs whose `/init` runs `xen-dom0-tests linux-domu` (then announces its poweroff;
+/// the libxenvchan peer, [`c_program::LIBXENVCHAN_PEER`], is there for it to run),
 /// and `xen-dom0-tests linux-domu-peer` creating it; both sides' cases from
 /// [`exchange::linux`]. `xen-dom0-tests` must be built for x86_64.
 pub fn linux_domu_run(
@@ -1249,14 +1250,18 @@ pub fn linux_domu_run(
     timeout: Duration,
 ) -> Result<Dom0Run> {
     let domu = linux_domu_name(mode);
+    let vchan_peer = c_program::build(testbed, &c_program::LIBXENVCHAN_PEER)?;
     let built = linux_domu::build_with_programs(
         artifacts,
         &testbed.work_dir(),
         name,
-        &[(
-            DOM0_TESTS.into(),
-            testbed.static_binary(Arch::X86_64, DOM0_TESTS),
-        )],
+        &[
+            (
+                DOM0_TESTS.into(),
+                testbed.static_binary(Arch::X86_64, DOM0_TESTS),
+            ),
+            (c_program::LIBXENVCHAN_PEER.name.into(), vchan_peer),
+        ],
         &format!(
             "{DOM0_TESTS} linux-domu\necho '{}SHUTDOWN poweroff'",
             xen_testbed_protocol::MARKER

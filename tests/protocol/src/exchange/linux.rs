@@ -28,7 +28,14 @@
 //!    and pokes [`STEP_MAPPED`]; the domU reads dom0's text and writes [`GRANT_READ`] = `1`; dom0
 //!    unmaps and pokes [`STEP_UNMAPPED`]; the domU drops the share (nothing leaked) and writes
 //!    [`GRANT_RELEASED`] = `1`; dom0 fails to map the reference again.
-//! 7. The domU reports `DONE` and its `/init` powers it off.
+//! 7. xen-vchan against Debian's libxenvchan across the two domains, one [`VchanRun`] of
+//!    [`VCHAN_RUNS`] after the other, each started by dom0 poking its [`VchanRun::step`]:
+//!    dom0's xen-vchan serves and the domU's C peer (`libxenvchan-peer`) connects, or the
+//!    domU's C peer serves (it writes [`VCHAN_OFFERED`] = its directory once it offered the
+//!    channel) and dom0's xen-vchan connects. A run streams [`VCHAN_BYTES`] each way, the
+//!    server sending first, each byte checked; or its C client exits mid-stream, after which
+//!    dom0's server reads the end of the stream and its write fails.
+//! 8. The domU reports `DONE` and its `/init` powers it off.
 
 /// Written by the domU once its program runs and its xenstore cases passed.
 pub const READY: &str = "data/linux/ready";
@@ -71,6 +78,57 @@ pub const ROUND_TRIPS: u32 = 400;
 /// How long either side waits for the other's next step or event (s).
 pub const WAIT_SECONDS: u64 = 30;
 
+/// Written by the domU once its C server offered a channel: the channel's xenstore directory.
+pub const VCHAN_OFFERED: &str = "data/linux/vchan-offered";
+/// The bytes each way of a [`VchanRun`] that streams both ways.
+pub const VCHAN_BYTES: u64 = 4 << 20;
+
+/// One xen-vchan run against libxenvchan across the domains.
+#[derive(Debug, Clone, Copy)]
+pub struct VchanRun {
+    /// dom0's poke that starts it.
+    pub step: &'static str,
+    /// The domU's case.
+    pub domu_case: &'static str,
+    /// dom0's case.
+    pub dom0_case: &'static str,
+    /// Whether the domU's C peer serves (dom0's xen-vchan connects); else dom0 serves.
+    pub domu_serves: bool,
+    /// The server's minimum ring sizes: client to server, server to client (bytes).
+    pub ring_sizes: (usize, usize),
+    /// The size of each side's writes (bytes).
+    pub chunk: usize,
+    /// Not 0: the C client sends only, and exits without closing after this many bytes.
+    pub die_after: u64,
+    /// The channel's port in its conventional xenstore directory
+    /// (`<server's home>/data/vchan/<client>/<port>`).
+    pub port: u32,
+}
+
+/// The vchan runs, in order.
+pub const VCHAN_RUNS: &[VchanRun] = &[
+    VchanRun {
+        step: "vchan-dom0-serves-in-page",
+        domu_case: "linux_domu_vchan_c_client_in_page",
+        dom0_case: "linux_domu_dom0_vchan_server_in_page",
+        domu_serves: false,
+        ring_sizes: (1024, 2048),
+        chunk: 1000,
+        die_after: 0,
+        port: 7101,
+    },
+    VchanRun {
+        step: "vchan-c-client-dies",
+        domu_case: "linux_domu_vchan_c_client_exits_mid_stream",
+        dom0_case: "linux_domu_dom0_vchan_server_sees_client_exit",
+        domu_serves: false,
+        ring_sizes: (1 << 16, 1024),
+        chunk: 4096,
+        die_after: (1 << 20) + 123,
+        port: 7105,
+    },
+];
+
 /// The domU's cases, in order.
 pub const DOMU_CASES: &[&str] = &[
     "linux_domu_store_own_home",
@@ -82,6 +140,8 @@ pub const DOMU_CASES: &[&str] = &[
     "linux_domu_evtchn_tokio_ping_pong",
     "linux_domu_gntalloc_share",
     "linux_domu_gntalloc_released",
+    "linux_domu_vchan_c_client_in_page",
+    "linux_domu_vchan_c_client_exits_mid_stream",
 ];
 
 /// dom0's cases, in order.
@@ -95,5 +155,24 @@ pub const DOM0_CASES: &[&str] = &[
     "linux_domu_dom0_evtchn_tokio",
     "linux_domu_dom0_gntdev_map",
     "linux_domu_dom0_grant_gone",
+    "linux_domu_dom0_vchan_server_in_page",
+    "linux_domu_dom0_vchan_server_sees_client_exit",
     "domu_powered_off",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_vchan_run_is_in_both_case_lists_in_order_and_has_its_own_port() {
+        let at = |cases: &[&str], case| cases.iter().position(|c| *c == case).unwrap();
+        for (i, run) in VCHAN_RUNS.iter().enumerate() {
+            for earlier in &VCHAN_RUNS[..i] {
+                assert!(at(DOMU_CASES, earlier.domu_case) < at(DOMU_CASES, run.domu_case));
+                assert!(at(DOM0_CASES, earlier.dom0_case) < at(DOM0_CASES, run.dom0_case));
+                assert!(earlier.port != run.port && earlier.step != run.step);
+            }
+        }
+    }
+}
