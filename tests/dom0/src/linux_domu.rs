@@ -299,13 +299,15 @@ fn vchan_domu(
     store.wait_poke(run.step)?;
     let path = vchan_path(run, domid);
     let total = linux::VCHAN_BYTES;
+    // The C peer receives first (our side sends first) in a run both ways.
+    let recv = if run.both_ways { total } else { 0 };
     let (peer, lines) = if run.domu_serves {
         let peer = vchan::c_peer_of(
             DomId::new(0),
             "server",
             &path,
             run.ring_sizes,
-            total,
+            recv,
             total,
             run.chunk,
             0,
@@ -313,7 +315,6 @@ fn vchan_domu(
         store.write(linux::VCHAN_OFFERED, &path)?;
         peer
     } else {
-        let recv = if run.die_after == 0 { total } else { 0 };
         vchan::c_peer_of(
             DomId::new(0),
             "client",
@@ -528,7 +529,6 @@ fn vchan_dom0(
 ) -> Result<(), String> {
     let domid = u16::try_from(domain.domid).map_err(|e| e.to_string())?;
     let path = vchan_path(run, domid);
-    let total = linux::VCHAN_BYTES;
     let started = Instant::now();
     if run.domu_serves {
         domain.write(linux::POKE, run.step)?;
@@ -536,9 +536,9 @@ fn vchan_dom0(
         let gntdev = Gntdev::open().map_err(|e| format!("open gntdev: {e}"))?;
         let mut vchan = vchan::our_client_of(&gntdev, DomId::new(domid), &path)?;
         let orders = vchan.orders();
-        vchan::exchange(&mut vchan, total, run.chunk)?;
+        let done = vchan_stream(&mut vchan, run)?;
         out.out(format_args!(
-            "our client of the domU's C server (orders {}/{}): {total} bytes each way in {:.2} s",
+            "our client of the domU's C server (orders {}/{}): {done} in {:.2} s",
             orders.left.get(),
             orders.right.get(),
             started.elapsed().as_secs_f64()
@@ -551,35 +551,49 @@ fn vchan_dom0(
         vchan::our_server_for(&gntalloc, DomId::new(domid), &path, read_min, write_min)?;
     let orders = vchan.orders();
     domain.write(linux::POKE, run.step)?;
-    if run.die_after == 0 {
-        vchan::exchange(&mut vchan, total, run.chunk)?;
-        out.out(format_args!(
-            "our server (orders {}/{}) <-> the domU's C client: {total} bytes each way in {:.2} s",
-            orders.left.get(),
-            orders.right.get(),
-            started.elapsed().as_secs_f64()
-        ));
-    } else {
-        // The C client sends until it exits: the end of the stream comes after its bytes, and
-        // a write then fails (Linux in the domU clears `cli_live` and signals when its
-        // mapping goes).
-        let got = vchan::receive(&mut vchan, total)?;
-        if got < run.die_after || got >= total {
-            return Err(format!(
-                "end of stream after {got} bytes; the client died after {}",
-                run.die_after
-            ));
-        }
-        match vchan.write(b"x") {
-            Err(VchanError::Closed) => {}
-            other => return Err(format!("a write to the dead client gave {other:?}")),
-        }
-        out.out(format_args!(
-            "the domU's C client exited after {got} bytes: end of stream, then Closed"
-        ));
-    }
+    let done = vchan_stream(&mut vchan, run)?;
+    out.out(format_args!(
+        "our server of the domU's C client (orders {}/{}): {done} in {:.2} s",
+        orders.left.get(),
+        orders.right.get(),
+        started.elapsed().as_secs_f64()
+    ));
     vchan.close().map_err(|e| format!("close: {e}"))?;
     vchan::check_removed(&path)
+}
+
+/// dom0's streaming in `run` (the C peer's side in [`vchan_domu`]); says what moved.
+fn vchan_stream(
+    vchan: &mut xen_vchan::linux::Vchan<'_, xen_vchan::linux::EvtchnDevice>,
+    run: &linux::VchanRun,
+) -> Result<String, String> {
+    let total = linux::VCHAN_BYTES;
+    if run.both_ways {
+        vchan::exchange(vchan, total, run.chunk)?;
+        return Ok(format!("{total} bytes each way"));
+    }
+    let got = vchan::receive(vchan, total)?;
+    if run.die_after == 0 {
+        if got != total {
+            return Err(format!("received {got} of {total} bytes"));
+        }
+        return Ok(format!("{total} bytes from the C peer"));
+    }
+    // The C client sends until it exits: the end of the stream comes after its bytes, and a
+    // write then fails (Linux in the domU clears `cli_live` and signals when its mapping goes).
+    if got < run.die_after || got >= total {
+        return Err(format!(
+            "end of stream after {got} bytes; the client died after {}",
+            run.die_after
+        ));
+    }
+    match vchan.write(b"x") {
+        Err(VchanError::Closed) => {}
+        other => return Err(format!("a write to the dead client gave {other:?}")),
+    }
+    Ok(format!(
+        "the C client exited after {got} bytes: end of stream, then Closed"
+    ))
 }
 
 /// Binds the port the domU wrote at `key` and drains the event Xen marks pending on a new

@@ -517,7 +517,7 @@ pub fn scenarios() -> &'static [Scenario] {
         ),
         Scenario {
             name: "linux-domu-pv",
-            about: "Linux dom0 creates a Linux PV domU (Debian's kernel, busybox initramfs) running xen-dom0-tests linux-domu: xen-store over /dev/xen/xenbus (own home, dom0's refused, a watch), xen-evtchn device and tokio ping-pong with dom0, a gntalloc page dom0 maps, privcmd allowed and refused; xen-vchan's server in dom0 against libxenvchan's client in the domU (4 MiB each way, rings in the page; a C client exiting mid-stream)",
+            about: "Linux dom0 creates a Linux PV domU (Debian's kernel, busybox initramfs) running xen-dom0-tests linux-domu: xen-store over /dev/xen/xenbus (own home, dom0's refused, a watch), xen-evtchn device and tokio ping-pong with dom0, a gntalloc page dom0 maps, privcmd allowed and refused",
             kind: Kind::LinuxDomu(linux_domu::Mode::Pv),
             timeout: Duration::from_secs(240),
             must_fail: None,
