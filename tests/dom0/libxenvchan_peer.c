@@ -40,6 +40,43 @@ static uint8_t pattern(uint64_t i)
     return (uint8_t)(i ^ (i >> 8) ^ (i >> 16) ^ 0x5a);
 }
 
+/*
+ * Describes a wrong byte read at stream offset `at` (`bad`: the `len` bytes read from there):
+ * how many are wrong, whether they are stream bytes from elsewhere, the ring's state, what was
+ * read, what was due and what the ring holds there now.
+ */
+static void describe_mismatch(const struct libxenvchan *ctrl, const uint8_t *bad, size_t len,
+                              uint64_t at)
+{
+    size_t wrong = 0;
+    while (wrong < len && bad[wrong] != pattern(at + wrong))
+        wrong++;
+    fprintf(stderr, "libxenvchan-peer: %zu wrong bytes, then the stream is right again\n", wrong);
+    size_t probe = len < 32 ? len : 32;
+    for (uint64_t j = 0; j < at + (16u << 20); j++) {
+        size_t k = 0;
+        while (k < probe && bad[k] == pattern(j + k))
+            k++;
+        if (k == probe)
+            fprintf(stderr, "libxenvchan-peer: they are stream bytes from %llu\n",
+                    (unsigned long long)j);
+    }
+    size_t size = (size_t)1 << ctrl->read.order;
+    size_t offset = (size_t)(at & (size - 1));
+    const uint8_t *ring = ctrl->read.buffer;
+    fprintf(stderr, "libxenvchan-peer: order %d, ring offset %zu, cons %u, prod %u\nread:",
+            ctrl->read.order, offset, ctrl->read.shr->cons, ctrl->read.shr->prod);
+    for (size_t k = 0; k < 24 && k < len; k++)
+        fprintf(stderr, " %02x", bad[k]);
+    fprintf(stderr, "\ndue: ");
+    for (size_t k = 0; k < 24; k++)
+        fprintf(stderr, " %02x", pattern(at + k));
+    fprintf(stderr, "\nnow: ");
+    for (size_t k = 0; k < 24 && offset + k < size; k++)
+        fprintf(stderr, " %02x", ring[offset + k]);
+    fprintf(stderr, "\n");
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -126,6 +163,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "libxenvchan-peer: byte %llu is %u, not %u\n",
                         (unsigned long long)(got + (uint64_t)i), buf[i],
                         pattern(got + (uint64_t)i));
+                describe_mismatch(ctrl, buf + i, (size_t)(n - i), got + (uint64_t)i);
                 return 1;
             }
         }

@@ -191,6 +191,13 @@ impl Refusal {
 /// Validates one request slot against `disk`. An indirect request's segments are read with
 /// `indirect` (the pages' grant references, the descriptors to fill; `false` if a page could
 /// not be read) once its header passed, then checked as a direct request's.
+///
+/// # Errors
+///
+/// The [`Refusal`] to answer the frontend with (its [`status`](Refusal::status)): an
+/// unsupported operation, no or too many segments, a bad indirect operation or unreadable
+/// segment pages, a segment leaving its page, or sectors past the disk's end or a write to a
+/// read-only disk.
 pub fn check(
     slot: &RingRequest,
     disk: &Disk,
@@ -332,6 +339,10 @@ pub struct Backend<M> {
 
 impl<M: RingMemory> Backend<M> {
     /// The back half of the ring of 2^`order` pages the frontend initialised in `mem`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError`] if `mem` is shorter than 2^`order` pages or the order is too large.
     pub fn new(mem: M, order: u8, disk: Disk) -> Result<Self, ShapeError> {
         Ok(Self {
             ring: BackRing::init(mem, order)?,
@@ -360,6 +371,8 @@ impl<M: RingMemory> Backend<M> {
     /// asked to notify for the next (`RING_FINAL_CHECK_FOR_REQUESTS`): a request published
     /// after that comes with an event, so the caller may sleep on the port. Returns whether
     /// the frontend must be notified of responses.
+    ///
+    /// # Errors
     ///
     /// [`ReqRingError`] if the frontend's `req_prod` is impossible: the ring cannot be trusted
     /// any more and the caller must disconnect (every request taken before was answered).

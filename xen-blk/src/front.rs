@@ -164,6 +164,14 @@ where
     /// `n / 4096` (rounded up) of them while in flight, and an indirect one a page of segments
     /// too, so they bound how much is in flight (32 requests of 44 KiB take 352). `deadline`
     /// bounds each wait for the backend.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`] holding the pages given back and why: [`Error::Bus`] if the device's
+    /// directory is incomplete, the backend closes or `deadline` passes
+    /// ([`xen_bus::Error::TimedOut`]), or a page's view is shorter than a page; [`Error::Grant`] if
+    /// no grant reference is free; [`Error::Event`] if no port can be allocated;
+    /// [`Error::BadGeometry`] if the backend published an unusable geometry.
     #[allow(clippy::too_many_arguments)]
     pub fn connect<T: Read + Write>(
         client: &mut Client<T>,
@@ -401,6 +409,12 @@ where
     /// data. `len` and the offset are multiples of the sector size; `len` at most
     /// [`max_request_len`](Self::max_request_len). [`Error::Busy`] if no slot or not enough
     /// free pages: take completions first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unaligned`], [`Error::OutOfRange`] or [`Error::TooLong`] for a request the disk
+    /// cannot take, [`Error::Busy`] if no slot, id or enough pages are free, [`Error::Protocol`]
+    /// if the backend broke the protocol earlier.
     pub fn submit_read(&mut self, sector: u64, len: usize) -> Result<RequestId, Error> {
         self.usable()?;
         self.check(sector, len, false)?;
@@ -409,6 +423,10 @@ where
 
     /// Queues a write of `data` at `sector` (512-byte units), as for
     /// [`submit_read`](Self::submit_read). The data is copied into the frontend's pages.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`submit_read`](Self::submit_read), and [`Error::ReadOnly`] on a read-only disk.
     pub fn submit_write(&mut self, sector: u64, data: &[u8]) -> Result<RequestId, Error> {
         self.usable()?;
         self.check(sector, data.len(), true)?;
@@ -423,6 +441,12 @@ where
 
     /// Queues a flush of the disk's cache (`BLKIF_OP_FLUSH_DISKCACHE`, no data); only if the
     /// backend offers `feature-flush-cache`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if the backend does not offer `feature-flush-cache`,
+    /// [`Error::Busy`] if no slot or id is free, [`Error::Protocol`] if the backend broke the
+    /// protocol earlier.
     pub fn submit_flush(&mut self) -> Result<RequestId, Error> {
         self.usable()?;
         if !self.geometry.flush {
@@ -433,6 +457,13 @@ where
 
     /// Queues a discard of `sectors` 512-byte sectors from `sector` (secure if `secure` and the
     /// backend offers `discard-secure`); only if the backend offers `feature-discard`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if the backend does not offer `feature-discard`,
+    /// [`Error::Unaligned`] or [`Error::OutOfRange`] for a range the disk does not hold,
+    /// [`Error::ReadOnly`] on a read-only disk, [`Error::Busy`] if no slot or id is free,
+    /// [`Error::Protocol`] if the backend broke the protocol earlier.
     pub fn submit_discard(
         &mut self,
         sector: u64,
@@ -599,6 +630,11 @@ where
     }
 
     /// Publishes the queued requests, and notifies the backend if it asked for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if the ring's indices are impossible (the frontend stops), or earlier;
+    /// [`Error::Event`] if the notification fails.
     pub fn kick(&mut self) -> Result<(), Error> {
         self.usable()?;
         let notify = self
@@ -617,6 +653,12 @@ where
     }
 
     /// Takes the next completed request, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if a response breaks the protocol (impossible indices, an unknown id,
+    /// the wrong operation): the frontend stops and every later call returns it. A request that
+    /// failed is not an error here: see [`Completion::result`].
     pub fn poll(&mut self) -> Result<Option<Completion<'_, 't, H, P>>, Error> {
         self.usable()?;
         let rsp = match self.ring.next_response() {
@@ -660,6 +702,10 @@ where
     /// if none, asks the backend for an event at the next one and checks again
     /// (`RING_FINAL_CHECK_FOR_RESPONSES`). `false`: sleeping is safe, the next response comes
     /// with an event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if the backend broke the protocol (now or earlier).
     pub fn prepare_to_wait(&mut self) -> Result<bool, Error> {
         self.usable()?;
         self.ring
@@ -671,6 +717,12 @@ where
     /// takes, many in flight. Needs no request in flight before ([`Error::RequestsInFlight`]).
     /// `sleep` waits for an event on [`port`](Self::port) (or returns at once) and returns
     /// `false` to give up ([`Error::TimedOut`]; the requests then stay in flight).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RequestsInFlight`], [`Error::TimedOut`], [`Error::Io`] if a request failed, and
+    /// the errors of [`submit_read`](Self::submit_read), [`kick`](Self::kick) and
+    /// [`poll`](Self::poll).
     pub fn read(
         &mut self,
         sector: u64,
@@ -681,6 +733,10 @@ where
     }
 
     /// Writes `data` at `sector` (512-byte units), as [`read`](Self::read) reads.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read), with those of [`submit_write`](Self::submit_write).
     pub fn write(
         &mut self,
         sector: u64,
@@ -692,12 +748,20 @@ where
 
     /// Flushes the disk's cache (see [`submit_flush`](Self::submit_flush)), waiting as
     /// [`read`](Self::read) does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read), with those of [`submit_flush`](Self::submit_flush).
     pub fn flush(&mut self, sleep: &mut impl FnMut() -> bool) -> Result<(), Error> {
         now(self.one(&mut Wait::Sleep(sleep), Self::submit_flush))
     }
 
     /// Discards sectors (see [`submit_discard`](Self::submit_discard)), waiting as
     /// [`read`](Self::read) does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read), with those of [`submit_discard`](Self::submit_discard).
     pub fn discard(
         &mut self,
         sector: u64,
@@ -881,6 +945,11 @@ where
     ///
     /// If `deadline` passes first, the grants still mapped are leaked (never reused; counted by
     /// the grant table), the port is closed, and the error is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bus`] if a state write or watch fails or `deadline` passes
+    /// ([`xen_bus::Error::TimedOut`]): the grants still mapped are then leaked, the port is closed.
     pub fn close<T: Read + Write>(
         self,
         client: &mut Client<T>,
@@ -954,6 +1023,11 @@ where
     E: AsyncEventChannel,
 {
     /// [`read`](Self::read), awaiting the port.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read`](Self::read) but [`Error::TimedOut`]; [`Error::Event`] if waiting on the
+    /// port fails.
     pub async fn read_async(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
         let (events, port) = (self.events, self.port);
         let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
@@ -962,6 +1036,11 @@ where
     }
 
     /// [`write`](Self::write), awaiting the port.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`write`](Self::write) but [`Error::TimedOut`]; [`Error::Event`] if waiting on the
+    /// port fails.
     pub async fn write_async(&mut self, sector: u64, data: &[u8]) -> Result<(), Error> {
         let (events, port) = (self.events, self.port);
         let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
@@ -970,6 +1049,11 @@ where
     }
 
     /// [`flush`](Self::flush), awaiting the port.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`flush`](Self::flush) but [`Error::TimedOut`]; [`Error::Event`] if waiting on the
+    /// port fails.
     pub async fn flush_async(&mut self) -> Result<(), Error> {
         let (events, port) = (self.events, self.port);
         let port_event = move || -> PortEvent<'t> { Box::pin(events.wait_port(port)) };
@@ -978,6 +1062,11 @@ where
     }
 
     /// [`discard`](Self::discard), awaiting the port.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`discard`](Self::discard) but [`Error::TimedOut`]; [`Error::Event`] if waiting on
+    /// the port fails.
     pub async fn discard_async(
         &mut self,
         sector: u64,
@@ -995,6 +1084,11 @@ where
     /// The next completion of the polled API ([`submit_read`](Self::submit_read), ...),
     /// awaiting the port until one is answered; `None` if nothing is in flight. Call
     /// [`kick`](Self::kick) first.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`poll`](Self::poll) and [`prepare_to_wait`](Self::prepare_to_wait);
+    /// [`Error::Event`] if waiting on the port fails.
     pub async fn next_completion(&mut self) -> Result<Option<Completion<'_, 't, H, P>>, Error> {
         if self.in_flight() == 0 {
             return Ok(None);
@@ -1054,6 +1148,11 @@ where
     }
 
     /// The backend's answer.
+    ///
+    /// # Errors
+    ///
+    /// The backend's failure: [`IoError::Failed`], [`IoError::NotSupported`] or
+    /// [`IoError::BadStatus`].
     pub fn result(&self) -> Result<(), IoError> {
         self.result
     }
@@ -1070,6 +1169,10 @@ where
 
     /// Copies the request's bytes `offset..offset + dst.len()` into `dst` (for a read: the
     /// data read).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLong`] if `offset + dst.len()` passes the request's length.
     pub fn copy_to(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
         let end = offset.checked_add(dst.len()).filter(|&end| end <= self.len);
         if end.is_none() {

@@ -108,6 +108,11 @@ pub struct VbdPaths {
 /// directory is under `backend/<class>`: `vbd` for Linux's blkback, [`USERSPACE_CLASS`] for
 /// this crate's backend (Linux's blkback would take a `vbd` too, in a dom0 that loaded it).
 /// `devid` is the virtual device number (`202 << 8 | 16` is `xvdb`); `vdev` its name (`xvdb`).
+///
+/// # Errors
+///
+/// [`BackendError::Store`] if a write or the transaction fails (e.g. `EACCES` when this
+/// domain may not write the guest's directory).
 pub fn add_vbd<T: Read + Write>(
     client: &mut Client<T>,
     class: &str,
@@ -162,6 +167,10 @@ where
 }
 
 /// Removes both directories of a device (after its backend closed), as a toolstack does last.
+///
+/// # Errors
+///
+/// [`BackendError::Store`] if a removal or the transaction fails.
 pub fn remove_vbd<T: Read + Write>(
     client: &mut Client<T>,
     paths: &VbdPaths,
@@ -189,6 +198,11 @@ impl BlockBackend {
     /// `file`, whose length is the disk's size (rounded down to 512-byte sectors). Publishes
     /// the features (`feature-flush-cache`, `max-ring-page-order`) and switches to
     /// `InitWait`, so the frontend may set up its ring.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Bus`] if the backend directory lacks `frontend` or `frontend-id` or the
+    /// publication fails, [`BackendError::Io`] if `file`'s length cannot be read.
     pub fn new<T: Read + Write>(
         client: &mut Client<T>,
         path: &str,
@@ -229,6 +243,13 @@ impl BlockBackend {
     ///
     /// `evtchn` must be this connection's alone: [`Connection::serve_until`] takes every port
     /// pending on it, so another user's events would be lost (open one per connection).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Bus`] if the wait fails (the frontend closes, `deadline` passes),
+    /// [`BackendError::Frontend`] if the frontend published an unusable protocol, ring or port,
+    /// [`BackendError::Grant`] if the ring cannot be mapped, [`BackendError::Event`] if the port
+    /// cannot be bound, [`BackendError::Store`] or [`BackendError::Bus`] if publishing fails.
     pub fn connect<'d, T: Read + Write>(
         &'d self,
         client: &mut Client<T>,
@@ -296,6 +317,11 @@ impl BlockBackend {
     /// port closed), and switches to `Closed` last. Returns the frontend's state as last seen
     /// and what `release` returned. `release` runs even if the wait failed. The directories
     /// are the toolstack's to remove after ([`remove_vbd`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Bus`] if a state write fails or the wait fails otherwise than by
+    /// `deadline` (which only ends the wait).
     pub fn detach<T: Read + Write, R>(
         &self,
         client: &mut Client<T>,
@@ -490,6 +516,11 @@ impl Connection<'_> {
     /// (Linux's `evtchn_interrupt` queues the port and masks it), the port is taken and
     /// unmasked before the next pass (an event while masked stays pending and is raised again
     /// by the unmask), so none is lost between the pass and the sleep.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Ring`] as above, [`BackendError::Event`] if notifying, waiting or
+    /// unmasking fails (a failed read or write of the file only fails its request).
     pub fn serve_until(&mut self, stop: &AtomicBool) -> Result<(), BackendError> {
         let evtchn: &EvtchnDevice = self.port.channel();
         let mut ports = [Port::new(0); 8];
@@ -508,6 +539,11 @@ impl Connection<'_> {
     /// Ends the connection: unmaps the ring and closes the port (both also happen on drop).
     /// Requests taken were all answered; those still in the ring are not, which the frontend
     /// sees as a disk gone away.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Grant`] if unmapping the ring fails, [`BackendError::Event`] if closing
+    /// the port fails (the ring is unmapped first either way).
     pub fn close(self) -> Result<Released, BackendError> {
         let Self { backend, port, .. } = self;
         let counts = backend.counts();

@@ -40,12 +40,22 @@ pub struct Device {
 impl Device {
     /// The frontend whose directory is `path` (absolute, or relative to this domain's home,
     /// e.g. `device/vbd/768`): reads `backend` and `backend-id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Missing`] if `backend` or `backend-id` is absent, [`Error::BadValue`] if
+    /// `backend` is not UTF-8 or `backend-id` not a domain id, [`Error::Store`] if a read fails.
     pub fn frontend(store: &mut impl Store, path: &str) -> Result<Self, Error> {
         Self::open(store, Role::Frontend, path)
     }
 
     /// The backend whose directory is `path` (e.g. `backend/vbd/1/768`): reads `frontend` and
     /// `frontend-id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Missing`] if `frontend` or `frontend-id` is absent, [`Error::BadValue`] if
+    /// `frontend` is not UTF-8 or `frontend-id` not a domain id, [`Error::Store`] if a read fails.
     pub fn backend(store: &mut impl Store, path: &str) -> Result<Self, Error> {
         Self::open(store, Role::Backend, path)
     }
@@ -107,16 +117,28 @@ impl Device {
     }
 
     /// This end's state ([`XenbusState::Unknown`] if it has no `state` node).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadValue`] if the node holds no known state, [`Error::Store`] if the read fails.
     pub fn state(&self, store: &mut impl Store) -> Result<XenbusState, Error> {
         read_state(store, &format!("{}/state", self.path))
     }
 
     /// The peer's state ([`XenbusState::Unknown`] if it has no `state` node).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadValue`] if the node holds no known state, [`Error::Store`] if the read fails.
     pub fn peer_state(&self, store: &mut impl Store) -> Result<XenbusState, Error> {
         read_state(store, &format!("{}/state", self.peer_path))
     }
 
     /// Writes this end's state (`xenbus_switch_state`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the write fails (e.g. `EACCES` when this domain may not write there).
     pub fn switch_state(&self, store: &mut impl Store, state: XenbusState) -> Result<(), Error> {
         let value = format!("{}", state.as_u32());
         store.write(&format!("{}/state", self.path), value.as_bytes())?;
@@ -124,17 +146,31 @@ impl Device {
     }
 
     /// The peer's `key`, if present.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the read fails for another reason than the node's absence.
     pub fn read_peer(&self, store: &mut impl Store, key: &str) -> Result<Option<Vec<u8>>, Error> {
         read_opt(store, &format!("{}/{key}", self.peer_path))
     }
 
     /// The peer's `key` as a decimal number, if present.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadValue`] if the value is not a decimal number, [`Error::Store`] if the read
+    /// fails for another reason than the node's absence.
     pub fn read_peer_u64(&self, store: &mut impl Store, key: &str) -> Result<Option<u64>, Error> {
         read_u64(store, &format!("{}/{key}", self.peer_path))
     }
 
     /// Whether the peer offers `feature-<name>`: the node is present and a nonzero number (as
     /// Linux's drivers read them; absent means not offered).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadValue`] if the value is not a decimal number, [`Error::Store`] if the read
+    /// fails for another reason than the node's absence.
     pub fn peer_feature(&self, store: &mut impl Store, name: &str) -> Result<bool, Error> {
         Ok(self
             .read_peer_u64(store, &format!("feature-{name}"))?
@@ -145,6 +181,11 @@ impl Device {
     /// as `state`, in one transaction, run again while the daemon reports a conflict
     /// (`EAGAIN`, up to [`xen_store::TRANSACTION_ATTEMPTS`] times): the peer, watching the state,
     /// never sees it before the keys it announces.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if a write or the transaction fails, including `EAGAIN` when every attempt
+    /// met a conflict.
     pub fn publish<T: Read + Write>(
         &self,
         client: &mut Client<T>,
@@ -168,6 +209,11 @@ impl Device {
     /// node is watched first and read after, then again after each event of that watch: a
     /// change after a read fires the watch, so none is missed. `deadline` is asked before each
     /// sleep ([`Error::TimedOut`]); the sleep itself is the transport's (see [`Deadline`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] if `deadline` passes first, [`Error::BadValue`] if the peer's state
+    /// node holds no known state, [`Error::Store`] if the watch, a read or the transport fails.
     pub fn wait_for_peer<T: Read + Write>(
         &self,
         client: &mut Client<T>,
@@ -198,6 +244,11 @@ impl Device {
     /// Waits until the peer reaches `state` or a later one on the way to `Connected`
     /// (`Initialising` < `InitWait` < `Initialised` < `Connected`); [`Error::PeerClosing`] if
     /// it is closing (or has no state) instead.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PeerClosing`] if the peer is closing instead, and the errors of
+    /// [`wait_for_peer`](Self::wait_for_peer).
     pub fn wait_for_peer_ready<T: Read + Write>(
         &self,
         client: &mut Client<T>,
@@ -230,6 +281,11 @@ impl Device {
     /// `xen_blkif_disconnect`, then writes its own `Closed`, which wakes this wait): so the
     /// grants are ended after this end is `Closed`, never before. If `deadline` passes first
     /// ([`Error::TimedOut`]), what `release` did not end is the caller's to keep or leak.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if a state write fails, and the errors of
+    /// [`wait_for_peer`](Self::wait_for_peer) (e.g. [`Error::TimedOut`]).
     pub fn close<T: Read + Write>(
         &self,
         client: &mut Client<T>,
@@ -263,6 +319,10 @@ impl Publication {
     /// `netif.h` name them: one page is `ring-ref`; 2^order pages are `ring-page-order` and
     /// `ring-ref0`..`ring-ref<2^order - 1>`. [`Error::InvalidInput`] unless the count is a
     /// power of two.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if the number of references is not a power of two.
     pub fn ring_refs(self, refs: impl ExactSizeIterator<Item = GrantRef>) -> Result<Self, Error> {
         let count = refs.len();
         if !count.is_power_of_two() {

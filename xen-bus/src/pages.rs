@@ -49,6 +49,11 @@ pub struct GrantedPages<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: De
 impl<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage> GrantedPages<'t, H, P> {
     /// Grants `peer` access to each of `pages` (read-only if `readonly`). If one grant fails,
     /// those made are ended (the peer cannot know them yet) and the pages given back.
+    ///
+    /// # Errors
+    ///
+    /// [`GrantRefused`] with the grant table's error ([`Error::Grant`], e.g. no free reference)
+    /// and every page given back.
     pub fn grant(
         table: &'t GrantTable<H>,
         peer: DomId,
@@ -120,6 +125,10 @@ impl<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: DevicePage> GrantedPa
 
     /// Ends every grant and gives the pages back; if the peer still has some mapped, ends the
     /// others (their pages are dropped) and gives back those still granted.
+    ///
+    /// # Errors
+    ///
+    /// `self`, holding the pages the peer still has mapped (the others are ended and dropped).
     pub fn end(mut self) -> Result<Vec<P>, Self> {
         let pages = self.end_unmapped();
         if self.is_empty() {

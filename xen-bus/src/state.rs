@@ -64,6 +64,10 @@ impl XenbusState {
 
     /// Parses a `state` node's value: decimal digits, as Linux's `xenbus_scanf("%d")` reads
     /// them (surrounding whitespace allowed).
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownState`] if `value` is not a decimal number naming a state.
     pub fn parse(value: &[u8]) -> Result<Self, UnknownState> {
         core::str::from_utf8(value)
             .ok()

@@ -26,6 +26,11 @@ impl<'a, H: XenHypercall + ?Sized> HypervisorConsole<'a, H> {
     }
 
     /// Writes all of `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// The hypercall's error: `XEN_EPERM` for a domain that is neither privileged nor the
+    /// console domain (a Xen built with `CONFIG_VERBOSE_DEBUG` lets every domain write).
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), H::Error> {
         self.xen.console_write(bytes)
     }
@@ -100,6 +105,10 @@ pub struct Input<'a, H: ?Sized, C> {
 impl<H: XenHypercall + ?Sized, C> Input<'_, H, C> {
     /// Reads pending input into `buf` without waiting: first what the iterator or stream has
     /// already taken from Xen, so that bytes keep their order.
+    ///
+    /// # Errors
+    ///
+    /// The hypercall's error: `XEN_EPERM` outside the console domain.
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<usize, H::Error> {
         let buffered = &self.buf[self.pos..self.len];
         if buffered.is_empty() {

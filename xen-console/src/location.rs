@@ -43,6 +43,11 @@ impl RingLocation {
     /// From `HVM_PARAM_CONSOLE_PFN` (17) and `HVM_PARAM_CONSOLE_EVTCHN` (18): PVH, HVM and Arm
     /// guests. `None` when the toolstack gave this domain no console ring (both are 0); one of
     /// them 0 is [`LocationError::Bad`].
+    ///
+    /// # Errors
+    ///
+    /// [`LocationError::Xen`] if reading a parameter fails, [`LocationError::Bad`] if one of them
+    /// is 0 or they name no possible ring.
     pub fn from_hvm_params<H: HvmOps + ?Sized>(
         xen: &H,
     ) -> Result<Option<Self>, LocationError<H::Error>> {
@@ -58,6 +63,10 @@ impl RingLocation {
     /// From a PV guest's `start_info.console.domU` (`mfn`, `evtchn`). Only a PV domU's start
     /// info has it (dom0's holds VGA information there instead). `None` when both are 0; one
     /// of them 0 is an error.
+    ///
+    /// # Errors
+    ///
+    /// [`BadLocation`] if one of them is 0 or they name no possible ring.
     pub fn from_pv_start_info(mfn: u64, evtchn: u32) -> Result<Option<Self>, BadLocation> {
         Self::checked(mfn, u64::from(evtchn))
     }

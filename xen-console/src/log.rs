@@ -75,11 +75,20 @@ where
 
     /// One `readconsole` into `buf`: from the oldest byte (`from: None`) or from a position
     /// returned earlier (if still in the ring; else from the oldest byte).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Xen`] (`XEN_EPERM` outside the toolstack domain), [`LogError::Refused`] for
+    /// Xen's `XEN_EACCES` (another sysctl interface version, or an XSM policy's denial).
     pub fn read_into(&self, buf: &mut [u8], from: Option<u32>) -> Result<ReadConsole, LogError> {
         Ok(self.xen.readconsole(buf, from, false)?)
     }
 
     /// Empties the log ring.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_into`](Self::read_into).
     pub fn clear(&self) -> Result<(), LogError> {
         // Xen clears up to where its copy stopped, so read (and clear) until a read comes
         // back short: then everything up to the producer is gone.
@@ -88,6 +97,10 @@ where
     }
 
     /// The whole log ring.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_into`](Self::read_into).
     #[cfg(feature = "alloc")]
     pub fn read_all(&self) -> Result<LogChunk, LogError> {
         Ok(self.read(None)?)
@@ -95,6 +108,10 @@ where
 
     /// What was logged after position `index` (from [`LogChunk::next_index`] or
     /// [`ReadConsole::next_index`]); if `index` is no longer in the ring, the whole ring.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_into`](Self::read_into).
     #[cfg(feature = "alloc")]
     pub fn read_since(&self, index: u32) -> Result<LogChunk, LogError> {
         Ok(self.read(Some(index))?)
@@ -102,6 +119,10 @@ where
 
     /// The position after the newest byte: where a read of only what is logged from now on
     /// starts (`read_since`, or [`read_into`](Self::read_into) with `Some(index)`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_into`](Self::read_into).
     pub fn end_index(&self) -> Result<u32, LogError> {
         Ok(self.read_until_short(&mut [0; 1024], None, false, |_| {})?)
     }

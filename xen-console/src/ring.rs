@@ -62,6 +62,10 @@ impl<M: RingMemory + Clone, C> ConsoleRing<M, C> {
     }
 
     /// The backend's `connection` state, or `None` on a page without the field.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] if the ring's memory is too short for the field.
     pub fn connection(&self) -> Result<Option<Connection>, RingError> {
         if !self.has_connection {
             return Ok(None);
@@ -81,6 +85,10 @@ impl<M: RingMemory + Clone, C> ConsoleRing<M, C> {
     }
 
     /// Output bytes the backend has not consumed yet.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] if the backend's index is impossible.
     pub fn unconsumed(&self) -> Result<usize, RingError> {
         self.out.unconsumed()
     }
@@ -89,6 +97,11 @@ impl<M: RingMemory + Clone, C> ConsoleRing<M, C> {
 impl<M: RingMemory, C: Notify> ConsoleRing<M, C> {
     /// Copies as much of `buf` as fits into `out` without waiting; notifies the backend if
     /// anything moved. `Ok(0)`: the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// notification fails.
     pub fn try_write(&mut self, buf: &[u8]) -> Result<usize, Error<C::Error>> {
         let n = self.out.write(buf)?;
         if n > 0 {
@@ -99,6 +112,11 @@ impl<M: RingMemory, C: Notify> ConsoleRing<M, C> {
 
     /// Copies available input into `buf` without waiting; notifies the backend if anything
     /// moved (it may be waiting for room). `Ok(0)`: nothing to read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// notification fails.
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<usize, Error<C::Error>> {
         let n = self.input.read(buf)?;
         if n > 0 {
@@ -172,8 +190,12 @@ impl<M: RingMemory, C: Notify + Wait> ConsoleRing<M, C> {
     }
 
     /// Waits until the backend has consumed every byte written (before powering off: lines
-    /// still in the ring are lost otherwise). A channel deadline that passes first gives
-    /// [`Error::Stalled`].
+    /// still in the ring are lost otherwise).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stalled`] when the channel's deadline passes first, [`Error::Ring`] when the
+    /// backend's index is impossible, [`Error::Channel`] when the channel's wait fails.
     pub fn flush(&mut self) -> Result<(), Error<C::Error>> {
         loop {
             let unconsumed = self.out.unconsumed()?;
@@ -208,6 +230,12 @@ impl<M: RingMemory, C: Notify + Wait> ConsoleRing<M, C> {
     /// Waits whenever a look at the ring takes nothing: when it is empty, and when a hostile
     /// backend takes back bytes it had published (moves `in_prod` back) between the look and
     /// the read, so that such a backend costs a wait, never a spin.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// channel's wait or notify fails, [`Error::TimedOut`] when the channel's deadline passes
+    /// while waiting.
     pub fn read_line(&mut self, buf: &mut [u8]) -> Result<usize, Error<C::Error>> {
         let mut len = 0;
         while len < buf.len() {
@@ -275,6 +303,12 @@ impl<M: RingMemory, C: Notify + Wait> Iterator for Bytes<'_, M, C> {
 
 impl<M: RingMemory, C: Notify + AsyncWait> ConsoleRing<M, C> {
     /// `poll` form of an async write: `Ready` with at least one byte written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// channel's wait or notify fails, [`Error::TimedOut`] when the channel's deadline passes
+    /// while waiting.
     pub fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
@@ -292,6 +326,12 @@ impl<M: RingMemory, C: Notify + AsyncWait> ConsoleRing<M, C> {
     }
 
     /// `poll` form of an async read: `Ready` with at least one byte read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend's index is impossible, [`Error::Channel`] when the
+    /// channel's wait or notify fails, [`Error::TimedOut`] when the channel's deadline passes
+    /// while waiting.
     pub fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
@@ -309,6 +349,10 @@ impl<M: RingMemory, C: Notify + AsyncWait> ConsoleRing<M, C> {
     }
 
     /// `poll` form of an async flush.
+    ///
+    /// # Errors
+    ///
+    /// As for [`flush`](Self::flush).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error<C::Error>>> {
         loop {
             let unconsumed = self.out.unconsumed()?;

@@ -159,6 +159,30 @@ fn an_overflowed_ring_reports_every_bound_port() {
     assert!(!driver.overflowed());
 }
 
+/// A blocking device: `take_pending` still returns at once when nothing is queued, and
+/// `wait_pending`'s one blocking read recovers an overflow like the non-blocking read.
+#[test]
+fn a_blocking_device_takes_without_waiting_and_recovers_an_overflow() {
+    let driver = EvtchnDriver::with_ring_size(2);
+    let device = driver.device();
+    device.set_blocking().unwrap();
+    let ports: Vec<_> = (0..3)
+        .map(|_| device.alloc_unbound(DomId::SELF).unwrap())
+        .collect();
+    let mut got = [Port::new(0); 8];
+    assert_eq!(device.take_pending(&mut got).unwrap(), 0);
+    for port in &ports {
+        driver.fire(port.port());
+    }
+    assert!(driver.overflowed());
+    let count = device.wait_pending(&mut got).unwrap();
+    let mut got = got[..count].to_vec();
+    got.sort();
+    assert_eq!(got, ports.iter().map(|p| p.port()).collect::<Vec<_>>());
+    assert_eq!(device.overflows(), 1);
+    assert!(!driver.overflowed());
+}
+
 #[cfg(feature = "tokio-1")]
 mod tokio_backend {
     use std::pin::pin;

@@ -92,11 +92,11 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
     ///
     /// # Errors
     ///
-    /// [`Error::BadDomain`] and [`Error::OwnDomain`] as above. Xen refuses, as [`Error::Xen`] holding `Error::Grant(status)`, a
-    /// reference past the granter's table (`GNTST_bad_gntref`), an entry that
-    /// does not grant this domain access, or writable access to a read-only
-    /// grant (`GNTST_general_error`), a domain that does not exist
-    /// (`GNTST_bad_domain`). The slot comes back with the error.
+    /// [`Error::BadDomain`] and [`Error::OwnDomain`] as above. Xen refuses, as [`Error::Xen`]
+    /// holding `Error::Grant(status)`, a reference past the granter's table (`GNTST_bad_gntref`),
+    /// an entry that does not grant this domain access, or writable access to a read-only grant
+    /// (`GNTST_general_error`), a domain that does not exist (`GNTST_bad_domain`). The slot comes
+    /// back with the error.
     pub fn map(
         h: &'h H,
         domid: DomId,
@@ -199,6 +199,10 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
 
     /// Copies `dst.len()` bytes at `offset` out of the page (read-only
     /// mappings too).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if the bytes are outside the page.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
         self.read_only()
             .read(offset, dst)
@@ -219,6 +223,11 @@ impl<'h, H: XenHypercall<Error = xen_hypercall::Error>, S: MapSlot> MappedGrant<
 
     /// Unmaps the page and gives the slot back, empty (for another mapping);
     /// if Xen refuses, fails with the mapping unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`UnmapError`] with Xen's refusal of `GNTTABOP_unmap_grant_ref` and the mapping, still in
+    /// place.
     pub fn unmap(self) -> Result<S, UnmapError<'h, H, S>> {
         match self.unmap_raw() {
             Ok(()) => {

@@ -120,6 +120,11 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
     /// The caller guarantees the contract of `MemoryOps::add_to_physmap` for
     /// each of those guest frames: no Rust value lives there, and the pages
     /// are used afterwards only as a grant table (through [`GrantTable::new`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] if Xen refuses a frame (one beyond the domain's `max_grant_frames`, or
+    /// `XENMEM_add_to_physmap` on a PV guest); the frames before it stay mapped.
     pub unsafe fn map_into_physmap(h: &H, first_gfn: Gfn, nr_frames: u32) -> Result<(), Error> {
         for index in 0..nr_frames {
             let gfn = Gfn(first_gfn.0 + u64::from(index));
@@ -146,6 +151,11 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
     /// - every entry this value did not write (the toolstack's reserved ones)
     ///   grants only memory that is accessed atomically or volatilely (the
     ///   console and xenstore rings), as [`GrantPage`] requires.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a frame count outside 1..=8388607 or a `table` not 4-byte
+    /// aligned.
     pub unsafe fn new(h: H, table: NonNull<u8>, nr_frames: u32) -> Result<Self, Error> {
         let entries = nr_frames
             .checked_mul(ENTRIES_PER_FRAME)
@@ -287,10 +297,14 @@ impl<H: XenHypercall<Error = xen_hypercall::Error>> GrantTable<H> {
         }
     }
 
-    /// Copies with `GNTTABOP_copy`, in batches of 16; fails with the first copy
-    /// Xen refused ([`Error::Copy`], its index in `ops`). The copies before it
-    /// were done, and so may be the later ones of its batch (Xen tries every
-    /// copy of a hypercall); no later batch is issued.
+    /// Copies with `GNTTABOP_copy`, in batches of 16.
+    ///
+    /// # Errors
+    ///
+    /// The first copy Xen refused ([`Error::Copy`], its index in `ops`): the copies
+    /// before it were done, and so may be the later ones of its batch (Xen tries every
+    /// copy of a hypercall); no later batch is issued. [`Error::Xen`] if the hypercall
+    /// itself fails.
     pub fn copy(&self, ops: &[CopyOp<'_>]) -> Result<(), Error> {
         const BATCH: usize = 16;
         for (chunk_index, chunk) in ops.chunks(BATCH).enumerate() {
@@ -431,6 +445,11 @@ impl<'t, H: XenHypercall<Error = xen_hypercall::Error>, P: GrantPage> Grant<'t, 
 
     /// Ends the access and gives the page back; while the other domain still
     /// has it mapped (or is copying it), fails with the grant unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`StillInUse`], holding the grant, still in force, while the other domain has the page
+    /// mapped or is copying it.
     pub fn end(self) -> Result<P, StillInUse<'t, H, P>> {
         match self.table.end(self.gref) {
             Ok(()) => {

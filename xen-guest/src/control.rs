@@ -77,6 +77,11 @@ impl ShutdownRequest {
 }
 
 /// Writes `control/feature-*` = `1` for each of `features`.
+///
+/// # Errors
+///
+/// The store's [`Error`] if a write fails (e.g. `EACCES` if the toolstack did not give the
+/// guest its `control` directory).
 pub fn advertise<S: Store>(store: &mut S, features: Features) -> Result<(), Error> {
     for (feature, node) in [
         (Features::POWEROFF, "control/feature-poweroff"),
@@ -105,6 +110,11 @@ pub struct ControlWatches {
 
 impl ControlWatches {
     /// Advertises `features` and sets both watches.
+    ///
+    /// # Errors
+    ///
+    /// The store's [`Error`] if advertising or setting a watch fails (a watch set is removed
+    /// again).
     pub fn new<T: Read + Write>(client: &mut Client<T>, features: Features) -> Result<Self, Error>
     where
         T::Error: 'static,
@@ -131,6 +141,10 @@ impl ControlWatches {
     /// the guest refuses. xl then gives up after its timeout (60 s in libxl's
     /// `libxl__domain_pvcontrol`), clears the node itself ("guest didn't acknowledge suspend,
     /// cancelling request") and fails the save; the guest runs on.
+    ///
+    /// # Errors
+    ///
+    /// Those of the free [`take_shutdown`].
     pub fn take_shutdown<T: Read + Write>(
         &self,
         client: &mut Client<T>,
@@ -156,6 +170,10 @@ impl ControlWatches {
     }
 
     /// Removes both watches.
+    ///
+    /// # Errors
+    ///
+    /// The store's [`Error`] if removing a watch fails.
     pub fn remove<T: Read + Write>(self, client: &mut Client<T>) -> Result<(), Error>
     where
         T::Error: 'static,
@@ -167,6 +185,11 @@ impl ControlWatches {
 
 /// Takes the pending shutdown request, if any: reads `control/shutdown` and clears it in one
 /// transaction (run again on a conflict), which is the acknowledgement xl waits for.
+///
+/// # Errors
+///
+/// The store's [`Error`] if the read, the clearing or the transaction fails (`EAGAIN` once
+/// every attempt met a conflict).
 pub fn take_shutdown<T: Read + Write>(
     client: &mut Client<T>,
 ) -> Result<Option<ShutdownRequest>, Error>
@@ -177,6 +200,11 @@ where
 }
 
 /// Takes the pending sysrq key, if any, as [`take_shutdown`] does.
+///
+/// # Errors
+///
+/// The store's [`Error`] if the read, the clearing or the transaction fails (`EAGAIN` once
+/// every attempt met a conflict).
 pub fn take_sysrq<T: Read + Write>(client: &mut Client<T>) -> Result<Option<u8>, Error>
 where
     T::Error: 'static,

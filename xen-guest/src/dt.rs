@@ -76,6 +76,11 @@ impl<'a> Hypervisor<'a> {
 
 impl<'a> Hypervisor<'a> {
     /// Reads the node from a parsed device tree.
+    ///
+    /// # Errors
+    ///
+    /// [`BootInfoError::DeviceTree`] if no node is compatible with `xen,xen` or it lacks its
+    /// `reg` ranges or interrupt.
     pub fn from_fdt(fdt: &Fdt<'a>) -> Result<Self, BootInfoError> {
         let node = fdt
             .find_compatible(&["xen,xen"])
@@ -145,6 +150,11 @@ impl<'a> Hypervisor<'a> {
     }
 
     /// Reads the node from the flattened device tree in `blob`.
+    ///
+    /// # Errors
+    ///
+    /// [`BootInfoError::DeviceTree`] if `blob` is not a valid flattened device tree, and those
+    /// of [`from_fdt`](Self::from_fdt).
     pub fn from_blob(blob: &'a [u8]) -> Result<Self, BootInfoError> {
         let fdt = Fdt::new(blob).map_err(|_| BootInfoError::DeviceTree("not a valid FDT"))?;
         Self::from_fdt(&fdt)

@@ -85,6 +85,10 @@ impl StartInfo {
     ///
     /// `info` must be valid for reading a `start_info` (1168 bytes): at a PV entry point, the
     /// virtual address Xen put in `rsi`, which the initial page tables map (`public/xen.h`).
+    ///
+    /// # Errors
+    ///
+    /// [`BootInfoError::BadMagic`] if the magic field is not [`MAGIC`] followed by a NUL.
     pub unsafe fn from_ptr(info: *const start_info) -> Result<Self, BootInfoError> {
         // SAFETY: the caller guarantees `info` is readable for a `start_info`; every bit
         // pattern is one (the type is `FromBytes`). Volatile: the page is the domain
@@ -94,6 +98,10 @@ impl StartInfo {
     }
 
     /// Checks a copy of `start_info`.
+    ///
+    /// # Errors
+    ///
+    /// [`BootInfoError::BadMagic`] if the magic field is not [`MAGIC`] followed by a NUL.
     pub fn new(raw: start_info) -> Result<Self, BootInfoError> {
         let magic = raw.magic.as_bytes();
         // The magic is NUL-terminated in its 32 bytes.
@@ -261,6 +269,10 @@ impl P2mPublication {
 ///
 /// `page` points to this domain's `start_info` page, mapped readable and writable, which no
 /// Rust reference covers ([`StartInfo`] is a copy).
+///
+/// # Errors
+///
+/// The first error `convert` returns.
 pub unsafe fn convert_ring_frames<E>(
     page: core::ptr::NonNull<start_info>,
     mut convert: impl FnMut(u64) -> Result<u64, E>,

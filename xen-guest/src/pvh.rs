@@ -173,6 +173,12 @@ pub struct HvmStartInfo<M> {
 
 impl<M: PhysMemory> HvmStartInfo<M> {
     /// Copies and checks the `hvm_start_info` at physical address `paddr`.
+    ///
+    /// # Errors
+    ///
+    /// [`BootInfoError::Unreadable`] if `memory` does not cover the structure,
+    /// [`BootInfoError::BadMagic`] if it does not start with `XEN_HVM_START_MAGIC_VALUE`,
+    /// [`BootInfoError::UnsupportedVersion`] for a version other than 0 or 1.
     pub fn read(memory: M, paddr: u64) -> Result<Self, BootInfoError> {
         let mut raw = hvm_start_info::new_zeroed();
         memory.read(paddr, raw.as_mut_bytes())?;
@@ -209,7 +215,11 @@ impl<M: PhysMemory> HvmStartInfo<M> {
     }
 
     /// The command line, copied into `buf` without its NUL; `None` if there is none.
-    /// [`BootInfoError::Unterminated`] if no NUL comes within `buf.len() + 1` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`BootInfoError::Unterminated`] if no NUL comes within `buf.len() + 1` bytes,
+    /// [`BootInfoError::Unreadable`] if the string lies outside `memory`.
     pub fn cmdline<'b>(&self, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, BootInfoError> {
         match self.raw.cmdline_paddr {
             0 => Ok(None),
@@ -218,6 +228,11 @@ impl<M: PhysMemory> HvmStartInfo<M> {
     }
 
     /// A module's command line, copied into `buf` as [`cmdline`](Self::cmdline) does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`cmdline`](Self::cmdline), and [`BootInfoError::Unreadable`] if the module list
+    /// cannot be read.
     pub fn module_cmdline<'b>(
         &self,
         module: &Module,
@@ -230,6 +245,10 @@ impl<M: PhysMemory> HvmStartInfo<M> {
     }
 
     /// The modules, in order.
+    ///
+    /// # Errors
+    ///
+    /// An item is [`BootInfoError::Unreadable`] if its entry lies outside `memory`.
     pub fn modules(&self) -> impl Iterator<Item = Result<Module, BootInfoError>> + '_ {
         (0..self.raw.nr_modules).map(move |i| {
             let entry: hvm_modlist_entry = self.entry(self.raw.modlist_paddr, i)?;
@@ -243,6 +262,10 @@ impl<M: PhysMemory> HvmStartInfo<M> {
 
     /// The memory map (version 1); empty in version 0, where the guest asks Xen
     /// (`XENMEM_memory_map`) instead.
+    ///
+    /// # Errors
+    ///
+    /// An item is [`BootInfoError::Unreadable`] if its entry lies outside `memory`.
     pub fn memory_map(&self) -> impl Iterator<Item = Result<MemoryRegion, BootInfoError>> + '_ {
         let entries = if self.raw.version >= 1 {
             self.raw.memmap_entries

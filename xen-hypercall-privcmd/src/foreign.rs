@@ -100,8 +100,12 @@ impl ForeignMapping {
         &self.errors
     }
 
-    /// A view of page `index`, or why it is not mapped (`ENOENT`: still paged out after the
-    /// retries; `EINVAL`: no such frame; `EPERM`/`EACCES`: refused). Out of range: `EINVAL`.
+    /// A view of page `index`.
+    ///
+    /// # Errors
+    ///
+    /// Why the page is not mapped (`ENOENT`: still paged out after the retries; `EINVAL`: no
+    /// such frame; `EPERM`/`EACCES`: refused); `EINVAL` for an `index` out of range.
     pub fn page(&self, index: usize) -> Result<SharedMem<'_>, Errno> {
         match self.errors.get(index) {
             None => Err(Errno::EINVAL),

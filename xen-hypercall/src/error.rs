@@ -342,6 +342,10 @@ impl From<Errno> for Error {
 ///
 /// Xen returns `-XEN_Exxx` on failure; any other value is the result (`memory_op`
 /// may return more than 31 bits). Error codes occupy `-4095..=-1`, as on Linux.
+///
+/// # Errors
+///
+/// [`Error::Xen`] with the [`Errno`] for a value in `-4095..=-1`.
 pub const fn decode_result(ret: isize) -> Result<usize, Error> {
     if ret < 0 && ret >= -4095 {
         Err(Error::Xen(Errno(-ret as i32)))

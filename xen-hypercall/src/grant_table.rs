@@ -119,6 +119,10 @@ impl GrantStatus {
     }
 
     /// `Ok(())` for `OKAY`, else [`Error::Grant`] with this status.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Grant`] with this status unless it is `OKAY`.
     pub const fn to_result(self) -> Result<(), Error> {
         if self.is_okay() {
             Ok(())

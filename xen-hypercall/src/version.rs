@@ -52,6 +52,10 @@ impl<const N: usize> XenString<N> {
     }
 
     /// The string, if it is UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// [`Utf8Error`](core::str::Utf8Error) if the bytes are not UTF-8.
     pub fn to_str(&self) -> Result<&str, core::str::Utf8Error> {
         core::str::from_utf8(self.as_bytes())
     }

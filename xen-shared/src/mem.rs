@@ -342,6 +342,10 @@ impl<'a> SharedMem<'a> {
     }
 
     /// The part of this view of `len` bytes starting at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the bytes do not all lie in this view.
     pub fn subslice(&self, offset: usize, len: usize) -> Result<SharedMem<'a>, AccessError> {
         Ok(Self {
             words: self.words.subslice(offset, len)?,
@@ -370,6 +374,10 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Sets `len` bytes starting at `offset` to `byte` (as [`write`](Self::write) does).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the bytes do not all lie in this view.
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), AccessError> {
         self.words.fill(offset, len, byte)
     }
@@ -378,6 +386,11 @@ impl<'a> SharedMem<'a> {
     ///
     /// The caller uses the atomic's own API (`load(Ordering::Acquire)` on a peer's index, …).
     /// `AtomicU32` is the only [`SharedAtomic`]: every access to the view is to whole words.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the word does not lie in this view,
+    /// [`AccessError::Misaligned`] if its address is not a multiple of 4.
     pub fn atomic<A: SharedAtomic>(&self, offset: usize) -> Result<&'a A, AccessError> {
         Ok(A::from_word(self.words.word(offset)?))
     }
@@ -445,6 +458,10 @@ impl<'a> ReadOnlyMem<'a> {
     }
 
     /// The part of this view of `len` bytes starting at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the bytes do not all lie in this view.
     pub fn subslice(&self, offset: usize, len: usize) -> Result<ReadOnlyMem<'a>, AccessError> {
         Ok(Self {
             words: self.words.subslice(offset, len)?,
@@ -462,6 +479,11 @@ impl<'a> ReadOnlyMem<'a> {
 
     /// Loads the aligned `u32` at `offset` with Acquire ordering (a peer's index: what the
     /// peer wrote before storing it is visible after).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::OutOfBounds`] if the word does not lie in this view,
+    /// [`AccessError::Misaligned`] if its address is not a multiple of 4.
     pub fn load_u32(&self, offset: usize) -> Result<u32, AccessError> {
         Ok(self.words.word(offset)?.load(Ordering::Acquire))
     }

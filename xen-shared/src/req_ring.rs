@@ -255,12 +255,22 @@ where
     /// Initialises the shared ring in the first 2^`order` pages of `mem` (`SHARED_RING_INIT`:
     /// both producer indices 0, both event indices 1, the padding zero) and its front half
     /// (`FRONT_RING_INIT`). Done before the pages are granted to the back end.
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError`]: the memory is shorter than 2^`order` pages, the order is too large, or no
+    /// entry fits after the header.
     pub fn init(mem: M, order: u8) -> Result<Self, ShapeError> {
         Self::init_at(mem, order, 0)
     }
 
     /// As [`init`](Self::init), with every index starting at `index` instead of 0 (any start
     /// works; a back end must then [`attach`](BackRing::attach) at the same index).
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError`]: the memory is shorter than 2^`order` pages, the order is too large, or no
+    /// entry fits after the header.
     pub fn init_at(mem: M, order: u8, index: u32) -> Result<Self, ShapeError> {
         let ring = Self::attach(mem, order, index)?;
         ring.mem
@@ -278,6 +288,11 @@ where
 
     /// The front half of a ring already initialised, with every index at `index`
     /// (`FRONT_RING_ATTACH`). The shared memory is not touched.
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError`]: the memory is shorter than 2^`order` pages, the order is too large, or no
+    /// entry fits after the header.
     pub fn attach(mem: M, order: u8, index: u32) -> Result<Self, ShapeError> {
         Ok(Self {
             shape: Shape::new::<Req, Rsp>(mem.len(), order)?,
@@ -312,7 +327,12 @@ where
     }
 
     /// Copies `req` into the next free slot; it reaches the back end with the next
-    /// [`push_requests`](Self::push_requests). [`ReqRingError::Full`] if no slot is free.
+    /// [`push_requests`](Self::push_requests).
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::Full`] if no slot is free, [`ReqRingError::Access`] if the memory
+    /// refuses the copy.
     pub fn start_request(&mut self, req: &Req) -> Result<(), ReqRingError> {
         if self.is_full() {
             return Err(ReqRingError::Full);
@@ -325,6 +345,10 @@ where
 
     /// Publishes the started requests; `true` if the back end must be notified
     /// (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`: it asked for an event at one of them).
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::Access`] if the memory refuses the access (it changed size).
     pub fn push_requests(&mut self) -> Result<bool, ReqRingError> {
         let (old, new) = (self.req_pushed, self.req_prod_pvt);
         let notify = publish(&self.mem, REQ_PROD, REQ_EVENT, old, new)?;
@@ -335,6 +359,11 @@ where
     /// Takes the next published response, if any. The back end's `rsp_prod` is read when the
     /// responses seen so far are used up, once per call at most, and must lie between the
     /// responses consumed and the requests pushed.
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::ProducerOverflow`] if the peer's producer index is impossible (nothing is
+    /// consumed: abandon the ring), [`ReqRingError::Access`] if the memory refuses the access.
     pub fn next_response(&mut self) -> Result<Option<Rsp>, ReqRingError> {
         if self.rsp_cons == self.rsp_seen {
             self.read_rsp_prod()?;
@@ -350,6 +379,11 @@ where
     }
 
     /// Responses published and not yet consumed (reads `rsp_prod` once).
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::ProducerOverflow`] if the peer's producer index is impossible (nothing is
+    /// consumed: abandon the ring), [`ReqRingError::Access`] if the memory refuses the access.
     pub fn unconsumed_responses(&mut self) -> Result<u32, ReqRingError> {
         self.read_rsp_prod()?;
         Ok(self.rsp_seen.wrapping_sub(self.rsp_cons))
@@ -358,6 +392,11 @@ where
     /// Before waiting for an event: whether responses are waiting; if none, asks the back end
     /// to notify for the next one and checks once more (`RING_FINAL_CHECK_FOR_RESPONSES`).
     /// `false` means a response published from now on comes with a notification.
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::ProducerOverflow`] if the peer's producer index is impossible (nothing is
+    /// consumed: abandon the ring), [`ReqRingError::Access`] if the memory refuses the access.
     pub fn final_check_for_responses(&mut self) -> Result<bool, ReqRingError> {
         if self.unconsumed_responses()? > 0 {
             return Ok(true);
@@ -422,11 +461,21 @@ where
 {
     /// The back half of a ring the front end initialised (`BACK_RING_INIT`), in the first
     /// 2^`order` pages of `mem`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError`]: the memory is shorter than 2^`order` pages, the order is too large, or no
+    /// entry fits after the header.
     pub fn init(mem: M, order: u8) -> Result<Self, ShapeError> {
         Self::attach(mem, order, 0)
     }
 
     /// The back half of a ring whose indices are all at `index` (`BACK_RING_ATTACH`).
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError`]: the memory is shorter than 2^`order` pages, the order is too large, or no
+    /// entry fits after the header.
     pub fn attach(mem: M, order: u8, index: u32) -> Result<Self, ShapeError> {
         Ok(Self {
             shape: Shape::new::<Req, Rsp>(mem.len(), order)?,
@@ -455,6 +504,11 @@ where
     /// made exact: it also refuses a `req_prod` behind the requests consumed). So no more than
     /// the ring's size is ever consumed beyond the responses pushed
     /// (`RING_REQUEST_CONS_OVERFLOW` cannot happen).
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::ProducerOverflow`] if the peer's producer index is impossible (nothing is
+    /// consumed: abandon the ring), [`ReqRingError::Access`] if the memory refuses the access.
     pub fn next_request(&mut self) -> Result<Option<Req>, ReqRingError> {
         if self.req_cons == self.req_seen {
             self.read_req_prod()?;
@@ -470,6 +524,11 @@ where
     }
 
     /// Requests published and not yet consumed (reads `req_prod` once).
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::ProducerOverflow`] if the peer's producer index is impossible (nothing is
+    /// consumed: abandon the ring), [`ReqRingError::Access`] if the memory refuses the access.
     pub fn unconsumed_requests(&mut self) -> Result<u32, ReqRingError> {
         self.read_req_prod()?;
         Ok(self.req_seen.wrapping_sub(self.req_cons))
@@ -478,6 +537,11 @@ where
     /// Before waiting for an event: whether requests are waiting; if none, asks the front end
     /// to notify for the next one and checks once more (`RING_FINAL_CHECK_FOR_REQUESTS`).
     /// `false` means a request published from now on comes with a notification.
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::ProducerOverflow`] if the peer's producer index is impossible (nothing is
+    /// consumed: abandon the ring), [`ReqRingError::Access`] if the memory refuses the access.
     pub fn final_check_for_requests(&mut self) -> Result<bool, ReqRingError> {
         if self.unconsumed_requests()? > 0 {
             return Ok(true);
@@ -488,7 +552,11 @@ where
 
     /// Copies `rsp` into the slot of the oldest consumed, unanswered request; it reaches the
     /// front end with the next [`push_responses`](Self::push_responses).
-    /// [`ReqRingError::NoRequestToAnswer`] if every consumed request has its response.
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::NoRequestToAnswer`] if every consumed request has its response,
+    /// [`ReqRingError::Access`] if the memory refuses the copy.
     pub fn start_response(&mut self, rsp: &Rsp) -> Result<(), ReqRingError> {
         if self.unanswered() == 0 {
             return Err(ReqRingError::NoRequestToAnswer);
@@ -501,6 +569,10 @@ where
 
     /// Publishes the started responses; `true` if the front end must be notified
     /// (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`).
+    ///
+    /// # Errors
+    ///
+    /// [`ReqRingError::Access`] if the memory refuses the access (it changed size).
     pub fn push_responses(&mut self) -> Result<bool, ReqRingError> {
         let (old, new) = (self.rsp_pushed, self.rsp_prod_pvt);
         let notify = publish(&self.mem, RSP_PROD, RSP_EVENT, old, new)?;
@@ -572,8 +644,11 @@ impl<T, const N: usize> InFlight<T, N> {
         }
     }
 
-    /// Records `value` under a fresh id and returns the id, or gives `value` back if all `N`
-    /// ids are in flight.
+    /// Records `value` under a fresh id and returns the id.
+    ///
+    /// # Errors
+    ///
+    /// `value`, given back, if all `N` ids are in flight.
     pub fn insert(&mut self, value: T) -> Result<u32, T> {
         if self.free_len == 0 {
             return Err(value);
@@ -584,7 +659,10 @@ impl<T, const N: usize> InFlight<T, N> {
         Ok(id)
     }
 
-    /// Takes the value recorded under `id` (from a response: any value), freeing the id;
+    /// Takes the value recorded under `id` (from a response: any value), freeing the id.
+    ///
+    /// # Errors
+    ///
     /// [`UnknownId`] if no request with that id is in flight.
     pub fn remove(&mut self, id: u64) -> Result<T, UnknownId> {
         let slot = usize::try_from(id)

@@ -79,6 +79,12 @@ impl RingLayout {
 
     /// Checks this layout against memory of `len` bytes: a power-of-two size, everything in
     /// bounds, aligned indices, and no overlap between the array and the indices.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError::Size`] for a size that is not a power of two up to 2^31,
+    /// [`LayoutError::Access`] for an array or index out of bounds or a misaligned index,
+    /// [`LayoutError::Overlap`] if the array and the indices overlap.
     pub fn check(&self, len: usize) -> Result<(), LayoutError> {
         if !self.size.is_power_of_two() || self.size > 1 << 31 {
             return Err(LayoutError::Size(self.size));
@@ -335,11 +341,21 @@ impl<M: RingMemory> Producer<M> {
     }
 
     /// Bytes written and not yet consumed by the peer (zero once it has consumed everything).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn unconsumed(&self) -> Result<usize, RingError> {
         Ok(self.ring.indices(false)?.used as usize)
     }
 
     /// Bytes that a [`write`](Self::write) could copy now.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn free(&self) -> Result<usize, RingError> {
         let ix = self.ring.indices(false)?;
         Ok((self.ring.layout.size - ix.used) as usize)
@@ -400,11 +416,21 @@ impl<M: RingMemory> Consumer<M> {
     }
 
     /// Copies up to `dst.len()` available bytes out without consuming them.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn peek(&self, dst: &mut [u8]) -> Result<usize, RingError> {
         Ok(self.copy_out(dst)?.moved)
     }
 
     /// Bytes available to [`read`](Self::read) now.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size).
     pub fn available(&self) -> Result<usize, RingError> {
         Ok(self.ring.indices(true)?.used as usize)
     }
@@ -492,6 +518,11 @@ pub struct ProducerCursor {
 
 impl ProducerCursor {
     /// Starts producing into the direction `layout` of `mem` where its indices stand.
+    ///
+    /// # Errors
+    ///
+    /// [`CursorError::Layout`] if `layout` does not fit `mem`, [`CursorError::Ring`] if the
+    /// indices found are impossible.
     pub fn new<M: RingMemory + ?Sized>(mem: &M, layout: RingLayout) -> Result<Self, CursorError> {
         let (prod, cons) = start(mem, layout, layout.prod, layout.cons)?;
         let cursor = Self { layout, prod, cons };
@@ -514,6 +545,12 @@ impl ProducerCursor {
 
     /// Reads the consumer index once (Acquire: the peer read the bytes it frees before moving
     /// it), validates it, and returns the bytes written and not yet consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size). [`RingError::Backwards`] if the peer's
+    /// index moved the wrong way.
     pub fn look<M: RingMemory + ?Sized>(&mut self, mem: &M) -> Result<u32, RingError> {
         let cons = mem.load_index(self.layout.cons, Ordering::Acquire)?;
         let now = self.unconsumed_at(cons)?;
@@ -537,6 +574,10 @@ impl ProducerCursor {
 
     /// Copies as much of `src` as fits the room the last look found and publishes it; returns
     /// how many bytes were written (`0`: no room, or `src` is empty, and nothing changed).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Access`] if the memory refuses the access (it changed size).
     pub fn write<M: RingMemory + ?Sized>(
         &mut self,
         mem: &M,
@@ -583,6 +624,11 @@ pub struct ConsumerCursor {
 
 impl ConsumerCursor {
     /// Starts consuming from the direction `layout` of `mem` where its indices stand.
+    ///
+    /// # Errors
+    ///
+    /// [`CursorError::Layout`] if `layout` does not fit `mem`, [`CursorError::Ring`] if the
+    /// indices found are impossible.
     pub fn new<M: RingMemory + ?Sized>(mem: &M, layout: RingLayout) -> Result<Self, CursorError> {
         let (cons, prod) = start(mem, layout, layout.cons, layout.prod)?;
         let cursor = Self { layout, cons, prod };
@@ -605,6 +651,12 @@ impl ConsumerCursor {
 
     /// Reads the producer index once (Acquire: the bytes it publishes are visible after),
     /// validates it, and returns the bytes ready to read.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the indices claim more than the ring holds, [`RingError::Access`]
+    /// if the memory refuses the access (it changed size). [`RingError::Backwards`] if the peer's
+    /// index moved the wrong way.
     pub fn look<M: RingMemory + ?Sized>(&mut self, mem: &M) -> Result<u32, RingError> {
         let prod = mem.load_index(self.layout.prod, Ordering::Acquire)?;
         let now = self.ready_at(prod)?;
@@ -623,6 +675,10 @@ impl ConsumerCursor {
 
     /// Copies up to `dst.len()` of the bytes the last look found and frees their space;
     /// returns how many (`0`: none were found, or `dst` is empty, and nothing changed).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Access`] if the memory refuses the access (it changed size).
     pub fn read<M: RingMemory + ?Sized>(
         &mut self,
         mem: &M,

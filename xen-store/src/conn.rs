@@ -98,6 +98,11 @@ impl Connection {
     }
 
     /// Queues a request in transaction `tx_id` (0 for none).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RequestTooLong`] past the connection's payload limit, [`Error::Broken`] (or the
+    /// error itself, to its own request) once an error broke the connection.
     pub fn submit<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
         let req_id = self.enqueue(op.ty, &op.payload, tx_id, false)?;
         Ok(Ticket {
@@ -195,6 +200,10 @@ impl Connection {
 
     /// `n` bytes were received into the [`Connection::read_buffer`]`(min)`: routes every whole
     /// message. A protocol violation breaks the connection and is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] for a malformed message or a reply to no request.
     pub fn received(&mut self, min: usize, n: usize) -> Result<(), Error> {
         self.decoder.filled(min, n);
         loop {
@@ -277,6 +286,11 @@ impl Connection {
     }
 
     /// The reply to `ticket`, if it has come (or the connection broke).
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err)` with the daemon's refusal ([`Error::Xen`]), a reply this request cannot parse,
+    /// or the error that broke the connection.
     pub fn take_reply<R>(&mut self, ticket: &Ticket<R>) -> Option<Result<R, Error>> {
         let pending = self.pending.get_mut(&ticket.req_id)?;
         let reply = pending.reply.take()?;

@@ -841,6 +841,11 @@ pub const OUTSTANDING_QUOTA: usize = 20;
 
 impl<M: xen_shared::RingMemory + Clone> MockRingServer<M> {
     /// Serves `page` for domain `domid`, with at most `quota` replies outstanding.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`](xen_shared::LayoutError) if `page` is shorter than the xenstore
+    /// interface page's rings and indices.
     pub fn new(
         store: &MockStore,
         page: M,

@@ -56,6 +56,10 @@ impl<R> Op<R> {
     }
 
     /// Reads the payload of a successful reply.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if the payload is not what this request's reply holds.
     pub fn parse_reply(&self, payload: Vec<u8>) -> Result<R, Error> {
         (self.parse)(payload)
     }
@@ -414,23 +418,43 @@ fn watch_op(ty: MsgType, path: &str, token: &str) -> Result<Op<()>, Error> {
 }
 
 /// `TRANSACTION_START`: a new transaction's id (never 0).
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn transaction_start() -> Result<Op<u32>, Error> {
     Op::new(MsgType::TRANSACTION_START, strings(&[b""]), parse_tx_id)
 }
 
 /// `TRANSACTION_END`: commits (`true`; `EAGAIN` if another writer got in first) or aborts.
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn transaction_end(commit: bool) -> Result<Op<()>, Error> {
     let flag: &[u8] = if commit { b"T" } else { b"F" };
     Op::new(MsgType::TRANSACTION_END, strings(&[flag]), parse_ok)
 }
 
 /// `GET_DOMAIN_PATH`: the domain's home (`/local/domain/<domid>`).
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn get_domain_path(domid: DomId) -> Result<Op<String>, Error> {
     Op::new(MsgType::GET_DOMAIN_PATH, domid_text(domid), parse_string)
 }
 
 /// `INTRODUCE` (dom0 only): tells the daemon to serve a domain's ring at guest frame `mfn`
 /// with event channel `port`.
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn introduce(domid: DomId, mfn: u64, port: u32) -> Result<Op<()>, Error> {
     let mut payload = domid_text(domid);
     push_decimal(&mut payload, mfn);
@@ -441,21 +465,41 @@ pub fn introduce(domid: DomId, mfn: u64, port: u32) -> Result<Op<()>, Error> {
 }
 
 /// `RELEASE` (dom0 only): the daemon stops serving the domain.
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn release(domid: DomId) -> Result<Op<()>, Error> {
     Op::new(MsgType::RELEASE, domid_text(domid), parse_ok)
 }
 
 /// `IS_DOMAIN_INTRODUCED`: whether the daemon serves the domain.
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn is_domain_introduced(domid: DomId) -> Result<Op<bool>, Error> {
     Op::new(MsgType::IS_DOMAIN_INTRODUCED, domid_text(domid), parse_bool)
 }
 
 /// `RESUME` (dom0 only): `@releaseDomain` fires again for the domain.
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn resume(domid: DomId) -> Result<Op<()>, Error> {
     Op::new(MsgType::RESUME, domid_text(domid), parse_ok)
 }
 
 /// `SET_TARGET` (dom0 only): `domid` gets `target`'s privileges over `target`'s nodes.
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn set_target(domid: DomId, target: DomId) -> Result<Op<()>, Error> {
     let mut payload = domid_text(domid);
     payload.extend_from_slice(&domid_text(target));
@@ -463,6 +507,11 @@ pub fn set_target(domid: DomId, target: DomId) -> Result<Op<()>, Error> {
 }
 
 /// `RESET_WATCHES`: drops every watch and transaction of this connection.
+///
+/// # Errors
+///
+/// None in practice: the payload is a few bytes, far below the limit [`Error::RequestTooLong`]
+/// guards.
 pub fn reset_watches() -> Result<Op<()>, Error> {
     Op::new(MsgType::RESET_WATCHES, strings(&[b""]), parse_ok)
 }

@@ -35,6 +35,11 @@ pub enum PathError {
 
 /// Checks a node path: absolute (`/local/domain/0/name`) or relative to the caller's home
 /// (`data/x`, for domains).
+///
+/// # Errors
+///
+/// [`PathError`]: empty, too long, a character xenstore refuses, an empty component, or a
+/// special (`@`) path.
 pub fn check(path: &str) -> Result<(), PathError> {
     if path.starts_with('@') {
         return Err(PathError::Special);
@@ -43,6 +48,10 @@ pub fn check(path: &str) -> Result<(), PathError> {
 }
 
 /// Checks a watch path: a node path, or a special one (`@introduceDomain`, `@releaseDomain`).
+///
+/// # Errors
+///
+/// [`PathError`] as for [`check`], but for a well-formed special path.
 pub fn check_watch(path: &str) -> Result<(), PathError> {
     if let Some(special) = path.strip_prefix('@') {
         if special.is_empty() {

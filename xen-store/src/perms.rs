@@ -58,6 +58,11 @@ impl Perm {
     }
 
     /// Parses one entry as the daemon writes it (`"r1"`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if `text` is not an access letter (`n`, `r`, `w`, `b`) followed by a
+    /// domain id.
     pub fn parse(text: &[u8]) -> Result<Self, Error> {
         let malformed = || Error::Protocol(ProtocolError::Malformed("permission"));
         let (&letter, digits) = text.split_first().ok_or_else(malformed)?;

@@ -42,6 +42,10 @@ pub struct RingTransport<M, D> {
 
 impl<M: RingMemory + Clone, D: Doorbell> RingTransport<M, D> {
     /// Speaks over the xenstore page `page`, signalling the daemon with `doorbell`.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if `page` is shorter than the xenstore interface page's rings and indices.
     pub fn new(page: M, doorbell: D) -> Result<Self, LayoutError> {
         Ok(Self {
             req: Producer::new(page.clone(), RingLayout::XENSTORE_REQ)?,

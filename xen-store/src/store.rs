@@ -43,9 +43,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
-    /// [`Error::InvalidInput`] if the value is not UTF-8.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by
+    /// this domain), [`Error::Path`] for a path xenstore would refuse, or a transport or protocol
+    /// error. [`Error::InvalidInput`] if the value is not UTF-8.
     fn read_string(&mut self, path: &str) -> Result<String, Error> {
         self.run(op::read_string(path)?)
     }
@@ -54,8 +54,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not write the node or create it under its parent), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not write the node or
+    /// create it under its parent), [`Error::Path`] for a path xenstore would refuse, or a
+    /// transport or protocol error.
     #[doc(alias("xs_write"))]
     fn write(&mut self, path: &str, value: &[u8]) -> Result<(), Error> {
         self.run(op::write(path, value)?)
@@ -65,8 +66,8 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not create it), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`EACCES`: this domain may not create it),
+    /// [`Error::Path`] for a path xenstore would refuse, or a transport or protocol error.
     #[doc(alias("xs_mkdir"))]
     fn mkdir(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::mkdir(path)?)
@@ -76,8 +77,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: the parent does not exist, `EACCES`: not writable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: the parent does not exist, `EACCES`: not
+    /// writable by this domain), [`Error::Path`] for a path xenstore would refuse, or a transport
+    /// or protocol error.
     #[doc(alias("xs_rm"))]
     fn rm(&mut self, path: &str) -> Result<(), Error> {
         self.run(op::rm(path)?)
@@ -88,8 +90,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by
+    /// this domain), [`Error::Path`] for a path xenstore would refuse, or a transport or protocol
+    /// error.
     #[doc(alias("xs_directory"))]
     fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
         match self.run(op::directory(path)?) {
@@ -109,8 +112,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by this domain), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, `EACCES`: not readable by
+    /// this domain), [`Error::Path`] for a path xenstore would refuse, or a transport or protocol
+    /// error.
     fn get_perms(&mut self, path: &str) -> Result<Vec<Perm>, Error> {
         self.run(op::get_perms(path)?)
     }
@@ -119,9 +123,9 @@ pub trait Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, a permission error when this domain
-    /// may not change them), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`ENOENT`: no such node, a permission error when this
+    /// domain may not change them), [`Error::Path`] for a path xenstore would refuse, or a
+    /// transport or protocol error.
     fn set_perms(&mut self, path: &str, perms: &[Perm]) -> Result<(), Error> {
         self.run(op::set_perms(path, perms)?)
     }
@@ -176,6 +180,11 @@ where
     }
 
     /// Sends a request (in transaction `tx_id`, 0 for none) without waiting for its reply.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RequestTooLong`] past the connection's payload limit, [`Error::Broken`] if an
+    /// earlier error broke the connection, or a transport error while sending.
     pub fn submit<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
         let ticket = self.queue(op, tx_id)?;
         self.flush()?;
@@ -184,12 +193,23 @@ where
 
     /// Queues a request without sending it: every queued request goes out in one write at the
     /// next [`Client::flush`], [`Client::submit`], or wait for a reply or an event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RequestTooLong`] past the connection's payload limit, [`Error::Broken`] if an
+    /// earlier error broke the connection.
     pub fn queue<R>(&mut self, op: Op<R>, tx_id: u32) -> Result<Ticket<R>, Error> {
         self.conn.submit(op, tx_id)
     }
 
     /// Waits for the reply to a submitted request; replies to others that arrive meanwhile
     /// are kept for their own `wait`, watch events for [`Client::next_event`].
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`], e.g. `ENOENT` for a missing node, `EACCES` when the
+    /// permissions forbid it), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn wait<R>(&mut self, ticket: Ticket<R>) -> Result<R, Error> {
         loop {
             if let Some(reply) = self.conn.take_reply(&ticket) {
@@ -200,6 +220,11 @@ where
     }
 
     /// Sends every queued request.
+    ///
+    /// # Errors
+    ///
+    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`],
+    /// ...).
     pub fn flush(&mut self) -> Result<(), Error> {
         while !self.conn.outgoing().is_empty() {
             match self.io.write(self.conn.outgoing()) {
@@ -239,8 +264,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`] with the daemon's code (`E2BIG`: this domain has too many watches), [`Error::Path`] for a path xenstore would
-    /// refuse, or a transport or protocol error.
+    /// [`Error::Xen`] with the daemon's code (`E2BIG`: this domain has too many watches),
+    /// [`Error::Path`] for a path xenstore would refuse, or a transport or protocol error.
     #[doc(alias("xs_watch"))]
     pub fn watch(&mut self, path: &str) -> Result<WatchId, Error> {
         crate::path::check_watch(path)?;
@@ -266,6 +291,11 @@ where
     /// with [`Error::Closed`]) and transactions (none can be open here, as a [`Transaction`]
     /// borrows the client; run [`transact`](Self::transact)'s body again). Fails with the first
     /// watch the daemon refused; the others are set.
+    ///
+    /// # Errors
+    ///
+    /// The first watch the daemon refused ([`Error::Xen`]), or a transport or protocol error
+    /// ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     #[doc(alias("xs_resume"))]
     pub fn resume(&mut self, io: T) -> Result<(), Error> {
         self.io = io;
@@ -284,6 +314,12 @@ where
     }
 
     /// Removes a watch; its buffered events are dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `id` names no watch of this client, the daemon's refusal
+    /// ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`], [`Error::Broken`],
+    /// [`Error::Protocol`], ...).
     pub fn unwatch(&mut self, id: WatchId) -> Result<(), Error> {
         let (path, token) = self
             .conn
@@ -293,12 +329,22 @@ where
     }
 
     /// The next watch event, blocking until one arrives.
+    ///
+    /// # Errors
+    ///
+    /// A transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`],
+    /// ...).
     pub fn next_event(&mut self) -> Result<WatchEvent, Error> {
         self.receive_until(Connection::next_event)
     }
 
     /// The next event of watch `id`, blocking until one arrives; events of other watches
     /// that arrive meanwhile stay queued for their own callers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `id` names no watch of this client, or a transport or protocol
+    /// error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn next_event_of(&mut self, id: WatchId) -> Result<WatchEvent, Error> {
         if !self.conn.is_watching(id) {
             return Err(Error::InvalidInput("no such watch"));
@@ -342,6 +388,12 @@ where
 
     /// Runs `body` in a transaction and commits it, running it again from the start when the
     /// daemon reports a conflict (`EAGAIN`), up to [`TRANSACTION_ATTEMPTS`] times.
+    ///
+    /// # Errors
+    ///
+    /// The first error of `body` (the transaction is aborted), those of
+    /// [`transaction`](Self::transaction), and `EAGAIN` ([`ErrorKind::Conflict`]) when every
+    /// attempt met a conflict.
     pub fn transact<R>(
         &mut self,
         mut body: impl FnMut(&mut Transaction<'_, T>) -> Result<R, Error>,
@@ -358,16 +410,31 @@ where
     }
 
     /// Tells the daemon to serve a domain's ring (dom0 only).
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or a transport
+    /// or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn introduce(&mut self, domid: DomId, mfn: u64, port: u32) -> Result<(), Error> {
         self.run(op::introduce(domid, mfn, port)?)
     }
 
     /// Tells the daemon to stop serving a domain (dom0 only).
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]: `EACCES` from an unprivileged domain), or a transport
+    /// or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn release(&mut self, domid: DomId) -> Result<(), Error> {
         self.run(op::release(domid)?)
     }
 
     /// Whether the daemon serves a domain.
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn is_domain_introduced(&mut self, domid: DomId) -> Result<bool, Error> {
         self.run(op::is_domain_introduced(domid)?)
     }
@@ -408,11 +475,22 @@ where
 
     /// Applies the transaction; `EAGAIN` ([`ErrorKind::Conflict`]) means another writer got in
     /// first and nothing was applied.
+    ///
+    /// # Errors
+    ///
+    /// `EAGAIN` ([`ErrorKind::Conflict`]) as above, the daemon's other refusals ([`Error::Xen`]),
+    /// or a transport or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`],
+    /// ...).
     pub fn commit(&mut self) -> Result<(), Error> {
         self.end(true)
     }
 
     /// Discards the transaction.
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub fn abort(&mut self) -> Result<(), Error> {
         self.end(false)
     }

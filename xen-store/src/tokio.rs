@@ -329,6 +329,11 @@ impl AsyncClient {
     /// # Panics
     ///
     /// Outside a tokio runtime with I/O enabled (see [`AsyncXenbus::open`]).
+    ///
+    /// # Errors
+    ///
+    /// The OS's error if the device cannot be opened (`ENOENT`: not on Xen or no xenbus driver;
+    /// `EACCES`: not allowed).
     pub fn xenbus() -> io::Result<Self> {
         let client = Self::new(AsyncXenbus::open()?);
         client.set_payload_max(crate::unix::XENBUS_PAYLOAD_MAX);
@@ -354,6 +359,12 @@ impl AsyncClient {
 
     /// Watches `path` (and below; or a special path such as `@releaseDomain`). The daemon
     /// fires the watch once right away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`E2BIG`: this domain has too many watches),
+    /// [`Error::Path`] for a path xenstore would refuse, or a transport or protocol error
+    /// ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn watch(&self, path: &str) -> Result<Watch, Error> {
         crate::path::check_watch(path)?;
         let (id, token) = self.inner.lock().conn.add_watch(path);
@@ -368,6 +379,11 @@ impl AsyncClient {
     }
 
     /// Starts a transaction; it is aborted when dropped without [`AsyncTransaction::commit`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with the daemon's code (`ENOSPC`: too many open transactions), or a transport
+    /// or protocol error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn transaction(&self) -> Result<AsyncTransaction, Error> {
         let id = self.run_in(op::transaction_start(), 0).await?;
         Ok(AsyncTransaction {
@@ -379,6 +395,12 @@ impl AsyncClient {
 
     /// Runs `body` in a transaction and commits it, running it again from the start when the
     /// daemon reports a conflict (`EAGAIN`), up to [`crate::TRANSACTION_ATTEMPTS`] times.
+    ///
+    /// # Errors
+    ///
+    /// The first error of `body` (the transaction is aborted), those of
+    /// [`transaction`](Self::transaction), and `EAGAIN` ([`crate::ErrorKind::Conflict`]) when
+    /// every attempt met a conflict.
     pub async fn transact<R, F>(&self, mut body: F) -> Result<R, Error>
     where
         F: AsyncFnMut(&AsyncTransaction) -> Result<R, Error>,
@@ -646,11 +668,21 @@ impl AsyncTransaction {
 
     /// Applies the transaction; `EAGAIN` ([`crate::ErrorKind::Conflict`]) means another writer
     /// got in first and nothing was applied.
+    ///
+    /// # Errors
+    ///
+    /// `EAGAIN` as above, the daemon's other refusals ([`Error::Xen`]), or a transport or protocol
+    /// error ([`Error::Closed`], [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn commit(mut self) -> Result<(), Error> {
         self.end(true).await
     }
 
     /// Discards the transaction.
+    ///
+    /// # Errors
+    ///
+    /// The daemon's refusal ([`Error::Xen`]), or a transport or protocol error ([`Error::Closed`],
+    /// [`Error::Broken`], [`Error::Protocol`], ...).
     pub async fn abort(mut self) -> Result<(), Error> {
         self.end(false).await
     }
@@ -708,6 +740,11 @@ impl AsyncXenbus {
     /// # Panics
     ///
     /// Outside a tokio runtime with I/O enabled, as `tokio::io::unix::AsyncFd` does.
+    ///
+    /// # Errors
+    ///
+    /// The OS's error if the device cannot be opened (`ENOENT`: not on Xen or no xenbus driver;
+    /// `EACCES`: not allowed) or registered with the runtime.
     pub fn open() -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()

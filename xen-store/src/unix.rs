@@ -154,11 +154,21 @@ impl Refused {
 
 impl Local {
     /// The daemon's socket.
+    ///
+    /// # Errors
+    ///
+    /// The OS's error if the socket cannot be connected (`ENOENT`: no daemon runs here;
+    /// `EACCES`: not allowed).
     pub fn socket() -> io::Result<Self> {
         UnixStream::connect(socket_path()).map(Self::Socket)
     }
 
     /// The kernel's device.
+    ///
+    /// # Errors
+    ///
+    /// The OS's error if the device cannot be opened (`ENOENT`: not on Xen or no xenbus driver;
+    /// `EACCES`: not allowed).
     pub fn xenbus() -> io::Result<Self> {
         // Rust opens files with O_CLOEXEC.
         OpenOptions::new()

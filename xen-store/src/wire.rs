@@ -153,7 +153,9 @@ impl fmt::Debug for Escaped<'_> {
 
 /// Appends one message (header, then the parts one after another) to `out`.
 ///
-/// Fails, appending nothing, if the payload would exceed [`PAYLOAD_MAX`].
+/// # Errors
+///
+/// [`Error::RequestTooLong`], appending nothing, if the payload would exceed [`PAYLOAD_MAX`].
 pub fn encode(
     ty: MsgType,
     req_id: u32,
@@ -236,6 +238,11 @@ impl Decoder {
     }
 
     /// The next whole message, if one has arrived.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::PayloadTooLong`] if a header announces more than [`PAYLOAD_MAX`]: the
+    /// stream cannot be resynchronised, and every later call returns it again.
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
         if let Some(error) = self.poisoned {
             return Err(error);

@@ -267,6 +267,11 @@ impl Endpoint {
     /// each ring of order 12 or more).
     ///
     /// Do this before the page is published: the client reads it once, when it connects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Memory`] if `page` is shorter than a page or a grant list's length is not the
+    /// number of pages of its ring.
     pub fn init_server(
         page: SharedMem<'_>,
         orders: Orders,
@@ -299,6 +304,11 @@ impl Endpoint {
     }
 
     /// The orders the server wrote, read once and checked (the client's first step).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOrder`] or [`Error::BadOrders`] if the server wrote orders vchan does not
+    /// allow, [`Error::Memory`] if `page` is shorter than the header.
     pub fn peer_orders(page: SharedMem<'_>) -> Result<Orders, Error> {
         let word = page.atomic::<AtomicU32>(ORDERS)?.load(Ordering::Acquire);
         let [a, b, c, d] = word.to_ne_bytes();
@@ -309,6 +319,10 @@ impl Endpoint {
 
     /// Copies the grant list for `orders` into `grants` (`orders.grant_count()` entries: the
     /// left ring's pages, then the right's), read once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Memory`] if `grants` has fewer entries than `orders` needs or `page` is too short.
     pub fn peer_grants(
         page: SharedMem<'_>,
         orders: Orders,
@@ -333,6 +347,10 @@ impl Endpoint {
     /// Connects the client to a page whose orders it read (with [`peer_orders`](Self::peer_orders))
     /// and whose rings it mapped: marks it live and asks the server to signal its writes, as
     /// libxenvchan's client does. Send an event afterwards: the server may wait for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Memory`] if `page` is shorter than the header.
     pub fn connect_client(page: SharedMem<'_>, orders: Orders) -> Result<Self, Error> {
         store_flag(page, CLI_LIVE, 1)?;
         store_flag(page, SRV_NOTIFY, NOTIFY_WRITE)?;
@@ -495,6 +513,11 @@ impl Endpoint {
     }
 
     /// What the peer's liveness byte says.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if the byte is none of 0, 1 or 2 (the channel is over), or an earlier
+    /// corruption; [`Error::Memory`] if `mem` is too short.
     pub fn peer_state(&mut self, mem: &Shared<'_>) -> Result<PeerState, Error> {
         self.check()?;
         let (_, peer_live, _, _) = self.bytes();
@@ -521,12 +544,21 @@ impl Endpoint {
     }
 
     /// Reads up to `buf.len()` bytes (a stream read): at least one, unless the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if the peer's indices are impossible (the channel is over, and every
+    /// later call returns it), [`Error::Memory`] if `mem` is too short.
     pub fn read(&mut self, mem: &Shared<'_>, buf: &mut [u8]) -> Result<Step, Error> {
         self.receive(mem, buf, 1)
     }
 
     /// Reads exactly `buf.len()` bytes, or nothing (a packet read): waits while fewer are ready.
     /// A packet larger than the ring can never arrive: [`Error::PacketTooLarge`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PacketTooLarge`] as above, and those of [`read`](Self::read).
     pub fn recv(&mut self, mem: &Shared<'_>, buf: &mut [u8]) -> Result<Step, Error> {
         let ring = self.read_capacity();
         if buf.len() > ring as usize {
@@ -568,12 +600,22 @@ impl Endpoint {
 
     /// Writes as much of `buf` as fits (a stream write): at least one byte, unless the ring is
     /// full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if the peer's indices are impossible (the channel is over, and every
+    /// later call returns it), [`Error::Memory`] if `mem` is too short or
+    /// its write ring read-only.
     pub fn write(&mut self, mem: &Shared<'_>, buf: &[u8]) -> Result<Step, Error> {
         self.transmit(mem, buf, 1)
     }
 
     /// Writes all of `buf` or nothing (a packet write): waits while less room is free. A
     /// packet larger than the ring can never fit: [`Error::PacketTooLarge`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PacketTooLarge`] as above, and those of [`write`](Self::write).
     pub fn send(&mut self, mem: &Shared<'_>, buf: &[u8]) -> Result<Step, Error> {
         let ring = self.write_capacity();
         if buf.len() > ring as usize {
@@ -612,12 +654,20 @@ impl Endpoint {
     }
 
     /// Bytes ready to read now (without asking for an event).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read`](Self::read).
     pub fn data_ready(&mut self, mem: &Shared<'_>) -> Result<usize, Error> {
         self.check()?;
         Ok(self.look_rx(mem)?.1.ready() as usize)
     }
 
     /// Room free to write now (without asking for an event).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`write`](Self::write).
     pub fn buffer_space(&mut self, mem: &Shared<'_>) -> Result<usize, Error> {
         self.check()?;
         Ok(self.look_tx(mem)?.1.free() as usize)
@@ -625,6 +675,10 @@ impl Endpoint {
 
     /// Marks this end closed (its liveness byte 0). Send an event afterwards, so a waiting peer
     /// looks again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Memory`] if `mem` is too short.
     pub fn close(&mut self, mem: &Shared<'_>) -> Result<(), Error> {
         let (own_live, _, _, _) = self.bytes();
         store_flag(mem.page, own_live, 0)?;

@@ -62,6 +62,10 @@ impl Order {
     pub const MAX: Self = Self(20);
 
     /// The order `raw`, if vchan allows it (10..=20).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOrder`] if `raw` is outside 10..=20.
     pub const fn new(raw: u16) -> Result<Self, Error> {
         if raw >= Self::SMALL.0 as u16 && raw <= Self::MAX.0 as u16 {
             Ok(Self(raw as u8))
@@ -72,6 +76,10 @@ impl Order {
 
     /// The smallest order whose ring holds `bytes`, counting in pages (12 or more), as
     /// libxenvchan's `min_order` does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] if `bytes` is more than 1 MiB.
     pub fn pages_for(bytes: usize) -> Result<Self, Error> {
         let mut order = 12u8;
         while (1usize << order) < bytes {
@@ -121,6 +129,10 @@ impl Orders {
     /// Two orders, if their rings and grant list fit the shared page: not both in the page at
     /// the same offset, and the grant list (24 + 4 bytes per page) ending before any ring that
     /// lives in the page (libxenvchan's header: "must not extend into actual ring").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOrders`] if the two rings or the grant list collide in the shared page.
     pub const fn new(left: Order, right: Order) -> Result<Self, Error> {
         let both = Error::BadOrders {
             left: left.get(),
@@ -150,6 +162,10 @@ impl Orders {
     /// The orders libxenvchan's server picks for rings of at least `left_min` and `right_min`
     /// bytes: both inside the shared page when they fit (1 KiB and 2 KiB, either way round),
     /// otherwise 2 KiB in the page for one that fits, and whole pages for the rest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] if a size is more than 1 MiB.
     pub fn for_sizes(left_min: usize, right_min: usize) -> Result<Self, Error> {
         const SMALL: usize = 1 << 10;
         const LARGE: usize = 1 << 11;

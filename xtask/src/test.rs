@@ -217,6 +217,15 @@ fn no_std_builds() -> crate::Result {
                 .args(package_args(NO_STD_CRATES)),
         )?;
     }
+    // The freestanding PV guest example: a whole guest kernel, linked for Xen's loader.
+    run_command(cargo().args([
+        "build",
+        "--target",
+        "x86_64-unknown-none",
+        "--package",
+        "xen-rust-hypercall-native",
+        "--examples",
+    ]))?;
     Ok(())
 }
 

@@ -4,11 +4,11 @@
 //! linux-domu-peer <domU options>` creates the domU in dom0 and plays the other side.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xen_evtchn::tokio::TokioEventChannel;
 use xen_evtchn::{DomId, EventChannel};
-use xen_grant::linux::Gntalloc;
+use xen_grant::linux::{Gntalloc, Gntdev};
 use xen_hypercall::event_channel::ChannelState;
 use xen_hypercall::prelude::*;
 use xen_hypercall::{Errno, Error as XenError, Port};
@@ -17,10 +17,11 @@ use xen_store::unix::Local;
 use xen_store::{Client, ErrorKind, Store, WatchId};
 use xen_testbed_protocol::exchange::{self, linux};
 use xen_testbed_protocol::{Reporter, Stdout};
+use xen_vchan::linux::{Error as VchanError, conventional_path};
 
 use crate::devices::{GrantMapping, InterdomainPort};
 use crate::domu::{ConsoleForwarder, Domain, Spec, Steps, powered_off};
-use crate::run_tool;
+use crate::{run_tool, vchan};
 
 /// How long either side waits for the other.
 const WAIT: Duration = Duration::from_secs(linux::WAIT_SECONDS);
@@ -278,7 +279,70 @@ pub(crate) fn domu() -> ExitCode {
         out.out(format_args!("the share is released, nothing leaked"));
         Ok(())
     });
+    for run in linux::VCHAN_RUNS {
+        steps.step(run.domu_case, |out| vchan_domu(&mut store, run, out));
+    }
     finish(steps)
+}
+
+/// The domU's side of `run`: once dom0 poked its step, runs the C peer (`libxenvchan-peer`)
+/// against dom0's channel, or offers one to dom0 with it, until the peer ends.
+fn vchan_domu(
+    store: &mut DomuStore,
+    run: &linux::VchanRun,
+    out: &mut Reporter<Stdout>,
+) -> Result<(), String> {
+    let domid: u16 = store
+        .read("domid")?
+        .parse()
+        .map_err(|e| format!("domid: {e}"))?;
+    store.wait_poke(run.step)?;
+    let path = vchan_path(run, domid);
+    let total = linux::VCHAN_BYTES;
+    // The C peer receives first (our side sends first) in a run both ways.
+    let recv = if run.both_ways { total } else { 0 };
+    let (peer, lines) = if run.domu_serves {
+        let peer = vchan::c_peer_of(
+            DomId::new(0),
+            "server",
+            &path,
+            run.ring_sizes,
+            recv,
+            total,
+            run.chunk,
+            0,
+        )?;
+        store.write(linux::VCHAN_OFFERED, &path)?;
+        peer
+    } else {
+        vchan::c_peer_of(
+            DomId::new(0),
+            "client",
+            &path,
+            (0, 0),
+            recv,
+            total,
+            run.chunk,
+            run.die_after,
+        )?
+    };
+    let line = vchan::finish(peer, lines, run.die_after == 0)?;
+    let role = if run.domu_serves { "server" } else { "client" };
+    out.out(format_args!(
+        "libxenvchan {role} of {path}: {}",
+        line.trim()
+    ));
+    Ok(())
+}
+
+/// The xenstore directory of `run`'s channel, under its server's home (domain `domid` is the
+/// domU).
+fn vchan_path(run: &linux::VchanRun, domid: u16) -> String {
+    if run.domu_serves {
+        conventional_path(&format!("/local/domain/{domid}"), DomId::new(0), run.port)
+    } else {
+        conventional_path("/local/domain/0", DomId::new(domid), run.port)
+    }
 }
 
 fn finish(steps: Steps) -> ExitCode {
@@ -449,6 +513,87 @@ fn dom0_steps(steps: &mut Steps, domain: &Domain, created: std::time::Instant) {
             }
         }
     });
+    for run in linux::VCHAN_RUNS {
+        let watchdog = vchan::watchdog(run.dom0_case);
+        steps.step(run.dom0_case, |out| vchan_dom0(domain, run, out));
+        drop(watchdog);
+    }
+}
+
+/// dom0's side of `run`: offers the domU a channel with xen-vchan and pokes the step, or pokes
+/// it and connects to the channel the domU's C server offers; then streams.
+fn vchan_dom0(
+    domain: &Domain,
+    run: &linux::VchanRun,
+    out: &mut Reporter<Stdout>,
+) -> Result<(), String> {
+    let domid = u16::try_from(domain.domid).map_err(|e| e.to_string())?;
+    let path = vchan_path(run, domid);
+    let started = Instant::now();
+    if run.domu_serves {
+        domain.write(linux::POKE, run.step)?;
+        domain.wait_for_key(linux::VCHAN_OFFERED, &path, WAIT)?;
+        let gntdev = Gntdev::open().map_err(|e| format!("open gntdev: {e}"))?;
+        let mut vchan = vchan::our_client_of(&gntdev, DomId::new(domid), &path)?;
+        let orders = vchan.orders();
+        let done = vchan_stream(&mut vchan, run)?;
+        out.out(format_args!(
+            "our client of the domU's C server (orders {}/{}): {done} in {:.2} s",
+            orders.left.get(),
+            orders.right.get(),
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok(());
+    }
+    let gntalloc = Gntalloc::open().map_err(|e| format!("open gntalloc: {e}"))?;
+    let (read_min, write_min) = run.ring_sizes;
+    let mut vchan =
+        vchan::our_server_for(&gntalloc, DomId::new(domid), &path, read_min, write_min)?;
+    let orders = vchan.orders();
+    domain.write(linux::POKE, run.step)?;
+    let done = vchan_stream(&mut vchan, run)?;
+    out.out(format_args!(
+        "our server of the domU's C client (orders {}/{}): {done} in {:.2} s",
+        orders.left.get(),
+        orders.right.get(),
+        started.elapsed().as_secs_f64()
+    ));
+    vchan.close().map_err(|e| format!("close: {e}"))?;
+    vchan::check_removed(&path)
+}
+
+/// dom0's streaming in `run` (the C peer's side in [`vchan_domu`]); says what moved.
+fn vchan_stream(
+    vchan: &mut xen_vchan::linux::Vchan<'_, xen_vchan::linux::EvtchnDevice>,
+    run: &linux::VchanRun,
+) -> Result<String, String> {
+    let total = linux::VCHAN_BYTES;
+    if run.both_ways {
+        vchan::exchange(vchan, total, run.chunk)?;
+        return Ok(format!("{total} bytes each way"));
+    }
+    let got = vchan::receive(vchan, total)?;
+    if run.die_after == 0 {
+        if got != total {
+            return Err(format!("received {got} of {total} bytes"));
+        }
+        return Ok(format!("{total} bytes from the C peer"));
+    }
+    // The C client sends until it exits: the end of the stream comes after its bytes, and a
+    // write then fails (Linux in the domU clears `cli_live` and signals when its mapping goes).
+    if got < run.die_after || got >= total {
+        return Err(format!(
+            "end of stream after {got} bytes; the client died after {}",
+            run.die_after
+        ));
+    }
+    match vchan.write(b"x") {
+        Err(VchanError::Closed) => {}
+        other => return Err(format!("a write to the dead client gave {other:?}")),
+    }
+    Ok(format!(
+        "the C client exited after {got} bytes: end of stream, then Closed"
+    ))
 }
 
 /// Binds the port the domU wrote at `key` and drains the event Xen marks pending on a new

@@ -97,7 +97,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
 
 /// Reports `name` failed and ends the program if it is still running after [`CASE_TIMEOUT`];
 /// dropping the sender disarms it.
-fn watchdog(name: &'static str) -> std::sync::mpsc::Sender<()> {
+pub(crate) fn watchdog(name: &'static str) -> std::sync::mpsc::Sender<()> {
     let (disarm, armed) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(CASE_TIMEOUT) {
@@ -117,6 +117,22 @@ fn watchdog(name: &'static str) -> std::sync::mpsc::Sender<()> {
 fn c_peer(
     role: &str,
     path: &str,
+    sizes: (usize, usize),
+    recv: u64,
+    send: u64,
+    chunk: usize,
+    die_after: u64,
+) -> Result<(Child, BufReader<std::process::ChildStdout>), String> {
+    c_peer_of(DomId(0), role, path, sizes, recv, send, chunk, die_after)
+}
+
+/// As [`c_peer`], with domain `peer` at the other end (the server's domain for a client, the
+/// client's for a server).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn c_peer_of(
+    peer: DomId,
+    role: &str,
+    path: &str,
     (read_min, write_min): (usize, usize),
     recv: u64,
     send: u64,
@@ -132,7 +148,7 @@ fn c_peer(
         die_after,
     ];
     let mut child = Command::new(PEER)
-        .args([role, "0", path])
+        .args([role, &peer.0.to_string(), path])
         .args(numbers.map(|n| n.to_string()))
         .stdout(Stdio::piped())
         .spawn()
@@ -151,7 +167,7 @@ fn c_peer(
 }
 
 /// Waits for the C peer and returns its last line, which must say `ok` if `must_succeed`.
-fn finish(
+pub(crate) fn finish(
     mut child: Child,
     mut out: BufReader<std::process::ChildStdout>,
     must_succeed: bool,
@@ -167,7 +183,7 @@ fn finish(
 }
 
 /// Writes `total` bytes of the pattern in writes of up to `chunk` bytes.
-fn send<E: xen_vchan::linux::Sleep>(
+pub(crate) fn send<E: xen_vchan::linux::Sleep>(
     vchan: &mut Vchan<'_, E>,
     total: u64,
     chunk: usize,
@@ -190,7 +206,7 @@ fn send<E: xen_vchan::linux::Sleep>(
 
 /// Reads until the end of the stream or `limit` bytes, checking each against the pattern;
 /// returns how many arrived.
-fn receive<E: xen_vchan::linux::Sleep>(
+pub(crate) fn receive<E: xen_vchan::linux::Sleep>(
     vchan: &mut Vchan<'_, E>,
     limit: u64,
 ) -> Result<u64, String> {
@@ -219,12 +235,23 @@ fn our_server<'d>(
     read_min: usize,
     write_min: usize,
 ) -> Result<Vchan<'d, EvtchnDevice>, String> {
+    our_server_for(gntalloc, DomId(0), path, read_min, write_min)
+}
+
+/// Our server of a channel for domain `client` under `path`.
+pub(crate) fn our_server_for<'d>(
+    gntalloc: &'d Gntalloc,
+    client: DomId,
+    path: &str,
+    read_min: usize,
+    write_min: usize,
+) -> Result<Vchan<'d, EvtchnDevice>, String> {
     let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
     Vchan::server(
         gntalloc,
         evtchn,
         store()?,
-        DomId(0),
+        client,
         path,
         read_min,
         write_min,
@@ -234,23 +261,36 @@ fn our_server<'d>(
 
 /// Our client of domain 0's channel under `path`.
 fn our_client<'d>(gntdev: &'d Gntdev, path: &str) -> Result<Vchan<'d, EvtchnDevice>, String> {
-    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
-    Vchan::client(gntdev, evtchn, &mut store()?, DomId(0), path).map_err(|e| format!("client: {e}"))
+    our_client_of(gntdev, DomId(0), path)
 }
 
-/// Sends [`TOTAL`] bytes of the pattern in `chunk`-byte writes, then receives [`TOTAL`]
-/// bytes, checking each.
-fn exchange(vchan: &mut Vchan<'_, EvtchnDevice>, chunk: usize) -> Result<(), String> {
-    send(vchan, TOTAL, chunk).map_err(|e| format!("send: {e}"))?;
-    let got = receive(vchan, TOTAL)?;
-    if got != TOTAL {
-        return Err(format!("received {got} of {TOTAL} bytes"));
+/// Our client of domain `server`'s channel under `path`.
+pub(crate) fn our_client_of<'d>(
+    gntdev: &'d Gntdev,
+    server: DomId,
+    path: &str,
+) -> Result<Vchan<'d, EvtchnDevice>, String> {
+    let evtchn = EvtchnDevice::open().map_err(|e| e.to_string())?;
+    Vchan::client(gntdev, evtchn, &mut store()?, server, path).map_err(|e| format!("client: {e}"))
+}
+
+/// Sends `total` bytes of the pattern in `chunk`-byte writes, then receives `total` bytes,
+/// checking each.
+pub(crate) fn exchange(
+    vchan: &mut Vchan<'_, EvtchnDevice>,
+    total: u64,
+    chunk: usize,
+) -> Result<(), String> {
+    send(vchan, total, chunk).map_err(|e| format!("send: {e}"))?;
+    let got = receive(vchan, total)?;
+    if got != total {
+        return Err(format!("received {got} of {total} bytes"));
     }
     Ok(())
 }
 
 /// Checks that the server's xenstore directory `path` is gone (a server removes it on close).
-fn check_removed(path: &str) -> Result<(), String> {
+pub(crate) fn check_removed(path: &str) -> Result<(), String> {
     match store()?.read(&format!("{path}/ring-ref")) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         other => Err(format!("{path} left behind after close: {other:?}")),
@@ -265,7 +305,7 @@ fn rust_server_c_client(read_min: usize, write_min: usize, chunk: usize) -> Resu
     let orders = vchan.orders();
     let (child, out) = c_peer("client", &path, (0, 0), TOTAL, TOTAL, chunk, 0)?;
     let started = Instant::now();
-    exchange(&mut vchan, chunk)?;
+    exchange(&mut vchan, TOTAL, chunk)?;
     let line = finish(child, out, true)?;
     vchan.close().map_err(|e| format!("close: {e}"))?;
     check_removed(&path)?;
@@ -295,7 +335,7 @@ fn c_server_rust_client(read_min: usize, write_min: usize, chunk: usize) -> Resu
     let mut vchan = our_client(&gntdev, &path)?;
     let orders = vchan.orders();
     let started = Instant::now();
-    exchange(&mut vchan, chunk)?;
+    exchange(&mut vchan, TOTAL, chunk)?;
     let line = finish(child, out, true)?;
     drop(vchan);
     println!(

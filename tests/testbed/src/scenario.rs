@@ -1238,7 +1238,8 @@ pub fn linux_domu_name(mode: linux_domu::Mode) -> String {
 }
 
 /// The dom0 run of a [`Kind::LinuxDomu`] scenario: the toolstack, the Linux domU's kernel and
-/// an initramfs whose `/init` runs `xen-dom0-tests linux-domu` (then announces its poweroff),
+/// an initramfs whose `/init` runs `xen-dom0-tests linux-domu` (then announces its poweroff;
+/// the libxenvchan peer, [`c_program::LIBXENVCHAN_PEER`], is there for it to run),
 /// and `xen-dom0-tests linux-domu-peer` creating it; both sides' cases from
 /// [`exchange::linux`]. `xen-dom0-tests` must be built for x86_64.
 pub fn linux_domu_run(
@@ -1249,14 +1250,18 @@ pub fn linux_domu_run(
     timeout: Duration,
 ) -> Result<Dom0Run> {
     let domu = linux_domu_name(mode);
+    let vchan_peer = c_program::build(testbed, &c_program::LIBXENVCHAN_PEER)?;
     let built = linux_domu::build_with_programs(
         artifacts,
         &testbed.work_dir(),
         name,
-        &[(
-            DOM0_TESTS.into(),
-            testbed.static_binary(Arch::X86_64, DOM0_TESTS),
-        )],
+        &[
+            (
+                DOM0_TESTS.into(),
+                testbed.static_binary(Arch::X86_64, DOM0_TESTS),
+            ),
+            (c_program::LIBXENVCHAN_PEER.name.into(), vchan_peer),
+        ],
         &format!(
             "{DOM0_TESTS} linux-domu\necho '{}SHUTDOWN poweroff'",
             xen_testbed_protocol::MARKER

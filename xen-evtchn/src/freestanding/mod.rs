@@ -125,6 +125,11 @@ where
     /// Safe: a port two handles (or a handle and other code) both think
     /// theirs loses or duplicates deliveries, never memory safety. The caller
     /// makes sure nothing else takes, masks or closes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PortOutOfRange`] for a port the 2-level ABI cannot name,
+    /// [`Error::Hypercall`] if `EVTCHNOP_unmask` fails.
     pub fn adopt(&self, port: Port) -> Result<Port, Error> {
         let bit = Bit::of(port)?;
         self.owned[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
@@ -168,6 +173,11 @@ where
     /// or `deadline` (Xen system time) passes, then wakes the futures of the
     /// pending ports. For guests that take no upcall; returns at once if no
     /// port is armed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] with more than [`POLL_MAX_PORTS`] armed ports,
+    /// [`Error::Hypercall`] if `SCHEDOP_poll` fails.
     pub fn poll_and_dispatch(&self, deadline: Option<Deadline>) -> Result<(), Error> {
         let mut ports = [Port::new(0); POLL_MAX_PORTS];
         let count = self.armed_ports(&mut ports)?;

@@ -43,7 +43,8 @@ pub const READ_BATCH: usize = 4096 / size_of::<u32>();
 ///
 /// `Send + Sync`: its calls may come from several threads; its bookkeeping
 /// is behind a lock. Reads never block (the fd is `O_NONBLOCK`);
-/// [`wait_pending`](EventChannel::wait_pending) waits in `poll`.
+/// [`wait_pending`](EventChannel::wait_pending) waits in `poll`, or in one
+/// blocking `read` once [`set_blocking`](Self::set_blocking) was called.
 ///
 /// Overflow (the driver's ring lost events: `read` fails with `EFBIG`, `poll`
 /// says `POLLERR`) is recovered by `IOCTL_EVTCHN_RESET` and reporting every
@@ -65,6 +66,8 @@ struct State {
     resync: VecDeque<Port>,
     /// How many overflows were recovered.
     overflows: u64,
+    /// The fd's reads block ([`EvtchnDevice::set_blocking`]).
+    blocking: bool,
 }
 
 impl EvtchnDevice {
@@ -123,6 +126,18 @@ impl EvtchnDevice {
             return mock.read(ports);
         }
         nix::unistd::read(&self.fd, ports.as_mut_bytes()).map(|bytes| bytes / size_of::<u32>())
+    }
+
+    /// Clears the fd's `O_NONBLOCK`: its reads wait until a port is queued.
+    fn sys_set_blocking(&self) -> Result<(), OsErrno> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            mock.set_blocking();
+            return Ok(());
+        }
+        let flags = OFlag::from_bits_retain(fcntl(&self.fd, FcntlArg::F_GETFL)?);
+        fcntl(&self.fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map(drop)
     }
 
     /// `write(2)` of ports.
@@ -193,8 +208,13 @@ impl EvtchnDevice {
 
     /// Binds a statically allocated channel (Xen on Arm's dom0less
     /// `xen,evtchn` nodes), `IOCTL_EVTCHN_BIND_STATIC`, and returns `port`.
-    /// [`Error::Unsupported`] on kernels without it (Linux 6.1 lacks it).
     /// Linux does not ask Xen whether the port is static: the caller's word.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on kernels without it (Linux 6.1 lacks it),
+    /// [`Error::PortOutOfRange`] for a port the ABI cannot name, [`Error::Os`] with
+    /// the driver's errno otherwise.
     pub fn bind_static_raw(&self, port: Port) -> Result<Port, Error> {
         let mut arg = sys::PortArg {
             port: check_range(port)?.raw(),
@@ -246,11 +266,43 @@ impl EvtchnDevice {
         self.state().overflows
     }
 
+    /// Makes `wait_pending` one blocking `read(2)`, as libxenvchan's wait is,
+    /// instead of `poll(2)` then a read: for a device one thread waits on
+    /// (one per channel). Idempotent, and a system call only the first time.
+    ///
+    /// The driver's `evtchn_read` then sleeps until `ring_cons != ring_prod`;
+    /// `evtchn_interrupt` wakes it when it queues a port in the empty ring,
+    /// and a port queued before the read is found by it, so none is missed.
+    /// (The ring overflows only when full, which a waiting read never is.)
+    /// [`take_pending`](EventChannel::take_pending) still does not wait: it
+    /// polls first, so a port another thread takes between that poll and its
+    /// read leaves it waiting for the next one; hence the one waiter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if `fcntl(2)` fails.
+    pub fn set_blocking(&self) -> Result<(), Error> {
+        let mut state = self.state();
+        if !state.blocking {
+            // Under the lock: no read of this handle sees the flag and the fd disagree.
+            self.sys_set_blocking().map_err(|errno| Error::Os {
+                operation: "fcntl",
+                errno: Errno::from_raw(errno as i32),
+            })?;
+            state.blocking = true;
+        }
+        Ok(())
+    }
+
     /// Fills `ports` with the ports left over from an overflow, then with one
-    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued. A short
+    /// `read` of at most [`READ_BATCH`] more; 0 if none is queued (or, with
+    /// `wait` on a blocking fd, if a signal interrupted the wait). A short
     /// result does not mean the queue is empty: a port the driver queued
     /// while the `read` copied is left for the next one (and woke nobody).
-    fn read_ports(&self, ports: &mut [Port]) -> Result<usize, Error> {
+    ///
+    /// With `wait`, a blocking fd's read waits for a port, outside the lock
+    /// (a bind or unbind on another thread must not wait for an event).
+    fn read_ports(&self, ports: &mut [Port], wait: bool) -> Result<usize, Error> {
         let mut state = self.state();
         let mut count = 0;
         while count < ports.len() {
@@ -264,9 +316,23 @@ impl EvtchnDevice {
             return Ok(count);
         }
         let end = ports.len().min(count + READ_BATCH);
-        match self.sys_read(&mut ports[count..end]) {
+        let read = if !state.blocking {
+            self.sys_read(&mut ports[count..end])
+        } else if count > 0 {
+            return Ok(count);
+        } else if wait {
+            drop(state);
+            let read = self.sys_read(&mut ports[..end]);
+            state = self.state();
+            read
+        } else if self.poll(0)? {
+            self.sys_read(&mut ports[..end])
+        } else {
+            Err(OsErrno::EAGAIN)
+        };
+        match read {
             Ok(read) => Ok(count + read),
-            Err(OsErrno::EAGAIN) => Ok(count),
+            Err(OsErrno::EAGAIN | OsErrno::EINTR) => Ok(count),
             Err(OsErrno::EFBIG) => {
                 // The ring overflowed: clear it, then report every bound port.
                 self.ioctl(&sys::RESET, &mut ())?;
@@ -275,7 +341,7 @@ impl EvtchnDevice {
                 resync.clear();
                 resync.extend(bound.iter().copied());
                 drop(state);
-                Ok(count + self.read_ports(&mut ports[count..])?)
+                Ok(count + self.read_ports(&mut ports[count..], false)?)
             }
             Err(errno) => Err(Error::Os {
                 operation: "read",
@@ -295,10 +361,20 @@ impl EvtchnDevice {
     ///
     /// [`Error::Os`] if `poll(2)` fails other than by `EINTR`.
     pub fn wait_readable(&self, timeout_ms: i32) -> Result<(), Error> {
+        self.poll(timeout_ms).map(drop)
+    }
+
+    /// `poll(2)` for `POLLIN` (or an error) for up to `timeout_ms`: whether it came.
+    fn poll(&self, timeout_ms: i32) -> Result<bool, Error> {
+        #[cfg(feature = "mock")]
+        if let Some(mock) = &self.mock {
+            mock.count_poll();
+        }
         let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, timeout) {
-            Ok(_) | Err(OsErrno::EINTR) => Ok(()),
+            Ok(ready) => Ok(ready > 0),
+            Err(OsErrno::EINTR) => Ok(false),
             Err(errno) => Err(Error::Os {
                 operation: "poll",
                 errno: Errno::from_raw(errno as i32),
@@ -380,16 +456,19 @@ impl EventChannel for EvtchnDevice {
     }
 
     fn take_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
-        self.read_ports(ports)
+        self.read_ports(ports, false)
     }
 
     fn wait_pending(&self, ports: &mut [Port]) -> Result<usize, Error> {
         loop {
-            let count = self.read_ports(ports)?;
+            let blocking = self.state().blocking;
+            let count = self.read_ports(ports, blocking)?;
             if count > 0 || ports.is_empty() {
                 return Ok(count);
             }
-            self.wait_readable(-1)?;
+            if !blocking {
+                self.wait_readable(-1)?;
+            }
         }
     }
 }

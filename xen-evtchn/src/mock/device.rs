@@ -6,10 +6,12 @@ use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::vec::Vec;
 
 use nix::errno::Errno;
 use nix::libc::{c_long, c_ulong};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use xen_hypercall::Port;
 
@@ -63,6 +65,10 @@ pub struct EvtchnDriver {
     bind_hook: Mutex<Option<PortHook>>,
     /// Run at each wake-up, besides the eventfd's edge (for the loom models).
     wake_hook: Mutex<Option<WakeHook>>,
+    /// The file's `O_NONBLOCK` is cleared: reads wait for a port.
+    blocking: AtomicBool,
+    /// System calls made on the file: reads, writes, ioctls, polls and `fcntl`s.
+    calls: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -130,6 +136,8 @@ impl EvtchnDriver {
             unbind_hook: Mutex::new(None),
             bind_hook: Mutex::new(None),
             wake_hook: Mutex::new(None),
+            blocking: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
         })
     }
 
@@ -241,8 +249,43 @@ impl EvtchnDriver {
         }
     }
 
-    /// `evtchn_read` on a non-blocking file: ports into `buf`, returns how many.
+    /// How many system calls were made on the file (reads, writes, ioctls, polls, `fcntl`s).
+    pub fn system_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// `fcntl(F_SETFL)` without `O_NONBLOCK`.
+    pub(crate) fn set_blocking(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.blocking.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts a `poll(2)` of the file.
+    pub(crate) fn count_poll(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `evtchn_read`: ports into `buf`, returns how many; on a blocking file, waits while the
+    /// ring is empty (`wait_event_interruptible(evtchn_wait, ring_cons != ring_prod)`).
     pub(crate) fn read(&self, buf: &mut [Port]) -> Result<usize, Errno> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        loop {
+            match self.read_now(buf) {
+                Err(Errno::EAGAIN) if self.blocking.load(Ordering::Relaxed) => {
+                    // The eventfd is readable once a port is queued (or the ring overflowed).
+                    let mut fds = [PollFd::new(self.event.as_fd(), PollFlags::POLLIN)];
+                    match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(errno) => return Err(errno),
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// `evtchn_read` on a non-blocking file.
+    fn read_now(&self, buf: &mut [Port]) -> Result<usize, Errno> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -291,6 +334,7 @@ impl EvtchnDriver {
 
     /// `evtchn_write`: re-enables this file's disabled ports.
     pub(crate) fn write(&self, ports: &[Port]) -> Result<usize, Errno> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.inner();
         for port in ports.iter().take(RING_SIZE) {
             let port = port.raw();
@@ -310,6 +354,7 @@ impl EvtchnDriver {
 
     /// `evtchn_ioctl` for the structure `arg` of the ioctl numbered `number`.
     pub(crate) fn ioctl<T: 'static>(&self, number: c_ulong, arg: &mut T) -> Result<c_long, Errno> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let arg: &mut dyn core::any::Any = arg;
         let result = self.dispatch(number, arg);
         if let (Ok(_), Some(unbind)) = (&result, arg.downcast_mut::<sys::PortArg>()) {

@@ -203,6 +203,11 @@ impl Share<'_> {
 
     /// Asks Linux to clear a byte and/or signal an event channel when this
     /// process's mapping goes away, also when it dies.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a byte outside the share; [`Error::Os`] with gntalloc's
+    /// `EINVAL` for a port not bound through the evtchn device.
     pub fn notify_on_unmap(&self, notify: UnmapNotify) -> Result<(), Error> {
         set_unmap_notify(
             self.dev.fd.as_fd(),

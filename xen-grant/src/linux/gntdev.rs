@@ -137,6 +137,10 @@ impl Gntdev {
     /// kernels. Current ones have no such limit and no such ioctl (gntdev's
     /// ioctl switch answers `-ENOIOCTLCMD`): their `ENOTTY` is success, as
     /// libxengnttab takes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] with the driver's errno (`ENOTTY` is success, as above).
     pub fn set_max_grants(&self, count: u32) -> Result<(), Error> {
         let mut arg = sys::SetMaxGrants { count };
         // SAFETY: SET_MAX_GRANTS reads one `u32`.
@@ -151,17 +155,28 @@ impl Gntdev {
 
     /// `GRANT_COPY`: each segment copies `len` bytes between a granted page
     /// and this process's memory (or two granted pages), done by Xen without
-    /// mapping anything. Fails with the first segment Xen refused
-    /// ([`Error::Copy`], its index); the segments before it were copied.
+    /// mapping anything.
     ///
     /// To repeat the same copies, prepare them once with [`CopyBatch`] and
     /// use [`copy_batch`](Self::copy_batch).
+    ///
+    /// # Errors
+    ///
+    /// The first segment Xen refused ([`Error::Copy`], its index; the segments
+    /// before it were copied), and those of [`CopyBatch::new`] and
+    /// [`copy_batch`](Self::copy_batch).
     #[doc(alias("xengnttab_grant_copy", "IOCTL_GNTDEV_GRANT_COPY"))]
     pub fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), Error> {
         self.copy_batch(&mut CopyBatch::new(segments)?)
     }
 
     /// `GRANT_COPY` of a prepared batch, in one ioctl.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Copy`] for the first segment Xen refused (see [`CopyBatch::statuses`]),
+    /// [`Error::InvalidInput`] for more segments than the ioctl counts,
+    /// [`Error::Os`] if the ioctl fails.
     pub fn copy_batch(&self, batch: &mut CopyBatch<'_>) -> Result<(), Error> {
         let raw = &mut batch.raw;
         let mut arg = sys::GrantCopy {
@@ -205,6 +220,10 @@ pub struct CopyBatch<'s> {
 impl<'s> CopyBatch<'s> {
     /// Checks `segments` (a local buffer at least `len` long, a granted side
     /// within its page) and lays them out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a local buffer shorter than its segment's `len`.
     pub fn new(segments: &'s mut [CopySegment<'_>]) -> Result<Self, Error> {
         let raw = segments
             .iter_mut()
@@ -275,6 +294,10 @@ impl Mapping<'_> {
     }
 
     /// Copies `dst.len()` bytes at `offset` out of the mapping (read-only or not).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if the bytes are outside the mapping.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
         self.pages.read(offset, dst)
     }
@@ -288,6 +311,12 @@ impl Mapping<'_> {
     /// Asks Linux to clear a byte and/or signal an event channel when this
     /// mapping goes away, also when the process dies: how a backend tells its
     /// frontend it is gone. A byte to clear needs a writable mapping.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a byte outside the mapping; [`Error::Os`] with gntdev's
+    /// `EINVAL` for a byte to clear in a read-only mapping or a port not bound through the
+    /// evtchn device.
     pub fn notify_on_unmap(&self, notify: UnmapNotify) -> Result<(), Error> {
         set_unmap_notify(
             self.dev.fd.as_fd(),
@@ -300,6 +329,11 @@ impl Mapping<'_> {
 
     /// `GET_OFFSET_FOR_VADDR`: the device offset and page count gntdev
     /// records for the mapping at `address`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] with gntdev's `EINVAL` if no gntdev mapping of this process covers
+    /// `address`.
     pub fn offset_for_address(&self, address: u64) -> Result<(u64, u32), Error> {
         let mut arg = sys::GetOffsetForVaddr {
             vaddr: address,
@@ -324,6 +358,10 @@ impl Mapping<'_> {
 
     /// Unmaps now, reporting a failure of the final `UNMAP_GRANT_REF`
     /// (dropping does the same and counts a failure in [`Gntdev::leaked`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the final `UNMAP_GRANT_REF` fails (the mapping itself is gone).
     pub fn unmap(self) -> Result<(), Error> {
         let this = core::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never used again; its pages are dropped once, here.

@@ -10,9 +10,9 @@
 //! clears `cli_live` and signals if it dies), reads the orders and grants once, maps the rings,
 //! marks itself live and signals.
 //!
-//! Blocking reads and writes wait in `poll(2)` on the channel's event-channel fd: give each
-//! channel an event channel of its own (an [`EvtchnDevice`] per channel), or a waiter may take
-//! another channel's event. With feature `tokio-1`, a channel over a
+//! Blocking reads and writes wait in a blocking `read(2)` of the channel's event-channel fd:
+//! give each channel an event channel of its own (an [`EvtchnDevice`] per channel), or a waiter
+//! may take another channel's event. With feature `tokio-1`, a channel over a
 //! [`TokioEventChannel`](xen_evtchn::tokio::TokioEventChannel) is `AsyncRead + AsyncWrite`.
 
 #[cfg(feature = "tokio-1")]
@@ -189,6 +189,13 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
     /// `store` is kept to remove `path` when the channel closes. The client may connect at any
     /// time; reads wait for it, writes fill the ring meanwhile ([`peer_state`](Self::peer_state)
     /// says [`PeerState::Waiting`] until it comes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if a size is more than 1 MiB, [`Error::Evtchn`] if no port can be
+    /// allocated, [`Error::Grant`] if the pages cannot be allocated or shared,
+    /// [`Error::Store`] if publishing the keys fails (e.g. `EACCES` when this domain may not write
+    /// `path`).
     pub fn server<T>(
         gntalloc: &'d Gntalloc,
         evtchn: E,
@@ -282,6 +289,12 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
 
     /// Connects to the channel domain `server` offers under xenstore directory `path`:
     /// libxenvchan's `libxenvchan_client_init`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if a key cannot be read, [`Error::BadKey`] if it holds no non-zero
+    /// number, [`Error::Evtchn`] if the port cannot be bound, [`Error::Grant`] if a page cannot be
+    /// mapped, [`Error::Vchan`] if the server wrote orders vchan does not allow.
     pub fn client(
         gntdev: &'d Gntdev,
         evtchn: E,
@@ -378,16 +391,28 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
     }
 
     /// What the peer's liveness byte says.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel.
     pub fn peer_state(&mut self) -> Result<PeerState, Error> {
         Ok(self.endpoint.peer_state(&self.pages.shared())?)
     }
 
     /// Bytes ready to read now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel.
     pub fn data_ready(&mut self) -> Result<usize, Error> {
         Ok(self.endpoint.data_ready(&self.pages.shared())?)
     }
 
     /// Room to write now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel.
     pub fn buffer_space(&mut self) -> Result<usize, Error> {
         Ok(self.endpoint.buffer_space(&self.pages.shared())?)
     }
@@ -409,6 +434,11 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
 
     /// Reads what is ready without waiting: `Ok(None)` if nothing is (the peer is asked to
     /// signal its next write), `Ok(Some(0))` at the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel, [`Error::Evtchn`] if signalling it
+    /// fails.
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
         Ok(match self.step(|ep, mem| ep.read(mem, buf))? {
             Step::Moved { bytes, .. } => Some(bytes),
@@ -419,6 +449,11 @@ impl<'d, E: EventChannel> Vchan<'d, E> {
 
     /// Closes the channel: marks this end closed, signals the peer, and (the server) removes
     /// its xenstore directory. The pages and the port go when the value is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Evtchn`] if signalling the peer fails, [`Error::Store`] if the server's directory
+    /// cannot be removed.
     pub fn close(mut self) -> Result<(), Error> {
         self.shut()
     }
@@ -452,15 +487,16 @@ pub trait Sleep: EventChannel {
     }
 }
 
-/// `poll(2)` first, then one read: a blocked channel's event has usually not come yet when it
-/// sleeps, and a read before the poll would be a system call for nothing. An event queued
-/// before the poll makes it return at once, so none is missed; an overflow (`POLLERR`, which
-/// poll reports whatever was asked) is recovered by the read.
+/// Two system calls per sleep, as libxenvchan's: one blocking read of the fd (made blocking the
+/// first time: the device is the channel's alone), then the unmask of the port it returns. The
+/// driver masks a port when it queues it, so every port read needs that unmask; the peer's
+/// signal wakes the read (`evtchn_interrupt` wakes the reader when it queues into an empty
+/// ring), and one queued before the read is found by it, so none is missed.
 impl Sleep for EvtchnDevice {
-    fn sleep(&self, _port: Port) -> Result<(), xen_evtchn::Error> {
-        self.wait_readable(-1)?;
-        let mut ports = [Port(0)];
-        if self.take_pending(&mut ports)? > 0 {
+    fn sleep(&self, port: Port) -> Result<(), xen_evtchn::Error> {
+        self.set_blocking()?;
+        let mut ports = [port];
+        if self.wait_pending(&mut ports)? > 0 {
             self.unmask(ports[0])?;
         }
         Ok(())
@@ -487,17 +523,32 @@ impl<E: Sleep> Vchan<'_, E> {
 
     /// Reads at least one byte (up to `buf.len()`), waiting for them; 0 once the peer closed
     /// and every byte it wrote was read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vchan`] if the peer corrupted the channel, [`Error::Evtchn`] if waiting or
+    /// signalling fails.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
         Ok(self.blocking(|ep, mem| ep.read(mem, buf))?.unwrap_or(0))
     }
 
     /// Writes at least one byte of `buf` (as many as fit), waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the peer closed, and those of [`read`](Self::read).
     pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
         self.blocking(|ep, mem| ep.write(mem, buf))?
             .ok_or(Error::Closed)
     }
 
     /// Reads exactly `buf.len()` bytes, waiting until they are all there (a packet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the peer closed before the packet was whole, [`Error::Vchan`]
+    /// ([`crate::Error::PacketTooLarge`]) for a packet larger than the ring, and those of
+    /// [`read`](Self::read).
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<(), Error> {
         self.blocking(|ep, mem| ep.recv(mem, buf))?
             .map(drop)
@@ -505,6 +556,11 @@ impl<E: Sleep> Vchan<'_, E> {
     }
 
     /// Writes all of `buf` at once, waiting until there is room for it (a packet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the peer closed, [`Error::Vchan`] ([`crate::Error::PacketTooLarge`])
+    /// for a packet larger than the ring, and those of [`read`](Self::read).
     pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
         self.blocking(|ep, mem| ep.send(mem, buf))?
             .map(drop)

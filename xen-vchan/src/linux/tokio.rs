@@ -104,6 +104,10 @@ impl Vchan<'static, TokioEventChannel> {
     ///
     /// If the runtime shuts down before the task runs, the task drops the channel, which
     /// closes it as `Drop` does (errors ignored), and this returns `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`close`](Vchan::close).
     pub async fn close_async(self) -> Result<(), Error> {
         match ::tokio::task::spawn_blocking(move || self.close()).await {
             Ok(closed) => closed,

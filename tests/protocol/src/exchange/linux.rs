@@ -28,7 +28,16 @@
 //!    and pokes [`STEP_MAPPED`]; the domU reads dom0's text and writes [`GRANT_READ`] = `1`; dom0
 //!    unmaps and pokes [`STEP_UNMAPPED`]; the domU drops the share (nothing leaked) and writes
 //!    [`GRANT_RELEASED`] = `1`; dom0 fails to map the reference again.
-//! 7. The domU reports `DONE` and its `/init` powers it off.
+//! 7. xen-vchan against Debian's libxenvchan across the two domains, one [`VchanRun`] of
+//!    [`VCHAN_RUNS`] after the other, each started by dom0 poking its [`VchanRun::step`]:
+//!    dom0's xen-vchan serves and the domU's C peer (`libxenvchan-peer`) connects, or the
+//!    domU's C peer serves (it writes [`VCHAN_OFFERED`] = its directory once it offered the
+//!    channel) and dom0's xen-vchan connects. The C peer streams [`VCHAN_BYTES`] to dom0
+//!    (after receiving as many, in a run [`both_ways`](VchanRun::both_ways)), each byte
+//!    checked; or its C client exits mid-stream, after which dom0's server reads the end of
+//!    the stream and its write fails. Every run is held back for now
+//!    ([`VCHAN_RUNS_HELD_BACK`]).
+//! 8. The domU reports `DONE` and its `/init` powers it off.
 
 /// Written by the domU once its program runs and its xenstore cases passed.
 pub const READY: &str = "data/linux/ready";
@@ -71,6 +80,126 @@ pub const ROUND_TRIPS: u32 = 400;
 /// How long either side waits for the other's next step or event (s).
 pub const WAIT_SECONDS: u64 = 30;
 
+/// Written by the domU once its C server offered a channel: the channel's xenstore directory.
+pub const VCHAN_OFFERED: &str = "data/linux/vchan-offered";
+/// The bytes each way of a [`VchanRun`] that streams both ways.
+pub const VCHAN_BYTES: u64 = 4 << 20;
+
+/// One xen-vchan run against libxenvchan across the domains.
+#[derive(Debug, Clone, Copy)]
+pub struct VchanRun {
+    /// dom0's poke that starts it.
+    pub step: &'static str,
+    /// The domU's case.
+    pub domu_case: &'static str,
+    /// dom0's case.
+    pub dom0_case: &'static str,
+    /// Whether the domU's C peer serves (dom0's xen-vchan connects); else dom0 serves.
+    pub domu_serves: bool,
+    /// The server's minimum ring sizes: client to server, server to client (bytes).
+    pub ring_sizes: (usize, usize),
+    /// The size of each side's writes (bytes).
+    pub chunk: usize,
+    /// Whether dom0 first sends [`VCHAN_BYTES`] for the C peer to receive, then receives as
+    /// many; else only the C peer sends. (dom0 to the domU, the C peer has read wrong bytes
+    /// on both releases: docs/design.md, "The project's crates in a Linux domU".)
+    pub both_ways: bool,
+    /// Not 0: the C client exits without closing after sending this many bytes.
+    pub die_after: u64,
+    /// The channel's port in its conventional xenstore directory
+    /// (`<server's home>/data/vchan/<client>/<port>`).
+    pub port: u32,
+}
+
+/// The vchan runs, in order.
+pub const VCHAN_RUNS: &[VchanRun] = &[];
+
+/// Runs held back from [`VCHAN_RUNS`] (put them there and in the case lists to reproduce):
+/// streaming [`VCHAN_BYTES`] across the domains, in either direction, the reader at times
+/// finds bytes that are not the stream's, and dom0's `linux-domu-peer` has crashed (a
+/// segmentation fault, "malloc(): corrupted top size") as a run began; on both releases, PV
+/// and PVH, rings in the page and in their own pages (docs/design.md, "The project's crates
+/// in a Linux domU").
+pub const VCHAN_RUNS_HELD_BACK: &[VchanRun] = &[
+    VchanRun {
+        step: "vchan-c-client-dies",
+        domu_case: "linux_domu_vchan_c_client_exits_mid_stream",
+        dom0_case: "linux_domu_dom0_vchan_server_sees_client_exit",
+        domu_serves: false,
+        ring_sizes: (1 << 16, 1024),
+        chunk: 4096,
+        both_ways: false,
+        die_after: (1 << 20) + 123,
+        port: 7100,
+    },
+    VchanRun {
+        step: "vchan-dom0-serves-in-page",
+        domu_case: "linux_domu_vchan_c_client_in_page",
+        dom0_case: "linux_domu_dom0_vchan_server_in_page",
+        domu_serves: false,
+        ring_sizes: (1024, 2048),
+        chunk: 1000,
+        both_ways: true,
+        die_after: 0,
+        port: 7101,
+    },
+    VchanRun {
+        step: "vchan-dom0-serves-own-pages",
+        domu_case: "linux_domu_vchan_c_client_own_pages",
+        dom0_case: "linux_domu_dom0_vchan_server_own_pages",
+        domu_serves: false,
+        ring_sizes: (1 << 16, 1 << 18),
+        chunk: 65536,
+        both_ways: true,
+        die_after: 0,
+        port: 7102,
+    },
+    VchanRun {
+        step: "vchan-domu-serves-in-page",
+        domu_case: "linux_domu_vchan_c_server_in_page",
+        dom0_case: "linux_domu_dom0_vchan_client_in_page",
+        domu_serves: true,
+        ring_sizes: (2048, 1024),
+        chunk: 4096,
+        both_ways: true,
+        die_after: 0,
+        port: 7103,
+    },
+    VchanRun {
+        step: "vchan-domu-serves-own-pages",
+        domu_case: "linux_domu_vchan_c_server_own_pages",
+        dom0_case: "linux_domu_dom0_vchan_client_own_pages",
+        domu_serves: true,
+        ring_sizes: (1 << 18, 1 << 14),
+        chunk: 3000,
+        both_ways: true,
+        die_after: 0,
+        port: 7104,
+    },
+    VchanRun {
+        step: "vchan-domu-client-sends-in-page",
+        domu_case: "linux_domu_vchan_c_client_sends_in_page",
+        dom0_case: "linux_domu_dom0_vchan_server_receives_in_page",
+        domu_serves: false,
+        ring_sizes: (1024, 2048),
+        chunk: 1000,
+        both_ways: false,
+        die_after: 0,
+        port: 7105,
+    },
+    VchanRun {
+        step: "vchan-domu-server-sends-own-pages",
+        domu_case: "linux_domu_vchan_c_server_sends_own_pages",
+        dom0_case: "linux_domu_dom0_vchan_client_receives_own_pages",
+        domu_serves: true,
+        ring_sizes: (1 << 14, 1 << 18),
+        chunk: 3000,
+        both_ways: false,
+        die_after: 0,
+        port: 7106,
+    },
+];
+
 /// The domU's cases, in order.
 pub const DOMU_CASES: &[&str] = &[
     "linux_domu_store_own_home",
@@ -97,3 +226,26 @@ pub const DOM0_CASES: &[&str] = &[
     "linux_domu_dom0_grant_gone",
     "domu_powered_off",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_vchan_run_is_in_both_case_lists_in_order_and_every_run_has_its_own_port() {
+        let at = |cases: &[&str], case| cases.iter().position(|c| *c == case).unwrap();
+        for (i, run) in VCHAN_RUNS.iter().enumerate() {
+            for earlier in &VCHAN_RUNS[..i] {
+                assert!(at(DOMU_CASES, earlier.domu_case) < at(DOMU_CASES, run.domu_case));
+                assert!(at(DOM0_CASES, earlier.dom0_case) < at(DOM0_CASES, run.dom0_case));
+            }
+        }
+        let all: &[&[VchanRun]] = &[VCHAN_RUNS, VCHAN_RUNS_HELD_BACK];
+        let all = all.iter().flat_map(|runs| runs.iter());
+        for (i, run) in all.clone().enumerate() {
+            for earlier in all.clone().take(i) {
+                assert!(earlier.port != run.port && earlier.step != run.step);
+            }
+        }
+    }
+}
