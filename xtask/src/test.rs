@@ -266,8 +266,51 @@ fn rustdoc() -> crate::Result {
 /// Packages every publishable crate as `cargo publish` would, in dependency order, and builds
 /// each from its package (against the others' packages), without uploading.
 fn package() -> crate::Result {
+    forget_earlier_packages()?;
     // The tree as it is, committed or not: the one the other steps checked.
     run_command(cargo().args(["publish", "--dry-run", "--workspace", "--allow-dirty"]))
+}
+
+/// Removes what an earlier dry run left of our packages. Cargo takes a registry package of a
+/// given version as immutable: it reuses its unpacked source (`$CARGO_HOME/registry/src`) and
+/// its build (`target/package`), so a second dry run would verify each crate against its
+/// dependencies as they were at the first (every version here is still the unpublished one).
+fn forget_earlier_packages() -> crate::Result {
+    let remove = |path: &std::path::Path| match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("removing {}: {e}", path.display()))
+        }
+        _ => Ok(()),
+    };
+    remove(&crate::workspace_root().join("target/package"))?;
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+        });
+    let Some(sources) = cargo_home.map(|home| home.join("registry/src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        let Ok(packages) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for package in packages.flatten() {
+            let ours = published_crates().iter().any(|name| {
+                package
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{name}-0."))
+            });
+            if ours {
+                remove(&package.path())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn gen_sys_check() -> crate::Result {
