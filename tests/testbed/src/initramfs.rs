@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub const EXIT_HELPER: &str = "xen-dom0-tests";
 
 /// The directories every initramfs has.
-const DIRS: &[&str] = &[
+pub(crate) const DIRS: &[&str] = &[
     "bin",
     "sbin",
     "usr",

@@ -107,19 +107,7 @@ pub fn build_with_programs(
     let mut cpio = Cpio::new();
     let modules = initramfs::busybox_and_modules(
         &mut cpio,
-        &[
-            "bin",
-            "sbin",
-            "usr",
-            "usr/bin",
-            "usr/sbin",
-            "dev",
-            "proc",
-            "sys",
-            "tmp",
-            "lib",
-            "lib/modules",
-        ],
+        initramfs::DIRS,
         artifacts,
         artifacts
             .modules
