@@ -266,23 +266,32 @@ fn rustdoc() -> crate::Result {
 /// Packages every publishable crate as `cargo publish` would, in dependency order, and builds
 /// each from its package (against the others' packages), without uploading.
 fn package() -> crate::Result {
-    forget_earlier_packages()?;
+    let target_dir = crate::workspace_root().join("target/publish");
+    forget_earlier_packages(&target_dir)?;
     // The tree as it is, committed or not: the one the other steps checked.
-    run_command(cargo().args(["publish", "--dry-run", "--workspace", "--allow-dirty"]))
+    run_command(
+        cargo()
+            .args(["publish", "--dry-run", "--workspace", "--allow-dirty"])
+            .arg("--target-dir")
+            .arg(&target_dir),
+    )?;
+    // Its builds are of no later use, and a fresh machine's disk is small.
+    forget_earlier_packages(&target_dir)
 }
 
 /// Removes what an earlier dry run left of our packages. Cargo takes a registry package of a
 /// given version as immutable: it reuses its unpacked source (`$CARGO_HOME/registry/src`) and
-/// its build (`target/package`), so a second dry run would verify each crate against its
-/// dependencies as they were at the first (every version here is still the unpublished one).
-fn forget_earlier_packages() -> crate::Result {
+/// its build, so a second dry run would verify each crate against its dependencies as they
+/// were at the first (every version here is still the unpublished one). The dry run builds in
+/// `target_dir` of its own, removed here.
+fn forget_earlier_packages(target_dir: &std::path::Path) -> crate::Result {
     let remove = |path: &std::path::Path| match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(format!("removing {}: {e}", path.display()))
         }
         _ => Ok(()),
     };
-    remove(&crate::workspace_root().join("target/package"))?;
+    remove(target_dir)?;
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| {
