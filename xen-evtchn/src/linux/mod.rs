@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 #[cfg(feature = "mock")]
 use std::sync::Arc;
+use std::sync::TryLockError;
 use std::vec::Vec;
 
 use nix::errno::Errno as OsErrno;
@@ -53,6 +54,10 @@ pub const READ_BATCH: usize = 4096 / size_of::<u32>();
 pub struct EvtchnDevice {
     fd: OwnedFd,
     state: Mutex<State>,
+    /// Held by a read of a blocking fd ([`EvtchnDevice::set_blocking`]): a waiting read holds
+    /// it while it sleeps, and a non-waiting read holds it from its `poll` to its `read`, so no
+    /// other reader takes the ports that `poll` saw and the read never sleeps.
+    reader: Mutex<()>,
     /// The driver mock the system calls go to instead of the kernel.
     #[cfg(feature = "mock")]
     mock: Option<Arc<crate::mock::EvtchnDriver>>,
@@ -104,6 +109,7 @@ impl EvtchnDevice {
         Ok(Self {
             fd: file.into(),
             state: Mutex::default(),
+            reader: Mutex::default(),
             #[cfg(feature = "mock")]
             mock: None,
         })
@@ -115,6 +121,7 @@ impl EvtchnDevice {
         Self {
             fd,
             state: Mutex::default(),
+            reader: Mutex::default(),
             mock: Some(mock),
         }
     }
@@ -275,8 +282,8 @@ impl EvtchnDevice {
     /// and a port queued before the read is found by it, so none is missed.
     /// (The ring overflows only when full, which a waiting read never is.)
     /// [`take_pending`](EventChannel::take_pending) still does not wait: it
-    /// polls first, so a port another thread takes between that poll and its
-    /// read leaves it waiting for the next one; hence the one waiter.
+    /// polls, then reads, with no other read between the two; while another
+    /// thread waits in its read, it takes nothing (the ports go to the waiter).
     ///
     /// # Errors
     ///
@@ -322,13 +329,24 @@ impl EvtchnDevice {
             return Ok(count);
         } else if wait {
             drop(state);
-            let read = self.sys_read(&mut ports[..end]);
+            let read = {
+                let _reading = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+                self.sys_read(&mut ports[..end])
+            };
             state = self.state();
             read
-        } else if self.poll(0)? {
-            self.sys_read(&mut ports[..end])
         } else {
-            Err(OsErrno::EAGAIN)
+            // A read that waits holds `reader`: the ports it will get are its, and this call
+            // takes none rather than wait with it.
+            let reading = match self.reader.try_lock() {
+                Ok(reading) => Some(reading),
+                Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            match reading {
+                Some(_reading) if self.poll(0)? => self.sys_read(&mut ports[..end]),
+                _ => Err(OsErrno::EAGAIN),
+            }
         };
         match read {
             Ok(read) => Ok(count + read),
