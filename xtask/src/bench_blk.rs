@@ -134,17 +134,24 @@ fn domu_script(rounds: u64, mib: u64) -> String {
 }
 
 /// One sample: ns and bytes.
-type Sample = (f64, f64);
+pub(crate) type Sample = (f64, f64);
 
-/// Parses `bench-run impl=<impl> measure=<measure> iterations=1 ns=<ns> bytes=<n>`.
-fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples<Sample>> {
+/// Parses `bench-run impl=<impl> measure=<measure> iterations=1 ns=<ns> bytes=<n>` (the block
+/// benchmarks' lines, frontend and backend).
+pub(crate) fn parse_samples<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> crate::Result<Samples<Sample>> {
     Samples::parse(lines, "measure", |run| {
         Ok((run.per_iteration("ns")?, run.number("bytes")?))
     })
 }
 
 /// The median MB/s of `implementation` on `measure`.
-fn mbps(samples: &Samples<Sample>, implementation: &str, measure: &str) -> crate::Result<f64> {
+pub(crate) fn mbps(
+    samples: &Samples<Sample>,
+    implementation: &str,
+    measure: &str,
+) -> crate::Result<f64> {
     samples.median(implementation, measure, |(ns, bytes)| {
         bytes / (ns / 1e9) / 1e6
     })

@@ -12,6 +12,7 @@ use xen_testbed::{Arch, blkback, linux_domu};
 use xen_testbed_protocol::exchange::blkback::BENCH_MEASURES;
 
 use crate::bench::{Bench, Report, Samples};
+use crate::bench_blk::{Sample, mbps, parse_samples};
 
 const USAGE: &str = "\
 usage: cargo xtask bench blkback [--rounds N]
@@ -51,23 +52,6 @@ pub(crate) fn run(options: &[String]) -> crate::Result {
         "; software-emulated, on a shared machine",
         |lines| report(&parse_samples(lines.iter().copied())?),
     )
-}
-
-/// One sample: ns and bytes.
-type Sample = (f64, f64);
-
-/// Parses `bench-run impl=<ours|blkback> measure=<measure> iterations=1 ns=<ns> bytes=<n>`.
-fn parse_samples<'a>(lines: impl Iterator<Item = &'a str>) -> crate::Result<Samples<Sample>> {
-    Samples::parse(lines, "measure", |run| {
-        Ok((run.per_iteration("ns")?, run.number("bytes")?))
-    })
-}
-
-/// The median MB/s of `implementation` on `measure`.
-fn mbps(samples: &Samples<Sample>, implementation: &str, measure: &str) -> crate::Result<f64> {
-    samples.median(implementation, measure, |(ns, bytes)| {
-        bytes / (ns / 1e9) / 1e6
-    })
 }
 
 /// The table, the target and the machine-readable lines.
