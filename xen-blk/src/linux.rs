@@ -543,7 +543,8 @@ impl Connection<'_> {
     /// # Errors
     ///
     /// [`BackendError::Grant`] if unmapping the ring fails, [`BackendError::Event`] if closing
-    /// the port fails (the ring is unmapped first either way).
+    /// the port fails. The port is closed first, as Linux's blkback unbinds its interrupt
+    /// before it unmaps the ring, and the ring is unmapped either way.
     pub fn close(self) -> Result<Released, BackendError> {
         let Self { backend, port, .. } = self;
         let counts = backend.counts();
